@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# scripts/install-deps.sh: install pgshift's build and test dependencies from
+# Debian 12 packages. Idempotent: installs only what is missing, runs
+# `apt-get update` at most once, never asks a question.
+set -euo pipefail
+pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
+      postgresql-15 postgresql-contrib libpq-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler
+      libyaml-dev libjansson-dev libhttp-parser-dev libcmocka-dev util-linux procps)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "install-deps: missing ${missing[*]}; run as root" >&2; exit 1; }
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# The Debian package starts a default cluster we do not use; the tests start their own.
