@@ -1,0 +1,61 @@
+/* apply.h: applies decoded pgoutput messages to the target tables, exactly
+ * once and in commit order.
+ *
+ * Several source transactions share one target transaction (a batch). The
+ * batch ends with an UPDATE of pgshift.migrations.applied_lsn to the end LSN
+ * of its last source commit, in the same target transaction; only after
+ * that COMMIT returns does m->applied_lsn move, and only m->applied_lsn may
+ * be reported to the server as flushed. A source transaction whose commit
+ * LSN is below the applied LSN was applied before and is skipped whole.
+ *
+ * Statements are prepared once per (table, operation, set of sent columns)
+ * and sent in libpq pipeline mode, synced every few hundred statements so
+ * neither side buffers without bound (a 1M-row transaction streams through).
+ */
+#ifndef PGSHIFT_APPLY_H
+#define PGSHIFT_APPLY_H
+
+#include "pgshift/decode.h"
+#include "pgshift/migration.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+typedef struct apply_ctx apply_ctx;
+
+/* Opens the applier's own target connection. NULL on failure (logged). */
+apply_ctx *apply_new(pgs_migration *m);
+void apply_free(apply_ctx *a);
+
+/* Applies one message. False on any failure: the error is logged once with
+ * the table, column and LSN, the batch is rolled back, and nothing past
+ * m->applied_lsn was committed. */
+bool apply_message(apply_ctx *a, const decode_msg *msg);
+
+/* True between a source Begin and its Commit. */
+bool apply_in_xact(const apply_ctx *a);
+/* True while a target transaction holds applied but uncommitted changes. */
+bool apply_batch_open(const apply_ctx *a);
+/* Milliseconds since the open batch began, and its change count. */
+double apply_batch_age_ms(const apply_ctx *a);
+long apply_batch_changes(const apply_ctx *a);
+
+/* Commits the open batch at a source transaction boundary and advances
+ * m->applied_lsn (no-op without an open batch). */
+bool apply_commit_batch(apply_ctx *a);
+/* Throws the open batch away (the slot sends those changes again). */
+void apply_rollback_batch(apply_ctx *a);
+
+/* Totals since the process started (for rates). */
+typedef struct apply_stats {
+    uint64_t changes;
+    uint64_t xacts;
+    uint64_t skipped_xacts;
+    pgs_timestamp last_commit_time; /* of the last applied source commit */
+    pgs_lsn last_fence_lsn;         /* LSN of the last non-transactional pgshift message */
+    char last_fence[64];            /* its content */
+} apply_stats;
+
+const apply_stats *apply_get_stats(const apply_ctx *a);
+
+#endif

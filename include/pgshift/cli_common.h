@@ -1,0 +1,27 @@
+/* cli_common.h: options every plan-driven command shares. */
+#ifndef PGSHIFT_CLI_COMMON_H
+#define PGSHIFT_CLI_COMMON_H
+
+#include "pgshift/plan.h"
+
+#include <stdbool.h>
+
+typedef struct cli_opts {
+    const char *plan_path;
+    bool json;
+    bool confirm;
+    bool auto_cutover;
+    bool help;
+} cli_opts;
+
+/* Parses --plan FILE, --json, --confirm, --auto-cutover (each only where
+ * `allowed` lists it, as "plan,json,confirm,auto-cutover"), --log-level and
+ * --log-format. Prints `usage` for --help. Returns -1 to go on, or the exit
+ * code to return at once (0 after --help, 2 on a usage error). */
+int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli_opts *out);
+
+/* Loads the plan named by --plan; prints the one-line error and returns
+ * NULL on failure (exit 2). */
+pgs_plan *cli_load_plan(const cli_opts *o);
+
+#endif

@@ -1,0 +1,122 @@
+/* migration.h: one migration at run time: the plan resolved against the
+ * server, its connections, and the operations of each phase
+ * (preflight -> prepare -> copy -> stream/apply). */
+#ifndef PGSHIFT_MIGRATION_H
+#define PGSHIFT_MIGRATION_H
+
+#include "pgshift/catalog.h"
+#include "pgshift/decode.h"
+#include "pgshift/plan.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* One source -> target pair of the plan, resolved. */
+typedef struct pgs_mtable {
+    const pgs_plan_table *spec;
+    int ord; /* position in the plan, the key of its state row */
+    pgs_relinfo src;
+    pgs_relinfo tgt;     /* tgt.exists is false until pgshift creates it */
+    bool create_target;  /* the plan has a partition spec: pgshift creates the target */
+    pgs_strlist match;   /* columns that identify a row (source PK, else replica identity
+                            index, else plan `key`) */
+    pgs_strlist cols;    /* columns copied and applied: the source's non-generated columns */
+    /* state */
+    int64_t rows_copied;
+    int64_t bytes_copied;
+    bool copy_done;
+    int64_t changes_applied;
+} pgs_mtable;
+
+typedef enum pgs_phase {
+    PGS_PHASE_NONE = 0, /* no state yet */
+    PGS_PHASE_COPYING,
+    PGS_PHASE_CATCHING_UP,
+    PGS_PHASE_READY,
+    PGS_PHASE_CUTTING_OVER,
+    PGS_PHASE_DONE,
+    PGS_PHASE_PAUSED,
+    PGS_PHASE_FAILED,
+} pgs_phase;
+
+const char *pgs_phase_name(pgs_phase phase);
+pgs_phase pgs_phase_parse(const char *name);
+
+typedef struct pgs_migration {
+    pgs_plan *plan;
+    PGconn *src;     /* source database: catalog reads, publication, WAL position */
+    PGconn *tgt;     /* target database: target tables and the pgshift state schema */
+    pgs_mtable *tables;
+    int ntables;
+    char slot[64];        /* pgshift_<name> */
+    char publication[64]; /* pgshift_<name> */
+    /* state (pgshift.migrations) */
+    bool has_state;
+    pgs_phase phase;
+    pgs_lsn consistent_lsn;
+    pgs_lsn applied_lsn; /* end LSN of the last applied source commit */
+    int64_t applied_xacts;
+    int64_t applied_changes;
+} pgs_migration;
+
+/* Connects to source and target and resolves every table of the plan
+ * (catalog reads only; changes nothing). Logs and returns NULL on failure. */
+pgs_migration *migration_open(pgs_plan *plan);
+void migration_close(pgs_migration *m);
+
+/* The table whose source has this schema and name, or NULL. */
+pgs_mtable *migration_find_source(pgs_migration *m, const char *nspname, const char *relname);
+
+/* ---- preflight (src/plan/preflight.c) ---- */
+
+/* Checks everything `run` needs and prints a report to `out`: server
+ * settings, privileges, keys, column match, partition coverage, sizes,
+ * dependent objects. Changes nothing. `resuming` relaxes the checks that
+ * only hold before the copy (empty target, target does not exist yet).
+ * Returns the number of blocking problems (0 = go), or -1 on error. */
+int preflight_run(pgs_migration *m, bool resuming, FILE *out);
+
+/* ---- state (src/state/state.c): schema pgshift in the target database ---- */
+
+bool state_ensure_schema(pgs_migration *m);
+/* Reads the migration's state rows if any (m->has_state tells). */
+bool state_load(pgs_migration *m);
+/* Creates (or resets) the state rows for a fresh copy. */
+bool state_begin_copy(pgs_migration *m);
+bool state_set_phase(pgs_migration *m, pgs_phase phase, const char *error);
+bool state_set_consistent_lsn(pgs_migration *m, pgs_lsn lsn);
+bool state_copy_done(pgs_migration *m);
+/* Holds a session advisory lock for this migration on m->tgt so that a
+ * second `run` of the same plan refuses to start. */
+bool state_lock(pgs_migration *m);
+/* Drops the whole state of this migration (abort). */
+bool state_delete(pgs_migration *m);
+
+/* ---- prepare (src/plan/prepare.c) ---- */
+
+/* Creates a target from the partition spec (no indexes yet), or empties
+ * the user's target after an interrupted copy. */
+bool prepare_targets(pgs_migration *m);
+/* Creates the publication for the source tables unless it exists. */
+bool prepare_publication(pgs_migration *m);
+/* Builds the indexes and primary key on the targets pgshift created. */
+bool prepare_target_indexes(pgs_migration *m);
+/* Drops the slot if it exists (interrupted copy, abort). */
+bool prepare_drop_slot(pgs_migration *m);
+
+/* ---- copy (src/copy/copy.c) ---- */
+
+/* Copies every table under the exported snapshot with parallel workers.
+ * `repl` is the replication connection that exported the snapshot; it is
+ * closed (set to NULL) once every worker imported it. */
+bool copy_run(pgs_migration *m, const char *snapshot, PGconn **repl);
+
+/* ---- stream and apply (src/repl/stream.c, src/apply/apply.c) ---- */
+
+/* Streams from the slot and applies until stopped by a signal or an error.
+ * Returns the process exit code. */
+int stream_run(pgs_migration *m);
+
+#endif

@@ -1,0 +1,44 @@
+/* pg.h: libpq helpers shared by every module: connections, quoting and
+ * queries that log their own errors (callers just propagate false/NULL). */
+#ifndef PGSHIFT_PG_H
+#define PGSHIFT_PG_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Opens a connection from a conninfo string or URI (PG* environment and
+ * .pgpass apply as in psql), with application_name set and, when
+ * `replication` is true, replication=database. `what` names the connection
+ * in error messages ("source", "target", "replication"). Logs and returns
+ * NULL on failure; the password never appears in the message. */
+PGconn *pg_connect(const char *conninfo, const char *what, bool replication);
+
+/* Runs SQL without parameters (may hold several statements); logs the
+ * server's message with `what` as context on failure. */
+bool pg_exec(PGconn *conn, const char *what, const char *sql);
+
+/* Runs one statement with text parameters. Returns the result when it is
+ * COMMAND_OK or TUPLES_OK (caller PQclear()s it), else logs and returns NULL. */
+PGresult *pg_query(PGconn *conn, const char *what, const char *sql, int nparams,
+                   const char *const *params);
+
+/* One text value from a one-row query, malloc'd; *isnull (optional) tells
+ * SQL NULL apart. NULL on error or no row (logged). */
+char *pg_query_value(PGconn *conn, const char *what, const char *sql, int nparams,
+                     const char *const *params, bool *isnull);
+
+/* PQescapeIdentifier as a malloc'd (free()able) string; NULL on failure. */
+char *pg_ident(PGconn *conn, const char *name);
+
+/* "schema"."name", both escaped; malloc'd. */
+char *pg_qualified(PGconn *conn, const char *schema, const char *name);
+
+/* The server's error fields of a failed result, joined into one line
+ * (message, detail, hint) into buf. */
+const char *pg_result_error_line(const PGresult *res, char *buf, size_t len);
+
+/* SQLSTATE of a failed result or "" */
+const char *pg_sqlstate(const PGresult *res);
+
+#endif

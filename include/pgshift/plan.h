@@ -1,0 +1,103 @@
+/* plan.h: the migration plan file (YAML) and its in-memory model.
+ *
+ * The parser only checks what can be told from the file itself (keys,
+ * types, units, name syntax); everything that needs the server is the
+ * preflight's job (preflight.h). The plan owns all its strings; free the
+ * whole thing with pgs_plan_free().
+ */
+#ifndef PGSHIFT_PLAN_H
+#define PGSHIFT_PLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum pgs_partition_method {
+    PGS_PARTITION_NONE = 0,
+    PGS_PARTITION_RANGE,
+} pgs_partition_method;
+
+typedef struct pgs_plan_table {
+    /* Names exactly as written in the plan ("public.petri_observations",
+     * or "petri_observations" meaning the search path). The server resolves
+     * them with SQL identifier rules (to_regclass / parse_ident). */
+    char *source;
+    char *target;
+
+    /* Optional `partition:` block: pgshift creates the target. */
+    pgs_partition_method partition_method; /* NONE when there is no block */
+    char *partition_column;   /* from `by: range (created_at)`, resolved (see below) */
+    char *partition_interval; /* `interval: 1 month` as written (validated by the server) */
+    bool partition_default;   /* `default: true`: add a DEFAULT partition */
+    int partition_ahead;      /* `ahead: N` partitions past the newest row; default 3 */
+
+    /* Column and object names (partition_column, key, leave_behind) are
+     * stored as the server knows them, unlike the table names above: a
+     * plain identifier folded to lower case, a "quoted" one without its
+     * quotes. Quote them with PQescapeIdentifier when building SQL. */
+
+    /* Optional: columns that identify a row on the target when the source
+     * has no primary key (`key: [a, b]`); NULL-terminated, or NULL. */
+    char **key;
+
+    /* Dependent objects the operator allows the cutover to leave behind
+     * (`leave_behind: [trigger_name, policy_name, ...]`); NULL-terminated, or NULL. */
+    char **leave_behind;
+} pgs_plan_table;
+
+typedef struct pgs_plan_cutover {
+    uint64_t max_lag_bytes; /* `max_lag: 8MB`; default 8 MiB */
+    int lock_timeout_ms;    /* `lock_timeout: 500ms`; default 500 */
+    int attempts;           /* `attempts: 20`; default 20 */
+    bool postpone;          /* `postpone: true` holds back --auto-cutover */
+    char *postpone_file;    /* `postpone_file: /path`: while it exists, auto cutover waits */
+} pgs_plan_cutover;
+
+typedef struct pgs_plan_copy {
+    int workers;            /* `copy: {workers: N}`; default 0 = number of CPUs, at most 8 */
+    uint64_t chunk_bytes;   /* `chunk_size: 64MB`: split large tables into ranges of this size */
+} pgs_plan_copy;
+
+typedef struct pgs_plan_apply {
+    int batch_changes;      /* `apply: {batch_changes: N}`: changes per target transaction, default 20000 */
+    int batch_ms;           /* `batch_time: 200ms`: longest time a target transaction stays open, default 200 */
+} pgs_plan_apply;
+
+typedef struct pgs_plan {
+    char *path;   /* the file it was read from */
+    char *name;   /* [a-z0-9_]+, at most 40 characters */
+    char *source; /* libpq conninfo or URI; may hold a password: never print it */
+    char *target; /* optional `target:` conninfo for the target database; NULL = same as source */
+    pgs_plan_table *tables;
+    size_t ntables;
+    pgs_plan_cutover cutover;
+    pgs_plan_copy copy;
+    pgs_plan_apply apply;
+    char *state_dir; /* `state_dir:` where the control socket lives; default /tmp */
+} pgs_plan;
+
+/* Reads and validates a plan file. On failure returns NULL and writes one
+ * line to err, "<path>:<line>: <key path>: <what is wrong>; <fix>", e.g.
+ * "plan.yaml:7: tables[1].partition.by: "hash (id)" is not supported; use
+ * "range (<column>)"" (list indexes count from 0; errors about the file as
+ * a whole name "YAML syntax error" or "plan" in place of the key path, and
+ * a file that cannot be read gives "<path>: <what>; <fix>"). */
+pgs_plan *pgs_plan_load(const char *path, char *err, size_t errlen);
+
+/* The same from a string in memory (`path` is only used in messages). */
+pgs_plan *pgs_plan_parse(const char *yaml, size_t len, const char *path, char *err, size_t errlen);
+
+void pgs_plan_free(pgs_plan *plan);
+
+/* "8MB", "512kB", "1GB", "100" (bytes), case-insensitive unit, 1024-based as
+ * in postgresql.conf. False on anything else or overflow. */
+bool pgs_parse_size(const char *text, uint64_t *out);
+
+/* "500ms", "2s", "1min", "250" (ms). False on anything else or overflow. */
+bool pgs_parse_duration_ms(const char *text, int *out);
+
+/* Replaces any password in a conninfo string or URI with "********" so the
+ * result is safe to print. Returns a malloc'd string (NULL on malloc failure). */
+char *pgs_conninfo_redact(const char *conninfo);
+
+#endif

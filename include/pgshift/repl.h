@@ -1,0 +1,29 @@
+/* repl.h: the replication connection: slot creation with an exported
+ * snapshot, START_REPLICATION, and standby status updates. A walsender
+ * speaks only the simple query protocol. */
+#ifndef PGSHIFT_REPL_H
+#define PGSHIFT_REPL_H
+
+#include "pgshift/decode.h"
+#include "pgshift/migration.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+/* Opens a replication=database connection to the source. */
+PGconn *repl_connect(pgs_migration *m);
+
+/* CREATE_REPLICATION_SLOT <slot> LOGICAL pgoutput (SNAPSHOT 'export').
+ * On success *conn is the replication connection, which must run no other
+ * command until every copy worker has imported *snapshot (malloc'd). */
+bool repl_create_slot(pgs_migration *m, PGconn **conn, char **snapshot, pgs_lsn *consistent);
+
+/* START_REPLICATION from `start` with proto_version 1, the migration's
+ * publication, messages on, and binary when source and target are the
+ * same database. The connection is then in CopyBoth mode. */
+bool repl_start(pgs_migration *m, PGconn *conn, pgs_lsn start, bool binary);
+
+/* Sends a standby status update; false when the connection failed. */
+bool repl_send_status(PGconn *conn, pgs_lsn write, pgs_lsn flush, bool reply);
+
+#endif

@@ -1,0 +1,845 @@
+/* apply.c: decoded changes -> prepared statements on the target, batched,
+ * pipelined, exactly once (see apply.h for the rules). */
+#include "pgshift/apply.h"
+
+#include "pgshift/log.h"
+#include "pgshift/pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Statements between two pipeline syncs; at most two such segments are in
+ * flight, which bounds what either side buffers. */
+#define SYNC_EVERY 400
+
+typedef struct stmt {
+    char op; /* 'I' 'U' 'D' */
+    uint8_t *mask; /* one byte per relation attribute: 1 = column sent */
+    char name[24];
+    struct stmt *next;
+} stmt;
+
+typedef struct rel {
+    uint32_t relid;
+    pgs_mtable *t;
+    int natts;
+    char **names; /* quoted target column names, in relation attribute order */
+    int *match;   /* relation attribute index of each match column */
+    int nmatch;
+    stmt *stmts;
+    struct rel *next;
+} rel;
+
+/* What each in-flight pipeline result belongs to. */
+typedef struct pending {
+    char op; /* 'I' 'U' 'D' 'T' truncate, 'X' other SQL, 'P' prepare, 'S' sync */
+    pgs_mtable *t;
+} pending;
+
+struct apply_ctx {
+    pgs_migration *m;
+    PGconn *conn;
+    rel *rels;
+    int nstmts;
+
+    pending *q;
+    size_t qcap, qhead, qlen;
+    int since_sync;
+    int syncs;
+    bool failed;
+
+    bool in_xact;
+    bool skipping;
+    bool batch_open;
+    pgs_lsn xact_final_lsn;
+    pgs_lsn batch_end_lsn;
+    pgs_timestamp batch_commit_time;
+    long batch_changes;
+    long batch_xacts;
+    double batch_started_ms;
+    long *table_changes; /* per plan table, in the open batch */
+
+    const char **values;
+    int *lengths;
+    int *formats;
+    size_t pcap;
+    char *text;
+    size_t textcap;
+
+    apply_stats stats;
+};
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+apply_ctx *apply_new(pgs_migration *m)
+{
+    apply_ctx *a = calloc(1, sizeof *a);
+    if (a == NULL)
+        return NULL;
+    a->m = m;
+    a->table_changes = calloc((size_t)m->ntables, sizeof(long));
+    if (a->table_changes == NULL)
+        goto failed;
+    a->conn = pg_connect(m->plan->target ? m->plan->target : m->plan->source, "target (apply)",
+                         false);
+    if (a->conn == NULL)
+        goto failed;
+    /* synchronous_commit stays on: flush feedback must follow durable commits. */
+    if (!pg_exec(a->conn, "configuring the apply session",
+                 "SET application_name = 'pgshift apply'; SET synchronous_commit = on;"
+                 " SET lock_timeout = '30s'") ||
+        PQenterPipelineMode(a->conn) != 1) {
+        log_error("apply: cannot configure the target session: %s", PQerrorMessage(a->conn));
+        goto failed;
+    }
+    return a;
+failed:
+    apply_free(a);
+    return NULL;
+}
+
+static void free_rel(rel *r)
+{
+    for (int i = 0; i < r->natts; i++)
+        free(r->names[i]);
+    free(r->names);
+    free(r->match);
+    for (stmt *s = r->stmts, *n; s; s = n) {
+        n = s->next;
+        free(s->mask);
+        free(s);
+    }
+    free(r);
+}
+
+void apply_free(apply_ctx *a)
+{
+    if (a == NULL)
+        return;
+    for (rel *r = a->rels, *n; r; r = n) {
+        n = r->next;
+        free_rel(r);
+    }
+    if (a->conn)
+        PQfinish(a->conn);
+    free(a->q);
+    free(a->values);
+    free(a->lengths);
+    free(a->formats);
+    free(a->text);
+    free(a->table_changes);
+    free(a);
+}
+
+bool apply_in_xact(const apply_ctx *a)
+{
+    return a->in_xact;
+}
+
+bool apply_batch_open(const apply_ctx *a)
+{
+    return a->batch_open;
+}
+
+double apply_batch_age_ms(const apply_ctx *a)
+{
+    return a->batch_open ? now_ms() - a->batch_started_ms : 0;
+}
+
+long apply_batch_changes(const apply_ctx *a)
+{
+    return a->batch_changes;
+}
+
+const apply_stats *apply_get_stats(const apply_ctx *a)
+{
+    return &a->stats;
+}
+
+/* ---- pipeline bookkeeping ---- */
+
+static bool q_push(apply_ctx *a, char op, pgs_mtable *t)
+{
+    if (a->qlen == a->qcap) {
+        size_t ncap = a->qcap ? a->qcap * 2 : 1024;
+        pending *nq = malloc(sizeof(pending) * ncap);
+        if (nq == NULL)
+            return false;
+        for (size_t i = 0; i < a->qlen; i++)
+            nq[i] = a->q[(a->qhead + i) % a->qcap];
+        free(a->q);
+        a->q = nq;
+        a->qcap = ncap;
+        a->qhead = 0;
+    }
+    a->q[(a->qhead + a->qlen) % a->qcap] = (pending){op, t};
+    a->qlen++;
+    return true;
+}
+
+static const char *op_name(char op)
+{
+    switch (op) {
+    case 'I':
+        return "INSERT";
+    case 'U':
+        return "UPDATE";
+    case 'D':
+        return "DELETE";
+    case 'T':
+        return "TRUNCATE";
+    case 'P':
+        return "PREPARE";
+    default:
+        return "statement";
+    }
+}
+
+/* Reads the results of everything sent, up to the oldest sync point
+ * (all = false: until at most one sync is outstanding; all = true: until
+ * none is). Logs the first failure with its table and operation. */
+static bool consume(apply_ctx *a, bool all)
+{
+    char lsn[18];
+    while (a->qlen > 0) {
+        pending p = a->q[a->qhead];
+        if (p.op == 'S') {
+            if (!all && a->syncs <= 1)
+                break;
+            PGresult *res = PQgetResult(a->conn);
+            if (res == NULL || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+                if (!a->failed)
+                    log_error("apply: lost track of the target pipeline (%s)",
+                              PQerrorMessage(a->conn));
+                PQclear(res);
+                a->failed = true;
+                return false;
+            }
+            PQclear(res);
+            a->qhead = (a->qhead + 1) % a->qcap;
+            a->qlen--;
+            a->syncs--;
+            continue;
+        }
+        PGresult *res = PQgetResult(a->conn);
+        if (res == NULL) {
+            if (!a->failed)
+                log_error("apply: the target connection failed: %s", PQerrorMessage(a->conn));
+            a->failed = true;
+            return false;
+        }
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_FATAL_ERROR && !a->failed) {
+            char line[2048];
+            pg_result_error_line(res, line, sizeof line);
+            log_error("apply: %s on %s failed in the source transaction committed at %s: %s",
+                      op_name(p.op), p.t ? p.t->tgt.qname : "the target",
+                      decode_lsn_format(a->xact_final_lsn, lsn), line);
+            a->failed = true;
+        } else if (st == PGRES_COMMAND_OK && (p.op == 'U' || p.op == 'D') && !a->failed &&
+                   strcmp(PQcmdTuples(res), "1") != 0) {
+            log_error("apply: %s on %s matched %s rows instead of 1 (source transaction at %s): "
+                      "the target has diverged from the source; stopping before anything "
+                      "is acknowledged",
+                      op_name(p.op), p.t->tgt.qname, PQcmdTuples(res),
+                      decode_lsn_format(a->xact_final_lsn, lsn));
+            a->failed = true;
+        }
+        PQclear(res);
+        /* Each query's results end with a NULL. */
+        res = PQgetResult(a->conn);
+        PQclear(res);
+        a->qhead = (a->qhead + 1) % a->qcap;
+        a->qlen--;
+    }
+    return !a->failed;
+}
+
+static bool sync_point(apply_ctx *a)
+{
+    if (PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL)) {
+        log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
+        a->failed = true;
+        return false;
+    }
+    a->syncs++;
+    a->since_sync = 0;
+    return consume(a, false);
+}
+
+static bool sent(apply_ctx *a, int ok, char op, pgs_mtable *t)
+{
+    if (ok != 1 || !q_push(a, op, t)) {
+        log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
+        a->failed = true;
+        return false;
+    }
+    if (++a->since_sync >= SYNC_EVERY)
+        return sync_point(a);
+    return true;
+}
+
+static bool send_sql(apply_ctx *a, const char *sql, int n, const char *const *params)
+{
+    return sent(a, PQsendQueryParams(a->conn, sql, n, NULL, params, NULL, NULL, 0), 'X', NULL);
+}
+
+/* ---- batches ---- */
+
+static bool open_batch(apply_ctx *a)
+{
+    if (a->batch_open)
+        return true;
+    if (!send_sql(a, "BEGIN", 0, NULL))
+        return false;
+    a->batch_open = true;
+    a->batch_started_ms = now_ms();
+    a->batch_changes = a->batch_xacts = 0;
+    memset(a->table_changes, 0, sizeof(long) * (size_t)a->m->ntables);
+    return true;
+}
+
+void apply_rollback_batch(apply_ctx *a)
+{
+    if (a->batch_open || a->qlen > 0) {
+        PQsendQueryParams(a->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
+        q_push(a, 'X', NULL);
+        PQpipelineSync(a->conn);
+        q_push(a, 'S', NULL);
+        a->syncs++;
+        bool was = a->failed;
+        a->failed = true; /* errors from here on are consequences, not news */
+        consume(a, true);
+        a->failed = was;
+    }
+    a->batch_open = false;
+    a->in_xact = false;
+    a->skipping = false;
+}
+
+bool apply_commit_batch(apply_ctx *a)
+{
+    if (!a->batch_open)
+        return true;
+    if (a->in_xact) {
+        log_error("apply: internal error: commit requested inside a source transaction");
+        return false;
+    }
+    char lsn[18], ts[40], xacts[24], changes[24];
+    decode_lsn_format(a->batch_end_lsn, lsn);
+    snprintf(ts, sizeof ts, "%.6f", (double)decode_ts_to_unix_us(a->batch_commit_time) / 1e6);
+    snprintf(xacts, sizeof xacts, "%ld", a->batch_xacts);
+    snprintf(changes, sizeof changes, "%ld", a->batch_changes);
+    if (!send_sql(a,
+                  "UPDATE pgshift.migrations SET applied_lsn = $2::pg_lsn,"
+                  "  applied_commit_time = to_timestamp($3::float8),"
+                  "  applied_xacts = applied_xacts + $4, applied_changes = applied_changes + $5,"
+                  "  updated_at = now() WHERE name = $1",
+                  5, (const char *[]){a->m->plan->name, lsn, ts, xacts, changes}))
+        goto failed;
+    for (int i = 0; i < a->m->ntables; i++) {
+        if (a->table_changes[i] == 0)
+            continue;
+        char ord[16], n[24];
+        snprintf(ord, sizeof ord, "%d", i);
+        snprintf(n, sizeof n, "%ld", a->table_changes[i]);
+        if (!send_sql(a,
+                      "UPDATE pgshift.tables SET changes_applied = changes_applied + $3"
+                      " WHERE migration = $1 AND ord = $2",
+                      3, (const char *[]){a->m->plan->name, ord, n}))
+            goto failed;
+    }
+    if (!send_sql(a, "COMMIT", 0, NULL))
+        goto failed;
+    if (PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL))
+        goto failed;
+    a->syncs++;
+    a->since_sync = 0;
+    if (!consume(a, true))
+        goto failed;
+    a->batch_open = false;
+    a->m->applied_lsn = a->batch_end_lsn;
+    a->m->applied_xacts += a->batch_xacts;
+    a->m->applied_changes += a->batch_changes;
+    for (int i = 0; i < a->m->ntables; i++)
+        a->m->tables[i].changes_applied += a->table_changes[i];
+    a->stats.last_commit_time = a->batch_commit_time;
+    log_debug("apply: committed %ld transaction(s), %ld change(s) up to %s", a->batch_xacts,
+              a->batch_changes, lsn);
+    return true;
+failed:
+    apply_rollback_batch(a);
+    return false;
+}
+
+/* ---- relations ---- */
+
+static rel *find_rel(apply_ctx *a, uint32_t relid)
+{
+    for (rel *r = a->rels; r; r = r->next)
+        if (r->relid == relid)
+            return r;
+    return NULL;
+}
+
+static char *type_name(apply_ctx *a, uint32_t oid, int32_t typmod)
+{
+    char o[16], tm[16];
+    snprintf(o, sizeof o, "%u", oid);
+    snprintf(tm, sizeof tm, "%d", typmod);
+    char *v = pg_query_value(a->m->src, "naming a type", "SELECT format_type($1::oid, $2::int)", 2,
+                             (const char *[]){o, tm}, NULL);
+    return v ? v : strdup("?");
+}
+
+/* A Relation message: check the source's current shape against the target
+ * (read afresh: the operator may have just fixed it) and cache the mapping. */
+static bool on_relation(apply_ctx *a, const decode_relation *dr)
+{
+    const char *nsp = dr->nspname[0] ? dr->nspname : "pg_catalog";
+    pgs_mtable *t = migration_find_source(a->m, nsp, dr->relname);
+    if (t == NULL) {
+        log_error("apply: the stream carries table %s.%s, which is not in plan %s; was "
+                  "publication %s changed by hand?",
+                  nsp, dr->relname, a->m->plan->name, a->m->publication);
+        return false;
+    }
+    pgs_relinfo fresh;
+    if (!catalog_read_rel(a->m->tgt, t->spec->target, &fresh))
+        return false;
+    catalog_relinfo_free(&t->tgt);
+    t->tgt = fresh;
+    if (!t->tgt.exists) {
+        log_error("apply: target %s of %s no longer exists", t->spec->target, t->src.qname);
+        return false;
+    }
+    if (dr->replident == 'n') {
+        log_error("apply: %s now has REPLICA IDENTITY NOTHING; fix: ALTER TABLE %s REPLICA "
+                  "IDENTITY DEFAULT, then run `pgshift run` again",
+                  t->src.qname, t->src.qname);
+        return false;
+    }
+    for (int i = 0; i < dr->natts; i++) {
+        const decode_attr *at = &dr->attrs[i];
+        const pgs_column *c = catalog_column(&t->tgt, at->name);
+        if (c == NULL) {
+            char *ty = type_name(a, at->type_oid, at->typmod);
+            log_error("apply: schema change on the source: column \"%s\" (%s) of %s is not in "
+                      "target %s; fix: ALTER TABLE %s ADD COLUMN %s %s, then run `pgshift run` "
+                      "again",
+                      at->name, ty, t->src.qname, t->tgt.qname, t->tgt.qname, at->name, ty);
+            free(ty);
+            return false;
+        }
+        if (c->typoid != at->type_oid || c->typmod != at->typmod) {
+            char *ty = type_name(a, at->type_oid, at->typmod);
+            log_error("apply: schema change on the source: column \"%s\" of %s is now %s but %s "
+                      "on target %s; fix: ALTER TABLE %s ALTER COLUMN %s TYPE %s, then run "
+                      "`pgshift run` again",
+                      at->name, t->src.qname, ty, c->type, t->tgt.qname, t->tgt.qname, at->name,
+                      ty);
+            free(ty);
+            return false;
+        }
+        if (c->generated) {
+            log_error("apply: column \"%s\" is generated on target %s and cannot take the "
+                      "source's values",
+                      at->name, t->tgt.qname);
+            return false;
+        }
+    }
+    for (int i = 0; i < t->tgt.ncols; i++) {
+        const pgs_column *c = &t->tgt.cols[i];
+        bool sent_col = false;
+        for (int j = 0; j < dr->natts && !sent_col; j++)
+            sent_col = strcmp(dr->attrs[j].name, c->name) == 0;
+        if (!sent_col && c->notnull && !c->has_default && !c->generated && !c->identity) {
+            log_error("apply: schema change on the source: %s no longer has column \"%s\", "
+                      "which is NOT NULL without default on target %s; fix: give it a default "
+                      "or drop it on the target, then run `pgshift run` again",
+                      t->src.qname, c->name, t->tgt.qname);
+            return false;
+        }
+    }
+
+    rel *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return false;
+    r->relid = dr->relid;
+    r->t = t;
+    r->names = calloc(dr->natts ? dr->natts : 1, sizeof(char *));
+    r->match = calloc((size_t)(t->match.n ? t->match.n : 1), sizeof(int));
+    if (r->names == NULL || r->match == NULL) {
+        free_rel(r);
+        return false;
+    }
+    for (int i = 0; i < dr->natts; i++, r->natts++) {
+        char *q = PQescapeIdentifier(a->conn, dr->attrs[i].name, strlen(dr->attrs[i].name));
+        r->names[i] = q ? strdup(q) : NULL;
+        PQfreemem(q);
+        if (r->names[i] == NULL) {
+            r->natts++;
+            free_rel(r);
+            return false;
+        }
+    }
+    for (int k = 0; k < t->match.n; k++) {
+        r->match[k] = -1;
+        for (int i = 0; i < dr->natts; i++)
+            if (strcmp(dr->attrs[i].name, t->match.v[k]) == 0)
+                r->match[k] = i;
+        if (r->match[k] < 0) {
+            log_error("apply: schema change on the source: key column \"%s\" of %s is gone",
+                      t->match.v[k], t->src.qname);
+            free_rel(r);
+            return false;
+        }
+    }
+    r->nmatch = t->match.n;
+    /* Replace an older mapping of the same relid (its statements are stale). */
+    for (rel **pp = &a->rels; *pp; pp = &(*pp)->next)
+        if ((*pp)->relid == dr->relid) {
+            rel *old = *pp;
+            *pp = old->next;
+            free_rel(old);
+            break;
+        }
+    r->next = a->rels;
+    a->rels = r;
+    log_debug("apply: relation %u is %s -> %s (%d columns)", dr->relid, t->src.qname,
+              t->tgt.qname, dr->natts);
+    return true;
+}
+
+/* ---- statements ---- */
+
+static bool append(char **buf, size_t *len, size_t *cap, const char *s)
+{
+    size_t n = strlen(s);
+    if (*len + n + 1 > *cap) {
+        size_t nc = (*cap ? *cap * 2 : 256) + n;
+        char *nb = realloc(*buf, nc);
+        if (nb == NULL)
+            return false;
+        *buf = nb;
+        *cap = nc;
+    }
+    memcpy(*buf + *len, s, n + 1);
+    *len += n;
+    return true;
+}
+
+static stmt *get_stmt(apply_ctx *a, rel *r, char op, const uint8_t *mask)
+{
+    for (stmt *s = r->stmts; s; s = s->next)
+        if (s->op == op && memcmp(s->mask, mask, (size_t)r->natts) == 0)
+            return s;
+    stmt *s = calloc(1, sizeof *s);
+    char *sql = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = s != NULL && (s->mask = malloc((size_t)r->natts + 1)) != NULL;
+    if (!ok)
+        goto failed;
+    memcpy(s->mask, mask, (size_t)r->natts);
+    s->op = op;
+    snprintf(s->name, sizeof s->name, "pgshift_%d", a->nstmts++);
+    int p = 0;
+    char num[16];
+    if (op == 'I') {
+        ok = append(&sql, &len, &cap, "INSERT INTO ") && append(&sql, &len, &cap, r->t->tgt.qname) &&
+             append(&sql, &len, &cap, " (");
+        for (int i = 0, first = 1; ok && i < r->natts; i++)
+            if (mask[i]) {
+                ok = append(&sql, &len, &cap, first ? "" : ", ") &&
+                     append(&sql, &len, &cap, r->names[i]);
+                first = 0;
+            }
+        ok = ok && append(&sql, &len, &cap, ") VALUES (");
+        for (int i = 0; ok && i < r->natts; i++)
+            if (mask[i]) {
+                snprintf(num, sizeof num, "%s$%d", p ? ", " : "", p + 1);
+                p++;
+                ok = append(&sql, &len, &cap, num);
+            }
+        ok = ok && append(&sql, &len, &cap, ")");
+    } else {
+        if (op == 'U') {
+            ok = append(&sql, &len, &cap, "UPDATE ") &&
+                 append(&sql, &len, &cap, r->t->tgt.qname) && append(&sql, &len, &cap, " SET ");
+            for (int i = 0; ok && i < r->natts; i++)
+                if (mask[i]) {
+                    snprintf(num, sizeof num, " = $%d", p + 1);
+                    ok = append(&sql, &len, &cap, p ? ", " : "") &&
+                         append(&sql, &len, &cap, r->names[i]) && append(&sql, &len, &cap, num);
+                    p++;
+                }
+        } else {
+            ok = append(&sql, &len, &cap, "DELETE FROM ") &&
+                 append(&sql, &len, &cap, r->t->tgt.qname);
+        }
+        ok = ok && append(&sql, &len, &cap, " WHERE ");
+        for (int k = 0; ok && k < r->nmatch; k++) {
+            snprintf(num, sizeof num, " = $%d", p + 1);
+            ok = append(&sql, &len, &cap, k ? " AND " : "") &&
+                 append(&sql, &len, &cap, r->names[r->match[k]]) && append(&sql, &len, &cap, num);
+            p++;
+        }
+    }
+    if (!ok)
+        goto failed;
+    log_debug("apply: prepare %s: %s", s->name, sql);
+    if (!sent(a, PQsendPrepare(a->conn, s->name, sql, p, NULL), 'P', r->t))
+        goto failed;
+    free(sql);
+    s->next = r->stmts;
+    r->stmts = s;
+    return s;
+failed:
+    free(sql);
+    if (s)
+        free(s->mask);
+    free(s);
+    return NULL;
+}
+
+static bool grow_params(apply_ctx *a, size_t n)
+{
+    if (n <= a->pcap)
+        return true;
+    size_t nc = n + 16;
+    const char **v = realloc(a->values, sizeof(char *) * nc);
+    if (v)
+        a->values = v;
+    int *l = realloc(a->lengths, sizeof(int) * nc);
+    if (l)
+        a->lengths = l;
+    int *f = realloc(a->formats, sizeof(int) * nc);
+    if (f)
+        a->formats = f;
+    if (!v || !l || !f)
+        return false;
+    a->pcap = nc;
+    return true;
+}
+
+/* Text values must be NUL-terminated for libpq: first size the scratch,
+ * then fill it, so the pointers stay valid. */
+static size_t text_need(const decode_col *c)
+{
+    return c->kind == DECODE_COL_TEXT ? c->len + 1 : 0;
+}
+
+static void set_param(apply_ctx *a, int i, const decode_col *c, size_t *off)
+{
+    switch (c->kind) {
+    case DECODE_COL_BINARY:
+        a->values[i] = (const char *)c->data;
+        a->lengths[i] = (int)c->len;
+        a->formats[i] = 1;
+        break;
+    case DECODE_COL_TEXT:
+        memcpy(a->text + *off, c->data, c->len);
+        a->text[*off + c->len] = '\0';
+        a->values[i] = a->text + *off;
+        a->lengths[i] = (int)c->len;
+        a->formats[i] = 0;
+        *off += c->len + 1;
+        break;
+    default:
+        a->values[i] = NULL;
+        a->lengths[i] = 0;
+        a->formats[i] = 0;
+        break;
+    }
+}
+
+/* Applies an insert, update or delete. `keytup` holds the row's identity
+ * (old tuple, or the new tuple when no old one was sent). */
+static bool apply_change(apply_ctx *a, char op, uint32_t relid, const decode_tuple *newtup,
+                         const decode_tuple *keytup)
+{
+    rel *r = find_rel(a, relid);
+    char lsn[18];
+    if (r == NULL) {
+        log_error("apply: change for relation %u before its Relation message (transaction at "
+                  "%s)",
+                  relid, decode_lsn_format(a->xact_final_lsn, lsn));
+        return false;
+    }
+    const decode_tuple *shape = newtup ? newtup : keytup;
+    if (shape->ncols != r->natts || (keytup && keytup->ncols != r->natts)) {
+        log_error("apply: %s on %s carries %u columns, its Relation message said %d",
+                  op_name(op), r->t->src.qname, shape->ncols, r->natts);
+        return false;
+    }
+    uint8_t maskbuf[256];
+    uint8_t *mask = r->natts <= (int)sizeof maskbuf ? maskbuf : malloc((size_t)r->natts);
+    if (mask == NULL)
+        return false;
+    int nset = 0;
+    for (int i = 0; i < r->natts; i++) {
+        mask[i] = op != 'D' && newtup->cols[i].kind != DECODE_COL_UNCHANGED;
+        nset += mask[i];
+    }
+    size_t need = 0;
+    int nparams = nset + (op == 'I' ? 0 : r->nmatch);
+    for (int i = 0; i < r->natts; i++)
+        if (mask[i])
+            need += text_need(&newtup->cols[i]);
+    for (int k = 0; op != 'I' && k < r->nmatch; k++) {
+        const decode_col *c = &keytup->cols[r->match[k]];
+        if (c->kind == DECODE_COL_UNCHANGED || c->kind == DECODE_COL_NULL) {
+            log_error("apply: %s on %s: key column \"%s\" was not sent (%s); cannot identify the "
+                      "row (transaction at %s)",
+                      op_name(op), r->t->src.qname, r->t->match.v[k],
+                      c->kind == DECODE_COL_NULL ? "NULL" : "unchanged TOAST",
+                      decode_lsn_format(a->xact_final_lsn, lsn));
+            if (mask != maskbuf)
+                free(mask);
+            return false;
+        }
+        need += text_need(c);
+    }
+    bool ok = grow_params(a, (size_t)nparams + 1);
+    if (ok && need > a->textcap) {
+        char *nt = realloc(a->text, need * 2);
+        ok = nt != NULL;
+        if (ok) {
+            a->text = nt;
+            a->textcap = need * 2;
+        }
+    }
+    stmt *s = ok ? get_stmt(a, r, op, mask) : NULL;
+    if (mask != maskbuf)
+        free(mask);
+    if (s == NULL)
+        return false;
+    size_t off = 0;
+    int p = 0;
+    for (int i = 0; i < r->natts; i++)
+        if (s->mask[i])
+            set_param(a, p++, &newtup->cols[i], &off);
+    for (int k = 0; op != 'I' && k < r->nmatch; k++)
+        set_param(a, p++, &keytup->cols[r->match[k]], &off);
+    a->batch_changes++;
+    a->table_changes[r->t->ord]++;
+    a->stats.changes++;
+    return sent(a,
+                PQsendQueryPrepared(a->conn, s->name, p, a->values, a->lengths, a->formats, 0),
+                op, r->t);
+}
+
+static bool apply_truncate(apply_ctx *a, const decode_msg *msg)
+{
+    char *sql = NULL;
+    size_t len = 0, cap = 0;
+    bool ok = append(&sql, &len, &cap, "TRUNCATE ");
+    for (uint32_t i = 0; ok && i < msg->u.truncate.nrels; i++) {
+        rel *r = find_rel(a, msg->u.truncate.relids[i]);
+        if (r == NULL) {
+            log_error("apply: TRUNCATE of relation %u before its Relation message",
+                      msg->u.truncate.relids[i]);
+            free(sql);
+            return false;
+        }
+        ok = append(&sql, &len, &cap, i ? ", " : "") && append(&sql, &len, &cap, r->t->tgt.qname);
+        a->table_changes[r->t->ord]++;
+    }
+    /* CASCADE is not repeated: the source's cascade reached the tables it
+     * truncated, and those arrive in this same message when published. */
+    if (ok && (msg->u.truncate.flags & DECODE_TRUNCATE_RESTART_IDENTITY))
+        ok = append(&sql, &len, &cap, " RESTART IDENTITY");
+    if (ok) {
+        a->batch_changes++;
+        a->stats.changes++;
+        ok = sent(a, PQsendQueryParams(a->conn, sql, 0, NULL, NULL, NULL, NULL, 0), 'T', NULL);
+    }
+    free(sql);
+    return ok;
+}
+
+bool apply_message(apply_ctx *a, const decode_msg *msg)
+{
+    if (a->failed)
+        return false;
+    bool ok = true;
+    switch (msg->kind) {
+    case DECODE_BEGIN:
+        a->in_xact = true;
+        a->xact_final_lsn = msg->u.begin.final_lsn;
+        a->skipping = msg->u.begin.final_lsn < a->m->applied_lsn;
+        if (a->skipping)
+            a->stats.skipped_xacts++;
+        else
+            ok = open_batch(a);
+        break;
+    case DECODE_COMMIT:
+        if (!a->in_xact) {
+            log_error("apply: Commit without Begin at %s",
+                      decode_lsn_format(msg->u.commit.commit_lsn, (char[18]){0}));
+            ok = false;
+            break;
+        }
+        a->in_xact = false;
+        if (!a->skipping) {
+            a->batch_end_lsn = msg->u.commit.end_lsn;
+            a->batch_commit_time = msg->u.commit.commit_time;
+            a->batch_xacts++;
+            a->stats.xacts++;
+        }
+        a->skipping = false;
+        break;
+    case DECODE_RELATION:
+        ok = on_relation(a, &msg->u.relation);
+        break;
+    case DECODE_INSERT:
+        if (!a->skipping)
+            ok = apply_change(a, 'I', msg->u.insert.relid, &msg->u.insert.newtup, NULL);
+        break;
+    case DECODE_UPDATE:
+        if (!a->skipping)
+            ok = apply_change(a, 'U', msg->u.update.relid, &msg->u.update.newtup,
+                              msg->u.update.old_kind ? &msg->u.update.oldtup
+                                                     : &msg->u.update.newtup);
+        break;
+    case DECODE_DELETE:
+        if (!a->skipping)
+            ok = apply_change(a, 'D', msg->u.delete_.relid, NULL, &msg->u.delete_.oldtup);
+        break;
+    case DECODE_TRUNCATE:
+        if (!a->skipping)
+            ok = apply_truncate(a, msg);
+        break;
+    case DECODE_MESSAGE:
+        if (!(msg->u.message.flags & DECODE_MESSAGE_TRANSACTIONAL) &&
+            strcmp(msg->u.message.prefix, "pgshift") == 0) {
+            size_t n = msg->u.message.len < sizeof a->stats.last_fence - 1
+                           ? msg->u.message.len
+                           : sizeof a->stats.last_fence - 1;
+            memcpy(a->stats.last_fence, msg->u.message.content, n);
+            a->stats.last_fence[n] = '\0';
+            a->stats.last_fence_lsn = msg->u.message.lsn;
+        }
+        break;
+    case DECODE_TYPE:
+    case DECODE_ORIGIN:
+        break;
+    default:
+        log_error("apply: unexpected %s message in a proto_version 1 stream",
+                  decode_kind_name(msg->kind));
+        ok = false;
+    }
+    if (!ok || a->failed) {
+        apply_rollback_batch(a);
+        a->failed = true;
+        return false;
+    }
+    return true;
+}

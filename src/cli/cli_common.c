@@ -1,0 +1,100 @@
+/* cli_common.c: option parsing shared by the plan-driven commands. */
+#include "pgshift/cli_common.h"
+
+#include "pgshift/cli.h"
+#include "pgshift/log.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
+static bool allowed_has(const char *allowed, const char *name)
+{
+    size_t n = strlen(name);
+    for (const char *p = allowed; (p = strstr(p, name)) != NULL; p += n)
+        if ((p == allowed || p[-1] == ',') && (p[n] == ',' || p[n] == '\0'))
+            return true;
+    return false;
+}
+
+int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli_opts *out)
+{
+    memset(out, 0, sizeof *out);
+    static const struct option opts[] = {
+        {"plan", required_argument, NULL, 'p'},    {"json", no_argument, NULL, 'j'},
+        {"confirm", no_argument, NULL, 'c'},       {"auto-cutover", no_argument, NULL, 'a'},
+        {"log-level", required_argument, NULL, 'l'}, {"log-format", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "p:h", opts, NULL)) != -1) {
+        const char *name = NULL;
+        switch (c) {
+        case 'p':
+            out->plan_path = optarg;
+            continue;
+        case 'j':
+            name = "json";
+            out->json = true;
+            break;
+        case 'c':
+            name = "confirm";
+            out->confirm = true;
+            break;
+        case 'a':
+            name = "auto-cutover";
+            out->auto_cutover = true;
+            break;
+        case 'l': {
+            pgs_log_level lvl;
+            if (!pgs_log_parse_level(optarg, &lvl)) {
+                fprintf(stderr, "pgshift %s: --log-level must be debug, info, warn or error\n",
+                        argv[0]);
+                return PGS_EXIT_USAGE;
+            }
+            pgs_log_set_level(lvl);
+            continue;
+        }
+        case 'f':
+            if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
+                fprintf(stderr, "pgshift %s: --log-format must be text or json\n", argv[0]);
+                return PGS_EXIT_USAGE;
+            }
+            pgs_log_set_json(strcmp(optarg, "json") == 0);
+            continue;
+        case 'h':
+            fputs(usage, stdout);
+            return PGS_EXIT_OK;
+        default:
+            fprintf(stderr, "pgshift %s: unknown option %s\n\n%s", argv[0], argv[optind - 1],
+                    usage);
+            return PGS_EXIT_USAGE;
+        }
+        if (!allowed_has(allowed, name)) {
+            fprintf(stderr, "pgshift %s: option --%s does not apply here\n\n%s", argv[0], name,
+                    usage);
+            return PGS_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "pgshift %s: unexpected argument \"%s\"\n\n%s", argv[0], argv[optind],
+                usage);
+        return PGS_EXIT_USAGE;
+    }
+    if (out->plan_path == NULL) {
+        fprintf(stderr, "pgshift %s: --plan FILE is required\n\n%s", argv[0], usage);
+        return PGS_EXIT_USAGE;
+    }
+    return -1;
+}
+
+pgs_plan *cli_load_plan(const cli_opts *o)
+{
+    char err[1024];
+    pgs_plan *plan = pgs_plan_load(o->plan_path, err, sizeof err);
+    if (plan == NULL)
+        fprintf(stderr, "pgshift: %s\n", err);
+    return plan;
+}

@@ -1,0 +1,101 @@
+/* cmd_abort.c: `pgshift abort`: drops what a migration created so that no
+ * abandoned slot holds WAL: slot, publication, state, and the targets
+ * pgshift created (never a target the operator created). */
+#include "pgshift/cli.h"
+#include "pgshift/cli_common.h"
+#include "pgshift/log.h"
+#include "pgshift/migration.h"
+#include "pgshift/pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+static const char usage[] =
+    "Usage: pgshift abort --plan FILE --confirm\n\n"
+    "Abandons the migration: drops its replication slot (so it stops holding WAL),\n"
+    "its publication, its state rows, and the target tables pgshift created from a\n"
+    "`partition:` spec. Targets you created yourself and the source tables are\n"
+    "never touched. Refuses while a `pgshift run` of this plan is running.\n"
+    "Without --confirm it only lists what it would drop.\n\n"
+    "Options:\n"
+    "  --plan FILE   the migration plan (YAML)\n"
+    "  --confirm     really drop\n\n"
+    "Exit codes: 0 dropped (or nothing to drop), 1 failure, 2 usage error or\n"
+    "missing --confirm.\n";
+
+int cmd_abort(int argc, char **argv);
+
+int cmd_abort(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = cli_parse(argc, argv, "confirm", usage, &o);
+    if (rc >= 0)
+        return rc;
+    pgs_plan *plan = cli_load_plan(&o);
+    if (plan == NULL)
+        return PGS_EXIT_USAGE;
+    pgs_migration *m = migration_open(plan);
+    if (m == NULL) {
+        pgs_plan_free(plan);
+        return PGS_EXIT_FAILURE;
+    }
+    rc = PGS_EXIT_FAILURE;
+    if (!state_lock(m) || !state_load(m))
+        goto done;
+    char *slot = pg_query_value(m->src, "looking for the slot",
+                                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", 1,
+                                (const char *[]){m->slot}, NULL);
+    char *pub = pg_query_value(m->src, "looking for the publication",
+                               "SELECT count(*) FROM pg_publication WHERE pubname = $1", 1,
+                               (const char *[]){m->publication}, NULL);
+    bool have_slot = slot && atoi(slot) > 0, have_pub = pub && atoi(pub) > 0;
+    free(slot);
+    free(pub);
+    printf("%s migration %s:\n", o.confirm ? "Dropping" : "Would drop", plan->name);
+    printf("  replication slot %s: %s\n", m->slot, have_slot ? "drop" : "absent");
+    printf("  publication %s: %s\n", m->publication, have_pub ? "drop" : "absent");
+    for (int i = 0; i < m->ntables; i++) {
+        pgs_mtable *t = &m->tables[i];
+        if (t->create_target && t->tgt.exists && m->has_state)
+            printf("  target %s (created by pgshift): drop\n", t->tgt.qname);
+        else if (t->tgt.exists)
+            printf("  target %s: kept (not created by pgshift)\n", t->tgt.qname);
+    }
+    printf("  state rows: %s\n", m->has_state ? "delete" : "absent");
+    if (!o.confirm) {
+        printf("Nothing was changed; add --confirm to drop.\n");
+        rc = PGS_EXIT_USAGE;
+        goto done;
+    }
+    if (!prepare_drop_slot(m))
+        goto done;
+    if (have_pub) {
+        char *q = pg_ident(m->src, m->publication);
+        char *sql = NULL;
+        bool ok = q && asprintf(&sql, "DROP PUBLICATION IF EXISTS %s", q) >= 0 &&
+                  pg_exec(m->src, "dropping the publication", sql);
+        free(q);
+        free(sql);
+        if (!ok)
+            goto done;
+    }
+    for (int i = 0; i < m->ntables; i++) {
+        pgs_mtable *t = &m->tables[i];
+        if (!(t->create_target && t->tgt.exists && m->has_state))
+            continue;
+        char *sql = NULL;
+        bool ok = asprintf(&sql, "DROP TABLE IF EXISTS %s", t->tgt.qname) >= 0 &&
+                  pg_exec(m->tgt, "dropping a target pgshift created", sql);
+        free(sql);
+        if (!ok)
+            goto done;
+    }
+    if (m->has_state && !state_delete(m))
+        goto done;
+    printf("Migration %s aborted.\n", plan->name);
+    rc = PGS_EXIT_OK;
+done:
+    migration_close(m);
+    pgs_plan_free(plan);
+    return rc;
+}

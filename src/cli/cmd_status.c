@@ -1,0 +1,159 @@
+/* cmd_status.c: `pgshift status`: phase, per-table progress, lag and apply
+ * rate, read from the state schema and the source's WAL position (works
+ * whether or not a `run` is alive; the running one refreshes the rates). */
+#include "pgshift/cli.h"
+#include "pgshift/cli_common.h"
+#include "pgshift/migration.h"
+#include "pgshift/pg.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "Usage: pgshift status --plan FILE [--json]\n\n"
+    "Shows the migration's phase (copying, catching_up, ready, ...), rows copied\n"
+    "per table, changes applied, lag in bytes (the source's current WAL position\n"
+    "minus the last applied commit) and seconds (now minus that commit's time),\n"
+    "apply rate, ETA and the slot's retained WAL.\n\n"
+    "Options:\n"
+    "  --plan FILE   the migration plan (YAML)\n"
+    "  --json        one JSON object instead of text\n\n"
+    "Exit codes: 0 shown, 1 failure, 2 usage error or no such migration.\n";
+
+int cmd_status(int argc, char **argv);
+
+static const char *const SQL_STATUS =
+    "SELECT m.phase, coalesce(m.error, ''), coalesce(m.applied_lsn::text, ''),"
+    "  pg_current_wal_lsn()::text,"
+    "  greatest(0, pg_current_wal_lsn() - greatest(m.applied_lsn,"
+    "    (SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = m.slot_name))),"
+    "  coalesce(extract(epoch FROM now() - m.applied_commit_time), 0),"
+    "  m.applied_xacts, m.applied_changes, coalesce(m.stats::text, '{}'),"
+    "  (SELECT active FROM pg_replication_slots WHERE slot_name = m.slot_name),"
+    "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"
+    "    WHERE slot_name = m.slot_name),"
+    "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = m.slot_name),"
+    "  extract(epoch FROM now() - m.updated_at)"
+    " FROM pgshift.migrations m WHERE m.name = $1";
+
+int cmd_status(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = cli_parse(argc, argv, "json", usage, &o);
+    if (rc >= 0)
+        return rc;
+    pgs_plan *plan = cli_load_plan(&o);
+    if (plan == NULL)
+        return PGS_EXIT_USAGE;
+    pgs_migration *m = migration_open(plan);
+    json_t *out = NULL, *stats = NULL;
+    PGresult *res = NULL, *tres = NULL;
+    rc = PGS_EXIT_FAILURE;
+    if (m == NULL || !state_load(m))
+        goto done;
+    if (!m->has_state) {
+        fprintf(stderr, "pgshift: migration %s has not started (no state in the target "
+                        "database); run `pgshift plan` then `pgshift run`\n",
+                plan->name);
+        rc = PGS_EXIT_USAGE;
+        goto done;
+    }
+    /* The source and the state live in the same database for now. */
+    res = pg_query(m->tgt, "reading the status", SQL_STATUS, 1, (const char *[]){plan->name});
+    tres = pg_query(m->tgt, "reading the table status",
+                    "SELECT source_table, target_table, rows_copied, rows_estimated,"
+                    "  bytes_copied, bytes_estimated, copy_done, changes_applied"
+                    " FROM pgshift.tables WHERE migration = $1 ORDER BY ord",
+                    1, (const char *[]){plan->name});
+    if (res == NULL || tres == NULL || PQntuples(res) != 1)
+        goto done;
+    stats = json_loads(PQgetvalue(res, 0, 8), 0, NULL);
+    const char *phase = PQgetvalue(res, 0, 0);
+    long long lag = atoll(PQgetvalue(res, 0, 4));
+    double lag_s = lag > 0 ? atof(PQgetvalue(res, 0, 5)) : 0;
+    bool running = PQgetvalue(res, 0, 9)[0] == 't';
+    double age = atof(PQgetvalue(res, 0, 12));
+    json_t *jrate = stats ? json_object_get(stats, "apply_changes_per_second") : NULL;
+    json_t *jxrate = stats ? json_object_get(stats, "apply_xacts_per_second") : NULL;
+    json_t *jeta = stats ? json_object_get(stats, "eta_seconds") : NULL;
+    /* Rates only mean something while a run refreshes them. */
+    double rate = running && jrate ? json_number_value(jrate) : 0;
+    double xrate = running && jxrate ? json_number_value(jxrate) : 0;
+    double eta = running && jeta ? json_number_value(jeta) : (lag == 0 ? 0 : -1);
+    json_t *jlag_s = stats ? json_object_get(stats, "lag_seconds") : NULL;
+    if (running && jlag_s)
+        lag_s = json_number_value(jlag_s);
+
+    out = json_pack("{s:s,s:s,s:b,s:s,s:s,s:I,s:f,s:f,s:f,s:f,s:I,s:I}", "migration", plan->name,
+                    "phase", phase, "running", running, "applied_lsn", PQgetvalue(res, 0, 2),
+                    "source_lsn", PQgetvalue(res, 0, 3), "lag_bytes", (json_int_t)lag,
+                    "lag_seconds", lag_s, "eta_seconds", eta, "apply_changes_per_second", rate,
+                    "apply_xacts_per_second", xrate, "applied_xacts",
+                    (json_int_t)atoll(PQgetvalue(res, 0, 6)), "applied_changes",
+                    (json_int_t)atoll(PQgetvalue(res, 0, 7)));
+    if (out == NULL)
+        goto done;
+    if (PQgetvalue(res, 0, 1)[0])
+        json_object_set_new(out, "error", json_string(PQgetvalue(res, 0, 1)));
+    json_object_set_new(out, "slot",
+                        json_pack("{s:s,s:I,s:s}", "name", m->slot, "retained_bytes",
+                                  (json_int_t)atoll(PQgetvalue(res, 0, 10)), "wal_status",
+                                  PQgetvalue(res, 0, 11)));
+    json_t *tables = json_array();
+    for (int i = 0; i < PQntuples(tres); i++)
+        json_array_append_new(
+            tables,
+            json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:b,s:I}", "source", PQgetvalue(tres, i, 0),
+                      "target", PQgetvalue(tres, i, 1), "rows_copied",
+                      (json_int_t)atoll(PQgetvalue(tres, i, 2)), "rows_estimated",
+                      (json_int_t)atoll(PQgetvalue(tres, i, 3)), "bytes_copied",
+                      (json_int_t)atoll(PQgetvalue(tres, i, 4)), "bytes_estimated",
+                      (json_int_t)atoll(PQgetvalue(tres, i, 5)), "copy_done",
+                      PQgetvalue(tres, i, 6)[0] == 't', "changes_applied",
+                      (json_int_t)atoll(PQgetvalue(tres, i, 7))));
+    json_object_set_new(out, "tables", tables);
+
+    if (o.json) {
+        char *s = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        if (s)
+            printf("%s\n", s);
+        free(s);
+    } else {
+        printf("migration %s: %s%s\n", plan->name, phase,
+               running ? "" : " (no pgshift run is streaming now)");
+        if (PQgetvalue(res, 0, 1)[0])
+            printf("  error: %s\n", PQgetvalue(res, 0, 1));
+        printf("  lag: %.1f MB, %.1f s (applied %s, source at %s)\n", (double)lag / 1048576.0,
+               lag_s, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+        char eta_txt[32];
+        snprintf(eta_txt, sizeof eta_txt, "%.0f s", eta);
+        if (running)
+            printf("  apply: %.0f changes/s, %.0f transactions/s; ETA %s\n", rate, xrate,
+                   eta < 0 ? "never (the source writes faster than we apply)"
+                   : eta == 0 ? "caught up"
+                              : eta_txt);
+        printf("  applied: %s transactions, %s changes\n", PQgetvalue(res, 0, 6),
+               PQgetvalue(res, 0, 7));
+        printf("  slot %s: %s, retains %.1f MB of WAL\n", m->slot,
+               PQgetvalue(res, 0, 11)[0] ? PQgetvalue(res, 0, 11) : "absent",
+               (double)atoll(PQgetvalue(res, 0, 10)) / 1048576.0);
+        for (int i = 0; i < PQntuples(tres); i++)
+            printf("  %s -> %s: copy %s, %s of ~%s rows; %s changes applied\n",
+                   PQgetvalue(tres, i, 0), PQgetvalue(tres, i, 1),
+                   PQgetvalue(tres, i, 6)[0] == 't' ? "done" : "in progress",
+                   PQgetvalue(tres, i, 2), PQgetvalue(tres, i, 3), PQgetvalue(tres, i, 7));
+        if (running && age > 30)
+            printf("  note: the state was last refreshed %.0f s ago\n", age);
+    }
+    rc = PGS_EXIT_OK;
+done:
+    json_decref(out);
+    json_decref(stats);
+    PQclear(res);
+    PQclear(tres);
+    migration_close(m);
+    pgs_plan_free(plan);
+    return rc;
+}

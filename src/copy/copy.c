@@ -1,0 +1,411 @@
+/* copy.c: the snapshot copy. Worker threads each import the slot's exported
+ * snapshot on their own source connection and copy ranges of pages
+ * (ctid ranges, so any table splits without looking at its key) straight
+ * from COPY TO STDOUT into COPY FROM STDIN on the target, in binary form
+ * (source and target columns have identical types; preflight checks). */
+#include "pgshift/migration.h"
+
+#include "pgshift/log.h"
+#include "pgshift/pg.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_WORKERS 16
+
+typedef struct copy_task {
+    pgs_mtable *t;
+    int64_t lo; /* first page */
+    int64_t hi; /* page past the last, or -1 = to the end */
+} copy_task;
+
+typedef struct copy_shared {
+    pgs_migration *m;
+    char *snapshot_literal;
+    char **col_lists;      /* per table: quoted column list */
+    copy_task *tasks;
+    int ntasks;
+    int next;
+    int imported;
+    int nworkers;
+    int finished;
+    bool failed;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    _Atomic int64_t *rows;  /* per table, live (approximate until each range ends) */
+    _Atomic int64_t *bytes; /* per table */
+} copy_shared;
+
+static void mark_failed(copy_shared *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->failed = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+static bool is_failed(copy_shared *s)
+{
+    pthread_mutex_lock(&s->mu);
+    bool f = s->failed;
+    pthread_mutex_unlock(&s->mu);
+    return f;
+}
+
+/* Copies one page range; commits it on the target together with the
+ * progress row. */
+static bool copy_range(copy_shared *s, PGconn *src, PGconn *tgt, const copy_task *k)
+{
+    pgs_mtable *t = k->t;
+    const char *cols = s->col_lists[t->ord];
+    char where[128] = "";
+    if (k->hi >= 0)
+        snprintf(where, sizeof where, " WHERE ctid >= '(%lld,0)'::tid AND ctid < '(%lld,0)'::tid",
+                 (long long)k->lo, (long long)k->hi);
+    else if (k->lo > 0)
+        snprintf(where, sizeof where, " WHERE ctid >= '(%lld,0)'::tid", (long long)k->lo);
+    char *out_sql = NULL, *in_sql = NULL;
+    bool ok = false;
+    int64_t bytes = 0, msgs = 0;
+    if (asprintf(&out_sql, "COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT binary)", cols,
+                 t->src.qname, where) < 0 ||
+        asprintf(&in_sql, "COPY %s (%s) FROM STDIN (FORMAT binary)", t->tgt.qname, cols) < 0)
+        goto done;
+    if (!pg_exec(tgt, "starting a copy transaction", "BEGIN"))
+        goto done;
+    PGresult *res = PQexec(tgt, in_sql);
+    if (PQresultStatus(res) != PGRES_COPY_IN) {
+        char line[1024];
+        log_error("table %s: COPY into %s failed: %s", t->src.qname, t->tgt.qname,
+                  pg_result_error_line(res, line, sizeof line));
+        PQclear(res);
+        goto rollback;
+    }
+    PQclear(res);
+    res = PQexec(src, out_sql);
+    if (PQresultStatus(res) != PGRES_COPY_OUT) {
+        char line[1024];
+        log_error("table %s: COPY out failed: %s", t->src.qname,
+                  pg_result_error_line(res, line, sizeof line));
+        PQclear(res);
+        PQputCopyEnd(tgt, "source failed");
+        goto drain_target;
+    }
+    PQclear(res);
+    for (;;) {
+        char *buf = NULL;
+        int n = PQgetCopyData(src, &buf, 0);
+        if (n < 0)
+            break;
+        if (PQputCopyData(tgt, buf, n) != 1) {
+            PQfreemem(buf);
+            log_error("table %s: sending rows to %s failed: %s", t->src.qname, t->tgt.qname,
+                      PQerrorMessage(tgt));
+            while (PQgetCopyData(src, &buf, 0) >= 0)
+                PQfreemem(buf);
+            break;
+        }
+        PQfreemem(buf);
+        bytes += n;
+        /* COPY TO sends one CopyData message per row. */
+        if ((++msgs & 1023) == 0) {
+            atomic_fetch_add(&s->rows[t->ord], 1024);
+            atomic_fetch_add(&s->bytes[t->ord], bytes);
+            bytes = 0;
+            if (is_failed(s)) {
+                PQputCopyEnd(tgt, "another copy worker failed");
+                while (PQgetCopyData(src, &buf, 0) >= 0)
+                    PQfreemem(buf);
+                goto drain;
+            }
+        }
+    }
+    atomic_fetch_sub(&s->rows[t->ord], (msgs / 1024) * 1024);
+    res = PQgetResult(src);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        char line[1024];
+        log_error("table %s: COPY out failed: %s", t->src.qname,
+                  pg_result_error_line(res, line, sizeof line));
+        PQclear(res);
+        PQputCopyEnd(tgt, "source failed");
+        goto drain;
+    }
+    PQclear(res);
+    PQputCopyEnd(tgt, NULL);
+drain:
+    while ((res = PQgetResult(src)) != NULL)
+        PQclear(res);
+drain_target:
+    res = PQgetResult(tgt);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+        char line[1024];
+        log_error("table %s: COPY into %s failed: %s", t->src.qname, t->tgt.qname,
+                  pg_result_error_line(res, line, sizeof line));
+        PQclear(res);
+        while ((res = PQgetResult(tgt)) != NULL)
+            PQclear(res);
+        goto rollback;
+    }
+    int64_t rows = strtoll(PQcmdTuples(res), NULL, 10);
+    PQclear(res);
+    atomic_fetch_add(&s->rows[t->ord], rows);
+    atomic_fetch_add(&s->bytes[t->ord], bytes);
+    char ord[16], r[32], b[32];
+    snprintf(ord, sizeof ord, "%d", t->ord);
+    snprintf(r, sizeof r, "%lld", (long long)rows);
+    snprintf(b, sizeof b, "%lld", (long long)atomic_load(&s->bytes[t->ord]));
+    res = pg_query(tgt, "recording copy progress",
+                   "UPDATE pgshift.tables SET rows_copied = rows_copied + $3,"
+                   "  bytes_copied = greatest(bytes_copied, $4) WHERE migration = $1 AND ord = $2",
+                   4, (const char *[]){s->m->plan->name, ord, r, b});
+    if (res == NULL)
+        goto rollback;
+    PQclear(res);
+    ok = pg_exec(tgt, "committing a copied range", "COMMIT");
+    goto done;
+rollback:
+    pg_exec(tgt, "rolling back a copied range", "ROLLBACK");
+done:
+    free(out_sql);
+    free(in_sql);
+    return ok;
+}
+
+static void *copy_worker(void *arg)
+{
+    copy_shared *s = arg;
+    pgs_plan *plan = s->m->plan;
+    PGconn *src = pg_connect(plan->source, "source (copy)", false);
+    PGconn *tgt = src ? pg_connect(plan->target ? plan->target : plan->source, "target (copy)",
+                                   false)
+                      : NULL;
+    bool ok = src && tgt;
+    if (ok) {
+        char *sql = NULL;
+        ok = asprintf(&sql,
+                      "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY;"
+                      " SET TRANSACTION SNAPSHOT %s",
+                      s->snapshot_literal) >= 0 &&
+             pg_exec(src, "importing the exported snapshot", sql);
+        free(sql);
+    }
+    ok = ok && pg_exec(tgt, "configuring the copy session",
+                       "SET synchronous_commit = off; SET application_name = 'pgshift copy'");
+    pthread_mutex_lock(&s->mu);
+    s->imported++;
+    if (!ok)
+        s->failed = true;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+
+    while (ok) {
+        pthread_mutex_lock(&s->mu);
+        copy_task *k = (!s->failed && s->next < s->ntasks) ? &s->tasks[s->next++] : NULL;
+        pthread_mutex_unlock(&s->mu);
+        if (k == NULL)
+            break;
+        if (!copy_range(s, src, tgt, k)) {
+            mark_failed(s);
+            break;
+        }
+    }
+    if (src) {
+        pg_exec(src, "ending the snapshot transaction", "COMMIT");
+        PQfinish(src);
+    }
+    if (tgt)
+        PQfinish(tgt);
+    pthread_mutex_lock(&s->mu);
+    s->finished++;
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void print_progress(copy_shared *s, double started, bool tty, bool final)
+{
+    int64_t rows = 0, est = 0, bytes = 0, est_bytes = 0;
+    for (int i = 0; i < s->m->ntables; i++) {
+        rows += atomic_load(&s->rows[i]);
+        bytes += atomic_load(&s->bytes[i]);
+        est += s->m->tables[i].src.rows_est;
+        est_bytes += s->m->tables[i].src.bytes;
+    }
+    double el = now_s() - started;
+    double rate = el > 0 ? (double)rows / el : 0;
+    double pct = est > 0 ? 100.0 * (double)rows / (double)est : 0;
+    if (pct > 100 || final)
+        pct = final ? 100 : 99.9;
+    double eta = rate > 0 && est > rows ? (double)(est - rows) / rate : 0;
+    char line[256];
+    snprintf(line, sizeof line,
+             "%lld / ~%lld rows, %.1f MB read, %.0f rows/s, %.0f s elapsed, ETA %.0f s",
+             (long long)rows, (long long)est, (double)bytes / 1048576.0, rate, el, eta);
+    if (tty) {
+        char bar[31];
+        int fill = (int)(pct * 30 / 100);
+        for (int i = 0; i < 30; i++)
+            bar[i] = i < fill ? '#' : '-';
+        bar[30] = '\0';
+        fprintf(stderr, "\rcopy [%s] %5.1f%% %s\033[K%s", bar, pct, line, final ? "\n" : "");
+        fflush(stderr);
+    } else {
+        log_info("copy %.1f%%: %s", pct, line);
+    }
+    (void)est_bytes;
+}
+
+static bool plan_tasks(copy_shared *s)
+{
+    pgs_migration *m = s->m;
+    uint64_t chunk_pages = m->plan->copy.chunk_bytes / 8192;
+    if (chunk_pages < 16)
+        chunk_pages = 16;
+    int cap = 0;
+    for (int i = 0; i < m->ntables; i++) {
+        pgs_mtable *t = &m->tables[i];
+        char oid[16];
+        snprintf(oid, sizeof oid, "%u", t->src.oid);
+        char *v = pg_query_value(m->src, "measuring the source",
+                                 "SELECT pg_relation_size($1::oid) /"
+                                 " current_setting('block_size')::bigint",
+                                 1, (const char *[]){oid}, NULL);
+        if (v == NULL)
+            return false;
+        int64_t pages = strtoll(v, NULL, 10);
+        free(v);
+        int64_t n = pages / (int64_t)chunk_pages + 1;
+        for (int64_t c = 0; c < n; c++) {
+            if (s->ntasks == cap) {
+                cap = cap ? cap * 2 : 64;
+                copy_task *nt = realloc(s->tasks, sizeof(copy_task) * (size_t)cap);
+                if (nt == NULL)
+                    return false;
+                s->tasks = nt;
+            }
+            copy_task *k = &s->tasks[s->ntasks++];
+            k->t = t;
+            k->lo = c * (int64_t)chunk_pages;
+            k->hi = c == n - 1 ? -1 : (c + 1) * (int64_t)chunk_pages;
+        }
+        char *cols = strdup("");
+        for (int c = 0; cols && c < t->cols.n; c++) {
+            char *q = pg_ident(m->src, t->cols.v[c]);
+            char *nc = NULL;
+            if (q == NULL || asprintf(&nc, "%s%s%s", cols, c ? ", " : "", q) < 0)
+                nc = NULL;
+            free(q);
+            free(cols);
+            cols = nc;
+        }
+        if (cols == NULL)
+            return false;
+        s->col_lists[i] = cols;
+        log_info("table %s: %lld pages in %lld range(s)", t->src.qname, (long long)pages,
+                 (long long)n);
+    }
+    return true;
+}
+
+bool copy_run(pgs_migration *m, const char *snapshot, PGconn **repl)
+{
+    copy_shared s = {.m = m};
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    pthread_t threads[MAX_WORKERS];
+    int started = 0;
+    bool ok = false;
+    s.rows = calloc((size_t)m->ntables, sizeof *s.rows);
+    s.bytes = calloc((size_t)m->ntables, sizeof *s.bytes);
+    s.col_lists = calloc((size_t)m->ntables, sizeof(char *));
+    char *lit = PQescapeLiteral(m->src, snapshot, strlen(snapshot));
+    s.snapshot_literal = lit ? strdup(lit) : NULL;
+    PQfreemem(lit);
+    if (!s.rows || !s.bytes || !s.col_lists || !s.snapshot_literal || !plan_tasks(&s))
+        goto done;
+
+    int workers = m->plan->copy.workers;
+    if (workers <= 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        workers = cpus > 0 ? (int)cpus : 2;
+        if (workers > 8)
+            workers = 8;
+    }
+    if (workers > MAX_WORKERS)
+        workers = MAX_WORKERS;
+    if (workers > s.ntasks)
+        workers = s.ntasks;
+    s.nworkers = workers;
+    log_info("copy: %d range(s) with %d worker(s) under snapshot %s", s.ntasks, workers, snapshot);
+    double t0 = now_s();
+    for (; started < workers; started++)
+        if (pthread_create(&threads[started], NULL, copy_worker, &s) != 0) {
+            log_error("copy: cannot start a worker thread");
+            mark_failed(&s);
+            break;
+        }
+
+    /* The exported snapshot lives only while the replication connection
+     * stays idle: close it once every worker has imported it. */
+    pthread_mutex_lock(&s.mu);
+    while (s.imported < started && !s.failed)
+        pthread_cond_wait(&s.cv, &s.mu);
+    pthread_mutex_unlock(&s.mu);
+    if (repl && *repl) {
+        PQfinish(*repl);
+        *repl = NULL;
+    }
+
+    bool tty = isatty(STDERR_FILENO);
+    double last = now_s();
+    pthread_mutex_lock(&s.mu);
+    while (s.finished < started) {
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 1;
+        pthread_cond_timedwait(&s.cv, &s.mu, &until);
+        if (now_s() - last >= (tty ? 0.5 : 10.0)) {
+            pthread_mutex_unlock(&s.mu);
+            print_progress(&s, t0, tty, false);
+            last = now_s();
+            pthread_mutex_lock(&s.mu);
+        }
+    }
+    ok = !s.failed;
+    pthread_mutex_unlock(&s.mu);
+    for (int i = 0; i < started; i++)
+        pthread_join(threads[i], NULL);
+    if (ok) {
+        print_progress(&s, t0, tty, true);
+        for (int i = 0; i < m->ntables; i++) {
+            m->tables[i].rows_copied = atomic_load(&s.rows[i]);
+            m->tables[i].bytes_copied = atomic_load(&s.bytes[i]);
+            log_info("table %s: copied %lld rows in %.1f s", m->tables[i].src.qname,
+                     (long long)m->tables[i].rows_copied, now_s() - t0);
+        }
+    }
+done:
+    if (s.col_lists)
+        for (int i = 0; i < m->ntables; i++)
+            free(s.col_lists[i]);
+    free(s.col_lists);
+    free(s.tasks);
+    free(s.rows);
+    free(s.bytes);
+    free(s.snapshot_literal);
+    pthread_mutex_destroy(&s.mu);
+    pthread_cond_destroy(&s.cv);
+    return ok;
+}

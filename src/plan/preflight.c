@@ -1,0 +1,518 @@
+/* preflight.c: every check `run` needs before it changes anything, printed
+ * as a report (the dry run of `pgshift plan`). Each blocking finding names
+ * the setting, table or column and the fix, on one line. */
+#include "pgshift/migration.h"
+
+#include "pgshift/log.h"
+#include "pgshift/pg.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct report {
+    FILE *out;
+    int blocking;
+    int warnings;
+} report;
+
+static void say(report *r, const char *tag, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void say(report *r, const char *tag, const char *fmt, ...)
+{
+    if (strcmp(tag, "BLOCK") == 0)
+        r->blocking++;
+    else if (strcmp(tag, "warn") == 0)
+        r->warnings++;
+    fprintf(r->out, "  %-6s ", tag);
+    va_list ap;
+    va_start(ap, fmt);
+    vfprintf(r->out, fmt, ap);
+    va_end(ap);
+    fputc('\n', r->out);
+}
+
+static void human_bytes(int64_t b, char *buf, size_t len)
+{
+    const char *units[] = {"bytes", "kB", "MB", "GB", "TB"};
+    double v = (double)b;
+    int u = 0;
+    while (v >= 1024 && u < 4) {
+        v /= 1024;
+        u++;
+    }
+    snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+/* One row of text values from a query with parameters; NULL on error. */
+static PGresult *q(pgs_migration *m, PGconn *c, const char *sql, int n, const char *const *p)
+{
+    (void)m;
+    return pg_query(c, "preflight", sql, n, p);
+}
+
+static bool check_server(pgs_migration *m, report *r)
+{
+    fprintf(r->out, "Server\n");
+    PGresult *res = q(m, m->src,
+                      "SELECT current_setting('server_version_num')::int,"
+                      "  current_setting('wal_level'),"
+                      "  current_setting('max_replication_slots')::int,"
+                      "  (SELECT count(*) FROM pg_replication_slots),"
+                      "  (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1),"
+                      "  current_setting('max_wal_senders')::int,"
+                      "  (SELECT count(*) FROM pg_stat_replication),"
+                      "  r.rolname, r.rolsuper, r.rolreplication,"
+                      "  has_database_privilege(current_database(), 'CREATE'),"
+                      "  current_setting('max_slot_wal_keep_size'),"
+                      "  current_database()"
+                      " FROM pg_roles r WHERE r.rolname = current_user",
+                      1, (const char *[]){m->slot});
+    if (res == NULL)
+        return false;
+    int version = atoi(PQgetvalue(res, 0, 0));
+    const char *wal_level = PQgetvalue(res, 0, 1);
+    int max_slots = atoi(PQgetvalue(res, 0, 2));
+    int used_slots = atoi(PQgetvalue(res, 0, 3));
+    bool our_slot = atoi(PQgetvalue(res, 0, 4)) > 0;
+    int max_senders = atoi(PQgetvalue(res, 0, 5));
+    int used_senders = atoi(PQgetvalue(res, 0, 6));
+    const char *role = PQgetvalue(res, 0, 7);
+    bool super = PQgetvalue(res, 0, 8)[0] == 't';
+    bool repl = PQgetvalue(res, 0, 9)[0] == 't';
+    bool can_create = PQgetvalue(res, 0, 10)[0] == 't';
+
+    if (version < 140000)
+        say(r, "BLOCK", "server version %d: pgshift needs PostgreSQL 14 or later (15 tested)",
+            version);
+    else
+        say(r, "ok", "PostgreSQL %d.%d", version / 10000, version % 10000);
+    if (strcmp(wal_level, "logical") != 0)
+        say(r, "BLOCK",
+            "wal_level is %s; fix: ALTER SYSTEM SET wal_level = logical, then restart the server",
+            wal_level);
+    else
+        say(r, "ok", "wal_level = logical");
+    if (!our_slot && used_slots >= max_slots)
+        say(r, "BLOCK",
+            "max_replication_slots = %d and all are in use; fix: raise max_replication_slots "
+            "(restart) or drop an unused slot",
+            max_slots);
+    else
+        say(r, "ok", "replication slots: %d of %d in use%s", used_slots, max_slots,
+            our_slot ? " (one is this migration's)" : "");
+    if (used_senders >= max_senders)
+        say(r, "BLOCK",
+            "max_wal_senders = %d and all are in use; fix: raise max_wal_senders (restart)",
+            max_senders);
+    else
+        say(r, "ok", "WAL senders: %d of %d in use", used_senders, max_senders);
+    if (!super && !repl)
+        say(r, "BLOCK",
+            "role %s may not replicate; fix: ALTER ROLE %s REPLICATION (or run as a superuser)",
+            role, role);
+    else
+        say(r, "ok", "role %s may replicate%s", role, super ? " (superuser)" : "");
+    if (!super && !can_create)
+        say(r, "BLOCK",
+            "role %s may not create the publication and the pgshift schema in database %s; "
+            "fix: GRANT CREATE ON DATABASE %s TO %s",
+            role, PQgetvalue(res, 0, 12), PQgetvalue(res, 0, 12), role);
+    const char *keep = PQgetvalue(res, 0, 11);
+    if (strcmp(keep, "-1") == 0)
+        say(r, "note",
+            "max_slot_wal_keep_size is unlimited: a stalled migration holds WAL until "
+            "`pgshift abort` drops its slot");
+    else
+        say(r, "note", "max_slot_wal_keep_size = %s: a slot further behind is invalidated", keep);
+    PQclear(res);
+    return true;
+}
+
+/* Columns: names, types, nullability. */
+static void check_columns(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    for (int i = 0; i < t->cols.n; i++) {
+        const pgs_column *s = catalog_column(&t->src, t->cols.v[i]);
+        const pgs_column *d = catalog_column(&t->tgt, t->cols.v[i]);
+        if (d == NULL) {
+            say(r, "BLOCK", "target %s has no column \"%s\"; fix: ALTER TABLE %s ADD COLUMN %s %s",
+                t->tgt.qname, s->name, t->tgt.qname, s->name, s->type);
+            continue;
+        }
+        if (strcmp(s->type, d->type) != 0)
+            say(r, "BLOCK",
+                "column \"%s\": target %s has type %s, source has %s; fix: ALTER TABLE %s ALTER "
+                "COLUMN %s TYPE %s",
+                s->name, t->tgt.qname, d->type, s->type, t->tgt.qname, s->name, s->type);
+        if (d->generated)
+            say(r, "BLOCK",
+                "column \"%s\" is generated on target %s but not on the source: it cannot "
+                "receive the source's values",
+                s->name, t->tgt.qname);
+        if (d->notnull && !s->notnull)
+            say(r, "BLOCK",
+                "column \"%s\" is NOT NULL on target %s but nullable on the source; fix: ALTER "
+                "TABLE %s ALTER COLUMN %s DROP NOT NULL",
+                s->name, t->tgt.qname, t->tgt.qname, s->name);
+        else if (!d->notnull && s->notnull)
+            say(r, "note", "column \"%s\" is nullable on the target, NOT NULL on the source",
+                s->name);
+    }
+    for (int i = 0; i < t->tgt.ncols; i++) {
+        const pgs_column *d = &t->tgt.cols[i];
+        if (strlist_contains(&t->cols, d->name))
+            continue;
+        const pgs_column *s = catalog_column(&t->src, d->name);
+        if (s && s->generated) {
+            if (!d->generated)
+                say(r, "warn",
+                    "column \"%s\" is generated on the source but not on the target: it will "
+                    "stay NULL there",
+                    d->name);
+            continue;
+        }
+        if (d->notnull && !d->has_default && !d->generated && !d->identity)
+            say(r, "BLOCK",
+                "target %s has column \"%s\" NOT NULL without default that the source lacks; "
+                "fix: give it a default or drop it",
+                t->tgt.qname, d->name);
+        else
+            say(r, "note", "target column \"%s\" is not in the source: it gets its default",
+                d->name);
+    }
+}
+
+/* Rows of the source that no leaf partition of the (existing) target accepts. */
+static void check_partition_coverage(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->tgt.oid);
+    PGresult *res = q(m, m->tgt,
+                      "SELECT coalesce(string_agg('(' || pg_get_partition_constraintdef(relid) ||"
+                      "  ')', ' OR '), 'false'),"
+                      "  bool_or(pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'), count(*)"
+                      " FROM pg_partition_tree($1::oid) pt JOIN pg_class c ON c.oid = pt.relid"
+                      " WHERE pt.isleaf AND pt.level > 0",
+                      1, (const char *[]){oid});
+    if (res == NULL) {
+        r->blocking++;
+        return;
+    }
+    bool has_default = PQgetvalue(res, 0, 1)[0] == 't';
+    int leaves = atoi(PQgetvalue(res, 0, 2));
+    if (has_default) {
+        say(r, "ok", "target has %d partitions including a DEFAULT one: every row has a home",
+            leaves);
+        PQclear(res);
+        return;
+    }
+    char *sql = NULL;
+    if (asprintf(&sql, "SELECT count(*) FROM %s WHERE NOT coalesce(%s, false)", t->src.qname,
+                 PQgetvalue(res, 0, 0)) < 0) {
+        PQclear(res);
+        r->blocking++;
+        return;
+    }
+    PQclear(res);
+    char *n = pg_query_value(m->src, "counting rows without a partition", sql, 0, NULL, NULL);
+    free(sql);
+    if (n == NULL) {
+        r->blocking++;
+        return;
+    }
+    if (strcmp(n, "0") != 0)
+        say(r, "BLOCK",
+            "%s rows of %s have no partition in %s (%d partitions, no DEFAULT); fix: create the "
+            "missing partitions or a DEFAULT partition",
+            n, t->src.qname, t->tgt.qname, leaves);
+    else
+        say(r, "ok", "every existing row has a partition (%d partitions)", leaves);
+    free(n);
+}
+
+/* Partition spec: the column exists and has a type we can range over;
+ * rows with a NULL key need a DEFAULT partition. */
+static void check_partition_spec(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    const pgs_plan_table *s = t->spec;
+    const pgs_column *c = catalog_column(&t->src, s->partition_column);
+    if (c == NULL) {
+        say(r, "BLOCK", "partition.by names column \"%s\" which %s does not have",
+            s->partition_column, t->src.qname);
+        return;
+    }
+    bool timeish = strcmp(c->type, "date") == 0 ||
+                   strncmp(c->type, "timestamp", 9) == 0;
+    bool intish = strcmp(c->type, "integer") == 0 || strcmp(c->type, "bigint") == 0 ||
+                  strcmp(c->type, "smallint") == 0;
+    if (!timeish && !intish) {
+        say(r, "BLOCK",
+            "partition column \"%s\" has type %s; pgshift creates range partitions over dates, "
+            "timestamps and integers; create the target yourself instead",
+            c->name, c->type);
+        return;
+    }
+    if (s->partition_interval) {
+        char *sql = NULL;
+        int ok = asprintf(&sql, "SELECT ($1::%s) > %s", timeish ? "interval" : "bigint",
+                          timeish ? "'0'::interval" : "0");
+        PGresult *res = ok < 0 ? NULL
+                               : PQexecParams(m->src, sql, 1, NULL,
+                                              (const char *[]){s->partition_interval}, NULL, NULL, 0);
+        free(sql);
+        if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK ||
+            PQgetvalue(res, 0, 0)[0] != 't')
+            say(r, "BLOCK",
+                "partition.interval \"%s\" is not a positive %s; fix: write e.g. %s",
+                s->partition_interval, timeish ? "interval" : "integer",
+                timeish ? "\"1 month\"" : "\"1000000\"");
+        PQclear(res);
+    }
+    if (!c->notnull && !s->partition_default) {
+        char *sql = NULL;
+        char *col = pg_ident(m->src, c->name);
+        if (col && asprintf(&sql, "SELECT count(*) FROM %s WHERE %s IS NULL", t->src.qname, col) >= 0) {
+            char *n = pg_query_value(m->src, "counting rows with a NULL partition key", sql, 0,
+                                     NULL, NULL);
+            if (n && strcmp(n, "0") != 0)
+                say(r, "BLOCK",
+                    "%s rows of %s have NULL in partition column \"%s\"; fix: add `default: "
+                    "true` to the partition spec",
+                    n, t->src.qname, c->name);
+            free(n);
+        }
+        free(sql);
+        free(col);
+    }
+    if (t->src.pk.n && !strlist_contains(&t->src.pk, c->name))
+        say(r, "note",
+            "the target's primary key becomes (%s, %s): a partitioned table's unique keys must "
+            "contain the partition key",
+            t->src.pk.v[0], c->name);
+}
+
+static void check_keys(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    char ri = t->src.replident;
+    if (ri == 'n') {
+        say(r, "BLOCK",
+            "%s has REPLICA IDENTITY NOTHING: once published, its UPDATEs and DELETEs fail; fix: "
+            "ALTER TABLE %s REPLICA IDENTITY DEFAULT",
+            t->src.qname, t->src.qname);
+        return;
+    }
+    if (ri == 'd' && t->src.pk.n == 0) {
+        say(r, "BLOCK",
+            "%s has no primary key and REPLICA IDENTITY DEFAULT: once published, its UPDATEs and "
+            "DELETEs would fail; fix: add a primary key, or REPLICA IDENTITY USING INDEX "
+            "<unique index> (or FULL plus `key:` in the plan)",
+            t->src.qname);
+        return;
+    }
+    if (t->match.n == 0) {
+        say(r, "BLOCK",
+            "%s has REPLICA IDENTITY FULL but no primary key: pgshift cannot tell rows apart; "
+            "fix: add a primary key or list unique NOT NULL columns as `key:` in the plan",
+            t->src.qname);
+        return;
+    }
+    char keys[512] = "";
+    for (int i = 0; i < t->match.n; i++) {
+        if (catalog_column(&t->src, t->match.v[i]) == NULL)
+            say(r, "BLOCK", "key column \"%s\" is not a column of %s", t->match.v[i],
+                t->src.qname);
+        size_t n = strlen(keys);
+        snprintf(keys + n, sizeof keys - n, "%s%s", i ? ", " : "", t->match.v[i]);
+    }
+    const char *how = (ri == 'i' && t->src.ri.n) ? "replica identity index"
+                      : t->src.pk.n               ? "primary key"
+                                                  : "plan key";
+    const char *ri_name = ri == 'd' ? "default" : ri == 'f' ? "full" : "using index";
+    say(r, "ok", "rows identified by %s (%s); replica identity %s", how, keys, ri_name);
+}
+
+static void check_target_index(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->tgt.oid);
+    PGresult *res = q(m, m->tgt,
+                      "SELECT a.attname FROM pg_index i"
+                      "  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+                      " WHERE i.indrelid = $1::oid",
+                      1, (const char *[]){oid});
+    if (res == NULL)
+        return;
+    bool found = false;
+    for (int i = 0; i < PQntuples(res) && !found; i++)
+        found = strlist_contains(&t->match, PQgetvalue(res, i, 0));
+    PQclear(res);
+    if (!found)
+        say(r, "warn",
+            "target %s has no index on its key column(s): every applied UPDATE and DELETE scans "
+            "it; fix: create an index on (%s)",
+            t->tgt.qname, t->match.n ? t->match.v[0] : "?");
+}
+
+static void check_target_empty(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    char *sql = NULL;
+    if (asprintf(&sql, "SELECT EXISTS (SELECT 1 FROM %s)", t->tgt.qname) < 0)
+        return;
+    char *v = pg_query_value(m->tgt, "checking the target is empty", sql, 0, NULL, NULL);
+    free(sql);
+    if (v && strcmp(v, "t") == 0)
+        say(r, "BLOCK",
+            "target %s already holds rows; the copy would duplicate them; fix: TRUNCATE %s",
+            t->tgt.qname, t->tgt.qname);
+    free(v);
+}
+
+/* Dependent objects and what the cutover does with each. */
+static void list_dependents(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->src.oid);
+    PGresult *res = q(
+        m, m->src,
+        "SELECT 'view', v.oid::regclass::text, 're-created to read the new table'"
+        "  FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid"
+        "  JOIN pg_class v ON v.oid = w.ev_class"
+        " WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1::oid AND v.oid <> $1::oid"
+        " GROUP BY v.oid"
+        " UNION ALL SELECT 'foreign key in', c.conname || ' on ' || c.conrelid::regclass::text,"
+        "  're-created on the new table (NOT VALID, then validated)'"
+        "  FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = $1::oid"
+        " UNION ALL SELECT 'foreign key out', c.conname || ' -> ' || c.confrelid::regclass::text,"
+        "  'stays on the old table; add it to the target yourself if it should hold there'"
+        "  FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = $1::oid"
+        " UNION ALL SELECT 'trigger', tgname, 'left behind unless re-created on the target'"
+        "  FROM pg_trigger WHERE tgrelid = $1::oid AND NOT tgisinternal"
+        " UNION ALL SELECT 'sequence', s.oid::regclass::text || ' (column ' || a.attname || ')',"
+        "  'handed over: the new table continues above its last value'"
+        "  FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'"
+        "  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
+        " WHERE d.refobjid = $1::oid AND d.classid = 'pg_class'::regclass"
+        " UNION ALL SELECT 'grant', coalesce(nullif(g.grantee::regrole::text, '-'), 'PUBLIC')"
+        "  || ': ' || g.privilege_type, 'copied to the new table'"
+        "  FROM pg_class c, aclexplode(c.relacl) g WHERE c.oid = $1::oid"
+        "   AND g.grantee <> c.relowner"
+        " UNION ALL SELECT 'policy', polname, 'left behind unless re-created on the target'"
+        "  FROM pg_policy WHERE polrelid = $1::oid"
+        " UNION ALL SELECT 'rule', rulename, 'left behind unless re-created on the target'"
+        "  FROM pg_rewrite WHERE ev_class = $1::oid AND rulename <> '_RETURN'"
+        " UNION ALL SELECT 'publication', p.pubname, 'stays on the old table'"
+        "  FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid"
+        " WHERE pr.prrelid = $1::oid AND p.pubname <> $2",
+        2, (const char *[]){oid, m->publication});
+    if (res == NULL)
+        return;
+    if (PQntuples(res) == 0)
+        say(r, "ok", "no dependent objects (views, foreign keys, triggers, sequences, grants)");
+    for (int i = 0; i < PQntuples(res); i++)
+        say(r, "dep", "%s %s: at cutover, %s", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+            PQgetvalue(res, i, 2));
+    PQclear(res);
+}
+
+static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *r)
+{
+    fprintf(r->out, "\nTable %s -> %s\n", t->spec->source, t->spec->target);
+    if (!t->src.exists) {
+        say(r, "BLOCK", "source table %s does not exist", t->spec->source);
+        return;
+    }
+    if (t->src.relkind != 'r') {
+        say(r, "BLOCK", "source %s is %s; pgshift migrates plain tables", t->src.qname,
+            t->src.relkind == 'p' ? "a partitioned table" : "not a table");
+        return;
+    }
+    char size[32];
+    human_bytes(t->src.bytes, size, sizeof size);
+    say(r, "ok", "about %lld rows, %s with indexes", (long long)t->src.rows_est, size);
+
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->src.oid);
+    char *owner = pg_query_value(m->src, "checking table ownership",
+                                 "SELECT pg_has_role(relowner, 'USAGE') FROM pg_class"
+                                 " WHERE oid = $1::oid",
+                                 1, (const char *[]){oid}, NULL);
+    if (owner && owner[0] != 't')
+        say(r, "BLOCK",
+            "the current role does not own %s, so it cannot publish it; fix: run as its owner "
+            "or a superuser",
+            t->src.qname);
+    free(owner);
+
+    check_keys(m, t, r);
+
+    if (t->create_target) {
+        if (t->tgt.exists && !resuming)
+            say(r, "BLOCK",
+                "target %s already exists but the plan asks pgshift to create it (partition:); "
+                "fix: drop it, or remove the partition block to use it as it is",
+                t->tgt.qname);
+        if (!t->tgt.exists)
+            say(r, "ok", "target %s will be created: LIKE the source, PARTITION BY RANGE (%s)%s",
+                t->tgt.qname, t->spec->partition_column,
+                t->spec->partition_default ? ", with a DEFAULT partition" : "");
+        check_partition_spec(m, t, r);
+    } else if (!t->tgt.exists) {
+        say(r, "BLOCK",
+            "target table %s does not exist; fix: create it, or add a `partition:` block so "
+            "pgshift creates it",
+            t->spec->target);
+    } else if (t->tgt.relkind != 'r' && t->tgt.relkind != 'p') {
+        say(r, "BLOCK", "target %s is not a table", t->tgt.qname);
+    } else if (t->tgt.oid == t->src.oid) {
+        say(r, "BLOCK", "source and target are the same table %s", t->src.qname);
+    } else {
+        check_columns(m, t, r);
+        check_target_index(m, t, r);
+        if (t->tgt.relkind == 'p') {
+            say(r, "ok", "target is partitioned: %s", t->tgt.partkey);
+            if (!resuming)
+                check_partition_coverage(m, t, r);
+        }
+        if (!resuming)
+            check_target_empty(m, t, r);
+    }
+    list_dependents(m, t, r);
+}
+
+int preflight_run(pgs_migration *m, bool resuming, FILE *out)
+{
+    report r = {.out = out};
+    char *redacted = pgs_conninfo_redact(m->plan->source);
+    fprintf(out, "pgshift plan: migration %s (source: %s)\n\n", m->plan->name,
+            redacted ? redacted : "?");
+    free(redacted);
+    if (!check_server(m, &r))
+        return -1;
+    for (int i = 0; i < m->ntables; i++)
+        check_table(m, &m->tables[i], resuming, &r);
+
+    fprintf(out, "\nWhat `pgshift run` does\n");
+    fprintf(out, "  1. publication %s FOR TABLE", m->publication);
+    for (int i = 0; i < m->ntables; i++)
+        fprintf(out, "%s %s", i ? "," : "", m->tables[i].src.qname ? m->tables[i].src.qname : "?");
+    fprintf(out, "\n  2. logical replication slot %s (pgoutput) with an exported snapshot\n",
+            m->slot);
+    int64_t rows = 0, bytes = 0;
+    for (int i = 0; i < m->ntables; i++) {
+        rows += m->tables[i].src.rows_est;
+        bytes += m->tables[i].src.bytes;
+    }
+    char size[32];
+    human_bytes(bytes, size, sizeof size);
+    fprintf(out, "  3. copy %d table(s), about %lld rows / %s, under that snapshot in parallel\n",
+            m->ntables, (long long)rows, size);
+    fprintf(out, "  4. stream the changes made since and apply them in commit order, until "
+                 "cutover\n");
+    fprintf(out, "  state: schema pgshift in the target database (resumable from any machine)\n");
+    fprintf(out, "\n%d blocking problem(s), %d warning(s)%s\n", r.blocking, r.warnings,
+            r.blocking ? ": fix them and run `pgshift plan` again" : ": ready to run");
+    return r.blocking;
+}

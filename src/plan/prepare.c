@@ -1,0 +1,322 @@
+/* prepare.c: the objects a migration creates before the copy: the target
+ * from a partition spec (indexes only after the data), the publication, and
+ * the clean-up of an interrupted copy. */
+#include "pgshift/migration.h"
+
+#include "pgshift/log.h"
+#include "pgshift/pg.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MAX_PARTITIONS 2000
+
+static bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
+{
+    char *sql = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&sql, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return false;
+    log_debug("%s: %s", what, sql);
+    bool ok = pg_exec(conn, what, sql);
+    free(sql);
+    return ok;
+}
+
+/* Rows of (name suffix, lower bound, upper bound) for the partitions that
+ * cover the source's existing keys plus `ahead` more. */
+static PGresult *partition_bounds(pgs_migration *m, pgs_mtable *t, const char *col,
+                                  const pgs_column *c)
+{
+    bool intish = strcmp(c->type, "integer") == 0 || strcmp(c->type, "bigint") == 0 ||
+                  strcmp(c->type, "smallint") == 0;
+    char ahead[16];
+    snprintf(ahead, sizeof ahead, "%d", t->spec->partition_ahead);
+    char *sql = NULL;
+    int n;
+    if (intish)
+        n = asprintf(&sql,
+                     "WITH b AS (SELECT min(%s)::numeric AS lo, max(%s)::numeric AS hi FROM %s)"
+                     " SELECT s::text, s::text, (s + $1::bigint)::text FROM b,"
+                     "  generate_series(floor(coalesce(lo, 0) / $1::bigint)::bigint * $1::bigint,"
+                     "    floor(coalesce(hi, 0) / $1::bigint)::bigint * $1::bigint"
+                     "      + $2::int * $1::bigint, $1::bigint) s",
+                     col, col, t->src.qname);
+    else
+        n = asprintf(
+            &sql,
+            "WITH u AS (SELECT $1::interval AS step, CASE"
+            "   WHEN $1::interval >= '1 year' THEN 'year' WHEN $1::interval >= '1 month' THEN 'month'"
+            "   WHEN $1::interval >= '7 days' THEN 'week' WHEN $1::interval >= '1 day' THEN 'day'"
+            "   ELSE 'hour' END AS unit),"
+            " b AS (SELECT min(%s)::timestamptz AS lo, max(%s)::timestamptz AS hi FROM %s)"
+            " SELECT to_char(s, CASE unit WHEN 'year' THEN 'YYYY' WHEN 'month' THEN 'YYYYMM'"
+            "          WHEN 'hour' THEN 'YYYYMMDD_HH24' ELSE 'YYYYMMDD' END),"
+            "        s::%s::text, (s + step)::%s::text"
+            "   FROM u, b, generate_series(date_trunc(unit, coalesce(lo, now())),"
+            "        date_trunc(unit, coalesce(hi, now())) + $2::int * step, step) s",
+            col, col, t->src.qname, c->type, c->type);
+    if (n < 0)
+        return NULL;
+    PGresult *res = pg_query(m->src, "computing the partition bounds", sql, 2,
+                             (const char *[]){t->spec->partition_interval, ahead});
+    free(sql);
+    return res;
+}
+
+/* "<base>_<suffix>", the base cut so the whole fits PostgreSQL's 63 bytes. */
+static void partition_name(const char *base, const char *suffix, char out[64])
+{
+    size_t room = 63 - strlen(suffix) - 1;
+    snprintf(out, 64, "%.*s_%s", (int)(strlen(base) < room ? strlen(base) : room), base, suffix);
+}
+
+static bool create_target(pgs_migration *m, pgs_mtable *t)
+{
+    const pgs_column *c = catalog_column(&t->src, t->spec->partition_column);
+    if (c == NULL) {
+        log_error("table %s: partition column \"%s\" does not exist", t->src.qname,
+                  t->spec->partition_column);
+        return false;
+    }
+    char *col = pg_ident(m->tgt, c->name);
+    char *nsp = pg_ident(m->tgt, t->tgt.nspname);
+    PGresult *bounds = NULL;
+    bool ok = false;
+    if (col == NULL || nsp == NULL)
+        goto done;
+    if (!exec_fmt(m->tgt, "creating the target", "BEGIN; DROP TABLE IF EXISTS %s", t->tgt.qname))
+        goto done;
+    if (!exec_fmt(m->tgt, "creating the target",
+                  "CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
+                  " INCLUDING GENERATED INCLUDING IDENTITY INCLUDING STORAGE"
+                  " INCLUDING COMPRESSION INCLUDING COMMENTS) PARTITION BY RANGE (%s)",
+                  t->tgt.qname, t->src.qname, col))
+        goto rollback;
+    if (t->spec->partition_interval) {
+        bounds = partition_bounds(m, t, col, c);
+        if (bounds == NULL)
+            goto rollback;
+        if (PQntuples(bounds) > MAX_PARTITIONS) {
+            log_error("table %s: interval %s makes %d partitions (more than %d); fix: choose a "
+                      "larger partition.interval",
+                      t->src.qname, t->spec->partition_interval, PQntuples(bounds),
+                      MAX_PARTITIONS);
+            goto rollback;
+        }
+        for (int i = 0; i < PQntuples(bounds); i++) {
+            char name[64];
+            char suffix[48];
+            snprintf(suffix, sizeof suffix, "p%s", PQgetvalue(bounds, i, 0));
+            partition_name(t->tgt.relname, suffix, name);
+            char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
+            char *lo = PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 1),
+                                       strlen(PQgetvalue(bounds, i, 1)));
+            char *hi = PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 2),
+                                       strlen(PQgetvalue(bounds, i, 2)));
+            bool pok = part && lo && hi &&
+                       exec_fmt(m->tgt, "creating a partition",
+                                "CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%s) TO (%s)",
+                                part, t->tgt.qname, lo, hi);
+            free(part);
+            PQfreemem(lo);
+            PQfreemem(hi);
+            if (!pok)
+                goto rollback;
+        }
+        log_info("table %s: created %s with %d partitions (%s to %s)", t->src.qname, t->tgt.qname,
+                 PQntuples(bounds), PQntuples(bounds) ? PQgetvalue(bounds, 0, 1) : "-",
+                 PQntuples(bounds) ? PQgetvalue(bounds, PQntuples(bounds) - 1, 2) : "-");
+    }
+    if (t->spec->partition_default) {
+        char name[64];
+        partition_name(t->tgt.relname, "default", name);
+        char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
+        bool pok = part && exec_fmt(m->tgt, "creating the default partition",
+                                    "CREATE TABLE %s PARTITION OF %s DEFAULT", part, t->tgt.qname);
+        free(part);
+        if (!pok)
+            goto rollback;
+    }
+    if (!pg_exec(m->tgt, "creating the target", "COMMIT"))
+        goto done;
+    catalog_relinfo_free(&t->tgt);
+    ok = catalog_read_rel(m->tgt, t->spec->target, &t->tgt);
+    goto done;
+rollback:
+    pg_exec(m->tgt, "rolling back", "ROLLBACK");
+done:
+    PQclear(bounds);
+    free(col);
+    free(nsp);
+    return ok;
+}
+
+bool prepare_targets(pgs_migration *m)
+{
+    for (int i = 0; i < m->ntables; i++) {
+        pgs_mtable *t = &m->tables[i];
+        if (t->create_target) {
+            if (!create_target(m, t))
+                return false;
+        } else if (!exec_fmt(m->tgt, "emptying the target after an interrupted copy",
+                             "TRUNCATE %s", t->tgt.qname)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool prepare_publication(pgs_migration *m)
+{
+    char *pub = pg_ident(m->src, m->publication);
+    char *list = strdup("");
+    bool ok = false;
+    if (pub == NULL || list == NULL)
+        goto done;
+    for (int i = 0; i < m->ntables; i++) {
+        char *nl = NULL;
+        if (asprintf(&nl, "%s%s%s", list, i ? ", " : "", m->tables[i].src.qname) < 0)
+            goto done;
+        free(list);
+        list = nl;
+    }
+    char *exists = pg_query_value(m->src, "looking for the publication",
+                                  "SELECT count(*) FROM pg_publication WHERE pubname = $1", 1,
+                                  (const char *[]){m->publication}, NULL);
+    if (exists == NULL)
+        goto done;
+    bool have = strcmp(exists, "0") != 0;
+    free(exists);
+    ok = have ? exec_fmt(m->src, "updating the publication", "ALTER PUBLICATION %s SET TABLE %s",
+                         pub, list)
+              : exec_fmt(m->src, "creating the publication", "CREATE PUBLICATION %s FOR TABLE %s",
+                         pub, list);
+done:
+    free(pub);
+    free(list);
+    return ok;
+}
+
+bool prepare_drop_slot(pgs_migration *m)
+{
+    PGresult *res = pg_query(m->src, "looking for the slot",
+                             "SELECT active, active_pid FROM pg_replication_slots"
+                             " WHERE slot_name = $1",
+                             1, (const char *[]){m->slot});
+    if (res == NULL)
+        return false;
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        return true;
+    }
+    if (PQgetvalue(res, 0, 0)[0] == 't') {
+        log_error("slot %s is in use by backend %s (another pgshift run?); stop it first",
+                  m->slot, PQgetvalue(res, 0, 1));
+        PQclear(res);
+        return false;
+    }
+    PQclear(res);
+    res = pg_query(m->src, "dropping the slot", "SELECT pg_drop_replication_slot($1)", 1,
+                   (const char *[]){m->slot});
+    PQclear(res);
+    if (res)
+        log_info("dropped replication slot %s", m->slot);
+    return res != NULL;
+}
+
+/* Builds the source's indexes on a target pgshift created. Unique keys
+ * that lack the partition column get it appended (a partitioned table's
+ * unique keys must contain it). */
+static bool build_indexes(pgs_migration *m, pgs_mtable *t)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->src.oid);
+    PGresult *res = pg_query(
+        m->src, "reading the source indexes",
+        "SELECT coalesce(c.contype, ''), i.indisunique, i.indexprs IS NOT NULL OR"
+        "       i.indpred IS NOT NULL OR i.indnkeyatts <> i.indnatts,"
+        "  CASE WHEN left(d.def, length(d.prefix)) = d.prefix"
+        "       THEN substr(d.def, length(d.prefix) + 1) END,"
+        "  (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)"
+        "     FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)"
+        "     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+        "    WHERE k.ord <= i.indnkeyatts),"
+        "  (SELECT bool_or(a.attname = $2)"
+        "     FROM unnest(i.indkey) k(attnum)"
+        "     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),"
+        "  ic.relname"
+        " FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+        " JOIN pg_class tc ON tc.oid = i.indrelid JOIN pg_namespace n ON n.oid = tc.relnamespace"
+        " LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid"
+        " CROSS JOIN LATERAL (SELECT pg_get_indexdef(i.indexrelid) AS def,"
+        "   format('CREATE %sINDEX %I ON %I.%I USING ', CASE WHEN i.indisunique THEN 'UNIQUE '"
+        "     ELSE '' END, ic.relname, n.nspname, tc.relname) AS prefix) d"
+        " WHERE i.indrelid = $1::oid ORDER BY i.indisprimary DESC, ic.relname",
+        2, (const char *[]){oid, t->spec->partition_column});
+    if (res == NULL)
+        return false;
+    char *pcol = pg_ident(m->tgt, t->spec->partition_column);
+    bool ok = pcol != NULL;
+    for (int i = 0; ok && i < PQntuples(res); i++) {
+        char contype = PQgetvalue(res, i, 0)[0];
+        bool unique = PQgetvalue(res, i, 1)[0] == 't';
+        bool complex = PQgetvalue(res, i, 2)[0] == 't';
+        const char *rest = PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3);
+        const char *cols = PQgetvalue(res, i, 4);
+        bool has_pcol = PQgetvalue(res, i, 5)[0] == 't';
+        const char *iname = PQgetvalue(res, i, 6);
+        const char *extra = has_pcol ? "" : ", ";
+        const char *extra_col = has_pcol ? "" : pcol;
+        if (contype == 'p') {
+            ok = exec_fmt(m->tgt, "building the primary key", "ALTER TABLE %s ADD PRIMARY KEY (%s%s%s)",
+                          t->tgt.qname, cols, extra, extra_col);
+        } else if (contype == 'u' || (unique && !has_pcol)) {
+            if (complex) {
+                log_warn("table %s: unique index %s has expressions, a predicate or INCLUDE "
+                         "columns and lacks the partition column; not built on %s",
+                         t->src.qname, iname, t->tgt.qname);
+                continue;
+            }
+            ok = exec_fmt(m->tgt, "building a unique key", "ALTER TABLE %s ADD UNIQUE (%s%s%s)",
+                          t->tgt.qname, cols, extra, extra_col);
+        } else if (contype == 'x') {
+            log_warn("table %s: exclusion constraint on index %s is not built on %s",
+                     t->src.qname, iname, t->tgt.qname);
+        } else if (rest == NULL) {
+            log_warn("table %s: cannot read the definition of index %s; not built on %s",
+                     t->src.qname, iname, t->tgt.qname);
+        } else {
+            ok = exec_fmt(m->tgt, "building an index", "CREATE %sINDEX ON %s USING %s",
+                          unique ? "UNIQUE " : "", t->tgt.qname, rest);
+        }
+    }
+    free(pcol);
+    PQclear(res);
+    return ok;
+}
+
+bool prepare_target_indexes(pgs_migration *m)
+{
+    for (int i = 0; i < m->ntables; i++) {
+        pgs_mtable *t = &m->tables[i];
+        if (!t->create_target)
+            continue;
+        log_info("table %s: building indexes on %s", t->src.qname, t->tgt.qname);
+        if (!pg_exec(m->tgt, "raising maintenance_work_mem", "SET maintenance_work_mem = '512MB'") ||
+            !build_indexes(m, t))
+            return false;
+        catalog_relinfo_free(&t->tgt);
+        if (!catalog_read_rel(m->tgt, t->spec->target, &t->tgt))
+            return false;
+    }
+    return true;
+}

@@ -1,0 +1,453 @@
+/* stream.c: the catch-up loop on libuv. One loop owns the replication
+ * socket (uv_poll on PQsocket), the feedback, batch, stats and reconnect
+ * timers, and the signal handlers. Decoded messages go to the applier; the
+ * flush position reported to the server is only ever what the applier has
+ * durably committed (or, when nothing is pending, the keepalive position). */
+#include "pgshift/apply.h"
+#include "pgshift/log.h"
+#include "pgshift/pg.h"
+#include "pgshift/repl.h"
+
+#include <jansson.h>
+#include <time.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#define FEEDBACK_MS 1000
+#define STATS_MS 2000
+#define MIN_BATCH_MS 20
+#define BACKOFF_MAX_MS 30000
+
+typedef struct stream {
+    pgs_migration *m;
+    uv_loop_t loop;
+    uv_poll_t *poll; /* one per connection: the socket can change on reconnect */
+    uv_timer_t feedback_timer;
+    uv_timer_t batch_timer;
+    uv_timer_t stats_timer;
+    uv_timer_t reconnect_timer;
+    uv_signal_t sigint;
+    uv_signal_t sigterm;
+    PGconn *repl;
+    apply_ctx *apply;
+    decode_ctx dec;
+    bool binary;
+    pgs_lsn received;     /* end of the WAL the server has sent us */
+    pgs_lsn idle_confirm; /* keepalive position seen with nothing pending */
+    double last_feedback_ms;
+    int backoff_ms;
+    int exit_code;
+    bool stopping;
+    /* stats */
+    double last_stats_ms;
+    uint64_t last_changes;
+    uint64_t last_xacts;
+    pgs_lsn last_applied;
+    pgs_lsn last_source_lsn;
+    double rate_changes;
+    double rate_xacts;
+    double rate_bytes;
+    double rate_wal;
+    double last_log_ms;
+} stream;
+
+static double now_ms(void)
+{
+    return (double)uv_hrtime() / 1e6;
+}
+
+static pgs_lsn flush_position(stream *s)
+{
+    pgs_lsn f = s->m->applied_lsn;
+    if (!apply_batch_open(s->apply) && !apply_in_xact(s->apply) && s->idle_confirm > f)
+        f = s->idle_confirm;
+    return f;
+}
+
+static void send_feedback(stream *s, bool reply)
+{
+    if (s->repl == NULL)
+        return;
+    pgs_lsn flush = flush_position(s);
+    pgs_lsn write = s->received > flush ? s->received : flush;
+    repl_send_status(s->repl, write, flush, reply);
+    s->last_feedback_ms = now_ms();
+}
+
+static void stop_loop(stream *s, int code);
+static void disconnect(stream *s, bool retry);
+
+static bool commit_batch(stream *s)
+{
+    if (!apply_commit_batch(s->apply)) {
+        stop_loop(s, 1);
+        return false;
+    }
+    if (now_ms() - s->last_feedback_ms > 100)
+        send_feedback(s, false);
+    return true;
+}
+
+static void on_batch_timer(uv_timer_t *t)
+{
+    stream *s = t->data;
+    if (apply_batch_open(s->apply) && !apply_in_xact(s->apply))
+        commit_batch(s);
+}
+
+static bool handle_copydata(stream *s, const uint8_t *buf, size_t len)
+{
+    decode_frame f;
+    decode_error err;
+    if (!decode_frame_parse(buf, len, &f, &err)) {
+        log_error("replication stream: bad frame at byte %zu: %s", err.offset, err.msg);
+        return false;
+    }
+    if (f.wal_end > s->received)
+        s->received = f.wal_end;
+    if (f.kind == DECODE_FRAME_KEEPALIVE) {
+        if (!apply_batch_open(s->apply) && !apply_in_xact(s->apply))
+            s->idle_confirm = f.wal_end;
+        if (f.reply_requested)
+            send_feedback(s, false);
+        return true;
+    }
+    decode_msg msg;
+    if (!decode_message(&s->dec, f.data, f.len, &msg, &err)) {
+        char lsn[18];
+        log_error("pgoutput message at %s: byte %zu: %s", decode_lsn_format(f.wal_start, lsn),
+                  err.offset, err.msg);
+        return false;
+    }
+    if (!apply_message(s->apply, &msg))
+        return false;
+    if (msg.kind == DECODE_COMMIT &&
+        (apply_batch_changes(s->apply) >= s->m->plan->apply.batch_changes ||
+         apply_batch_age_ms(s->apply) >= s->m->plan->apply.batch_ms))
+        return commit_batch(s);
+    return true;
+}
+
+static void on_readable(uv_poll_t *h, int status, int events)
+{
+    stream *s = h->data;
+    if (status < 0 || PQconsumeInput(s->repl) == 0) {
+        log_warn("replication connection lost: %s",
+                 status < 0 ? uv_strerror(status) : PQerrorMessage(s->repl));
+        disconnect(s, true);
+        return;
+    }
+    for (;;) {
+        char *buf = NULL;
+        int n = PQgetCopyData(s->repl, &buf, 1);
+        if (n == 0)
+            break;
+        if (n < 0) {
+            PGresult *res = PQgetResult(s->repl);
+            char line[1024];
+            log_warn("replication stream ended: %s",
+                     n == -2 ? PQerrorMessage(s->repl) : pg_result_error_line(res, line, sizeof line));
+            PQclear(res);
+            disconnect(s, true);
+            return;
+        }
+        bool ok = handle_copydata(s, (const uint8_t *)buf, (size_t)n);
+        PQfreemem(buf);
+        if (!ok) {
+            stop_loop(s, 1);
+            return;
+        }
+        if (s->stopping)
+            return;
+    }
+    /* Nothing more buffered: commit a batch that has waited long enough,
+     * or come back for it shortly. */
+    if (apply_batch_open(s->apply) && !apply_in_xact(s->apply)) {
+        double age = apply_batch_age_ms(s->apply);
+        if (age >= MIN_BATCH_MS)
+            commit_batch(s);
+        else
+            uv_timer_start(&s->batch_timer, on_batch_timer, (uint64_t)(MIN_BATCH_MS - age) + 1, 0);
+    }
+}
+
+static void on_poll_closed(uv_handle_t *h)
+{
+    free(h);
+}
+
+static bool connect_stream(stream *s)
+{
+    s->repl = repl_connect(s->m);
+    if (s->repl == NULL)
+        return false;
+    char lsn[18];
+    if (!repl_start(s->m, s->repl, s->m->applied_lsn, s->binary)) {
+        PQfinish(s->repl);
+        s->repl = NULL;
+        return false;
+    }
+    decode_ctx_free(&s->dec);
+    decode_ctx_init(&s->dec, 1);
+    s->poll = malloc(sizeof *s->poll);
+    if (s->poll == NULL || uv_poll_init(&s->loop, s->poll, PQsocket(s->repl)) != 0) {
+        free(s->poll);
+        s->poll = NULL;
+        PQfinish(s->repl);
+        s->repl = NULL;
+        return false;
+    }
+    s->poll->data = s;
+    uv_poll_start(s->poll, UV_READABLE, on_readable);
+    log_info("streaming from slot %s at %s", s->m->slot,
+             decode_lsn_format(s->m->applied_lsn, lsn));
+    s->backoff_ms = 0;
+    return true;
+}
+
+static void on_reconnect(uv_timer_t *t)
+{
+    stream *s = t->data;
+    if (s->stopping)
+        return;
+    if (!connect_stream(s)) {
+        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : 1000;
+        if (s->backoff_ms > BACKOFF_MAX_MS)
+            s->backoff_ms = BACKOFF_MAX_MS;
+        log_warn("reconnecting in %d ms", s->backoff_ms);
+        uv_timer_start(&s->reconnect_timer, on_reconnect, (uint64_t)s->backoff_ms, 0);
+    }
+}
+
+/* Drops the replication connection. Complete source transactions already
+ * applied are committed; a half-received one is rolled back (the slot
+ * sends it again). */
+static void disconnect(stream *s, bool retry)
+{
+    if (s->poll) {
+        uv_poll_stop(s->poll);
+        uv_close((uv_handle_t *)s->poll, on_poll_closed);
+        s->poll = NULL;
+    }
+    if (apply_batch_open(s->apply)) {
+        if (apply_in_xact(s->apply))
+            apply_rollback_batch(s->apply);
+        else if (!apply_commit_batch(s->apply))
+            retry = false, s->exit_code = 1;
+    }
+    if (s->repl) {
+        if (!retry)
+            send_feedback(s, false);
+        PQfinish(s->repl);
+        s->repl = NULL;
+    }
+    if (retry && !s->stopping) {
+        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : 1000;
+        if (s->backoff_ms > BACKOFF_MAX_MS)
+            s->backoff_ms = BACKOFF_MAX_MS;
+        log_warn("reconnecting in %d ms", s->backoff_ms);
+        uv_timer_start(&s->reconnect_timer, on_reconnect, (uint64_t)s->backoff_ms, 0);
+    } else if (!retry && !s->stopping) {
+        stop_loop(s, s->exit_code);
+    }
+}
+
+static void close_handle(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void stop_loop(stream *s, int code)
+{
+    if (s->stopping)
+        return;
+    s->stopping = true;
+    s->exit_code = code;
+    if (s->poll) {
+        uv_poll_stop(s->poll);
+        uv_close((uv_handle_t *)s->poll, on_poll_closed);
+        s->poll = NULL;
+    }
+    if (code == 1)
+        apply_rollback_batch(s->apply);
+    else if (apply_batch_open(s->apply)) {
+        if (apply_in_xact(s->apply))
+            apply_rollback_batch(s->apply);
+        else if (!apply_commit_batch(s->apply))
+            s->exit_code = 1;
+    }
+    if (s->repl) {
+        send_feedback(s, false);
+        PQfinish(s->repl);
+        s->repl = NULL;
+    }
+    uv_walk(&s->loop, close_handle, NULL);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    stream *s = h->data;
+    char lsn[18];
+    log_info("received %s: stopping at applied position %s; `pgshift run` resumes from there",
+             signum == SIGINT ? "SIGINT" : "SIGTERM", decode_lsn_format(s->m->applied_lsn, lsn));
+    stop_loop(s, 128 + signum);
+}
+
+static void on_feedback(uv_timer_t *t)
+{
+    stream *s = t->data;
+    if (now_ms() - s->last_feedback_ms >= FEEDBACK_MS * 0.9)
+        send_feedback(s, false);
+}
+
+/* Samples the source's WAL position and the slot, updates rates, the
+ * phase and the stats row that `pgshift status` reads. */
+static void on_stats(uv_timer_t *t)
+{
+    stream *s = t->data;
+    pgs_migration *m = s->m;
+    PGresult *res = pg_query(m->src, "sampling the source",
+                             "SELECT pg_current_wal_lsn(),"
+                             "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"
+                             "    WHERE slot_name = $1),"
+                             "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"
+                             "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1)",
+                             1, (const char *[]){m->slot});
+    if (res == NULL)
+        return;
+    pgs_lsn cur = 0;
+    decode_lsn_parse(PQgetvalue(res, 0, 0), &cur);
+    long long retained = atoll(PQgetvalue(res, 0, 1));
+    char wal_status[32];
+    snprintf(wal_status, sizeof wal_status, "%s", PQgetvalue(res, 0, 2));
+    bool safe_null = PQgetisnull(res, 0, 3);
+    long long safe = atoll(PQgetvalue(res, 0, 3));
+    PQclear(res);
+
+    double t_ms = now_ms();
+    const apply_stats *st = apply_get_stats(s->apply);
+    pgs_lsn applied = flush_position(s);
+    if (s->last_stats_ms > 0) {
+        double dt = (t_ms - s->last_stats_ms) / 1000.0;
+        double alpha = 0.3; /* exponential smoothing over a ~10 s window */
+        double rc = (double)(st->changes - s->last_changes) / dt;
+        double rx = (double)(st->xacts - s->last_xacts) / dt;
+        double rb = applied > s->last_applied ? (double)(applied - s->last_applied) / dt : 0;
+        double rw = cur > s->last_source_lsn ? (double)(cur - s->last_source_lsn) / dt : 0;
+        s->rate_changes = alpha * rc + (1 - alpha) * s->rate_changes;
+        s->rate_xacts = alpha * rx + (1 - alpha) * s->rate_xacts;
+        s->rate_bytes = alpha * rb + (1 - alpha) * s->rate_bytes;
+        s->rate_wal = alpha * rw + (1 - alpha) * s->rate_wal;
+    }
+    s->last_stats_ms = t_ms;
+    s->last_changes = st->changes;
+    s->last_xacts = st->xacts;
+    s->last_applied = applied;
+    s->last_source_lsn = cur;
+
+    uint64_t lag = cur > applied ? cur - applied : 0;
+    bool idle = !apply_batch_open(s->apply) && !apply_in_xact(s->apply) &&
+                s->idle_confirm >= s->received;
+    /* Ask for a keepalive: with nothing pending its position may be
+     * confirmed, so an idle source's WAL (ours included) does not count as lag. */
+    if (!apply_batch_open(s->apply) && !apply_in_xact(s->apply))
+        send_feedback(s, true);
+    double lag_s = 0;
+    if (!idle && st->last_commit_time != 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t unix_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+        lag_s = (double)(unix_us - decode_ts_to_unix_us(st->last_commit_time)) / 1e6;
+        if (lag_s < 0)
+            lag_s = 0;
+    }
+    /* ETA: bytes behind over the net drain rate; "never" (-1) when the
+     * source writes at least as fast as we apply. */
+    double net = s->rate_bytes - s->rate_wal;
+    double eta = (lag == 0 || idle) ? 0 : net > 0 ? (double)lag / net : -1;
+
+    pgs_phase phase = lag <= m->plan->cutover.max_lag_bytes ? PGS_PHASE_READY
+                                                            : PGS_PHASE_CATCHING_UP;
+    if (phase != m->phase) {
+        log_info("phase %s -> %s (lag %llu bytes)", pgs_phase_name(m->phase),
+                 pgs_phase_name(phase), (unsigned long long)lag);
+        state_set_phase(m, phase, NULL);
+    }
+    json_t *o = json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:s,s:I,s:I,s:I}", "lag_bytes",
+                          (json_int_t)lag, "lag_seconds", lag_s, "apply_changes_per_second",
+                          s->rate_changes, "apply_xacts_per_second", s->rate_xacts,
+                          "apply_bytes_per_second", s->rate_bytes, "wal_bytes_per_second",
+                          s->rate_wal, "eta_seconds", eta, "slot_retained_bytes",
+                          (json_int_t)retained, "wal_status", wal_status, "safe_wal_size",
+                          (json_int_t)(safe_null ? -1 : safe), "source_lsn", (json_int_t)cur,
+                          "confirmed_lsn", (json_int_t)applied);
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (js) {
+        PGresult *w = pg_query(m->tgt, "writing stats",
+                               "UPDATE pgshift.migrations SET stats = $2::jsonb, updated_at = now()"
+                               " WHERE name = $1",
+                               2, (const char *[]){m->plan->name, js});
+        PQclear(w);
+        free(js);
+    }
+    if (t_ms - s->last_log_ms >= 10000) {
+        char a[18], eta_txt[32];
+        snprintf(eta_txt, sizeof eta_txt, "%.0f s", eta);
+        log_info("%s: lag %.1f MB / %.1f s, applied %s, %.0f changes/s, %.0f xacts/s, ETA %s",
+                 pgs_phase_name(m->phase), (double)lag / 1048576.0, lag_s,
+                 decode_lsn_format(applied, a), s->rate_changes, s->rate_xacts,
+                 eta < 0 ? "never (source writes faster)" : eta == 0 ? "caught up" : eta_txt);
+        s->last_log_ms = t_ms;
+    }
+}
+
+int stream_run(pgs_migration *m)
+{
+    stream s;
+    memset(&s, 0, sizeof s);
+    s.m = m;
+    s.binary = m->plan->target == NULL;
+    decode_ctx_init(&s.dec, 1);
+    if (uv_loop_init(&s.loop) != 0)
+        return 1;
+    s.apply = apply_new(m);
+    if (s.apply == NULL) {
+        uv_loop_close(&s.loop);
+        decode_ctx_free(&s.dec);
+        return 1;
+    }
+    uv_timer_init(&s.loop, &s.feedback_timer);
+    uv_timer_init(&s.loop, &s.batch_timer);
+    uv_timer_init(&s.loop, &s.stats_timer);
+    uv_timer_init(&s.loop, &s.reconnect_timer);
+    uv_signal_init(&s.loop, &s.sigint);
+    uv_signal_init(&s.loop, &s.sigterm);
+    s.feedback_timer.data = s.batch_timer.data = s.stats_timer.data = s.reconnect_timer.data = &s;
+    s.sigint.data = s.sigterm.data = &s;
+    uv_signal_start(&s.sigint, on_signal, SIGINT);
+    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+    uv_timer_start(&s.feedback_timer, on_feedback, FEEDBACK_MS, FEEDBACK_MS);
+    uv_timer_start(&s.stats_timer, on_stats, 200, STATS_MS);
+    if (!connect_stream(&s)) {
+        s.backoff_ms = 1000;
+        log_warn("reconnecting in %d ms", s.backoff_ms);
+        uv_timer_start(&s.reconnect_timer, on_reconnect, (uint64_t)s.backoff_ms, 0);
+    }
+    uv_run(&s.loop, UV_RUN_DEFAULT);
+    /* Close anything still open (a stop from inside a callback closes all). */
+    uv_walk(&s.loop, close_handle, NULL);
+    uv_run(&s.loop, UV_RUN_DEFAULT);
+    int rc = uv_loop_close(&s.loop);
+    if (rc != 0)
+        log_warn("event loop closed with handles still open: %s", uv_strerror(rc));
+    apply_free(s.apply);
+    decode_ctx_free(&s.dec);
+    if (s.exit_code == 1)
+        state_set_phase(m, PGS_PHASE_FAILED, "apply stopped on an error; see the log");
+    return s.exit_code;
+}

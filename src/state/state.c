@@ -1,0 +1,242 @@
+/* state.c: the migration's persistent state in schema `pgshift` of the
+ * target database, so that a restart from any machine resumes. The applied
+ * position is written by the applier in its own transactions (apply.c);
+ * this file owns the schema and the phase changes. */
+#include "pgshift/migration.h"
+
+#include "pgshift/log.h"
+#include "pgshift/pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const SQL_SCHEMA =
+    "CREATE SCHEMA IF NOT EXISTS pgshift;"
+    "CREATE TABLE IF NOT EXISTS pgshift.migrations ("
+    "  name text PRIMARY KEY,"
+    "  phase text NOT NULL,"
+    "  slot_name text NOT NULL,"
+    "  publication_name text NOT NULL,"
+    "  consistent_lsn pg_lsn,"
+    "  applied_lsn pg_lsn,"
+    "  applied_commit_time timestamptz,"
+    "  applied_xacts bigint NOT NULL DEFAULT 0,"
+    "  applied_changes bigint NOT NULL DEFAULT 0,"
+    "  error text,"
+    "  stats jsonb,"
+    "  started_at timestamptz NOT NULL DEFAULT now(),"
+    "  updated_at timestamptz NOT NULL DEFAULT now());"
+    "CREATE TABLE IF NOT EXISTS pgshift.tables ("
+    "  migration text NOT NULL REFERENCES pgshift.migrations (name) ON DELETE CASCADE,"
+    "  ord int NOT NULL,"
+    "  source_table text NOT NULL,"
+    "  target_table text NOT NULL,"
+    "  target_created boolean NOT NULL DEFAULT false,"
+    "  rows_estimated bigint NOT NULL DEFAULT 0,"
+    "  bytes_estimated bigint NOT NULL DEFAULT 0,"
+    "  rows_copied bigint NOT NULL DEFAULT 0,"
+    "  bytes_copied bigint NOT NULL DEFAULT 0,"
+    "  copy_done boolean NOT NULL DEFAULT false,"
+    "  changes_applied bigint NOT NULL DEFAULT 0,"
+    "  PRIMARY KEY (migration, ord));";
+
+bool state_ensure_schema(pgs_migration *m)
+{
+    /* Concurrent CREATE ... IF NOT EXISTS can still collide; the advisory
+     * lock taken first (state_lock) serialises pgshift runs. */
+    return pg_exec(m->tgt, "creating the pgshift state schema", SQL_SCHEMA);
+}
+
+bool state_lock(pgs_migration *m)
+{
+    const char *p[1] = {m->plan->name};
+    char *v = pg_query_value(m->tgt, "taking the migration lock",
+                             "SELECT pg_try_advisory_lock(hashtext('pgshift'), hashtext($1))", 1,
+                             p, NULL);
+    if (v == NULL)
+        return false;
+    bool got = strcmp(v, "t") == 0;
+    free(v);
+    if (!got) {
+        char *who = pg_query_value(
+            m->tgt, "finding the lock holder",
+            "SELECT coalesce(string_agg(a.pid || ' on ' || coalesce(a.client_addr::text, 'local')"
+            "       || ' since ' || date_trunc('second', a.backend_start)::text, ', '), 'unknown')"
+            "  FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+            " WHERE l.locktype = 'advisory' AND l.classid = hashtext('pgshift')::oid"
+            "   AND l.objid = hashtext($1)::oid AND l.granted",
+            1, p, NULL);
+        log_error("migration %s: another pgshift run is already running it (backend %s); stop "
+                  "that one first",
+                  m->plan->name, who ? who : "unknown");
+        free(who);
+    }
+    return got;
+}
+
+bool state_load(pgs_migration *m)
+{
+    m->has_state = false;
+    char *exists = pg_query_value(m->tgt, "reading the state",
+                                  "SELECT to_regclass('pgshift.migrations') IS NOT NULL", 0, NULL,
+                                  NULL);
+    if (exists == NULL)
+        return false;
+    bool have_schema = strcmp(exists, "t") == 0;
+    free(exists);
+    if (!have_schema)
+        return true;
+
+    const char *p[1] = {m->plan->name};
+    PGresult *res = pg_query(m->tgt, "reading the state",
+                             "SELECT phase, consistent_lsn, applied_lsn, applied_xacts,"
+                             "       applied_changes FROM pgshift.migrations WHERE name = $1",
+                             1, p);
+    if (res == NULL)
+        return false;
+    if (PQntuples(res) == 1) {
+        m->has_state = true;
+        m->phase = pgs_phase_parse(PQgetvalue(res, 0, 0));
+        m->consistent_lsn = 0;
+        m->applied_lsn = 0;
+        if (!PQgetisnull(res, 0, 1))
+            decode_lsn_parse(PQgetvalue(res, 0, 1), &m->consistent_lsn);
+        if (!PQgetisnull(res, 0, 2))
+            decode_lsn_parse(PQgetvalue(res, 0, 2), &m->applied_lsn);
+        m->applied_xacts = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+        m->applied_changes = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+    }
+    PQclear(res);
+    if (!m->has_state)
+        return true;
+
+    res = pg_query(m->tgt, "reading the table state",
+                   "SELECT ord, rows_copied, bytes_copied, copy_done, changes_applied"
+                   "  FROM pgshift.tables WHERE migration = $1 ORDER BY ord",
+                   1, p);
+    if (res == NULL)
+        return false;
+    for (int i = 0; i < PQntuples(res); i++) {
+        int ord = atoi(PQgetvalue(res, i, 0));
+        if (ord < 0 || ord >= m->ntables)
+            continue;
+        pgs_mtable *t = &m->tables[ord];
+        t->rows_copied = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+        t->bytes_copied = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+        t->copy_done = PQgetvalue(res, i, 3)[0] == 't';
+        t->changes_applied = strtoll(PQgetvalue(res, i, 4), NULL, 10);
+    }
+    PQclear(res);
+    return true;
+}
+
+bool state_begin_copy(pgs_migration *m)
+{
+    const char *p[3] = {m->plan->name, m->slot, m->publication};
+    if (!pg_exec(m->tgt, "starting the state", "BEGIN"))
+        return false;
+    PGresult *res = pg_query(
+        m->tgt, "writing the state",
+        "INSERT INTO pgshift.migrations (name, phase, slot_name, publication_name)"
+        " VALUES ($1, 'copying', $2, $3)"
+        " ON CONFLICT (name) DO UPDATE SET phase = 'copying', consistent_lsn = NULL,"
+        "   applied_lsn = NULL, applied_commit_time = NULL, applied_xacts = 0,"
+        "   applied_changes = 0, error = NULL, stats = NULL, updated_at = now()",
+        3, p);
+    if (res == NULL)
+        goto failed;
+    PQclear(res);
+    for (int i = 0; i < m->ntables; i++) {
+        pgs_mtable *t = &m->tables[i];
+        char ord[16], rows[32], bytes[32];
+        snprintf(ord, sizeof ord, "%d", t->ord);
+        snprintf(rows, sizeof rows, "%lld", (long long)t->src.rows_est);
+        snprintf(bytes, sizeof bytes, "%lld", (long long)t->src.bytes);
+        const char *tp[7] = {m->plan->name, ord, t->src.qname, t->tgt.qname,
+                             t->create_target ? "t" : "f", rows, bytes};
+        res = pg_query(m->tgt, "writing the table state",
+                       "INSERT INTO pgshift.tables (migration, ord, source_table, target_table,"
+                       "  target_created, rows_estimated, bytes_estimated)"
+                       " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                       " ON CONFLICT (migration, ord) DO UPDATE SET source_table = $3,"
+                       "   target_table = $4, target_created = $5, rows_estimated = $6,"
+                       "   bytes_estimated = $7, rows_copied = 0, bytes_copied = 0,"
+                       "   copy_done = false, changes_applied = 0",
+                       7, tp);
+        if (res == NULL)
+            goto failed;
+        PQclear(res);
+        t->rows_copied = t->bytes_copied = t->changes_applied = 0;
+        t->copy_done = false;
+    }
+    if (!pg_exec(m->tgt, "writing the state", "COMMIT"))
+        return false;
+    m->has_state = true;
+    m->phase = PGS_PHASE_COPYING;
+    m->applied_lsn = m->consistent_lsn = 0;
+    m->applied_xacts = m->applied_changes = 0;
+    return true;
+failed:
+    pg_exec(m->tgt, "rolling back", "ROLLBACK");
+    return false;
+}
+
+bool state_set_phase(pgs_migration *m, pgs_phase phase, const char *error)
+{
+    const char *p[3] = {m->plan->name, pgs_phase_name(phase), error};
+    PGresult *res = pg_query(m->tgt, "writing the phase",
+                             "UPDATE pgshift.migrations SET phase = $2, error = $3,"
+                             "  updated_at = now() WHERE name = $1",
+                             3, p);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    m->phase = phase;
+    return true;
+}
+
+bool state_set_consistent_lsn(pgs_migration *m, pgs_lsn lsn)
+{
+    char buf[18];
+    const char *p[2] = {m->plan->name, decode_lsn_format(lsn, buf)};
+    PGresult *res = pg_query(m->tgt, "writing the consistent point",
+                             "UPDATE pgshift.migrations SET consistent_lsn = $2,"
+                             "  applied_lsn = $2, updated_at = now() WHERE name = $1",
+                             2, p);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    m->consistent_lsn = m->applied_lsn = lsn;
+    return true;
+}
+
+bool state_copy_done(pgs_migration *m)
+{
+    const char *p[1] = {m->plan->name};
+    PGresult *res = pg_query(m->tgt, "recording the end of the copy",
+                             "WITH t AS (UPDATE pgshift.tables SET copy_done = true"
+                             "             WHERE migration = $1)"
+                             "UPDATE pgshift.migrations SET phase = 'catching_up',"
+                             "  updated_at = now() WHERE name = $1",
+                             1, p);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    for (int i = 0; i < m->ntables; i++)
+        m->tables[i].copy_done = true;
+    m->phase = PGS_PHASE_CATCHING_UP;
+    return true;
+}
+
+bool state_delete(pgs_migration *m)
+{
+    const char *p[1] = {m->plan->name};
+    PGresult *res = pg_query(m->tgt, "deleting the state",
+                             "DELETE FROM pgshift.migrations WHERE name = $1", 1, p);
+    if (res == NULL)
+        return false;
+    PQclear(res);
+    m->has_state = false;
+    return true;
+}
