@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define MAX_PARTITIONS 2000
 
@@ -208,10 +209,22 @@ done:
 
 bool prepare_drop_slot(pgs_migration *m)
 {
-    PGresult *res = pg_query(m->src, "looking for the slot",
-                             "SELECT active, active_pid FROM pg_replication_slots"
-                             " WHERE slot_name = $1",
-                             1, (const char *[]){m->slot});
+    /* After a crash of pgshift the server may need a moment to notice the
+     * dead replication connection: wait up to 30 s for the slot to free up. */
+    PGresult *res = NULL;
+    for (int i = 0; i < 150; i++) {
+        PQclear(res);
+        res = pg_query(m->src, "looking for the slot",
+                       "SELECT active, active_pid FROM pg_replication_slots"
+                       " WHERE slot_name = $1",
+                       1, (const char *[]){m->slot});
+        if (res == NULL || PQntuples(res) == 0 || PQgetvalue(res, 0, 0)[0] != 't')
+            break;
+        if (i == 0)
+            log_info("slot %s is still in use by backend %s; waiting for it to end", m->slot,
+                     PQgetvalue(res, 0, 1));
+        usleep(200000);
+    }
     if (res == NULL)
         return false;
     if (PQntuples(res) == 0) {

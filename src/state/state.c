@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char *const SQL_SCHEMA =
     "CREATE SCHEMA IF NOT EXISTS pgshift;"
@@ -51,13 +52,19 @@ bool state_ensure_schema(pgs_migration *m)
 bool state_lock(pgs_migration *m)
 {
     const char *p[1] = {m->plan->name};
-    char *v = pg_query_value(m->tgt, "taking the migration lock",
-                             "SELECT pg_try_advisory_lock(hashtext('pgshift'), hashtext($1))", 1,
-                             p, NULL);
-    if (v == NULL)
-        return false;
-    bool got = strcmp(v, "t") == 0;
-    free(v);
+    bool got = false;
+    /* A crashed run's session can linger a moment: retry for a few seconds. */
+    for (int i = 0; i < 25 && !got; i++) {
+        if (i > 0)
+            usleep(200000);
+        char *v = pg_query_value(m->tgt, "taking the migration lock",
+                                 "SELECT pg_try_advisory_lock(hashtext('pgshift'), hashtext($1))",
+                                 1, p, NULL);
+        if (v == NULL)
+            return false;
+        got = strcmp(v, "t") == 0;
+        free(v);
+    }
     if (!got) {
         char *who = pg_query_value(
             m->tgt, "finding the lock holder",

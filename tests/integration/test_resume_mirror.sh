@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Exactly once under SIGKILL: a pgbench workload writes the same changes to
+# the migrating table and to an untouched shadow table (inserts with large
+# incompressible text, updates that leave it untouched, key changes,
+# partition moves, deletes, savepoint rollbacks) while pgshift is killed with
+# SIGKILL during the copy and at several moments of the catch-up, and resumed
+# each time. At the end the target equals the shadow (EXCEPT ALL both ways).
+source "$(dirname "$0")/lib/common.sh"
+source "$(dirname "$0")/lib/mirror.sh"
+
+mirror_setup 100000
+mirror_plan mirror "$WORK/plan.yaml"
+mirror_load 45 400 "$WORK/pgbench.log"
+sleep 1
+
+kill9_after() { # SECONDS LOG
+  start_run "$WORK/plan.yaml" "$2"
+  sleep "$1"
+  kill -KILL "$RUN_PID" 2>/dev/null
+  wait "$RUN_PID" 2>/dev/null
+}
+
+# 1. during the copy (it takes a few seconds for 100k rows with large values)
+kill9_after 1.2 "$WORK/run1.log"
+grep -q "streaming from slot" "$WORK/run1.log" && fail "run 1 was meant to die during the copy"
+pass "SIGKILL during the copy"
+
+# 2. the resumed run restarts the copy; kill it right after streaming starts
+start_run "$WORK/plan.yaml" "$WORK/run2.log"
+wait_streaming "$WORK/run2.log"
+grep -q "previous copy did not finish" "$WORK/run2.log" || fail "run 2 did not restart the copy"
+sleep 0.3
+kill -KILL "$RUN_PID"; wait "$RUN_PID" 2>/dev/null
+pass "resumed copy, SIGKILL right after streaming started"
+
+# 3-6. SIGKILL at several moments of the catch-up
+for t in 0.5 1.7 2.9 0.9; do
+  kill9_after "$t" "$WORK/run-$t.log"
+done
+pass "SIGKILL at 4 more moments of the catch-up"
+
+# The last run stays up until the load is over and everything is applied.
+start_run "$WORK/plan.yaml" "$WORK/final.log"
+wait_streaming "$WORK/final.log"
+mirror_check_load "$WORK/pgbench.log"
+wait_applied pgshift_mirror 180
+same_rows mig shadow
+same_rows mig_part shadow
+pass "target equals shadow after 6 kills ($(sql "SELECT count(*) FROM shadow") rows, $(grep -oE 'number of transactions actually processed: [0-9]+' "$WORK/pgbench.log" | grep -oE '[0-9]+$') load transactions)"
+[ "$(sql "SELECT count(*) FROM mig_part WHERE note = 'rolled back'")" = 0 ] || fail "rolled back savepoint applied"
+stop_run
+finish
