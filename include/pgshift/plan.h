@@ -61,6 +61,8 @@ typedef struct pgs_plan_copy {
 typedef struct pgs_plan_apply {
     int batch_changes;      /* `apply: {batch_changes: N}`: changes per target transaction, default 20000 */
     int batch_ms;           /* `batch_time: 200ms`: longest time a target transaction stays open, default 200 */
+    int idle_commit_ms;     /* `idle_commit_time: 20ms`: when the stream goes quiet, a batch at
+                               least this old commits at once (lower = less lag, more commits) */
 } pgs_plan_apply;
 
 typedef struct pgs_plan {

@@ -730,6 +730,8 @@ static const plan_field apply_fields[] = {
      NULL},
     {"batch_time", F_DURATION, offsetof(pgs_plan_apply, batch_ms), false, 1, INT_MAX, "200ms",
      NULL},
+    {"idle_commit_time", F_DURATION, offsetof(pgs_plan_apply, idle_commit_ms), false, 1, INT_MAX,
+     "20ms", NULL},
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 
@@ -1423,6 +1425,7 @@ pgs_plan *pgs_plan_parse(const char *yaml, size_t len, const char *path, char *e
     plan->copy.chunk_bytes = UINT64_C(64) << 20;
     plan->apply.batch_changes = 20000;
     plan->apply.batch_ms = 200;
+    plan->apply.idle_commit_ms = 20;
     if (!fill_map(&c, root, "", top_fields, (char *)plan))
         goto failed;
     if (!plan->state_dir && !(plan->state_dir = strdup("/tmp"))) {

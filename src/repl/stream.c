@@ -17,7 +17,6 @@
 
 #define FEEDBACK_MS 1000
 #define STATS_MS 2000
-#define MIN_BATCH_MS 20
 #define BACKOFF_MAX_MS 30000
 
 typedef struct stream {
@@ -166,10 +165,11 @@ static void on_readable(uv_poll_t *h, int status, int events)
      * or come back for it shortly. */
     if (apply_batch_open(s->apply) && !apply_in_xact(s->apply)) {
         double age = apply_batch_age_ms(s->apply);
-        if (age >= MIN_BATCH_MS)
+        double wait = s->m->plan->apply.idle_commit_ms;
+        if (age >= wait)
             commit_batch(s);
         else
-            uv_timer_start(&s->batch_timer, on_batch_timer, (uint64_t)(MIN_BATCH_MS - age) + 1, 0);
+            uv_timer_start(&s->batch_timer, on_batch_timer, (uint64_t)(wait - age) + 1, 0);
     }
 }
 

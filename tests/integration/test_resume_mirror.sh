@@ -20,8 +20,11 @@ kill9_after() { # SECONDS LOG
   wait "$RUN_PID" 2>/dev/null
 }
 
-# 1. during the copy (it takes a few seconds for 100k rows with large values)
-kill9_after 1.2 "$WORK/run1.log"
+# 1. during the copy: as soon as the workers start
+start_run "$WORK/plan.yaml" "$WORK/run1.log"
+for _ in $(seq 1 300); do grep -q "copy: " "$WORK/run1.log" && break; sleep 0.02; done
+kill -KILL "$RUN_PID"; wait "$RUN_PID" 2>/dev/null
+grep -q "copy: " "$WORK/run1.log" || fail "run 1 never reached the copy"
 grep -q "streaming from slot" "$WORK/run1.log" && fail "run 1 was meant to die during the copy"
 pass "SIGKILL during the copy"
 

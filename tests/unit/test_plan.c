@@ -47,7 +47,8 @@ static const char full_plan[] = "name: petri_v2\n"
                                 "  chunk_size: 128 MB\n"
                                 "apply:\n"
                                 "  batch_changes: 5000\n"
-                                "  batch_time: 1min\n";
+                                "  batch_time: 1min\n"
+                                "  idle_commit_time: 5ms\n";
 
 static void full(void **state)
 {
@@ -98,6 +99,7 @@ static void full(void **state)
     assert_int_equal(p->copy.chunk_bytes, 128 * MB);
     assert_int_equal(p->apply.batch_changes, 5000);
     assert_int_equal(p->apply.batch_ms, 60000);
+    assert_int_equal(p->apply.idle_commit_ms, 5);
     pgs_plan_free(p);
 }
 

@@ -60,9 +60,16 @@ mirror_load() {
 }
 
 # mirror_plan NAME FILE: migrate mig into a monthly-partitioned mig_part.
+# Batches stay open longer than the 1 s feedback interval, so a flush
+# position that ran ahead of the durable commit would be caught by a kill.
 mirror_plan() {
   cat >"$2" <<Y
-$(plan_header "$1")
+name: $1
+source: "dbname=${PGDATABASE}"
+apply:
+  batch_time: 1500ms
+  idle_commit_time: 1500ms
+  batch_changes: 1000000
 copy:
   chunk_size: 4MB
 tables:

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Flush feedback never runs ahead of what is durably applied (pitfalls:
+# "Flush feedback"). A batch is held open for 20 s while the feedback timer
+# ticks; the slot's confirmed_flush must stay at the last committed applied
+# LSN. Then SIGKILL with the batch open: the resumed run must bring every
+# row, none twice.
+source "$(dirname "$0")/lib/common.sh"
+sql "CREATE TABLE t (id int PRIMARY KEY, v int); CREATE TABLE t_new (LIKE t INCLUDING ALL)" || fail setup
+cat >"$WORK/plan.yaml" <<Y
+name: fb
+source: "dbname=${PGDATABASE}"
+apply: {batch_time: 20s, idle_commit_time: 20s, batch_changes: 1000000}
+tables: [{source: t, target: t_new}]
+Y
+start_run "$WORK/plan.yaml" "$WORK/run1.log"
+wait_streaming "$WORK/run1.log"
+sleep 0.5
+before=$(sql "SELECT applied_lsn FROM pgshift.migrations WHERE name = 'fb'")
+for i in $(seq 1 25); do sql "INSERT INTO t VALUES ($i, $i)"; done
+sleep 2.5 # at least two feedback ticks with the batch open
+row=$(sql "SELECT s.confirmed_flush_lsn <= m.applied_lsn, s.confirmed_flush_lsn, m.applied_lsn FROM pg_replication_slots s, pgshift.migrations m WHERE s.slot_name = 'pgshift_fb' AND m.name = 'fb'")
+[ "${row%%|*}" = t ] || fail "confirmed_flush ran ahead of the applied LSN: $row"
+[ "$(sql "SELECT applied_lsn FROM pgshift.migrations WHERE name = 'fb'")" = "$before" ] || fail "batch was expected to stay open"
+pass "confirmed_flush stays at the durable applied LSN while a batch is open ($row)"
+kill -KILL "$RUN_PID"; wait "$RUN_PID" 2>/dev/null
+[ "$(sql "SELECT count(*) FROM t_new")" = 0 ] || fail "uncommitted batch visible"
+cat >"$WORK/plan.yaml" <<Y
+name: fb
+source: "dbname=${PGDATABASE}"
+apply: {batch_time: 50ms}
+tables: [{source: t, target: t_new}]
+Y
+start_run "$WORK/plan.yaml" "$WORK/run2.log"
+wait_streaming "$WORK/run2.log"
+wait_applied pgshift_fb
+same_rows t t_new
+pass "after SIGKILL with an open batch, the resumed run applied all 25 rows exactly once"
+stop_run
+finish
