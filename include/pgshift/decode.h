@@ -118,7 +118,7 @@ typedef struct decode_col {
 
 typedef struct decode_tuple {
     uint16_t ncols;
-    decode_col *cols; /* ctx scratch */
+    decode_col *cols; /* ctx scratch; NULL when ncols == 0 */
 } decode_tuple;
 
 #define DECODE_ATTR_KEY 0x01 /* column is part of the replica identity */
@@ -136,11 +136,16 @@ typedef struct decode_relation {
     const char *relname;
     char replident; /* 'd' default, 'n' nothing, 'f' full, 'i' index */
     uint16_t natts;
-    decode_attr *attrs; /* ctx scratch */
+    decode_attr *attrs; /* ctx scratch; NULL when natts == 0 */
 } decode_relation;
 
 /* A decoded pgoutput message. `xid` is set (has_xid) only for messages
- * that carry one: Begin, and every message inside a stream block. */
+ * that carry one: Begin, Stream Start/Commit/Abort, the five two-phase
+ * messages, and Relation/Type/Insert/Update/Delete/Truncate/Message inside
+ * a stream block (an Origin inside a stream block carries none). Inside a
+ * stream block the xid is that of the (sub)transaction that made the change,
+ * which differs from the Stream Start xid for changes made in a
+ * subtransaction; a Stream Abort whose subxid names it discards them. */
 typedef struct decode_msg {
     decode_kind kind;
     bool has_xid;
@@ -184,7 +189,7 @@ typedef struct decode_msg {
         struct {
             uint32_t nrels;
             uint8_t flags; /* DECODE_TRUNCATE_CASCADE | DECODE_TRUNCATE_RESTART_IDENTITY */
-            uint32_t *relids; /* ctx scratch */
+            uint32_t *relids; /* ctx scratch; NULL when nrels == 0 */
         } truncate;
         struct {
             uint8_t flags; /* DECODE_MESSAGE_TRANSACTIONAL */
@@ -194,7 +199,7 @@ typedef struct decode_msg {
             const uint8_t *content; /* into the input buffer, not NUL-terminated */
         } message;
         struct {
-            bool first_segment;
+            bool first_segment; /* xid: the streamed top-level transaction */
         } stream_start;
         struct {
             uint8_t flags;
@@ -203,17 +208,24 @@ typedef struct decode_msg {
             pgs_timestamp commit_time;
         } stream_commit;
         struct {
-            uint32_t subxid;
+            uint32_t subxid; /* == xid when the whole transaction aborts */
         } stream_abort;
         /* BEGIN_PREPARE, PREPARE, COMMIT_PREPARED, ROLLBACK_PREPARED,
-         * STREAM_PREPARE. Which fields are meaningful depends on the kind:
-         * see the protocol docs; unused fields are 0. */
+         * STREAM_PREPARE; all carry xid. Per kind (PG15 wire order):
+         *   Begin Prepare:      lsn = prepare_lsn, end_lsn, time = prepare_time
+         *                       (no flags on the wire: flags = 0)
+         *   Prepare, Stream Prepare:
+         *                       flags, lsn = prepare_lsn, end_lsn, time = prepare_time
+         *   Commit Prepared:    flags, lsn = commit_lsn, end_lsn, time = commit_time
+         *   Rollback Prepared:  flags, lsn = prepare_end_lsn, end_lsn = rollback_end_lsn,
+         *                       time = prepare_time, time2 = rollback_time
+         * Unused fields are 0. gid points into the input buffer. */
         struct {
             uint8_t flags;
-            pgs_lsn lsn;     /* prepare_lsn / commit_lsn / prepare_end_lsn... */
+            pgs_lsn lsn;
             pgs_lsn end_lsn;
             pgs_timestamp time;
-            pgs_timestamp time2; /* rollback: rollback time (time = prepare time) */
+            pgs_timestamp time2;
             const char *gid;
         } twophase;
     } u;
@@ -225,7 +237,10 @@ typedef struct decode_msg {
 
 /* Decoder state: the negotiated protocol version, whether we are inside a
  * Stream Start/Stop block (changes then carry an xid), and scratch memory.
- * Zero-initialise with decode_ctx_init(); free with decode_ctx_free(). */
+ * Zero-initialise with decode_ctx_init(); free with decode_ctx_free().
+ * in_stream changes only when a Stream Start/Stop decodes cleanly; a new
+ * START_REPLICATION session must start with in_stream = false (call
+ * decode_ctx_init again, or clear it). */
 typedef struct decode_ctx {
     int proto_version; /* 1..3 */
     bool in_stream;
@@ -242,8 +257,13 @@ void decode_ctx_free(decode_ctx *ctx);
 
 /* Decodes one pgoutput message (the payload of an XLogData frame).
  * Messages that the negotiated proto_version cannot carry (stream messages
- * under v1, two-phase under v1/v2) are rejected with an error naming them.
- * Returns false on malloc failure too (err says so). */
+ * under v1, two-phase under v1/v2) are rejected with an error naming them,
+ * and so are messages out of place for the stream state (a Stream Stop
+ * outside a stream block; Begin, Commit, Stream Start/Commit/Abort/Prepare
+ * or a two-phase message inside one). Bytes after the end of a message
+ * are an error. Returns false on malloc failure too (err says so). On
+ * failure *out holds nothing usable, and the context is unchanged apart
+ * from possibly grown scratch. */
 bool decode_message(decode_ctx *ctx, const uint8_t *buf, size_t len, decode_msg *out,
                     decode_error *err);
 
