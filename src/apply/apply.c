@@ -2,6 +2,7 @@
  * pipelined, exactly once (see apply.h for the rules). */
 #include "pgshift/apply.h"
 
+#include "fold.h"
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 
@@ -13,9 +14,12 @@
 /* Statements between two pipeline syncs; at most two such segments are in
  * flight, which bounds what either side buffers. */
 #define SYNC_EVERY 400
+/* Folded rows (all tables) and bytes held before they are applied. */
+#define FOLD_MAX_ROWS 20000
+#define FOLD_MAX_BYTES (32u << 20)
 
 typedef struct stmt {
-    char op; /* 'I' 'U' 'D' */
+    char op; /* row: 'I' 'U' 'D'; set-based: 'i' 'u' 'd' */
     uint8_t *mask; /* one byte per relation attribute: 1 = column sent */
     char name[24];
     struct stmt *next;
@@ -29,12 +33,20 @@ typedef struct rel {
     int *match;   /* relation attribute index of each match column */
     int nmatch;
     stmt *stmts;
+    /* set-based apply (fold.h): only for targets where reordering changes
+     * within a batch cannot trip a constraint */
+    bool setbased;
+    fold_rowtype rowtype; /* the target's row type, for unnest($1::target[]) */
+    uint32_t *col_oids;   /* per target column */
+    int *col_att;         /* per target column: relation attribute, or -1 */
+    fold fold;
     struct rel *next;
 } rel;
 
 /* What each in-flight pipeline result belongs to. */
 typedef struct pending {
-    char op; /* 'I' 'U' 'D' 'T' truncate, 'X' other SQL, 'P' prepare, 'S' sync */
+    char op;     /* 'I' 'U' 'D' 'i' 'u' 'd', 'T' truncate, 'X' other SQL, 'P' prepare, 'S' sync */
+    long expect; /* rows the statement must affect, or -1 */
     pgs_mtable *t;
 } pending;
 
@@ -68,8 +80,17 @@ struct apply_ctx {
     char *text;
     size_t textcap;
 
+    long folded;   /* rows pending in all folds */
+    char *abuf;    /* the set-based parameter: an array of target records */
+    size_t abuf_cap;
+
     apply_stats stats;
 };
+
+static bool flush_folds(apply_ctx *a);
+static void discard_folds(apply_ctx *a);
+static bool append(char **buf, size_t *len, size_t *cap, const char *s);
+static bool grow_params(apply_ctx *a, size_t n);
 
 static double now_ms(void)
 {
@@ -109,6 +130,9 @@ static void free_rel(rel *r)
 {
     for (int i = 0; i < r->natts; i++)
         free(r->names[i]);
+    free(r->col_oids);
+    free(r->col_att);
+    fold_free(&r->fold);
     free(r->names);
     free(r->match);
     for (stmt *s = r->stmts, *n; s; s = n) {
@@ -135,6 +159,7 @@ void apply_free(apply_ctx *a)
     free(a->formats);
     free(a->text);
     free(a->table_changes);
+    free(a->abuf);
     free(a);
 }
 
@@ -165,7 +190,7 @@ const apply_stats *apply_get_stats(const apply_ctx *a)
 
 /* ---- pipeline bookkeeping ---- */
 
-static bool q_push(apply_ctx *a, char op, pgs_mtable *t)
+static bool q_push(apply_ctx *a, char op, pgs_mtable *t, long expect)
 {
     if (a->qlen == a->qcap) {
         size_t ncap = a->qcap ? a->qcap * 2 : 1024;
@@ -179,7 +204,7 @@ static bool q_push(apply_ctx *a, char op, pgs_mtable *t)
         a->qcap = ncap;
         a->qhead = 0;
     }
-    a->q[(a->qhead + a->qlen) % a->qcap] = (pending){op, t};
+    a->q[(a->qhead + a->qlen) % a->qcap] = (pending){op, expect, t};
     a->qlen++;
     return true;
 }
@@ -193,6 +218,12 @@ static const char *op_name(char op)
         return "UPDATE";
     case 'D':
         return "DELETE";
+    case 'i':
+        return "batched INSERT";
+    case 'u':
+        return "batched UPDATE";
+    case 'd':
+        return "batched DELETE";
     case 'T':
         return "TRUNCATE";
     case 'P':
@@ -243,12 +274,12 @@ static bool consume(apply_ctx *a, bool all)
                       op_name(p.op), p.t ? p.t->tgt.qname : "the target",
                       decode_lsn_format(a->xact_final_lsn, lsn), line);
             a->failed = true;
-        } else if (st == PGRES_COMMAND_OK && (p.op == 'U' || p.op == 'D') && !a->failed &&
-                   strcmp(PQcmdTuples(res), "1") != 0) {
-            log_error("apply: %s on %s matched %s rows instead of 1 (source transaction at %s): "
-                      "the target has diverged from the source; stopping before anything "
+        } else if (st == PGRES_COMMAND_OK && p.expect >= 0 && !a->failed &&
+                   strtol(PQcmdTuples(res), NULL, 10) != p.expect) {
+            log_error("apply: %s on %s matched %s rows instead of %ld (source transaction at "
+                      "%s): the target has diverged from the source; stopping before anything "
                       "is acknowledged",
-                      op_name(p.op), p.t->tgt.qname, PQcmdTuples(res),
+                      op_name(p.op), p.t->tgt.qname, PQcmdTuples(res), p.expect,
                       decode_lsn_format(a->xact_final_lsn, lsn));
             a->failed = true;
         }
@@ -264,7 +295,7 @@ static bool consume(apply_ctx *a, bool all)
 
 static bool sync_point(apply_ctx *a)
 {
-    if (PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL)) {
+    if (PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL, -1)) {
         log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
         a->failed = true;
         return false;
@@ -274,9 +305,9 @@ static bool sync_point(apply_ctx *a)
     return consume(a, false);
 }
 
-static bool sent(apply_ctx *a, int ok, char op, pgs_mtable *t)
+static bool sent(apply_ctx *a, int ok, char op, pgs_mtable *t, long expect)
 {
-    if (ok != 1 || !q_push(a, op, t)) {
+    if (ok != 1 || !q_push(a, op, t, expect)) {
         log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
         a->failed = true;
         return false;
@@ -288,7 +319,7 @@ static bool sent(apply_ctx *a, int ok, char op, pgs_mtable *t)
 
 static bool send_sql(apply_ctx *a, const char *sql, int n, const char *const *params)
 {
-    return sent(a, PQsendQueryParams(a->conn, sql, n, NULL, params, NULL, NULL, 0), 'X', NULL);
+    return sent(a, PQsendQueryParams(a->conn, sql, n, NULL, params, NULL, NULL, 0), 'X', NULL, -1);
 }
 
 /* ---- batches ---- */
@@ -308,11 +339,12 @@ static bool open_batch(apply_ctx *a)
 
 void apply_rollback_batch(apply_ctx *a)
 {
+    discard_folds(a);
     if (a->batch_open || a->qlen > 0) {
         PQsendQueryParams(a->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
-        q_push(a, 'X', NULL);
+        q_push(a, 'X', NULL, -1);
         PQpipelineSync(a->conn);
-        q_push(a, 'S', NULL);
+        q_push(a, 'S', NULL, -1);
         a->syncs++;
         bool was = a->failed;
         a->failed = true; /* errors from here on are consequences, not news */
@@ -332,6 +364,8 @@ bool apply_commit_batch(apply_ctx *a)
         log_error("apply: internal error: commit requested inside a source transaction");
         return false;
     }
+    if (!flush_folds(a))
+        goto failed;
     char lsn[18], ts[40], xacts[24], changes[24];
     decode_lsn_format(a->batch_end_lsn, lsn);
     snprintf(ts, sizeof ts, "%.6f", (double)decode_ts_to_unix_us(a->batch_commit_time) / 1e6);
@@ -358,7 +392,7 @@ bool apply_commit_batch(apply_ctx *a)
     }
     if (!send_sql(a, "COMMIT", 0, NULL))
         goto failed;
-    if (PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL))
+    if (PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL, -1))
         goto failed;
     a->syncs++;
     a->since_sync = 0;
@@ -377,6 +411,263 @@ bool apply_commit_batch(apply_ctx *a)
 failed:
     apply_rollback_batch(a);
     return false;
+}
+
+/* ---- set-based apply (fold.h) ---- */
+
+/* Folding reorders the changes of a batch; that is only invisible when no
+ * constraint of the target sees intermediate states: no unique index beyond
+ * the key (and partition key), no exclusion constraint, no foreign key in
+ * or out. Every column type needs an array type for the unnest() form. */
+static bool setup_setbased(apply_ctx *a, rel *r, const decode_relation *dr)
+{
+    r->setbased = false;
+    if (r->nmatch == 0 || dr->natts == 0)
+        return true;
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", r->t->tgt.oid);
+    /* Columns of unique indexes (0 for an expression) outside the partition
+     * key, plus a NULL row per foreign key or exclusion constraint. */
+    PGresult *res = pg_query(
+        a->m->tgt, "checking the target's constraints",
+        "SELECT CASE WHEN k.n = 0 THEN '' ELSE a.attname END"
+        "  FROM pg_index i CROSS JOIN unnest(i.indkey) k(n)"
+        "  LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n"
+        " WHERE i.indrelid = $1::oid AND i.indisunique"
+        "   AND k.n <> ALL (coalesce((SELECT partattrs::int2[] FROM pg_partitioned_table"
+        "                             WHERE partrelid = $1::oid), '{}'))"
+        " UNION ALL SELECT NULL FROM pg_constraint WHERE contype IN ('f', 'x')"
+        "   AND (conrelid = $1::oid OR confrelid = $1::oid)",
+        1, (const char *[]){oid});
+    if (res == NULL)
+        return false;
+    bool plain = true;
+    for (int i = 0; i < PQntuples(res) && plain; i++)
+        plain = !PQgetisnull(res, i, 0) && strlist_contains(&r->t->match, PQgetvalue(res, i, 0));
+    PQclear(res);
+    if (!plain) {
+        log_info("apply: %s has other unique keys or foreign keys: applying its changes one by "
+                 "one, in order",
+                 r->t->tgt.qname);
+        return true;
+    }
+    char *reltype = pg_query_value(a->m->tgt, "reading the target's row type",
+                                   "SELECT reltype FROM pg_class WHERE oid = $1::oid", 1,
+                                   (const char *[]){oid}, NULL);
+    if (reltype == NULL)
+        return false;
+    r->rowtype.oid = (uint32_t)strtoul(reltype, NULL, 10);
+    free(reltype);
+    const pgs_relinfo *tg = &r->t->tgt;
+    r->col_oids = calloc((size_t)(tg->ncols ? tg->ncols : 1), sizeof(uint32_t));
+    r->col_att = calloc((size_t)(tg->ncols ? tg->ncols : 1), sizeof(int));
+    if (r->col_oids == NULL || r->col_att == NULL)
+        return false;
+    for (int c = 0; c < tg->ncols; c++) {
+        r->col_oids[c] = tg->cols[c].typoid;
+        r->col_att[c] = -1;
+        for (int i = 0; i < dr->natts; i++)
+            if (strcmp(dr->attrs[i].name, tg->cols[c].name) == 0)
+                r->col_att[c] = i;
+    }
+    r->rowtype.ncols = tg->ncols;
+    r->rowtype.col_oids = r->col_oids;
+    r->rowtype.col_att = r->col_att;
+    fold_init(&r->fold, r->natts, r->nmatch, r->match);
+    r->setbased = true;
+    return true;
+}
+
+static bool pick_delete(const fold *f, int row, const void *arg)
+{
+    (void)arg;
+    return f->state[row] == FOLD_DELETE || f->state[row] == FOLD_REPLACE;
+}
+
+static bool pick_insert(const fold *f, int row, const void *arg)
+{
+    (void)arg;
+    return f->state[row] == FOLD_INSERT || f->state[row] == FOLD_REPLACE;
+}
+
+/* UPDATE rows whose sent columns are exactly those of `arg` (a mask). */
+static bool pick_update(const fold *f, int row, const void *arg)
+{
+    const uint8_t *mask = arg;
+    if (f->state[row] != FOLD_UPDATE)
+        return false;
+    const fold_val *v = fold_row(f, row);
+    for (int i = 0; i < f->natts; i++)
+        if ((v[i].len != FOLD_UNSENT) != (mask[i] != 0))
+            return false;
+    return true;
+}
+
+static bool is_key(const rel *r, int att)
+{
+    for (int k = 0; k < r->nmatch; k++)
+        if (r->match[k] == att)
+            return true;
+    return false;
+}
+
+/* Sends one set-based statement over unnest($1::<target>[]): `cols` are
+ * the attributes it reads (all for INSERT, the key for DELETE, key + sent
+ * columns for UPDATE); the text is prepared once per (op, mask). */
+static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const int *cols,
+                     int ncols, fold_pick pick, const void *arg, long nrows)
+{
+    stmt *s = NULL;
+    for (stmt *x = r->stmts; x; x = x->next)
+        if (x->op == op && memcmp(x->mask, mask, (size_t)r->natts) == 0)
+            s = x;
+    if (s == NULL) {
+        char *sql = NULL;
+        size_t len = 0, cap = 0;
+        const char *tq = r->t->tgt.qname;
+        bool ok = true;
+        if (op == 'i') {
+            ok = append(&sql, &len, &cap, "INSERT INTO ") && append(&sql, &len, &cap, tq) &&
+                 append(&sql, &len, &cap, " (");
+            for (int c = 0; ok && c < ncols; c++)
+                ok = append(&sql, &len, &cap, c ? ", " : "") &&
+                     append(&sql, &len, &cap, r->names[cols[c]]);
+            ok = ok && append(&sql, &len, &cap, ") SELECT ");
+            for (int c = 0; ok && c < ncols; c++)
+                ok = append(&sql, &len, &cap, c ? ", u." : "u.") &&
+                     append(&sql, &len, &cap, r->names[cols[c]]);
+            ok = ok && append(&sql, &len, &cap, " FROM unnest($1::") &&
+                 append(&sql, &len, &cap, tq) && append(&sql, &len, &cap, "[]) AS u");
+        } else {
+            ok = append(&sql, &len, &cap, op == 'd' ? "DELETE FROM " : "UPDATE ") &&
+                 append(&sql, &len, &cap, tq) &&
+                 append(&sql, &len, &cap, op == 'd' ? " AS t USING " : " AS t SET ");
+            int nset = 0;
+            for (int c = 0; ok && op == 'u' && c < ncols; c++) {
+                if (is_key(r, cols[c]))
+                    continue;
+                ok = append(&sql, &len, &cap, nset++ ? ", " : "") &&
+                     append(&sql, &len, &cap, r->names[cols[c]]) &&
+                     append(&sql, &len, &cap, " = u.") &&
+                     append(&sql, &len, &cap, r->names[cols[c]]);
+            }
+            ok = ok && append(&sql, &len, &cap, op == 'u' ? " FROM unnest($1::" : "unnest($1::") &&
+                 append(&sql, &len, &cap, tq) && append(&sql, &len, &cap, "[]) AS u WHERE ");
+            for (int k = 0; ok && k < r->nmatch; k++)
+                ok = append(&sql, &len, &cap, k ? " AND t." : "t.") &&
+                     append(&sql, &len, &cap, r->names[r->match[k]]) &&
+                     append(&sql, &len, &cap, " = u.") &&
+                     append(&sql, &len, &cap, r->names[r->match[k]]);
+        }
+        s = ok ? calloc(1, sizeof *s) : NULL;
+        if (s == NULL || (s->mask = malloc((size_t)r->natts)) == NULL) {
+            free(s);
+            free(sql);
+            return false;
+        }
+        memcpy(s->mask, mask, (size_t)r->natts);
+        s->op = op;
+        snprintf(s->name, sizeof s->name, "pgshift_%d", a->nstmts++);
+        log_debug("apply: prepare %s: %s", s->name, sql);
+        ok = sent(a, PQsendPrepare(a->conn, s->name, sql, 1, NULL), 'P', r->t, -1);
+        free(sql);
+        if (!ok) {
+            free(s->mask);
+            free(s);
+            return false;
+        }
+        s->next = r->stmts;
+        r->stmts = s;
+    }
+    (void)cols;
+    (void)ncols;
+    size_t len = 0;
+    if (!fold_build_records(&r->fold, &r->rowtype, pick, arg, &a->abuf, &len, &a->abuf_cap))
+        return false;
+    const char *values[1] = {a->abuf};
+    int lengths[1] = {(int)len};
+    int formats[1] = {1};
+    return sent(a, PQsendQueryPrepared(a->conn, s->name, 1, values, lengths, formats, 0), op,
+                r->t, op == 'i' ? -1 : nrows);
+}
+
+static bool flush_rel(apply_ctx *a, rel *r)
+{
+    fold *f = &r->fold;
+    int *cols = malloc(sizeof(int) * (size_t)r->natts);
+    uint8_t *mask = calloc((size_t)r->natts, 1);
+    uint8_t *seen = calloc((size_t)f->nrows, 1);
+    bool ok = cols && mask && seen;
+    long ndel = 0, nins = 0;
+    for (int i = 0; ok && i < f->nrows; i++) {
+        ndel += pick_delete(f, i, NULL);
+        nins += pick_insert(f, i, NULL);
+    }
+    if (ok && ndel > 0) {
+        memset(mask, 0, (size_t)r->natts);
+        for (int k = 0; k < r->nmatch; k++) {
+            cols[k] = r->match[k];
+            mask[r->match[k]] = 1;
+        }
+        ok = send_set(a, r, 'd', mask, cols, r->nmatch, pick_delete, NULL, ndel);
+    }
+    if (ok && nins > 0) {
+        memset(mask, 1, (size_t)r->natts);
+        for (int i = 0; i < r->natts; i++)
+            cols[i] = i;
+        ok = send_set(a, r, 'i', mask, cols, r->natts, pick_insert, NULL, nins);
+    }
+    /* UPDATEs, one statement per distinct set of sent columns. */
+    for (int i = 0; ok && i < f->nrows; i++) {
+        if (f->state[i] != FOLD_UPDATE || seen[i])
+            continue;
+        const fold_val *v = fold_row(f, i);
+        int ncols = 0;
+        bool any = false;
+        for (int c = 0; c < r->natts; c++) {
+            mask[c] = v[c].len != FOLD_UNSENT;
+            if (mask[c]) {
+                cols[ncols++] = c;
+                any = any || !is_key(r, c);
+            }
+        }
+        long n = 0;
+        for (int j = i; j < f->nrows; j++)
+            if (!seen[j] && pick_update(f, j, mask)) {
+                seen[j] = 1;
+                n++;
+            }
+        if (any)
+            ok = send_set(a, r, 'u', mask, cols, ncols, pick_update, mask, n);
+    }
+    free(cols);
+    free(mask);
+    free(seen);
+    fold_reset(f);
+    return ok;
+}
+
+/* Applies every folded change (before anything that must see them: a
+ * row-by-row change, TRUNCATE, a new Relation message, the COMMIT). */
+static bool flush_folds(apply_ctx *a)
+{
+    if (a->folded == 0)
+        return true;
+    for (rel *r = a->rels; r; r = r->next)
+        if (r->setbased && r->fold.nrows > 0 && !flush_rel(a, r)) {
+            a->failed = true;
+            return false;
+        }
+    a->folded = 0;
+    return true;
+}
+
+static void discard_folds(apply_ctx *a)
+{
+    for (rel *r = a->rels; r; r = r->next)
+        if (r->setbased)
+            fold_reset(&r->fold);
+    a->folded = 0;
 }
 
 /* ---- relations ---- */
@@ -403,6 +694,8 @@ static char *type_name(apply_ctx *a, uint32_t oid, int32_t typmod)
  * (read afresh: the operator may have just fixed it) and cache the mapping. */
 static bool on_relation(apply_ctx *a, const decode_relation *dr)
 {
+    if (!flush_folds(a))
+        return false;
     const char *nsp = dr->nspname[0] ? dr->nspname : "pg_catalog";
     pgs_mtable *t = migration_find_source(a->m, nsp, dr->relname);
     if (t == NULL) {
@@ -503,6 +796,10 @@ static bool on_relation(apply_ctx *a, const decode_relation *dr)
         }
     }
     r->nmatch = t->match.n;
+    if (!setup_setbased(a, r, dr)) {
+        free_rel(r);
+        return false;
+    }
     /* Replace an older mapping of the same relid (its statements are stale). */
     for (rel **pp = &a->rels; *pp; pp = &(*pp)->next)
         if ((*pp)->relid == dr->relid) {
@@ -513,8 +810,8 @@ static bool on_relation(apply_ctx *a, const decode_relation *dr)
         }
     r->next = a->rels;
     a->rels = r;
-    log_debug("apply: relation %u is %s -> %s (%d columns)", dr->relid, t->src.qname,
-              t->tgt.qname, dr->natts);
+    log_debug("apply: relation %u is %s -> %s (%d columns, %s apply)", dr->relid, t->src.qname,
+              t->tgt.qname, dr->natts, r->setbased ? "set-based" : "row by row");
     return true;
 }
 
@@ -595,7 +892,7 @@ static stmt *get_stmt(apply_ctx *a, rel *r, char op, const uint8_t *mask)
     if (!ok)
         goto failed;
     log_debug("apply: prepare %s: %s", s->name, sql);
-    if (!sent(a, PQsendPrepare(a->conn, s->name, sql, p, NULL), 'P', r->t))
+    if (!sent(a, PQsendPrepare(a->conn, s->name, sql, p, NULL), 'P', r->t, -1))
         goto failed;
     free(sql);
     s->next = r->stmts;
@@ -707,6 +1004,33 @@ static bool apply_change(apply_ctx *a, char op, uint32_t relid, const decode_tup
         }
         need += text_need(c);
     }
+    /* An insert's key is in its new tuple. */
+    const decode_tuple *kt = keytup ? keytup : newtup;
+    if (r->setbased && fold_accepts(kt) && (newtup == NULL || fold_accepts(newtup)) &&
+        (op != 'U' || kt == newtup || fold_same_key(&r->fold, kt, newtup))) {
+        if (mask != maskbuf)
+            free(mask);
+        char err[160];
+        if (!fold_add(&r->fold, op, newtup, kt, err, sizeof err)) {
+            log_error("apply: %s on %s in the source transaction at %s: %s; the target has "
+                      "diverged from the source",
+                      op_name(op), r->t->src.qname, decode_lsn_format(a->xact_final_lsn, lsn),
+                      err);
+            return false;
+        }
+        a->batch_changes++;
+        a->table_changes[r->t->ord]++;
+        a->stats.changes++;
+        if (++a->folded >= FOLD_MAX_ROWS || fold_bytes(&r->fold) >= FOLD_MAX_BYTES)
+            return flush_folds(a);
+        return true;
+    }
+    /* Row by row from here: whatever is folded goes first, in order. */
+    if (!flush_folds(a)) {
+        if (mask != maskbuf)
+            free(mask);
+        return false;
+    }
     bool ok = grow_params(a, (size_t)nparams + 1);
     if (ok && need > a->textcap) {
         char *nt = realloc(a->text, need * 2);
@@ -733,11 +1057,13 @@ static bool apply_change(apply_ctx *a, char op, uint32_t relid, const decode_tup
     a->stats.changes++;
     return sent(a,
                 PQsendQueryPrepared(a->conn, s->name, p, a->values, a->lengths, a->formats, 0),
-                op, r->t);
+                op, r->t, op == 'I' ? -1 : 1);
 }
 
 static bool apply_truncate(apply_ctx *a, const decode_msg *msg)
 {
+    if (!flush_folds(a))
+        return false;
     char *sql = NULL;
     size_t len = 0, cap = 0;
     bool ok = append(&sql, &len, &cap, "TRUNCATE ");
@@ -759,7 +1085,7 @@ static bool apply_truncate(apply_ctx *a, const decode_msg *msg)
     if (ok) {
         a->batch_changes++;
         a->stats.changes++;
-        ok = sent(a, PQsendQueryParams(a->conn, sql, 0, NULL, NULL, NULL, NULL, 0), 'T', NULL);
+        ok = sent(a, PQsendQueryParams(a->conn, sql, 0, NULL, NULL, NULL, NULL, 0), 'T', NULL, -1);
     }
     free(sql);
     return ok;

@@ -6,7 +6,8 @@
 # CMD sees PGHOST/PGPORT/PGUSER/PGDATABASE (plus PGSHIFT_TEST_* below). The
 # server is stopped and the dir removed whatever happens: normal exit, failure,
 # SIGINT/SIGTERM (trap), or SIGKILL of this script (a watchdog notices).
-# Extra server settings: PGSHIFT_TEST_PGCONF="key=value;key=value".
+# Extra server settings: PGSHIFT_TEST_PGCONF="key=value;key=value";
+# PGSHIFT_TEST_DURABLE=1 keeps fsync and synchronous_commit on.
 set -u
 
 pgbin=${PGSHIFT_PGBIN:-}
@@ -63,9 +64,13 @@ fi
   echo "max_wal_senders = 20"
   echo "listen_addresses = '127.0.0.1'"
   echo "unix_socket_directories = '$dir'"
-  echo "fsync = off"
-  echo "synchronous_commit = off"
-  echo "full_page_writes = off"
+  # Tests trade durability for speed; PGSHIFT_TEST_DURABLE=1 (the bench) keeps
+  # PostgreSQL's defaults so timings mean what they would on a real server.
+  if [ -z "${PGSHIFT_TEST_DURABLE:-}" ]; then
+    echo "fsync = off"
+    echo "synchronous_commit = off"
+    echo "full_page_writes = off"
+  fi
   echo "shared_buffers = 256MB"
   echo "max_connections = 100"
   echo "log_min_messages = warning"

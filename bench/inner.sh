@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# bench/inner.sh: the measurements of bench/run.sh, run inside with-pg.sh.
+set -euo pipefail
+ROWS=${BENCH_ROWS:-2000000}
+BURST_PER_CLIENT=${BENCH_BURST_PER_CLIENT:-11000}
+W=$(mktemp -d /tmp/pgshift-bench.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
+now() { date +%s.%N; }
+el() { awk "BEGIN {printf \"%.1f\", $2 - $1}"; }
+out() { echo "$*" | tee -a "$BENCH_OUT"; }
+q() { psql -XAtq -v ON_ERROR_STOP=1 -d bench -c "$1"; }
+
+createdb bench; createdb nat
+out "pgshift benchmark $(date -u +%FT%TZ) on $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GB; $(psql -XAtc 'select version()' | cut -d, -f1)"
+out "rows: $ROWS; burst: 8 clients x $BURST_PER_CLIENT transactions"
+
+# The observations table: uuid + timestamptz key, text, numeric, arrays, jsonb, some bytea.
+OBS_DDL="(id uuid NOT NULL DEFAULT gen_random_uuid(), created_at timestamptz NOT NULL,
+  station text NOT NULL, value numeric(12,4), tags text[], readings float8[], payload jsonb, blob bytea)"
+q "CREATE TABLE obs $OBS_DDL; ALTER TABLE obs ADD PRIMARY KEY (id, created_at)"
+t0=$(now)
+q "INSERT INTO obs (created_at, station, value, tags, readings, payload, blob)
+   SELECT timestamptz '2024-01-01' + random() * interval '700 days', 'station-' || (i % 500),
+     (random() * 10000)::numeric(12,4), ARRAY['t' || (i % 7), 't' || (i % 11), 'site-' || (i % 13)],
+     ARRAY[random(), random(), random(), random(), random(), random()],
+     jsonb_build_object('seq', i, 'ok', i % 2 = 0, 'note', md5(i::text), 'unit', 'mg/l', 'calib', random()),
+     CASE WHEN i % 10 = 0 THEN decode(md5(i::text) || md5((i + 1)::text) || md5((i + 2)::text), 'hex') END
+   FROM generate_series(1, $ROWS) i"
+q "CREATE INDEX ON obs (created_at); CREATE INDEX ON obs (station, created_at)"
+q "VACUUM ANALYZE obs"; q "CHECKPOINT"
+out "source: $(q "SELECT pg_size_pretty(pg_total_relation_size('obs'))") with indexes (generated in $(el "$t0" "$(now)") s)"
+
+month_parts() { # TABLE DB: monthly partitions covering the data, like pgshift creates
+  psql -XAtq -v ON_ERROR_STOP=1 -d "$2" -c "DO \$\$ DECLARE m timestamptz; BEGIN
+    FOR m IN SELECT generate_series(timestamptz '2024-01-01', timestamptz '2026-03-01', interval '1 month') LOOP
+      EXECUTE format('CREATE TABLE %I PARTITION OF $1 FOR VALUES FROM (%L) TO (%L)',
+        '$1_p' || to_char(m, 'YYYYMM'), m, m + interval '1 month');
+    END LOOP; END \$\$"
+}
+
+# 1a. baseline: INSERT ... SELECT into a partitioned copy with its indexes in place
+q "CREATE TABLE base $OBS_DDL PARTITION BY RANGE (created_at)"
+month_parts base bench
+q "ALTER TABLE base ADD PRIMARY KEY (id, created_at); CREATE INDEX ON base (created_at); CREATE INDEX ON base (station, created_at)"
+q "SELECT count(*) FROM obs" >/dev/null
+t0=$(now); q "INSERT INTO base SELECT * FROM obs"; t_base=$(el "$t0" "$(now)")
+q "DROP TABLE base"; q "CHECKPOINT"
+out "copy baseline  INSERT INTO target SELECT * FROM source (indexes in place): ${t_base} s"
+
+# 1b. pgshift: slot + snapshot copy + index build + ANALYZE, until streaming starts
+cat >"$W/plan.yaml" <<Y
+name: bench
+source: "dbname=bench"
+tables:
+  - source: public.obs
+    target: public.obs_part
+    partition: {by: range (created_at), interval: 1 month}
+Y
+t0=$(now)
+"$PGSHIFT_BIN" run --plan "$W/plan.yaml" >"$W/run1.log" 2>&1 &
+pid=$!
+until grep -q "streaming from slot" "$W/run1.log"; do
+  kill -0 $pid 2>/dev/null || { cat "$W/run1.log"; exit 1; }; sleep 0.05; done
+t_copy=$(el "$t0" "$(now)")
+kill -TERM $pid; wait $pid || true
+out "copy pgshift   snapshot copy + index build + ANALYZE until streaming:       ${t_copy} s  (ratio $(awk "BEGIN {printf \"%.2f\", $t_copy / $t_base}"))"
+grep -E "copied|building|range\(s\) with" "$W/run1.log" | sed 's/^/               /' | tee -a "$BENCH_OUT"
+cnt=$(q "SELECT (SELECT count(*) FROM obs) = (SELECT count(*) FROM obs_part)")
+[ "$cnt" = t ] || { out "ERROR: row counts differ after the copy"; exit 1; }
+
+# 2. the burst: recorded while neither applier runs, then each replays it alone.
+q "CREATE PUBLICATION natpub FOR TABLE obs"; q "SELECT pg_create_logical_replication_slot('natslot', 'pgoutput')" >/dev/null
+psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "CREATE TABLE obs $OBS_DDL PARTITION BY RANGE (created_at)"
+month_parts obs nat
+psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "ALTER TABLE obs ADD PRIMARY KEY (id, created_at); CREATE INDEX ON obs (created_at); CREATE INDEX ON obs (station, created_at)"
+psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "CREATE SUBSCRIPTION natsub CONNECTION 'host=$PGHOST port=$PGPORT dbname=bench' PUBLICATION natpub
+  WITH (create_slot = false, slot_name = 'natslot', copy_data = false, enabled = false)"
+cat >"$W/burst.sql" <<'PGB'
+\set k random(1, 9000000000000000)
+\set r random(0, 9)
+BEGIN;
+INSERT INTO obs (id, created_at, station, value, tags, readings, payload)
+  VALUES (md5(:k::text)::uuid, timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second',
+          'station-' || :client_id, random() * 1000, ARRAY['burst'], ARRAY[random(), random()],
+          jsonb_build_object('client', :client_id)) ON CONFLICT DO NOTHING;
+UPDATE obs SET value = value + 1, readings = readings || random()
+  WHERE id = md5(:k::text)::uuid AND created_at = timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second';
+\if :r = 0
+DELETE FROM obs WHERE id = md5(:k::text)::uuid AND created_at = timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second';
+\endif
+COMMIT;
+PGB
+t0=$(now)
+"$PGSHIFT_TEST_PGBIN/pgbench" -n -d bench -f "$W/burst.sql" -c 8 -j 2 -t "$BURST_PER_CLIENT" >"$W/burst.log" 2>&1
+burst_s=$(el "$t0" "$(now)")
+L=$(q "SELECT pg_current_wal_lsn()")
+ntx=$(grep -oE "actually processed: [0-9]+" "$W/burst.log" | grep -oE "[0-9]+$")
+out "burst          $ntx transactions in ${burst_s} s ($(grep -oE 'tps = [0-9.]+' "$W/burst.log" | head -1)), up to LSN $L"
+
+wait_slot() { # SLOT LSN
+  until [ "$(q "SELECT confirmed_flush_lsn >= '$2' FROM pg_replication_slots WHERE slot_name = '$1'")" = t ]; do sleep 0.02; done
+}
+t0=$(now)
+psql -XAtq -d nat -c "ALTER SUBSCRIPTION natsub ENABLE"
+wait_slot natslot "$L"
+t_nat=$(el "$t0" "$(now)")
+psql -XAtq -d nat -c "ALTER SUBSCRIPTION natsub DISABLE"
+out "catch-up native logical replication apply worker:                          ${t_nat} s"
+
+t0=$(now)
+"$PGSHIFT_BIN" run --plan "$W/plan.yaml" >"$W/run2.log" 2>&1 &
+pid=$!
+wait_slot pgshift_bench "$L"
+t_pgs=$(el "$t0" "$(now)")
+out "catch-up pgshift (process start to burst applied):                         ${t_pgs} s  (speed-up $(awk "BEGIN {printf \"%.2f\", $t_nat / $t_pgs}")x)"
+same=$(q "SELECT count(*) FROM (SELECT * FROM obs EXCEPT ALL SELECT * FROM obs_part) a" )
+same2=$(q "SELECT count(*) FROM (SELECT * FROM obs_part EXCEPT ALL SELECT * FROM obs) a")
+out "               target vs source after the burst: $same rows missing, $same2 extra"
+
+# 3. one 1M-row transaction: pgshift's resident memory
+base_kb=$(awk '/^VmRSS/ {print $2}' /proc/$pid/status)
+t0=$(now)
+q "INSERT INTO obs (created_at, station, value, tags, readings, payload)
+   SELECT timestamptz '2025-02-01' + random() * interval '20 days', 'big', i, ARRAY['big'], ARRAY[i::float8], jsonb_build_object('i', i)
+   FROM generate_series(1, 1000000) i"
+wait_slot pgshift_bench "$(q "SELECT pg_current_wal_lsn()")"
+peak_kb=$(awk '/^VmHWM/ {print $2}' /proc/$pid/status)
+out "1M-row xact    applied in $(el "$t0" "$(now)") s (insert included); pgshift RSS $((base_kb / 1024)) MB before, peak $((peak_kb / 1024)) MB"
+kill -TERM $pid; wait $pid || true
+out "results: $BENCH_OUT"
