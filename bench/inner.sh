@@ -108,9 +108,14 @@ psql -XAtq -d nat -c "ALTER SUBSCRIPTION natsub DISABLE"
 out "catch-up native logical replication apply worker:                          ${t_nat} s"
 
 t0=$(now)
-"$PGSHIFT_BIN" run --plan "$W/plan.yaml" >"$W/run2.log" 2>&1 &
+"$PGSHIFT_BIN" run --plan "$W/plan.yaml" ${BENCH_RUN_ARGS:-} >"$W/run2.log" 2>&1 &
 pid=$!
+if [ -n "${BENCH_PROFILE:-}" ]; then
+  (while sleep 1; do top -b -n 1 -w 200 | sed -n '8,13p' | awk '{print $9, $12, $13, $14}' | tr '\n' '|'; echo; done) > "$BENCH_PROFILE" &
+  prof=$!
+fi
 wait_slot pgshift_bench "$L"
+[ -n "${BENCH_PROFILE:-}" ] && kill $prof && cp "$W/run2.log" "$BENCH_PROFILE.run.log"
 t_pgs=$(el "$t0" "$(now)")
 out "catch-up pgshift (process start to burst applied):                         ${t_pgs} s  (speed-up $(awk "BEGIN {printf \"%.2f\", $t_nat / $t_pgs}")x)"
 same=$(q "SELECT count(*) FROM (SELECT * FROM obs EXCEPT ALL SELECT * FROM obs_part) a" )

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # scripts/test.sh: the whole test suite, as README.md and .ci/run state it.
-# Builds with clang, -Werror, AddressSanitizer + UBSan and the libFuzzer
+# Installs missing Debian packages (scripts/install-deps.sh), builds with clang, -Werror, AddressSanitizer + UBSan and the libFuzzer
 # target into build-test/, then runs every ctest test (unit, integration
 # against throwaway PostgreSQL 15 clusters, and the bounded fuzz run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
 build=${PGSHIFT_TEST_BUILD_DIR:-build-test}
 cmake -S . -B "$build" -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DPGSHIFT_WERROR=ON -DPGSHIFT_SANITIZE=ON -DPGSHIFT_FUZZ=ON >/dev/null

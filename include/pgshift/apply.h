@@ -4,8 +4,9 @@
  * Several source transactions share one target transaction (a batch). The
  * batch ends with an UPDATE of pgshift.migrations.applied_lsn to the end LSN
  * of its last source commit, in the same target transaction; only after
- * that COMMIT returns does m->applied_lsn move, and only m->applied_lsn may
- * be reported to the server as flushed. A source transaction whose commit
+ * that COMMIT returns does m->applied_lsn move. Commits are asynchronous
+ * (no fsync wait); apply_durable_lsn() says which are flushed, and only
+ * that may be reported to the server as flushed. A source transaction whose commit
  * LSN is below the applied LSN was applied before and is skipped whole.
  *
  * Statements are prepared once per (table, operation, set of sent columns)
@@ -45,6 +46,16 @@ long apply_batch_changes(const apply_ctx *a);
 bool apply_commit_batch(apply_ctx *a);
 /* Throws the open batch away (the slot sends those changes again). */
 void apply_rollback_batch(apply_ctx *a);
+
+/* The applied LSN that is durable on the target: the end LSN of the last
+ * batch whose COMMIT the target has flushed, given the target's
+ * pg_current_wal_flush_lsn(). Batches commit with synchronous_commit off;
+ * this, never m->applied_lsn, is what may be reported as flushed. */
+pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush);
+/* True when every committed batch is known flushed. */
+bool apply_all_durable(const apply_ctx *a);
+/* The starting point: what the state says was applied (durable by then). */
+void apply_set_durable(apply_ctx *a, pgs_lsn lsn);
 
 /* Totals since the process started (for rates). */
 typedef struct apply_stats {

@@ -80,6 +80,16 @@ struct apply_ctx {
     char *text;
     size_t textcap;
 
+    /* Committed batches not yet known flushed on the target: the source
+     * end LSN each one applied, and the target WAL position after its COMMIT. */
+    struct {
+        pgs_lsn applied;
+        pgs_lsn target;
+    } unflushed[64];
+    int nunflushed;
+    pgs_lsn durable_lsn;
+    pgs_lsn commit_target_lsn; /* from the last 'L' result */
+
     long folded;   /* rows pending in all folds */
     char *abuf;    /* the set-based parameter: an array of target records */
     size_t abuf_cap;
@@ -112,9 +122,10 @@ apply_ctx *apply_new(pgs_migration *m)
                          false);
     if (a->conn == NULL)
         goto failed;
-    /* synchronous_commit stays on: flush feedback must follow durable commits. */
+    /* Commits do not wait for their WAL flush; apply_durable_lsn() tells
+     * which of them the target has flushed, and only those are reported. */
     if (!pg_exec(a->conn, "configuring the apply session",
-                 "SET application_name = 'pgshift apply'; SET synchronous_commit = on;"
+                 "SET application_name = 'pgshift apply'; SET synchronous_commit = off;"
                  " SET lock_timeout = '30s'") ||
         PQenterPipelineMode(a->conn) != 1) {
         log_error("apply: cannot configure the target session: %s", PQerrorMessage(a->conn));
@@ -188,6 +199,28 @@ const apply_stats *apply_get_stats(const apply_ctx *a)
     return &a->stats;
 }
 
+pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush)
+{
+    int i = 0;
+    while (i < a->nunflushed && a->unflushed[i].target <= target_flush)
+        a->durable_lsn = a->unflushed[i++].applied;
+    if (i > 0) {
+        memmove(&a->unflushed[0], &a->unflushed[i], sizeof a->unflushed[0] * (size_t)(a->nunflushed - i));
+        a->nunflushed -= i;
+    }
+    return a->durable_lsn;
+}
+
+bool apply_all_durable(const apply_ctx *a)
+{
+    return a->nunflushed == 0;
+}
+
+void apply_set_durable(apply_ctx *a, pgs_lsn lsn)
+{
+    a->durable_lsn = lsn;
+}
+
 /* ---- pipeline bookkeeping ---- */
 
 static bool q_push(apply_ctx *a, char op, pgs_mtable *t, long expect)
@@ -228,6 +261,8 @@ static const char *op_name(char op)
         return "TRUNCATE";
     case 'P':
         return "PREPARE";
+    case 'L':
+        return "reading the WAL position";
     default:
         return "statement";
     }
@@ -274,6 +309,8 @@ static bool consume(apply_ctx *a, bool all)
                       op_name(p.op), p.t ? p.t->tgt.qname : "the target",
                       decode_lsn_format(a->xact_final_lsn, lsn), line);
             a->failed = true;
+        } else if (st == PGRES_TUPLES_OK && p.op == 'L' && PQntuples(res) == 1) {
+            decode_lsn_parse(PQgetvalue(res, 0, 0), &a->commit_target_lsn);
         } else if (st == PGRES_COMMAND_OK && p.expect >= 0 && !a->failed &&
                    strtol(PQcmdTuples(res), NULL, 10) != p.expect) {
             log_error("apply: %s on %s matched %s rows instead of %ld (source transaction at "
@@ -390,7 +427,11 @@ bool apply_commit_batch(apply_ctx *a)
                       3, (const char *[]){a->m->plan->name, ord, n}))
             goto failed;
     }
-    if (!send_sql(a, "COMMIT", 0, NULL))
+    if (!send_sql(a, "COMMIT", 0, NULL) ||
+        !sent(a,
+              PQsendQueryParams(a->conn, "SELECT pg_current_wal_insert_lsn()", 0, NULL, NULL, NULL,
+                                NULL, 0),
+              'L', NULL, -1))
         goto failed;
     if (PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL, -1))
         goto failed;
@@ -400,6 +441,14 @@ bool apply_commit_batch(apply_ctx *a)
         goto failed;
     a->batch_open = false;
     a->m->applied_lsn = a->batch_end_lsn;
+    if (a->nunflushed == (int)(sizeof a->unflushed / sizeof a->unflushed[0])) {
+        /* Keep the newest; the oldest entries' positions are covered by it. */
+        memmove(&a->unflushed[0], &a->unflushed[1], sizeof a->unflushed[0] * (size_t)(a->nunflushed - 1));
+        a->nunflushed--;
+    }
+    a->unflushed[a->nunflushed].applied = a->batch_end_lsn;
+    a->unflushed[a->nunflushed].target = a->commit_target_lsn;
+    a->nunflushed++;
     a->m->applied_xacts += a->batch_xacts;
     a->m->applied_changes += a->batch_changes;
     for (int i = 0; i < a->m->ntables; i++)

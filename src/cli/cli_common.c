@@ -21,15 +21,20 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
 {
     memset(out, 0, sizeof *out);
     static const struct option opts[] = {
-        {"plan", required_argument, NULL, 'p'},    {"json", no_argument, NULL, 'j'},
-        {"confirm", no_argument, NULL, 'c'},       {"auto-cutover", no_argument, NULL, 'a'},
-        {"log-level", required_argument, NULL, 'l'}, {"log-format", required_argument, NULL, 'f'},
-        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+        {"plan", required_argument, NULL, 'p'},
+        {"json", no_argument, NULL, 'j'},
+        {"confirm", no_argument, NULL, 'c'},
+        {"auto-cutover", no_argument, NULL, 'a'},
+        {"log-level", required_argument, NULL, 'l'},
+        {"log-format", required_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     optind = 1;
     opterr = 0;
     int c;
-    while ((c = getopt_long(argc, argv, "p:h", opts, NULL)) != -1) {
+    /* The leading ':' makes a missing option value return ':', not '?'. */
+    while ((c = getopt_long(argc, argv, ":p:h", opts, NULL)) != -1) {
         const char *name = NULL;
         switch (c) {
         case 'p':
@@ -67,10 +72,20 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         case 'h':
             fputs(usage, stdout);
             return PGS_EXIT_OK;
-        default:
-            fprintf(stderr, "pgshift %s: unknown option %s\n\n%s", argv[0], argv[optind - 1],
+        case ':':
+            fprintf(stderr, "pgshift %s: option %s needs a value\n\n%s", argv[0], argv[optind - 1],
                     usage);
             return PGS_EXIT_USAGE;
+        default: {
+            /* An unknown short option inside a group ("-xq") leaves optind
+             * on that word: name the letter, not argv[optind - 1]. */
+            const char *word = argv[optind - 1];
+            if (strncmp(word, "--", 2) != 0 && optopt != 0)
+                fprintf(stderr, "pgshift %s: unknown option -%c\n\n%s", argv[0], optopt, usage);
+            else
+                fprintf(stderr, "pgshift %s: unknown option %s\n\n%s", argv[0], word, usage);
+            return PGS_EXIT_USAGE;
+        }
         }
         if (!allowed_has(allowed, name)) {
             fprintf(stderr, "pgshift %s: option --%s does not apply here\n\n%s", argv[0], name,

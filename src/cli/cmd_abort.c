@@ -9,6 +9,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const char usage[] =
     "Usage: pgshift abort --plan FILE --confirm\n\n"
@@ -51,13 +52,39 @@ int cmd_abort(int argc, char **argv)
     bool have_slot = slot && atoi(slot) > 0, have_pub = pub && atoi(pub) > 0;
     free(slot);
     free(pub);
+    /* Which targets pgshift created is what the state recorded when the
+     * copy began, not what the plan says now: the plan may have been edited
+     * since (a `partition:` block added to a table the operator created). */
+    PGresult *created = NULL;
+    if (m->has_state) {
+        created = pg_query(m->tgt, "reading the targets pgshift created",
+                           "SELECT target_table FROM pgshift.tables"
+                           " WHERE migration = $1 AND target_created",
+                           1, (const char *[]){plan->name});
+        if (created == NULL)
+            goto done;
+    }
+    bool *drop = calloc((size_t)m->ntables + 1, sizeof *drop);
+    if (drop == NULL) {
+        PQclear(created);
+        goto done;
+    }
+    for (int i = 0; i < m->ntables; i++)
+        for (int j = 0; created && m->tables[i].tgt.exists && j < PQntuples(created); j++)
+            if (strcmp(PQgetvalue(created, j, 0), m->tables[i].tgt.qname) == 0)
+                drop[i] = true;
+    PQclear(created);
     printf("%s migration %s:\n", o.confirm ? "Dropping" : "Would drop", plan->name);
     printf("  replication slot %s: %s\n", m->slot, have_slot ? "drop" : "absent");
     printf("  publication %s: %s\n", m->publication, have_pub ? "drop" : "absent");
     for (int i = 0; i < m->ntables; i++) {
         pgs_mtable *t = &m->tables[i];
-        if (t->create_target && t->tgt.exists && m->has_state)
+        if (drop[i])
             printf("  target %s (created by pgshift): drop\n", t->tgt.qname);
+        else if (t->tgt.exists && m->has_state)
+            printf("  target %s: kept (not created by pgshift; it keeps the rows copied so far: "
+                   "TRUNCATE it before running this migration again)\n",
+                   t->tgt.qname);
         else if (t->tgt.exists)
             printf("  target %s: kept (not created by pgshift)\n", t->tgt.qname);
     }
@@ -65,10 +92,10 @@ int cmd_abort(int argc, char **argv)
     if (!o.confirm) {
         printf("Nothing was changed; add --confirm to drop.\n");
         rc = PGS_EXIT_USAGE;
-        goto done;
+        goto done_drop;
     }
     if (!prepare_drop_slot(m))
-        goto done;
+        goto done_drop;
     if (have_pub) {
         char *q = pg_ident(m->src, m->publication);
         char *sql = NULL;
@@ -77,23 +104,25 @@ int cmd_abort(int argc, char **argv)
         free(q);
         free(sql);
         if (!ok)
-            goto done;
+            goto done_drop;
     }
     for (int i = 0; i < m->ntables; i++) {
         pgs_mtable *t = &m->tables[i];
-        if (!(t->create_target && t->tgt.exists && m->has_state))
+        if (!drop[i])
             continue;
         char *sql = NULL;
         bool ok = asprintf(&sql, "DROP TABLE IF EXISTS %s", t->tgt.qname) >= 0 &&
                   pg_exec(m->tgt, "dropping a target pgshift created", sql);
         free(sql);
         if (!ok)
-            goto done;
+            goto done_drop;
     }
     if (m->has_state && !state_delete(m))
-        goto done;
+        goto done_drop;
     printf("Migration %s aborted.\n", plan->name);
     rc = PGS_EXIT_OK;
+done_drop:
+    free(drop);
 done:
     migration_close(m);
     pgs_plan_free(plan);

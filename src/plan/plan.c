@@ -1272,7 +1272,8 @@ done:
 
 static bool fill_field(plan_ctx *c, const plan_field *f, const ynode *v, const char *kp, char *base)
 {
-    char fix[KEYPATH_LEN], known[KEYPATH_LEN] = "";
+    /* fix holds known plus a short sentence around it */
+    char fix[KEYPATH_LEN + 64], known[KEYPATH_LEN] = "";
     void *dst = base + f->offset;
     const char *s = NULL;
 

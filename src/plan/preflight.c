@@ -137,16 +137,20 @@ static void check_columns(pgs_migration *m, pgs_mtable *t, report *r)
     for (int i = 0; i < t->cols.n; i++) {
         const pgs_column *s = catalog_column(&t->src, t->cols.v[i]);
         const pgs_column *d = catalog_column(&t->tgt, t->cols.v[i]);
+        /* The fixes are SQL to paste: quote the column name. */
+        char *qcol = pg_ident(m->tgt, s->name);
+        const char *col = qcol ? qcol : s->name;
         if (d == NULL) {
             say(r, "BLOCK", "target %s has no column \"%s\"; fix: ALTER TABLE %s ADD COLUMN %s %s",
-                t->tgt.qname, s->name, t->tgt.qname, s->name, s->type);
+                t->tgt.qname, s->name, t->tgt.qname, col, s->type);
+            free(qcol);
             continue;
         }
         if (strcmp(s->type, d->type) != 0)
             say(r, "BLOCK",
                 "column \"%s\": target %s has type %s, source has %s; fix: ALTER TABLE %s ALTER "
                 "COLUMN %s TYPE %s",
-                s->name, t->tgt.qname, d->type, s->type, t->tgt.qname, s->name, s->type);
+                s->name, t->tgt.qname, d->type, s->type, t->tgt.qname, col, s->type);
         if (d->generated)
             say(r, "BLOCK",
                 "column \"%s\" is generated on target %s but not on the source: it cannot "
@@ -156,10 +160,11 @@ static void check_columns(pgs_migration *m, pgs_mtable *t, report *r)
             say(r, "BLOCK",
                 "column \"%s\" is NOT NULL on target %s but nullable on the source; fix: ALTER "
                 "TABLE %s ALTER COLUMN %s DROP NOT NULL",
-                s->name, t->tgt.qname, t->tgt.qname, s->name);
+                s->name, t->tgt.qname, t->tgt.qname, col);
         else if (!d->notnull && s->notnull)
             say(r, "note", "column \"%s\" is nullable on the target, NOT NULL on the source",
                 s->name);
+        free(qcol);
     }
     for (int i = 0; i < t->tgt.ncols; i++) {
         const pgs_column *d = &t->tgt.cols[i];
@@ -244,8 +249,7 @@ static void check_partition_spec(pgs_migration *m, pgs_mtable *t, report *r)
             s->partition_column, t->src.qname);
         return;
     }
-    bool timeish = strcmp(c->type, "date") == 0 ||
-                   strncmp(c->type, "timestamp", 9) == 0;
+    bool timeish = strcmp(c->type, "date") == 0 || strncmp(c->type, "timestamp", 9) == 0;
     bool intish = strcmp(c->type, "integer") == 0 || strcmp(c->type, "bigint") == 0 ||
                   strcmp(c->type, "smallint") == 0;
     if (!timeish && !intish) {
@@ -259,25 +263,35 @@ static void check_partition_spec(pgs_migration *m, pgs_mtable *t, report *r)
         char *sql = NULL;
         int ok = asprintf(&sql, "SELECT ($1::%s) > %s", timeish ? "interval" : "bigint",
                           timeish ? "'0'::interval" : "0");
-        PGresult *res = ok < 0 ? NULL
-                               : PQexecParams(m->src, sql, 1, NULL,
-                                              (const char *[]){s->partition_interval}, NULL, NULL, 0);
+        PGresult *res = ok < 0
+                            ? NULL
+                            : PQexecParams(m->src, sql, 1, NULL,
+                                           (const char *[]){s->partition_interval}, NULL, NULL, 0);
         free(sql);
         if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK ||
             PQgetvalue(res, 0, 0)[0] != 't')
-            say(r, "BLOCK",
-                "partition.interval \"%s\" is not a positive %s; fix: write e.g. %s",
+            say(r, "BLOCK", "partition.interval \"%s\" is not a positive %s; fix: write e.g. %s",
                 s->partition_interval, timeish ? "interval" : "integer",
                 timeish ? "\"1 month\"" : "\"1000000\"");
         PQclear(res);
     }
-    if (!c->notnull && !s->partition_default) {
+    /* With a primary key the target's key becomes (pk..., column), which
+     * makes the column NOT NULL: no DEFAULT partition can take those rows. */
+    if (!c->notnull && (!s->partition_default || t->src.pk.n)) {
         char *sql = NULL;
         char *col = pg_ident(m->src, c->name);
-        if (col && asprintf(&sql, "SELECT count(*) FROM %s WHERE %s IS NULL", t->src.qname, col) >= 0) {
+        if (col &&
+            asprintf(&sql, "SELECT count(*) FROM %s WHERE %s IS NULL", t->src.qname, col) >= 0) {
             char *n = pg_query_value(m->src, "counting rows with a NULL partition key", sql, 0,
                                      NULL, NULL);
-            if (n && strcmp(n, "0") != 0)
+            if (n && strcmp(n, "0") != 0 && t->src.pk.n)
+                say(r, "BLOCK",
+                    "%s rows of %s have NULL in partition column \"%s\", which the target's "
+                    "primary key (the source's plus \"%s\") cannot hold, DEFAULT partition or "
+                    "not; fix: set a value in those rows and ALTER TABLE %s ALTER COLUMN %s SET "
+                    "NOT NULL, or partition by another column",
+                    n, t->src.qname, c->name, c->name, t->src.qname, col);
+            else if (n && strcmp(n, "0") != 0)
                 say(r, "BLOCK",
                     "%s rows of %s have NULL in partition column \"%s\"; fix: add `default: "
                     "true` to the partition spec",
@@ -297,6 +311,16 @@ static void check_partition_spec(pgs_migration *m, pgs_mtable *t, report *r)
 static void check_keys(pgs_migration *m, pgs_mtable *t, report *r)
 {
     char ri = t->src.replident;
+    if (ri == 'i' && t->src.ri.n == 0) {
+        /* The replica identity index was dropped: the server treats the
+         * table as REPLICA IDENTITY NOTHING. */
+        say(r, "BLOCK",
+            "%s has REPLICA IDENTITY USING INDEX but that index no longer exists (it acts as "
+            "NOTHING): once published, its UPDATEs and DELETEs fail; fix: ALTER TABLE %s REPLICA "
+            "IDENTITY DEFAULT (or USING INDEX <another unique index>)",
+            t->src.qname, t->src.qname);
+        return;
+    }
     if (ri == 'n') {
         say(r, "BLOCK",
             "%s has REPLICA IDENTITY NOTHING: once published, its UPDATEs and DELETEs fail; fix: "
@@ -322,14 +346,13 @@ static void check_keys(pgs_migration *m, pgs_mtable *t, report *r)
     char keys[512] = "";
     for (int i = 0; i < t->match.n; i++) {
         if (catalog_column(&t->src, t->match.v[i]) == NULL)
-            say(r, "BLOCK", "key column \"%s\" is not a column of %s", t->match.v[i],
-                t->src.qname);
+            say(r, "BLOCK", "key column \"%s\" is not a column of %s", t->match.v[i], t->src.qname);
         size_t n = strlen(keys);
         snprintf(keys + n, sizeof keys - n, "%s%s", i ? ", " : "", t->match.v[i]);
     }
     const char *how = (ri == 'i' && t->src.ri.n) ? "replica identity index"
-                      : t->src.pk.n               ? "primary key"
-                                                  : "plan key";
+                      : t->src.pk.n              ? "primary key"
+                                                 : "plan key";
     const char *ri_name = ri == 'd' ? "default" : ri == 'f' ? "full" : "using index";
     say(r, "ok", "rows identified by %s (%s); replica identity %s", how, keys, ri_name);
 }
@@ -375,38 +398,38 @@ static void list_dependents(pgs_migration *m, pgs_mtable *t, report *r)
 {
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->src.oid);
-    PGresult *res = q(
-        m, m->src,
-        "SELECT 'view', v.oid::regclass::text, 're-created to read the new table'"
-        "  FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid"
-        "  JOIN pg_class v ON v.oid = w.ev_class"
-        " WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1::oid AND v.oid <> $1::oid"
-        " GROUP BY v.oid"
-        " UNION ALL SELECT 'foreign key in', c.conname || ' on ' || c.conrelid::regclass::text,"
-        "  're-created on the new table (NOT VALID, then validated)'"
-        "  FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = $1::oid"
-        " UNION ALL SELECT 'foreign key out', c.conname || ' -> ' || c.confrelid::regclass::text,"
-        "  'stays on the old table; add it to the target yourself if it should hold there'"
-        "  FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = $1::oid"
-        " UNION ALL SELECT 'trigger', tgname, 'left behind unless re-created on the target'"
-        "  FROM pg_trigger WHERE tgrelid = $1::oid AND NOT tgisinternal"
-        " UNION ALL SELECT 'sequence', s.oid::regclass::text || ' (column ' || a.attname || ')',"
-        "  'handed over: the new table continues above its last value'"
-        "  FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'"
-        "  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
-        " WHERE d.refobjid = $1::oid AND d.classid = 'pg_class'::regclass"
-        " UNION ALL SELECT 'grant', coalesce(nullif(g.grantee::regrole::text, '-'), 'PUBLIC')"
-        "  || ': ' || g.privilege_type, 'copied to the new table'"
-        "  FROM pg_class c, aclexplode(c.relacl) g WHERE c.oid = $1::oid"
-        "   AND g.grantee <> c.relowner"
-        " UNION ALL SELECT 'policy', polname, 'left behind unless re-created on the target'"
-        "  FROM pg_policy WHERE polrelid = $1::oid"
-        " UNION ALL SELECT 'rule', rulename, 'left behind unless re-created on the target'"
-        "  FROM pg_rewrite WHERE ev_class = $1::oid AND rulename <> '_RETURN'"
-        " UNION ALL SELECT 'publication', p.pubname, 'stays on the old table'"
-        "  FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid"
-        " WHERE pr.prrelid = $1::oid AND p.pubname <> $2",
-        2, (const char *[]){oid, m->publication});
+    PGresult *res =
+        q(m, m->src,
+          "SELECT 'view', v.oid::regclass::text, 're-created to read the new table'"
+          "  FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid"
+          "  JOIN pg_class v ON v.oid = w.ev_class"
+          " WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1::oid AND v.oid <> $1::oid"
+          " GROUP BY v.oid"
+          " UNION ALL SELECT 'foreign key in', c.conname || ' on ' || c.conrelid::regclass::text,"
+          "  're-created on the new table (NOT VALID, then validated)'"
+          "  FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = $1::oid"
+          " UNION ALL SELECT 'foreign key out', c.conname || ' -> ' || c.confrelid::regclass::text,"
+          "  'stays on the old table; add it to the target yourself if it should hold there'"
+          "  FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = $1::oid"
+          " UNION ALL SELECT 'trigger', tgname, 'left behind unless re-created on the target'"
+          "  FROM pg_trigger WHERE tgrelid = $1::oid AND NOT tgisinternal"
+          " UNION ALL SELECT 'sequence', s.oid::regclass::text || ' (column ' || a.attname || ')',"
+          "  'handed over: the new table continues above its last value'"
+          "  FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'"
+          "  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
+          " WHERE d.refobjid = $1::oid AND d.classid = 'pg_class'::regclass"
+          " UNION ALL SELECT 'grant', coalesce(nullif(g.grantee::regrole::text, '-'), 'PUBLIC')"
+          "  || ': ' || g.privilege_type, 'copied to the new table'"
+          "  FROM pg_class c, aclexplode(c.relacl) g WHERE c.oid = $1::oid"
+          "   AND g.grantee <> c.relowner"
+          " UNION ALL SELECT 'policy', polname, 'left behind unless re-created on the target'"
+          "  FROM pg_policy WHERE polrelid = $1::oid"
+          " UNION ALL SELECT 'rule', rulename, 'left behind unless re-created on the target'"
+          "  FROM pg_rewrite WHERE ev_class = $1::oid AND rulename <> '_RETURN'"
+          " UNION ALL SELECT 'publication', p.pubname, 'stays on the old table'"
+          "  FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid"
+          " WHERE pr.prrelid = $1::oid AND p.pubname <> $2",
+          2, (const char *[]){oid, m->publication});
     if (res == NULL)
         return;
     if (PQntuples(res) == 0)
@@ -421,7 +444,10 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
 {
     fprintf(r->out, "\nTable %s -> %s\n", t->spec->source, t->spec->target);
     if (!t->src.exists) {
-        say(r, "BLOCK", "source table %s does not exist", t->spec->source);
+        say(r, "BLOCK",
+            "source table %s does not exist; fix: correct the name in the plan (schema.table; "
+            "double-quote names with capitals)",
+            t->spec->source);
         return;
     }
     if (t->src.relkind != 'r') {

@@ -57,10 +57,19 @@ static double now_ms(void)
     return (double)uv_hrtime() / 1e6;
 }
 
+/* What may be confirmed to the slot: the applied position the target has
+ * durably flushed, or with nothing pending and everything flushed, the
+ * last keepalive position. */
 static pgs_lsn flush_position(stream *s)
 {
-    pgs_lsn f = s->m->applied_lsn;
-    if (!apply_batch_open(s->apply) && !apply_in_xact(s->apply) && s->idle_confirm > f)
+    pgs_lsn target_flush = 0;
+    PGresult *res = PQexec(s->m->tgt, "SELECT pg_current_wal_flush_lsn()");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK)
+        decode_lsn_parse(PQgetvalue(res, 0, 0), &target_flush);
+    PQclear(res);
+    pgs_lsn f = apply_durable_lsn(s->apply, target_flush);
+    if (!apply_batch_open(s->apply) && !apply_in_xact(s->apply) &&
+        apply_all_durable(s->apply) && s->idle_confirm > f)
         f = s->idle_confirm;
     return f;
 }
@@ -421,6 +430,7 @@ int stream_run(pgs_migration *m)
         decode_ctx_free(&s.dec);
         return 1;
     }
+    apply_set_durable(s.apply, m->applied_lsn);
     uv_timer_init(&s.loop, &s.feedback_timer);
     uv_timer_init(&s.loop, &s.batch_timer);
     uv_timer_init(&s.loop, &s.stats_timer);

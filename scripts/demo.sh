@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# scripts/demo.sh: the main job, one command on a fresh Debian 12 machine (root):
+# installs what is missing, builds pgshift, starts a throwaway PostgreSQL 15,
+# creates a demo observations table (300k rows, with a view and a serial id
+# table beside it), starts a write load, migrates the table into a table
+# partitioned by month while the load runs, and prints the outcome. The
+# throwaway server and everything in it are removed at the end.
+#   DEMO_ROWS=1000000 bash scripts/demo.sh    # a bigger table
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/install-deps.sh
+cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPGSHIFT_TESTS=OFF >/dev/null
+cmake --build build -j "$(nproc)" >/dev/null
+export PGSHIFT_BIN=$PWD/build/pgshift
+exec bash tests/lib/with-pg.sh bash scripts/demo-inner.sh

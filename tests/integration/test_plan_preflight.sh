@@ -1,0 +1,363 @@
+#!/usr/bin/env bash
+# `pgshift plan`, the dry run: a good plan exits 0 and changes nothing on the
+# server; every blocking finding exits 3 with a BLOCK line that names the
+# problem and its fix (one scenario per plan, each asserted to be the only
+# blocking problem); key resolution, dependent objects, command-line errors
+# (exit 2, one-line message) and password redaction.
+source "$(dirname "$0")/lib/common.sh"
+
+# write_plan NAME [SOURCE_CONNINFO] < table lines: $WORK/NAME.yaml
+write_plan() {
+  {
+    echo "name: $1"
+    echo "source: \"${2:-dbname=$PGDATABASE}\""
+    echo "tables:"
+    cat
+  } >"$WORK/$1.yaml"
+}
+
+# run_plan NAME [ARGS...]: `pgshift plan` on $WORK/NAME.yaml; sets RC, OUT, ERR.
+run_plan() {
+  local n=$1
+  shift
+  "$PGSHIFT" plan --plan "$WORK/$n.yaml" "$@" >"$WORK/$n.out" 2>"$WORK/$n.err"
+  RC=$?
+  OUT=$WORK/$n.out ERR=$WORK/$n.err
+}
+
+show() { echo "exit $RC; stdout: $(grep -E 'BLOCK|warn|blocking' "$OUT" | head -8); stderr: $(head -3 "$ERR")"; }
+
+# expect_ok NAME: exit 0, "0 blocking problem(s)".
+expect_ok() {
+  run_plan "$1"
+  [ "$RC" = 0 ] || fail "$1: $(show)"
+  grep -q '^0 blocking problem(s), [0-9]* warning(s): ready to run$' "$OUT" || fail "$1: no '0 blocking' summary: $(show)"
+}
+
+# expect_block NAME PATTERN: exit 3, exactly one blocking problem, and a BLOCK
+# line containing PATTERN (fixed string) that carries a fix.
+expect_block() {
+  run_plan "$1"
+  [ "$RC" = 3 ] || fail "$1: expected exit 3: $(show)"
+  grep -q '^1 blocking problem(s), ' "$OUT" || fail "$1: expected exactly 1 blocking problem: $(show)"
+  local line
+  line=$(grep -F -- "$2" "$OUT") || fail "$1: no line containing: $2; $(show)"
+  case "$line" in
+    "  BLOCK  "*"fix: "*) ;;
+    *) fail "$1: the line is not a BLOCK with a fix: $line" ;;
+  esac
+  [ ! -s "$ERR" ] || fail "$1: unexpected stderr: $(head -3 "$ERR")"
+}
+
+# snapshot: everything a run would create, and a digest of pg_class.
+snapshot() {
+  sql "SELECT (SELECT count(*) FROM pg_replication_slots) || ' slots, '
+           || (SELECT count(*) FROM pg_publication) || ' publications, '
+           || (SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift') || ' pgshift schemas, '
+           || coalesce(to_regclass('good_part')::text, 'no good_part') || ', '
+           || (SELECT md5(string_agg(oid || ':' || relname || ':' || relkind::text, ',' ORDER BY oid)) FROM pg_class)"
+}
+
+sqlf - <<'SQL' || fail "setup"
+-- a good plan: a user-created target and a partition-spec target
+CREATE TABLE good (id int PRIMARY KEY, v text);
+INSERT INTO good SELECT i, 'v' || i FROM generate_series(1, 100) i;
+CREATE TABLE good_new (LIKE good INCLUDING ALL);
+CREATE TABLE good2 (id bigint PRIMARY KEY, created_at timestamptz NOT NULL, v text);
+INSERT INTO good2 SELECT i, timestamptz '2024-01-01' + i * interval '6 hours', 'v' FROM generate_series(1, 200) i;
+-- keys
+CREATE TABLE nopk (id int, v text);
+CREATE TABLE nopk_new (id int, v text);
+CREATE TABLE rnothing (id int PRIMARY KEY, v text);
+ALTER TABLE rnothing REPLICA IDENTITY NOTHING;
+CREATE TABLE rnothing_new (LIKE rnothing INCLUDING ALL);
+CREATE TABLE rfull (id int NOT NULL, v text);
+ALTER TABLE rfull REPLICA IDENTITY FULL;
+CREATE TABLE rfull_new (id int NOT NULL, v text);
+CREATE INDEX ON rfull_new (id);
+CREATE TABLE ridx (id int PRIMARY KEY, code text NOT NULL, k2 int NOT NULL, v text);
+CREATE UNIQUE INDEX ridx_ck ON ridx (code, k2);
+ALTER TABLE ridx REPLICA IDENTITY USING INDEX ridx_ck;
+CREATE TABLE ridx_new (LIKE ridx INCLUDING ALL);
+CREATE TABLE ridx_gone (id int PRIMARY KEY, code text NOT NULL);
+CREATE UNIQUE INDEX ridx_gone_code ON ridx_gone (code);
+ALTER TABLE ridx_gone REPLICA IDENTITY USING INDEX ridx_gone_code;
+DROP INDEX ridx_gone_code;  -- relreplident stays 'i': the table acts as NOTHING
+CREATE TABLE ridx_gone_new (LIKE ridx_gone INCLUDING ALL);
+CREATE TABLE fpk (a int, b int, v text, PRIMARY KEY (b, a));
+ALTER TABLE fpk REPLICA IDENTITY FULL;
+CREATE TABLE fpk_new (LIKE fpk INCLUDING ALL);
+-- columns
+CREATE TABLE cols (id int PRIMARY KEY, a int, b text, "Mixed Case" text);
+CREATE TABLE cols_type (id int PRIMARY KEY, a bigint, b text, "Mixed Case" text);
+CREATE TABLE cols_miss (id int PRIMARY KEY, a int, b text);
+CREATE TABLE cols_nn (id int PRIMARY KEY, a int, b text NOT NULL, "Mixed Case" text);
+CREATE TABLE cols_full (LIKE cols INCLUDING ALL);
+INSERT INTO cols_full VALUES (1, 1, 'x', 'y');
+-- partitions: a user-created partitioned target without DEFAULT
+CREATE TABLE ev (id int PRIMARY KEY, ts date, v text);
+INSERT INTO ev SELECT i, date '2024-01-01' + i, 'x' FROM generate_series(1, 90) i;
+INSERT INTO ev VALUES (1000, NULL, 'no date');
+CREATE TABLE ev_user (id int NOT NULL, ts date, v text) PARTITION BY RANGE (ts);
+CREATE TABLE ev_user_jan PARTITION OF ev_user FOR VALUES FROM ('2024-01-01') TO ('2024-02-01');
+CREATE TABLE ev_user_feb PARTITION OF ev_user FOR VALUES FROM ('2024-02-01') TO ('2024-03-01');
+CREATE INDEX ON ev_user (id);
+-- NULL partition keys: without a primary key (unique replica identity index), and with one
+CREATE TABLE nk (code text NOT NULL, ts date, v text);
+CREATE UNIQUE INDEX nk_code ON nk (code);
+ALTER TABLE nk REPLICA IDENTITY USING INDEX nk_code;
+INSERT INTO nk SELECT 'c' || i, CASE WHEN i % 10 = 0 THEN NULL ELSE date '2024-01-01' + i END, 'x'
+  FROM generate_series(1, 30) i;
+CREATE TABLE nkpk (id int PRIMARY KEY, ts date);
+INSERT INTO nkpk SELECT i, CASE WHEN i <= 2 THEN NULL ELSE date '2024-01-01' + i END FROM generate_series(1, 20) i;
+-- a role without REPLICATION that owns its tables
+CREATE ROLE app LOGIN;
+GRANT CREATE ON DATABASE postgres TO app;
+CREATE TABLE owned (id int PRIMARY KEY, v text);
+CREATE TABLE owned_new (LIKE owned INCLUDING ALL);
+ALTER TABLE owned OWNER TO app;
+ALTER TABLE owned_new OWNER TO app;
+-- dependents
+CREATE TABLE dep (id serial PRIMARY KEY, v text);
+CREATE TABLE dep_new (id int PRIMARY KEY, v text);
+CREATE VIEW dep_view AS SELECT id, v FROM dep;
+CREATE TABLE dep_child (id int PRIMARY KEY, dep_id int CONSTRAINT dep_child_fk REFERENCES dep (id));
+CREATE FUNCTION dep_trg() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$;
+CREATE TRIGGER dep_audit BEFORE INSERT ON dep FOR EACH ROW EXECUTE FUNCTION dep_trg();
+CREATE ROLE reader;
+GRANT SELECT ON dep TO reader;
+SQL
+
+# ---- a good plan: exit 0, and nothing changes --------------------------------
+write_plan good <<'Y'
+  - {source: good, target: good_new}
+  - source: good2
+    target: good_part
+    partition: {by: range (created_at), interval: 1 month, default: true}
+Y
+before=$(snapshot) || fail "snapshot"
+case "$before" in "0 slots, 0 publications, 0 pgshift schemas, no good_part, "*) ;; *) fail "unexpected start: $before" ;; esac
+expect_ok good
+grep -qF 'target "public"."good_part" will be created: LIKE the source, PARTITION BY RANGE (created_at), with a DEFAULT partition' "$OUT" ||
+  fail "good: the partition-spec target is not announced"
+grep -qF '1. publication pgshift_good FOR TABLE "public"."good", "public"."good2"' "$OUT" || fail "good: steps not listed"
+[ ! -s "$ERR" ] || fail "good: stderr: $(cat "$ERR")"
+pass "a good plan exits 0 with '0 blocking problem(s)'"
+after=$(snapshot) || fail "snapshot"
+[ "$after" = "$before" ] || fail "plan changed the server: before '$before', after '$after'"
+[ "$(sql "SELECT count(*) FROM pg_replication_slots")" = 0 ] || fail "a slot exists"
+[ "$(sql "SELECT count(*) FROM pg_publication")" = 0 ] || fail "a publication exists"
+[ "$(sql "SELECT count(*) FROM pg_namespace WHERE nspname = 'pgshift'")" = 0 ] || fail "schema pgshift exists"
+[ -z "$(sql "SELECT to_regclass('good_part')")" ] || fail "the partition-spec target was created"
+[ "$(sql "SELECT count(*) FROM good_new")" = 0 ] || fail "rows were copied"
+pass "plan creates no slot, publication, pgshift schema or target (catalogs identical)"
+
+# ---- blocking problems: exit 3, one BLOCK line each, with its fix ------------
+write_plan b_nopk <<<'  - {source: nopk, target: nopk_new}'
+expect_block b_nopk '"public"."nopk" has no primary key and REPLICA IDENTITY DEFAULT'
+grep -qF 'fix: add a primary key, or REPLICA IDENTITY USING INDEX' "$OUT" || fail "b_nopk: fix text"
+pass "no primary key, REPLICA IDENTITY DEFAULT: BLOCK"
+
+write_plan b_nothing <<<'  - {source: rnothing, target: rnothing_new}'
+expect_block b_nothing '"public"."rnothing" has REPLICA IDENTITY NOTHING'
+grep -qF 'fix: ALTER TABLE "public"."rnothing" REPLICA IDENTITY DEFAULT' "$OUT" || fail "b_nothing: fix text"
+pass "REPLICA IDENTITY NOTHING: BLOCK"
+
+write_plan b_full <<<'  - {source: rfull, target: rfull_new}'
+expect_block b_full '"public"."rfull" has REPLICA IDENTITY FULL but no primary key'
+grep -qF 'list unique NOT NULL columns as `key:` in the plan' "$OUT" || fail "b_full: fix text"
+write_plan ok_fullkey <<<'  - {source: rfull, target: rfull_new, key: [id]}'
+expect_ok ok_fullkey
+grep -qF 'ok     rows identified by plan key (id); replica identity full' "$OUT" || fail "ok_fullkey: $(grep identified "$OUT")"
+pass "REPLICA IDENTITY FULL without primary key: BLOCK without key:, ok with key: [id]"
+
+write_plan b_ridx_gone <<<'  - {source: ridx_gone, target: ridx_gone_new}'
+expect_block b_ridx_gone '"public"."ridx_gone" has REPLICA IDENTITY USING INDEX but that index no longer exists'
+pass "REPLICA IDENTITY USING INDEX whose index was dropped: BLOCK"
+
+write_plan b_type <<<'  - {source: cols, target: cols_type}'
+expect_block b_type 'column "a": target "public"."cols_type" has type bigint, source has integer; fix: ALTER TABLE "public"."cols_type" ALTER COLUMN "a" TYPE integer'
+pass "target column of another type: BLOCK"
+
+write_plan b_miss <<<'  - {source: cols, target: cols_miss}'
+expect_block b_miss 'target "public"."cols_miss" has no column "Mixed Case"; fix: ALTER TABLE "public"."cols_miss" ADD COLUMN "Mixed Case" text'
+pass "target missing a column: BLOCK (the fix quotes the column name)"
+
+write_plan b_nn <<<'  - {source: cols, target: cols_nn}'
+expect_block b_nn 'column "b" is NOT NULL on target "public"."cols_nn" but nullable on the source; fix: ALTER TABLE "public"."cols_nn" ALTER COLUMN "b" DROP NOT NULL'
+pass "target NOT NULL where the source is nullable: BLOCK"
+
+write_plan b_full_target <<<'  - {source: cols, target: cols_full}'
+expect_block b_full_target 'target "public"."cols_full" already holds rows; the copy would duplicate them; fix: TRUNCATE "public"."cols_full"'
+pass "target not empty: BLOCK"
+
+outside=$(sql "SELECT count(*) FROM ev WHERE ts IS NULL OR ts < '2024-01-01' OR ts >= '2024-03-01'")
+[ "$outside" = 32 ] || fail "setup: $outside rows outside, expected 32"
+write_plan b_cover <<<'  - {source: ev, target: ev_user}'
+expect_block b_cover "32 rows of \"public\".\"ev\" have no partition in \"public\".\"ev_user\" (2 partitions, no DEFAULT); fix: create the missing partitions or a DEFAULT partition"
+sql "CREATE TABLE ev_user_mar PARTITION OF ev_user FOR VALUES FROM ('2024-03-01') TO ('2024-04-01')" || fail "add partition"
+expect_block b_cover "1 rows of \"public\".\"ev\" have no partition in \"public\".\"ev_user\" (3 partitions, no DEFAULT)"
+sql "CREATE TABLE ev_user_def PARTITION OF ev_user DEFAULT" || fail "add default partition"
+expect_ok b_cover
+grep -qF 'target has 4 partitions including a DEFAULT one' "$OUT" || fail "b_cover: default partition not reported"
+pass "rows outside every partition of a user-created target: BLOCK with the count; ok once covered"
+
+write_plan b_nullkey <<'Y'
+  - source: nk
+    target: nk_part
+    partition: {by: range (ts), interval: 1 month}
+Y
+expect_block b_nullkey '3 rows of "public"."nk" have NULL in partition column "ts"; fix: add `default: true` to the partition spec'
+write_plan ok_nullkey <<'Y'
+  - source: nk
+    target: nk_part
+    partition: {by: range (ts), interval: 1 month, default: true}
+Y
+expect_ok ok_nullkey
+pass "NULL partition keys without default: true: BLOCK; ok with it"
+
+write_plan b_nullpk <<'Y'
+  - source: nkpk
+    target: nkpk_part
+    partition: {by: range (ts), interval: 1 month, default: true}
+Y
+expect_block b_nullpk '2 rows of "public"."nkpk" have NULL in partition column "ts", which the target'"'"'s primary key'
+pass "NULL partition keys the target's primary key cannot hold: BLOCK even with default: true"
+
+write_plan b_notarget <<<'  - {source: good, target: nothere_new}'
+expect_block b_notarget 'target table nothere_new does not exist; fix: create it, or add a `partition:` block'
+pass "target that does not exist, without partition spec: BLOCK"
+
+write_plan b_nosource <<<'  - {source: public.nosuch, target: good_new}'
+expect_block b_nosource 'source table public.nosuch does not exist'
+pass "source table missing: BLOCK"
+
+write_plan b_norepl "dbname=$PGDATABASE user=app" <<<'  - {source: owned, target: owned_new}'
+expect_block b_norepl 'role app may not replicate; fix: ALTER ROLE app REPLICATION'
+sql "ALTER ROLE app REPLICATION" || fail "alter role"
+expect_ok b_norepl
+grep -qF 'ok     role app may replicate' "$OUT" || fail "b_norepl: role not reported"
+pass "role without REPLICATION: BLOCK; ok once granted"
+
+write_plan b_interval <<'Y'
+  - source: good2
+    target: good2_part
+    partition: {by: range (created_at), interval: fortnight}
+Y
+expect_block b_interval 'partition.interval "fortnight" is not a positive interval; fix: write e.g. "1 month"'
+sed -i 's/fortnight/-1 month/' "$WORK/b_interval.yaml"
+expect_block b_interval 'partition.interval "-1 month" is not a positive interval'
+pass "partition.interval not a valid interval: BLOCK"
+
+# ---- keys that are fine ------------------------------------------------------
+write_plan ok_keys <<'Y'
+  - {source: ridx, target: ridx_new}
+  - {source: fpk, target: fpk_new}
+Y
+expect_ok ok_keys
+grep -qF 'ok     rows identified by replica identity index (code, k2); replica identity using index' "$OUT" ||
+  fail "ridx: $(grep identified "$OUT")"
+grep -qF 'ok     rows identified by primary key (b, a); replica identity full' "$OUT" ||
+  fail "fpk: $(grep identified "$OUT")"
+pass "REPLICA IDENTITY USING INDEX and FULL + primary key: exit 0, the right key columns"
+
+# ---- dependent objects -------------------------------------------------------
+write_plan deps <<<'  - {source: dep, target: dep_new}'
+expect_ok deps
+for line in \
+  'dep    view dep_view: at cutover, re-created to read the new table' \
+  'dep    foreign key in dep_child_fk on dep_child: at cutover, re-created on the new table (NOT VALID, then validated)' \
+  'dep    trigger dep_audit: at cutover, left behind unless re-created on the target' \
+  'dep    sequence dep_id_seq (column id): at cutover, handed over: the new table continues above its last value' \
+  'dep    grant reader: SELECT: at cutover, copied to the new table'; do
+  grep -qxF "  $line" "$OUT" || fail "deps: missing '$line'; got: $(grep '  dep ' "$OUT")"
+done
+[ "$(grep -c '^  dep ' "$OUT")" = 5 ] || fail "deps: expected 5 dependents: $(grep '  dep ' "$OUT")"
+grep -q 'no dependent objects' "$WORK/good.out" || fail "good: 'no dependent objects' missing"
+pass "view, foreign key, trigger, grant and serial sequence listed with what the cutover does"
+
+# ---- command line ------------------------------------------------------------
+# cli CMD...: runs pgshift; sets RC, $WORK/cli.out, $WORK/cli.err
+cli() { "$PGSHIFT" "$@" >"$WORK/cli.out" 2>"$WORK/cli.err"; RC=$?; }
+# one_error PATTERN: exit 2, nothing on stdout, stderr's first line is PATTERN (regex)
+one_error() {
+  [ "$RC" = 2 ] || fail "expected exit 2, got $RC: $(head -2 "$WORK/cli.err")"
+  [ ! -s "$WORK/cli.out" ] || fail "stdout not empty: $(head -2 "$WORK/cli.out")"
+  head -1 "$WORK/cli.err" | grep -qE "^$1\$" || fail "stderr line 1 is '$(head -1 "$WORK/cli.err")', expected /$1/"
+}
+cli plan
+one_error 'pgshift plan: --plan FILE is required'
+cli plan --plan
+one_error 'pgshift plan: option --plan needs a value'
+cli plan --plan "$WORK/good.yaml" --bogus
+one_error 'pgshift plan: unknown option --bogus'
+cli plan --plan "$WORK/good.yaml" -xq
+one_error 'pgshift plan: unknown option -x'
+cli plan --plan "$WORK/good.yaml" --confirm
+one_error 'pgshift plan: option --confirm does not apply here'
+pass "missing --plan, missing value, unknown option: exit 2 and the error on the first line"
+
+cp "$WORK/good.yaml" "$WORK/badkey.yaml"
+echo "colour: blue" >>"$WORK/badkey.yaml"
+cli plan --plan "$WORK/badkey.yaml"
+one_error "pgshift: $WORK/badkey.yaml:[0-9]+: colour: unknown key; the keys here are .*"
+[ "$(wc -l <"$WORK/cli.err")" = 1 ] || fail "unknown key: more than one line: $(cat "$WORK/cli.err")"
+cli plan --plan "$WORK/nonexistent.yaml"
+one_error "pgshift: $WORK/nonexistent.yaml: cannot open the plan: .*"
+[ "$(wc -l <"$WORK/cli.err")" = 1 ] || fail "missing file: more than one line: $(cat "$WORK/cli.err")"
+pass "plan file with an unknown key, nonexistent plan file: exit 2, one line"
+
+cli bogus
+[ "$RC" = 2 ] || fail "pgshift bogus exited $RC"
+[ ! -s "$WORK/cli.out" ] || fail "pgshift bogus wrote to stdout"
+head -1 "$WORK/cli.err" | grep -qxF 'pgshift: unknown command "bogus"' || fail "bogus: $(head -1 "$WORK/cli.err")"
+grep -q '^Usage: pgshift COMMAND' "$WORK/cli.err" || fail "bogus: no usage on stderr"
+cli
+[ "$RC" = 2 ] && grep -q '^Usage: pgshift COMMAND' "$WORK/cli.err" || fail "pgshift without a command: exit $RC"
+pass "unknown command: exit 2 with usage on stderr"
+
+cli --help
+[ "$RC" = 0 ] || fail "--help exited $RC"
+grep -q '^Usage: pgshift COMMAND' "$WORK/cli.out" || fail "--help: no usage on stdout"
+for c in plan run status abort; do grep -qE "^  $c +" "$WORK/cli.out" || fail "--help does not list $c"; done
+[ ! -s "$WORK/cli.err" ] || fail "--help wrote to stderr"
+cli plan --help
+[ "$RC" = 0 ] || fail "plan --help exited $RC"
+grep -q '^Usage: pgshift plan --plan FILE' "$WORK/cli.out" || fail "plan --help: no usage"
+grep -q 'It changes nothing on the server' "$WORK/cli.out" || fail "plan --help: text"
+pass "--help and plan --help exit 0 with usage on stdout"
+
+cli --version
+[ "$RC" = 0 ] || fail "--version exited $RC"
+want='[0-9]+\.[0-9]+\.[0-9]+'
+if [ -n "${PGSHIFT_SOURCE_DIR:-}" ]; then
+  want=$(sed -nE 's/^project\(pgshift VERSION ([0-9.]+).*/\1/p' "$PGSHIFT_SOURCE_DIR/CMakeLists.txt" | sed 's/\./\\./g')
+fi
+grep -qxE "pgshift $want" "$WORK/cli.out" || fail "--version printed '$(cat "$WORK/cli.out")', expected /pgshift $want/"
+pass "--version prints the version ($(cat "$WORK/cli.out"))"
+
+# ---- passwords never printed (trust auth accepts any password) --------------
+write_plan pw "dbname=$PGDATABASE password=secret123" <<<'  - {source: good, target: good_new}'
+run_plan pw --log-level debug
+[ "$RC" = 0 ] || fail "pw: $(show)"
+grep -qF "(source: dbname=$PGDATABASE password=********)" "$OUT" || fail "pw: redacted conninfo not shown: $(head -1 "$OUT")"
+write_plan pw_block "dbname=$PGDATABASE password=secret123" <<<'  - {source: nopk, target: nopk_new}'
+run_plan pw_block --log-level debug
+[ "$RC" = 3 ] || fail "pw_block: $(show)"
+write_plan pw_uri "postgresql://postgres:secret123@/$PGDATABASE?host=$PGHOST&port=$PGPORT" <<<'  - {source: good, target: good_new}'
+run_plan pw_uri --log-level debug
+[ "$RC" = 0 ] || fail "pw_uri: $(show)"
+grep -qF 'postgresql://postgres:********@' "$OUT" || fail "pw_uri: $(head -1 "$OUT")"
+write_plan pw_fail "dbname=nosuchdb password=secret123" <<<'  - {source: good, target: good_new}'
+run_plan pw_fail --log-level debug
+[ "$RC" = 1 ] || fail "pw_fail: expected exit 1 (cannot connect): $(show)"
+grep -q 'cannot connect to the source database' "$ERR" || fail "pw_fail: $(cat "$ERR")"
+for n in pw pw_block pw_uri pw_fail; do
+  ! grep -q secret123 "$WORK/$n.out" "$WORK/$n.err" || fail "$n: the password was printed: $(grep secret123 "$WORK/$n.out" "$WORK/$n.err")"
+done
+pass "a password in the conninfo never appears in the output or on stderr"
+
+after=$(snapshot) || fail "snapshot"
+case "$after" in "0 slots, 0 publications, 0 pgshift schemas, no good_part, "*) ;; *) fail "plans changed the server: $after" ;; esac
+pass "after every plan above: still no slot, publication or pgshift schema"
+finish
