@@ -70,6 +70,7 @@ cnt=$(q "SELECT (SELECT count(*) FROM obs) = (SELECT count(*) FROM obs_part)")
 
 # 2. the burst: recorded while neither applier runs, then each replays it alone.
 q "CREATE PUBLICATION natpub FOR TABLE obs"; q "SELECT pg_create_logical_replication_slot('natslot', 'pgoutput')" >/dev/null
+q "SELECT pg_create_logical_replication_slot('rawslot', 'pgoutput')" >/dev/null
 psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "CREATE TABLE obs $OBS_DDL PARTITION BY RANGE (created_at)"
 month_parts obs nat
 psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "ALTER TABLE obs ADD PRIMARY KEY (id, created_at); CREATE INDEX ON obs (created_at); CREATE INDEX ON obs (station, created_at)"
@@ -100,6 +101,13 @@ out "burst          $ntx transactions in ${burst_s} s ($(grep -oE 'tps = [0-9.]+
 wait_slot() { # SLOT LSN
   until [ "$(q "SELECT confirmed_flush_lsn >= '$2' FROM pg_replication_slots WHERE slot_name = '$1'")" = t ]; do sleep 0.02; done
 }
+# The floor: the walsender decoding the burst to a client that only discards it.
+t0=$(now)
+"$PGSHIFT_TEST_PGBIN/pg_recvlogical" -d bench -S rawslot --start -E "$L" -f /dev/null \
+  -o proto_version=1 -o publication_names=natpub -o binary=true -F 0
+t_raw=$(el "$t0" "$(now)")
+q "SELECT pg_drop_replication_slot('rawslot')" >/dev/null
+out "catch-up floor: the walsender decoding the burst into pg_recvlogical:     ${t_raw} s"
 t0=$(now)
 psql -XAtq -d nat -c "ALTER SUBSCRIPTION natsub ENABLE"
 wait_slot natslot "$L"
@@ -115,12 +123,17 @@ if [ -n "${BENCH_PROFILE:-}" ]; then
   prof=$!
 fi
 wait_slot pgshift_bench "$L"
+cpu_s() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null; }
+apid=$(q "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgshift apply'")
+wpid=$(q "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'pgshift_bench'")
+cpu_line="CPU seconds: pgshift $(cpu_s $pid), its apply backend $(cpu_s $apid), its walsender $(cpu_s $wpid)"
 [ -n "${BENCH_PROFILE:-}" ] && kill $prof && cp "$W/run2.log" "$BENCH_PROFILE.run.log"
 t_pgs=$(el "$t0" "$(now)")
 out "catch-up pgshift (process start to burst applied):                         ${t_pgs} s  (speed-up $(awk "BEGIN {printf \"%.2f\", $t_nat / $t_pgs}")x)"
 same=$(q "SELECT count(*) FROM (SELECT * FROM obs EXCEPT ALL SELECT * FROM obs_part) a" )
 same2=$(q "SELECT count(*) FROM (SELECT * FROM obs_part EXCEPT ALL SELECT * FROM obs) a")
 out "               target vs source after the burst: $same rows missing, $same2 extra"
+out "               $cpu_line"
 
 # 3. one 1M-row transaction: pgshift's resident memory
 base_kb=$(awk '/^VmRSS/ {print $2}' /proc/$pid/status)

@@ -41,9 +41,17 @@ bool apply_batch_open(const apply_ctx *a);
 double apply_batch_age_ms(const apply_ctx *a);
 long apply_batch_changes(const apply_ctx *a);
 
-/* Commits the open batch at a source transaction boundary and advances
- * m->applied_lsn (no-op without an open batch). */
+/* Sends the open batch's COMMIT at a source transaction boundary (no-op
+ * without an open batch). It completes in the background: m->applied_lsn
+ * moves when its result arrives (apply_poll, apply_finish, or the next
+ * commit, which first waits for the one before). */
 bool apply_commit_batch(apply_ctx *a);
+/* Reads whatever results have arrived, without blocking. */
+bool apply_poll(apply_ctx *a);
+/* Waits for every result: all committed batches are confirmed or failed. */
+bool apply_finish(apply_ctx *a);
+/* Nothing open, nothing in flight, everything committed known flushed. */
+bool apply_idle(const apply_ctx *a);
 /* Throws the open batch away (the slot sends those changes again). */
 void apply_rollback_batch(apply_ctx *a);
 
@@ -52,8 +60,6 @@ void apply_rollback_batch(apply_ctx *a);
  * pg_current_wal_flush_lsn(). Batches commit with synchronous_commit off;
  * this, never m->applied_lsn, is what may be reported as flushed. */
 pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush);
-/* True when every committed batch is known flushed. */
-bool apply_all_durable(const apply_ctx *a);
 /* The starting point: what the state says was applied (durable by then). */
 void apply_set_durable(apply_ctx *a, pgs_lsn lsn);
 

@@ -43,10 +43,18 @@ typedef struct rel {
     struct rel *next;
 } rel;
 
+typedef struct inflight {
+    pgs_lsn end_lsn;
+    pgs_timestamp commit_time;
+    long xacts;
+    long changes;
+    long *table_changes;
+} inflight;
+
 /* What each in-flight pipeline result belongs to. */
 typedef struct pending {
-    char op;     /* 'I' 'U' 'D' 'i' 'u' 'd', 'T' truncate, 'X' other SQL, 'P' prepare, 'S' sync */
-    long expect; /* rows the statement must affect, or -1 */
+    char op; /* 'I' 'U' 'D' 'i' 'u' 'd', 'T' truncate, 'X' other SQL, 'P' prepare,
+                'c' COMMIT, 'L' the WAL position after it (completes a batch), 'S' sync */
     pgs_mtable *t;
 } pending;
 
@@ -89,6 +97,10 @@ struct apply_ctx {
     int nunflushed;
     pgs_lsn durable_lsn;
     pgs_lsn commit_target_lsn; /* from the last 'L' result */
+    /* Batches sent with their COMMIT but not yet confirmed (at most 2). */
+    inflight inflight[3];
+    int ninflight;
+    pgs_lsn chain_lsn; /* end LSN of the last batch sent: the next one chains to it */
 
     long folded;   /* rows pending in all folds */
     char *abuf;    /* the set-based parameter: an array of target records */
@@ -118,6 +130,10 @@ apply_ctx *apply_new(pgs_migration *m)
     a->table_changes = calloc((size_t)m->ntables, sizeof(long));
     if (a->table_changes == NULL)
         goto failed;
+    for (int i = 0; i < 3; i++)
+        if ((a->inflight[i].table_changes = calloc((size_t)m->ntables, sizeof(long))) == NULL)
+            goto failed;
+    a->chain_lsn = m->applied_lsn;
     a->conn = pg_connect(m->plan->target ? m->plan->target : m->plan->source, "target (apply)",
                          false);
     if (a->conn == NULL)
@@ -170,6 +186,8 @@ void apply_free(apply_ctx *a)
     free(a->formats);
     free(a->text);
     free(a->table_changes);
+    for (int i = 0; i < 3; i++)
+        free(a->inflight[i].table_changes);
     free(a->abuf);
     free(a);
 }
@@ -211,11 +229,6 @@ pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush)
     return a->durable_lsn;
 }
 
-bool apply_all_durable(const apply_ctx *a)
-{
-    return a->nunflushed == 0;
-}
-
 void apply_set_durable(apply_ctx *a, pgs_lsn lsn)
 {
     a->durable_lsn = lsn;
@@ -223,7 +236,7 @@ void apply_set_durable(apply_ctx *a, pgs_lsn lsn)
 
 /* ---- pipeline bookkeeping ---- */
 
-static bool q_push(apply_ctx *a, char op, pgs_mtable *t, long expect)
+static bool q_push(apply_ctx *a, char op, pgs_mtable *t)
 {
     if (a->qlen == a->qcap) {
         size_t ncap = a->qcap ? a->qcap * 2 : 1024;
@@ -237,7 +250,7 @@ static bool q_push(apply_ctx *a, char op, pgs_mtable *t, long expect)
         a->qcap = ncap;
         a->qhead = 0;
     }
-    a->q[(a->qhead + a->qlen) % a->qcap] = (pending){op, expect, t};
+    a->q[(a->qhead + a->qlen) % a->qcap] = (pending){op, t};
     a->qlen++;
     return true;
 }
@@ -261,6 +274,8 @@ static const char *op_name(char op)
         return "TRUNCATE";
     case 'P':
         return "PREPARE";
+    case 'c':
+        return "COMMIT";
     case 'L':
         return "reading the WAL position";
     default:
@@ -268,18 +283,28 @@ static const char *op_name(char op)
     }
 }
 
-/* Reads the results of everything sent, up to the oldest sync point
- * (all = false: until at most one sync is outstanding; all = true: until
- * none is). Logs the first failure with its table and operation. */
-static bool consume(apply_ctx *a, bool all)
+static void batch_done(apply_ctx *a);
+
+/* Reads results in order until only `keep` syncs are outstanding; with
+ * `nonblock`, only what has already arrived. Logs the first failure with
+ * its table and operation; later errors are its consequences. */
+static bool consume(apply_ctx *a, int keep, bool nonblock)
 {
     char lsn[18];
+    if (nonblock && PQconsumeInput(a->conn) == 0) {
+        if (!a->failed)
+            log_error("apply: the target connection failed: %s", PQerrorMessage(a->conn));
+        a->failed = true;
+        return false;
+    }
     while (a->qlen > 0) {
         pending p = a->q[a->qhead];
+        if (p.op == 'S' && a->syncs <= keep)
+            break;
+        if (nonblock && PQisBusy(a->conn))
+            break;
+        PGresult *res = PQgetResult(a->conn);
         if (p.op == 'S') {
-            if (!all && a->syncs <= 1)
-                break;
-            PGresult *res = PQgetResult(a->conn);
             if (res == NULL || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
                 if (!a->failed)
                     log_error("apply: lost track of the target pipeline (%s)",
@@ -294,7 +319,6 @@ static bool consume(apply_ctx *a, bool all)
             a->syncs--;
             continue;
         }
-        PGresult *res = PQgetResult(a->conn);
         if (res == NULL) {
             if (!a->failed)
                 log_error("apply: the target connection failed: %s", PQerrorMessage(a->conn));
@@ -305,20 +329,17 @@ static bool consume(apply_ctx *a, bool all)
         if (st == PGRES_FATAL_ERROR && !a->failed) {
             char line[2048];
             pg_result_error_line(res, line, sizeof line);
-            log_error("apply: %s on %s failed in the source transaction committed at %s: %s",
+            log_error("apply: %s on %s failed (source transactions up to %s): %s",
                       op_name(p.op), p.t ? p.t->tgt.qname : "the target",
                       decode_lsn_format(a->xact_final_lsn, lsn), line);
             a->failed = true;
-        } else if (st == PGRES_TUPLES_OK && p.op == 'L' && PQntuples(res) == 1) {
-            decode_lsn_parse(PQgetvalue(res, 0, 0), &a->commit_target_lsn);
-        } else if (st == PGRES_COMMAND_OK && p.expect >= 0 && !a->failed &&
-                   strtol(PQcmdTuples(res), NULL, 10) != p.expect) {
-            log_error("apply: %s on %s matched %s rows instead of %ld (source transaction at "
-                      "%s): the target has diverged from the source; stopping before anything "
-                      "is acknowledged",
-                      op_name(p.op), p.t->tgt.qname, PQcmdTuples(res), p.expect,
-                      decode_lsn_format(a->xact_final_lsn, lsn));
+        } else if (p.op == 'c' && st == PGRES_COMMAND_OK &&
+                   strcmp(PQcmdStatus(res), "COMMIT") != 0 && !a->failed) {
+            log_error("apply: the target rolled the batch back instead of committing it");
             a->failed = true;
+        } else if (p.op == 'L' && st == PGRES_TUPLES_OK && PQntuples(res) == 1 && !a->failed) {
+            decode_lsn_parse(PQgetvalue(res, 0, 0), &a->commit_target_lsn);
+            batch_done(a);
         }
         PQclear(res);
         /* Each query's results end with a NULL. */
@@ -332,19 +353,19 @@ static bool consume(apply_ctx *a, bool all)
 
 static bool sync_point(apply_ctx *a)
 {
-    if (PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL, -1)) {
+    if (PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL)) {
         log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
         a->failed = true;
         return false;
     }
     a->syncs++;
     a->since_sync = 0;
-    return consume(a, false);
+    return consume(a, 1, false);
 }
 
-static bool sent(apply_ctx *a, int ok, char op, pgs_mtable *t, long expect)
+static bool sent(apply_ctx *a, int ok, char op, pgs_mtable *t)
 {
-    if (ok != 1 || !q_push(a, op, t, expect)) {
+    if (ok != 1 || !q_push(a, op, t)) {
         log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
         a->failed = true;
         return false;
@@ -356,7 +377,30 @@ static bool sent(apply_ctx *a, int ok, char op, pgs_mtable *t, long expect)
 
 static bool send_sql(apply_ctx *a, const char *sql, int n, const char *const *params)
 {
-    return sent(a, PQsendQueryParams(a->conn, sql, n, NULL, params, NULL, NULL, 0), 'X', NULL, -1);
+    return sent(a, PQsendQueryParams(a->conn, sql, n, NULL, params, NULL, NULL, 0), 'X', NULL);
+}
+
+/* Wraps an UPDATE or DELETE so that the server itself fails the batch when
+ * it does not touch exactly `expect` rows (an SQL expression: "1" or "$2"):
+ * the target has then diverged from the source, and nothing may commit.
+ * The error branch must mention count(*): a constant expression there would
+ * be folded, and raised, at plan time.
+ * Takes ownership of *sql and replaces it. */
+static bool wrap_expect(apply_ctx *a, char **sql, const char *what, const char *table,
+                        const char *expect)
+{
+    char *lit = PQescapeLiteral(a->conn, table, strlen(table));
+    char *out = NULL;
+    bool ok = lit && asprintf(&out,
+                              "WITH x AS (%s RETURNING 1) SELECT CASE WHEN count(*) = %s THEN 1"
+                              " ELSE ('pgshift: %s on ' || %s || ' matched ' || count(*) ||"
+                              " ' rows instead of ' || %s || '; the target has diverged from the"
+                              " source')::int END FROM x",
+                              *sql, expect, what, lit, expect) >= 0;
+    PQfreemem(lit);
+    free(*sql);
+    *sql = ok ? out : NULL;
+    return ok;
 }
 
 /* ---- batches ---- */
@@ -377,22 +421,77 @@ static bool open_batch(apply_ctx *a)
 void apply_rollback_batch(apply_ctx *a)
 {
     discard_folds(a);
-    if (a->batch_open || a->qlen > 0) {
+    if (a->batch_open) {
         PQsendQueryParams(a->conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0);
-        q_push(a, 'X', NULL, -1);
+        q_push(a, 'X', NULL);
         PQpipelineSync(a->conn);
-        q_push(a, 'S', NULL, -1);
+        q_push(a, 'S', NULL);
         a->syncs++;
-        bool was = a->failed;
-        a->failed = true; /* errors from here on are consequences, not news */
-        consume(a, true);
-        a->failed = was;
     }
+    /* Batches already committed and in flight complete (or fail) here. */
+    bool was = a->failed;
+    if (a->qlen > 0)
+        consume(a, 0, false);
+    a->failed = was || a->failed;
     a->batch_open = false;
     a->in_xact = false;
     a->skipping = false;
 }
 
+/* The oldest in-flight batch committed: its position is now applied (and
+ * durable once the target flushes past commit_target_lsn). */
+static void batch_done(apply_ctx *a)
+{
+    if (a->ninflight == 0)
+        return;
+    inflight *b = &a->inflight[0];
+    a->m->applied_lsn = b->end_lsn;
+    if (a->nunflushed == (int)(sizeof a->unflushed / sizeof a->unflushed[0])) {
+        /* Keep the newest; the oldest entries' positions are covered by it. */
+        memmove(&a->unflushed[0], &a->unflushed[1],
+                sizeof a->unflushed[0] * (size_t)(a->nunflushed - 1));
+        a->nunflushed--;
+    }
+    a->unflushed[a->nunflushed].applied = b->end_lsn;
+    a->unflushed[a->nunflushed].target = a->commit_target_lsn;
+    a->nunflushed++;
+    a->m->applied_xacts += b->xacts;
+    a->m->applied_changes += b->changes;
+    for (int i = 0; i < a->m->ntables; i++)
+        a->m->tables[i].changes_applied += b->table_changes[i];
+    a->stats.last_commit_time = b->commit_time;
+    char lsn[18];
+    log_debug("apply: committed %ld transaction(s), %ld change(s) up to %s", b->xacts, b->changes,
+              decode_lsn_format(b->end_lsn, lsn));
+    long *tc = b->table_changes;
+    memmove(&a->inflight[0], &a->inflight[1], sizeof(inflight) * (size_t)(a->ninflight - 1));
+    a->ninflight--;
+    a->inflight[a->ninflight].table_changes = tc;
+}
+
+bool apply_poll(apply_ctx *a)
+{
+    if (a->qlen == 0)
+        return !a->failed;
+    return consume(a, 0, true);
+}
+
+bool apply_finish(apply_ctx *a)
+{
+    if (a->qlen == 0)
+        return !a->failed;
+    return consume(a, 0, false);
+}
+
+bool apply_idle(const apply_ctx *a)
+{
+    return !a->failed && !a->batch_open && !a->in_xact && a->qlen == 0 && a->nunflushed == 0;
+}
+
+/* Sends the batch's progress row and COMMIT without waiting for them: the
+ * server runs this batch while the next one is decoded and folded. The
+ * progress UPDATE is chained to the previous batch's position, so if that
+ * batch failed, this one fails too instead of committing past it. */
 bool apply_commit_batch(apply_ctx *a)
 {
     if (!a->batch_open)
@@ -403,17 +502,24 @@ bool apply_commit_batch(apply_ctx *a)
     }
     if (!flush_folds(a))
         goto failed;
-    char lsn[18], ts[40], xacts[24], changes[24];
+    /* At most one batch in flight: wait for the one before. */
+    if (a->ninflight > 0 && !consume(a, 0, false))
+        goto failed;
+    char lsn[18], prev[18], ts[40], xacts[24], changes[24];
     decode_lsn_format(a->batch_end_lsn, lsn);
+    decode_lsn_format(a->chain_lsn, prev);
     snprintf(ts, sizeof ts, "%.6f", (double)decode_ts_to_unix_us(a->batch_commit_time) / 1e6);
     snprintf(xacts, sizeof xacts, "%ld", a->batch_xacts);
     snprintf(changes, sizeof changes, "%ld", a->batch_changes);
     if (!send_sql(a,
-                  "UPDATE pgshift.migrations SET applied_lsn = $2::pg_lsn,"
-                  "  applied_commit_time = to_timestamp($3::float8),"
-                  "  applied_xacts = applied_xacts + $4, applied_changes = applied_changes + $5,"
-                  "  updated_at = now() WHERE name = $1",
-                  5, (const char *[]){a->m->plan->name, lsn, ts, xacts, changes}))
+                  "WITH u AS (UPDATE pgshift.migrations SET applied_lsn = $2::pg_lsn,"
+                  "    applied_commit_time = to_timestamp($3::float8),"
+                  "    applied_xacts = applied_xacts + $4, applied_changes = applied_changes + $5,"
+                  "    updated_at = now() WHERE name = $1 AND applied_lsn = $6::pg_lsn RETURNING 1)"
+                  " SELECT CASE WHEN count(*) = 1 THEN 1 ELSE ('pgshift: the previous batch (up to '"
+                  "   || $6 || ') did not commit (' || count(*) || ' progress rows at that"
+                  " position); not committing past it')::int END FROM u",
+                  6, (const char *[]){a->m->plan->name, lsn, ts, xacts, changes, prev}))
         goto failed;
     for (int i = 0; i < a->m->ntables; i++) {
         if (a->table_changes[i] == 0)
@@ -427,36 +533,25 @@ bool apply_commit_batch(apply_ctx *a)
                       3, (const char *[]){a->m->plan->name, ord, n}))
             goto failed;
     }
-    if (!send_sql(a, "COMMIT", 0, NULL) ||
-        !sent(a,
+    if (!sent(a, PQsendQueryParams(a->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0), 'c', NULL))
+        goto failed;
+    inflight *b = &a->inflight[a->ninflight++];
+    b->end_lsn = a->batch_end_lsn;
+    b->commit_time = a->batch_commit_time;
+    b->xacts = a->batch_xacts;
+    b->changes = a->batch_changes;
+    memcpy(b->table_changes, a->table_changes, sizeof(long) * (size_t)a->m->ntables);
+    a->chain_lsn = a->batch_end_lsn;
+    a->batch_open = false;
+    if (!sent(a,
               PQsendQueryParams(a->conn, "SELECT pg_current_wal_insert_lsn()", 0, NULL, NULL, NULL,
                                 NULL, 0),
-              'L', NULL, -1))
-        goto failed;
-    if (PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL, -1))
+              'L', NULL) ||
+        PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL))
         goto failed;
     a->syncs++;
     a->since_sync = 0;
-    if (!consume(a, true))
-        goto failed;
-    a->batch_open = false;
-    a->m->applied_lsn = a->batch_end_lsn;
-    if (a->nunflushed == (int)(sizeof a->unflushed / sizeof a->unflushed[0])) {
-        /* Keep the newest; the oldest entries' positions are covered by it. */
-        memmove(&a->unflushed[0], &a->unflushed[1], sizeof a->unflushed[0] * (size_t)(a->nunflushed - 1));
-        a->nunflushed--;
-    }
-    a->unflushed[a->nunflushed].applied = a->batch_end_lsn;
-    a->unflushed[a->nunflushed].target = a->commit_target_lsn;
-    a->nunflushed++;
-    a->m->applied_xacts += a->batch_xacts;
-    a->m->applied_changes += a->batch_changes;
-    for (int i = 0; i < a->m->ntables; i++)
-        a->m->tables[i].changes_applied += a->table_changes[i];
-    a->stats.last_commit_time = a->batch_commit_time;
-    log_debug("apply: committed %ld transaction(s), %ld change(s) up to %s", a->batch_xacts,
-              a->batch_changes, lsn);
-    return true;
+    return !a->failed;
 failed:
     apply_rollback_batch(a);
     return false;
@@ -608,6 +703,8 @@ static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const i
                      append(&sql, &len, &cap, " = u.") &&
                      append(&sql, &len, &cap, r->names[r->match[k]]);
         }
+        if (ok && op != 'i')
+            ok = wrap_expect(a, &sql, op_name(op), tq, "$2::bigint");
         s = ok ? calloc(1, sizeof *s) : NULL;
         if (s == NULL || (s->mask = malloc((size_t)r->natts)) == NULL) {
             free(s);
@@ -618,7 +715,7 @@ static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const i
         s->op = op;
         snprintf(s->name, sizeof s->name, "pgshift_%d", a->nstmts++);
         log_debug("apply: prepare %s: %s", s->name, sql);
-        ok = sent(a, PQsendPrepare(a->conn, s->name, sql, 1, NULL), 'P', r->t, -1);
+        ok = sent(a, PQsendPrepare(a->conn, s->name, sql, op == 'i' ? 1 : 2, NULL), 'P', r->t);
         free(sql);
         if (!ok) {
             free(s->mask);
@@ -633,11 +730,15 @@ static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const i
     size_t len = 0;
     if (!fold_build_records(&r->fold, &r->rowtype, pick, arg, &a->abuf, &len, &a->abuf_cap))
         return false;
-    const char *values[1] = {a->abuf};
-    int lengths[1] = {(int)len};
-    int formats[1] = {1};
-    return sent(a, PQsendQueryPrepared(a->conn, s->name, 1, values, lengths, formats, 0), op,
-                r->t, op == 'i' ? -1 : nrows);
+    char expect[24];
+    snprintf(expect, sizeof expect, "%ld", nrows);
+    const char *values[2] = {a->abuf, expect};
+    int lengths[2] = {(int)len, 0};
+    int formats[2] = {1, 0};
+    return sent(a,
+                PQsendQueryPrepared(a->conn, s->name, op == 'i' ? 1 : 2, values, lengths, formats,
+                                    0),
+                op, r->t);
 }
 
 static bool flush_rel(apply_ctx *a, rel *r)
@@ -938,10 +1039,12 @@ static stmt *get_stmt(apply_ctx *a, rel *r, char op, const uint8_t *mask)
             p++;
         }
     }
+    if (ok && op != 'I')
+        ok = wrap_expect(a, &sql, op_name(op), r->t->tgt.qname, "1");
     if (!ok)
         goto failed;
     log_debug("apply: prepare %s: %s", s->name, sql);
-    if (!sent(a, PQsendPrepare(a->conn, s->name, sql, p, NULL), 'P', r->t, -1))
+    if (!sent(a, PQsendPrepare(a->conn, s->name, sql, p, NULL), 'P', r->t))
         goto failed;
     free(sql);
     s->next = r->stmts;
@@ -1106,7 +1209,7 @@ static bool apply_change(apply_ctx *a, char op, uint32_t relid, const decode_tup
     a->stats.changes++;
     return sent(a,
                 PQsendQueryPrepared(a->conn, s->name, p, a->values, a->lengths, a->formats, 0),
-                op, r->t, op == 'I' ? -1 : 1);
+                op, r->t);
 }
 
 static bool apply_truncate(apply_ctx *a, const decode_msg *msg)
@@ -1134,7 +1237,7 @@ static bool apply_truncate(apply_ctx *a, const decode_msg *msg)
     if (ok) {
         a->batch_changes++;
         a->stats.changes++;
-        ok = sent(a, PQsendQueryParams(a->conn, sql, 0, NULL, NULL, NULL, NULL, 0), 'T', NULL, -1);
+        ok = sent(a, PQsendQueryParams(a->conn, sql, 0, NULL, NULL, NULL, NULL, 0), 'T', NULL);
     }
     free(sql);
     return ok;

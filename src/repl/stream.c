@@ -57,26 +57,33 @@ static double now_ms(void)
     return (double)uv_hrtime() / 1e6;
 }
 
+static void stop_loop(stream *s, int code);
+
 /* What may be confirmed to the slot: the applied position the target has
  * durably flushed, or with nothing pending and everything flushed, the
  * last keepalive position. */
 static pgs_lsn flush_position(stream *s)
 {
+    if (!apply_poll(s->apply)) {
+        stop_loop(s, 1);
+        return apply_durable_lsn(s->apply, 0);
+    }
     pgs_lsn target_flush = 0;
     PGresult *res = PQexec(s->m->tgt, "SELECT pg_current_wal_flush_lsn()");
     if (PQresultStatus(res) == PGRES_TUPLES_OK)
         decode_lsn_parse(PQgetvalue(res, 0, 0), &target_flush);
     PQclear(res);
     pgs_lsn f = apply_durable_lsn(s->apply, target_flush);
-    if (!apply_batch_open(s->apply) && !apply_in_xact(s->apply) &&
-        apply_all_durable(s->apply) && s->idle_confirm > f)
+    if (apply_idle(s->apply) && s->idle_confirm > f)
         f = s->idle_confirm;
     return f;
 }
 
 static void send_feedback(stream *s, bool reply)
 {
-    if (s->repl == NULL)
+    /* After an apply failure nothing more is confirmed: the failed
+     * transactions must be sent again. */
+    if (s->repl == NULL || s->exit_code == 1)
         return;
     pgs_lsn flush = flush_position(s);
     pgs_lsn write = s->received > flush ? s->received : flush;
@@ -84,7 +91,6 @@ static void send_feedback(stream *s, bool reply)
     s->last_feedback_ms = now_ms();
 }
 
-static void stop_loop(stream *s, int code);
 static void disconnect(stream *s, bool retry);
 
 static bool commit_batch(stream *s)
@@ -116,7 +122,9 @@ static bool handle_copydata(stream *s, const uint8_t *buf, size_t len)
     if (f.wal_end > s->received)
         s->received = f.wal_end;
     if (f.kind == DECODE_FRAME_KEEPALIVE) {
-        if (!apply_batch_open(s->apply) && !apply_in_xact(s->apply))
+        /* Only with nothing open, in flight or unflushed: a batch still in
+         * flight may yet fail, and its transactions must come again. */
+        if (apply_idle(s->apply))
             s->idle_confirm = f.wal_end;
         if (f.reply_requested)
             send_feedback(s, false);
@@ -169,6 +177,11 @@ static void on_readable(uv_poll_t *h, int status, int events)
         }
         if (s->stopping)
             return;
+    }
+    /* Collect results of the batch in flight, if they are there. */
+    if (!apply_poll(s->apply)) {
+        stop_loop(s, 1);
+        return;
     }
     /* Nothing more buffered: commit a batch that has waited long enough,
      * or come back for it shortly. */
@@ -246,6 +259,9 @@ static void disconnect(stream *s, bool retry)
         else if (!apply_commit_batch(s->apply))
             retry = false, s->exit_code = 1;
     }
+    /* Reconnecting starts from the applied position: settle it first. */
+    if (!apply_finish(s->apply))
+        retry = false, s->exit_code = 1;
     if (s->repl) {
         if (!retry)
             send_feedback(s, false);
@@ -289,6 +305,8 @@ static void stop_loop(stream *s, int code)
         else if (!apply_commit_batch(s->apply))
             s->exit_code = 1;
     }
+    if (!apply_finish(s->apply))
+        s->exit_code = 1;
     if (s->repl) {
         send_feedback(s, false);
         PQfinish(s->repl);
@@ -359,8 +377,7 @@ static void on_stats(uv_timer_t *t)
     s->last_source_lsn = cur;
 
     uint64_t lag = cur > applied ? cur - applied : 0;
-    bool idle = !apply_batch_open(s->apply) && !apply_in_xact(s->apply) &&
-                s->idle_confirm >= s->received;
+    bool idle = apply_idle(s->apply) && s->idle_confirm >= s->received;
     /* Ask for a keepalive: with nothing pending its position may be
      * confirmed, so an idle source's WAL (ours included) does not count as lag. */
     if (!apply_batch_open(s->apply) && !apply_in_xact(s->apply))

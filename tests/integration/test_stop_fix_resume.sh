@@ -66,5 +66,19 @@ wait_streaming "$WORK/run5.log"
 wait_applied pgshift_sfr
 same_rows src tgt
 pass "continues once the partition exists"
+
+# The target diverged behind pgshift's back: an update of the missing row
+# must stop the run (server-side row count check) instead of committing.
+sql "DELETE FROM tgt WHERE id = 7" || fail diverge
+sql "UPDATE src SET v = 700 WHERE id = 7; INSERT INTO src VALUES (504, '2025-08-08', 9, 'later')" || fail dml4
+expect_stop "$WORK/run5.log" 'UPDATE on "public"."tgt" matched 0 rows instead of 1; the target has diverged'
+[ "$(sql "SELECT count(*) FROM tgt WHERE id = 504")" = 0 ] || fail "changes after the divergence were committed"
+pass "an update of a row missing on the target stops the run; nothing after it commits"
+sql "INSERT INTO tgt SELECT id, created_at, 7, extra FROM src WHERE id = 7" || fail repair
+start_run "$WORK/plan.yaml" "$WORK/run6.log"
+wait_streaming "$WORK/run6.log"
+wait_applied pgshift_sfr
+same_rows src tgt
+pass "after the repair the same run continues"
 stop_run
 finish
