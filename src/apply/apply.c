@@ -285,8 +285,8 @@ static const char *op_name(char op)
 
 static void batch_done(apply_ctx *a);
 
-/* Reads results in order until only `keep` syncs are outstanding; with
- * `nonblock`, only what has already arrived. Logs the first failure with
+/* Reads results in order until only `keep` syncs are outstanding, never
+ * past the last sync; with `nonblock`, only what has already arrived. Logs the first failure with
  * its table and operation; later errors are its consequences. */
 static bool consume(apply_ctx *a, int keep, bool nonblock)
 {
@@ -300,6 +300,9 @@ static bool consume(apply_ctx *a, int keep, bool nonblock)
     while (a->qlen > 0) {
         pending p = a->q[a->qhead];
         if (p.op == 'S' && a->syncs <= keep)
+            break;
+        /* Results of statements with no Sync after them may never come. */
+        if (a->syncs == 0)
             break;
         if (nonblock && PQisBusy(a->conn))
             break;
