@@ -64,7 +64,7 @@ until grep -q "streaming from slot" "$W/run1.log"; do
 t_copy=$(el "$t0" "$(now)")
 kill -TERM $pid; wait $pid || true
 out "copy pgshift   snapshot copy + index build + ANALYZE until streaming:       ${t_copy} s  (ratio $(awk "BEGIN {printf \"%.2f\", $t_copy / $t_base}"))"
-grep -E "copied|building|range\(s\) with" "$W/run1.log" | sed 's/^/               /' | tee -a "$BENCH_OUT"
+grep -E "copied|building|built|analyzed|created .* partitions|range\(s\) with|consistent point|streaming from" "$W/run1.log" | sed 's/^/               /' | tee -a "$BENCH_OUT"
 cnt=$(q "SELECT (SELECT count(*) FROM obs) = (SELECT count(*) FROM obs_part)")
 [ "$cnt" = t ] || { out "ERROR: row counts differ after the copy"; exit 1; }
 

@@ -10,6 +10,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 
 static const char usage[] =
     "Usage: pgshift run --plan FILE\n\n"
@@ -64,9 +65,15 @@ static bool prepare_and_copy(pgs_migration *m)
     free(snapshot);
     for (int i = 0; ok && i < m->ntables; i++) {
         char *sql = NULL;
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
         ok = asprintf(&sql, "ANALYZE %s", m->tables[i].tgt.qname) >= 0 &&
              pg_exec(m->tgt, "analyzing the target", sql);
         free(sql);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (ok)
+            log_info("table %s: target analyzed in %.1f s", m->tables[i].src.qname,
+                     (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     }
     return ok && state_copy_done(m);
 }

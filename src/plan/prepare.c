@@ -10,12 +10,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define MAX_PARTITIONS 2000
 
 static bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
 {
@@ -26,8 +34,9 @@ static bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
     va_end(ap);
     if (n < 0)
         return false;
-    log_debug("%s: %s", what, sql);
+    double t0 = now_s();
     bool ok = pg_exec(conn, what, sql);
+    log_debug("%s (%.2f s): %s", what, now_s() - t0, sql);
     free(sql);
     return ok;
 }
@@ -80,6 +89,12 @@ static void partition_name(const char *base, const char *suffix, char out[64])
     snprintf(out, 64, "%.*s_%s", (int)(strlen(base) < room ? strlen(base) : room), base, suffix);
 }
 
+/* A target pgshift creates gets UNLOGGED partitions for the copy: the COPY
+ * writes no WAL, and set_logged() later WAL-logs the data as full pages,
+ * which logical decoding skips. Otherwise the stream would first have to
+ * decode every copied row as an insert (in the same database as the source,
+ * nothing filters them early) before reaching the changes it needs. A crash
+ * during the copy restarts the copy, so unlogged data is never relied on. */
 static bool create_target(pgs_migration *m, pgs_mtable *t)
 {
     const pgs_column *c = catalog_column(&t->src, t->spec->partition_column);
@@ -125,7 +140,7 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
                                        strlen(PQgetvalue(bounds, i, 2)));
             bool pok = part && lo && hi &&
                        exec_fmt(m->tgt, "creating a partition",
-                                "CREATE TABLE %s PARTITION OF %s FOR VALUES FROM (%s) TO (%s)",
+                                "CREATE UNLOGGED TABLE %s PARTITION OF %s FOR VALUES FROM (%s) TO (%s)",
                                 part, t->tgt.qname, lo, hi);
             free(part);
             PQfreemem(lo);
@@ -142,7 +157,8 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
         partition_name(t->tgt.relname, "default", name);
         char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
         bool pok = part && exec_fmt(m->tgt, "creating the default partition",
-                                    "CREATE TABLE %s PARTITION OF %s DEFAULT", part, t->tgt.qname);
+                                    "CREATE UNLOGGED TABLE %s PARTITION OF %s DEFAULT", part,
+                                    t->tgt.qname);
         free(part);
         if (!pok)
             goto rollback;
@@ -317,6 +333,31 @@ static bool build_indexes(pgs_migration *m, pgs_mtable *t)
     return ok;
 }
 
+/* Makes every partition of a created target LOGGED again, before its
+ * indexes exist (SET LOGGED rewrites them otherwise). */
+static bool set_logged(pgs_migration *m, pgs_mtable *t)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->tgt.oid);
+    PGresult *res = pg_query(m->tgt, "listing the target's partitions",
+                             "SELECT c.oid::regclass::text FROM pg_partition_tree($1::oid) p"
+                             "  JOIN pg_class c ON c.oid = p.relid"
+                             " WHERE c.relpersistence = 'u' AND c.relkind = 'r'",
+                             1, (const char *[]){oid});
+    if (res == NULL)
+        return false;
+    double t0 = now_s();
+    bool ok = true;
+    for (int i = 0; ok && i < PQntuples(res); i++)
+        ok = exec_fmt(m->tgt, "making a partition logged", "ALTER TABLE %s SET LOGGED",
+                      PQgetvalue(res, i, 0));
+    if (ok)
+        log_info("table %s: %d partitions of %s made LOGGED in %.1f s", t->src.qname,
+                 PQntuples(res), t->tgt.qname, now_s() - t0);
+    PQclear(res);
+    return ok;
+}
+
 bool prepare_target_indexes(pgs_migration *m)
 {
     for (int i = 0; i < m->ntables; i++) {
@@ -324,9 +365,13 @@ bool prepare_target_indexes(pgs_migration *m)
         if (!t->create_target)
             continue;
         log_info("table %s: building indexes on %s", t->src.qname, t->tgt.qname);
+        if (!set_logged(m, t))
+            return false;
+        double t0 = now_s();
         if (!pg_exec(m->tgt, "raising maintenance_work_mem", "SET maintenance_work_mem = '512MB'") ||
             !build_indexes(m, t))
             return false;
+        log_info("table %s: indexes built in %.1f s", t->src.qname, now_s() - t0);
         catalog_relinfo_free(&t->tgt);
         if (!catalog_read_rel(m->tgt, t->spec->target, &t->tgt))
             return false;

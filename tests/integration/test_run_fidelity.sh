@@ -59,6 +59,9 @@ wait_streaming "$WORK/run.log"
 same_rows types types_new
 same_rows obs obs_part
 pass "snapshot copy equals the source"
+n=$(sql "SELECT count(*) FROM pg_partition_tree('obs_part') p JOIN pg_class c ON c.oid = p.relid WHERE c.relpersistence <> 'p'")
+[ "$n" = 0 ] || fail "$n partitions of the created target are still UNLOGGED after the copy"
+pass "the created target's partitions are LOGGED once the copy is done"
 
 sqlf - <<'SQL' || fail "workload"
 -- NULLs in every position, one column set at a time
