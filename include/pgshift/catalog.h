@@ -30,8 +30,8 @@ typedef struct pgs_relinfo {
     uint32_t oid;
     char *nspname;
     char *relname;
-    char *qname; /* "schema"."name", quoted for SQL */
-    char relkind; /* 'r' table, 'p' partitioned table */
+    char *qname;    /* "schema"."name", quoted for SQL */
+    char relkind;   /* 'r' table, 'p' partitioned table */
     char replident; /* 'd' 'n' 'f' 'i' */
     int64_t rows_est;
     int64_t bytes; /* pg_total_relation_size */

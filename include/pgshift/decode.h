@@ -47,8 +47,8 @@ typedef enum decode_frame_kind {
 
 typedef struct decode_frame {
     decode_frame_kind kind;
-    pgs_lsn wal_start;  /* 'w': dataStart */
-    pgs_lsn wal_end;    /* 'w' and 'k': walEnd */
+    pgs_lsn wal_start; /* 'w': dataStart */
+    pgs_lsn wal_end;   /* 'w' and 'k': walEnd */
     pgs_timestamp send_time;
     bool reply_requested; /* 'k' only */
     const uint8_t *data;  /* 'w': the pgoutput message, points into the input */
@@ -177,7 +177,7 @@ typedef struct decode_msg {
         } insert;
         struct {
             uint32_t relid;
-            char old_kind; /* 0 (no old tuple), 'K' (old key) or 'O' (old row) */
+            char old_kind;       /* 0 (no old tuple), 'K' (old key) or 'O' (old row) */
             decode_tuple oldtup; /* valid when old_kind != 0 */
             decode_tuple newtup;
         } update;
@@ -188,7 +188,7 @@ typedef struct decode_msg {
         } delete_;
         struct {
             uint32_t nrels;
-            uint8_t flags; /* DECODE_TRUNCATE_CASCADE | DECODE_TRUNCATE_RESTART_IDENTITY */
+            uint8_t flags;    /* DECODE_TRUNCATE_CASCADE | DECODE_TRUNCATE_RESTART_IDENTITY */
             uint32_t *relids; /* ctx scratch; NULL when nrels == 0 */
         } truncate;
         struct {
@@ -231,9 +231,9 @@ typedef struct decode_msg {
     } u;
 } decode_msg;
 
-#define DECODE_TRUNCATE_CASCADE 0x01
+#define DECODE_TRUNCATE_CASCADE          0x01
 #define DECODE_TRUNCATE_RESTART_IDENTITY 0x02
-#define DECODE_MESSAGE_TRANSACTIONAL 0x01
+#define DECODE_MESSAGE_TRANSACTIONAL     0x01
 
 /* Decoder state: the negotiated protocol version, whether we are inside a
  * Stream Start/Stop block (changes then carry an xid), and scratch memory.

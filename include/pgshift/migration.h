@@ -18,11 +18,11 @@ typedef struct pgs_mtable {
     const pgs_plan_table *spec;
     int ord; /* position in the plan, the key of its state row */
     pgs_relinfo src;
-    pgs_relinfo tgt;     /* tgt.exists is false until pgshift creates it */
-    bool create_target;  /* the plan has a partition spec: pgshift creates the target */
-    pgs_strlist match;   /* columns that identify a row (source PK, else replica identity
-                            index, else plan `key`) */
-    pgs_strlist cols;    /* columns copied and applied: the source's non-generated columns */
+    pgs_relinfo tgt;    /* tgt.exists is false until pgshift creates it */
+    bool create_target; /* the plan has a partition spec: pgshift creates the target */
+    pgs_strlist match;  /* columns that identify a row (source PK, else replica identity
+                           index, else plan `key`) */
+    pgs_strlist cols;   /* columns copied and applied: the source's non-generated columns */
     /* state */
     int64_t rows_copied;
     int64_t bytes_copied;
@@ -46,8 +46,8 @@ pgs_phase pgs_phase_parse(const char *name);
 
 typedef struct pgs_migration {
     pgs_plan *plan;
-    PGconn *src;     /* source database: catalog reads, publication, WAL position */
-    PGconn *tgt;     /* target database: target tables and the pgshift state schema */
+    PGconn *src; /* source database: catalog reads, publication, WAL position */
+    PGconn *tgt; /* target database: target tables and the pgshift state schema */
     pgs_mtable *tables;
     int ntables;
     char slot[64];        /* pgshift_<name> */

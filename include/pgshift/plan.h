@@ -26,7 +26,7 @@ typedef struct pgs_plan_table {
 
     /* Optional `partition:` block: pgshift creates the target. */
     pgs_partition_method partition_method; /* NONE when there is no block */
-    char *partition_column;   /* from `by: range (created_at)`, resolved (see below) */
+    char *partition_column;                /* from `by: range (created_at)`, resolved (see below) */
     char *partition_interval; /* `interval: 1 month` as written (validated by the server) */
     bool partition_default;   /* `default: true`: add a DEFAULT partition */
     int partition_ahead;      /* `ahead: N` partitions past the newest row; default 3 */
@@ -54,15 +54,17 @@ typedef struct pgs_plan_cutover {
 } pgs_plan_cutover;
 
 typedef struct pgs_plan_copy {
-    int workers;            /* `copy: {workers: N}`; default 0 = number of CPUs, at most 8 */
-    uint64_t chunk_bytes;   /* `chunk_size: 64MB`: split large tables into ranges of this size */
+    int workers;          /* `copy: {workers: N}`; default 0 = number of CPUs, at most 8 */
+    uint64_t chunk_bytes; /* `chunk_size: 64MB`: split large tables into ranges of this size */
 } pgs_plan_copy;
 
 typedef struct pgs_plan_apply {
-    int batch_changes;      /* `apply: {batch_changes: N}`: changes per target transaction, default 20000 */
-    int batch_ms;           /* `batch_time: 200ms`: longest time a target transaction stays open, default 200 */
-    int idle_commit_ms;     /* `idle_commit_time: 20ms`: when the stream goes quiet, a batch at
-                               least this old commits at once (lower = less lag, more commits) */
+    int batch_changes; /* `apply: {batch_changes: N}`: changes per target transaction, default 20000
+                        */
+    int batch_ms; /* `batch_time: 200ms`: longest time a target transaction stays open, default 200
+                   */
+    int idle_commit_ms; /* `idle_commit_time: 20ms`: when the stream goes quiet, a batch at
+                           least this old commits at once (lower = less lag, more commits) */
 } pgs_plan_apply;
 
 typedef struct pgs_plan {

@@ -15,11 +15,11 @@
  * flight, which bounds what either side buffers. */
 #define SYNC_EVERY 400
 /* Folded rows (all tables) and bytes held before they are applied. */
-#define FOLD_MAX_ROWS 20000
+#define FOLD_MAX_ROWS  20000
 #define FOLD_MAX_BYTES (32u << 20)
 
 typedef struct stmt {
-    char op; /* row: 'I' 'U' 'D'; set-based: 'i' 'u' 'd' */
+    char op;       /* row: 'I' 'U' 'D'; set-based: 'i' 'u' 'd' */
     uint8_t *mask; /* one byte per relation attribute: 1 = column sent */
     char name[24];
     struct stmt *next;
@@ -102,8 +102,8 @@ struct apply_ctx {
     int ninflight;
     pgs_lsn chain_lsn; /* end LSN of the last batch sent: the next one chains to it */
 
-    long folded;   /* rows pending in all folds */
-    char *abuf;    /* the set-based parameter: an array of target records */
+    long folded; /* rows pending in all folds */
+    char *abuf;  /* the set-based parameter: an array of target records */
     size_t abuf_cap;
 
     apply_stats stats;
@@ -134,8 +134,8 @@ apply_ctx *apply_new(pgs_migration *m)
         if ((a->inflight[i].table_changes = calloc((size_t)m->ntables, sizeof(long))) == NULL)
             goto failed;
     a->chain_lsn = m->applied_lsn;
-    a->conn = pg_connect(m->plan->target ? m->plan->target : m->plan->source, "target (apply)",
-                         false);
+    a->conn =
+        pg_connect(m->plan->target ? m->plan->target : m->plan->source, "target (apply)", false);
     if (a->conn == NULL)
         goto failed;
     /* Commits do not wait for their WAL flush; apply_durable_lsn() tells
@@ -223,7 +223,8 @@ pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush)
     while (i < a->nunflushed && a->unflushed[i].target <= target_flush)
         a->durable_lsn = a->unflushed[i++].applied;
     if (i > 0) {
-        memmove(&a->unflushed[0], &a->unflushed[i], sizeof a->unflushed[0] * (size_t)(a->nunflushed - i));
+        memmove(&a->unflushed[0], &a->unflushed[i],
+                sizeof a->unflushed[0] * (size_t)(a->nunflushed - i));
         a->nunflushed -= i;
     }
     return a->durable_lsn;
@@ -332,8 +333,8 @@ static bool consume(apply_ctx *a, int keep, bool nonblock)
         if (st == PGRES_FATAL_ERROR && !a->failed) {
             char line[2048];
             pg_result_error_line(res, line, sizeof line);
-            log_error("apply: %s on %s failed (source transactions up to %s): %s",
-                      op_name(p.op), p.t ? p.t->tgt.qname : "the target",
+            log_error("apply: %s on %s failed (source transactions up to %s): %s", op_name(p.op),
+                      p.t ? p.t->tgt.qname : "the target",
                       decode_lsn_format(a->xact_final_lsn, lsn), line);
             a->failed = true;
         } else if (p.op == 'c' && st == PGRES_COMMAND_OK &&
@@ -514,15 +515,16 @@ bool apply_commit_batch(apply_ctx *a)
     snprintf(ts, sizeof ts, "%.6f", (double)decode_ts_to_unix_us(a->batch_commit_time) / 1e6);
     snprintf(xacts, sizeof xacts, "%ld", a->batch_xacts);
     snprintf(changes, sizeof changes, "%ld", a->batch_changes);
-    if (!send_sql(a,
-                  "WITH u AS (UPDATE pgshift.migrations SET applied_lsn = $2::pg_lsn,"
-                  "    applied_commit_time = to_timestamp($3::float8),"
-                  "    applied_xacts = applied_xacts + $4, applied_changes = applied_changes + $5,"
-                  "    updated_at = now() WHERE name = $1 AND applied_lsn = $6::pg_lsn RETURNING 1)"
-                  " SELECT CASE WHEN count(*) = 1 THEN 1 ELSE ('pgshift: the previous batch (up to '"
-                  "   || $6 || ') did not commit (' || count(*) || ' progress rows at that"
-                  " position); not committing past it')::int END FROM u",
-                  6, (const char *[]){a->m->plan->name, lsn, ts, xacts, changes, prev}))
+    if (!send_sql(
+            a,
+            "WITH u AS (UPDATE pgshift.migrations SET applied_lsn = $2::pg_lsn,"
+            "    applied_commit_time = to_timestamp($3::float8),"
+            "    applied_xacts = applied_xacts + $4, applied_changes = applied_changes + $5,"
+            "    updated_at = now() WHERE name = $1 AND applied_lsn = $6::pg_lsn RETURNING 1)"
+            " SELECT CASE WHEN count(*) = 1 THEN 1 ELSE ('pgshift: the previous batch (up to '"
+            "   || $6 || ') did not commit (' || count(*) || ' progress rows at that"
+            " position); not committing past it')::int END FROM u",
+            6, (const char *[]){a->m->plan->name, lsn, ts, xacts, changes, prev}))
         goto failed;
     for (int i = 0; i < a->m->ntables; i++) {
         if (a->table_changes[i] == 0)
@@ -575,17 +577,17 @@ static bool setup_setbased(apply_ctx *a, rel *r, const decode_relation *dr)
     snprintf(oid, sizeof oid, "%u", r->t->tgt.oid);
     /* Columns of unique indexes (0 for an expression) outside the partition
      * key, plus a NULL row per foreign key or exclusion constraint. */
-    PGresult *res = pg_query(
-        a->m->tgt, "checking the target's constraints",
-        "SELECT CASE WHEN k.n = 0 THEN '' ELSE a.attname END"
-        "  FROM pg_index i CROSS JOIN unnest(i.indkey) k(n)"
-        "  LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n"
-        " WHERE i.indrelid = $1::oid AND i.indisunique"
-        "   AND k.n <> ALL (coalesce((SELECT partattrs::int2[] FROM pg_partitioned_table"
-        "                             WHERE partrelid = $1::oid), '{}'))"
-        " UNION ALL SELECT NULL FROM pg_constraint WHERE contype IN ('f', 'x')"
-        "   AND (conrelid = $1::oid OR confrelid = $1::oid)",
-        1, (const char *[]){oid});
+    PGresult *res =
+        pg_query(a->m->tgt, "checking the target's constraints",
+                 "SELECT CASE WHEN k.n = 0 THEN '' ELSE a.attname END"
+                 "  FROM pg_index i CROSS JOIN unnest(i.indkey) k(n)"
+                 "  LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n"
+                 " WHERE i.indrelid = $1::oid AND i.indisunique"
+                 "   AND k.n <> ALL (coalesce((SELECT partattrs::int2[] FROM pg_partitioned_table"
+                 "                             WHERE partrelid = $1::oid), '{}'))"
+                 " UNION ALL SELECT NULL FROM pg_constraint WHERE contype IN ('f', 'x')"
+                 "   AND (conrelid = $1::oid OR confrelid = $1::oid)",
+                 1, (const char *[]){oid});
     if (res == NULL)
         return false;
     bool plain = true;
@@ -661,8 +663,8 @@ static bool is_key(const rel *r, int att)
 /* Sends one set-based statement over unnest($1::<target>[]): `cols` are
  * the attributes it reads (all for INSERT, the key for DELETE, key + sent
  * columns for UPDATE); the text is prepared once per (op, mask). */
-static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const int *cols,
-                     int ncols, fold_pick pick, const void *arg, long nrows)
+static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const int *cols, int ncols,
+                     fold_pick pick, const void *arg, long nrows)
 {
     stmt *s = NULL;
     for (stmt *x = r->stmts; x; x = x->next)
@@ -738,10 +740,9 @@ static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const i
     const char *values[2] = {a->abuf, expect};
     int lengths[2] = {(int)len, 0};
     int formats[2] = {1, 0};
-    return sent(a,
-                PQsendQueryPrepared(a->conn, s->name, op == 'i' ? 1 : 2, values, lengths, formats,
-                                    0),
-                op, r->t);
+    return sent(
+        a, PQsendQueryPrepared(a->conn, s->name, op == 'i' ? 1 : 2, values, lengths, formats, 0),
+        op, r->t);
 }
 
 static bool flush_rel(apply_ctx *a, rel *r)
@@ -1003,8 +1004,8 @@ static stmt *get_stmt(apply_ctx *a, rel *r, char op, const uint8_t *mask)
     int p = 0;
     char num[16];
     if (op == 'I') {
-        ok = append(&sql, &len, &cap, "INSERT INTO ") && append(&sql, &len, &cap, r->t->tgt.qname) &&
-             append(&sql, &len, &cap, " (");
+        ok = append(&sql, &len, &cap, "INSERT INTO ") &&
+             append(&sql, &len, &cap, r->t->tgt.qname) && append(&sql, &len, &cap, " (");
         for (int i = 0, first = 1; ok && i < r->natts; i++)
             if (mask[i]) {
                 ok = append(&sql, &len, &cap, first ? "" : ", ") &&
@@ -1021,8 +1022,8 @@ static stmt *get_stmt(apply_ctx *a, rel *r, char op, const uint8_t *mask)
         ok = ok && append(&sql, &len, &cap, ")");
     } else {
         if (op == 'U') {
-            ok = append(&sql, &len, &cap, "UPDATE ") &&
-                 append(&sql, &len, &cap, r->t->tgt.qname) && append(&sql, &len, &cap, " SET ");
+            ok = append(&sql, &len, &cap, "UPDATE ") && append(&sql, &len, &cap, r->t->tgt.qname) &&
+                 append(&sql, &len, &cap, " SET ");
             for (int i = 0; ok && i < r->natts; i++)
                 if (mask[i]) {
                     snprintf(num, sizeof num, " = $%d", p + 1);
@@ -1127,8 +1128,8 @@ static bool apply_change(apply_ctx *a, char op, uint32_t relid, const decode_tup
     }
     const decode_tuple *shape = newtup ? newtup : keytup;
     if (shape->ncols != r->natts || (keytup && keytup->ncols != r->natts)) {
-        log_error("apply: %s on %s carries %u columns, its Relation message said %d",
-                  op_name(op), r->t->src.qname, shape->ncols, r->natts);
+        log_error("apply: %s on %s carries %u columns, its Relation message said %d", op_name(op),
+                  r->t->src.qname, shape->ncols, r->natts);
         return false;
     }
     uint8_t maskbuf[256];
@@ -1169,8 +1170,7 @@ static bool apply_change(apply_ctx *a, char op, uint32_t relid, const decode_tup
         if (!fold_add(&r->fold, op, newtup, kt, err, sizeof err)) {
             log_error("apply: %s on %s in the source transaction at %s: %s; the target has "
                       "diverged from the source",
-                      op_name(op), r->t->src.qname, decode_lsn_format(a->xact_final_lsn, lsn),
-                      err);
+                      op_name(op), r->t->src.qname, decode_lsn_format(a->xact_final_lsn, lsn), err);
             return false;
         }
         a->batch_changes++;
@@ -1210,8 +1210,7 @@ static bool apply_change(apply_ctx *a, char op, uint32_t relid, const decode_tup
     a->batch_changes++;
     a->table_changes[r->t->ord]++;
     a->stats.changes++;
-    return sent(a,
-                PQsendQueryPrepared(a->conn, s->name, p, a->values, a->lengths, a->formats, 0),
+    return sent(a, PQsendQueryPrepared(a->conn, s->name, p, a->values, a->lengths, a->formats, 0),
                 op, r->t);
 }
 

@@ -238,12 +238,14 @@ bool fold_add(fold *f, char op, const decode_tuple *newtup, const decode_tuple *
     return true;
 conflict:
     snprintf(err, errlen, "%s of a key whose pending state is %s",
-             op == 'I' ? "insert" : op == 'U' ? "update" : "delete", names[st]);
+             op == 'I'   ? "insert"
+             : op == 'U' ? "update"
+                         : "delete",
+             names[st]);
     return false;
 }
 
-static bool put_be32(char **buf, size_t *len, size_t *cap, uint32_t v, const void *data,
-                     size_t n)
+static bool put_be32(char **buf, size_t *len, size_t *cap, uint32_t v, const void *data, size_t n)
 {
     if (*len + 4 + n > *cap) {
         size_t ncap = (*cap ? *cap * 2 : 4096) + n;
@@ -266,9 +268,9 @@ static bool put_be32(char **buf, size_t *len, size_t *cap, uint32_t v, const voi
 
 static bool put_val(const fold *f, const fold_val *v, char **buf, size_t *len, size_t *cap)
 {
-    return v->len < 0 ? put_be32(buf, len, cap, UINT32_MAX, NULL, 0)
-                      : put_be32(buf, len, cap, (uint32_t)v->len, f->arena + v->off,
-                                 (size_t)v->len);
+    return v->len < 0
+               ? put_be32(buf, len, cap, UINT32_MAX, NULL, 0)
+               : put_be32(buf, len, cap, (uint32_t)v->len, f->arena + v->off, (size_t)v->len);
 }
 
 bool fold_build_records(const fold *f, const fold_rowtype *rt, fold_pick want, const void *arg,
@@ -291,7 +293,8 @@ bool fold_build_records(const fold *f, const fold_rowtype *rt, fold_pick want, c
         /* record_send: column count, then per column its type OID and value;
          * the element's length is patched in once the record is written. */
         size_t at = *len;
-        if (!put_be32(buf, len, cap, 0, NULL, 0) || !put_be32(buf, len, cap, (uint32_t)rt->ncols, NULL, 0))
+        if (!put_be32(buf, len, cap, 0, NULL, 0) ||
+            !put_be32(buf, len, cap, (uint32_t)rt->ncols, NULL, 0))
             return false;
         const fold_val *row = fold_row(f, r);
         for (int c = 0; c < rt->ncols; c++) {

@@ -31,7 +31,7 @@ enum {
 };
 
 /* A value: len >= 0 bytes at arena offset, FOLD_NULL, or FOLD_UNSENT. */
-#define FOLD_NULL (-1)
+#define FOLD_NULL   (-1)
 #define FOLD_UNSENT (-2)
 
 typedef struct fold_val {

@@ -54,8 +54,9 @@ int cmd_status(int argc, char **argv)
     if (m == NULL || !state_load(m))
         goto done;
     if (!m->has_state) {
-        fprintf(stderr, "pgshift: migration %s has not started (no state in the target "
-                        "database); run `pgshift plan` then `pgshift run`\n",
+        fprintf(stderr,
+                "pgshift: migration %s has not started (no state in the target "
+                "database); run `pgshift plan` then `pgshift run`\n",
                 plan->name);
         rc = PGS_EXIT_USAGE;
         goto done;
@@ -104,15 +105,14 @@ int cmd_status(int argc, char **argv)
     json_t *tables = json_array();
     for (int i = 0; i < PQntuples(tres); i++)
         json_array_append_new(
-            tables,
-            json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:b,s:I}", "source", PQgetvalue(tres, i, 0),
-                      "target", PQgetvalue(tres, i, 1), "rows_copied",
-                      (json_int_t)atoll(PQgetvalue(tres, i, 2)), "rows_estimated",
-                      (json_int_t)atoll(PQgetvalue(tres, i, 3)), "bytes_copied",
-                      (json_int_t)atoll(PQgetvalue(tres, i, 4)), "bytes_estimated",
-                      (json_int_t)atoll(PQgetvalue(tres, i, 5)), "copy_done",
-                      PQgetvalue(tres, i, 6)[0] == 't', "changes_applied",
-                      (json_int_t)atoll(PQgetvalue(tres, i, 7))));
+            tables, json_pack("{s:s,s:s,s:I,s:I,s:I,s:I,s:b,s:I}", "source", PQgetvalue(tres, i, 0),
+                              "target", PQgetvalue(tres, i, 1), "rows_copied",
+                              (json_int_t)atoll(PQgetvalue(tres, i, 2)), "rows_estimated",
+                              (json_int_t)atoll(PQgetvalue(tres, i, 3)), "bytes_copied",
+                              (json_int_t)atoll(PQgetvalue(tres, i, 4)), "bytes_estimated",
+                              (json_int_t)atoll(PQgetvalue(tres, i, 5)), "copy_done",
+                              PQgetvalue(tres, i, 6)[0] == 't', "changes_applied",
+                              (json_int_t)atoll(PQgetvalue(tres, i, 7))));
     json_object_set_new(out, "tables", tables);
 
     if (o.json) {
@@ -131,7 +131,7 @@ int cmd_status(int argc, char **argv)
         snprintf(eta_txt, sizeof eta_txt, "%.0f s", eta);
         if (running)
             printf("  apply: %.0f changes/s, %.0f transactions/s; ETA %s\n", rate, xrate,
-                   eta < 0 ? "never (the source writes faster than we apply)"
+                   eta < 0    ? "never (the source writes faster than we apply)"
                    : eta == 0 ? "caught up"
                               : eta_txt);
         printf("  applied: %s transactions, %s changes\n", PQgetvalue(res, 0, 6),

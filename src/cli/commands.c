@@ -19,11 +19,12 @@ const pgs_command pgs_commands[] = {
 void pgs_usage(void *stream)
 {
     FILE *out = stream;
-    fprintf(out, "pgshift %s: move live PostgreSQL tables into new ones (for example a\n"
-                 "partitioned table) while the application keeps writing, then swap them.\n\n"
-                 "Usage: pgshift COMMAND [OPTIONS]\n"
-                 "       pgshift --help | --version\n\n"
-                 "Commands:\n",
+    fprintf(out,
+            "pgshift %s: move live PostgreSQL tables into new ones (for example a\n"
+            "partitioned table) while the application keeps writing, then swap them.\n\n"
+            "Usage: pgshift COMMAND [OPTIONS]\n"
+            "       pgshift --help | --version\n\n"
+            "Commands:\n",
             PGSHIFT_VERSION);
     for (const pgs_command *c = pgs_commands; c->name; c++)
         fprintf(out, "  %-10s %s\n", c->name, c->summary);

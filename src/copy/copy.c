@@ -27,7 +27,7 @@ typedef struct copy_task {
 typedef struct copy_shared {
     pgs_migration *m;
     char *snapshot_literal;
-    char **col_lists;      /* per table: quoted column list */
+    char **col_lists; /* per table: quoted column list */
     copy_task *tasks;
     int ntasks;
     int next;
@@ -181,9 +181,8 @@ static void *copy_worker(void *arg)
     copy_shared *s = arg;
     pgs_plan *plan = s->m->plan;
     PGconn *src = pg_connect(plan->source, "source (copy)", false);
-    PGconn *tgt = src ? pg_connect(plan->target ? plan->target : plan->source, "target (copy)",
-                                   false)
-                      : NULL;
+    PGconn *tgt =
+        src ? pg_connect(plan->target ? plan->target : plan->source, "target (copy)", false) : NULL;
     bool ok = src && tgt;
     if (ok) {
         char *sql = NULL;

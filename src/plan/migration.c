@@ -9,10 +9,14 @@
 #include <string.h>
 
 static const char *const phase_names[] = {
-    [PGS_PHASE_NONE] = "planned",         [PGS_PHASE_COPYING] = "copying",
-    [PGS_PHASE_CATCHING_UP] = "catching_up", [PGS_PHASE_READY] = "ready",
-    [PGS_PHASE_CUTTING_OVER] = "cutting_over", [PGS_PHASE_DONE] = "done",
-    [PGS_PHASE_PAUSED] = "paused",        [PGS_PHASE_FAILED] = "failed",
+    [PGS_PHASE_NONE] = "planned",
+    [PGS_PHASE_COPYING] = "copying",
+    [PGS_PHASE_CATCHING_UP] = "catching_up",
+    [PGS_PHASE_READY] = "ready",
+    [PGS_PHASE_CUTTING_OVER] = "cutting_over",
+    [PGS_PHASE_DONE] = "done",
+    [PGS_PHASE_PAUSED] = "paused",
+    [PGS_PHASE_FAILED] = "failed",
 };
 
 const char *pgs_phase_name(pgs_phase phase)
@@ -37,8 +41,8 @@ pgs_phase pgs_phase_parse(const char *name)
 static bool resolve_columns(pgs_mtable *t)
 {
     const pgs_strlist *key = (t->src.replident == 'i' && t->src.ri.n) ? &t->src.ri
-                             : t->src.pk.n                             ? &t->src.pk
-                                                                       : NULL;
+                             : t->src.pk.n                            ? &t->src.pk
+                                                                      : NULL;
     if (key) {
         for (int i = 0; i < key->n; i++)
             if (!strlist_push(&t->match, key->v[i]))

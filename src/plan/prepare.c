@@ -64,7 +64,8 @@ static PGresult *partition_bounds(pgs_migration *m, pgs_mtable *t, const char *c
         n = asprintf(
             &sql,
             "WITH u AS (SELECT $1::interval AS step, CASE"
-            "   WHEN $1::interval >= '1 year' THEN 'year' WHEN $1::interval >= '1 month' THEN 'month'"
+            "   WHEN $1::interval >= '1 year' THEN 'year' WHEN $1::interval >= '1 month' THEN "
+            "'month'"
             "   WHEN $1::interval >= '7 days' THEN 'week' WHEN $1::interval >= '1 day' THEN 'day'"
             "   ELSE 'hour' END AS unit),"
             " b AS (SELECT min(%s)::timestamptz AS lo, max(%s)::timestamptz AS hi FROM %s)"
@@ -124,8 +125,7 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
         if (PQntuples(bounds) > MAX_PARTITIONS) {
             log_error("table %s: interval %s makes %d partitions (more than %d); fix: choose a "
                       "larger partition.interval",
-                      t->src.qname, t->spec->partition_interval, PQntuples(bounds),
-                      MAX_PARTITIONS);
+                      t->src.qname, t->spec->partition_interval, PQntuples(bounds), MAX_PARTITIONS);
             goto rollback;
         }
         for (int i = 0; i < PQntuples(bounds); i++) {
@@ -134,14 +134,15 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
             snprintf(suffix, sizeof suffix, "p%s", PQgetvalue(bounds, i, 0));
             partition_name(t->tgt.relname, suffix, name);
             char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
-            char *lo = PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 1),
-                                       strlen(PQgetvalue(bounds, i, 1)));
-            char *hi = PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 2),
-                                       strlen(PQgetvalue(bounds, i, 2)));
-            bool pok = part && lo && hi &&
-                       exec_fmt(m->tgt, "creating a partition",
-                                "CREATE UNLOGGED TABLE %s PARTITION OF %s FOR VALUES FROM (%s) TO (%s)",
-                                part, t->tgt.qname, lo, hi);
+            char *lo =
+                PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 1), strlen(PQgetvalue(bounds, i, 1)));
+            char *hi =
+                PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 2), strlen(PQgetvalue(bounds, i, 2)));
+            bool pok =
+                part && lo && hi &&
+                exec_fmt(m->tgt, "creating a partition",
+                         "CREATE UNLOGGED TABLE %s PARTITION OF %s FOR VALUES FROM (%s) TO (%s)",
+                         part, t->tgt.qname, lo, hi);
             free(part);
             PQfreemem(lo);
             PQfreemem(hi);
@@ -156,9 +157,9 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
         char name[64];
         partition_name(t->tgt.relname, "default", name);
         char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
-        bool pok = part && exec_fmt(m->tgt, "creating the default partition",
-                                    "CREATE UNLOGGED TABLE %s PARTITION OF %s DEFAULT", part,
-                                    t->tgt.qname);
+        bool pok = part &&
+                   exec_fmt(m->tgt, "creating the default partition",
+                            "CREATE UNLOGGED TABLE %s PARTITION OF %s DEFAULT", part, t->tgt.qname);
         free(part);
         if (!pok)
             goto rollback;
@@ -184,8 +185,8 @@ bool prepare_targets(pgs_migration *m)
         if (t->create_target) {
             if (!create_target(m, t))
                 return false;
-        } else if (!exec_fmt(m->tgt, "emptying the target after an interrupted copy",
-                             "TRUNCATE %s", t->tgt.qname)) {
+        } else if (!exec_fmt(m->tgt, "emptying the target after an interrupted copy", "TRUNCATE %s",
+                             t->tgt.qname)) {
             return false;
         }
     }
@@ -248,8 +249,8 @@ bool prepare_drop_slot(pgs_migration *m)
         return true;
     }
     if (PQgetvalue(res, 0, 0)[0] == 't') {
-        log_error("slot %s is in use by backend %s (another pgshift run?); stop it first",
-                  m->slot, PQgetvalue(res, 0, 1));
+        log_error("slot %s is in use by backend %s (another pgshift run?); stop it first", m->slot,
+                  PQgetvalue(res, 0, 1));
         PQclear(res);
         return false;
     }
@@ -306,8 +307,9 @@ static bool build_indexes(pgs_migration *m, pgs_mtable *t)
         const char *extra = has_pcol ? "" : ", ";
         const char *extra_col = has_pcol ? "" : pcol;
         if (contype == 'p') {
-            ok = exec_fmt(m->tgt, "building the primary key", "ALTER TABLE %s ADD PRIMARY KEY (%s%s%s)",
-                          t->tgt.qname, cols, extra, extra_col);
+            ok = exec_fmt(m->tgt, "building the primary key",
+                          "ALTER TABLE %s ADD PRIMARY KEY (%s%s%s)", t->tgt.qname, cols, extra,
+                          extra_col);
         } else if (contype == 'u' || (unique && !has_pcol)) {
             if (complex) {
                 log_warn("table %s: unique index %s has expressions, a predicate or INCLUDE "
@@ -318,8 +320,8 @@ static bool build_indexes(pgs_migration *m, pgs_mtable *t)
             ok = exec_fmt(m->tgt, "building a unique key", "ALTER TABLE %s ADD UNIQUE (%s%s%s)",
                           t->tgt.qname, cols, extra, extra_col);
         } else if (contype == 'x') {
-            log_warn("table %s: exclusion constraint on index %s is not built on %s",
-                     t->src.qname, iname, t->tgt.qname);
+            log_warn("table %s: exclusion constraint on index %s is not built on %s", t->src.qname,
+                     iname, t->tgt.qname);
         } else if (rest == NULL) {
             log_warn("table %s: cannot read the definition of index %s; not built on %s",
                      t->src.qname, iname, t->tgt.qname);
@@ -368,7 +370,8 @@ bool prepare_target_indexes(pgs_migration *m)
         if (!set_logged(m, t))
             return false;
         double t0 = now_s();
-        if (!pg_exec(m->tgt, "raising maintenance_work_mem", "SET maintenance_work_mem = '512MB'") ||
+        if (!pg_exec(m->tgt, "raising maintenance_work_mem",
+                     "SET maintenance_work_mem = '512MB'") ||
             !build_indexes(m, t))
             return false;
         log_info("table %s: indexes built in %.1f s", t->src.qname, now_s() - t0);

@@ -23,8 +23,7 @@ bool repl_create_slot(pgs_migration *m, PGconn **conn, char **snapshot, pgs_lsn 
     char *sql = NULL;
     bool ok = false;
     if (slot == NULL ||
-        asprintf(&sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'export')", slot) <
-            0)
+        asprintf(&sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'export')", slot) < 0)
         goto done;
     PGresult *res = PQexec(*conn, sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
@@ -92,8 +91,8 @@ bool repl_send_status(PGconn *conn, pgs_lsn write, pgs_lsn flush, bool reply)
     gettimeofday(&tv, NULL);
     int64_t unix_us = (int64_t)tv.tv_sec * 1000000 + tv.tv_usec;
     uint8_t buf[DECODE_STATUS_UPDATE_LEN];
-    size_t n = decode_status_update(buf, write, flush, flush, decode_ts_from_unix_us(unix_us),
-                                    reply);
+    size_t n =
+        decode_status_update(buf, write, flush, flush, decode_ts_from_unix_us(unix_us), reply);
     if (PQputCopyData(conn, (const char *)buf, (int)n) != 1 || PQflush(conn) < 0) {
         log_warn("sending feedback to the source failed: %s", PQerrorMessage(conn));
         return false;

@@ -15,8 +15,8 @@
 #include <string.h>
 #include <uv.h>
 
-#define FEEDBACK_MS 1000
-#define STATS_MS 2000
+#define FEEDBACK_MS    1000
+#define STATS_MS       2000
 #define BACKOFF_MAX_MS 30000
 
 typedef struct stream {
@@ -164,7 +164,8 @@ static void on_readable(uv_poll_t *h, int status, int events)
             PGresult *res = PQgetResult(s->repl);
             char line[1024];
             log_warn("replication stream ended: %s",
-                     n == -2 ? PQerrorMessage(s->repl) : pg_result_error_line(res, line, sizeof line));
+                     n == -2 ? PQerrorMessage(s->repl)
+                             : pg_result_error_line(res, line, sizeof line));
             PQclear(res);
             disconnect(s, true);
             return;
@@ -223,8 +224,7 @@ static bool connect_stream(stream *s)
     }
     s->poll->data = s;
     uv_poll_start(s->poll, UV_READABLE, on_readable);
-    log_info("streaming from slot %s at %s", s->m->slot,
-             decode_lsn_format(s->m->applied_lsn, lsn));
+    log_info("streaming from slot %s at %s", s->m->slot, decode_lsn_format(s->m->applied_lsn, lsn));
     s->backoff_ms = 0;
     return true;
 }
@@ -337,13 +337,14 @@ static void on_stats(uv_timer_t *t)
 {
     stream *s = t->data;
     pgs_migration *m = s->m;
-    PGresult *res = pg_query(m->src, "sampling the source",
-                             "SELECT pg_current_wal_lsn(),"
-                             "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"
-                             "    WHERE slot_name = $1),"
-                             "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"
-                             "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1)",
-                             1, (const char *[]){m->slot});
+    PGresult *res =
+        pg_query(m->src, "sampling the source",
+                 "SELECT pg_current_wal_lsn(),"
+                 "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"
+                 "    WHERE slot_name = $1),"
+                 "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"
+                 "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1)",
+                 1, (const char *[]){m->slot});
     if (res == NULL)
         return;
     pgs_lsn cur = 0;
@@ -396,21 +397,20 @@ static void on_stats(uv_timer_t *t)
     double net = s->rate_bytes - s->rate_wal;
     double eta = (lag == 0 || idle) ? 0 : net > 0 ? (double)lag / net : -1;
 
-    pgs_phase phase = lag <= m->plan->cutover.max_lag_bytes ? PGS_PHASE_READY
-                                                            : PGS_PHASE_CATCHING_UP;
+    pgs_phase phase =
+        lag <= m->plan->cutover.max_lag_bytes ? PGS_PHASE_READY : PGS_PHASE_CATCHING_UP;
     if (phase != m->phase) {
-        log_info("phase %s -> %s (lag %llu bytes)", pgs_phase_name(m->phase),
-                 pgs_phase_name(phase), (unsigned long long)lag);
+        log_info("phase %s -> %s (lag %llu bytes)", pgs_phase_name(m->phase), pgs_phase_name(phase),
+                 (unsigned long long)lag);
         state_set_phase(m, phase, NULL);
     }
-    json_t *o = json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:s,s:I,s:I,s:I}", "lag_bytes",
-                          (json_int_t)lag, "lag_seconds", lag_s, "apply_changes_per_second",
-                          s->rate_changes, "apply_xacts_per_second", s->rate_xacts,
-                          "apply_bytes_per_second", s->rate_bytes, "wal_bytes_per_second",
-                          s->rate_wal, "eta_seconds", eta, "slot_retained_bytes",
-                          (json_int_t)retained, "wal_status", wal_status, "safe_wal_size",
-                          (json_int_t)(safe_null ? -1 : safe), "source_lsn", (json_int_t)cur,
-                          "confirmed_lsn", (json_int_t)applied);
+    json_t *o = json_pack(
+        "{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:s,s:I,s:I,s:I}", "lag_bytes", (json_int_t)lag,
+        "lag_seconds", lag_s, "apply_changes_per_second", s->rate_changes, "apply_xacts_per_second",
+        s->rate_xacts, "apply_bytes_per_second", s->rate_bytes, "wal_bytes_per_second", s->rate_wal,
+        "eta_seconds", eta, "slot_retained_bytes", (json_int_t)retained, "wal_status", wal_status,
+        "safe_wal_size", (json_int_t)(safe_null ? -1 : safe), "source_lsn", (json_int_t)cur,
+        "confirmed_lsn", (json_int_t)applied);
     char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (js) {
@@ -427,7 +427,9 @@ static void on_stats(uv_timer_t *t)
         log_info("%s: lag %.1f MB / %.1f s, applied %s, %.0f changes/s, %.0f xacts/s, ETA %s",
                  pgs_phase_name(m->phase), (double)lag / 1048576.0, lag_s,
                  decode_lsn_format(applied, a), s->rate_changes, s->rate_xacts,
-                 eta < 0 ? "never (source writes faster)" : eta == 0 ? "caught up" : eta_txt);
+                 eta < 0    ? "never (source writes faster)"
+                 : eta == 0 ? "caught up"
+                            : eta_txt);
         s->last_log_ms = t_ms;
     }
 }

@@ -85,9 +85,9 @@ bool state_lock(pgs_migration *m)
 bool state_load(pgs_migration *m)
 {
     m->has_state = false;
-    char *exists = pg_query_value(m->tgt, "reading the state",
-                                  "SELECT to_regclass('pgshift.migrations') IS NOT NULL", 0, NULL,
-                                  NULL);
+    char *exists =
+        pg_query_value(m->tgt, "reading the state",
+                       "SELECT to_regclass('pgshift.migrations') IS NOT NULL", 0, NULL, NULL);
     if (exists == NULL)
         return false;
     bool have_schema = strcmp(exists, "t") == 0;
@@ -143,14 +143,14 @@ bool state_begin_copy(pgs_migration *m)
     const char *p[3] = {m->plan->name, m->slot, m->publication};
     if (!pg_exec(m->tgt, "starting the state", "BEGIN"))
         return false;
-    PGresult *res = pg_query(
-        m->tgt, "writing the state",
-        "INSERT INTO pgshift.migrations (name, phase, slot_name, publication_name)"
-        " VALUES ($1, 'copying', $2, $3)"
-        " ON CONFLICT (name) DO UPDATE SET phase = 'copying', consistent_lsn = NULL,"
-        "   applied_lsn = NULL, applied_commit_time = NULL, applied_xacts = 0,"
-        "   applied_changes = 0, error = NULL, stats = NULL, updated_at = now()",
-        3, p);
+    PGresult *res =
+        pg_query(m->tgt, "writing the state",
+                 "INSERT INTO pgshift.migrations (name, phase, slot_name, publication_name)"
+                 " VALUES ($1, 'copying', $2, $3)"
+                 " ON CONFLICT (name) DO UPDATE SET phase = 'copying', consistent_lsn = NULL,"
+                 "   applied_lsn = NULL, applied_commit_time = NULL, applied_xacts = 0,"
+                 "   applied_changes = 0, error = NULL, stats = NULL, updated_at = now()",
+                 3, p);
     if (res == NULL)
         goto failed;
     PQclear(res);
@@ -160,8 +160,9 @@ bool state_begin_copy(pgs_migration *m)
         snprintf(ord, sizeof ord, "%d", t->ord);
         snprintf(rows, sizeof rows, "%lld", (long long)t->src.rows_est);
         snprintf(bytes, sizeof bytes, "%lld", (long long)t->src.bytes);
-        const char *tp[7] = {m->plan->name, ord, t->src.qname, t->tgt.qname,
-                             t->create_target ? "t" : "f", rows, bytes};
+        const char *tp[7] = {
+            m->plan->name, ord,  t->src.qname, t->tgt.qname, t->create_target ? "t" : "f",
+            rows,          bytes};
         res = pg_query(m->tgt, "writing the table state",
                        "INSERT INTO pgshift.tables (migration, ord, source_table, target_table,"
                        "  target_created, rows_estimated, bytes_estimated)"
