@@ -24,4 +24,15 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
  * NULL on failure (exit 2). */
 pgs_plan *cli_load_plan(const cli_opts *o);
 
+struct pgs_migration;
+
+/* The prologue of every plan-driven command: parses the options, loads the
+ * plan and opens the migration (connections, catalog). Returns NULL with
+ * *rc set to the exit code to return at once (after --help, a usage or
+ * plan error, a connection failure). Release with cli_close(). */
+struct pgs_migration *cli_open(int argc, char **argv, const char *allowed, const char *usage,
+                               cli_opts *o, int *rc);
+/* Closes the migration and frees its plan. */
+void cli_close(struct pgs_migration *m);
+
 #endif

@@ -3,6 +3,7 @@
 
 #include "pgshift/cli.h"
 #include "pgshift/log.h"
+#include "pgshift/migration.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -103,6 +104,34 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         return PGS_EXIT_USAGE;
     }
     return -1;
+}
+
+pgs_migration *cli_open(int argc, char **argv, const char *allowed, const char *usage,
+                        cli_opts *o, int *rc)
+{
+    *rc = cli_parse(argc, argv, allowed, usage, o);
+    if (*rc >= 0)
+        return NULL;
+    pgs_plan *plan = cli_load_plan(o);
+    if (plan == NULL) {
+        *rc = PGS_EXIT_USAGE;
+        return NULL;
+    }
+    pgs_migration *m = migration_open(plan);
+    if (m == NULL) {
+        pgs_plan_free(plan);
+        *rc = PGS_EXIT_FAILURE;
+    }
+    return m;
+}
+
+void cli_close(pgs_migration *m)
+{
+    if (m == NULL)
+        return;
+    pgs_plan *plan = m->plan;
+    migration_close(m);
+    pgs_plan_free(plan);
 }
 
 pgs_plan *cli_load_plan(const cli_opts *o)

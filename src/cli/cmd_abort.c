@@ -29,17 +29,11 @@ int cmd_abort(int argc, char **argv);
 int cmd_abort(int argc, char **argv)
 {
     cli_opts o;
-    int rc = cli_parse(argc, argv, "confirm", usage, &o);
-    if (rc >= 0)
+    int rc;
+    pgs_migration *m = cli_open(argc, argv, "confirm", usage, &o, &rc);
+    if (m == NULL)
         return rc;
-    pgs_plan *plan = cli_load_plan(&o);
-    if (plan == NULL)
-        return PGS_EXIT_USAGE;
-    pgs_migration *m = migration_open(plan);
-    if (m == NULL) {
-        pgs_plan_free(plan);
-        return PGS_EXIT_FAILURE;
-    }
+    pgs_plan *plan = m->plan;
     rc = PGS_EXIT_FAILURE;
     if (!state_lock(m) || !state_load(m))
         goto done;
@@ -124,7 +118,6 @@ int cmd_abort(int argc, char **argv)
 done_drop:
     free(drop);
 done:
-    migration_close(m);
-    pgs_plan_free(plan);
+    cli_close(m);
     return rc;
 }

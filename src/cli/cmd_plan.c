@@ -26,17 +26,11 @@ int cmd_plan(int argc, char **argv);
 int cmd_plan(int argc, char **argv)
 {
     cli_opts o;
-    int rc = cli_parse(argc, argv, "", usage, &o);
-    if (rc >= 0)
+    int rc;
+    pgs_migration *m = cli_open(argc, argv, "", usage, &o, &rc);
+    if (m == NULL)
         return rc;
-    pgs_plan *plan = cli_load_plan(&o);
-    if (plan == NULL)
-        return PGS_EXIT_USAGE;
-    pgs_migration *m = migration_open(plan);
-    if (m == NULL) {
-        pgs_plan_free(plan);
-        return PGS_EXIT_FAILURE;
-    }
+    pgs_plan *plan = m->plan;
     rc = PGS_EXIT_FAILURE;
     if (state_load(m)) {
         if (m->has_state)
@@ -46,7 +40,6 @@ int cmd_plan(int argc, char **argv)
         int blocking = preflight_run(m, m->has_state, stdout);
         rc = blocking < 0 ? PGS_EXIT_FAILURE : blocking > 0 ? PGS_EXIT_PREFLIGHT : PGS_EXIT_OK;
     }
-    migration_close(m);
-    pgs_plan_free(plan);
+    cli_close(m);
     return rc;
 }

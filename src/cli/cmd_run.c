@@ -81,17 +81,11 @@ static bool prepare_and_copy(pgs_migration *m)
 int cmd_run(int argc, char **argv)
 {
     cli_opts o;
-    int rc = cli_parse(argc, argv, "", usage, &o);
-    if (rc >= 0)
+    int rc;
+    pgs_migration *m = cli_open(argc, argv, "", usage, &o, &rc);
+    if (m == NULL)
         return rc;
-    pgs_plan *plan = cli_load_plan(&o);
-    if (plan == NULL)
-        return PGS_EXIT_USAGE;
-    pgs_migration *m = migration_open(plan);
-    if (m == NULL) {
-        pgs_plan_free(plan);
-        return PGS_EXIT_FAILURE;
-    }
+    pgs_plan *plan = m->plan;
     rc = PGS_EXIT_FAILURE;
     if (!state_lock(m) || !state_load(m))
         goto done;
@@ -118,7 +112,6 @@ int cmd_run(int argc, char **argv)
     }
     rc = stream_run(m);
 done:
-    migration_close(m);
-    pgs_plan_free(plan);
+    cli_close(m);
     return rc;
 }

@@ -41,17 +41,15 @@ static const char *const SQL_STATUS =
 int cmd_status(int argc, char **argv)
 {
     cli_opts o;
-    int rc = cli_parse(argc, argv, "json", usage, &o);
-    if (rc >= 0)
+    int rc;
+    pgs_migration *m = cli_open(argc, argv, "json", usage, &o, &rc);
+    if (m == NULL)
         return rc;
-    pgs_plan *plan = cli_load_plan(&o);
-    if (plan == NULL)
-        return PGS_EXIT_USAGE;
-    pgs_migration *m = migration_open(plan);
+    pgs_plan *plan = m->plan;
     json_t *out = NULL, *stats = NULL;
     PGresult *res = NULL, *tres = NULL;
     rc = PGS_EXIT_FAILURE;
-    if (m == NULL || !state_load(m))
+    if (!state_load(m))
         goto done;
     if (!m->has_state) {
         fprintf(stderr,
@@ -153,7 +151,6 @@ done:
     json_decref(stats);
     PQclear(res);
     PQclear(tres);
-    migration_close(m);
-    pgs_plan_free(plan);
+    cli_close(m);
     return rc;
 }
