@@ -80,6 +80,8 @@ int cmd_status(int argc, char **argv)
     /* Rates only mean something while a run refreshes them. */
     double rate = running && jrate ? json_number_value(jrate) : 0;
     double xrate = running && jxrate ? json_number_value(jxrate) : 0;
+    /* eta_seconds: null while the running apply has no rate yet. */
+    bool eta_known = !(running && jeta && json_is_null(jeta));
     double eta = running && jeta ? json_number_value(jeta) : (lag == 0 ? 0 : -1);
     json_t *jlag_s = stats ? json_object_get(stats, "lag_seconds") : NULL;
     if (running && jlag_s)
@@ -96,6 +98,8 @@ int cmd_status(int argc, char **argv)
         goto done;
     if (PQgetvalue(res, 0, 1)[0])
         json_object_set_new(out, "error", json_string(PQgetvalue(res, 0, 1)));
+    if (!eta_known)
+        json_object_set_new(out, "eta_seconds", json_null());
     json_object_set_new(out, "slot",
                         json_pack("{s:s,s:I,s:s}", "name", m->slot, "retained_bytes",
                                   (json_int_t)atoll(PQgetvalue(res, 0, 10)), "wal_status",
@@ -129,7 +133,8 @@ int cmd_status(int argc, char **argv)
         snprintf(eta_txt, sizeof eta_txt, "%.0f s", eta);
         if (running)
             printf("  apply: %.0f changes/s, %.0f transactions/s; ETA %s\n", rate, xrate,
-                   eta < 0    ? "never (the source writes faster than we apply)"
+                   !eta_known ? "not known yet"
+                   : eta < 0  ? "never (the source writes faster than we apply)"
                    : eta == 0 ? "caught up"
                               : eta_txt);
         printf("  applied: %s transactions, %s changes\n", PQgetvalue(res, 0, 6),

@@ -357,6 +357,7 @@ static void on_stats(uv_timer_t *t)
     PQclear(res);
 
     double t_ms = now_ms();
+    bool have_rates = s->last_stats_ms > 0; /* rates need two samples */
     const apply_stats *st = apply_get_stats(s->apply);
     pgs_lsn applied = flush_position(s);
     if (s->last_stats_ms > 0) {
@@ -411,6 +412,8 @@ static void on_stats(uv_timer_t *t)
         "eta_seconds", eta, "slot_retained_bytes", (json_int_t)retained, "wal_status", wal_status,
         "safe_wal_size", (json_int_t)(safe_null ? -1 : safe), "source_lsn", (json_int_t)cur,
         "confirmed_lsn", (json_int_t)applied);
+    if (o && !have_rates && !idle && lag > 0)
+        json_object_set_new(o, "eta_seconds", json_null());
     char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (js) {
@@ -427,9 +430,10 @@ static void on_stats(uv_timer_t *t)
         log_info("%s: lag %.1f MB / %.1f s, applied %s, %.0f changes/s, %.0f xacts/s, ETA %s",
                  pgs_phase_name(m->phase), (double)lag / 1048576.0, lag_s,
                  decode_lsn_format(applied, a), s->rate_changes, s->rate_xacts,
-                 eta < 0    ? "never (source writes faster)"
-                 : eta == 0 ? "caught up"
-                            : eta_txt);
+                 !have_rates && !idle && lag > 0 ? "not known yet"
+                 : eta < 0                       ? "never (source writes faster)"
+                 : eta == 0                      ? "caught up"
+                                                 : eta_txt);
         s->last_log_ms = t_ms;
     }
 }
