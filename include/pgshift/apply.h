@@ -50,6 +50,11 @@ bool apply_commit_batch(apply_ctx *a);
 bool apply_poll(apply_ctx *a);
 /* Waits for every result: all committed batches are confirmed or failed. */
 bool apply_finish(apply_ctx *a);
+/* While the applier blocks on the target, `cb(arg)` is called whenever
+ * `fd` (the replication socket) is readable, so the caller can buffer the
+ * stream (PQconsumeInput only; no processing). fd -1 turns it off. */
+void apply_set_side_channel(apply_ctx *a, int fd, void (*cb)(void *), void *arg);
+
 /* Nothing open, nothing in flight, everything committed known flushed. */
 bool apply_idle(const apply_ctx *a);
 /* Throws the open batch away (the slot sends those changes again). */

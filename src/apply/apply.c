@@ -6,6 +6,8 @@
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,6 +104,10 @@ struct apply_ctx {
     int ninflight;
     pgs_lsn chain_lsn; /* end LSN of the last batch sent: the next one chains to it */
 
+    int side_fd; /* see apply_set_side_channel */
+    void (*side_cb)(void *);
+    void *side_arg;
+
     long folded; /* rows pending in all folds */
     char *abuf;  /* the set-based parameter: an array of target records */
     size_t abuf_cap;
@@ -134,6 +140,7 @@ apply_ctx *apply_new(pgs_migration *m)
         if ((a->inflight[i].table_changes = calloc((size_t)m->ntables, sizeof(long))) == NULL)
             goto failed;
     a->chain_lsn = m->applied_lsn;
+    a->side_fd = -1;
     a->conn =
         pg_connect(m->plan->target ? m->plan->target : m->plan->source, "target (apply)", false);
     if (a->conn == NULL)
@@ -286,6 +293,27 @@ static const char *op_name(char op)
 
 static void batch_done(apply_ctx *a);
 
+/* Blocks until a result is ready on the apply connection, meanwhile
+ * letting the owner drain its other socket (the replication stream): a
+ * walsender whose client stops reading falls off its fast path and burns
+ * CPU per message. False when the connection failed. */
+static bool wait_result(apply_ctx *a)
+{
+    while (PQisBusy(a->conn)) {
+        struct pollfd fds[2] = {{.fd = PQsocket(a->conn), .events = POLLIN}};
+        int n = 1;
+        if (a->side_fd >= 0)
+            fds[n++] = (struct pollfd){.fd = a->side_fd, .events = POLLIN};
+        if (poll(fds, (nfds_t)n, -1) < 0 && errno != EINTR)
+            return false;
+        if (n == 2 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) && a->side_cb)
+            a->side_cb(a->side_arg);
+        if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && PQconsumeInput(a->conn) == 0)
+            return false;
+    }
+    return true;
+}
+
 /* Reads results in order until only `keep` syncs are outstanding, never
  * past the last sync; with `nonblock`, only what has already arrived. Logs the first failure with
  * its table and operation; later errors are its consequences. */
@@ -307,6 +335,12 @@ static bool consume(apply_ctx *a, int keep, bool nonblock)
             break;
         if (nonblock && PQisBusy(a->conn))
             break;
+        if (!nonblock && !wait_result(a)) {
+            if (!a->failed)
+                log_error("apply: the target connection failed: %s", PQerrorMessage(a->conn));
+            a->failed = true;
+            return false;
+        }
         PGresult *res = PQgetResult(a->conn);
         if (p.op == 'S') {
             if (res == NULL || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
@@ -485,6 +519,13 @@ bool apply_finish(apply_ctx *a)
     if (a->qlen == 0)
         return !a->failed;
     return consume(a, 0, false);
+}
+
+void apply_set_side_channel(apply_ctx *a, int fd, void (*cb)(void *), void *arg)
+{
+    a->side_fd = fd;
+    a->side_cb = cb;
+    a->side_arg = arg;
 }
 
 bool apply_idle(const apply_ctx *a)

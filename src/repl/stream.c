@@ -104,11 +104,17 @@ static bool commit_batch(stream *s)
     return true;
 }
 
+static void process_buffered(stream *s);
+
 static void on_batch_timer(uv_timer_t *t)
 {
     stream *s = t->data;
     if (apply_batch_open(s->apply) && !apply_in_xact(s->apply))
         commit_batch(s);
+    /* Waiting on the target may have buffered more of the stream, which
+     * the socket will not announce again. */
+    if (!s->stopping && s->repl)
+        process_buffered(s);
 }
 
 static bool handle_copydata(stream *s, const uint8_t *buf, size_t len)
@@ -155,6 +161,13 @@ static void on_readable(uv_poll_t *h, int status, int events)
         disconnect(s, true);
         return;
     }
+    process_buffered(s);
+}
+
+/* Decodes and applies every message libpq holds, then commits a batch
+ * that has waited long enough (or arms the batch timer). */
+static void process_buffered(stream *s)
+{
     for (;;) {
         char *buf = NULL;
         int n = PQgetCopyData(s->repl, &buf, 1);
@@ -196,6 +209,15 @@ static void on_readable(uv_poll_t *h, int status, int events)
     }
 }
 
+/* Called while the applier waits on the target: read what the walsender
+ * has sent into libpq's buffer; on_readable processes it afterwards. */
+static void buffer_stream(void *arg)
+{
+    stream *s = arg;
+    if (s->repl)
+        PQconsumeInput(s->repl);
+}
+
 static void on_poll_closed(uv_handle_t *h)
 {
     free(h);
@@ -224,6 +246,7 @@ static bool connect_stream(stream *s)
     }
     s->poll->data = s;
     uv_poll_start(s->poll, UV_READABLE, on_readable);
+    apply_set_side_channel(s->apply, PQsocket(s->repl), buffer_stream, s);
     log_info("streaming from slot %s at %s", s->m->slot, decode_lsn_format(s->m->applied_lsn, lsn));
     s->backoff_ms = 0;
     return true;
@@ -248,6 +271,7 @@ static void on_reconnect(uv_timer_t *t)
  * sends it again). */
 static void disconnect(stream *s, bool retry)
 {
+    apply_set_side_channel(s->apply, -1, NULL, NULL);
     if (s->poll) {
         uv_poll_stop(s->poll);
         uv_close((uv_handle_t *)s->poll, on_poll_closed);
@@ -291,6 +315,7 @@ static void stop_loop(stream *s, int code)
     if (s->stopping)
         return;
     s->stopping = true;
+    apply_set_side_channel(s->apply, -1, NULL, NULL);
     s->exit_code = code;
     if (s->poll) {
         uv_poll_stop(s->poll);
