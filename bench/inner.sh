@@ -68,7 +68,7 @@ wait_slot() { # SLOT LSN
   until [ "$(q "SELECT confirmed_flush_lsn >= '$2' FROM pg_replication_slots WHERE slot_name = '$1'")" = t ]; do sleep 0.02; done
 }
 t1=$(now)
-wait_slot pgshift_bench "$(q "SELECT pg_current_wal_lsn()")"
+wait_slot pgshift_bench "$(q "SELECT pg_current_wal_insert_lsn()")"
 t_post=$(el "$t1" "$(now)")
 kill -TERM $pid; wait $pid || true
 out "copy pgshift   snapshot copy + index build + ANALYZE until streaming:       ${t_copy} s  (ratio $(awk "BEGIN {printf \"%.2f\", $t_copy / $t_base}"))"
@@ -103,7 +103,7 @@ PGB
 t0=$(now)
 "$PGSHIFT_TEST_PGBIN/pgbench" -n -d bench -f "$W/burst.sql" -c 8 -j 2 -t "$BURST_PER_CLIENT" >"$W/burst.log" 2>&1
 burst_s=$(el "$t0" "$(now)")
-L=$(q "SELECT pg_current_wal_lsn()")
+L=$(q "SELECT pg_current_wal_insert_lsn()")
 ntx=$(grep -oE "actually processed: [0-9]+" "$W/burst.log" | grep -oE "[0-9]+$")
 out "burst          $ntx transactions in ${burst_s} s ($(grep -oE 'tps = [0-9.]+' "$W/burst.log" | head -1)), up to LSN $L"
 
@@ -147,7 +147,7 @@ t0=$(now)
 q "INSERT INTO obs (created_at, station, value, tags, readings, payload)
    SELECT timestamptz '2025-02-01' + random() * interval '20 days', 'big', i, ARRAY['big'], ARRAY[i::float8], jsonb_build_object('i', i)
    FROM generate_series(1, 1000000) i"
-wait_slot pgshift_bench "$(q "SELECT pg_current_wal_lsn()")"
+wait_slot pgshift_bench "$(q "SELECT pg_current_wal_insert_lsn()")"
 peak_kb=$(awk '/^VmHWM/ {print $2}' /proc/$pid/status)
 out "1M-row xact    applied in $(el "$t0" "$(now)") s (insert included); pgshift RSS $((base_kb / 1024)) MB before, peak $((peak_kb / 1024)) MB"
 kill -TERM $pid; wait $pid || true

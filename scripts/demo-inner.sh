@@ -61,7 +61,7 @@ sleep 5
 say "pgshift status while the load is still writing"
 "$PGSHIFT_BIN" status --plan "$W/plan.yaml"
 wait "$load"
-L=$(q "SELECT pg_current_wal_lsn()")
+L=$(q "SELECT pg_current_wal_insert_lsn()")
 until [ "$(q "SELECT confirmed_flush_lsn >= '$L' FROM pg_replication_slots WHERE slot_name = 'pgshift_demo'")" = t ]; do sleep 0.2; done
 t_caught=$(date +%s.%N)
 pkill -TERM -f "pgshift run --plan $W/plan.yaml" || true

@@ -87,6 +87,10 @@ static void send_feedback(stream *s, bool reply)
         return;
     pgs_lsn flush = flush_position(s);
     pgs_lsn write = s->received > flush ? s->received : flush;
+    char w[18], f[18], ic[18], ap[18];
+    log_debug("feedback: write %s flush %s (idle confirm %s, applied %s)",
+              decode_lsn_format(write, w), decode_lsn_format(flush, f),
+              decode_lsn_format(s->idle_confirm, ic), decode_lsn_format(s->m->applied_lsn, ap));
     repl_send_status(s->repl, write, flush, reply);
     s->last_feedback_ms = now_ms();
 }

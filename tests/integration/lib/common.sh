@@ -36,9 +36,10 @@ apply:
 Y
 }
 
-# start_run PLAN LOG: starts `pgshift run` in the background, sets RUN_PID.
+# start_run PLAN LOG: starts `pgshift run` in the background, sets RUN_PID
+# (PGSHIFT_DEBUG=1 in the environment adds --log-level debug).
 start_run() {
-  "$PGSHIFT" run --plan "$1" >"$2" 2>&1 &
+  "$PGSHIFT" run --plan "$1" ${PGSHIFT_DEBUG:+--log-level debug} >"$2" 2>&1 &
   RUN_PID=$!
   RUN_PIDS+=("$RUN_PID")
 }
@@ -55,10 +56,14 @@ wait_streaming() {
 }
 
 # wait_applied SLOT [SECONDS]: until the slot confirmed everything written so far
-# (flush feedback is only sent for durably applied transactions).
+# (flush feedback is only sent for durably applied transactions). The target
+# is the WAL *insert* position: with synchronous_commit off (the test
+# clusters) pg_current_wal_lsn(), the write position, can still be at the
+# start of the last commit record, which a keepalive may rightly confirm
+# before that transaction is applied.
 wait_applied() {
   local slot=$1 t=${2:-120} target
-  target=$(sql "SELECT pg_current_wal_lsn()")
+  target=$(sql "SELECT pg_current_wal_insert_lsn()")
   for _ in $(seq 1 $((t * 5))); do
     [ "$(sql "SELECT coalesce(confirmed_flush_lsn >= '$target', false) FROM pg_replication_slots WHERE slot_name = '$slot'")" = t ] && return 0
     if [ -n "${RUN_PID:-}" ] && ! kill -0 "$RUN_PID" 2>/dev/null; then fail "run exited while catching up"; fi
