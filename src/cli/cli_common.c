@@ -106,8 +106,8 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
     return -1;
 }
 
-pgs_migration *cli_open(int argc, char **argv, const char *allowed, const char *usage,
-                        cli_opts *o, int *rc)
+pgs_migration *cli_open(int argc, char **argv, const char *allowed, const char *usage, cli_opts *o,
+                        int *rc)
 {
     *rc = cli_parse(argc, argv, allowed, usage, o);
     if (*rc >= 0)
