@@ -96,6 +96,9 @@ bool state_delete(pgs_migration *m);
 
 /* ---- prepare (src/plan/prepare.c) ---- */
 
+/* The most partitions pgshift creates from a partition spec. */
+#define PGS_MAX_PARTITIONS 2000
+
 /* Creates a target from the partition spec (no indexes yet), or empties
  * the user's target after an interrupted copy. */
 bool prepare_targets(pgs_migration *m);

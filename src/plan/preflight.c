@@ -238,6 +238,43 @@ static void check_partition_coverage(pgs_migration *m, pgs_mtable *t, report *r)
     free(n);
 }
 
+/* How many partitions the spec makes for the existing rows (plus `ahead`):
+ * more than PGS_MAX_PARTITIONS is refused here, before anything is created. */
+static void check_partition_count(pgs_migration *m, pgs_mtable *t, const pgs_column *c,
+                                  bool timeish, report *r)
+{
+    const pgs_plan_table *s = t->spec;
+    char *col = pg_ident(m->src, c->name);
+    char *sql = NULL;
+    char ahead[16];
+    snprintf(ahead, sizeof ahead, "%d", s->partition_ahead);
+    int ok =
+        col ? (timeish ? asprintf(&sql,
+                                  "SELECT coalesce(ceil(extract(epoch FROM max(%s)::timestamptz"
+                                  " - min(%s)::timestamptz) / extract(epoch FROM $1::interval)),"
+                                  " 0) + $2::int + 1 FROM %s",
+                                  col, col, t->src.qname)
+                       : asprintf(&sql,
+                                  "SELECT coalesce(ceil((max(%s) - min(%s))::numeric"
+                                  " / $1::bigint), 0) + $2::int + 1 FROM %s",
+                                  col, col, t->src.qname))
+            : -1;
+    free(col);
+    if (ok < 0)
+        return;
+    char *n = pg_query_value(m->src, "counting the partitions of the spec", sql, 2,
+                             (const char *[]){s->partition_interval, ahead}, NULL);
+    free(sql);
+    if (n && atof(n) > PGS_MAX_PARTITIONS)
+        say(r, "BLOCK",
+            "partition.interval \"%s\" would make about %.0f partitions for the existing rows of "
+            "%s (at most %d); fix: choose a larger interval",
+            s->partition_interval, atof(n), t->src.qname, PGS_MAX_PARTITIONS);
+    else if (n)
+        say(r, "ok", "about %.0f partitions of %s", atof(n), s->partition_interval);
+    free(n);
+}
+
 /* Partition spec: the column exists and has a type we can range over;
  * rows with a NULL key need a DEFAULT partition. */
 static void check_partition_spec(pgs_migration *m, pgs_mtable *t, report *r)
@@ -268,12 +305,15 @@ static void check_partition_spec(pgs_migration *m, pgs_mtable *t, report *r)
                             : PQexecParams(m->src, sql, 1, NULL,
                                            (const char *[]){s->partition_interval}, NULL, NULL, 0);
         free(sql);
-        if (res == NULL || PQresultStatus(res) != PGRES_TUPLES_OK ||
-            PQgetvalue(res, 0, 0)[0] != 't')
+        bool valid =
+            res && PQresultStatus(res) == PGRES_TUPLES_OK && PQgetvalue(res, 0, 0)[0] == 't';
+        if (!valid)
             say(r, "BLOCK", "partition.interval \"%s\" is not a positive %s; fix: write e.g. %s",
                 s->partition_interval, timeish ? "interval" : "integer",
                 timeish ? "\"1 month\"" : "\"1000000\"");
         PQclear(res);
+        if (valid)
+            check_partition_count(m, t, c, timeish, r);
     }
     /* With a primary key the target's key becomes (pk..., column), which
      * makes the column NOT NULL: no DEFAULT partition can take those rows. */

@@ -13,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#define MAX_PARTITIONS 2000
 
 static bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -122,10 +121,10 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
         bounds = partition_bounds(m, t, col, c);
         if (bounds == NULL)
             goto rollback;
-        if (PQntuples(bounds) > MAX_PARTITIONS) {
+        if (PQntuples(bounds) > PGS_MAX_PARTITIONS) {
             log_error("table %s: interval %s makes %d partitions (more than %d); fix: choose a "
                       "larger partition.interval",
-                      t->src.qname, t->spec->partition_interval, PQntuples(bounds), MAX_PARTITIONS);
+                      t->src.qname, t->spec->partition_interval, PQntuples(bounds), PGS_MAX_PARTITIONS);
             goto rollback;
         }
         for (int i = 0; i < PQntuples(bounds); i++) {

@@ -247,7 +247,9 @@ Y
 expect_block b_interval 'partition.interval "fortnight" is not a positive interval; fix: write e.g. "1 month"'
 sed -i 's/fortnight/-1 month/' "$WORK/b_interval.yaml"
 expect_block b_interval 'partition.interval "-1 month" is not a positive interval'
-pass "partition.interval not a valid interval: BLOCK"
+sed -i 's/-1 month/1 minute/' "$WORK/b_interval.yaml"
+expect_block b_interval 'partitions for the existing rows of "public"."good2" (at most 2000); fix: choose a larger interval'
+pass "partition.interval not a valid interval, or one making too many partitions: BLOCK"
 
 # ---- keys that are fine ------------------------------------------------------
 write_plan ok_keys <<'Y'
