@@ -74,8 +74,6 @@ typedef struct apply_stats {
     uint64_t xacts;
     uint64_t skipped_xacts;
     pgs_timestamp last_commit_time; /* of the last applied source commit */
-    pgs_lsn last_fence_lsn;         /* LSN of the last non-transactional pgshift message */
-    char last_fence[64];            /* its content */
 } apply_stats;
 
 const apply_stats *apply_get_stats(const apply_ctx *a);

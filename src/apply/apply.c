@@ -771,8 +771,6 @@ static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const i
         s->next = r->stmts;
         r->stmts = s;
     }
-    (void)cols;
-    (void)ncols;
     size_t len = 0;
     if (!fold_build_records(&r->fold, &r->rowtype, pick, arg, &a->abuf, &len, &a->abuf_cap))
         return false;
@@ -1338,17 +1336,7 @@ bool apply_message(apply_ctx *a, const decode_msg *msg)
         if (!a->skipping)
             ok = apply_truncate(a, msg);
         break;
-    case DECODE_MESSAGE:
-        if (!(msg->u.message.flags & DECODE_MESSAGE_TRANSACTIONAL) &&
-            strcmp(msg->u.message.prefix, "pgshift") == 0) {
-            size_t n = msg->u.message.len < sizeof a->stats.last_fence - 1
-                           ? msg->u.message.len
-                           : sizeof a->stats.last_fence - 1;
-            memcpy(a->stats.last_fence, msg->u.message.content, n);
-            a->stats.last_fence[n] = '\0';
-            a->stats.last_fence_lsn = msg->u.message.lsn;
-        }
-        break;
+    case DECODE_MESSAGE: /* the cutover's fence will be read here (issue #4) */
     case DECODE_TYPE:
     case DECODE_ORIGIN:
         break;

@@ -235,12 +235,11 @@ static double now_s(void)
 
 static void print_progress(copy_shared *s, double started, bool tty, bool final)
 {
-    int64_t rows = 0, est = 0, bytes = 0, est_bytes = 0;
+    int64_t rows = 0, est = 0, bytes = 0;
     for (int i = 0; i < s->m->ntables; i++) {
         rows += atomic_load(&s->rows[i]);
         bytes += atomic_load(&s->bytes[i]);
         est += s->m->tables[i].src.rows_est;
-        est_bytes += s->m->tables[i].src.bytes;
     }
     double el = now_s() - started;
     double rate = el > 0 ? (double)rows / el : 0;
@@ -263,7 +262,6 @@ static void print_progress(copy_shared *s, double started, bool tty, bool final)
     } else {
         log_info("copy %.1f%%: %s", pct, line);
     }
-    (void)est_bytes;
 }
 
 static bool plan_tasks(copy_shared *s)

@@ -46,30 +46,23 @@ static void human_bytes(int64_t b, char *buf, size_t len)
     snprintf(buf, len, u ? "%.1f %s" : "%.0f %s", v, units[u]);
 }
 
-/* One row of text values from a query with parameters; NULL on error. */
-static PGresult *q(pgs_migration *m, PGconn *c, const char *sql, int n, const char *const *p)
-{
-    (void)m;
-    return pg_query(c, "preflight", sql, n, p);
-}
-
 static bool check_server(pgs_migration *m, report *r)
 {
     fprintf(r->out, "Server\n");
-    PGresult *res = q(m, m->src,
-                      "SELECT current_setting('server_version_num')::int,"
-                      "  current_setting('wal_level'),"
-                      "  current_setting('max_replication_slots')::int,"
-                      "  (SELECT count(*) FROM pg_replication_slots),"
-                      "  (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1),"
-                      "  current_setting('max_wal_senders')::int,"
-                      "  (SELECT count(*) FROM pg_stat_replication),"
-                      "  r.rolname, r.rolsuper, r.rolreplication,"
-                      "  has_database_privilege(current_database(), 'CREATE'),"
-                      "  current_setting('max_slot_wal_keep_size'),"
-                      "  current_database()"
-                      " FROM pg_roles r WHERE r.rolname = current_user",
-                      1, (const char *[]){m->slot});
+    PGresult *res = pg_query(m->src, "preflight",
+                             "SELECT current_setting('server_version_num')::int,"
+                             "  current_setting('wal_level'),"
+                             "  current_setting('max_replication_slots')::int,"
+                             "  (SELECT count(*) FROM pg_replication_slots),"
+                             "  (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1),"
+                             "  current_setting('max_wal_senders')::int,"
+                             "  (SELECT count(*) FROM pg_stat_replication),"
+                             "  r.rolname, r.rolsuper, r.rolreplication,"
+                             "  has_database_privilege(current_database(), 'CREATE'),"
+                             "  current_setting('max_slot_wal_keep_size'),"
+                             "  current_database()"
+                             " FROM pg_roles r WHERE r.rolname = current_user",
+                             1, (const char *[]){m->slot});
     if (res == NULL)
         return false;
     int version = atoi(PQgetvalue(res, 0, 0));
@@ -195,13 +188,14 @@ static void check_partition_coverage(pgs_migration *m, pgs_mtable *t, report *r)
 {
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->tgt.oid);
-    PGresult *res = q(m, m->tgt,
-                      "SELECT coalesce(string_agg('(' || pg_get_partition_constraintdef(relid) ||"
-                      "  ')', ' OR '), 'false'),"
-                      "  bool_or(pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'), count(*)"
-                      " FROM pg_partition_tree($1::oid) pt JOIN pg_class c ON c.oid = pt.relid"
-                      " WHERE pt.isleaf AND pt.level > 0",
-                      1, (const char *[]){oid});
+    PGresult *res =
+        pg_query(m->tgt, "preflight",
+                 "SELECT coalesce(string_agg('(' || pg_get_partition_constraintdef(relid) ||"
+                 "  ')', ' OR '), 'false'),"
+                 "  bool_or(pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'), count(*)"
+                 " FROM pg_partition_tree($1::oid) pt JOIN pg_class c ON c.oid = pt.relid"
+                 " WHERE pt.isleaf AND pt.level > 0",
+                 1, (const char *[]){oid});
     if (res == NULL) {
         r->blocking++;
         return;
@@ -401,11 +395,12 @@ static void check_target_index(pgs_migration *m, pgs_mtable *t, report *r)
 {
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->tgt.oid);
-    PGresult *res = q(m, m->tgt,
-                      "SELECT a.attname FROM pg_index i"
-                      "  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
-                      " WHERE i.indrelid = $1::oid",
-                      1, (const char *[]){oid});
+    PGresult *res =
+        pg_query(m->tgt, "preflight",
+                 "SELECT a.attname FROM pg_index i"
+                 "  JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+                 " WHERE i.indrelid = $1::oid",
+                 1, (const char *[]){oid});
     if (res == NULL)
         return;
     bool found = false;
@@ -438,38 +433,38 @@ static void list_dependents(pgs_migration *m, pgs_mtable *t, report *r)
 {
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->src.oid);
-    PGresult *res =
-        q(m, m->src,
-          "SELECT 'view', v.oid::regclass::text, 're-created to read the new table'"
-          "  FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid"
-          "  JOIN pg_class v ON v.oid = w.ev_class"
-          " WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1::oid AND v.oid <> $1::oid"
-          " GROUP BY v.oid"
-          " UNION ALL SELECT 'foreign key in', c.conname || ' on ' || c.conrelid::regclass::text,"
-          "  're-created on the new table (NOT VALID, then validated)'"
-          "  FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = $1::oid"
-          " UNION ALL SELECT 'foreign key out', c.conname || ' -> ' || c.confrelid::regclass::text,"
-          "  'stays on the old table; add it to the target yourself if it should hold there'"
-          "  FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = $1::oid"
-          " UNION ALL SELECT 'trigger', tgname, 'left behind unless re-created on the target'"
-          "  FROM pg_trigger WHERE tgrelid = $1::oid AND NOT tgisinternal"
-          " UNION ALL SELECT 'sequence', s.oid::regclass::text || ' (column ' || a.attname || ')',"
-          "  'handed over: the new table continues above its last value'"
-          "  FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'"
-          "  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
-          " WHERE d.refobjid = $1::oid AND d.classid = 'pg_class'::regclass"
-          " UNION ALL SELECT 'grant', coalesce(nullif(g.grantee::regrole::text, '-'), 'PUBLIC')"
-          "  || ': ' || g.privilege_type, 'copied to the new table'"
-          "  FROM pg_class c, aclexplode(c.relacl) g WHERE c.oid = $1::oid"
-          "   AND g.grantee <> c.relowner"
-          " UNION ALL SELECT 'policy', polname, 'left behind unless re-created on the target'"
-          "  FROM pg_policy WHERE polrelid = $1::oid"
-          " UNION ALL SELECT 'rule', rulename, 'left behind unless re-created on the target'"
-          "  FROM pg_rewrite WHERE ev_class = $1::oid AND rulename <> '_RETURN'"
-          " UNION ALL SELECT 'publication', p.pubname, 'stays on the old table'"
-          "  FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid"
-          " WHERE pr.prrelid = $1::oid AND p.pubname <> $2",
-          2, (const char *[]){oid, m->publication});
+    PGresult *res = pg_query(
+        m->src, "preflight",
+        "SELECT 'view', v.oid::regclass::text, 're-created to read the new table'"
+        "  FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid"
+        "  JOIN pg_class v ON v.oid = w.ev_class"
+        " WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = $1::oid AND v.oid <> $1::oid"
+        " GROUP BY v.oid"
+        " UNION ALL SELECT 'foreign key in', c.conname || ' on ' || c.conrelid::regclass::text,"
+        "  're-created on the new table (NOT VALID, then validated)'"
+        "  FROM pg_constraint c WHERE c.contype = 'f' AND c.confrelid = $1::oid"
+        " UNION ALL SELECT 'foreign key out', c.conname || ' -> ' || c.confrelid::regclass::text,"
+        "  'stays on the old table; add it to the target yourself if it should hold there'"
+        "  FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = $1::oid"
+        " UNION ALL SELECT 'trigger', tgname, 'left behind unless re-created on the target'"
+        "  FROM pg_trigger WHERE tgrelid = $1::oid AND NOT tgisinternal"
+        " UNION ALL SELECT 'sequence', s.oid::regclass::text || ' (column ' || a.attname || ')',"
+        "  'handed over: the new table continues above its last value'"
+        "  FROM pg_depend d JOIN pg_class s ON s.oid = d.objid AND s.relkind = 'S'"
+        "  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
+        " WHERE d.refobjid = $1::oid AND d.classid = 'pg_class'::regclass"
+        " UNION ALL SELECT 'grant', coalesce(nullif(g.grantee::regrole::text, '-'), 'PUBLIC')"
+        "  || ': ' || g.privilege_type, 'copied to the new table'"
+        "  FROM pg_class c, aclexplode(c.relacl) g WHERE c.oid = $1::oid"
+        "   AND g.grantee <> c.relowner"
+        " UNION ALL SELECT 'policy', polname, 'left behind unless re-created on the target'"
+        "  FROM pg_policy WHERE polrelid = $1::oid"
+        " UNION ALL SELECT 'rule', rulename, 'left behind unless re-created on the target'"
+        "  FROM pg_rewrite WHERE ev_class = $1::oid AND rulename <> '_RETURN'"
+        " UNION ALL SELECT 'publication', p.pubname, 'stays on the old table'"
+        "  FROM pg_publication_rel pr JOIN pg_publication p ON p.oid = pr.prpubid"
+        " WHERE pr.prrelid = $1::oid AND p.pubname <> $2",
+        2, (const char *[]){oid, m->publication});
     if (res == NULL)
         return;
     if (PQntuples(res) == 0)

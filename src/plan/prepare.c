@@ -13,7 +13,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 static bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
@@ -104,10 +103,9 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
         return false;
     }
     char *col = pg_ident(m->tgt, c->name);
-    char *nsp = pg_ident(m->tgt, t->tgt.nspname);
     PGresult *bounds = NULL;
     bool ok = false;
-    if (col == NULL || nsp == NULL)
+    if (col == NULL)
         goto done;
     if (!exec_fmt(m->tgt, "creating the target", "BEGIN; DROP TABLE IF EXISTS %s", t->tgt.qname))
         goto done;
@@ -124,7 +122,8 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
         if (PQntuples(bounds) > PGS_MAX_PARTITIONS) {
             log_error("table %s: interval %s makes %d partitions (more than %d); fix: choose a "
                       "larger partition.interval",
-                      t->src.qname, t->spec->partition_interval, PQntuples(bounds), PGS_MAX_PARTITIONS);
+                      t->src.qname, t->spec->partition_interval, PQntuples(bounds),
+                      PGS_MAX_PARTITIONS);
             goto rollback;
         }
         for (int i = 0; i < PQntuples(bounds); i++) {
@@ -173,7 +172,6 @@ rollback:
 done:
     PQclear(bounds);
     free(col);
-    free(nsp);
     return ok;
 }
 

@@ -256,24 +256,28 @@ static bool connect_stream(stream *s)
     return true;
 }
 
+static void on_reconnect(uv_timer_t *t);
+
+/* Tries again after 1 s, doubling up to BACKOFF_MAX_MS. */
+static void schedule_reconnect(stream *s)
+{
+    s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : 1000;
+    if (s->backoff_ms > BACKOFF_MAX_MS)
+        s->backoff_ms = BACKOFF_MAX_MS;
+    log_warn("reconnecting in %d ms", s->backoff_ms);
+    uv_timer_start(&s->reconnect_timer, on_reconnect, (uint64_t)s->backoff_ms, 0);
+}
+
 static void on_reconnect(uv_timer_t *t)
 {
     stream *s = t->data;
-    if (s->stopping)
-        return;
-    if (!connect_stream(s)) {
-        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : 1000;
-        if (s->backoff_ms > BACKOFF_MAX_MS)
-            s->backoff_ms = BACKOFF_MAX_MS;
-        log_warn("reconnecting in %d ms", s->backoff_ms);
-        uv_timer_start(&s->reconnect_timer, on_reconnect, (uint64_t)s->backoff_ms, 0);
-    }
+    if (!s->stopping && !connect_stream(s))
+        schedule_reconnect(s);
 }
 
-/* Drops the replication connection. Complete source transactions already
- * applied are committed; a half-received one is rolled back (the slot
- * sends it again). */
-static void disconnect(stream *s, bool retry)
+/* Stops watching the replication socket (before PQfinish; the socket can
+ * differ after a reconnect, so the handle goes with it). */
+static void detach_poll(stream *s)
 {
     apply_set_side_channel(s->apply, -1, NULL, NULL);
     if (s->poll) {
@@ -281,30 +285,43 @@ static void disconnect(stream *s, bool retry)
         uv_close((uv_handle_t *)s->poll, on_poll_closed);
         s->poll = NULL;
     }
-    if (apply_batch_open(s->apply)) {
+}
+
+/* Brings the applier to rest: complete source transactions are committed,
+ * a half-received one (or everything, after a failure) is rolled back —
+ * the slot sends those again — and every result is waited for, so
+ * m->applied_lsn is final. False when something failed. */
+static bool settle_apply(stream *s, bool failed)
+{
+    bool ok = true;
+    if (failed)
+        apply_rollback_batch(s->apply);
+    else if (apply_batch_open(s->apply)) {
         if (apply_in_xact(s->apply))
             apply_rollback_batch(s->apply);
-        else if (!apply_commit_batch(s->apply))
-            retry = false, s->exit_code = 1;
+        else
+            ok = apply_commit_batch(s->apply);
     }
-    /* Reconnecting starts from the applied position: settle it first. */
-    if (!apply_finish(s->apply))
+    return apply_finish(s->apply) && ok;
+}
+
+/* Drops the replication connection and, unless the applier failed,
+ * reconnects from the applied position. */
+static void disconnect(stream *s, bool retry)
+{
+    detach_poll(s);
+    if (!settle_apply(s, false))
         retry = false, s->exit_code = 1;
     if (s->repl) {
-        if (!retry)
-            send_feedback(s, false);
         PQfinish(s->repl);
         s->repl = NULL;
     }
-    if (retry && !s->stopping) {
-        s->backoff_ms = s->backoff_ms ? s->backoff_ms * 2 : 1000;
-        if (s->backoff_ms > BACKOFF_MAX_MS)
-            s->backoff_ms = BACKOFF_MAX_MS;
-        log_warn("reconnecting in %d ms", s->backoff_ms);
-        uv_timer_start(&s->reconnect_timer, on_reconnect, (uint64_t)s->backoff_ms, 0);
-    } else if (!retry && !s->stopping) {
+    if (s->stopping)
+        return;
+    if (retry)
+        schedule_reconnect(s);
+    else
         stop_loop(s, s->exit_code);
-    }
 }
 
 static void close_handle(uv_handle_t *h, void *arg)
@@ -319,22 +336,9 @@ static void stop_loop(stream *s, int code)
     if (s->stopping)
         return;
     s->stopping = true;
-    apply_set_side_channel(s->apply, -1, NULL, NULL);
     s->exit_code = code;
-    if (s->poll) {
-        uv_poll_stop(s->poll);
-        uv_close((uv_handle_t *)s->poll, on_poll_closed);
-        s->poll = NULL;
-    }
-    if (code == 1)
-        apply_rollback_batch(s->apply);
-    else if (apply_batch_open(s->apply)) {
-        if (apply_in_xact(s->apply))
-            apply_rollback_batch(s->apply);
-        else if (!apply_commit_batch(s->apply))
-            s->exit_code = 1;
-    }
-    if (!apply_finish(s->apply))
+    detach_poll(s);
+    if (!settle_apply(s, code == 1))
         s->exit_code = 1;
     if (s->repl) {
         send_feedback(s, false);
@@ -495,11 +499,8 @@ int stream_run(pgs_migration *m)
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
     uv_timer_start(&s.feedback_timer, on_feedback, FEEDBACK_MS, FEEDBACK_MS);
     uv_timer_start(&s.stats_timer, on_stats, 200, STATS_MS);
-    if (!connect_stream(&s)) {
-        s.backoff_ms = 1000;
-        log_warn("reconnecting in %d ms", s.backoff_ms);
-        uv_timer_start(&s.reconnect_timer, on_reconnect, (uint64_t)s.backoff_ms, 0);
-    }
+    if (!connect_stream(&s))
+        schedule_reconnect(&s);
     uv_run(&s.loop, UV_RUN_DEFAULT);
     /* Close anything still open (a stop from inside a callback closes all). */
     uv_walk(&s.loop, close_handle, NULL);
