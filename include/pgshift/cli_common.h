@@ -10,11 +10,12 @@ typedef struct cli_opts {
     const char *plan_path;
     bool json;
     bool confirm;
+    bool auto_cutover;
     bool help;
 } cli_opts;
 
-/* Parses --plan FILE, --json and --confirm (the last two only where
- * `allowed` lists them, as "json,confirm"), --log-level and
+/* Parses --plan FILE, --json, --confirm and --auto-cutover (the last three
+ * only where `allowed` lists them, as "json,confirm"), --log-level and
  * --log-format. Prints `usage` for --help. Returns -1 to go on, or the exit
  * code to return at once (0 after --help, 2 on a usage error). */
 int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli_opts *out);

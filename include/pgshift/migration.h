@@ -9,6 +9,7 @@
 #include "pgshift/plan.h"
 
 #include <libpq-fe.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,6 +60,9 @@ typedef struct pgs_migration {
     pgs_lsn applied_lsn; /* end LSN of the last applied source commit */
     int64_t applied_xacts;
     int64_t applied_changes;
+    /* run options */
+    bool auto_cutover;     /* `run --auto-cutover` */
+    atomic_bool analyzing; /* the background ANALYZE of fresh targets still runs */
 } pgs_migration;
 
 /* Connects to source and target and resolves every table of the plan

@@ -49,6 +49,8 @@ typedef struct pgs_plan_cutover {
     uint64_t max_lag_bytes; /* `max_lag: 8MB`; default 8 MiB */
     int lock_timeout_ms;    /* `lock_timeout: 500ms`; default 500 */
     int attempts;           /* `attempts: 20`; default 20 */
+    int fence_timeout_ms;   /* `fence_timeout: 2s`: longest the lock is held waiting for the
+                               fence before the attempt is given up; default 2000 */
     bool postpone;          /* `postpone: true` holds back --auto-cutover */
     char *postpone_file;    /* `postpone_file: /path`: while it exists, auto cutover waits */
 } pgs_plan_cutover;

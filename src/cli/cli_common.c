@@ -25,6 +25,7 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         {"plan", required_argument, NULL, 'p'},
         {"json", no_argument, NULL, 'j'},
         {"confirm", no_argument, NULL, 'c'},
+        {"auto-cutover", no_argument, NULL, 'a'},
         {"log-level", required_argument, NULL, 'l'},
         {"log-format", required_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
@@ -47,6 +48,10 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         case 'c':
             name = "confirm";
             out->confirm = true;
+            break;
+        case 'a':
+            name = "auto-cutover";
+            out->auto_cutover = true;
             break;
         case 'l': {
             pgs_log_level lvl;

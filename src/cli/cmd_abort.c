@@ -37,6 +37,13 @@ int cmd_abort(int argc, char **argv)
     rc = PGS_EXIT_FAILURE;
     if (!state_lock(m) || !state_load(m))
         goto done;
+    if (m->phase == PGS_PHASE_DONE) {
+        log_error("migration %s is already cut over: its target is now the live table, and abort "
+                  "would drop it; use `pgshift cleanup --plan %s --confirm` to drop the old "
+                  "tables, slot and publication",
+                  plan->name, plan->path);
+        goto done;
+    }
     char *slot = pg_query_value(m->src, "looking for the slot",
                                 "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", 1,
                                 (const char *[]){m->slot}, NULL);

@@ -3,19 +3,21 @@
  * target database. */
 #include "pgshift/cli.h"
 #include "pgshift/cli_common.h"
+#include "pgshift/cutover.h"
 #include "pgshift/log.h"
 #include "pgshift/migration.h"
 #include "pgshift/pg.h"
 #include "pgshift/repl.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 static const char usage[] =
-    "Usage: pgshift run --plan FILE\n\n"
+    "Usage: pgshift run --plan FILE [--auto-cutover]\n\n"
     "Moves the plan's tables into their targets while the application keeps\n"
     "writing:\n"
     "  1. preflight (as `pgshift plan`); stops with exit 3 on a blocking problem\n"
@@ -23,15 +25,25 @@ static const char usage[] =
     "     targets with a `partition:` spec are created (indexes after the data)\n"
     "  3. parallel copy of that snapshot (progress bar on a terminal)\n"
     "  4. stream the changes since the snapshot and apply them in commit order,\n"
-    "     exactly once, until stopped (SIGINT/SIGTERM stop cleanly)\n\n"
+    "     exactly once, until cut over or stopped (SIGINT/SIGTERM stop cleanly)\n"
+    "  5. cutover, when `pgshift cutover` asks for it or, with --auto-cutover, as\n"
+    "     soon as the lag is under cutover.max_lag (unless cutover.postpone is true\n"
+    "     or cutover.postpone_file exists; the plan file is re-read for these):\n"
+    "     lock the sources (cutover.lock_timeout; retried up to cutover.attempts,\n"
+    "     naming the blocker), fence in the WAL, apply up to it, hand over\n"
+    "     sequences, views, foreign keys, grants, triggers and policies, rename\n"
+    "     <table> to <table>_old and the target to <table>, commit; then validate\n"
+    "     the foreign keys and ANALYZE. The old tables, slot and publication stay\n"
+    "     until `pgshift cleanup --confirm`.\n\n"
     "Run it again after any stop or crash: it resumes from the state kept in\n"
     "schema pgshift of the target database (an interrupted copy starts over;\n"
     "streaming continues after the last applied transaction).\n\n"
     "Options:\n"
     "  --plan FILE         the migration plan (YAML)\n"
+    "  --auto-cutover      cut over by itself once caught up (see 5.)\n"
     "  --log-level LEVEL   debug, info (default), warn, error\n"
     "  --log-format FMT    text (default) or json\n\n"
-    "Exit codes: 0 done, 1 runtime failure (the message says what and where;\n"
+    "Exit codes: 0 cut over, 1 runtime failure (the message says what and where;\n"
     "nothing past the last applied transaction was acknowledged), 2 usage or\n"
     "plan-file error, 3 preflight found blocking problems, 130/143 stopped by\n"
     "SIGINT/SIGTERM (resume with the same command).\n";
@@ -76,6 +88,7 @@ typedef struct analyzer {
     bool started;
     char *conninfo;
     char **tables; /* quoted target names, NULL-terminated */
+    atomic_bool *analyzing;
 } analyzer;
 
 static void *analyze_targets(void *arg)
@@ -95,6 +108,7 @@ static void *analyze_targets(void *arg)
     }
     if (conn)
         PQfinish(conn);
+    atomic_store(z->analyzing, false);
     return NULL;
 }
 
@@ -107,7 +121,11 @@ static void analyzer_start(analyzer *z, pgs_migration *m)
         return;
     for (int i = 0; i < m->ntables; i++)
         z->tables[i] = strdup(m->tables[i].tgt.qname ? m->tables[i].tgt.qname : "");
+    z->analyzing = &m->analyzing;
+    atomic_store(&m->analyzing, true);
     z->started = pthread_create(&z->thread, NULL, analyze_targets, z) == 0;
+    if (!z->started)
+        atomic_store(&m->analyzing, false);
 }
 
 static void analyzer_finish(analyzer *z)
@@ -119,20 +137,48 @@ static void analyzer_finish(analyzer *z)
     free(z->tables);
 }
 
+/* After the swap: validate, analyze, and say where things are. */
+static int after_cutover(pgs_migration *m)
+{
+    if (!cutover_finish(m)) {
+        log_error("migration %s is cut over, but the steps after it did not finish (see above); "
+                  "run `pgshift run` again to finish them",
+                  m->plan->name);
+        return PGS_EXIT_FAILURE;
+    }
+    PGresult *r = pg_query(m->tgt, "reading the cutover record",
+                           "SELECT cutover->>'write_block_ms', "
+                           "  (SELECT string_agg(x, ', ') FROM jsonb_array_elements_text("
+                           "     cutover->'old_tables') x), cutover_at"
+                           " FROM pgshift.migrations WHERE name = $1",
+                           1, (const char *[]){m->plan->name});
+    if (r && PQntuples(r) == 1) {
+        log_info("migration %s cut over at %s%s%s%s; the old tables are %s (kept; `pgshift cleanup "
+                 "--plan %s --confirm` drops them with slot %s, which retains WAL until then)",
+                 m->plan->name, PQgetvalue(r, 0, 2),
+                 PQgetisnull(r, 0, 0) ? "" : " (write-blocking window ",
+                 PQgetisnull(r, 0, 0) ? "" : PQgetvalue(r, 0, 0),
+                 PQgetisnull(r, 0, 0) ? "" : " ms)", PQgetvalue(r, 0, 1), m->plan->path, m->slot);
+    }
+    PQclear(r);
+    return PGS_EXIT_OK;
+}
+
 int cmd_run(int argc, char **argv)
 {
     cli_opts o;
     int rc;
-    pgs_migration *m = cli_open(argc, argv, "", usage, &o, &rc);
+    pgs_migration *m = cli_open(argc, argv, "auto-cutover", usage, &o, &rc);
     if (m == NULL)
         return rc;
     pgs_plan *plan = m->plan;
+    m->auto_cutover = o.auto_cutover;
     rc = PGS_EXIT_FAILURE;
     if (!state_lock(m) || !state_load(m))
         goto done;
     if (m->phase == PGS_PHASE_DONE) {
-        log_info("migration %s is already cut over; nothing to do", plan->name);
-        rc = PGS_EXIT_OK;
+        log_info("migration %s is already cut over", plan->name);
+        rc = after_cutover(m);
         goto done;
     }
     int blocking = preflight_run(m, m->has_state, stdout);
@@ -157,6 +203,8 @@ int cmd_run(int argc, char **argv)
         analyzer_start(&z, m);
     rc = stream_run(m);
     analyzer_finish(&z);
+    if (rc == 0 && m->phase == PGS_PHASE_DONE)
+        rc = after_cutover(m);
 done:
     cli_close(m);
     return rc;

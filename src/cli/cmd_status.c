@@ -35,7 +35,8 @@ static const char *const SQL_STATUS =
     "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"
     "    WHERE slot_name = m.slot_name),"
     "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = m.slot_name),"
-    "  extract(epoch FROM now() - m.updated_at)"
+    "  extract(epoch FROM now() - m.updated_at),"
+    "  coalesce((to_jsonb(m)->'cutover')::text, ''), coalesce(to_jsonb(m)->>'cutover_at', '')"
     " FROM pgshift.migrations m WHERE m.name = $1";
 
 int cmd_status(int argc, char **argv)
@@ -46,7 +47,7 @@ int cmd_status(int argc, char **argv)
     if (m == NULL)
         return rc;
     pgs_plan *plan = m->plan;
-    json_t *out = NULL, *stats = NULL;
+    json_t *out = NULL, *stats = NULL, *co = NULL;
     PGresult *res = NULL, *tres = NULL;
     rc = PGS_EXIT_FAILURE;
     if (!state_load(m))
@@ -104,6 +105,13 @@ int cmd_status(int argc, char **argv)
                         json_pack("{s:s,s:I,s:s}", "name", m->slot, "retained_bytes",
                                   (json_int_t)atoll(PQgetvalue(res, 0, 10)), "wal_status",
                                   PQgetvalue(res, 0, 11)));
+    bool done = strcmp(phase, "done") == 0;
+    co = PQgetvalue(res, 0, 13)[0] ? json_loads(PQgetvalue(res, 0, 13), 0, NULL) : NULL;
+    if (co) {
+        json_object_del(co, "post");
+        json_object_set_new(co, "at", json_string(PQgetvalue(res, 0, 14)));
+        json_object_set(out, "cutover", co);
+    }
     json_t *tables = json_array();
     for (int i = 0; i < PQntuples(tres); i++)
         json_array_append_new(
@@ -124,11 +132,30 @@ int cmd_status(int argc, char **argv)
         free(s);
     } else {
         printf("migration %s: %s%s\n", plan->name, phase,
-               running ? "" : " (no pgshift run is streaming now)");
+               running || done ? "" : " (no pgshift run is streaming now)");
         if (PQgetvalue(res, 0, 1)[0])
             printf("  error: %s\n", PQgetvalue(res, 0, 1));
-        printf("  lag: %.1f MB, %.1f s (applied %s, source at %s)\n", (double)lag / 1048576.0,
-               lag_s, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
+        if (done && co) {
+            json_t *old = json_object_get(co, "old_tables"), *v;
+            size_t i;
+            printf("  cut over at %s after %lld attempt(s): write-blocking window %.0f ms (lock "
+                   "wait %.0f ms, fence reached in %.0f ms, swap %.0f ms)\n",
+                   PQgetvalue(res, 0, 14),
+                   (long long)json_integer_value(json_object_get(co, "attempts")),
+                   json_number_value(json_object_get(co, "write_block_ms")),
+                   json_number_value(json_object_get(co, "lock_wait_ms")),
+                   json_number_value(json_object_get(co, "fence_ms")),
+                   json_number_value(json_object_get(co, "swap_ms")));
+            printf("  old tables (kept until `pgshift cleanup --plan %s --confirm`):", plan->path);
+            json_array_foreach(old, i, v) printf("%s %s", i ? "," : "", json_string_value(v));
+            printf("\n");
+            if (!json_is_true(json_object_get(co, "post_done")))
+                printf("  note: the steps after the swap (validate foreign keys, ANALYZE) have not "
+                       "finished; `pgshift run --plan %s` finishes them\n",
+                       plan->path);
+        } else
+            printf("  lag: %.1f MB, %.1f s (applied %s, source at %s)\n", (double)lag / 1048576.0,
+                   lag_s, PQgetvalue(res, 0, 2), PQgetvalue(res, 0, 3));
         char eta_txt[32];
         snprintf(eta_txt, sizeof eta_txt, "%.0f s", eta);
         if (running)
@@ -154,6 +181,7 @@ int cmd_status(int argc, char **argv)
 done:
     json_decref(out);
     json_decref(stats);
+    json_decref(co);
     PQclear(res);
     PQclear(tres);
     cli_close(m);

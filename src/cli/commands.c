@@ -7,11 +7,16 @@ int cmd_plan(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_abort(int argc, char **argv);
+int cmd_cutover(int argc, char **argv);
+int cmd_cleanup(int argc, char **argv);
 
 const pgs_command pgs_commands[] = {
     {"plan", "dry run: check the server and tables, print what run would do", cmd_plan},
     {"run", "copy, then stream and apply changes; resumes when re-run", cmd_run},
     {"status", "phase, per-table progress, lag and apply rate", cmd_status},
+    {"cutover", "ask the running `run` to swap the tables now; waits for the outcome", cmd_cutover},
+    {"cleanup", "after the cutover: drop the old tables, slot and publication (--confirm)",
+     cmd_cleanup},
     {"abort", "drop the slot, publication, state and created targets (--confirm)", cmd_abort},
     {0},
 };

@@ -713,6 +713,8 @@ static const plan_field cutover_fields[] = {
     {"lock_timeout", F_DURATION, offsetof(pgs_plan_cutover, lock_timeout_ms), false, 1, 60000,
      "500ms", NULL},
     {"attempts", F_INT, offsetof(pgs_plan_cutover, attempts), false, 1, INT_MAX, "20", NULL},
+    {"fence_timeout", F_DURATION, offsetof(pgs_plan_cutover, fence_timeout_ms), false, 1, 600000,
+     "2s", NULL},
     {"postpone", F_BOOL, offsetof(pgs_plan_cutover, postpone), false, 0, 0, "false", NULL},
     {"postpone_file", F_TEXT, offsetof(pgs_plan_cutover, postpone_file), false, 0, 0,
      "/tmp/petri.postpone", NULL},
@@ -1422,6 +1424,7 @@ pgs_plan *pgs_plan_parse(const char *yaml, size_t len, const char *path, char *e
     plan->cutover.max_lag_bytes = UINT64_C(8) << 20;
     plan->cutover.lock_timeout_ms = 500;
     plan->cutover.attempts = 20;
+    plan->cutover.fence_timeout_ms = 2000;
     plan->copy.workers = 0;
     plan->copy.chunk_bytes = UINT64_C(64) << 20;
     plan->apply.batch_changes = 20000;

@@ -4,20 +4,31 @@
  * flush position reported to the server is only ever what the applier has
  * durably committed (or, when nothing is pending, the keepalive position). */
 #include "pgshift/apply.h"
+#include "pgshift/control.h"
+#include "pgshift/cutover.h"
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 #include "pgshift/repl.h"
 
 #include <jansson.h>
-#include <time.h>
 #include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
 
-#define FEEDBACK_MS    1000
-#define STATS_MS       2000
-#define BACKOFF_MAX_MS 30000
+#define FEEDBACK_MS     1000
+#define STATS_MS        2000
+#define BACKOFF_MAX_MS  30000
+#define CUTOVER_TICK_MS 50
+
+typedef enum co_state {
+    CO_NONE,   /* no cutover wanted */
+    CO_WANTED, /* waiting for readiness or the next attempt */
+    CO_FENCE,  /* locks held, fence emitted: applying up to it */
+} co_state;
 
 typedef struct stream {
     pgs_migration *m;
@@ -50,6 +61,32 @@ typedef struct stream {
     double rate_bytes;
     double rate_wal;
     double last_log_ms;
+    double last_lag_bytes;
+    double last_lag_s;
+    double last_eta;
+    /* cutover (cutover.h) */
+    control_server *ctl;
+    uv_timer_t co_timer;
+    cutover *co;
+    co_state co_state;
+    control_call *co_call; /* a `pgshift cutover` waiting for the outcome */
+    int co_attempts;
+    int co_backoff_ms;
+    double co_next_try_ms;
+    double co_lock_wait_ms; /* of the current attempt */
+    double co_locked_at_ms;
+    double co_fence_sent_ms;
+    double co_worst_failed_ms; /* longest the application waited in a failed attempt */
+    char co_nonce[128];
+    pgs_lsn co_fence_lsn;
+    cutover_blocker co_blocker;
+    bool co_have_blocker;
+    double co_last_wait_log_ms;
+    /* postponing an automatic cutover (plan cutover.postpone / postpone_file) */
+    struct timespec plan_mtime;
+    bool postpone;
+    char *postpone_file;
+    char postpone_why[512];
 } stream;
 
 static double now_ms(void)
@@ -109,6 +146,7 @@ static bool commit_batch(stream *s)
 }
 
 static void process_buffered(stream *s);
+static void cutover_at_fence(stream *s);
 
 static void on_batch_timer(uv_timer_t *t)
 {
@@ -149,6 +187,14 @@ static bool handle_copydata(stream *s, const uint8_t *buf, size_t len)
     }
     if (!apply_message(s->apply, &msg))
         return false;
+    if (msg.kind == DECODE_MESSAGE && s->co_state == CO_FENCE &&
+        !(msg.u.message.flags & DECODE_MESSAGE_TRANSACTIONAL) &&
+        strcmp(msg.u.message.prefix, "pgshift_fence") == 0 &&
+        msg.u.message.len == strlen(s->co_nonce) &&
+        memcmp(msg.u.message.content, s->co_nonce, msg.u.message.len) == 0) {
+        cutover_at_fence(s);
+        return true;
+    }
     if (msg.kind == DECODE_COMMIT &&
         (apply_batch_changes(s->apply) >= s->m->plan->apply.batch_changes ||
          apply_batch_age_ms(s->apply) >= s->m->plan->apply.batch_ms))
@@ -337,6 +383,17 @@ static void stop_loop(stream *s, int code)
         return;
     s->stopping = true;
     s->exit_code = code;
+    if (s->co && cutover_locked(s->co)) {
+        cutover_release(s->co);
+        log_warn("cutover abandoned: locks released, nothing renamed");
+    }
+    if (s->co_call) {
+        control_reply(s->co_call, false,
+                      s->m->phase == PGS_PHASE_DONE ? "cut over" : "pgshift run stopped", NULL);
+        s->co_call = NULL;
+    }
+    control_close(s->ctl);
+    s->ctl = NULL;
     detach_poll(s);
     if (!settle_apply(s, code == 1))
         s->exit_code = 1;
@@ -431,9 +488,12 @@ static void on_stats(uv_timer_t *t)
     double net = s->rate_bytes - s->rate_wal;
     double eta = (lag == 0 || idle) ? 0 : net > 0 ? (double)lag / net : -1;
 
+    s->last_lag_bytes = (double)lag;
+    s->last_lag_s = lag_s;
+    s->last_eta = eta;
     pgs_phase phase =
         lag <= m->plan->cutover.max_lag_bytes ? PGS_PHASE_READY : PGS_PHASE_CATCHING_UP;
-    if (phase != m->phase) {
+    if (phase != m->phase && m->phase != PGS_PHASE_CUTTING_OVER) {
         log_info("phase %s -> %s (lag %llu bytes)", pgs_phase_name(m->phase), pgs_phase_name(phase),
                  (unsigned long long)lag);
         state_set_phase(m, phase, NULL);
@@ -471,6 +531,324 @@ static void on_stats(uv_timer_t *t)
     }
 }
 
+/* ---- cutover (cutover.h has the steps) ---- */
+
+static void co_reply(stream *s, bool ok, const char *msg)
+{
+    if (s->co_call) {
+        control_reply(s->co_call, ok, msg, NULL);
+        s->co_call = NULL;
+    }
+}
+
+static void co_blocker_text(const stream *s, char *buf, size_t len)
+{
+    const cutover_blocker *b = &s->co_blocker;
+    if (!s->co_have_blocker)
+        snprintf(buf, len, "the blocking session had ended by the time it was looked up");
+    else
+        snprintf(buf, len,
+                 "blocked by pid %d (application '%s', in a transaction for %.1f s, holding %s "
+                 "on %s; query: %s)",
+                 b->pid, b->application, b->xact_age_s, b->mode, b->relation, b->query);
+}
+
+/* Ends the current request without a swap: the migration keeps streaming. */
+static void co_give_up(stream *s, const char *why)
+{
+    log_error("cutover not done: %s; the migration keeps streaming, and `pgshift cutover --plan "
+              "%s` tries again",
+              why, s->m->plan->path);
+    co_reply(s, false, why);
+    s->co_state = CO_NONE;
+    s->co_attempts = 0;
+    s->co_backoff_ms = 0;
+    uv_timer_stop(&s->co_timer);
+    s->m->phase = PGS_PHASE_READY; /* the next stats sample corrects it */
+}
+
+/* An attempt that did not get (or keep) its locks: wait, catch up, retry. */
+static void co_attempt_failed(stream *s, const char *why, double app_wait_ms)
+{
+    if (app_wait_ms > s->co_worst_failed_ms)
+        s->co_worst_failed_ms = app_wait_ms;
+    s->m->phase = PGS_PHASE_READY;
+    if (s->co_attempts >= s->m->plan->cutover.attempts) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%d attempt(s) failed; the last: %s", s->co_attempts, why);
+        co_give_up(s, msg);
+        return;
+    }
+    s->co_backoff_ms = s->co_backoff_ms ? s->co_backoff_ms * 2 : 250;
+    if (s->co_backoff_ms > 5000)
+        s->co_backoff_ms = 5000;
+    s->co_next_try_ms = now_ms() + s->co_backoff_ms;
+    s->co_state = CO_WANTED;
+    log_warn("cutover attempt %d/%d: %s; the application waited %.0f ms; retrying in %d ms",
+             s->co_attempts, s->m->plan->cutover.attempts, why, app_wait_ms, s->co_backoff_ms);
+}
+
+/* Re-reads the plan's postpone settings when the file changes, so that an
+ * operator can hold back or release an automatic cutover while it runs. */
+static bool co_postponed(stream *s)
+{
+    struct stat st;
+    if (stat(s->m->plan->path, &st) == 0 && (st.st_mtim.tv_sec != s->plan_mtime.tv_sec ||
+                                             st.st_mtim.tv_nsec != s->plan_mtime.tv_nsec)) {
+        s->plan_mtime = st.st_mtim;
+        char err[512];
+        pgs_plan *p = pgs_plan_load(s->m->plan->path, err, sizeof err);
+        if (p == NULL) {
+            log_warn("re-reading the plan for cutover.postpone: %s; holding the cutover back", err);
+            s->postpone = true;
+        } else {
+            s->postpone = p->cutover.postpone;
+            free(s->postpone_file);
+            s->postpone_file = p->cutover.postpone_file ? strdup(p->cutover.postpone_file) : NULL;
+            pgs_plan_free(p);
+        }
+    }
+    char why[512] = "";
+    if (s->postpone)
+        snprintf(why, sizeof why, "cutover.postpone is true in %s", s->m->plan->path);
+    else if (s->postpone_file && access(s->postpone_file, F_OK) == 0)
+        snprintf(why, sizeof why, "the flag file %s exists", s->postpone_file);
+    if (strcmp(why, s->postpone_why) != 0) {
+        if (why[0])
+            log_info("automatic cutover postponed: %s", why);
+        else
+            log_info("automatic cutover no longer postponed");
+        snprintf(s->postpone_why, sizeof s->postpone_why, "%s", why);
+    }
+    return why[0] != '\0';
+}
+
+/* Bytes between the source's WAL position and what is applied. */
+static bool co_lag(stream *s, uint64_t *lag)
+{
+    char *v = pg_query_value(s->m->src, "reading the source WAL position",
+                             "SELECT pg_current_wal_insert_lsn()", 0, NULL, NULL);
+    pgs_lsn cur = 0;
+    bool ok = v && decode_lsn_parse(v, &cur);
+    free(v);
+    pgs_lsn applied = s->m->applied_lsn > s->idle_confirm ? s->m->applied_lsn : s->idle_confirm;
+    *lag = cur > applied ? cur - applied : 0;
+    return ok;
+}
+
+static void co_try(stream *s)
+{
+    pgs_migration *m = s->m;
+    double t = now_ms();
+    if (t < s->co_next_try_ms || s->repl == NULL)
+        return;
+    if (s->co_call == NULL && co_postponed(s))
+        return;
+    if (atomic_load(&m->analyzing) || apply_in_xact(s->apply))
+        return;
+    uint64_t lag = 0;
+    if (!co_lag(s, &lag))
+        return;
+    if (lag > m->plan->cutover.max_lag_bytes) {
+        if (t - s->co_last_wait_log_ms > 10000) {
+            log_info("cutover waits for the lag to drop under cutover.max_lag (%.1f MB; now "
+                     "%.1f MB)",
+                     (double)m->plan->cutover.max_lag_bytes / 1048576.0, (double)lag / 1048576.0);
+            s->co_last_wait_log_ms = t;
+        }
+        return;
+    }
+    if (s->co == NULL && (s->co = cutover_new(m)) == NULL) {
+        co_give_up(s, "cannot open the cutover connections (see the log)");
+        return;
+    }
+    char first[1024];
+    int problems = cutover_check(s->co, true, first, sizeof first);
+    if (problems != 0) {
+        /* An automatic cutover waits for the operator to fix it; a
+         * requested one answers now. */
+        if (s->co_call || problems < 0)
+            co_give_up(s, problems < 0 ? "reading the dependent objects failed" : first);
+        return;
+    }
+    /* Bring the applier to rest so that it holds no lock on the targets. */
+    if (apply_batch_open(s->apply) && !apply_commit_batch(s->apply)) {
+        stop_loop(s, 1);
+        return;
+    }
+    if (!apply_finish(s->apply)) {
+        stop_loop(s, 1);
+        return;
+    }
+    s->co_attempts++;
+    m->phase = PGS_PHASE_CUTTING_OVER;
+    log_info("cutover attempt %d/%d: locking (lag %.1f kB, lock_timeout %d ms)", s->co_attempts,
+             m->plan->cutover.attempts, (double)lag / 1024.0, m->plan->cutover.lock_timeout_ms);
+    double t0 = now_ms();
+    int r = cutover_lock(s->co, &s->co_blocker, &s->co_have_blocker);
+    double t1 = now_ms();
+    s->co_lock_wait_ms = t1 - t0;
+    if (r == 0) {
+        char why[600];
+        co_blocker_text(s, why, sizeof why);
+        char msg[700];
+        snprintf(msg, sizeof msg, "locks not granted within %d ms: %s",
+                 m->plan->cutover.lock_timeout_ms, why);
+        co_attempt_failed(s, msg, s->co_lock_wait_ms);
+        return;
+    }
+    if (r < 0) {
+        co_give_up(s, "taking the locks failed (see the log)");
+        return;
+    }
+    s->co_locked_at_ms = t1;
+    if (!cutover_fence(s->co, s->co_nonce, sizeof s->co_nonce, &s->co_fence_lsn)) {
+        cutover_release(s->co);
+        co_attempt_failed(s, "emitting the fence failed (see the log)", now_ms() - t0);
+        return;
+    }
+    s->co_fence_sent_ms = now_ms();
+    s->co_state = CO_FENCE;
+    char lsn[18];
+    log_info("cutover: locks held after %.0f ms; fence at %s; applying up to it", t1 - t0,
+             decode_lsn_format(s->co_fence_lsn, lsn));
+    /* Whatever is already buffered may hold the fence. */
+    process_buffered(s);
+}
+
+static void on_co_timer(uv_timer_t *h)
+{
+    stream *s = h->data;
+    if (s->stopping)
+        return;
+    if (s->co_state == CO_FENCE) {
+        double waited = now_ms() - s->co_fence_sent_ms;
+        if (waited > s->m->plan->cutover.fence_timeout_ms) {
+            cutover_release(s->co);
+            char msg[256];
+            snprintf(msg, sizeof msg,
+                     "the stream did not reach the fence within cutover.fence_timeout (%d ms); "
+                     "locks released, nothing renamed",
+                     s->m->plan->cutover.fence_timeout_ms);
+            co_attempt_failed(s, msg, s->co_lock_wait_ms + (now_ms() - s->co_locked_at_ms));
+        }
+        return;
+    }
+    if (s->co_state == CO_WANTED)
+        co_try(s);
+}
+
+/* The stream reached the fence: everything the sources committed before the
+ * lock is in this process. Commit it, then swap in one transaction. */
+static void cutover_at_fence(stream *s)
+{
+    pgs_migration *m = s->m;
+    double fence_ms = now_ms() - s->co_fence_sent_ms;
+    if ((apply_batch_open(s->apply) && !apply_commit_batch(s->apply)) || !apply_finish(s->apply)) {
+        cutover_release(s->co);
+        co_reply(s, false, "applying up to the fence failed (see the log)");
+        stop_loop(s, 1);
+        return;
+    }
+    cutover_crash_point("applied");
+    double applied_ms = now_ms() - s->co_fence_sent_ms;
+    json_t *o = json_pack("{s:i,s:f,s:f,s:f,s:f}", "attempts", s->co_attempts, "lock_wait_ms",
+                          s->co_lock_wait_ms, "fence_ms", fence_ms, "applied_to_fence_ms",
+                          applied_ms, "worst_failed_attempt_ms", s->co_worst_failed_ms);
+    if (o && s->co_have_blocker)
+        json_object_set_new(o, "last_blocker",
+                            json_pack("{s:i,s:s,s:s,s:f}", "pid", s->co_blocker.pid, "application",
+                                      s->co_blocker.application, "query", s->co_blocker.query,
+                                      "xact_age_seconds", s->co_blocker.xact_age_s));
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    char err[1024] = "";
+    double t0 = now_ms();
+    int r = cutover_swap(s->co, js, err, sizeof err);
+    double done = now_ms();
+    free(js);
+    if (r == 0) {
+        co_attempt_failed(s, err, s->co_lock_wait_ms + (done - s->co_locked_at_ms));
+        json_decref(o);
+        return;
+    }
+    if (r < 0) {
+        s->co_state = CO_NONE;
+        json_decref(o);
+        char msg[1200];
+        snprintf(msg, sizeof msg, "the swap failed and was rolled back (nothing renamed): %s", err);
+        co_give_up(s, msg);
+        return;
+    }
+    double held = done - s->co_locked_at_ms;
+    double window = s->co_lock_wait_ms + held;
+    /* The commit is in; record what the application saw. */
+    json_object_set_new(o, "swap_ms", json_real(done - t0));
+    json_object_set_new(o, "lock_held_ms", json_real(held));
+    json_object_set_new(o, "write_block_ms", json_real(window));
+    js = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    PGresult *w = js ? pg_query(m->tgt, "recording the cutover",
+                                "UPDATE pgshift.migrations SET cutover = cutover || $2::jsonb"
+                                " WHERE name = $1",
+                                2, (const char *[]){m->plan->name, js})
+                     : NULL;
+    PQclear(w);
+    free(js);
+    char msg[512];
+    snprintf(msg, sizeof msg,
+             "cut over after %d attempt(s): write-blocking window %.0f ms (lock wait %.0f ms, "
+             "fence reached in %.0f ms, swap %.0f ms)",
+             s->co_attempts, window, s->co_lock_wait_ms, fence_ms, done - t0);
+    log_info("%s", msg);
+    s->co_state = CO_NONE;
+    co_reply(s, true, msg);
+    stop_loop(s, 0);
+}
+
+static void co_want(stream *s)
+{
+    if (s->co_state == CO_NONE) {
+        s->co_state = CO_WANTED;
+        s->co_attempts = 0;
+        s->co_backoff_ms = 0;
+        s->co_next_try_ms = 0;
+    }
+    uv_timer_start(&s->co_timer, on_co_timer, CUTOVER_TICK_MS, CUTOVER_TICK_MS);
+}
+
+static void on_control(void *arg, control_call *call, const Pgshift__ControlRequest *req)
+{
+    stream *s = arg;
+    switch (req->command) {
+    case PGSHIFT__COMMAND__COMMAND_CUTOVER:
+        if (s->co_call) {
+            control_reply(call, false, "a cutover request is already waiting", NULL);
+            return;
+        }
+        log_info("cutover requested over the control socket");
+        s->co_call = call;
+        co_want(s);
+        return;
+    case PGSHIFT__COMMAND__COMMAND_STATUS: {
+        Pgshift__StatusSnapshot st = PGSHIFT__STATUS_SNAPSHOT__INIT;
+        char applied[18];
+        st.migration = s->m->plan->name;
+        st.phase = (Pgshift__Phase)(s->m->phase == PGS_PHASE_NONE ? 0 : (int)s->m->phase + 1);
+        st.applied_lsn = (char *)decode_lsn_format(s->m->applied_lsn, applied);
+        st.lag_bytes = (uint64_t)s->last_lag_bytes;
+        st.lag_seconds = s->last_lag_s;
+        st.eta_seconds = s->last_eta;
+        st.postponed = s->postpone_why[0] != '\0';
+        control_reply(call, true, pgs_phase_name(s->m->phase), &st);
+        return;
+    }
+    default:
+        control_reply(call, false,
+                      "this pgshift run answers only `cutover` and `status` on its control socket",
+                      NULL);
+    }
+}
+
 int stream_run(pgs_migration *m)
 {
     stream s;
@@ -499,6 +877,19 @@ int stream_run(pgs_migration *m)
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
     uv_timer_start(&s.feedback_timer, on_feedback, FEEDBACK_MS, FEEDBACK_MS);
     uv_timer_start(&s.stats_timer, on_stats, 200, STATS_MS);
+    uv_timer_init(&s.loop, &s.co_timer);
+    s.co_timer.data = &s;
+    char *sock = control_socket_path(m->plan->state_dir, m->plan->name);
+    s.ctl = sock ? control_listen(&s.loop, sock, on_control, &s) : NULL;
+    if (s.ctl)
+        log_info("control socket %s (`pgshift cutover --plan %s` asks for the cutover)", sock,
+                 m->plan->path);
+    else
+        log_warn("no control socket: `pgshift cutover` cannot reach this run%s",
+                 m->auto_cutover ? "" : "; use `run --auto-cutover`");
+    free(sock);
+    if (m->auto_cutover)
+        co_want(&s);
     if (!connect_stream(&s))
         schedule_reconnect(&s);
     uv_run(&s.loop, UV_RUN_DEFAULT);
@@ -510,6 +901,8 @@ int stream_run(pgs_migration *m)
         log_warn("event loop closed with handles still open: %s", uv_strerror(rc));
     apply_free(s.apply);
     decode_ctx_free(&s.dec);
+    cutover_free(s.co);
+    free(s.postpone_file);
     if (s.exit_code == 1)
         state_set_phase(m, PGS_PHASE_FAILED, "apply stopped on an error; see the log");
     return s.exit_code;

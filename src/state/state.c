@@ -40,7 +40,9 @@ static const char *const SQL_SCHEMA =
     "  bytes_copied bigint NOT NULL DEFAULT 0,"
     "  copy_done boolean NOT NULL DEFAULT false,"
     "  changes_applied bigint NOT NULL DEFAULT 0,"
-    "  PRIMARY KEY (migration, ord));";
+    "  PRIMARY KEY (migration, ord));"
+    "ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS cutover jsonb,"
+    "  ADD COLUMN IF NOT EXISTS cutover_at timestamptz;";
 
 bool state_ensure_schema(pgs_migration *m)
 {

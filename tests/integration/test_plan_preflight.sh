@@ -267,16 +267,27 @@ pass "REPLICA IDENTITY USING INDEX and FULL + primary key: exit 0, the right key
 write_plan deps <<<'  - {source: dep, target: dep_new}'
 expect_ok deps
 for line in \
-  'dep    view dep_view: at cutover, re-created to read the new table' \
-  'dep    foreign key in dep_child_fk on dep_child: at cutover, re-created on the new table (NOT VALID, then validated)' \
-  'dep    trigger dep_audit: at cutover, left behind unless re-created on the target' \
-  'dep    sequence dep_id_seq (column id): at cutover, handed over: the new table continues above its last value' \
-  'dep    grant reader: SELECT: at cutover, copied to the new table'; do
-  grep -qxF "  $line" "$OUT" || fail "deps: missing '$line'; got: $(grep '  dep ' "$OUT")"
+  'cutover rename: "public"."dep" -> public.dep_old, "public"."dep_new" -> "public"."dep"' \
+  'cutover view public.dep_view: re-created to read the new table' \
+  'cutover foreign key dep_child_fk on public.dep_child: re-created to reference the new table (NOT VALID, then validated)' \
+  'cutover trigger dep_audit: re-created on the new table' \
+  "cutover sequence dep_id_seq (column id): the new table's column takes the source's default and owns the sequence" \
+  'cutover grant reader: SELECT: copied to the new table'; do
+  grep -qxF "  $line" "$OUT" || fail "deps: missing '$line'; got: $(grep '  cutover ' "$OUT")"
 done
-[ "$(grep -c '^  dep ' "$OUT")" = 5 ] || fail "deps: expected 5 dependents: $(grep '  dep ' "$OUT")"
-grep -q 'no dependent objects' "$WORK/good.out" || fail "good: 'no dependent objects' missing"
-pass "view, foreign key, trigger, grant and serial sequence listed with what the cutover does"
+[ "$(grep -c '^  cutover ' "$OUT")" = 6 ] || fail "deps: expected 6 cutover lines: $(grep '  cutover ' "$OUT")"
+grep -qF 'cutover rename: "public"."good" -> public.good_old' "$WORK/good.out" || fail "good: rename not announced"
+# What the cutover cannot carry is a warning now (the copy may start) that names the fix.
+sql "CREATE RULE dep_rule AS ON DELETE TO dep DO INSTEAD NOTHING" || fail "rule"
+expect_ok deps
+grep -qF 'warn   the cutover would refuse: rule dep_rule on "public"."dep" cannot be carried to the new table; fix: drop it (and re-create it after the cutover), or leave_behind: [dep_rule]' "$OUT" ||
+  fail "deps: rule not flagged: $(grep -i rule "$OUT")"
+write_plan deps_lb <<<'  - {source: dep, target: dep_new, leave_behind: [dep_rule, dep_audit]}'
+expect_ok deps_lb
+grep -qxF '  cutover rule dep_rule: left behind on the old table' "$OUT" || fail "deps_lb: $(grep -i rule "$OUT")"
+grep -qxF '  cutover trigger dep_audit: left behind on the old table' "$OUT" || fail "deps_lb: $(grep -i audit "$OUT")"
+sql "DROP RULE dep_rule ON dep" || fail "drop rule"
+pass "view, foreign key, trigger, grant, serial sequence and rename listed with what the cutover does; a rule is flagged unless left behind"
 
 # ---- command line ------------------------------------------------------------
 # cli CMD...: runs pgshift; sets RC, $WORK/cli.out, $WORK/cli.err

@@ -1,0 +1,85 @@
+/* control.h: the control socket of a running migration. A Unix stream
+ * socket (mode 0600) on which a client sends one frame and the server
+ * answers with one frame, then closes the connection. A frame is a 4-byte
+ * big-endian length followed by the serialized message: ControlRequest from
+ * the client, ControlReply from the server (proto/pgshift.proto). Frames
+ * larger than CONTROL_FRAME_MAX are refused on both sides.
+ *
+ * The server side runs on a libuv loop and every server function must be
+ * called on that loop's thread; the client side is blocking and has no
+ * state. */
+#ifndef PGSHIFT_CONTROL_H
+#define PGSHIFT_CONTROL_H
+
+#include "pgshift.pb-c.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <uv.h>
+
+#define CONTROL_FRAME_MAX (1u << 20)
+
+/* A client that has not sent a whole request after this long is dropped. */
+#define CONTROL_READ_TIMEOUT_MS 10000
+
+typedef struct control_server control_server;
+typedef struct control_call control_call;
+
+/* Called on the loop for each well-formed request. `req` is only valid
+ * during the callback: copy what must outlive it. The handler must call
+ * control_reply() exactly once for `call`, now (from inside the handler) or
+ * later from the loop (e.g. a cutover that completes seconds later), even if
+ * the client has gone away or control_close() has run meanwhile: that call is
+ * what frees `call`. */
+typedef void (*control_handler)(void *arg, control_call *call, const Pgshift__ControlRequest *req);
+
+/* Listens on `path`, mode 0600 from the moment the socket file exists
+ * (created under umask 0077, then chmod). If a socket file is already there
+ * and a server answers on it, fails ("another pgshift run is serving
+ * <path>"); if nobody answers (left by a crashed run) it is unlinked and
+ * replaced. A path that exists but is not a socket, or that does not fit in
+ * sun_path, is an error. Returns NULL on failure, logged with log_error;
+ * after a failed bind or listen the handle already on the loop is freed when
+ * the loop next runs.
+ *
+ * Sets SIGPIPE to SIG_IGN if it was at its default: libuv writes with
+ * write(2), and a client that hangs up before its reply must not kill the
+ * process. */
+control_server *control_listen(uv_loop_t *loop, const char *path, control_handler h, void *arg);
+
+/* Answers `call` and frees it: ok, message (NULL for none), status (NULL for
+ * none; not retained, the caller still owns it). The reply is written and the
+ * connection closed once the write completes. If the client went away, or
+ * control_close() already answered the call, the reply is dropped silently;
+ * either way `call` is freed and must not be used again. */
+void control_reply(control_call *call, bool ok, const char *message,
+                   const Pgshift__StatusSnapshot *status);
+
+/* Stops listening, unlinks the socket file and closes every client
+ * connection. Calls still waiting for their reply are answered at once with
+ * ok=false, message "pgshift run stopped"; their control_call objects stay
+ * valid and the handler must still call control_reply() on each, which then
+ * only frees it. A reply already being written to a client that is not
+ * reading is abandoned. The server is freed once libuv has closed its
+ * handles, so the loop must run afterwards, as usual. `s` may be NULL; call
+ * it at most once. */
+void control_close(control_server *s);
+
+/* Changes the read timeout (CONTROL_READ_TIMEOUT_MS) for connections
+ * accepted from now on; used by the tests. */
+void control_set_read_timeout(control_server *s, unsigned timeout_ms);
+
+/* Client side, blocking: connects to `path`, sends `req` and waits for the
+ * reply, at most timeout_ms in all (<= 0: no limit). Returns 0 with *reply
+ * set (free it with pgshift__control_reply__free_unpacked(*reply, NULL));
+ * -1 when no server is listening on `path` (ENOENT, ECONNREFUSED: no
+ * pgshift run is running this migration); -2 on any other error, timeout
+ * included. On failure *reply is NULL and `err` holds one line. Never raises
+ * SIGPIPE. */
+int control_request(const char *path, const Pgshift__ControlRequest *req,
+                    Pgshift__ControlReply **reply, int timeout_ms, char *err, size_t errlen);
+
+/* "<state_dir>/pgshift-<name>.sock", malloc'd (NULL if out of memory). */
+char *control_socket_path(const char *state_dir, const char *name);
+
+#endif

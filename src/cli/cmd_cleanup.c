@@ -1,0 +1,98 @@
+/* cmd_cleanup.c: `pgshift cleanup`: after a cutover, drops what the
+ * migration left for a way back: the old tables, the slot (which holds WAL
+ * until then), the publication and the state. */
+#include "pgshift/cli.h"
+#include "pgshift/cli_common.h"
+#include "pgshift/log.h"
+#include "pgshift/migration.h"
+#include "pgshift/pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage[] =
+    "Usage: pgshift cleanup --plan FILE --confirm\n\n"
+    "After the cutover, when you are sure: drops the old tables (<table>_old),\n"
+    "the replication slot (it retains WAL until dropped), the publication and\n"
+    "the migration's state rows. Refuses before the cutover (use `pgshift\n"
+    "abort` to abandon a migration) and while a `pgshift run` of the plan runs.\n"
+    "Without --confirm it only lists what it would drop.\n\n"
+    "Options:\n"
+    "  --plan FILE   the migration plan (YAML)\n"
+    "  --confirm     really drop\n\n"
+    "Exit codes: 0 dropped, 1 failure (a dependent object still uses an old\n"
+    "table, for example a view left behind: the message names it), 2 usage\n"
+    "error or missing --confirm.\n";
+
+int cmd_cleanup(int argc, char **argv);
+
+int cmd_cleanup(int argc, char **argv)
+{
+    cli_opts o;
+    int rc;
+    pgs_migration *m = cli_open(argc, argv, "confirm", usage, &o, &rc);
+    if (m == NULL)
+        return rc;
+    pgs_plan *plan = m->plan;
+    rc = PGS_EXIT_FAILURE;
+    PGresult *old = NULL;
+    if (!state_lock(m) || !state_load(m))
+        goto done;
+    if (!m->has_state || m->phase != PGS_PHASE_DONE) {
+        log_error("migration %s is not cut over (phase %s): nothing is dropped before the "
+                  "cutover; to abandon it, use `pgshift abort --plan %s --confirm`",
+                  plan->name, m->has_state ? pgs_phase_name(m->phase) : "none", plan->path);
+        goto done;
+    }
+    old = pg_query(m->tgt, "reading the old tables",
+                   "SELECT x, to_regclass(x) IS NOT NULL FROM pgshift.migrations,"
+                   " jsonb_array_elements_text(cutover->'old_tables') x WHERE name = $1",
+                   1, (const char *[]){plan->name});
+    if (old == NULL)
+        goto done;
+    char *slot = pg_query_value(m->src, "looking for the slot",
+                                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", 1,
+                                (const char *[]){m->slot}, NULL);
+    bool have_slot = slot && atoi(slot) > 0;
+    free(slot);
+    printf("%s after the cutover of migration %s:\n", o.confirm ? "Dropping" : "Would drop",
+           plan->name);
+    for (int i = 0; i < PQntuples(old); i++)
+        printf("  old table %s: %s\n", PQgetvalue(old, i, 0),
+               PQgetvalue(old, i, 1)[0] == 't' ? "drop" : "absent");
+    printf("  replication slot %s: %s\n", m->slot, have_slot ? "drop" : "absent");
+    printf("  publication %s: drop if present\n", m->publication);
+    printf("  state rows: delete\n");
+    if (!o.confirm) {
+        printf("Nothing was changed; add --confirm to drop.\n");
+        rc = PGS_EXIT_USAGE;
+        goto done;
+    }
+    if (!prepare_drop_slot(m))
+        goto done;
+    char *q = pg_ident(m->src, m->publication);
+    char *sql = NULL;
+    bool ok = q && asprintf(&sql, "DROP PUBLICATION IF EXISTS %s", q) >= 0 &&
+              pg_exec(m->src, "dropping the publication", sql);
+    free(q);
+    free(sql);
+    /* No CASCADE: an object still reading an old table (left behind on
+     * purpose) stops the cleanup with its name rather than vanishing. */
+    for (int i = 0; ok && i < PQntuples(old); i++) {
+        if (PQgetvalue(old, i, 1)[0] != 't')
+            continue;
+        sql = NULL;
+        ok = asprintf(&sql, "DROP TABLE %s", PQgetvalue(old, i, 0)) >= 0 &&
+             pg_exec(m->src, "dropping an old table", sql);
+        free(sql);
+    }
+    if (!ok || !state_delete(m))
+        goto done;
+    printf("Migration %s cleaned up.\n", plan->name);
+    rc = PGS_EXIT_OK;
+done:
+    PQclear(old);
+    cli_close(m);
+    return rc;
+}

@@ -1,0 +1,458 @@
+/* cutover.c: lock, fence, swap and the after-commit steps (cutover.h). */
+#include "pgshift/cutover.h"
+
+#include "pgshift/log.h"
+#include "pgshift/pg.h"
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+struct cutover {
+    pgs_migration *m;
+    PGconn *conn; /* the attempt's transaction: locks, fence, swap */
+    PGconn *aux;  /* WAL flush after the fence, blocker lookups */
+    bool locked;
+    unsigned serial;
+    pgs_strlist logged; /* problems already logged (cutover_check) */
+    pgs_strlist extra_locks;
+};
+
+void cutover_crash_point(const char *step)
+{
+    const char *at = getenv("PGSHIFT_TEST_CRASH_AT");
+    if (at && strcmp(at, step) == 0) {
+        log_warn("PGSHIFT_TEST_CRASH_AT=%s: killing myself now", step);
+        raise(SIGKILL);
+    }
+}
+
+static const char *conninfo(const pgs_migration *m)
+{
+    return m->plan->source;
+}
+
+cutover *cutover_new(pgs_migration *m)
+{
+    cutover *c = calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->m = m;
+    c->conn = pg_connect(conninfo(m), "source (cutover)", false);
+    c->aux = c->conn ? pg_connect(conninfo(m), "source (cutover)", false) : NULL;
+    /* Definitions read on this connection come out schema-qualified. */
+    if (c->aux == NULL ||
+        !pg_exec(c->conn, "preparing the cutover connection",
+                 "SET search_path = pg_catalog; SET synchronous_commit = on;"
+                 " SET application_name = 'pgshift cutover'") ||
+        !pg_exec(c->aux, "preparing the cutover connection",
+                 "SET application_name = 'pgshift cutover'")) {
+        cutover_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void cutover_free(cutover *c)
+{
+    if (c == NULL)
+        return;
+    if (c->conn)
+        PQfinish(c->conn);
+    if (c->aux)
+        PQfinish(c->aux);
+    strlist_free(&c->logged);
+    strlist_free(&c->extra_locks);
+    free(c);
+}
+
+bool cutover_locked(const cutover *c)
+{
+    return c->locked;
+}
+
+int cutover_check(cutover *c, bool log_them, char *first, size_t firstlen)
+{
+    int problems = 0;
+    if (first && firstlen)
+        first[0] = '\0';
+    strlist_free(&c->extra_locks);
+    for (int i = 0; i < c->m->ntables; i++) {
+        handover h;
+        if (!handover_build(c->conn, c->m, &c->m->tables[i], &h))
+            return -1;
+        for (int j = 0; j < h.problems.n; j++) {
+            if (problems == 0 && first && firstlen)
+                snprintf(first, firstlen, "%s", h.problems.v[j]);
+            problems++;
+            if (log_them && !strlist_contains(&c->logged, h.problems.v[j])) {
+                log_error("cutover refused: %s", h.problems.v[j]);
+                strlist_push(&c->logged, h.problems.v[j]);
+            }
+        }
+        for (int j = 0; j < h.lock.n; j++)
+            if (!strlist_contains(&c->extra_locks, h.lock.v[j]))
+                strlist_push(&c->extra_locks, h.lock.v[j]);
+        handover_free(&h);
+    }
+    return problems;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* "LOCK TABLE a, b IN <mode> MODE" over a sorted, de-duplicated list. */
+static char *lock_sql(pgs_strlist *l, const char *mode)
+{
+    qsort(l->v, (size_t)l->n, sizeof(char *), cmp_str);
+    size_t len = 64 + strlen(mode);
+    for (int i = 0; i < l->n; i++)
+        len += strlen(l->v[i]) + 2;
+    char *sql = malloc(len);
+    if (sql == NULL)
+        return NULL;
+    strcpy(sql, "LOCK TABLE ");
+    for (int i = 0; i < l->n; i++) {
+        if (i > 0 && strcmp(l->v[i], l->v[i - 1]) == 0)
+            continue;
+        if (i > 0)
+            strcat(sql, ", ");
+        strcat(sql, l->v[i]);
+    }
+    strcat(sql, " IN ");
+    strcat(sql, mode);
+    strcat(sql, " MODE");
+    return sql;
+}
+
+/* The session holding the oldest transaction with a lock on any of the
+ * cutover's tables (other than pgshift's own sessions). */
+static bool find_blocker(cutover *c, cutover_blocker *b)
+{
+    char oids[1024] = "{";
+    for (int i = 0; i < c->m->ntables; i++)
+        snprintf(oids + strlen(oids), sizeof oids - strlen(oids), "%s%u,%u", i ? "," : "",
+                 c->m->tables[i].src.oid, c->m->tables[i].tgt.oid);
+    strncat(oids, "}", sizeof oids - strlen(oids) - 1);
+    /* The referencing tables, as a text[] literal of their qualified names. */
+    size_t cap = 16;
+    for (int i = 0; i < c->extra_locks.n; i++)
+        cap += 2 * strlen(c->extra_locks.v[i]) + 4;
+    char *extra = malloc(cap);
+    if (extra == NULL)
+        return false;
+    char *e = extra;
+    *e++ = '{';
+    for (int i = 0; i < c->extra_locks.n; i++) {
+        if (i)
+            *e++ = ',';
+        *e++ = '"';
+        for (const char *s = c->extra_locks.v[i]; *s; s++) {
+            if (*s == '"' || *s == '\\')
+                *e++ = '\\';
+            *e++ = *s;
+        }
+        *e++ = '"';
+    }
+    *e++ = '}';
+    *e = '\0';
+    char me[16];
+    snprintf(me, sizeof me, "%d", PQbackendPID(c->conn));
+    PGresult *r =
+        pg_query(c->aux, "finding what blocks the cutover",
+                 "SELECT a.pid, left(coalesce(a.application_name, ''), 60),"
+                 "       left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 190),"
+                 "       l.relation::regclass::text, l.mode,"
+                 "       coalesce(extract(epoch FROM now() - a.xact_start), 0)"
+                 "  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+                 " WHERE l.granted AND l.locktype = 'relation'"
+                 "   AND (l.relation = ANY ($1::oid[])"
+                 "        OR l.relation IN (SELECT to_regclass(x) FROM unnest($3::text[]) x))"
+                 "   AND l.pid NOT IN ($2::int, pg_backend_pid())"
+                 "   AND a.application_name NOT LIKE 'pgshift%'"
+                 " ORDER BY a.xact_start NULLS LAST LIMIT 1",
+                 3, (const char *[]){oids, me, extra});
+    free(extra);
+    bool found = r && PQntuples(r) == 1;
+    if (found) {
+        b->pid = atoi(PQgetvalue(r, 0, 0));
+        snprintf(b->application, sizeof b->application, "%s", PQgetvalue(r, 0, 1));
+        snprintf(b->query, sizeof b->query, "%s", PQgetvalue(r, 0, 2));
+        snprintf(b->relation, sizeof b->relation, "%s", PQgetvalue(r, 0, 3));
+        snprintf(b->mode, sizeof b->mode, "%s", PQgetvalue(r, 0, 4));
+        b->xact_age_s = atof(PQgetvalue(r, 0, 5));
+    }
+    PQclear(r);
+    return found;
+}
+
+void cutover_release(cutover *c)
+{
+    if (!c->locked && PQtransactionStatus(c->conn) == PQTRANS_IDLE)
+        return;
+    PGresult *r = PQexec(c->conn, "ROLLBACK");
+    PQclear(r);
+    c->locked = false;
+}
+
+/* Runs one statement of the attempt's transaction; on failure returns the
+ * SQLSTATE class: 'L' lock not granted in time, 'E' anything else. */
+static char run(cutover *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c->conn, sql);
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+        PQclear(r);
+        return 0;
+    }
+    char line[1024];
+    pg_result_error_line(r, line, sizeof line);
+    char kind = strcmp(pg_sqlstate(r), "55P03") == 0 ? 'L' : 'E';
+    if (err && errlen)
+        snprintf(err, errlen, "%s (running: %.200s)", line, sql);
+    PQclear(r);
+    return kind;
+}
+
+int cutover_lock(cutover *c, cutover_blocker *blocker, bool *have_blocker)
+{
+    pgs_plan_cutover *pc = &c->m->plan->cutover;
+    *have_blocker = false;
+    pgs_strlist tgt = {0}, src = {0};
+    bool ok = true;
+    for (int i = 0; ok && i < c->m->ntables; i++)
+        ok = strlist_push(&tgt, c->m->tables[i].tgt.qname) &&
+             strlist_push(&src, c->m->tables[i].src.qname);
+    for (int i = 0; ok && i < c->extra_locks.n; i++)
+        ok = strlist_push(&src, c->extra_locks.v[i]);
+    char *lock_tgt = ok ? lock_sql(&tgt, "SHARE UPDATE EXCLUSIVE") : NULL;
+    char *lock_src = ok ? lock_sql(&src, "ACCESS EXCLUSIVE") : NULL;
+    strlist_free(&tgt);
+    strlist_free(&src);
+    if (lock_tgt == NULL || lock_src == NULL) {
+        free(lock_tgt);
+        free(lock_src);
+        return -1;
+    }
+    /* The targets first: that wait stops nobody but VACUUM/ANALYZE, and
+     * a longer one lets the deadlock checker cancel an autovacuum there.
+     * The session dies by itself if pgshift stalls while holding locks. */
+    char setup[256];
+    int hold = pc->fence_timeout_ms + pc->lock_timeout_ms + 30000;
+    snprintf(setup, sizeof setup,
+             "BEGIN; SET LOCAL idle_in_transaction_session_timeout = %d;"
+             " SET LOCAL statement_timeout = %d;"
+             " SET LOCAL lock_timeout = %d",
+             hold, hold, pc->lock_timeout_ms > 3000 ? pc->lock_timeout_ms : 3000);
+    char lt[64];
+    snprintf(lt, sizeof lt, "SET LOCAL lock_timeout = %d", pc->lock_timeout_ms);
+    char err[1024] = "";
+    char k = run(c, setup, err, sizeof err);
+    if (k == 0)
+        k = run(c, lock_tgt, err, sizeof err);
+    if (k == 0)
+        k = run(c, lt, err, sizeof err);
+    cutover_crash_point("lock");
+    if (k == 0)
+        k = run(c, lock_src, err, sizeof err);
+    free(lock_tgt);
+    free(lock_src);
+    if (k == 0) {
+        c->locked = true;
+        return 1;
+    }
+    c->locked = true; /* so that release rolls back */
+    cutover_release(c);
+    if (k == 'L') {
+        *have_blocker = find_blocker(c, blocker);
+        return 0;
+    }
+    log_error("cutover: taking the locks failed: %s", err);
+    return -1;
+}
+
+bool cutover_fence(cutover *c, char *nonce, size_t noncelen, pgs_lsn *lsn)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    snprintf(nonce, noncelen, "%s:%d:%u:%lld", c->m->plan->name, (int)getpid(), ++c->serial,
+             (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
+    char *v = pg_query_value(c->conn, "emitting the cutover fence",
+                             "SELECT pg_logical_emit_message(false, 'pgshift_fence', $1)", 1,
+                             (const char *[]){nonce}, NULL);
+    if (v == NULL)
+        return false;
+    bool ok = decode_lsn_parse(v, lsn);
+    free(v);
+    cutover_crash_point("fence");
+    /* A non-transactional message is not flushed by itself, and the
+     * walsender only sends flushed WAL: a tiny synchronous commit after it
+     * flushes it now rather than whenever the WAL writer gets to it. */
+    return ok && pg_exec(c->aux, "flushing the WAL after the fence",
+                         "BEGIN; SET LOCAL synchronous_commit = on;"
+                         " SELECT pg_logical_emit_message(true, 'pgshift_flush', '');"
+                         " COMMIT");
+}
+
+static char *state_json(cutover *c, const char *stats_json, handover *h)
+{
+    json_error_t jerr;
+    json_t *o = stats_json ? json_loads(stats_json, 0, &jerr) : NULL;
+    if (o == NULL)
+        o = json_object();
+    json_t *post = json_array(), *old = json_array(), *tables = json_array();
+    for (int i = 0; i < c->m->ntables; i++) {
+        pgs_mtable *t = &c->m->tables[i];
+        for (int j = 0; j < h[i].post.n; j++)
+            json_array_append_new(post, json_string(h[i].post.v[j]));
+        char oldname[160];
+        snprintf(oldname, sizeof oldname, "%s_old", t->src.relname);
+        char *qo = pg_qualified(c->conn, t->src.nspname, oldname);
+        json_array_append_new(old, json_string(qo ? qo : "?"));
+        json_array_append_new(tables, json_string(t->src.qname));
+        free(qo);
+    }
+    json_object_set_new(o, "post", post);
+    json_object_set_new(o, "old_tables", old);
+    json_object_set_new(o, "new_tables", tables);
+    json_object_set_new(o, "post_done", json_false());
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
+{
+    pgs_migration *m = c->m;
+    handover *h = calloc((size_t)m->ntables, sizeof *h);
+    if (h == NULL)
+        return -1;
+    int rc = -1;
+    char k = 0;
+    int built = 0;
+    cutover_crash_point("swap");
+    /* Read again under the lock: this is the state that gets renamed. */
+    for (; built < m->ntables; built++) {
+        if (!handover_build(c->conn, m, &m->tables[built], &h[built])) {
+            snprintf(err, errlen, "reading the dependent objects failed (see the log)");
+            goto out;
+        }
+        if (h[built].problems.n > 0) {
+            snprintf(err, errlen, "%s", h[built].problems.v[0]);
+            built++;
+            goto out;
+        }
+    }
+    for (int i = 0; k == 0 && i < m->ntables; i++) {
+        pgs_mtable *t = &m->tables[i];
+        char oldname[160];
+        snprintf(oldname, sizeof oldname, "%s_old", t->src.relname);
+        char *qold = pg_ident(c->conn, oldname), *qnew = pg_ident(c->conn, t->src.relname);
+        char *sql = NULL;
+        if (qold && qnew && asprintf(&sql, "ALTER TABLE %s RENAME TO %s", t->src.qname, qold) >= 0)
+            k = run(c, sql, err, errlen);
+        else
+            k = 'E';
+        free(sql);
+        sql = NULL;
+        if (k == 0 && asprintf(&sql, "ALTER TABLE %s RENAME TO %s", t->tgt.qname, qnew) >= 0)
+            k = run(c, sql, err, errlen);
+        free(sql);
+        free(qold);
+        free(qnew);
+    }
+    for (int i = 0; k == 0 && i < m->ntables; i++)
+        for (int j = 0; k == 0 && j < h[i].after.n; j++) {
+            log_debug("cutover: %s", h[i].after.v[j]);
+            k = run(c, h[i].after.v[j], err, errlen);
+        }
+    char *js = k == 0 ? state_json(c, stats_json, h) : NULL;
+    if (k == 0) {
+        PGresult *r = pg_query(c->conn, "recording the cutover",
+                               "UPDATE pgshift.migrations SET phase = 'done', cutover = $2::jsonb,"
+                               " cutover_at = now(), updated_at = now(), error = NULL"
+                               " WHERE name = $1",
+                               2, (const char *[]){m->plan->name, js ? js : "{}"});
+        k = r ? 0 : 'E';
+        if (r == NULL)
+            snprintf(err, errlen, "recording the cutover in pgshift.migrations failed");
+        PQclear(r);
+    }
+    free(js);
+    cutover_crash_point("commit");
+    if (k == 0)
+        k = run(c, "COMMIT", err, errlen);
+    if (k == 0) {
+        c->locked = false;
+        m->phase = PGS_PHASE_DONE;
+        rc = 1;
+    } else
+        rc = k == 'L' ? 0 : -1;
+out:
+    if (rc != 1)
+        cutover_release(c);
+    for (int i = 0; i < built && i < m->ntables; i++)
+        handover_free(&h[i]);
+    free(h);
+    return rc;
+}
+
+bool cutover_finish(pgs_migration *m)
+{
+    PGconn *conn = pg_connect(conninfo(m), "source (after the cutover)", false);
+    if (conn == NULL)
+        return false;
+    bool ok = false;
+    char *js = pg_query_value(conn, "reading the cutover record",
+                              "SELECT coalesce(cutover::text, '{}') FROM pgshift.migrations"
+                              " WHERE name = $1",
+                              1, (const char *[]){m->plan->name}, NULL);
+    json_error_t jerr;
+    json_t *o = js ? json_loads(js, 0, &jerr) : NULL;
+    free(js);
+    if (o == NULL)
+        goto out;
+    if (json_is_true(json_object_get(o, "post_done"))) {
+        ok = true;
+        goto out;
+    }
+    cutover_crash_point("finish");
+    size_t i;
+    json_t *v;
+    ok = true;
+    json_array_foreach(json_object_get(o, "post"), i, v)
+    {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        /* A constraint validated before a crash validates again in no time. */
+        ok = ok && pg_exec(conn, "validating a foreign key", json_string_value(v));
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (ok)
+            log_info("%s: done in %.1f s", json_string_value(v),
+                     (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    }
+    json_array_foreach(json_object_get(o, "new_tables"), i, v)
+    {
+        char *sql = NULL;
+        ok = ok && asprintf(&sql, "ANALYZE %s", json_string_value(v)) >= 0 &&
+             pg_exec(conn, "analyzing the new table", sql);
+        free(sql);
+    }
+    if (ok) {
+        PGresult *r = pg_query(conn, "recording the cutover",
+                               "UPDATE pgshift.migrations SET cutover = cutover ||"
+                               " '{\"post_done\": true}'::jsonb WHERE name = $1",
+                               1, (const char *[]){m->plan->name});
+        ok = r != NULL;
+        PQclear(r);
+    }
+out:
+    json_decref(o);
+    PQfinish(conn);
+    return ok;
+}

@@ -1,0 +1,513 @@
+/* handover.c: the objects that follow a table by OID (views, foreign keys,
+ * sequences, grants, triggers, policies, rules, publications) and what the
+ * cutover does with each. One place builds both the dry run's listing and
+ * the SQL the cutover runs, so `plan` says exactly what will happen. */
+#include "pgshift/cutover.h"
+
+#include "pgshift/log.h"
+#include "pgshift/pg.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static bool addf(pgs_strlist *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static bool addf(pgs_strlist *l, const char *fmt, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    bool ok = n >= 0 && strlist_push(l, s);
+    free(s);
+    return ok;
+}
+
+static bool left_behind(const pgs_mtable *t, const char *name)
+{
+    for (char **p = t->spec->leave_behind; p && *p; p++)
+        if (strcmp(*p, name) == 0)
+            return true;
+    return false;
+}
+
+void handover_free(handover *h)
+{
+    strlist_free(&h->lock);
+    strlist_free(&h->after);
+    strlist_free(&h->post);
+    strlist_free(&h->notes);
+    strlist_free(&h->problems);
+}
+
+#define V(r, i, j) PQgetvalue((r), (i), (j))
+
+/* Views and materialized views reading the table. */
+static bool views(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    PGresult *r = pg_query(
+        conn, "reading views on the source",
+        "SELECT format('%I.%I', n.nspname, v.relname), v.relkind, pg_get_viewdef(v.oid),"
+        "       coalesce(array_to_string(v.reloptions, ', '), ''), v.relname"
+        "  FROM (SELECT DISTINCT w.ev_class AS oid FROM pg_depend d"
+        "          JOIN pg_rewrite w ON w.oid = d.objid"
+        "         WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass"
+        "           AND d.refobjid = $1::oid AND w.ev_class <> $1::oid) x"
+        "  JOIN pg_class v ON v.oid = x.oid JOIN pg_namespace n ON n.oid = v.relnamespace"
+        " ORDER BY 1",
+        1, p);
+    if (r == NULL)
+        return false;
+    bool ok = true;
+    for (int i = 0; ok && i < PQntuples(r); i++) {
+        const char *name = V(r, i, 0), *opts = V(r, i, 3);
+        if (left_behind(t, V(r, i, 4)))
+            ok = addf(&h->notes, "view %s: left behind, keeps reading the old table", name);
+        else if (V(r, i, 1)[0] == 'm')
+            ok = addf(&h->problems,
+                      "materialized view %s reads %s and cannot be re-pointed in place; fix: "
+                      "drop it and re-create it after the cutover, or leave_behind: [%s]",
+                      name, t->src.qname, V(r, i, 4));
+        else
+            ok = addf(&h->notes, "view %s: re-created to read the new table", name) &&
+                 addf(&h->after, "CREATE OR REPLACE VIEW %s%s%s%s AS %s", name,
+                      opts[0] ? " WITH (" : "", opts, opts[0] ? ")" : "", V(r, i, 2));
+    }
+    PQclear(r);
+    return ok;
+}
+
+/* Foreign keys of other tables that reference the source: dropped and
+ * added again on the new table NOT VALID inside the swap, validated after. */
+static bool fks_in(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mtable *t, handover *h)
+{
+    PGresult *r = pg_query(
+        conn, "reading foreign keys that reference the source",
+        "SELECT c.conname, format('%I.%I', n.nspname, k.relname), pg_get_constraintdef(c.oid),"
+        "       k.relkind,"
+        "       $2::oid = 0 OR EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = $2::oid"
+        "         AND i.indisunique AND i.indpred IS NULL AND i.indexprs IS NULL"
+        "         AND (SELECT array_agg(a.attname ORDER BY a.attname) FROM unnest(i.indkey) x"
+        "                JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = x)"
+        "           = (SELECT array_agg(a.attname ORDER BY a.attname) FROM unnest(c.confkey) x"
+        "                JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = x)),"
+        "       (SELECT string_agg(a.attname, ', ') FROM unnest(c.confkey) x"
+        "          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = x),"
+        "       c.conrelid"
+        "  FROM pg_constraint c JOIN pg_class k ON k.oid = c.conrelid"
+        "  JOIN pg_namespace n ON n.oid = k.relnamespace"
+        " WHERE c.contype = 'f' AND c.confrelid = $1::oid AND c.conrelid <> $1::oid"
+        "   AND c.conparentid = 0 ORDER BY 2, 1",
+        2, p);
+    if (r == NULL)
+        return false;
+    bool ok = true;
+    for (int i = 0; ok && i < PQntuples(r); i++) {
+        const char *con = V(r, i, 0), *tab = V(r, i, 1), *def = V(r, i, 2);
+        char *qcon = pg_ident(conn, con);
+        bool unique_ok = V(r, i, 4)[0] == 't';
+        /* A target pgshift creates has the source's keys plus the partition column. */
+        if (!t->tgt.exists && t->spec->partition_column) {
+            char cols[512];
+            snprintf(cols, sizeof cols, ", %s, ", V(r, i, 5));
+            char want[160];
+            snprintf(want, sizeof want, ", %s, ", t->spec->partition_column);
+            unique_ok = strstr(cols, want) != NULL;
+        }
+        bool in_plan = false;
+        for (int j = 0; j < m->ntables; j++)
+            in_plan |= m->tables[j].src.oid == (uint32_t)strtoul(V(r, i, 6), NULL, 10);
+        if (qcon == NULL)
+            ok = false;
+        else if (left_behind(t, con))
+            ok = addf(&h->notes,
+                      "foreign key %s on %s: left behind, keeps referencing the old table", con,
+                      tab);
+        else if (in_plan)
+            ok = addf(&h->problems,
+                      "foreign key %s links %s and %s, both moved by this plan; the cutover "
+                      "cannot re-point it yet; fix: drop it before the cutover and add it "
+                      "between the new tables after, or leave_behind: [%s]",
+                      con, tab, t->src.qname, con);
+        else if (!unique_ok)
+            ok = addf(&h->problems,
+                      "foreign key %s on %s references (%s), but the new table has no unique key "
+                      "on exactly those columns (a partitioned table's keys must include the "
+                      "partition column); fix: include the partition column in the foreign key, "
+                      "or leave_behind: [%s]",
+                      con, tab, V(r, i, 5), con);
+        else if (V(r, i, 3)[0] == 'p')
+            ok = addf(&h->problems,
+                      "foreign key %s is on partitioned table %s, which cannot take it NOT VALID; "
+                      "re-creating it would scan %s under the lock; fix: drop it before the "
+                      "cutover and add it after, or leave_behind: [%s]",
+                      con, tab, tab, con);
+        else
+            ok = addf(&h->notes,
+                      "foreign key %s on %s: re-created to reference the new table (NOT VALID, "
+                      "then validated)",
+                      con, tab) &&
+                 (strlist_contains(&h->lock, tab) || strlist_push(&h->lock, tab)) &&
+                 addf(&h->after, "ALTER TABLE %s DROP CONSTRAINT %s", tab, qcon) &&
+                 addf(&h->after, "ALTER TABLE %s ADD CONSTRAINT %s %s NOT VALID", tab, qcon, def) &&
+                 addf(&h->post, "ALTER TABLE %s VALIDATE CONSTRAINT %s", tab, qcon);
+        free(qcon);
+    }
+    PQclear(r);
+    return ok;
+}
+
+/* The source's own foreign keys: the target must already have them. */
+static bool fks_out(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    PGresult *r = pg_query(conn, "reading the source's foreign keys",
+                           "SELECT c.conname, pg_get_constraintdef(c.oid),"
+                           "       EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conrelid = $2::oid"
+                           "                 AND x.contype = 'f' AND pg_get_constraintdef(x.oid) ="
+                           "                     pg_get_constraintdef(c.oid))"
+                           "  FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = $1::oid"
+                           "   AND c.conparentid = 0 ORDER BY 1",
+                           2, p);
+    if (r == NULL)
+        return false;
+    bool ok = true;
+    for (int i = 0; ok && i < PQntuples(r); i++) {
+        const char *con = V(r, i, 0), *def = V(r, i, 1);
+        if (V(r, i, 2)[0] == 't')
+            ok = addf(&h->notes, "foreign key %s (%s): already on the target", con, def);
+        else if (left_behind(t, con))
+            ok = addf(&h->notes, "foreign key %s (%s): left behind on the old table", con, def);
+        else
+            ok = addf(&h->problems,
+                      "foreign key %s of the source (%s) is not on the target; fix: add it to "
+                      "%s during the catch-up (ALTER TABLE %s ADD CONSTRAINT ... %s; while it "
+                      "validates it blocks only pgshift's apply), or leave_behind: [%s]",
+                      con, def, t->tgt.qname ? t->tgt.qname : t->spec->target,
+                      t->tgt.qname ? t->tgt.qname : t->spec->target, def, con);
+    }
+    PQclear(r);
+    return ok;
+}
+
+/* Triggers are re-created on the new table with the same definition and
+ * enabled state; policies likewise, with row level security switched on
+ * as on the source. Rules and other publications cannot follow. */
+static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    PGresult *r =
+        pg_query(conn, "reading triggers on the source",
+                 "SELECT g.tgname, pg_get_triggerdef(g.oid), g.tgenabled,"
+                 "       EXISTS (SELECT 1 FROM pg_trigger x WHERE x.tgrelid = $2::oid"
+                 "                 AND x.tgname = g.tgname), quote_ident(g.tgname)"
+                 "  FROM pg_trigger g WHERE g.tgrelid = $1::oid AND NOT g.tgisinternal ORDER BY 1",
+                 2, p);
+    if (r == NULL)
+        return false;
+    bool ok = true;
+    for (int i = 0; ok && i < PQntuples(r); i++) {
+        const char *name = V(r, i, 0), en = V(r, i, 2)[0];
+        if (V(r, i, 3)[0] == 't')
+            ok = addf(&h->notes, "trigger %s: already on the target", name);
+        else if (left_behind(t, name))
+            ok = addf(&h->notes, "trigger %s: left behind on the old table", name);
+        else {
+            ok = addf(&h->notes, "trigger %s: re-created on the new table", name) &&
+                 addf(&h->after, "%s", V(r, i, 1));
+            if (ok && en != 'O')
+                ok = addf(&h->after, "ALTER TABLE %s %s TRIGGER %s", p[2],
+                          en == 'D'   ? "DISABLE"
+                          : en == 'R' ? "ENABLE REPLICA"
+                                      : "ENABLE ALWAYS",
+                          V(r, i, 4));
+        }
+    }
+    PQclear(r);
+    if (!ok)
+        return false;
+
+    r = pg_query(conn, "reading policies on the source",
+                 "SELECT p.polname, format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', "
+                 "p.polname, $3::text,"
+                 "         CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,"
+                 "         CASE p.polcmd WHEN 'r' THEN 'SELECT' WHEN 'a' THEN 'INSERT'"
+                 "           WHEN 'w' THEN 'UPDATE' WHEN 'd' THEN 'DELETE' ELSE 'ALL' END,"
+                 "         (SELECT string_agg(CASE WHEN o = 0 THEN 'PUBLIC'"
+                 "                   ELSE quote_ident(pg_get_userbyid(o)) END, ', ')"
+                 "            FROM unnest(p.polroles) o),"
+                 "         ' USING (' || pg_get_expr(p.polqual, p.polrelid) || ')',"
+                 "         ' WITH CHECK (' || pg_get_expr(p.polwithcheck, p.polrelid) || ')'),"
+                 "       EXISTS (SELECT 1 FROM pg_policy x WHERE x.polrelid = $2::oid"
+                 "                 AND x.polname = p.polname)"
+                 "  FROM pg_policy p WHERE p.polrelid = $1::oid ORDER BY 1",
+                 3, p);
+    if (r == NULL)
+        return false;
+    for (int i = 0; ok && i < PQntuples(r); i++) {
+        const char *name = V(r, i, 0);
+        if (V(r, i, 2)[0] == 't')
+            ok = addf(&h->notes, "policy %s: already on the target", name);
+        else if (left_behind(t, name))
+            ok = addf(&h->notes, "policy %s: left behind on the old table", name);
+        else
+            ok = addf(&h->notes, "policy %s: re-created on the new table", name) &&
+                 addf(&h->after, "%s", V(r, i, 1));
+    }
+    PQclear(r);
+    if (!ok)
+        return false;
+
+    r = pg_query(conn, "reading row level security",
+                 "SELECT s.relrowsecurity, s.relforcerowsecurity,"
+                 "       coalesce(t.relrowsecurity, false), coalesce(t.relforcerowsecurity, false)"
+                 "  FROM pg_class s LEFT JOIN pg_class t ON t.oid = $2::oid WHERE s.oid = $1::oid",
+                 2, p);
+    if (r == NULL)
+        return false;
+    if (PQntuples(r) == 1) {
+        if (V(r, 0, 0)[0] == 't' && V(r, 0, 2)[0] != 't')
+            ok = addf(&h->notes, "row level security: enabled on the new table") &&
+                 addf(&h->after, "ALTER TABLE %s ENABLE ROW LEVEL SECURITY", p[2]);
+        if (ok && V(r, 0, 1)[0] == 't' && V(r, 0, 3)[0] != 't')
+            ok = addf(&h->after, "ALTER TABLE %s FORCE ROW LEVEL SECURITY", p[2]);
+    }
+    PQclear(r);
+    if (!ok)
+        return false;
+
+    r = pg_query(conn, "reading rules and publications on the source",
+                 "SELECT 'rule', rulename FROM pg_rewrite"
+                 " WHERE ev_class = $1::oid AND rulename <> '_RETURN'"
+                 " UNION ALL SELECT 'publication', p.pubname FROM pg_publication_rel pr"
+                 "  JOIN pg_publication p ON p.oid = pr.prpubid"
+                 " WHERE pr.prrelid = $1::oid AND p.pubname <> $2 ORDER BY 1, 2",
+                 2, (const char *[]){p[0], p[3]});
+    if (r == NULL)
+        return false;
+    for (int i = 0; ok && i < PQntuples(r); i++) {
+        const char *kind = V(r, i, 0), *name = V(r, i, 1);
+        if (left_behind(t, name))
+            ok = addf(&h->notes, "%s %s: left behind on the old table", kind, name);
+        else
+            ok = addf(&h->problems,
+                      "%s %s on %s cannot be carried to the new table; fix: drop it (and "
+                      "re-create it after the cutover), or leave_behind: [%s]",
+                      kind, name, t->src.qname, name);
+    }
+    PQclear(r);
+    return ok;
+}
+
+/* Sequences: the new table must go on numbering above every existing row,
+ * and a sequence the source owns must survive dropping the old table. */
+static bool sequences(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    PGresult *r = pg_query(
+        conn, "reading sequences",
+        "WITH cols AS ("
+        "  SELECT a.attrelid AS rel, a.attname, a.attnum, a.attidentity, a.atttypid,"
+        "    coalesce((SELECT d.refobjid FROM pg_attrdef ad JOIN pg_depend d"
+        "                ON d.classid = 'pg_attrdef'::regclass AND d.objid = ad.oid"
+        "               AND d.refclassid = 'pg_class'::regclass"
+        "              JOIN pg_class q ON q.oid = d.refobjid AND q.relkind = 'S'"
+        "             WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum LIMIT 1),"
+        "             (SELECT d.objid FROM pg_depend d JOIN pg_class q"
+        "                ON q.oid = d.objid AND q.relkind = 'S'"
+        "             WHERE d.classid = 'pg_class'::regclass AND d.refclassid = "
+        "'pg_class'::regclass"
+        "               AND d.refobjid = a.attrelid AND d.refobjsubid = a.attnum"
+        "               AND d.deptype = 'i' LIMIT 1)) AS seq,"
+        "    (SELECT pg_get_expr(ad.adbin, ad.adrelid) FROM pg_attrdef ad"
+        "      WHERE ad.adrelid = a.attrelid AND ad.adnum = a.attnum) AS def"
+        "  FROM pg_attribute a WHERE a.attrelid IN ($1::oid, $2::oid) AND a.attnum > 0"
+        "   AND NOT a.attisdropped)"
+        " SELECT s.attname, quote_ident(s.attname), s.attidentity, s.seq, s.seq::regclass::text,"
+        "        s.def, t.attidentity, t.seq, t.seq::regclass::text, t.atttypid IN (20, 21, 23),"
+        "        EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
+        "                  AND d.objid = s.seq AND d.refobjid = $1::oid"
+        "                  AND d.refobjsubid = s.attnum AND d.deptype = 'a')"
+        "   FROM cols s LEFT JOIN cols t ON t.rel = $2::oid AND t.attname = s.attname"
+        "  WHERE s.rel = $1::oid AND (s.seq IS NOT NULL OR t.seq IS NOT NULL) ORDER BY s.attnum",
+        2, p);
+    if (r == NULL)
+        return false;
+    bool ok = true;
+    for (int i = 0; ok && i < PQntuples(r); i++) {
+        const char *col = V(r, i, 0), *qcol = V(r, i, 1);
+        char sid = V(r, i, 2)[0], tid = V(r, i, 6)[0];
+        bool has_s = !PQgetisnull(r, i, 3), has_t = !PQgetisnull(r, i, 7);
+        bool owned_by_source = V(r, i, 10)[0] == 't';
+        const char *s_oid = V(r, i, 3), *s_name = V(r, i, 4), *t_oid = V(r, i, 7),
+                   *t_name = V(r, i, 8);
+        if (!t->tgt.exists) {
+            if (has_s)
+                ok = addf(&h->notes,
+                          "sequence %s (column %s): the new table continues above "
+                          "its last value",
+                          s_name, col);
+            continue;
+        }
+        if (has_s && has_t && strcmp(s_oid, t_oid) == 0) {
+            if (owned_by_source)
+                ok = addf(&h->notes,
+                          "sequence %s (column %s): shared with the target; OWNED BY moves to "
+                          "the new table so dropping the old one keeps it",
+                          s_name, col) &&
+                     addf(&h->after, "ALTER SEQUENCE %s OWNED BY %s.%s", s_name, p[2], qcol);
+            else
+                ok = addf(&h->notes, "sequence %s (column %s): shared, nothing to do", s_name, col);
+        } else if (has_s && has_t) {
+            ok =
+                addf(&h->notes, "sequence %s (column %s): set above the source's %s under the lock",
+                     t_name, col, s_name) &&
+                addf(&h->after,
+                     "SELECT setval(%s::regclass, v) FROM (SELECT greatest("
+                     "pg_sequence_last_value(%s::regclass), pg_sequence_last_value(%s::regclass))"
+                     " AS v) x WHERE v IS NOT NULL",
+                     t_oid, s_oid, t_oid);
+        } else if (has_s && sid != '\0') {
+            ok = addf(&h->problems,
+                      "column %s is an identity column on the source but not on the target, so "
+                      "new rows would get no value after the cutover; fix: ALTER TABLE %s ALTER "
+                      "COLUMN %s ADD GENERATED BY DEFAULT AS IDENTITY",
+                      col, t->tgt.qname, qcol);
+        } else if (has_s) {
+            ok = addf(&h->notes,
+                      "sequence %s (column %s): the new table's column takes the "
+                      "source's default%s",
+                      s_name, col, owned_by_source ? " and owns the sequence" : "") &&
+                 addf(&h->after, "ALTER TABLE %s ALTER COLUMN %s SET DEFAULT %s", p[2], qcol,
+                      V(r, i, 5));
+            if (ok && owned_by_source)
+                ok = addf(&h->after, "ALTER SEQUENCE %s OWNED BY %s.%s", s_name, p[2], qcol);
+        } else if (V(r, i, 9)[0] == 't') {
+            ok = addf(&h->notes, "sequence %s (column %s): set to the new table's highest value",
+                      t_name, col) &&
+                 addf(&h->after,
+                      "SELECT setval(%s::regclass, greatest(m, pg_sequence_last_value(%s::regclass)"
+                      ")) FROM (SELECT max(%s)::bigint AS m FROM %s) x WHERE m IS NOT NULL",
+                      t_oid, t_oid, qcol, p[2]);
+        }
+        /* pgshift writes the source's values, so the target runs BY DEFAULT
+         * during the migration; the new table gets the source's kind back. */
+        if (ok && sid != '\0' && tid != '\0' && sid != tid)
+            ok = addf(&h->after, "ALTER TABLE %s ALTER COLUMN %s SET GENERATED %s", p[2], qcol,
+                      sid == 'a' ? "ALWAYS" : "BY DEFAULT");
+    }
+    PQclear(r);
+    return ok;
+}
+
+/* Grants (table and column) and the owner. */
+static bool grants(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    PGresult *r = pg_query(
+        conn, "reading grants on the source",
+        "SELECT format('GRANT %s ON TABLE %s TO %s%s', g.privilege_type, $2::text,"
+        "         CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE "
+        "quote_ident(pg_get_userbyid(g.grantee))"
+        "         END, CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END),"
+        "       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(g.grantee) END"
+        "         || ': ' || g.privilege_type"
+        "  FROM pg_class c, aclexplode(c.relacl) g WHERE c.oid = $1::oid AND g.grantee <> "
+        "c.relowner"
+        " UNION ALL "
+        "SELECT format('GRANT %s (%I) ON TABLE %s TO %s%s', g.privilege_type, a.attname, $2::text,"
+        "         CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE "
+        "quote_ident(pg_get_userbyid(g.grantee))"
+        "         END, CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END),"
+        "       CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(g.grantee) END"
+        "         || ': ' || g.privilege_type || ' (' || a.attname || ')'"
+        "  FROM pg_attribute a, aclexplode(a.attacl) g WHERE a.attrelid = $1::oid"
+        "   AND a.attnum > 0 AND NOT a.attisdropped AND a.attacl IS NOT NULL"
+        " ORDER BY 2",
+        2, (const char *[]){p[0], p[2]});
+    if (r == NULL)
+        return false;
+    bool ok = true;
+    for (int i = 0; ok && i < PQntuples(r); i++)
+        ok = addf(&h->notes, "grant %s: copied to the new table", V(r, i, 1)) &&
+             addf(&h->after, "%s", V(r, i, 0));
+    PQclear(r);
+    if (!ok || !t->tgt.exists)
+        return ok;
+
+    /* The new table (and its partitions) belong to whoever owned the source. */
+    r = pg_query(conn, "reading owners",
+                 "SELECT quote_ident(pg_get_userbyid(s.relowner)), pg_get_userbyid(s.relowner),"
+                 "       format('%I.%I', n.nspname, c.relname), c.oid = $2::oid"
+                 "  FROM pg_class s, pg_partition_tree($2::oid::regclass) pt"
+                 "  JOIN pg_class c ON c.oid = pt.relid"
+                 "  JOIN pg_namespace n ON n.oid = c.relnamespace"
+                 " WHERE s.oid = $1::oid AND c.relowner <> s.relowner ORDER BY pt.level, 3",
+                 2, p);
+    if (r == NULL)
+        return false;
+    if (PQntuples(r) > 0)
+        ok = addf(&h->notes, "owner: the new table is given to %s, like the source", V(r, 0, 1));
+    for (int i = 0; ok && i < PQntuples(r); i++)
+        ok = addf(&h->after, "ALTER TABLE %s OWNER TO %s", V(r, i, 3)[0] == 't' ? p[2] : V(r, i, 2),
+                  V(r, i, 0));
+    PQclear(r);
+    return ok;
+}
+
+/* Renaming problems: the names the swap needs, in one database. */
+static bool names(PGconn *conn, pgs_migration *m, pgs_mtable *t, handover *h)
+{
+    bool ok = true;
+    if (m->plan->target)
+        ok = addf(&h->problems,
+                  "the plan has a separate `target:` database; the cutover renames tables in one "
+                  "database, so it cannot swap %s; fix: migrate within the source database",
+                  t->src.qname);
+    if (ok && t->tgt.exists && strcmp(t->tgt.nspname, t->src.nspname) != 0)
+        ok = addf(&h->problems,
+                  "target %s is in schema %s but the source in %s; the cutover renames within a "
+                  "schema; fix: create the target in schema %s",
+                  t->tgt.qname, t->tgt.nspname, t->src.nspname, t->src.nspname);
+    if (!ok)
+        return false;
+    if (strlen(t->src.relname) + 4 > 63)
+        return addf(&h->problems,
+                    "%s_old would be longer than 63 bytes, so the old table cannot keep a "
+                    "recognisable name; fix: rename the source to something shorter first",
+                    t->src.relname);
+    char old[80];
+    snprintf(old, sizeof old, "%s_old", t->src.relname);
+    PGresult *r = pg_query(conn, "checking the old table's name",
+                           "SELECT format('%I.%I', $1::text, $2::text), EXISTS (SELECT 1 FROM"
+                           " pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                           " WHERE n.nspname = $1 AND c.relname = $2)",
+                           2, (const char *[]){t->src.nspname, old});
+    if (r == NULL)
+        return false;
+    ok = V(r, 0, 1)[0] == 't'
+             ? addf(&h->problems,
+                    "%s already exists, and the cutover renames %s to that name; fix: drop or "
+                    "rename it",
+                    V(r, 0, 0), t->src.qname)
+             : addf(&h->notes, "rename: %s -> %s, %s -> %s", t->src.qname, V(r, 0, 0),
+                    t->tgt.qname ? t->tgt.qname : t->spec->target, t->src.qname);
+    PQclear(r);
+    return ok;
+}
+
+bool handover_build(PGconn *conn, pgs_migration *m, pgs_mtable *t, handover *h)
+{
+    memset(h, 0, sizeof *h);
+    if (!t->src.exists)
+        return true;
+    char soid[16], toid[16];
+    snprintf(soid, sizeof soid, "%u", t->src.oid);
+    snprintf(toid, sizeof toid, "%u", t->tgt.exists ? t->tgt.oid : 0u);
+    const char *p[4] = {soid, toid, t->src.qname, m->publication};
+    bool ok = names(conn, m, t, h) && grants(conn, p, t, h) && sequences(conn, p, t, h) &&
+              triggers_policies_rules(conn, p, t, h) && views(conn, p, t, h) &&
+              fks_in(conn, p, m, t, h) && fks_out(conn, p, t, h);
+    if (!ok)
+        handover_free(h);
+    return ok;
+}
