@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# SIGKILL at each step of the cutover (PGSHIFT_TEST_CRASH_AT), under a write
+# load: after the kill the world is either the old one (source still named
+# <table>, nothing renamed, migration resumable) or the new one (swap
+# committed, phase done); never half renamed. Rerunning `run` finds out which
+# and finishes; the new table then equals an untouched shadow and the load
+# saw no failed transaction.
+source "$(dirname "$0")/lib/common.sh"
+
+sql "CREATE FUNCTION pad(i bigint) RETURNS text LANGUAGE sql IMMUTABLE AS \$\$ SELECT repeat(md5(i::text), 8) \$\$" || fail setup
+
+for step in lock fence applied swap commit finish; do
+  t=c_$step
+  sqlf - <<SQL || fail "setup $t"
+CREATE TABLE $t (id bigserial, created_at timestamptz NOT NULL, v int NOT NULL DEFAULT 0, pad text,
+  PRIMARY KEY (id, created_at));
+CREATE TABLE ${t}_shadow (id bigint, created_at timestamptz, v int, pad text);
+CREATE VIEW ${t}_v AS SELECT id, v FROM $t;
+INSERT INTO $t (created_at, pad) SELECT timestamptz '2025-01-01' + (i % 200) * interval '1 day', pad(i)
+  FROM generate_series(1, 5000) i;
+INSERT INTO ${t}_shadow SELECT * FROM $t;
+SQL
+  cat >"$WORK/$t.sql" <<PGB
+\set id random(1, 6000)
+\set op random(1, 10)
+BEGIN;
+\if :op <= 4
+INSERT INTO $t (created_at, pad) VALUES (timestamptz '2025-01-01' + (:id % 200) * interval '1 day', pad(:id)) RETURNING id AS nid \gset
+INSERT INTO ${t}_shadow VALUES (:nid, timestamptz '2025-01-01' + (:id % 200) * interval '1 day', 0, pad(:id));
+\elif :op <= 8
+UPDATE $t SET v = v + 1 WHERE id = :id;
+UPDATE ${t}_shadow SET v = v + 1 WHERE id = :id;
+\else
+DELETE FROM $t WHERE id = :id;
+DELETE FROM ${t}_shadow WHERE id = :id;
+\endif
+COMMIT;
+PGB
+  cat >"$WORK/$t.yaml" <<Y
+name: $t
+source: "dbname=${PGDATABASE}"
+state_dir: $WORK
+apply: {batch_time: 50ms}
+tables:
+  - source: public.$t
+    target: public.${t}_part
+    partition: {by: range (created_at), interval: 1 month, default: true}
+Y
+  "$PGSHIFT_TEST_PGBIN/pgbench" -n -f "$WORK/$t.sql" -c 3 -j 1 -T 14 -R 150 >"$WORK/$t.pgbench" 2>&1 &
+  LOAD_PID=$!
+  RUN_PIDS+=("$LOAD_PID")
+  sleep 1
+  PGSHIFT_TEST_CRASH_AT=$step "$PGSHIFT" run --plan "$WORK/$t.yaml" --auto-cutover >"$WORK/$t-1.log" 2>&1
+  rc=$?
+  [ "$rc" = 137 ] || fail "$step: run exited $rc, expected SIGKILL (137): $(tail -n 5 "$WORK/$t-1.log")"
+  grep -q "PGSHIFT_TEST_CRASH_AT=$step" "$WORK/$t-1.log" || fail "$step: did not reach the step"
+  kind=$(sql "SELECT relkind FROM pg_class WHERE oid = '$t'::regclass")
+  old=$(sql "SELECT to_regclass('${t}_old') IS NOT NULL")
+  phase=$(sql "SELECT phase FROM pgshift.migrations WHERE name = '$t'")
+  if [ "$step" = finish ]; then
+    [ "$kind/$old/$phase" = "p/t/done" ] || fail "$step: expected the new world, got relkind $kind, old table $old, phase $phase"
+    [ "$(sql "SELECT cutover->>'post_done' FROM pgshift.migrations WHERE name = '$t'")" = false ] || fail "$step: post_done"
+  else
+    [ "$kind/$old" = "r/f" ] && [ "$phase" != done ] || fail "$step: expected the old world, got relkind $kind, old table $old, phase $phase"
+    [ -n "$(sql "SELECT to_regclass('${t}_part')")" ] || fail "$step: the target lost its name"
+  fi
+  "$PGSHIFT" run --plan "$WORK/$t.yaml" --auto-cutover >"$WORK/$t-2.log" 2>&1 || fail "$step: the rerun failed: $(tail -n 5 "$WORK/$t-2.log")"
+  [ "$(sql "SELECT relkind FROM pg_class WHERE oid = '$t'::regclass")/$(sql "SELECT relkind FROM pg_class WHERE oid = '${t}_old'::regclass")" = "p/r" ] ||
+    fail "$step: not swapped after the rerun"
+  wait "$LOAD_PID" || fail "$step: pgbench: $(grep -iE "error|abort" "$WORK/$t.pgbench" | head -5)"
+  grep -qE "number of failed transactions: 0 " "$WORK/$t.pgbench" || fail "$step: pgbench failures: $(grep failed "$WORK/$t.pgbench")"
+  same_rows "$t" "${t}_shadow"
+  [ "$(sql "SELECT count(*) FROM ${t}_v")" = "$(sql "SELECT count(*) FROM $t")" ] || fail "$step: view"
+  [ "$(sql "SELECT cutover->>'post_done' FROM pgshift.migrations WHERE name = '$t'")" = true ] || fail "$step: steps after the swap not done"
+  pass "SIGKILL at '$step': $( [ $step = finish ] && echo new || echo old) world, rerun finished; $(sql "SELECT count(*) FROM $t") rows equal the shadow, 0 failed load transactions"
+done
+finish
