@@ -1,14 +1,28 @@
 #!/usr/bin/env bash
 # scripts/demo-inner.sh: the demo migration, run by scripts/demo.sh inside a
 # throwaway cluster (PG* point at it).
+#
+# observations (bigserial id) and stations (serial id) are migrated in one
+# plan: observations into a table partitioned by month that pgshift creates,
+# stations into a plain copy created here. Every load transaction makes the
+# same change to a migrated table and to its shadow table, which pgshift
+# never touches, so after the cutover the new tables must equal the shadows.
 set -euo pipefail
 ROWS=${DEMO_ROWS:-300000}
+# The load must outlive the swap by a good margin; a bigger table copies longer.
+LOAD_S=${DEMO_LOAD_SECONDS:-$((15 + ROWS / 30000))}
 W=$(mktemp -d /tmp/pgshift-demo.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 say() { printf '\n== %s\n' "$*"; }
+die() { printf '\ndemo FAILED: %s\n' "$*" >&2; exit 1; }
+trap 'echo "demo FAILED at line $LINENO: $BASH_COMMAND" >&2' ERR
 q() { psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
+now() { date +%s.%N; }
+secs() { awk "BEGIN {printf \"%.1f\", $2 - $1}"; }
+PGS=$PGSHIFT_BIN
 
-say "creating the demo schema: observations ($ROWS rows), a view, a serial stations table"
+say "creating the demo schema: observations ($ROWS rows), a view, a serial stations table, shadows"
+t_setup=$(now)
 psql -Xq -v ON_ERROR_STOP=1 <<SQL
 CREATE TABLE stations (id serial PRIMARY KEY, name text NOT NULL);
 INSERT INTO stations (name) SELECT 'station ' || i FROM generate_series(1, 50) i;
@@ -21,65 +35,175 @@ SELECT now() - random() * interval '400 days', 1 + i % 50, random() * 1000,
   FROM generate_series(1, $ROWS) i;
 CREATE VIEW observations_with_names AS
   SELECT o.*, s.name FROM observations o JOIN stations s ON s.id = o.station_id;
+-- The references: same columns and keys, no defaults (ids always given).
+CREATE TABLE observations_shadow (LIKE observations INCLUDING INDEXES);
+INSERT INTO observations_shadow SELECT * FROM observations;
+CREATE TABLE stations_shadow (LIKE stations INCLUDING INDEXES);
+INSERT INTO stations_shadow SELECT * FROM stations;
+-- The stations target shares the serial's sequence through INCLUDING ALL.
+CREATE TABLE stations_new (LIKE stations INCLUDING ALL);
 ANALYZE observations;
 SQL
+echo "   done in $(secs "$t_setup" "$(now)") s"
+
+# One transaction = the same change to a migrated table and its shadow. New
+# ids come from the sequences (RETURNING ... \gset); now() is the same for
+# both statements of a transaction. No retries: any error is a failure.
 cat >"$W/load.sql" <<'PGB'
-\set id random(1, 300000)
-\set op random(1, 10)
+\set id random(1, :rows)
+\set st 1 + :id % 50
+\set v random(0, 999999)
+\set op random(1, 20)
 BEGIN;
-\if :op <= 5
+\if :op <= 8
 INSERT INTO observations (created_at, station_id, value, tags, payload)
-  VALUES (now(), 1 + :id % 50, random() * 1000, ARRAY['live'], '{"live": true}');
-\elif :op <= 9
-UPDATE observations SET value = value + 1 WHERE id = :id;
-\else
+  VALUES (now(), :st, :v / 1000.0, ARRAY['live'], '{"live": true}') RETURNING id AS nid \gset
+INSERT INTO observations_shadow VALUES (:nid, now(), :st, :v / 1000.0, ARRAY['live'], '{"live": true}');
+\elif :op <= 16
+UPDATE observations SET value = value + 1, tags = tags || 'u'::text WHERE id = :id;
+UPDATE observations_shadow SET value = value + 1, tags = tags || 'u'::text WHERE id = :id;
+\elif :op <= 18
 DELETE FROM observations WHERE id = :id;
+DELETE FROM observations_shadow WHERE id = :id;
+\elif :op <= 19
+INSERT INTO stations (name) VALUES ('live ' || :v) RETURNING id AS sid \gset
+INSERT INTO stations_shadow VALUES (:sid, 'live ' || :v);
+\else
+UPDATE stations SET name = 'station ' || :st || ' (' || :v || ')' WHERE id = :st;
+UPDATE stations_shadow SET name = 'station ' || :st || ' (' || :v || ')' WHERE id = :st;
 \endif
 COMMIT;
 PGB
+
+# While $W/hold exists the automatic cutover waits (cutover.postpone_file):
+# the demo lets it stream a few seconds first, so status can be seen.
 cat >"$W/plan.yaml" <<Y
 name: demo
 source: "dbname=$PGDATABASE"
+state_dir: $W
 tables:
   - source: public.observations
     target: public.observations_partitioned
     partition: {by: range (created_at), interval: 1 month}
+  - source: public.stations
+    target: public.stations_new
+cutover:
+  max_lag: 8MB
+  lock_timeout: 500ms
+  postpone_file: $W/hold
 Y
-say "write load: pgbench, 4 clients, ~500 transactions/s (insert / update / delete)"
-"$PGSHIFT_TEST_PGBIN/pgbench" -n -f "$W/load.sql" -c 4 -j 2 -T 40 -R 500 >"$W/load.log" 2>&1 &
-load=$!
+touch "$W/hold"
 
 say "pgshift plan (dry run: checks everything, changes nothing)"
-"$PGSHIFT_BIN" plan --plan "$W/plan.yaml"
+"$PGS" plan --plan "$W/plan.yaml"
 
-say "pgshift run (copy under a snapshot, then stream and apply while the load writes)"
-t0=$(date +%s.%N)
-"$PGSHIFT_BIN" run --plan "$W/plan.yaml" 2>&1 | sed 's/^/   run | /' &
-until "$PGSHIFT_BIN" status --plan "$W/plan.yaml" 2>/dev/null | grep -q "ready"; do sleep 0.5; done
-t_ready=$(date +%s.%N)
-sleep 5
-say "pgshift status while the load is still writing"
-"$PGSHIFT_BIN" status --plan "$W/plan.yaml"
-wait "$load"
-L=$(q "SELECT pg_current_wal_insert_lsn()")
-until [ "$(q "SELECT confirmed_flush_lsn >= '$L' FROM pg_replication_slots WHERE slot_name = 'pgshift_demo'")" = t ]; do sleep 0.2; done
-t_caught=$(date +%s.%N)
-pkill -TERM -f "pgshift run --plan $W/plan.yaml" || true
-sleep 1
+say "write load: pgbench, 4 clients, ~500 transactions/s for $LOAD_S s (insert / update / delete, both tables)"
+t_load=$(now)
+"$PGSHIFT_TEST_PGBIN/pgbench" -n -f "$W/load.sql" -D rows="$ROWS" -c 4 -j 2 -T "$LOAD_S" -R 500 \
+  >"$W/load.log" 2>&1 &
+load=$!
 
-missing=$(q "SELECT count(*) FROM (SELECT * FROM observations EXCEPT ALL SELECT * FROM observations_partitioned) x")
-extra=$(q "SELECT count(*) FROM (SELECT * FROM observations_partitioned EXCEPT ALL SELECT * FROM observations) x")
-rows=$(q "SELECT count(*) FROM observations")
-parts=$(q "SELECT count(*) FROM pg_inherits WHERE inhparent = 'observations_partitioned'::regclass")
-tx=$(grep -oE "actually processed: [0-9]+" "$W/load.log" | grep -oE "[0-9]+$")
-failed=$(grep -oE "number of failed transactions: [0-9]+" "$W/load.log" | grep -oE "[0-9]+$")
+say "pgshift run --auto-cutover (copy under a snapshot, stream and apply, then swap by itself)"
+t0=$(now)
+{ "$PGS" run --plan "$W/plan.yaml" --auto-cutover 2>&1; echo $? >"$W/run.rc"; } |
+  tee "$W/run.log" | sed -un '/^[0-9]\{4\}-[0-9][0-9]-[0-9][0-9]T/,$ s/^/   run | /p' &
+run=$!
+phase() { "$PGS" status --plan "$W/plan.yaml" --json 2>/dev/null |
+  python3 -c 'import json,sys; print(json.load(sys.stdin).get("phase", ""))' 2>/dev/null || true; }
+deadline=$(($(date +%s) + 300))
+until [ "$(phase)" = ready ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || die "pgshift run did not catch up within 300 s: $(tail -n 5 "$W/run.log")"
+  [ -e "$W/run.rc" ] && die "pgshift run exited $(cat "$W/run.rc") before it caught up: $(tail -n 20 "$W/run.log")"
+  sleep 0.5
+done
+t_ready=$(now)
+sleep 3
+say "pgshift status: caught up, the load still writing, the swap held back by $W/hold"
+"$PGS" status --plan "$W/plan.yaml" | sed 's/^/   /'
+left=$(awk "BEGIN {printf \"%d\", $LOAD_S - ($(now) - $t_load)}")
+[ "$left" -ge 8 ] || die "only $left s of load left before the swap; set DEMO_LOAD_SECONDS higher"
+
+say "releasing the automatic cutover (rm $W/hold); the load keeps writing for another ~$left s"
+t_release=$(now)
+rm -f "$W/hold"
+wait "$run" || true
+t_done=$(now)
+[ "$(cat "$W/run.rc" 2>/dev/null)" = 0 ] ||
+  die "pgshift run exited $(cat "$W/run.rc" 2>/dev/null || echo '?'): $(tail -n 20 "$W/run.log")"
+grep -q "cut over after" "$W/run.log" || die "pgshift run ended without cutting over"
+kill -0 "$load" 2>/dev/null || die "the write load ended before the swap; set DEMO_LOAD_SECONDS higher"
+echo "   run exited 0; the write load is still running"
+
+say "waiting for the write load to finish"
+wait "$load" || die "pgbench exited non-zero: $(tail -n 5 "$W/load.log")"
+grep -qE "number of failed transactions: 0 " "$W/load.log" ||
+  die "pgbench reported failed transactions: $(grep -E 'failed|abort' "$W/load.log")"
+tx=$(grep -oE "number of transactions actually processed: [0-9]+" "$W/load.log" | grep -oE "[0-9]+$")
+
+say "checking the outcome"
+# The new tables against the shadows, both ways, duplicates counted.
+diff_rows() {
+  q "SELECT (SELECT count(*) FROM (TABLE $1 EXCEPT ALL TABLE $2) a) || ' ' ||
+            (SELECT count(*) FROM (TABLE $2 EXCEPT ALL TABLE $1) b)"
+}
+read -r o_miss o_extra <<<"$(diff_rows observations_shadow observations)"
+read -r s_miss s_extra <<<"$(diff_rows stations_shadow stations)"
+o_rows=$(q "SELECT count(*) FROM observations")
+s_rows=$(q "SELECT count(*) FROM stations")
+[ "$o_miss $o_extra" = "0 0" ] || die "observations differ from the shadow: $o_miss missing, $o_extra extra"
+[ "$s_miss $s_extra" = "0 0" ] || die "stations differ from the shadow: $s_miss missing, $s_extra extra"
+echo "   observations = observations_shadow ($o_rows rows), stations = stations_shadow ($s_rows rows)"
+
+[ "$(q "SELECT relkind FROM pg_class WHERE oid = 'observations'::regclass")" = p ] ||
+  die "observations is not the partitioned table"
+parts=$(q "SELECT count(*) FROM pg_inherits WHERE inhparent = 'observations'::regclass")
+# Rows the load wrote after the swap exist only in the new tables.
+o_after=$(q "SELECT count(*) FROM observations WHERE id > (SELECT max(id) FROM observations_old)")
+s_oldmax=$(q "SELECT max(id) FROM stations_old")
+s_after=$(q "SELECT count(*) FROM stations WHERE id > $s_oldmax")
+{ [ "$o_after" -gt 0 ] && [ "$s_after" -gt 0 ]; } ||
+  die "no load writes after the swap ($o_after observations, $s_after stations)"
+echo "   the load wrote into the new tables after the swap: $o_after observations, $s_after stations inserted"
+
+# The view is re-created on the new tables: its rewrite rule depends on them.
+deps=$(q "SELECT string_agg(DISTINCT format('%s(%s)', d.refobjid::regclass, c.relkind), ', '
+                   ORDER BY format('%s(%s)', d.refobjid::regclass, c.relkind))
+            FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid JOIN pg_class c ON c.oid = d.refobjid
+           WHERE r.ev_class = 'observations_with_names'::regclass AND d.refobjid <> r.ev_class")
+v_rows=$(q "SELECT count(*) FROM observations_with_names")
+j_rows=$(q "SELECT count(*) FROM observations o JOIN stations s ON s.id = o.station_id")
+[ "$deps" = "observations(p), stations(r)" ] || die "the view reads $deps, not the new tables"
+[ "$v_rows" = "$j_rows" ] || die "the view has $v_rows rows, the new tables join to $j_rows"
+echo "   view observations_with_names reads $deps: $v_rows rows, same as the join of the new tables"
+
+s_max=$(q "SELECT max(id) FROM stations")
+s_new=$(q "INSERT INTO stations (name) VALUES ('added after the cutover') RETURNING id")
+[ "$s_new" -gt "$s_max" ] || die "new stations id $s_new is not above the highest $s_max"
+echo "   a station inserted now gets id $s_new (highest before: $s_max; stations_old ended at $s_oldmax)"
+
+"$PGS" status --plan "$W/plan.yaml" --json >"$W/status.json" || die "pgshift status --json failed"
+read -r wb lw fence swap attempts old_tables <<<"$(python3 -c '
+import json, sys
+c = json.load(open(sys.argv[1]))["cutover"]
+ms = ["%.0f" % c[k] for k in ("write_block_ms", "lock_wait_ms", "fence_ms", "swap_ms")]
+print(*ms, c["attempts"], ",".join(c["old_tables"]))' "$W/status.json")" || die "no cutover in status --json: $(cat "$W/status.json")"
+
 say "outcome"
-echo "   source rows:            $rows (after $tx load transactions, $failed failed)"
-echo "   target:                 observations_partitioned, $parts monthly partitions"
-echo "   rows compared:          $missing missing, $extra extra  ($([ "$missing$extra" = 00 ] && echo EQUAL || echo DIFFERENT))"
-echo "   copy + catch-up ready:  $(awk "BEGIN {printf \"%.1f\", $t_ready - $t0}") s after start"
-echo "   last write applied:     $(awk "BEGIN {printf \"%.1f\", $t_caught - $t0}") s after start (load ran 40 s)"
-echo "   cutover:                not part of this build yet (issue #4): the view and the serial"
-echo "                           table still use observations; nothing was renamed"
-echo "   clean-up:               the throwaway server and its data are removed now"
-[ "$missing$extra" = 00 ]
+echo "   rows compared:          observations $o_rows rows, stations $s_rows rows: EQUAL to their"
+echo "                           untouched shadows (EXCEPT ALL both ways: 0 missing, 0 extra)"
+echo "   write load:             $tx transactions over $LOAD_S s, 0 failed, running before,"
+echo "                           during and after the swap"
+echo "   observations now:       partitioned by month, $parts partitions; the view reads it"
+echo "   cutover:                write-blocking window $wb ms, $attempts attempt(s)"
+echo "                           (lock wait $lw ms, fence reached in $fence ms, swap $swap ms)"
+echo "   timings:                copy + catch-up $(secs "$t0" "$t_ready") s; released to run's exit"
+echo "                           $(secs "$t_release" "$t_done") s (swap, foreign key checks, ANALYZE)"
+echo "   old tables:             ${old_tables//,/, } (kept until cleanup)"
+echo "   clean-up:               pgshift cleanup --plan $W/plan.yaml --confirm (run next)"
+
+say "pgshift cleanup --confirm: drop the old tables, the slot, the publication and the state"
+"$PGS" cleanup --plan "$W/plan.yaml" --confirm 2>&1 | sed 's/^/   /'
+left=$(q "SELECT count(*) FROM pg_class WHERE relname IN ('observations_old', 'stations_old')")
+slots=$(q "SELECT count(*) FROM pg_replication_slots")
+[ "$left$slots" = 00 ] || die "cleanup left $left old tables and $slots slots"
+echo "   old tables and slot gone; the throwaway server is removed next"

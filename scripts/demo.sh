@@ -2,10 +2,13 @@
 # scripts/demo.sh: the main job, one command on a fresh Debian 12 machine (root):
 # installs what is missing, builds pgshift, starts a throwaway PostgreSQL 15,
 # creates a demo observations table (300k rows, with a view and a serial id
-# table beside it), starts a write load, migrates the table into a table
-# partitioned by month while the load runs, and prints the outcome. The
-# throwaway server and everything in it are removed at the end.
-#   DEMO_ROWS=1000000 bash scripts/demo.sh    # a bigger table
+# table beside it), starts a write load, runs the migration with
+# --auto-cutover (observations becomes a table partitioned by month while the
+# load keeps writing), and prints the outcome: rows compared equal, the
+# cutover's write-blocking window, where the old tables are. It then runs
+# `pgshift cleanup --confirm`; the throwaway server is removed at the end.
+#   DEMO_ROWS=1000000 bash scripts/demo.sh        # a bigger table
+#   DEMO_LOAD_SECONDS=60 bash scripts/demo.sh     # a longer write load
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh

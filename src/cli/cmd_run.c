@@ -147,7 +147,7 @@ static int after_cutover(pgs_migration *m)
         return PGS_EXIT_FAILURE;
     }
     PGresult *r = pg_query(m->tgt, "reading the cutover record",
-                           "SELECT cutover->>'write_block_ms', "
+                           "SELECT round((cutover->>'write_block_ms')::numeric), "
                            "  (SELECT string_agg(x, ', ') FROM jsonb_array_elements_text("
                            "     cutover->'old_tables') x), cutover_at"
                            " FROM pgshift.migrations WHERE name = $1",
