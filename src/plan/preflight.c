@@ -61,7 +61,9 @@ static bool check_server(pgs_migration *m, report *r)
                              "  r.rolname, r.rolsuper, r.rolreplication,"
                              "  has_database_privilege(current_database(), 'CREATE'),"
                              "  current_setting('max_slot_wal_keep_size'),"
-                             "  current_database()"
+                             "  current_database(),"
+                             "  (extract(epoch FROM current_setting('deadlock_timeout')::interval)"
+                             "    * 1000)::int"
                              " FROM pg_roles r WHERE r.rolname = current_user",
                              1, (const char *[]){m->slot});
     if (res == NULL)
@@ -121,6 +123,18 @@ static bool check_server(pgs_migration *m, report *r)
             "`pgshift abort` drops its slot");
     else
         say(r, "note", "max_slot_wal_keep_size = %s: a slot further behind is invalidated", keep);
+    /* A cutover waiting for its lock longer than deadlock_timeout lets the
+     * deadlock checker fail an application transaction instead of it. */
+    int deadlock_ms = atoi(PQgetvalue(res, 0, 13));
+    if (m->plan->cutover.lock_timeout_ms >= deadlock_ms)
+        say(r, "warn",
+            "cutover.lock_timeout (%d ms) is not under deadlock_timeout (%d ms): a cutover "
+            "waiting for its lock could make an application transaction fail with a deadlock "
+            "error; fix: lower cutover.lock_timeout",
+            m->plan->cutover.lock_timeout_ms, deadlock_ms);
+    else
+        say(r, "ok", "cutover.lock_timeout %d ms, under deadlock_timeout (%d ms)",
+            m->plan->cutover.lock_timeout_ms, deadlock_ms);
     PQclear(res);
     return true;
 }
