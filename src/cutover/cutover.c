@@ -213,8 +213,12 @@ static char run(cutover *c, const char *sql, char *err, size_t errlen)
     char line[1024];
     pg_result_error_line(r, line, sizeof line);
     char kind = strcmp(pg_sqlstate(r), "55P03") == 0 ? 'L' : 'E';
-    if (err && errlen)
-        snprintf(err, errlen, "%s (running: %.200s)", line, sql);
+    /* The message first; the statement only as far as it fits. */
+    if (err && errlen) {
+        int n = snprintf(err, errlen, "%s", line);
+        if (n >= 0 && (size_t)n + 16 < errlen)
+            snprintf(err + n, errlen - (size_t)n, " (running: %.*s)", 200, sql);
+    }
     PQclear(r);
     return kind;
 }
@@ -436,6 +440,9 @@ bool cutover_finish(pgs_migration *m)
             log_info("%s: done in %.1f s", json_string_value(v),
                      (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     }
+    /* Cost-based delay: the application writes to these tables now, and
+     * an unthrottled ANALYZE on a small machine shows in its latency. */
+    pg_exec(conn, "throttling ANALYZE", "SET vacuum_cost_delay = '2ms'");
     json_array_foreach(json_object_get(o, "new_tables"), i, v)
     {
         char *sql = NULL;

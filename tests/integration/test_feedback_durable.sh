@@ -16,10 +16,15 @@ start_run "$WORK/plan.yaml" "$WORK/run1.log"
 wait_streaming "$WORK/run1.log"
 sleep 0.5
 before=$(sql "SELECT applied_lsn FROM pgshift.migrations WHERE name = 'fb'")
-for i in $(seq 1 25); do sql "INSERT INTO t VALUES ($i, $i)"; done
+sql "INSERT INTO t VALUES (1, 1)"
+# The end of the first insert's commit: a confirmed_flush at or past it would
+# make the slot skip that transaction. (While idle, keepalives may rightly
+# confirm pgshift's own state writes past the applied LSN, up to the commit's start.)
+mark=$(sql "SELECT pg_current_wal_insert_lsn()")
+for i in $(seq 2 25); do sql "INSERT INTO t VALUES ($i, $i)"; done
 sleep 2.5 # at least two feedback ticks with the batch open
-row=$(sql "SELECT s.confirmed_flush_lsn <= m.applied_lsn, s.confirmed_flush_lsn, m.applied_lsn FROM pg_replication_slots s, pgshift.migrations m WHERE s.slot_name = 'pgshift_fb' AND m.name = 'fb'")
-[ "${row%%|*}" = t ] || fail "confirmed_flush ran ahead of the applied LSN: $row"
+row=$(sql "SELECT s.confirmed_flush_lsn < '$mark', s.confirmed_flush_lsn, '$mark' FROM pg_replication_slots s WHERE s.slot_name = 'pgshift_fb'")
+[ "${row%%|*}" = t ] || fail "confirmed_flush reached an unapplied commit: confirmed, first commit's end: $row"
 [ "$(sql "SELECT applied_lsn FROM pgshift.migrations WHERE name = 'fb'")" = "$before" ] || fail "batch was expected to stay open"
 pass "confirmed_flush stays at the durable applied LSN while a batch is open ($row)"
 kill -KILL "$RUN_PID"; wait "$RUN_PID" 2>/dev/null
