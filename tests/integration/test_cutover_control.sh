@@ -63,9 +63,10 @@ pass "asked again once the holder is gone: cut over"
 
 # An automatic cutover, held back by the plan and then by a flag file.
 sqlf - <<'SQL' || fail setup2
-CREATE TABLE u (id bigint PRIMARY KEY, v int);
-INSERT INTO u SELECT i, 0 FROM generate_series(1, 1000) i;
-CREATE TABLE u_new (LIKE u INCLUDING ALL);
+CREATE TABLE u (id bigserial PRIMARY KEY, v int);
+INSERT INTO u (v) SELECT 0 FROM generate_series(1, 1000) i;
+-- the target numbers from its own sequence, which the cutover sets above the source's
+CREATE TABLE u_new (id bigserial PRIMARY KEY, v int);
 SQL
 cat >"$WORK/auto.yaml" <<Y
 name: auto
@@ -91,5 +92,7 @@ rm "$WORK/hold"
 for _ in $(seq 1 100); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.2; done
 wait "$RUN_PID" || fail "auto run exit: $(tail -5 "$WORK/auto.log")"
 [ -n "$(sql "SELECT to_regclass('u_old')")" ] || fail "auto: not renamed"
-pass "auto cutover held by cutover.postpone, then by the flag file; ran once both were gone"
+grep -q "u_new_id_seq (column id): set above the source's u_id_seq under the lock" "$WORK/auto.log" || fail "own sequence not announced"
+[ "$(sql "INSERT INTO u (v) VALUES (1) RETURNING id")" = 1001 ] || fail "the new table's own sequence did not continue above 1000"
+pass "auto cutover held by cutover.postpone, then by the flag file; ran once both were gone; the target's own sequence continues at 1001"
 finish
