@@ -11,6 +11,7 @@ typedef struct cli_opts {
     bool json;
     bool confirm;
     bool auto_cutover;
+    bool watch;
     bool help;
 } cli_opts;
 
@@ -34,5 +35,13 @@ struct pgs_migration *cli_open(int argc, char **argv, const char *allowed, const
                                cli_opts *o, int *rc);
 /* Closes the migration and frees its plan. */
 void cli_close(struct pgs_migration *m);
+
+/* Sends one control request (pgshift.proto Command) to the `pgshift run`
+ * serving this plan (<state_dir>/pgshift-<name>.sock) and waits for the
+ * reply (timeout_ms <= 0: no limit). Returns 0 with *reply (free with
+ * pgshift__control_reply__free_unpacked), -1 when no run serves the plan
+ * (logged only when `quiet` is false), -2 on another error (logged). */
+int cli_ask_run(const pgs_plan *plan, int command, bool confirm, int timeout_ms, bool quiet,
+                void **reply);
 
 #endif

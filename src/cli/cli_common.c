@@ -2,10 +2,12 @@
 #include "pgshift/cli_common.h"
 
 #include "pgshift/cli.h"
+#include "pgshift/control.h"
 #include "pgshift/log.h"
 #include "pgshift/migration.h"
 
 #include <getopt.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +28,7 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         {"json", no_argument, NULL, 'j'},
         {"confirm", no_argument, NULL, 'c'},
         {"auto-cutover", no_argument, NULL, 'a'},
+        {"watch", no_argument, NULL, 'w'},
         {"log-level", required_argument, NULL, 'l'},
         {"log-format", required_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
@@ -52,6 +55,10 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         case 'a':
             name = "auto-cutover";
             out->auto_cutover = true;
+            break;
+        case 'w':
+            name = "watch";
+            out->watch = true;
             break;
         case 'l': {
             pgs_log_level lvl;
@@ -141,4 +148,28 @@ pgs_plan *cli_load_plan(const cli_opts *o)
     if (plan == NULL)
         fprintf(stderr, "pgshift: %s\n", err);
     return plan;
+}
+
+int cli_ask_run(const pgs_plan *plan, int command, bool confirm, int timeout_ms, bool quiet,
+                void **reply)
+{
+    *reply = NULL;
+    char *path = control_socket_path(plan->state_dir, plan->name);
+    if (path == NULL)
+        return -2;
+    Pgshift__ControlRequest req = PGSHIFT__CONTROL_REQUEST__INIT;
+    req.command = (Pgshift__Command)command;
+    req.confirm = confirm;
+    char err[512] = "";
+    Pgshift__ControlReply *r = NULL;
+    int rc = control_request(path, &req, &r, timeout_ms, err, sizeof err);
+    if (rc == -1 && !quiet)
+        log_error("no `pgshift run` is serving migration %s (%s): start it with `pgshift run "
+                  "--plan %s`",
+                  plan->name, err, plan->path);
+    else if (rc < -1)
+        log_error("control socket %s: %s", path, err);
+    free(path);
+    *reply = r;
+    return rc;
 }

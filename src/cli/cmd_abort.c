@@ -3,6 +3,7 @@
  * pgshift created (never a target the operator created). */
 #include "pgshift/cli.h"
 #include "pgshift/cli_common.h"
+#include "pgshift/control.h"
 #include "pgshift/log.h"
 #include "pgshift/migration.h"
 #include "pgshift/pg.h"
@@ -16,7 +17,8 @@ static const char usage[] =
     "Abandons the migration: drops its replication slot (so it stops holding WAL),\n"
     "its publication, its state rows, and the target tables pgshift created from a\n"
     "`partition:` spec. Targets you created yourself and the source tables are\n"
-    "never touched. Refuses while a `pgshift run` of this plan is running.\n"
+    "never touched. With --confirm, a `pgshift run` serving this plan is asked to\n"
+    "stop first (control socket).\n"
     "Without --confirm it only lists what it would drop.\n\n"
     "Options:\n"
     "  --plan FILE   the migration plan (YAML)\n"
@@ -35,7 +37,23 @@ int cmd_abort(int argc, char **argv)
         return rc;
     pgs_plan *plan = m->plan;
     rc = PGS_EXIT_FAILURE;
-    if (!state_lock(m) || !state_load(m))
+    /* A live run of the plan is asked to stop first (its lock is then free). */
+    if (o.confirm) {
+        void *r = NULL;
+        if (cli_ask_run(plan, PGSHIFT__COMMAND__COMMAND_ABORT, true, 10000, true, &r) == 0) {
+            Pgshift__ControlReply *reply = r;
+            if (reply->ok)
+                log_info("the running pgshift run of %s stops: %s", plan->name, reply->message);
+            else
+                log_error("the running pgshift run refused to stop: %s", reply->message);
+            bool ok = reply->ok;
+            pgshift__control_reply__free_unpacked(reply, NULL);
+            if (!ok)
+                goto done;
+        }
+    }
+    /* Listing only reads; dropping needs the migration to itself. */
+    if ((o.confirm && !state_lock(m)) || !state_load(m))
         goto done;
     if (m->phase == PGS_PHASE_DONE) {
         log_error("migration %s is already cut over: its target is now the live table, and abort "

@@ -1,5 +1,5 @@
-/* cmd_cutover.c: `pgshift cutover`: asks the running `pgshift run` of the
- * plan, over its control socket, to cut over, and waits for the outcome. */
+/* cmd_cutover.c: the commands that steer a running `pgshift run` over its
+ * control socket: cutover, pause, resume, postpone, unpostpone. */
 #include "pgshift/cli.h"
 #include "pgshift/cli_common.h"
 #include "pgshift/control.h"
@@ -7,8 +7,9 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
-static const char usage[] =
+static const char usage_cutover[] =
     "Usage: pgshift cutover --plan FILE\n\n"
     "Asks the `pgshift run` of this plan (through the control socket\n"
     "<state_dir>/pgshift-<name>.sock, on this machine) to swap the tables, and\n"
@@ -25,9 +26,37 @@ static const char usage[] =
     "Exit codes: 0 cut over, 1 not cut over (the message says why), 2 usage or\n"
     "plan-file error.\n";
 
-int cmd_cutover(int argc, char **argv);
+static const char usage_pause[] =
+    "Usage: pgshift pause --plan FILE\n\n"
+    "Pauses the running `pgshift run`: the applier commits what it has, the\n"
+    "replication connection closes, and the slot keeps the WAL, so the lag grows\n"
+    "(watch `pgshift status`) until `pgshift resume`. Refused during a cutover.\n\n"
+    "Options:\n  --plan FILE   the migration plan (YAML)\n\n"
+    "Exit codes: 0 paused, 1 refused or no run, 2 usage error.\n";
 
-int cmd_cutover(int argc, char **argv)
+static const char usage_resume[] =
+    "Usage: pgshift resume --plan FILE\n\n"
+    "Resumes a paused `pgshift run`: it reconnects and drains the lag.\n\n"
+    "Options:\n  --plan FILE   the migration plan (YAML)\n\n"
+    "Exit codes: 0 resumed (or was not paused), 1 no run, 2 usage error.\n";
+
+static const char usage_postpone[] =
+    "Usage: pgshift postpone --plan FILE\n\n"
+    "Holds back the automatic cutover of a `pgshift run --auto-cutover` until\n"
+    "`pgshift unpostpone`, whatever the plan's cutover.postpone says. A requested\n"
+    "`pgshift cutover` is not held back.\n\n"
+    "Options:\n  --plan FILE   the migration plan (YAML)\n\n"
+    "Exit codes: 0 done, 1 no run, 2 usage error.\n";
+
+static const char usage_unpostpone[] =
+    "Usage: pgshift unpostpone --plan FILE\n\n"
+    "Lets the automatic cutover of a `pgshift run --auto-cutover` proceed as soon\n"
+    "as the lag allows, overriding the plan's cutover.postpone and\n"
+    "cutover.postpone_file.\n\n"
+    "Options:\n  --plan FILE   the migration plan (YAML)\n\n"
+    "Exit codes: 0 done, 1 no run, 2 usage error.\n";
+
+static int ask(int argc, char **argv, const char *usage, Pgshift__Command command, const char *hint)
 {
     cli_opts o;
     int rc = cli_parse(argc, argv, "", usage, &o);
@@ -36,31 +65,54 @@ int cmd_cutover(int argc, char **argv)
     pgs_plan *plan = cli_load_plan(&o);
     if (plan == NULL)
         return PGS_EXIT_USAGE;
-    char *path = control_socket_path(plan->state_dir, plan->name);
-    Pgshift__ControlRequest req = PGSHIFT__CONTROL_REQUEST__INIT;
-    req.command = PGSHIFT__COMMAND__COMMAND_CUTOVER;
-    Pgshift__ControlReply *reply = NULL;
-    char err[512] = "";
-    log_info("asking the running pgshift run to cut over migration %s", plan->name);
-    int r = path ? control_request(path, &req, &reply, 0, err, sizeof err) : -2;
-    if (r == -1) {
-        log_error("no `pgshift run` is serving migration %s (%s): start it with `pgshift run "
-                  "--plan %s` and ask again, or let it cut over by itself with --auto-cutover",
-                  plan->name, err, plan->path);
+    void *r = NULL;
+    int ar = cli_ask_run(plan, command, false, 0, false, &r);
+    Pgshift__ControlReply *reply = r;
+    if (ar == -1 && hint)
+        log_error("%s", hint);
+    if (ar != 0)
         rc = PGS_EXIT_FAILURE;
-    } else if (r != 0) {
-        log_error("control socket %s: %s", path ? path : "?", err);
-        rc = PGS_EXIT_FAILURE;
-    } else if (reply->ok) {
+    else if (reply->ok) {
         log_info("%s", reply->message);
         rc = PGS_EXIT_OK;
     } else {
-        log_error("not cut over: %s", reply->message);
+        log_error("%s: %s", argv[0], reply->message);
         rc = PGS_EXIT_FAILURE;
     }
     if (reply)
         pgshift__control_reply__free_unpacked(reply, NULL);
-    free(path);
     pgs_plan_free(plan);
     return rc;
+}
+
+int cmd_cutover(int argc, char **argv);
+int cmd_pause(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+int cmd_postpone(int argc, char **argv);
+int cmd_unpostpone(int argc, char **argv);
+
+int cmd_cutover(int argc, char **argv)
+{
+    return ask(argc, argv, usage_cutover, PGSHIFT__COMMAND__COMMAND_CUTOVER,
+               "or let it cut over by itself with `pgshift run --auto-cutover`");
+}
+
+int cmd_pause(int argc, char **argv)
+{
+    return ask(argc, argv, usage_pause, PGSHIFT__COMMAND__COMMAND_PAUSE, NULL);
+}
+
+int cmd_resume(int argc, char **argv)
+{
+    return ask(argc, argv, usage_resume, PGSHIFT__COMMAND__COMMAND_RESUME, NULL);
+}
+
+int cmd_postpone(int argc, char **argv)
+{
+    return ask(argc, argv, usage_postpone, PGSHIFT__COMMAND__COMMAND_POSTPONE, NULL);
+}
+
+int cmd_unpostpone(int argc, char **argv)
+{
+    return ask(argc, argv, usage_unpostpone, PGSHIFT__COMMAND__COMMAND_UNPOSTPONE, NULL);
 }

@@ -3,23 +3,30 @@
  * whether or not a `run` is alive; the running one refreshes the rates). */
 #include "pgshift/cli.h"
 #include "pgshift/cli_common.h"
+#include "pgshift/control.h"
 #include "pgshift/migration.h"
 #include "pgshift/pg.h"
+#include "pgshift/status.h"
 
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <math.h>
 
 static const char usage[] =
-    "Usage: pgshift status --plan FILE [--json]\n\n"
-    "Shows the migration's phase (copying, catching_up, ready, ...), rows copied\n"
-    "per table, changes applied, lag in bytes (the source's current WAL position\n"
-    "minus the last applied commit) and seconds (now minus that commit's time),\n"
-    "apply rate, ETA and the slot's retained WAL.\n\n"
+    "Usage: pgshift status --plan FILE [--json] [--watch]\n\n"
+    "Shows the migration's phase (copying, catching_up, ready, cutting_over, done,\n"
+    "paused, failed), rows copied per table, changes applied, lag in bytes (the\n"
+    "source's current WAL position minus the last applied commit) and seconds\n"
+    "(now minus that commit's time), apply rate, ETA, the slot's retained WAL,\n"
+    "cutover attempts and blockers. While a `pgshift run` serves the plan the\n"
+    "figures come live from it (control socket); otherwise from the state tables.\n\n"
     "Options:\n"
     "  --plan FILE   the migration plan (YAML)\n"
-    "  --json        one JSON object instead of text\n\n"
+    "  --json        one JSON object instead of text\n"
+    "  --watch       refresh every second until interrupted\n\n"
     "Exit codes: 0 shown, 1 failure, 2 usage error or no such migration.\n";
 
 int cmd_status(int argc, char **argv);
@@ -39,17 +46,14 @@ static const char *const SQL_STATUS =
     "  coalesce((to_jsonb(m)->'cutover')::text, ''), coalesce(to_jsonb(m)->>'cutover_at', '')"
     " FROM pgshift.migrations m WHERE m.name = $1";
 
-int cmd_status(int argc, char **argv)
+/* From the state tables: any time, with or without a live run. */
+static int show_state(pgs_migration *m, const cli_opts *o_)
 {
-    cli_opts o;
-    int rc;
-    pgs_migration *m = cli_open(argc, argv, "json", usage, &o, &rc);
-    if (m == NULL)
-        return rc;
+    const cli_opts o = *o_;
     pgs_plan *plan = m->plan;
     json_t *out = NULL, *stats = NULL, *co = NULL;
     PGresult *res = NULL, *tres = NULL;
-    rc = PGS_EXIT_FAILURE;
+    int rc = PGS_EXIT_FAILURE;
     if (!state_load(m))
         goto done;
     if (!m->has_state) {
@@ -184,6 +188,113 @@ done:
     json_decref(co);
     PQclear(res);
     PQclear(tres);
-    cli_close(m);
+    return rc;
+}
+
+static void human_mb(double b, char *buf, size_t len)
+{
+    snprintf(buf, len, "%.1f MB", b / 1048576.0);
+}
+
+/* From the running `pgshift run`. */
+static void show_live(const Pgshift__StatusSnapshot *st, bool as_json)
+{
+    if (as_json) {
+        char *js = status_json(st, 0);
+        json_t *o = js ? json_loads(js, 0, NULL) : NULL;
+        free(js);
+        if (o) {
+            json_object_set_new(o, "running", json_true());
+            char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+            if (s)
+                printf("%s\n", s);
+            free(s);
+            json_decref(o);
+        }
+        return;
+    }
+    char a[32], b[32];
+    printf("migration %s: %s%s%s (live)\n", st->migration, status_phase_name(st->phase),
+           st->paused ? ", paused" : "", st->postponed ? ", automatic cutover postponed" : "");
+    char eta[48];
+    if (isnan(st->eta_seconds))
+        snprintf(eta, sizeof eta, "not known yet");
+    else if (st->eta_seconds < 0)
+        snprintf(eta, sizeof eta, "never (the source writes faster than we apply)");
+    else if (st->eta_seconds == 0)
+        snprintf(eta, sizeof eta, "caught up");
+    else
+        snprintf(eta, sizeof eta, "%.0f s", st->eta_seconds);
+    human_mb((double)st->lag_bytes, a, sizeof a);
+    printf("  lag: %s, %.1f s; ETA %s\n", a, st->lag_seconds, eta);
+    human_mb(st->wal_bytes_per_second, b, sizeof b);
+    printf("  apply: %.0f changes/s, %.0f transactions/s; the source writes %s/s of WAL\n",
+           st->apply_changes_per_second, st->apply_xacts_per_second, b);
+    printf("  applied: %llu transactions, %llu changes (applied %s, confirmed %s, source at %s)\n",
+           (unsigned long long)st->applied_xacts_total,
+           (unsigned long long)st->applied_changes_total, st->applied_lsn, st->confirmed_lsn,
+           st->source_lsn);
+    if (st->slot) {
+        human_mb((double)st->slot->retained_bytes, a, sizeof a);
+        human_mb((double)st->slot->safe_bytes_left, b, sizeof b);
+        printf("  slot: %s, retains %s of WAL%s%s%s\n", st->slot->wal_status, a,
+               st->slot->safe_bytes_left >= 0 ? " (" : "", st->slot->safe_bytes_left >= 0 ? b : "",
+               st->slot->safe_bytes_left >= 0 ? " left before max_slot_wal_keep_size)" : "");
+    }
+    if (st->cutover && st->cutover->attempts > 0) {
+        printf("  cutover: %u attempt(s)", st->cutover->attempts);
+        if (st->cutover->last_blocker)
+            printf("; last blocked by pid %d (%s, in a transaction for %.1f s): %s",
+                   st->cutover->last_blocker->pid, st->cutover->last_blocker->application,
+                   st->cutover->last_blocker->xact_age_seconds, st->cutover->last_blocker->query);
+        printf("\n");
+    }
+    for (size_t i = 0; i < st->n_tables; i++) {
+        const Pgshift__TableProgress *t = st->tables[i];
+        printf("  %s -> %s: copy %s, %llu of ~%llu rows; %llu changes applied\n", t->source,
+               t->target, t->copy_done ? "done" : "in progress", (unsigned long long)t->rows_copied,
+               (unsigned long long)t->rows_estimated, (unsigned long long)t->changes_applied);
+    }
+}
+
+int cmd_status(int argc, char **argv)
+{
+    cli_opts o;
+    int rc = cli_parse(argc, argv, "json,watch", usage, &o);
+    if (rc >= 0)
+        return rc;
+    pgs_plan *plan = cli_load_plan(&o);
+    if (plan == NULL)
+        return PGS_EXIT_USAGE;
+    pgs_migration *m = NULL;
+    bool tty = isatty(STDOUT_FILENO);
+    for (;;) {
+        if (o.watch && tty)
+            printf("\033[H\033[2J");
+        void *r = NULL;
+        int ar = cli_ask_run(plan, PGSHIFT__COMMAND__COMMAND_STATUS, false, 5000, true, &r);
+        Pgshift__ControlReply *reply = r;
+        if (ar == 0 && reply->status) {
+            show_live(reply->status, o.json);
+            rc = PGS_EXIT_OK;
+        } else {
+            if (m == NULL && (m = migration_open(plan)) == NULL) {
+                rc = PGS_EXIT_FAILURE;
+                if (reply)
+                    pgshift__control_reply__free_unpacked(reply, NULL);
+                break;
+            }
+            rc = show_state(m, &o);
+        }
+        if (reply)
+            pgshift__control_reply__free_unpacked(reply, NULL);
+        fflush(stdout);
+        if (!o.watch || rc == PGS_EXIT_USAGE)
+            break;
+        sleep(1);
+    }
+    if (m)
+        migration_close(m);
+    pgs_plan_free(plan);
     return rc;
 }

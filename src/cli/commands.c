@@ -9,12 +9,21 @@ int cmd_status(int argc, char **argv);
 int cmd_abort(int argc, char **argv);
 int cmd_cutover(int argc, char **argv);
 int cmd_cleanup(int argc, char **argv);
+int cmd_pause(int argc, char **argv);
+int cmd_resume(int argc, char **argv);
+int cmd_postpone(int argc, char **argv);
+int cmd_unpostpone(int argc, char **argv);
 
 const pgs_command pgs_commands[] = {
     {"plan", "dry run: check the server and tables, print what run would do", cmd_plan},
     {"run", "copy, then stream and apply changes; resumes when re-run", cmd_run},
     {"status", "phase, per-table progress, lag and apply rate", cmd_status},
     {"cutover", "ask the running `run` to swap the tables now; waits for the outcome", cmd_cutover},
+    {"pause", "pause the running apply (the lag grows until resume)", cmd_pause},
+    {"resume", "resume a paused apply", cmd_resume},
+    {"postpone", "hold back the automatic cutover until unpostpone", cmd_postpone},
+    {"unpostpone", "let the automatic cutover proceed (overrides the plan's postpone)",
+     cmd_unpostpone},
     {"cleanup", "after the cutover: drop the old tables, slot and publication (--confirm)",
      cmd_cleanup},
     {"abort", "drop the slot, publication, state and created targets (--confirm)", cmd_abort},

@@ -11,6 +11,7 @@
 #include "pgshift/repl.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -63,7 +64,13 @@ typedef struct stream {
     double last_log_ms;
     double last_lag_bytes;
     double last_lag_s;
-    double last_eta;
+    double last_eta; /* NaN while not known */
+    long long slot_retained;
+    long long slot_safe; /* -1 unlimited */
+    char wal_status[32];
+    /* operator controls (control socket) */
+    bool paused;
+    int hold_cmd; /* `pgshift postpone` 1, `unpostpone` -1, else 0: follow the plan */
     /* cutover (cutover.h) */
     control_server *ctl;
     uv_timer_t co_timer;
@@ -317,7 +324,7 @@ static void schedule_reconnect(stream *s)
 static void on_reconnect(uv_timer_t *t)
 {
     stream *s = t->data;
-    if (!s->stopping && !connect_stream(s))
+    if (!s->stopping && !s->paused && !connect_stream(s))
         schedule_reconnect(s);
 }
 
@@ -490,10 +497,13 @@ static void on_stats(uv_timer_t *t)
 
     s->last_lag_bytes = (double)lag;
     s->last_lag_s = lag_s;
-    s->last_eta = eta;
+    s->last_eta = (!have_rates && !idle && lag > 0) ? NAN : eta;
+    s->slot_retained = retained;
+    s->slot_safe = safe_null ? -1 : safe;
+    snprintf(s->wal_status, sizeof s->wal_status, "%s", wal_status);
     pgs_phase phase =
         lag <= m->plan->cutover.max_lag_bytes ? PGS_PHASE_READY : PGS_PHASE_CATCHING_UP;
-    if (phase != m->phase && m->phase != PGS_PHASE_CUTTING_OVER) {
+    if (phase != m->phase && m->phase != PGS_PHASE_CUTTING_OVER && !s->paused) {
         log_info("phase %s -> %s (lag %llu bytes)", pgs_phase_name(m->phase), pgs_phase_name(phase),
                  (unsigned long long)lag);
         state_set_phase(m, phase, NULL);
@@ -609,7 +619,11 @@ static bool co_postponed(stream *s)
         }
     }
     char why[512] = "";
-    if (s->postpone)
+    if (s->hold_cmd > 0)
+        snprintf(why, sizeof why, "held by `pgshift postpone`");
+    else if (s->hold_cmd < 0)
+        why[0] = '\0'; /* `pgshift unpostpone` overrides the plan and the flag file */
+    else if (s->postpone)
         snprintf(why, sizeof why, "cutover.postpone is true in %s", s->m->plan->path);
     else if (s->postpone_file && access(s->postpone_file, F_OK) == 0)
         snprintf(why, sizeof why, "the flag file %s exists", s->postpone_file);
@@ -643,6 +657,8 @@ static void co_try(stream *s)
     if (t < s->co_next_try_ms || s->repl == NULL)
         return;
     if (s->co_call == NULL && co_postponed(s))
+        return;
+    if (s->paused)
         return;
     if (atomic_load(&m->analyzing) || apply_in_xact(s->apply))
         return;
@@ -816,6 +832,151 @@ static void co_want(stream *s)
     uv_timer_start(&s->co_timer, on_co_timer, CUTOVER_TICK_MS, CUTOVER_TICK_MS);
 }
 
+/* The live snapshot; points into the stream and the migration, valid until
+ * the next loop iteration. */
+typedef struct snap {
+    Pgshift__StatusSnapshot st;
+    Pgshift__TableProgress *tp;
+    Pgshift__TableProgress **tpp;
+    Pgshift__SlotHealth slot;
+    Pgshift__CutoverInfo co;
+    Pgshift__Blocker bl;
+    char src_lsn[18], applied[18], confirmed[18];
+} snap;
+
+static bool snap_build(stream *s, snap *x)
+{
+    pgs_migration *m = s->m;
+    memset(x, 0, sizeof *x);
+    pgshift__status_snapshot__init(&x->st);
+    x->tp = calloc((size_t)m->ntables, sizeof *x->tp);
+    x->tpp = calloc((size_t)m->ntables, sizeof *x->tpp);
+    if (x->tp == NULL || x->tpp == NULL) {
+        free(x->tp);
+        free(x->tpp);
+        return false;
+    }
+    Pgshift__StatusSnapshot *st = &x->st;
+    st->migration = m->plan->name;
+    st->phase = (Pgshift__Phase)(m->phase == PGS_PHASE_NONE ? 0 : (int)m->phase + 1);
+    st->source_lsn = (char *)decode_lsn_format(s->last_source_lsn, x->src_lsn);
+    st->applied_lsn = (char *)decode_lsn_format(m->applied_lsn, x->applied);
+    st->confirmed_lsn = (char *)decode_lsn_format(s->last_applied, x->confirmed);
+    st->lag_bytes = (uint64_t)s->last_lag_bytes;
+    st->lag_seconds = s->last_lag_s;
+    st->eta_seconds = s->last_eta;
+    st->apply_changes_per_second = s->rate_changes;
+    st->apply_xacts_per_second = s->rate_xacts;
+    st->apply_bytes_per_second = s->rate_bytes;
+    st->wal_bytes_per_second = s->rate_wal;
+    st->applied_changes_total = (uint64_t)m->applied_changes;
+    st->applied_xacts_total = (uint64_t)m->applied_xacts;
+    for (int i = 0; i < m->ntables; i++) {
+        Pgshift__TableProgress *t = &x->tp[i];
+        pgshift__table_progress__init(t);
+        t->source = m->tables[i].src.qname;
+        t->target = m->tables[i].tgt.qname;
+        t->rows_copied = (uint64_t)m->tables[i].rows_copied;
+        t->rows_estimated =
+            (uint64_t)(m->tables[i].src.rows_est > 0 ? m->tables[i].src.rows_est : 0);
+        t->bytes_copied = (uint64_t)m->tables[i].bytes_copied;
+        t->bytes_estimated = (uint64_t)(m->tables[i].src.bytes > 0 ? m->tables[i].src.bytes : 0);
+        t->copy_done = m->tables[i].copy_done;
+        t->changes_applied = (uint64_t)m->tables[i].changes_applied;
+        x->tpp[i] = t;
+    }
+    st->n_tables = (size_t)m->ntables;
+    st->tables = x->tpp;
+    pgshift__slot_health__init(&x->slot);
+    x->slot.retained_bytes = (uint64_t)(s->slot_retained > 0 ? s->slot_retained : 0);
+    x->slot.wal_status = s->wal_status;
+    x->slot.safe_bytes_left = s->slot_safe;
+    st->slot = &x->slot;
+    pgshift__cutover_info__init(&x->co);
+    x->co.attempts = (uint32_t)s->co_attempts;
+    x->co.lock_wait_ms = s->co_lock_wait_ms;
+    if (s->co_have_blocker) {
+        pgshift__blocker__init(&x->bl);
+        x->bl.pid = s->co_blocker.pid;
+        x->bl.application = s->co_blocker.application;
+        x->bl.query = s->co_blocker.query;
+        x->bl.xact_age_seconds = s->co_blocker.xact_age_s;
+        x->co.last_blocker = &x->bl;
+    }
+    st->cutover = &x->co;
+    st->postponed = s->postpone_why[0] != '\0' || s->hold_cmd > 0;
+    st->paused = s->paused;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    st->taken_at_unix_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return true;
+}
+
+static void snap_free(snap *x)
+{
+    free(x->tp);
+    free(x->tpp);
+}
+
+static void reply_with_status(stream *s, control_call *call, bool ok, const char *msg)
+{
+    snap x;
+    if (snap_build(s, &x)) {
+        control_reply(call, ok, msg, &x.st);
+        snap_free(&x);
+    } else
+        control_reply(call, ok, msg, NULL);
+}
+
+/* Pause: the replication connection is closed after the applier settles,
+ * so nothing is held open; the slot keeps the WAL and the lag grows. */
+static void do_pause(stream *s, control_call *call)
+{
+    if (s->paused) {
+        reply_with_status(s, call, true, "already paused");
+        return;
+    }
+    if (s->co_state == CO_FENCE) {
+        reply_with_status(s, call, false, "a cutover holds its locks right now; pause refused");
+        return;
+    }
+    s->paused = true;
+    uv_timer_stop(&s->reconnect_timer);
+    detach_poll(s);
+    bool ok = settle_apply(s, false);
+    if (s->repl) {
+        send_feedback(s, false);
+        PQfinish(s->repl);
+        s->repl = NULL;
+    }
+    if (!ok) {
+        reply_with_status(s, call, false, "the apply failed while settling (see the log)");
+        stop_loop(s, 1);
+        return;
+    }
+    state_set_phase(s->m, PGS_PHASE_PAUSED, NULL);
+    char lsn[18], msg[160];
+    snprintf(msg, sizeof msg, "paused at applied position %s; the lag grows until `pgshift resume`",
+             decode_lsn_format(s->m->applied_lsn, lsn));
+    log_info("%s", msg);
+    reply_with_status(s, call, true, msg);
+}
+
+static void do_resume(stream *s, control_call *call)
+{
+    if (!s->paused) {
+        reply_with_status(s, call, true, "not paused");
+        return;
+    }
+    s->paused = false;
+    s->m->phase = PGS_PHASE_CATCHING_UP;
+    state_set_phase(s->m, PGS_PHASE_CATCHING_UP, NULL);
+    if (!connect_stream(s))
+        schedule_reconnect(s);
+    log_info("resumed");
+    reply_with_status(s, call, true, "resumed: streaming again");
+}
+
 static void on_control(void *arg, control_call *call, const Pgshift__ControlRequest *req)
 {
     stream *s = arg;
@@ -825,27 +986,56 @@ static void on_control(void *arg, control_call *call, const Pgshift__ControlRequ
             control_reply(call, false, "a cutover request is already waiting", NULL);
             return;
         }
+        if (s->paused) {
+            reply_with_status(s, call, false, "paused; `pgshift resume` first");
+            return;
+        }
         log_info("cutover requested over the control socket");
         s->co_call = call;
         co_want(s);
         return;
-    case PGSHIFT__COMMAND__COMMAND_STATUS: {
-        Pgshift__StatusSnapshot st = PGSHIFT__STATUS_SNAPSHOT__INIT;
-        char applied[18];
-        st.migration = s->m->plan->name;
-        st.phase = (Pgshift__Phase)(s->m->phase == PGS_PHASE_NONE ? 0 : (int)s->m->phase + 1);
-        st.applied_lsn = (char *)decode_lsn_format(s->m->applied_lsn, applied);
-        st.lag_bytes = (uint64_t)s->last_lag_bytes;
-        st.lag_seconds = s->last_lag_s;
-        st.eta_seconds = s->last_eta;
-        st.postponed = s->postpone_why[0] != '\0';
-        control_reply(call, true, pgs_phase_name(s->m->phase), &st);
+    case PGSHIFT__COMMAND__COMMAND_STATUS:
+        reply_with_status(s, call, true, pgs_phase_name(s->m->phase));
         return;
-    }
+    case PGSHIFT__COMMAND__COMMAND_PAUSE:
+        do_pause(s, call);
+        return;
+    case PGSHIFT__COMMAND__COMMAND_RESUME:
+        do_resume(s, call);
+        return;
+    case PGSHIFT__COMMAND__COMMAND_POSTPONE:
+        s->hold_cmd = 1;
+        log_info("automatic cutover postponed by `pgshift postpone`");
+        reply_with_status(s, call, true,
+                          s->m->auto_cutover
+                              ? "automatic cutover postponed until `pgshift unpostpone`"
+                              : "postponed (this run has no --auto-cutover; `pgshift cutover` "
+                                "still cuts over on request)");
+        return;
+    case PGSHIFT__COMMAND__COMMAND_UNPOSTPONE:
+        s->hold_cmd = -1;
+        log_info("automatic cutover released by `pgshift unpostpone` (the plan's postpone "
+                 "settings are overridden)");
+        reply_with_status(s, call, true,
+                          s->m->auto_cutover
+                              ? "automatic cutover may proceed as soon as the lag allows"
+                              : "released (this run has no --auto-cutover: use `pgshift cutover`)");
+        return;
+    case PGSHIFT__COMMAND__COMMAND_ABORT:
+        if (!req->confirm) {
+            control_reply(call, false, "abort needs --confirm", NULL);
+            return;
+        }
+        if (s->co_state == CO_FENCE) {
+            control_reply(call, false, "a cutover holds its locks right now; try again", NULL);
+            return;
+        }
+        log_warn("stopping for `pgshift abort`");
+        control_reply(call, true, "the run stops now; abort continues", NULL);
+        stop_loop(s, 0);
+        return;
     default:
-        control_reply(call, false,
-                      "this pgshift run answers only `cutover` and `status` on its control socket",
-                      NULL);
+        control_reply(call, false, "unknown command", NULL);
     }
 }
 
@@ -879,6 +1069,7 @@ int stream_run(pgs_migration *m)
     uv_timer_start(&s.stats_timer, on_stats, 200, STATS_MS);
     uv_timer_init(&s.loop, &s.co_timer);
     s.co_timer.data = &s;
+    s.last_eta = NAN;
     char *sock = control_socket_path(m->plan->state_dir, m->plan->name);
     s.ctl = sock ? control_listen(&s.loop, sock, on_control, &s) : NULL;
     if (s.ctl)

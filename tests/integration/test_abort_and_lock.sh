@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The per-migration lock and `pgshift abort`: a second `run` of a plan that is
-# running exits 1 without disturbing the first; abort refuses while the run is
-# alive; without --confirm it only lists; with --confirm it drops the slot,
+# running exits 1 without disturbing the first; without --confirm abort only
+# lists (also while the run is alive); with --confirm a live run is asked to
+# stop first over the control socket; with --confirm it drops the slot,
 # the publication, the state and the target pgshift created, never a target
 # the operator created nor the sources; it is idempotent; a fresh run works
 # afterwards; and a plan edited after the run cannot make abort drop a
@@ -77,16 +78,15 @@ same_rows a2 a2_part
 ! grep -q ' error ' "$WORK/run1.log" || fail "the first run logged an error: $(grep ' error ' "$WORK/run1.log")"
 pass "a second run of the same plan exits 1 (another run holds it); the first keeps applying"
 
-run_abort "$WORK/abort0.out" --confirm
-[ "$RC" = 1 ] || fail "abort while the run is alive exited $RC, expected 1: $(cat "$WORK/abort0.out")"
-grep -q 'another pgshift run is already running it' "$WORK/abort0.out" || fail "abort while alive: $(cat "$WORK/abort0.out")"
-! grep -q 'Dropping' "$WORK/abort0.out" || fail "abort while alive started dropping: $(cat "$WORK/abort0.out")"
-[ "$(state)" = "1 1 1 2 1 1" ] || fail "abort while alive dropped something: state $(state)"
+run_abort "$WORK/abort0.out"
+[ "$RC" = 2 ] || fail "abort without --confirm while the run is alive exited $RC, expected 2: $(cat "$WORK/abort0.out")"
+! grep -q 'Dropping' "$WORK/abort0.out" || fail "abort without --confirm started dropping: $(cat "$WORK/abort0.out")"
+[ "$(state)" = "1 1 1 2 1 1" ] || fail "abort without --confirm dropped something: state $(state)"
 kill -0 "$FIRST" 2>/dev/null || fail "the run died during abort"
 sql "INSERT INTO a1 VALUES (5002, 'after abort attempt')" || fail "write"
 wait_applied "$SLOT"
 same_rows a1 a1_new
-pass "abort --confirm while the run is alive exits 1 and drops nothing"
+pass "abort without --confirm while the run is alive lists, drops nothing, and the run goes on"
 
 stop_run
 pass "SIGTERM stops the run (exit 143)"
@@ -181,4 +181,23 @@ grep -q '^  target "public"."a1_new": kept (not created by pgshift' "$WORK/abort
 [ -z "$(sql "SELECT to_regclass('a2_part')")" ] || fail "abort kept a2_part"
 [ "$(state)" = "0 0 0 0 0 1" ] || fail "after the last abort: state $(state)"
 pass "abort drops only the targets the state says pgshift created, even after the plan was edited"
+
+# ---- abort --confirm while a run is alive: the run is asked to stop first -----
+sql "TRUNCATE a1_new" || fail "truncate"
+cat >"$PLAN" <<Y
+$(plan_header ab)
+state_dir: $WORK
+tables:
+  - {source: a1, target: a1_new}
+Y
+start_run "$PLAN" "$WORK/run5.log"
+wait_streaming "$WORK/run5.log"
+run_abort "$WORK/abort5.out" --confirm
+[ "$RC" = 0 ] || fail "abort --confirm while the run is alive exited $RC: $(cat "$WORK/abort5.out")"
+grep -q 'the running pgshift run of ab stops' "$WORK/abort5.out" || fail "abort5: $(cat "$WORK/abort5.out")"
+wait "$RUN_PID"; rc=$?
+[ "$rc" = 0 ] || fail "the run asked to stop exited $rc"
+[ "$(sql "SELECT count(*) FROM pg_replication_slots")" = 0 ] || fail "slot left after a live abort"
+[ ! -e "$WORK/pgshift-ab.sock" ] || fail "control socket left behind"
+pass "abort --confirm while the run is alive stops it over the control socket, then drops everything"
 finish

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Steering a live run over its control socket: live status (text, --json,
+# --watch), pause holding the apply while the lag grows, resume draining it,
+# and postpone / unpostpone of an automatic cutover (unpostpone overrides the
+# plan's cutover.postpone).
+source "$(dirname "$0")/lib/common.sh"
+
+sqlf - <<'SQL' || fail setup
+CREATE TABLE c (id bigint PRIMARY KEY, v text);
+INSERT INTO c SELECT i, md5(i::text) FROM generate_series(1, 5000) i;
+CREATE TABLE c_new (LIKE c INCLUDING ALL);
+SQL
+cat >"$WORK/plan.yaml" <<Y
+name: ctl
+source: "dbname=${PGDATABASE}"
+state_dir: $WORK
+apply: {batch_time: 50ms}
+cutover: {postpone: true}
+tables:
+  - {source: public.c, target: public.c_new}
+Y
+"$PGSHIFT" pause --plan "$WORK/plan.yaml" >"$WORK/p0.out" 2>&1; rc=$?
+[ "$rc" = 1 ] && grep -q "no \`pgshift run\` is serving migration ctl" "$WORK/p0.out" || fail "pause without a run: $rc $(cat "$WORK/p0.out")"
+"$PGSHIFT" run --plan "$WORK/plan.yaml" --auto-cutover >"$WORK/run.log" 2>&1 &
+RUN_PID=$!; RUN_PIDS+=("$RUN_PID")
+wait_streaming "$WORK/run.log"
+wait_applied pgshift_ctl
+sleep 2.5 # a stats sample
+
+"$PGSHIFT" status --plan "$WORK/plan.yaml" --json >"$WORK/s1.json" 2>&1 || fail "status --json: $(cat "$WORK/s1.json")"
+python3 - "$WORK/s1.json" <<'PY' || fail "live status json: $(cat "$WORK/s1.json")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["running"] is True and s["phase"] == "ready" and s["postponed"] is True, s
+assert s["tables"][0]["rows_copied"] == 5000 and s["tables"][0]["copy_done"], s["tables"]
+assert s["slot"]["wal_status"] in ("reserved", "extended"), s["slot"]
+for k in ("lag_bytes", "lag_seconds", "eta_seconds", "apply_changes_per_second", "applied_lsn"):
+    assert k in s, k
+PY
+"$PGSHIFT" status --plan "$WORK/plan.yaml" >"$WORK/s1.out" 2>&1 || fail status
+grep -q "^migration ctl: ready, automatic cutover postponed (live)" "$WORK/s1.out" || fail "live status text: $(cat "$WORK/s1.out")"
+pass "live status from the running run (text and --json)"
+
+"$PGSHIFT" pause --plan "$WORK/plan.yaml" >"$WORK/pause.out" 2>&1 || fail "pause: $(cat "$WORK/pause.out")"
+before=$(sql "SELECT count(*) FROM c_new")
+sql "INSERT INTO c SELECT i, md5(i::text) FROM generate_series(5001, 25000) i" || fail insert
+sleep 3
+"$PGSHIFT" status --plan "$WORK/plan.yaml" --json >"$WORK/s2.json" 2>&1 || fail "status paused"
+python3 - "$WORK/s2.json" <<'PY' || fail "paused status: $(cat "$WORK/s2.json")"
+import json, sys
+s = json.load(open(sys.argv[1]))
+assert s["paused"] is True and s["phase"] == "paused", s
+assert s["lag_bytes"] > 500000, s["lag_bytes"]
+PY
+[ "$(sql "SELECT count(*) FROM c_new")" = "$before" ] || fail "applied while paused"
+[ "$(sql "SELECT active FROM pg_replication_slots WHERE slot_name = 'pgshift_ctl'")" = f ] || fail "slot still active while paused"
+pass "pause: nothing applied, the slot idle, the lag grows ($(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["lag_bytes"])' "$WORK/s2.json") bytes)"
+
+"$PGSHIFT" resume --plan "$WORK/plan.yaml" >"$WORK/resume.out" 2>&1 || fail "resume: $(cat "$WORK/resume.out")"
+wait_applied pgshift_ctl 60
+same_rows c c_new
+pass "resume drains the lag; the target equals the source"
+
+timeout 3.5 "$PGSHIFT" status --plan "$WORK/plan.yaml" --watch >"$WORK/watch.out" 2>&1
+[ "$(grep -c '^migration ctl:' "$WORK/watch.out")" -ge 3 ] || fail "--watch: $(cat "$WORK/watch.out")"
+pass "status --watch refreshes every second"
+
+"$PGSHIFT" postpone --plan "$WORK/plan.yaml" >"$WORK/pp.out" 2>&1 || fail "postpone"
+grep -q "postponed until \`pgshift unpostpone\`" "$WORK/pp.out" || fail "postpone: $(cat "$WORK/pp.out")"
+sleep 1
+[ -z "$(sql "SELECT to_regclass('c_old')")" ] || fail "cut over while postponed"
+"$PGSHIFT" unpostpone --plan "$WORK/plan.yaml" >"$WORK/up.out" 2>&1 || fail "unpostpone"
+for _ in $(seq 1 100); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.2; done
+wait "$RUN_PID" || fail "run after unpostpone: $(tail -5 "$WORK/run.log")"
+[ -n "$(sql "SELECT to_regclass('c_old')")" ] || fail "not cut over after unpostpone"
+same_rows c c_old
+pass "postpone holds, unpostpone overrides the plan's postpone: true and the run cuts over"
+finish
