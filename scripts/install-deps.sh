@@ -5,7 +5,8 @@
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
       postgresql-15 postgresql-contrib libpq-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler
-      libyaml-dev libjansson-dev libhttp-parser-dev libcmocka-dev util-linux procps python3)
+      libyaml-dev libjansson-dev libhttp-parser-dev libcmocka-dev util-linux procps python3 docker-compose
+      prometheus chromium)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

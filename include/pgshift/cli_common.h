@@ -12,6 +12,7 @@ typedef struct cli_opts {
     bool confirm;
     bool auto_cutover;
     bool watch;
+    const char *http; /* --http ADDR */
     bool help;
 } cli_opts;
 

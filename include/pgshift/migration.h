@@ -62,6 +62,8 @@ typedef struct pgs_migration {
     int64_t applied_changes;
     /* run options */
     bool auto_cutover;     /* `run --auto-cutover` */
+    const char *http_addr; /* `run --http ADDR`, or NULL */
+    bool just_copied;      /* this run did the copy (the copy_done hook fires) */
     atomic_bool analyzing; /* the background ANALYZE of fresh targets still runs */
 } pgs_migration;
 

@@ -69,6 +69,16 @@ typedef struct pgs_plan_apply {
                            least this old commits at once (lower = less lag, more commits) */
 } pgs_plan_apply;
 
+/* `hooks:` shell commands run on events, given the status JSON on stdin
+ * (run by /bin/sh -c; NULL = none). */
+typedef struct pgs_plan_hooks {
+    char *copy_done;       /* the snapshot copy finished; streaming starts */
+    char *ready;           /* lag under cutover.max_lag */
+    char *cutover_started; /* the first lock attempt of a cutover */
+    char *cutover_done;    /* the swap committed */
+    char *failed;          /* the run stopped on an error */
+} pgs_plan_hooks;
+
 typedef struct pgs_plan {
     char *path;   /* the file it was read from */
     char *name;   /* [a-z0-9_]+, at most 40 characters */
@@ -79,6 +89,7 @@ typedef struct pgs_plan {
     pgs_plan_cutover cutover;
     pgs_plan_copy copy;
     pgs_plan_apply apply;
+    pgs_plan_hooks hooks;
     char *state_dir; /* `state_dir:` where the control socket lives; default /tmp */
 } pgs_plan;
 

@@ -25,4 +25,8 @@ char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len);
  * prints. */
 char *status_json(const Pgshift__StatusSnapshot *st, int indent);
 
+/* The dashboard page (src/status/dashboard.html, embedded at build time). */
+extern const unsigned char pgs_dashboard_html[];
+extern const size_t pgs_dashboard_html_len;
+
 #endif

@@ -29,6 +29,7 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         {"confirm", no_argument, NULL, 'c'},
         {"auto-cutover", no_argument, NULL, 'a'},
         {"watch", no_argument, NULL, 'w'},
+        {"http", required_argument, NULL, 'H'},
         {"log-level", required_argument, NULL, 'l'},
         {"log-format", required_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
@@ -59,6 +60,10 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         case 'w':
             name = "watch";
             out->watch = true;
+            break;
+        case 'H':
+            name = "http";
+            out->http = optarg;
             break;
         case 'l': {
             pgs_log_level lvl;

@@ -4,6 +4,7 @@
 #include "pgshift/cli.h"
 #include "pgshift/cli_common.h"
 #include "pgshift/cutover.h"
+#include "pgshift/hooks.h"
 #include "pgshift/log.h"
 #include "pgshift/migration.h"
 #include "pgshift/pg.h"
@@ -17,7 +18,7 @@
 #include <time.h>
 
 static const char usage[] =
-    "Usage: pgshift run --plan FILE [--auto-cutover]\n\n"
+    "Usage: pgshift run --plan FILE [--auto-cutover] [--http ADDR]\n\n"
     "Moves the plan's tables into their targets while the application keeps\n"
     "writing:\n"
     "  1. preflight (as `pgshift plan`); stops with exit 3 on a blocking problem\n"
@@ -41,6 +42,10 @@ static const char usage[] =
     "Options:\n"
     "  --plan FILE         the migration plan (YAML)\n"
     "  --auto-cutover      cut over by itself once caught up (see 5.)\n"
+    "  --http ADDR         serve /metrics (Prometheus), /status (JSON) and / (a live\n"
+    "                      dashboard) on ADDR while streaming, e.g. 127.0.0.1:9187;\n"
+    "                      a bare port (9187) means loopback; other addresses only\n"
+    "                      when given explicitly\n"
     "  --log-level LEVEL   debug, info (default), warn, error\n"
     "  --log-format FMT    text (default) or json\n\n"
     "Exit codes: 0 cut over, 1 runtime failure (the message says what and where;\n"
@@ -168,11 +173,12 @@ int cmd_run(int argc, char **argv)
 {
     cli_opts o;
     int rc;
-    pgs_migration *m = cli_open(argc, argv, "auto-cutover", usage, &o, &rc);
+    pgs_migration *m = cli_open(argc, argv, "auto-cutover,http", usage, &o, &rc);
     if (m == NULL)
         return rc;
     pgs_plan *plan = m->plan;
     m->auto_cutover = o.auto_cutover;
+    m->http_addr = o.http;
     rc = PGS_EXIT_FAILURE;
     if (!state_lock(m) || !state_load(m))
         goto done;
@@ -196,9 +202,12 @@ int cmd_run(int argc, char **argv)
         log_error("migration %s: the copy failed; fix the cause and run again (the copy "
                   "restarts)",
                   plan->name);
+        hooks_fire(plan, "failed",
+                   "{\"phase\": \"failed\", \"error\": \"the copy failed; see the log\"}");
         goto done;
     }
     analyzer z = {0};
+    m->just_copied = copied_now;
     if (copied_now)
         analyzer_start(&z, m);
     rc = stream_run(m);

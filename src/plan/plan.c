@@ -737,6 +737,18 @@ static const plan_field apply_fields[] = {
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 
+static const plan_field hooks_fields[] = {
+    {"copy_done", F_TEXT, offsetof(pgs_plan_hooks, copy_done), false, 0, 0,
+     "'notify-chat copy done'", NULL},
+    {"ready", F_TEXT, offsetof(pgs_plan_hooks, ready), false, 0, 0, "'notify-chat ready'", NULL},
+    {"cutover_started", F_TEXT, offsetof(pgs_plan_hooks, cutover_started), false, 0, 0,
+     "'notify-chat cutover started'", NULL},
+    {"cutover_done", F_TEXT, offsetof(pgs_plan_hooks, cutover_done), false, 0, 0,
+     "'notify-chat cutover done'", NULL},
+    {"failed", F_TEXT, offsetof(pgs_plan_hooks, failed), false, 0, 0, "'page-oncall'", NULL},
+    {NULL, 0, 0, false, 0, 0, NULL, NULL},
+};
+
 static const plan_field top_fields[] = {
     {"name", F_NAME, offsetof(pgs_plan, name), true, 0, 0, "petri", NULL},
     {"source", F_CONNINFO, offsetof(pgs_plan, source), true, 0, 0, "'host=db1 dbname=app'", NULL},
@@ -748,6 +760,8 @@ static const plan_field top_fields[] = {
     {"copy", F_SECTION, offsetof(pgs_plan, copy), false, 0, 0, "{workers: 4}", copy_fields},
     {"apply", F_SECTION, offsetof(pgs_plan, apply), false, 0, 0, "{batch_changes: 20000}",
      apply_fields},
+    {"hooks", F_SECTION, offsetof(pgs_plan, hooks), false, 0, 0, "{failed: 'page-oncall'}",
+     hooks_fields},
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 
@@ -762,6 +776,7 @@ static const struct {
     {cutover_fields, "move it under \"cutover:\""},
     {copy_fields, "move it under \"copy:\""},
     {apply_fields, "move it under \"apply:\""},
+    {hooks_fields, "move it under \"hooks:\""},
 };
 
 static const plan_field *field_find(const plan_field *fields, const char *key)
@@ -1392,6 +1407,11 @@ void pgs_plan_free(pgs_plan *plan)
     }
     free(plan->tables);
     free(plan->cutover.postpone_file);
+    free(plan->hooks.copy_done);
+    free(plan->hooks.ready);
+    free(plan->hooks.cutover_started);
+    free(plan->hooks.cutover_done);
+    free(plan->hooks.failed);
     free(plan->state_dir);
     free(plan->target);
     free(plan->source);

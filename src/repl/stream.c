@@ -6,9 +6,12 @@
 #include "pgshift/apply.h"
 #include "pgshift/control.h"
 #include "pgshift/cutover.h"
+#include "pgshift/hooks.h"
+#include "pgshift/http.h"
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 #include "pgshift/repl.h"
+#include "pgshift/status.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -69,10 +72,12 @@ typedef struct stream {
     long long slot_safe; /* -1 unlimited */
     char wal_status[32];
     /* operator controls (control socket) */
+    double last_slot_warn_ms;
     bool paused;
     int hold_cmd; /* `pgshift postpone` 1, `unpostpone` -1, else 0: follow the plan */
     /* cutover (cutover.h) */
     control_server *ctl;
+    http_server *http;
     uv_timer_t co_timer;
     cutover *co;
     co_state co_state;
@@ -154,6 +159,7 @@ static bool commit_batch(stream *s)
 
 static void process_buffered(stream *s);
 static void cutover_at_fence(stream *s);
+static void fire(stream *s, const char *event);
 
 static void on_batch_timer(uv_timer_t *t)
 {
@@ -401,6 +407,8 @@ static void stop_loop(stream *s, int code)
     }
     control_close(s->ctl);
     s->ctl = NULL;
+    http_close(s->http);
+    s->http = NULL;
     detach_poll(s);
     if (!settle_apply(s, code == 1))
         s->exit_code = 1;
@@ -469,6 +477,7 @@ static void on_stats(uv_timer_t *t)
         s->rate_bytes = alpha * rb + (1 - alpha) * s->rate_bytes;
         s->rate_wal = alpha * rw + (1 - alpha) * s->rate_wal;
     }
+    hooks_reap();
     s->last_stats_ms = t_ms;
     s->last_changes = st->changes;
     s->last_xacts = st->xacts;
@@ -493,13 +502,28 @@ static void on_stats(uv_timer_t *t)
     /* ETA: bytes behind over the net drain rate; "never" (-1) when the
      * source writes at least as fast as we apply. */
     double net = s->rate_bytes - s->rate_wal;
-    double eta = (lag == 0 || idle) ? 0 : net > 0 ? (double)lag / net : -1;
+    /* Under max_lag the migration has converged as far as the cutover is
+     * concerned; the difference of two noisy rates would say "never". */
+    bool converged = lag <= m->plan->cutover.max_lag_bytes;
+    double eta = (lag == 0 || idle || converged) ? 0 : net > 0 ? (double)lag / net : -1;
 
     s->last_lag_bytes = (double)lag;
     s->last_lag_s = lag_s;
-    s->last_eta = (!have_rates && !idle && lag > 0) ? NAN : eta;
+    s->last_eta = (!have_rates && !idle && !converged && lag > 0) ? NAN : eta;
     s->slot_retained = retained;
     s->slot_safe = safe_null ? -1 : safe;
+    /* Before max_slot_wal_keep_size invalidates the slot (wal_status "lost":
+     * the migration would have to start over), say so, once a minute. */
+    bool slot_danger = strcmp(wal_status, "unreserved") == 0 || strcmp(wal_status, "lost") == 0 ||
+                       (!safe_null && safe < (long long)(retained / 4 + (256LL << 20)));
+    if (slot_danger && t_ms - s->last_slot_warn_ms >= 60000) {
+        log_warn("slot %s is at risk: wal_status %s, %.0f MB of WAL retained, %s before "
+                 "max_slot_wal_keep_size invalidates it; catch up (pause the heaviest writers), "
+                 "or raise max_slot_wal_keep_size",
+                 m->slot, wal_status, (double)retained / 1048576.0,
+                 safe_null ? "unknown" : (safe <= 0 ? "nothing left" : "little left"));
+        s->last_slot_warn_ms = t_ms;
+    }
     snprintf(s->wal_status, sizeof s->wal_status, "%s", wal_status);
     pgs_phase phase =
         lag <= m->plan->cutover.max_lag_bytes ? PGS_PHASE_READY : PGS_PHASE_CATCHING_UP;
@@ -507,6 +531,8 @@ static void on_stats(uv_timer_t *t)
         log_info("phase %s -> %s (lag %llu bytes)", pgs_phase_name(m->phase), pgs_phase_name(phase),
                  (unsigned long long)lag);
         state_set_phase(m, phase, NULL);
+        if (phase == PGS_PHASE_READY)
+            fire(s, "ready");
     }
     json_t *o = json_pack(
         "{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:s,s:I,s:I,s:I}", "lag_bytes", (json_int_t)lag,
@@ -515,7 +541,7 @@ static void on_stats(uv_timer_t *t)
         "eta_seconds", eta, "slot_retained_bytes", (json_int_t)retained, "wal_status", wal_status,
         "safe_wal_size", (json_int_t)(safe_null ? -1 : safe), "source_lsn", (json_int_t)cur,
         "confirmed_lsn", (json_int_t)applied);
-    if (o && !have_rates && !idle && lag > 0)
+    if (o && !have_rates && !idle && !converged && lag > 0)
         json_object_set_new(o, "eta_seconds", json_null());
     char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
@@ -533,10 +559,10 @@ static void on_stats(uv_timer_t *t)
         log_info("%s: lag %.1f MB / %.1f s, applied %s, %.0f changes/s, %.0f xacts/s, ETA %s",
                  pgs_phase_name(m->phase), (double)lag / 1048576.0, lag_s,
                  decode_lsn_format(applied, a), s->rate_changes, s->rate_xacts,
-                 !have_rates && !idle && lag > 0 ? "not known yet"
-                 : eta < 0                       ? "never (source writes faster)"
-                 : eta == 0                      ? "caught up"
-                                                 : eta_txt);
+                 !have_rates && !idle && !converged && lag > 0 ? "not known yet"
+                 : eta < 0                                     ? "never (source writes faster)"
+                 : eta == 0                                    ? "caught up"
+                                                               : eta_txt);
         s->last_log_ms = t_ms;
     }
 }
@@ -698,6 +724,8 @@ static void co_try(stream *s)
     }
     s->co_attempts++;
     m->phase = PGS_PHASE_CUTTING_OVER;
+    if (s->co_attempts == 1)
+        fire(s, "cutover_started");
     log_info("cutover attempt %d/%d: locking (lag %.1f kB, lock_timeout %d ms)", s->co_attempts,
              m->plan->cutover.attempts, (double)lag / 1024.0, m->plan->cutover.lock_timeout_ms);
     double t0 = now_ms();
@@ -818,6 +846,7 @@ static void cutover_at_fence(stream *s)
     log_info("%s", msg);
     s->co_state = CO_NONE;
     co_reply(s, true, msg);
+    fire(s, "cutover_done");
     stop_loop(s, 0);
 }
 
@@ -1039,6 +1068,59 @@ static void on_control(void *arg, control_call *call, const Pgshift__ControlRequ
     }
 }
 
+static void fire(stream *s, const char *event)
+{
+    snap x;
+    char *js = NULL;
+    if (snap_build(s, &x)) {
+        js = status_json(&x.st, 0);
+        snap_free(&x);
+    }
+    hooks_fire(s->m->plan, event, js);
+    free(js);
+}
+
+/* /metrics, /status and the dashboard, from the same snapshot as `status`. */
+static void on_http(void *arg, const char *method, const char *path, http_response *res)
+{
+    stream *s = arg;
+    (void)method;
+    snap x;
+    bool have = false;
+    if (strcmp(path, "/metrics") == 0 || strcmp(path, "/status") == 0) {
+        if (!(have = snap_build(s, &x))) {
+            res->status = 503;
+            return;
+        }
+    }
+    if (strcmp(path, "/metrics") == 0) {
+        res->status = 200;
+        res->content_type = "text/plain; version=0.0.4; charset=utf-8";
+        res->body = status_prometheus(&x.st, &res->len);
+    } else if (strcmp(path, "/status") == 0) {
+        res->status = 200;
+        res->content_type = "application/json";
+        res->body = status_json(&x.st, 2);
+        res->len = res->body ? strlen(res->body) : 0;
+    } else if (strcmp(path, "/") == 0 || strcmp(path, "/index.html") == 0) {
+        res->status = 200;
+        res->content_type = "text/html; charset=utf-8";
+        res->body = malloc(pgs_dashboard_html_len);
+        if (res->body) {
+            memcpy(res->body, pgs_dashboard_html, pgs_dashboard_html_len);
+            res->len = pgs_dashboard_html_len;
+        }
+    } else {
+        res->status = 404;
+        res->body = strdup("not found: try /metrics, /status or /\n");
+        res->len = res->body ? strlen(res->body) : 0;
+    }
+    if (res->status == 200 && res->body == NULL)
+        res->status = 500;
+    if (have)
+        snap_free(&x);
+}
+
 int stream_run(pgs_migration *m)
 {
     stream s;
@@ -1079,6 +1161,17 @@ int stream_run(pgs_migration *m)
         log_warn("no control socket: `pgshift cutover` cannot reach this run%s",
                  m->auto_cutover ? "" : "; use `run --auto-cutover`");
     free(sock);
+    if (m->http_addr) {
+        s.http = http_listen(&s.loop, m->http_addr, on_http, &s);
+        if (s.http)
+            log_info("HTTP on %s (port %d): /metrics, /status, / (dashboard)", m->http_addr,
+                     http_port(s.http));
+        else
+            log_error(
+                "the HTTP server did not start (see above); the migration goes on without it");
+    }
+    if (m->just_copied)
+        fire(&s, "copy_done");
     if (m->auto_cutover)
         co_want(&s);
     if (!connect_stream(&s))
@@ -1094,7 +1187,9 @@ int stream_run(pgs_migration *m)
     decode_ctx_free(&s.dec);
     cutover_free(s.co);
     free(s.postpone_file);
-    if (s.exit_code == 1)
+    if (s.exit_code == 1) {
         state_set_phase(m, PGS_PHASE_FAILED, "apply stopped on an error; see the log");
+        fire(&s, "failed");
+    }
     return s.exit_code;
 }

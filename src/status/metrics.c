@@ -84,10 +84,16 @@ static void sample(buf *b, const char *name, const Pgshift__StatusSnapshot *st, 
         put(b, "\",table=\"");
         label(b, table);
     }
-    if (isnan(v))
+    if (isnan(v)) {
         put(b, "\"} NaN\n");
-    else
-        put(b, "\"} %.17g\n", v);
+        return;
+    }
+    /* The shortest of %.15g / %.17g that reads back as the same double. */
+    char num[40];
+    snprintf(num, sizeof num, "%.15g", v);
+    if (strtod(num, NULL) != v)
+        snprintf(num, sizeof num, "%.17g", v);
+    put(b, "\"} %s\n", num);
 }
 
 static void gauge(buf *b, const char *name, const char *help, const Pgshift__StatusSnapshot *st,

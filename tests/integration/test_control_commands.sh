@@ -16,6 +16,11 @@ source: "dbname=${PGDATABASE}"
 state_dir: $WORK
 apply: {batch_time: 50ms}
 cutover: {postpone: true}
+hooks:
+  copy_done: 'cat > $WORK/hook-copy_done.json'
+  ready: 'cat > $WORK/hook-ready.json'
+  cutover_started: 'cat > $WORK/hook-cutover_started.json'
+  cutover_done: 'cat > $WORK/hook-cutover_done.json; echo "\$PGSHIFT_EVENT \$PGSHIFT_MIGRATION" > $WORK/hook-env'
 tables:
   - {source: public.c, target: public.c_new}
 Y
@@ -75,4 +80,14 @@ wait "$RUN_PID" || fail "run after unpostpone: $(tail -5 "$WORK/run.log")"
 [ -n "$(sql "SELECT to_regclass('c_old')")" ] || fail "not cut over after unpostpone"
 same_rows c c_old
 pass "postpone holds, unpostpone overrides the plan's postpone: true and the run cuts over"
+
+sleep 0.5 # the last hook may still be writing
+for ev in copy_done ready cutover_started cutover_done; do
+  python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["migration"] == "ctl" and "lag_bytes" in s, s' "$WORK/hook-$ev.json" ||
+    fail "hook $ev: $(cat "$WORK/hook-$ev.json" 2>&1)"
+done
+[ "$(cat "$WORK/hook-env")" = "cutover_done ctl" ] || fail "hook environment: $(cat "$WORK/hook-env")"
+python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["phase"] == "done" and s["cutover"]["attempts"] >= 1, s' "$WORK/hook-cutover_done.json" ||
+  fail "cutover_done hook json: $(cat "$WORK/hook-cutover_done.json")"
+pass "hooks ran for copy_done, ready, cutover_started and cutover_done with the status JSON on stdin"
 finish

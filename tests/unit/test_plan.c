@@ -48,7 +48,10 @@ static const char full_plan[] = "name: petri_v2\n"
                                 "apply:\n"
                                 "  batch_changes: 5000\n"
                                 "  batch_time: 1min\n"
-                                "  idle_commit_time: 5ms\n";
+                                "  idle_commit_time: 5ms\n"
+                                "hooks:\n"
+                                "  failed: page-oncall --team db\n"
+                                "  cutover_done: 'echo done >> /tmp/x'\n";
 
 static void full(void **state)
 {
@@ -95,6 +98,9 @@ static void full(void **state)
     assert_int_equal(p->cutover.attempts, 5);
     assert_true(p->cutover.postpone);
     assert_string_equal(p->cutover.postpone_file, "/tmp/petri.postpone");
+    assert_string_equal(p->hooks.failed, "page-oncall --team db");
+    assert_string_equal(p->hooks.cutover_done, "echo done >> /tmp/x");
+    assert_null(p->hooks.ready);
     assert_int_equal(p->copy.workers, 4);
     assert_int_equal(p->copy.chunk_bytes, 128 * MB);
     assert_int_equal(p->apply.batch_changes, 5000);
@@ -222,7 +228,7 @@ static const struct bad_plan {
      "\"partition:\""},
     {HEAD ONE_TABLE "colour: red\n",
      "plan.yaml:6: colour: unknown key; the keys here are name, source, target, state_dir, "
-     "tables, cutover, copy, apply"},
+     "tables, cutover, copy, apply, hooks"},
     {HEAD ONE_TABLE "copy:\n  workers: 2\n  workers: 3\n",
      "plan.yaml:8: copy.workers: is given twice (first on line 7); keep one"},
     {"source: host=db1\n" ONE_TABLE, "plan.yaml:1: name: is missing; add e.g. \"name: petri\""},
