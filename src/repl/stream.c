@@ -64,6 +64,7 @@ typedef struct stream {
     double rate_xacts;
     double rate_bytes;
     double rate_wal;
+    int rate_samples;
     double last_log_ms;
     double last_lag_bytes;
     double last_lag_s;
@@ -467,7 +468,9 @@ static void on_stats(uv_timer_t *t)
     pgs_lsn applied = flush_position(s);
     if (s->last_stats_ms > 0) {
         double dt = (t_ms - s->last_stats_ms) / 1000.0;
-        double alpha = 0.3; /* exponential smoothing over a ~10 s window */
+        /* Exponential smoothing over a ~10 s window, seeded with the first
+         * measurement rather than 0 (which would read low for ~10 s). */
+        double alpha = s->rate_samples++ == 0 ? 1.0 : 0.3;
         double rc = (double)(st->changes - s->last_changes) / dt;
         double rx = (double)(st->xacts - s->last_xacts) / dt;
         double rb = applied > s->last_applied ? (double)(applied - s->last_applied) / dt : 0;
@@ -867,6 +870,7 @@ typedef struct snap {
     Pgshift__StatusSnapshot st;
     Pgshift__TableProgress *tp;
     Pgshift__TableProgress **tpp;
+    char (*names)[2][200]; /* schema.table, unquoted: friendlier as labels */
     Pgshift__SlotHealth slot;
     Pgshift__CutoverInfo co;
     Pgshift__Blocker bl;
@@ -880,9 +884,11 @@ static bool snap_build(stream *s, snap *x)
     pgshift__status_snapshot__init(&x->st);
     x->tp = calloc((size_t)m->ntables, sizeof *x->tp);
     x->tpp = calloc((size_t)m->ntables, sizeof *x->tpp);
-    if (x->tp == NULL || x->tpp == NULL) {
+    x->names = calloc((size_t)m->ntables, sizeof *x->names);
+    if (x->tp == NULL || x->tpp == NULL || x->names == NULL) {
         free(x->tp);
         free(x->tpp);
+        free(x->names);
         return false;
     }
     Pgshift__StatusSnapshot *st = &x->st;
@@ -903,8 +909,12 @@ static bool snap_build(stream *s, snap *x)
     for (int i = 0; i < m->ntables; i++) {
         Pgshift__TableProgress *t = &x->tp[i];
         pgshift__table_progress__init(t);
-        t->source = m->tables[i].src.qname;
-        t->target = m->tables[i].tgt.qname;
+        snprintf(x->names[i][0], sizeof x->names[i][0], "%s.%s", m->tables[i].src.nspname,
+                 m->tables[i].src.relname);
+        snprintf(x->names[i][1], sizeof x->names[i][1], "%s.%s", m->tables[i].tgt.nspname,
+                 m->tables[i].tgt.relname);
+        t->source = x->names[i][0];
+        t->target = x->names[i][1];
         t->rows_copied = (uint64_t)m->tables[i].rows_copied;
         t->rows_estimated =
             (uint64_t)(m->tables[i].src.rows_est > 0 ? m->tables[i].src.rows_est : 0);
@@ -945,6 +955,7 @@ static void snap_free(snap *x)
 {
     free(x->tp);
     free(x->tpp);
+    free(x->names);
 }
 
 static void reply_with_status(stream *s, control_call *call, bool ok, const char *msg)

@@ -108,8 +108,8 @@ char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len)
     buf b = {0};
     int phase = st->phase > 0 ? (int)st->phase - 1 : 0;
     gauge(&b, "phase",
-          "Migration phase: 1 copying, 2 catching_up, 3 ready, 4 cutting_over, 5 done, 6 paused, "
-          "7 failed.",
+          "Migration phase: 0 not started, 1 copying, 2 catching_up, 3 ready, 4 cutting_over, "
+          "5 done, 6 paused, 7 failed.",
           st, phase);
     head(&b, "phase_info", "gauge", "1 for the current phase, by name.");
     put(&b, "pgshift_phase_info{migration=\"");
