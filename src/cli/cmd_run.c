@@ -9,6 +9,7 @@
 #include "pgshift/migration.h"
 #include "pgshift/pg.h"
 #include "pgshift/repl.h"
+#include "pgshift/status.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -197,6 +198,17 @@ int cmd_run(int argc, char **argv)
     }
     if (!state_ensure_schema(m))
         goto done;
+    /* Up before the copy, which can take hours: /metrics shows its progress. */
+    if (m->http_addr) {
+        if (!board_start(m->http_addr)) {
+            log_error("--http %s: the HTTP server did not start (see above); fix the address or "
+                      "leave --http out",
+                      m->http_addr);
+            goto done;
+        }
+        log_info("HTTP on %s (port %d): /metrics, /status, / (dashboard)", m->http_addr,
+                 board_port());
+    }
     bool copied_now = !all_copied(m);
     if (copied_now && !prepare_and_copy(m)) {
         log_error("migration %s: the copy failed; fix the cause and run again (the copy "
@@ -215,6 +227,7 @@ int cmd_run(int argc, char **argv)
     if (rc == 0 && m->phase == PGS_PHASE_DONE)
         rc = after_cutover(m);
 done:
+    board_stop();
     cli_close(m);
     return rc;
 }

@@ -6,9 +6,11 @@
 #include "pgshift/migration.h"
 
 #include "pgshift/log.h"
+#include "pgshift/status.h"
 #include "pgshift/pg.h"
 
 #include <pthread.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -264,6 +266,38 @@ static void print_progress(copy_shared *s, double started, bool tty, bool final)
     }
 }
 
+/* Per-table copy progress for `run --http`, twice a second. */
+struct pub_state {
+    double at;
+    int64_t *rows;
+};
+
+static void publish_progress(pgs_migration *m, copy_shared *s, double *rates, struct pub_state *p)
+{
+    double t = now_s();
+    if (t - p->at < 0.5)
+        return;
+    if (p->rows == NULL && (p->rows = calloc((size_t)m->ntables, sizeof *p->rows)) == NULL)
+        return;
+    for (int i = 0; i < m->ntables; i++) {
+        int64_t rows = atomic_load(&s->rows[i]);
+        if (p->at > 0) {
+            double r = (double)(rows - p->rows[i]) / (t - p->at);
+            rates[i] = rates[i] > 0 ? 0.3 * r + 0.7 * rates[i] : r;
+        }
+        p->rows[i] = rows;
+        m->tables[i].rows_copied = rows;
+        m->tables[i].bytes_copied = atomic_load(&s->bytes[i]);
+    }
+    p->at = t;
+    status_live live = {.eta_seconds = NAN, .slot_safe = -1, .copy_rows_per_second = rates};
+    status_snapshot x;
+    if (status_snapshot_build(m, &live, &x)) {
+        board_publish(&x.st);
+        status_snapshot_free(&x);
+    }
+}
+
 static bool plan_tasks(copy_shared *s)
 {
     pgs_migration *m = s->m;
@@ -367,21 +401,30 @@ bool copy_run(pgs_migration *m, const char *snapshot, PGconn **repl)
 
     bool tty = isatty(STDERR_FILENO);
     double last = now_s();
+    double *rates = calloc((size_t)m->ntables, sizeof *rates);
+    struct pub_state last_pub = {0};
     pthread_mutex_lock(&s.mu);
     while (s.finished < started) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_sec += 1;
+        until.tv_nsec += 500000000;
+        if (until.tv_nsec >= 1000000000) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000;
+        }
         pthread_cond_timedwait(&s.cv, &s.mu, &until);
+        pthread_mutex_unlock(&s.mu);
+        publish_progress(m, &s, rates, &last_pub);
         if (now_s() - last >= (tty ? 0.5 : 10.0)) {
-            pthread_mutex_unlock(&s.mu);
             print_progress(&s, t0, tty, false);
             last = now_s();
-            pthread_mutex_lock(&s.mu);
         }
+        pthread_mutex_lock(&s.mu);
     }
     ok = !s.failed;
     pthread_mutex_unlock(&s.mu);
+    free(rates);
+    free(last_pub.rows);
     for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
     if (ok) {
@@ -391,6 +434,12 @@ bool copy_run(pgs_migration *m, const char *snapshot, PGconn **repl)
             m->tables[i].bytes_copied = atomic_load(&s.bytes[i]);
             log_info("table %s: copied %lld rows in %.1f s", m->tables[i].src.qname,
                      (long long)m->tables[i].rows_copied, now_s() - t0);
+        }
+        status_live live = {.eta_seconds = NAN, .slot_safe = -1};
+        status_snapshot x;
+        if (status_snapshot_build(m, &live, &x)) {
+            board_publish(&x.st);
+            status_snapshot_free(&x);
         }
     }
 done:

@@ -7,7 +7,6 @@
 #include "pgshift/control.h"
 #include "pgshift/cutover.h"
 #include "pgshift/hooks.h"
-#include "pgshift/http.h"
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 #include "pgshift/repl.h"
@@ -78,7 +77,6 @@ typedef struct stream {
     int hold_cmd; /* `pgshift postpone` 1, `unpostpone` -1, else 0: follow the plan */
     /* cutover (cutover.h) */
     control_server *ctl;
-    http_server *http;
     uv_timer_t co_timer;
     cutover *co;
     co_state co_state;
@@ -161,6 +159,7 @@ static bool commit_batch(stream *s)
 static void process_buffered(stream *s);
 static void cutover_at_fence(stream *s);
 static void fire(stream *s, const char *event);
+static void publish(stream *s);
 
 static void on_batch_timer(uv_timer_t *t)
 {
@@ -408,8 +407,6 @@ static void stop_loop(stream *s, int code)
     }
     control_close(s->ctl);
     s->ctl = NULL;
-    http_close(s->http);
-    s->http = NULL;
     detach_poll(s);
     if (!settle_apply(s, code == 1))
         s->exit_code = 1;
@@ -556,6 +553,7 @@ static void on_stats(uv_timer_t *t)
         PQclear(w);
         free(js);
     }
+    publish(s);
     if (t_ms - s->last_log_ms >= 10000) {
         char a[18], eta_txt[32];
         snprintf(eta_txt, sizeof eta_txt, "%.0f s", eta);
@@ -849,6 +847,7 @@ static void cutover_at_fence(stream *s)
     log_info("%s", msg);
     s->co_state = CO_NONE;
     co_reply(s, true, msg);
+    publish(s);
     fire(s, "cutover_done");
     stop_loop(s, 0);
 }
@@ -864,98 +863,47 @@ static void co_want(stream *s)
     uv_timer_start(&s->co_timer, on_co_timer, CUTOVER_TICK_MS, CUTOVER_TICK_MS);
 }
 
-/* The live snapshot; points into the stream and the migration, valid until
- * the next loop iteration. */
-typedef struct snap {
-    Pgshift__StatusSnapshot st;
-    Pgshift__TableProgress *tp;
-    Pgshift__TableProgress **tpp;
-    char (*names)[2][200]; /* schema.table, unquoted: friendlier as labels */
-    Pgshift__SlotHealth slot;
-    Pgshift__CutoverInfo co;
-    Pgshift__Blocker bl;
-    char src_lsn[18], applied[18], confirmed[18];
-} snap;
+/* The snapshot every view shows (status.h), from the migration and what
+ * this loop has sampled. */
+typedef status_snapshot snap;
 
 static bool snap_build(stream *s, snap *x)
 {
-    pgs_migration *m = s->m;
-    memset(x, 0, sizeof *x);
-    pgshift__status_snapshot__init(&x->st);
-    x->tp = calloc((size_t)m->ntables, sizeof *x->tp);
-    x->tpp = calloc((size_t)m->ntables, sizeof *x->tpp);
-    x->names = calloc((size_t)m->ntables, sizeof *x->names);
-    if (x->tp == NULL || x->tpp == NULL || x->names == NULL) {
-        free(x->tp);
-        free(x->tpp);
-        free(x->names);
-        return false;
-    }
-    Pgshift__StatusSnapshot *st = &x->st;
-    st->migration = m->plan->name;
-    st->phase = (Pgshift__Phase)(m->phase == PGS_PHASE_NONE ? 0 : (int)m->phase + 1);
-    st->source_lsn = (char *)decode_lsn_format(s->last_source_lsn, x->src_lsn);
-    st->applied_lsn = (char *)decode_lsn_format(m->applied_lsn, x->applied);
-    st->confirmed_lsn = (char *)decode_lsn_format(s->last_applied, x->confirmed);
-    st->lag_bytes = (uint64_t)s->last_lag_bytes;
-    st->lag_seconds = s->last_lag_s;
-    st->eta_seconds = s->last_eta;
-    st->apply_changes_per_second = s->rate_changes;
-    st->apply_xacts_per_second = s->rate_xacts;
-    st->apply_bytes_per_second = s->rate_bytes;
-    st->wal_bytes_per_second = s->rate_wal;
-    st->applied_changes_total = (uint64_t)m->applied_changes;
-    st->applied_xacts_total = (uint64_t)m->applied_xacts;
-    for (int i = 0; i < m->ntables; i++) {
-        Pgshift__TableProgress *t = &x->tp[i];
-        pgshift__table_progress__init(t);
-        snprintf(x->names[i][0], sizeof x->names[i][0], "%s.%s", m->tables[i].src.nspname,
-                 m->tables[i].src.relname);
-        snprintf(x->names[i][1], sizeof x->names[i][1], "%s.%s", m->tables[i].tgt.nspname,
-                 m->tables[i].tgt.relname);
-        t->source = x->names[i][0];
-        t->target = x->names[i][1];
-        t->rows_copied = (uint64_t)m->tables[i].rows_copied;
-        t->rows_estimated =
-            (uint64_t)(m->tables[i].src.rows_est > 0 ? m->tables[i].src.rows_est : 0);
-        t->bytes_copied = (uint64_t)m->tables[i].bytes_copied;
-        t->bytes_estimated = (uint64_t)(m->tables[i].src.bytes > 0 ? m->tables[i].src.bytes : 0);
-        t->copy_done = m->tables[i].copy_done;
-        t->changes_applied = (uint64_t)m->tables[i].changes_applied;
-        x->tpp[i] = t;
-    }
-    st->n_tables = (size_t)m->ntables;
-    st->tables = x->tpp;
-    pgshift__slot_health__init(&x->slot);
-    x->slot.retained_bytes = (uint64_t)(s->slot_retained > 0 ? s->slot_retained : 0);
-    x->slot.wal_status = s->wal_status;
-    x->slot.safe_bytes_left = s->slot_safe;
-    st->slot = &x->slot;
-    pgshift__cutover_info__init(&x->co);
-    x->co.attempts = (uint32_t)s->co_attempts;
-    x->co.lock_wait_ms = s->co_lock_wait_ms;
-    if (s->co_have_blocker) {
-        pgshift__blocker__init(&x->bl);
-        x->bl.pid = s->co_blocker.pid;
-        x->bl.application = s->co_blocker.application;
-        x->bl.query = s->co_blocker.query;
-        x->bl.xact_age_seconds = s->co_blocker.xact_age_s;
-        x->co.last_blocker = &x->bl;
-    }
-    st->cutover = &x->co;
-    st->postponed = s->postpone_why[0] != '\0' || s->hold_cmd > 0;
-    st->paused = s->paused;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    st->taken_at_unix_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    return true;
+    status_live live = {
+        .source_lsn = s->last_source_lsn,
+        .confirmed_lsn = s->last_applied,
+        .lag_bytes = s->last_lag_bytes,
+        .lag_seconds = s->last_lag_s,
+        .eta_seconds = s->last_eta,
+        .rate_changes = s->rate_changes,
+        .rate_xacts = s->rate_xacts,
+        .rate_bytes = s->rate_bytes,
+        .rate_wal = s->rate_wal,
+        .slot_retained = s->slot_retained,
+        .slot_safe = s->slot_safe,
+        .wal_status = s->wal_status,
+        .cutover_attempts = s->co_attempts,
+        .cutover_lock_wait_ms = s->co_lock_wait_ms,
+        .blocker = s->co_have_blocker ? &s->co_blocker : NULL,
+        .postponed = s->postpone_why[0] != '\0' || s->hold_cmd > 0,
+        .paused = s->paused,
+    };
+    return status_snapshot_build(s->m, &live, x);
 }
 
 static void snap_free(snap *x)
 {
-    free(x->tp);
-    free(x->tpp);
-    free(x->names);
+    status_snapshot_free(x);
+}
+
+/* Refreshes what `run --http` serves. */
+static void publish(stream *s)
+{
+    snap x;
+    if (snap_build(s, &x)) {
+        board_publish(&x.st);
+        snap_free(&x);
+    }
 }
 
 static void reply_with_status(stream *s, control_call *call, bool ok, const char *msg)
@@ -995,6 +943,7 @@ static void do_pause(stream *s, control_call *call)
         return;
     }
     state_set_phase(s->m, PGS_PHASE_PAUSED, NULL);
+    publish(s);
     char lsn[18], msg[160];
     snprintf(msg, sizeof msg, "paused at applied position %s; the lag grows until `pgshift resume`",
              decode_lsn_format(s->m->applied_lsn, lsn));
@@ -1014,6 +963,7 @@ static void do_resume(stream *s, control_call *call)
     if (!connect_stream(s))
         schedule_reconnect(s);
     log_info("resumed");
+    publish(s);
     reply_with_status(s, call, true, "resumed: streaming again");
 }
 
@@ -1091,47 +1041,6 @@ static void fire(stream *s, const char *event)
     free(js);
 }
 
-/* /metrics, /status and the dashboard, from the same snapshot as `status`. */
-static void on_http(void *arg, const char *method, const char *path, http_response *res)
-{
-    stream *s = arg;
-    (void)method;
-    snap x;
-    bool have = false;
-    if (strcmp(path, "/metrics") == 0 || strcmp(path, "/status") == 0) {
-        if (!(have = snap_build(s, &x))) {
-            res->status = 503;
-            return;
-        }
-    }
-    if (strcmp(path, "/metrics") == 0) {
-        res->status = 200;
-        res->content_type = "text/plain; version=0.0.4; charset=utf-8";
-        res->body = status_prometheus(&x.st, &res->len);
-    } else if (strcmp(path, "/status") == 0) {
-        res->status = 200;
-        res->content_type = "application/json";
-        res->body = status_json(&x.st, 2);
-        res->len = res->body ? strlen(res->body) : 0;
-    } else if (strcmp(path, "/") == 0 || strcmp(path, "/index.html") == 0) {
-        res->status = 200;
-        res->content_type = "text/html; charset=utf-8";
-        res->body = malloc(pgs_dashboard_html_len);
-        if (res->body) {
-            memcpy(res->body, pgs_dashboard_html, pgs_dashboard_html_len);
-            res->len = pgs_dashboard_html_len;
-        }
-    } else {
-        res->status = 404;
-        res->body = strdup("not found: try /metrics, /status or /\n");
-        res->len = res->body ? strlen(res->body) : 0;
-    }
-    if (res->status == 200 && res->body == NULL)
-        res->status = 500;
-    if (have)
-        snap_free(&x);
-}
-
 int stream_run(pgs_migration *m)
 {
     stream s;
@@ -1172,15 +1081,7 @@ int stream_run(pgs_migration *m)
         log_warn("no control socket: `pgshift cutover` cannot reach this run%s",
                  m->auto_cutover ? "" : "; use `run --auto-cutover`");
     free(sock);
-    if (m->http_addr) {
-        s.http = http_listen(&s.loop, m->http_addr, on_http, &s);
-        if (s.http)
-            log_info("HTTP on %s (port %d): /metrics, /status, / (dashboard)", m->http_addr,
-                     http_port(s.http));
-        else
-            log_error(
-                "the HTTP server did not start (see above); the migration goes on without it");
-    }
+    publish(&s);
     if (m->just_copied)
         fire(&s, "copy_done");
     if (m->auto_cutover)

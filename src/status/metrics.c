@@ -1,6 +1,8 @@
 /* metrics.c: a status snapshot as Prometheus text and as JSON (status.h). */
 #include "pgshift/status.h"
 
+#include "pgshift/cutover.h"
+
 #include <jansson.h>
 #include <math.h>
 #include <stdbool.h>
@@ -8,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char *const phase_names[] = {"unknown", "planned",      "copying", "catching_up",
                                           "ready",   "cutting_over", "done",    "paused",
@@ -145,6 +148,10 @@ char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len)
     for (size_t i = 0; i < st->n_tables; i++)
         sample(&b, "copy_rows_estimated", st, st->tables[i]->source,
                (double)st->tables[i]->rows_estimated);
+    head(&b, "copy_rows_per_second", "gauge", "Copy rate while copying, by table.");
+    for (size_t i = 0; i < st->n_tables; i++)
+        sample(&b, "copy_rows_per_second", st, st->tables[i]->source,
+               st->tables[i]->copy_rows_per_second);
     head(&b, "copy_done", "gauge", "1 once the table's copy finished.");
     for (size_t i = 0; i < st->n_tables; i++)
         sample(&b, "copy_done", st, st->tables[i]->source, st->tables[i]->copy_done ? 1 : 0);
@@ -209,6 +216,9 @@ char *status_json(const Pgshift__StatusSnapshot *st, int indent)
                       "bytes_copied", (json_int_t)t->bytes_copied, "bytes_estimated",
                       (json_int_t)t->bytes_estimated, "copy_done", t->copy_done, "changes_applied",
                       (json_int_t)t->changes_applied));
+        json_t *jt = json_array_get(tables, i);
+        json_object_set_new(jt, "copy_rows_per_second", json_real(t->copy_rows_per_second));
+        json_object_set_new(jt, "copy_eta_seconds", json_real(t->copy_eta_seconds));
     }
     json_object_set_new(o, "tables", tables);
     if (st->slot)
@@ -235,4 +245,93 @@ char *status_json(const Pgshift__StatusSnapshot *st, int indent)
         json_dumps(o, JSON_PRESERVE_ORDER | (indent > 0 ? JSON_INDENT(indent) : JSON_COMPACT));
     json_decref(o);
     return s;
+}
+
+bool status_snapshot_build(const pgs_migration *m, const status_live *live, status_snapshot *x)
+{
+    memset(x, 0, sizeof *x);
+    pgshift__status_snapshot__init(&x->st);
+    size_t n = m->ntables > 0 ? (size_t)m->ntables : 1;
+    x->tp = calloc(n, sizeof *x->tp);
+    x->tpp = calloc(n, sizeof *x->tpp);
+    x->names = calloc(n, sizeof *x->names);
+    if (x->tp == NULL || x->tpp == NULL || x->names == NULL) {
+        status_snapshot_free(x);
+        return false;
+    }
+    Pgshift__StatusSnapshot *st = &x->st;
+    st->migration = m->plan->name;
+    st->phase = (Pgshift__Phase)(m->phase == PGS_PHASE_NONE ? 0 : (int)m->phase + 1);
+    st->source_lsn = (char *)decode_lsn_format(live->source_lsn, x->src_lsn);
+    st->applied_lsn = (char *)decode_lsn_format(m->applied_lsn, x->applied);
+    st->confirmed_lsn = (char *)decode_lsn_format(live->confirmed_lsn, x->confirmed);
+    st->lag_bytes = live->lag_bytes > 0 ? (uint64_t)live->lag_bytes : 0;
+    st->lag_seconds = live->lag_seconds;
+    st->eta_seconds = live->eta_seconds;
+    st->apply_changes_per_second = live->rate_changes;
+    st->apply_xacts_per_second = live->rate_xacts;
+    st->apply_bytes_per_second = live->rate_bytes;
+    st->wal_bytes_per_second = live->rate_wal;
+    st->applied_changes_total = (uint64_t)m->applied_changes;
+    st->applied_xacts_total = (uint64_t)m->applied_xacts;
+    for (int i = 0; i < m->ntables; i++) {
+        const pgs_mtable *mt = &m->tables[i];
+        Pgshift__TableProgress *t = &x->tp[i];
+        pgshift__table_progress__init(t);
+        snprintf(x->names[i][0], sizeof x->names[i][0], "%s.%s", mt->src.nspname, mt->src.relname);
+        snprintf(x->names[i][1], sizeof x->names[i][1], "%s.%s", mt->tgt.nspname, mt->tgt.relname);
+        t->source = x->names[i][0];
+        t->target = x->names[i][1];
+        t->rows_copied = (uint64_t)(mt->rows_copied > 0 ? mt->rows_copied : 0);
+        t->rows_estimated = (uint64_t)(mt->src.rows_est > 0 ? mt->src.rows_est : 0);
+        t->bytes_copied = (uint64_t)(mt->bytes_copied > 0 ? mt->bytes_copied : 0);
+        t->bytes_estimated = (uint64_t)(mt->src.bytes > 0 ? mt->src.bytes : 0);
+        t->copy_done = mt->copy_done;
+        t->changes_applied = (uint64_t)(mt->changes_applied > 0 ? mt->changes_applied : 0);
+        double rate = live->copy_rows_per_second ? live->copy_rows_per_second[i] : 0;
+        t->copy_rows_per_second = mt->copy_done ? 0 : rate;
+        t->copy_eta_seconds = mt->copy_done ? 0
+                              : rate > 0
+                                  ? (t->rows_estimated > t->rows_copied
+                                         ? (double)(t->rows_estimated - t->rows_copied) / rate
+                                         : 0)
+                                  : -1;
+        x->tpp[i] = t;
+    }
+    st->n_tables = (size_t)m->ntables;
+    st->tables = x->tpp;
+    pgshift__slot_health__init(&x->slot);
+    x->slot.retained_bytes = (uint64_t)(live->slot_retained > 0 ? live->slot_retained : 0);
+    x->slot.wal_status = (char *)(live->wal_status ? live->wal_status : "");
+    x->slot.safe_bytes_left = live->slot_safe;
+    st->slot = &x->slot;
+    pgshift__cutover_info__init(&x->co);
+    x->co.attempts = (uint32_t)live->cutover_attempts;
+    x->co.lock_wait_ms = live->cutover_lock_wait_ms;
+    x->co.write_block_ms = live->cutover_write_block_ms;
+    if (live->blocker) {
+        pgshift__blocker__init(&x->bl);
+        x->bl.pid = live->blocker->pid;
+        x->bl.application = (char *)live->blocker->application;
+        x->bl.query = (char *)live->blocker->query;
+        x->bl.xact_age_seconds = live->blocker->xact_age_s;
+        x->co.last_blocker = &x->bl;
+    }
+    st->cutover = &x->co;
+    st->postponed = live->postponed;
+    st->paused = live->paused;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    st->taken_at_unix_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return true;
+}
+
+void status_snapshot_free(status_snapshot *x)
+{
+    free(x->tp);
+    free(x->tpp);
+    free(x->names);
+    x->tp = NULL;
+    x->tpp = NULL;
+    x->names = NULL;
 }
