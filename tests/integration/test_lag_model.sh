@@ -2,7 +2,8 @@
 # The lag model against a known, paced workload (pgbench -R): while pgshift
 # keeps up, lag is small and the ETA says caught up; paused, lag in bytes
 # matches the WAL written since the last applied commit, lag in seconds the
-# time since the pause, and the WAL rate the one measured on the server;
+# time since the pause, the WAL rate the one measured on the server, and the
+# ETA says never;
 # resumed, the lag drains.
 source "$(dirname "$0")/lib/common.sh"
 
@@ -57,6 +58,8 @@ assert s["paused"] and s["phase"] == "paused", s
 assert truth - 2.5 * rate <= s["lag_bytes"] <= truth * 1.05, (s["lag_bytes"], truth, rate)
 assert since - 3 <= s["lag_seconds"] <= since + 1.5, (s["lag_seconds"], since)
 assert 0.6 * rate <= s["wal_bytes_per_second"] <= 1.4 * rate, (s["wal_bytes_per_second"], rate)
+# nothing applied while the source writes: the lag can never close
+assert s["eta_seconds"] == -1, s["eta_seconds"]
 PY
 pass "paused: lag $(val paused lag_bytes) bytes (server: $truth), $(val paused lag_seconds) s ($since s since the pause), WAL rate $(val paused wal_bytes_per_second) B/s (server: $rate)"
 
