@@ -88,6 +88,7 @@ typedef struct stream {
     double co_locked_at_ms;
     double co_fence_sent_ms;
     double co_worst_failed_ms; /* longest the application waited in a failed attempt */
+    double co_last_window_ms;  /* what the application waited in the last attempt */
     char co_nonce[128];
     pgs_lsn co_fence_lsn;
     cutover_blocker co_blocker;
@@ -609,6 +610,7 @@ static void co_attempt_failed(stream *s, const char *why, double app_wait_ms)
 {
     if (app_wait_ms > s->co_worst_failed_ms)
         s->co_worst_failed_ms = app_wait_ms;
+    s->co_last_window_ms = app_wait_ms;
     s->m->phase = PGS_PHASE_READY;
     if (s->co_attempts >= s->m->plan->cutover.attempts) {
         char msg[1024];
@@ -826,6 +828,7 @@ static void cutover_at_fence(stream *s)
     }
     double held = done - s->co_locked_at_ms;
     double window = s->co_lock_wait_ms + held;
+    s->co_last_window_ms = window;
     /* The commit is in; record what the application saw. */
     json_object_set_new(o, "swap_ms", json_real(done - t0));
     json_object_set_new(o, "lock_held_ms", json_real(held));
@@ -884,6 +887,7 @@ static bool snap_build(stream *s, snap *x)
         .wal_status = s->wal_status,
         .cutover_attempts = s->co_attempts,
         .cutover_lock_wait_ms = s->co_lock_wait_ms,
+        .cutover_write_block_ms = s->co_last_window_ms,
         .blocker = s->co_have_blocker ? &s->co_blocker : NULL,
         .postponed = s->postpone_why[0] != '\0' || s->hold_cmd > 0,
         .paused = s->paused,
