@@ -1,5 +1,5 @@
--- docker/load.sql: the rehearsal's write load, a pgbench script (the same as
--- the load in scripts/demo-inner.sh). Needs `-D rows=N` (N as seeded).
+-- docker/load.sql: the rehearsal's write load, a pgbench script (scripts/demo-inner.sh
+-- runs it too). Needs `-D rows=N` (N as seeded).
 -- One transaction = the same change to a migrated table and its shadow. New
 -- ids come from the sequences (RETURNING ... \gset); now() is the same for
 -- both statements of a transaction. It keeps writing through the cutover.

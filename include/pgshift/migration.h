@@ -114,6 +114,8 @@ bool prepare_publication(pgs_migration *m);
 bool prepare_target_indexes(pgs_migration *m);
 /* Drops the slot if it exists (interrupted copy, abort). */
 bool prepare_drop_slot(pgs_migration *m);
+/* Drops the publication if it exists (abort, cleanup). */
+bool prepare_drop_publication(pgs_migration *m);
 
 /* ---- copy (src/copy/copy.c) ---- */
 

@@ -115,16 +115,8 @@ int cmd_abort(int argc, char **argv)
     }
     if (!prepare_drop_slot(m))
         goto done_drop;
-    if (have_pub) {
-        char *q = pg_ident(m->src, m->publication);
-        char *sql = NULL;
-        bool ok = q && asprintf(&sql, "DROP PUBLICATION IF EXISTS %s", q) >= 0 &&
-                  pg_exec(m->src, "dropping the publication", sql);
-        free(q);
-        free(sql);
-        if (!ok)
-            goto done_drop;
-    }
+    if (have_pub && !prepare_drop_publication(m))
+        goto done_drop;
     for (int i = 0; i < m->ntables; i++) {
         pgs_mtable *t = &m->tables[i];
         if (!drop[i])

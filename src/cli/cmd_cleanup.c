@@ -71,12 +71,8 @@ int cmd_cleanup(int argc, char **argv)
     }
     if (!prepare_drop_slot(m))
         goto done;
-    char *q = pg_ident(m->src, m->publication);
+    bool ok = prepare_drop_publication(m);
     char *sql = NULL;
-    bool ok = q && asprintf(&sql, "DROP PUBLICATION IF EXISTS %s", q) >= 0 &&
-              pg_exec(m->src, "dropping the publication", sql);
-    free(q);
-    free(sql);
     /* No CASCADE: an object still reading an old table (left behind on
      * purpose) stops the cleanup with its name rather than vanishing. */
     for (int i = 0; ok && i < PQntuples(old); i++) {

@@ -391,3 +391,14 @@ bool prepare_target_indexes(pgs_migration *m)
     }
     return true;
 }
+
+bool prepare_drop_publication(pgs_migration *m)
+{
+    char *q = pg_ident(m->src, m->publication);
+    char *sql = NULL;
+    bool ok = q && asprintf(&sql, "DROP PUBLICATION IF EXISTS %s", q) >= 0 &&
+              pg_exec(m->src, "dropping the publication", sql);
+    free(q);
+    free(sql);
+    return ok;
+}
