@@ -80,6 +80,10 @@ cnt=$(q "SELECT (SELECT count(*) FROM obs) = (SELECT count(*) FROM obs_part)")
 # 2. the burst: recorded while neither applier runs, then each replays it alone.
 q "CREATE PUBLICATION natpub FOR TABLE obs"; q "SELECT pg_create_logical_replication_slot('natslot', 'pgoutput')" >/dev/null
 q "SELECT pg_create_logical_replication_slot('rawslot', 'pgoutput')" >/dev/null
+# A second raw slot, read after pgshift's catch-up: it decodes the burst plus
+# pgshift's own writes to the target (same database; PG15 cannot filter them
+# out by origin), which is what pgshift's walsender has to get through.
+q "SELECT pg_create_logical_replication_slot('rawslot2', 'pgoutput')" >/dev/null
 psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "CREATE TABLE obs $OBS_DDL PARTITION BY RANGE (created_at)"
 month_parts obs nat
 psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "ALTER TABLE obs ADD PRIMARY KEY (id, created_at); CREATE INDEX ON obs (created_at); CREATE INDEX ON obs (station, created_at)"
@@ -140,6 +144,13 @@ same=$(q "SELECT count(*) FROM (SELECT * FROM obs EXCEPT ALL SELECT * FROM obs_p
 same2=$(q "SELECT count(*) FROM (SELECT * FROM obs_part EXCEPT ALL SELECT * FROM obs) a")
 out "               target vs source after the burst: $same rows missing, $same2 extra"
 out "               $cpu_line"
+L2=$(q "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pgshift_bench'")
+t0=$(now)
+"$PGSHIFT_TEST_PGBIN/pg_recvlogical" -d bench -S rawslot2 --start -E "$L2" -f /dev/null \
+  -o proto_version=1 -o publication_names=natpub -o binary=true -F 0
+t_raw2=$(el "$t0" "$(now)")
+q "SELECT pg_drop_replication_slot('rawslot2')" >/dev/null
+out "               the same floor with pgshift's own writes in the WAL (burst + apply): ${t_raw2} s"
 
 # 3. one 1M-row transaction: pgshift's resident memory
 base_kb=$(awk '/^VmRSS/ {print $2}' /proc/$pid/status)
