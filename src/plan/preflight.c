@@ -351,6 +351,14 @@ static void check_partition_spec(pgs_migration *m, pgs_mtable *t, report *r)
                     "%s rows of %s have NULL in partition column \"%s\"; fix: add `default: "
                     "true` to the partition spec",
                     n, t->src.qname, c->name);
+            else if (n && t->src.pk.n)
+                /* None today, but the application may still write one. */
+                say(r, "warn",
+                    "partition column \"%s\" of %s is nullable: a row written with NULL there "
+                    "during the migration cannot enter the target (its primary key includes the "
+                    "column) and stops the apply; fix: ALTER TABLE %s ALTER COLUMN %s SET NOT "
+                    "NULL (no row is NULL now)",
+                    c->name, t->src.qname, t->src.qname, col);
             free(n);
         }
         free(sql);

@@ -349,6 +349,15 @@ fi
 grep -qxE "pgshift $want" "$WORK/cli.out" || fail "--version printed '$(cat "$WORK/cli.out")', expected /pgshift $want/"
 pass "--version prints the version ($(cat "$WORK/cli.out"))"
 
+# ---- a nullable partition column with no NULL yet: a warning with the fix ----
+sql "CREATE TABLE np (id bigint PRIMARY KEY, created_at timestamptz, v text);
+     INSERT INTO np SELECT i, timestamptz '2025-01-01' + i * interval '1 hour', 'v' FROM generate_series(1, 100) i" || fail "np"
+write_plan np <<<'  - {source: np, target: np_part, partition: {by: range (created_at), interval: 1 month}}'
+expect_ok np
+grep -qF 'warn   partition column "created_at" of "public"."np" is nullable: a row written with NULL there during the migration cannot enter the target (its primary key includes the column) and stops the apply; fix: ALTER TABLE "public"."np" ALTER COLUMN "created_at" SET NOT NULL (no row is NULL now)' "$OUT" ||
+  fail "np: no warning: $(grep -i null "$OUT")"
+pass "a nullable partition column without NULLs: exit 0 with a warning naming the fix"
+
 # ---- passwords never printed (trust auth accepts any password) --------------
 write_plan pw "dbname=$PGDATABASE password=secret123" <<<'  - {source: good, target: good_new}'
 run_plan pw --log-level debug
