@@ -164,8 +164,10 @@ static void example_file(void **state)
     assert_int_equal(p->tables[1].partition_method, PGS_PARTITION_NONE);
     assert_int_equal(p->cutover.max_lag_bytes, 8 * MB);
     assert_string_equal(p->cutover.postpone_file, "/tmp/petri.postpone");
+    assert_int_equal(p->cutover.fence_timeout_ms, 2000);
     assert_int_equal(p->copy.workers, 4);
     assert_int_equal(p->apply.batch_ms, 200);
+    assert_string_equal(p->hooks.failed, "logger -t pgshift -p user.err failed");
     pgs_plan_free(p);
 }
 
