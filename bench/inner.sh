@@ -121,11 +121,14 @@ ntx=$(grep -oE "actually processed: [0-9]+" "$W/burst.log" | grep -oE "[0-9]+$")
 out "burst          $ntx transactions in ${burst_s} s ($(grep -oE 'tps = [0-9.]+' "$W/burst.log" | head -1)), up to LSN $L"
 
 # The floor: the walsender decoding the burst to a client that only discards it.
-t0=$(now)
-"$PGSHIFT_TEST_PGBIN/pg_recvlogical" -d bench -S rawslot --start -E "$L" -f /dev/null \
-  -o proto_version=1 -o publication_names=natpub -o binary=true -F 0
-t_raw=$(el "$t0" "$(now)")
-q "SELECT pg_drop_replication_slot('rawslot')" >/dev/null
+raw_decode() { # SLOT ENDLSN: seconds to decode up to ENDLSN into pg_recvlogical
+  local t0; t0=$(now)
+  "$PGSHIFT_TEST_PGBIN/pg_recvlogical" -d bench -S "$1" --start -E "$2" -f /dev/null \
+    -o proto_version=1 -o publication_names=natpub -o binary=true -F 0
+  el "$t0" "$(now)"
+  q "SELECT pg_drop_replication_slot('$1')" >/dev/null
+}
+t_raw=$(raw_decode rawslot "$L")
 out "catch-up floor: the walsender decoding the burst into pg_recvlogical:     ${t_raw} s"
 t0=$(now)
 psql -XAtq -d nat -c "ALTER SUBSCRIPTION natsub ENABLE"
@@ -155,11 +158,7 @@ same2=$(q "SELECT count(*) FROM (SELECT * FROM obs_part EXCEPT ALL SELECT * FROM
 out "               target vs source after the burst: $same rows missing, $same2 extra"
 out "               $cpu_line"
 L2=$(q "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pgshift_bench'")
-t0=$(now)
-"$PGSHIFT_TEST_PGBIN/pg_recvlogical" -d bench -S rawslot2 --start -E "$L2" -f /dev/null \
-  -o proto_version=1 -o publication_names=natpub -o binary=true -F 0
-t_raw2=$(el "$t0" "$(now)")
-q "SELECT pg_drop_replication_slot('rawslot2')" >/dev/null
+t_raw2=$(raw_decode rawslot2 "$L2")
 out "               the same floor with pgshift's own writes in the WAL (burst + apply): ${t_raw2} s"
 
 # 3. one 1M-row transaction: pgshift's resident memory

@@ -1,5 +1,5 @@
--- docker/seed.sql: the rehearsal's demo dataset (the same schema as
--- scripts/demo-inner.sh). Run with psql; `-v rows=N` sets the size of
+-- docker/seed.sql: the rehearsal's demo dataset (scripts/demo-inner.sh seeds
+-- its demo with it too). Run with psql; `-v rows=N` sets the size of
 -- observations (default 300000). Seeds only a database without an
 -- observations table, in one transaction, so re-running it is harmless.
 --   compose: the `seed` service, after `postgres` is healthy

@@ -23,27 +23,8 @@ PGS=$PGSHIFT_BIN
 
 say "creating the demo schema: observations ($ROWS rows), a view, a serial stations table, shadows"
 t_setup=$(now)
-psql -Xq -v ON_ERROR_STOP=1 <<SQL
-CREATE TABLE stations (id serial PRIMARY KEY, name text NOT NULL);
-INSERT INTO stations (name) SELECT 'station ' || i FROM generate_series(1, 50) i;
-CREATE TABLE observations (
-  id bigserial, created_at timestamptz NOT NULL, station_id int NOT NULL,
-  value numeric(12,3), tags text[], payload jsonb, PRIMARY KEY (id, created_at));
-INSERT INTO observations (created_at, station_id, value, tags, payload)
-SELECT now() - random() * interval '400 days', 1 + i % 50, random() * 1000,
-       ARRAY['t' || i % 5], jsonb_build_object('seq', i, 'ok', i % 3 = 0)
-  FROM generate_series(1, $ROWS) i;
-CREATE VIEW observations_with_names AS
-  SELECT o.*, s.name FROM observations o JOIN stations s ON s.id = o.station_id;
--- The references: same columns and keys, no defaults (ids always given).
-CREATE TABLE observations_shadow (LIKE observations INCLUDING INDEXES);
-INSERT INTO observations_shadow SELECT * FROM observations;
-CREATE TABLE stations_shadow (LIKE stations INCLUDING INDEXES);
-INSERT INTO stations_shadow SELECT * FROM stations;
--- The stations target shares the serial's sequence through INCLUDING ALL.
-CREATE TABLE stations_new (LIKE stations INCLUDING ALL);
-ANALYZE observations;
-SQL
+# The same schema seeds the docker-compose rehearsal.
+psql -Xq -v rows="$ROWS" -f "$(dirname "$0")/../docker/seed.sql" >/dev/null
 echo "   done in $(secs "$t_setup" "$(now)") s"
 
 # One transaction = the same change to a migrated table and its shadow. New

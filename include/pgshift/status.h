@@ -68,6 +68,8 @@ bool board_start(const char *addr);
 void board_publish(const Pgshift__StatusSnapshot *st);
 /* The port actually bound, or 0. */
 int board_port(void);
+/* True while the server runs: publishers skip building snapshots otherwise. */
+bool board_active(void);
 void board_stop(void);
 
 /* The dashboard page (src/status/dashboard.html, embedded at build time). */

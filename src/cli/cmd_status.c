@@ -47,9 +47,8 @@ static const char *const SQL_STATUS =
     " FROM pgshift.migrations m WHERE m.name = $1";
 
 /* From the state tables: any time, with or without a live run. */
-static int show_state(pgs_migration *m, const cli_opts *o_)
+static int show_state(pgs_migration *m, bool as_json)
 {
-    const cli_opts o = *o_;
     pgs_plan *plan = m->plan;
     json_t *out = NULL, *stats = NULL, *co = NULL;
     PGresult *res = NULL, *tres = NULL;
@@ -129,7 +128,7 @@ static int show_state(pgs_migration *m, const cli_opts *o_)
                               (json_int_t)atoll(PQgetvalue(tres, i, 7))));
     json_object_set_new(out, "tables", tables);
 
-    if (o.json) {
+    if (as_json) {
         char *s = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         if (s)
             printf("%s\n", s);
@@ -284,7 +283,7 @@ int cmd_status(int argc, char **argv)
                     pgshift__control_reply__free_unpacked(reply, NULL);
                 break;
             }
-            rc = show_state(m, &o);
+            rc = show_state(m, o.json);
         }
         if (reply)
             pgshift__control_reply__free_unpacked(reply, NULL);

@@ -275,7 +275,7 @@ struct pub_state {
 static void publish_progress(pgs_migration *m, copy_shared *s, double *rates, struct pub_state *p)
 {
     double t = now_s();
-    if (t - p->at < 0.5)
+    if (!board_active() || t - p->at < 0.5)
         return;
     if (p->rows == NULL && (p->rows = calloc((size_t)m->ntables, sizeof *p->rows)) == NULL)
         return;
@@ -437,7 +437,7 @@ bool copy_run(pgs_migration *m, const char *snapshot, PGconn **repl)
         }
         status_live live = {.eta_seconds = NAN, .slot_safe = -1};
         status_snapshot x;
-        if (status_snapshot_build(m, &live, &x)) {
+        if (board_active() && status_snapshot_build(m, &live, &x)) {
             board_publish(&x.st);
             status_snapshot_free(&x);
         }

@@ -130,29 +130,21 @@ static char *lock_sql(pgs_strlist *l, const char *mode)
     return sql;
 }
 
-/* The session holding the oldest transaction with a lock on any of the
- * cutover's tables (other than pgshift's own sessions). */
-static bool find_blocker(cutover *c, cutover_blocker *b)
+/* A text[] literal of the strings, each double-quoted and escaped. */
+static char *text_array(const pgs_strlist *l)
 {
-    char oids[1024] = "{";
-    for (int i = 0; i < c->m->ntables; i++)
-        snprintf(oids + strlen(oids), sizeof oids - strlen(oids), "%s%u,%u", i ? "," : "",
-                 c->m->tables[i].src.oid, c->m->tables[i].tgt.oid);
-    strncat(oids, "}", sizeof oids - strlen(oids) - 1);
-    /* The referencing tables, as a text[] literal of their qualified names. */
-    size_t cap = 16;
-    for (int i = 0; i < c->extra_locks.n; i++)
-        cap += 2 * strlen(c->extra_locks.v[i]) + 4;
-    char *extra = malloc(cap);
-    if (extra == NULL)
-        return false;
-    char *e = extra;
+    size_t cap = 3;
+    for (int i = 0; i < l->n; i++)
+        cap += 2 * strlen(l->v[i]) + 3;
+    char *out = malloc(cap), *e = out;
+    if (out == NULL)
+        return NULL;
     *e++ = '{';
-    for (int i = 0; i < c->extra_locks.n; i++) {
+    for (int i = 0; i < l->n; i++) {
         if (i)
             *e++ = ',';
         *e++ = '"';
-        for (const char *s = c->extra_locks.v[i]; *s; s++) {
+        for (const char *s = l->v[i]; *s; s++) {
             if (*s == '"' || *s == '\\')
                 *e++ = '\\';
             *e++ = *s;
@@ -161,6 +153,16 @@ static bool find_blocker(cutover *c, cutover_blocker *b)
     }
     *e++ = '}';
     *e = '\0';
+    return out;
+}
+
+/* The session holding the oldest transaction with a lock on any of the
+ * cutover's tables (`rels`, qualified names; other than pgshift's own sessions). */
+static bool find_blocker(cutover *c, const pgs_strlist *rels, cutover_blocker *b)
+{
+    char *names = text_array(rels);
+    if (names == NULL)
+        return false;
     char me[16];
     snprintf(me, sizeof me, "%d", PQbackendPID(c->conn));
     PGresult *r =
@@ -171,13 +173,12 @@ static bool find_blocker(cutover *c, cutover_blocker *b)
                  "       coalesce(extract(epoch FROM now() - a.xact_start), 0)"
                  "  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
                  " WHERE l.granted AND l.locktype = 'relation'"
-                 "   AND (l.relation = ANY ($1::oid[])"
-                 "        OR l.relation IN (SELECT to_regclass(x) FROM unnest($3::text[]) x))"
+                 "   AND l.relation IN (SELECT to_regclass(x) FROM unnest($1::text[]) x)"
                  "   AND l.pid NOT IN ($2::int, pg_backend_pid())"
                  "   AND a.application_name NOT LIKE 'pgshift%'"
                  " ORDER BY a.xact_start NULLS LAST LIMIT 1",
-                 3, (const char *[]){oids, me, extra});
-    free(extra);
+                 2, (const char *[]){names, me});
+    free(names);
     bool found = r && PQntuples(r) == 1;
     if (found) {
         b->pid = atoi(PQgetvalue(r, 0, 0));
@@ -236,13 +237,9 @@ int cutover_lock(cutover *c, cutover_blocker *blocker, bool *have_blocker)
         ok = strlist_push(&src, c->extra_locks.v[i]);
     char *lock_tgt = ok ? lock_sql(&tgt, "SHARE UPDATE EXCLUSIVE") : NULL;
     char *lock_src = ok ? lock_sql(&src, "ACCESS EXCLUSIVE") : NULL;
-    strlist_free(&tgt);
-    strlist_free(&src);
-    if (lock_tgt == NULL || lock_src == NULL) {
-        free(lock_tgt);
-        free(lock_src);
-        return -1;
-    }
+    int rc = -1;
+    if (lock_tgt == NULL || lock_src == NULL)
+        goto out;
     /* The targets first: that wait stops nobody but VACUUM/ANALYZE, and
      * a longer one lets the deadlock checker cancel an autovacuum there.
      * The session dies by itself if pgshift stalls while holding locks. */
@@ -264,20 +261,26 @@ int cutover_lock(cutover *c, cutover_blocker *blocker, bool *have_blocker)
     cutover_crash_point("lock");
     if (k == 0)
         k = run(c, lock_src, err, sizeof err);
-    free(lock_tgt);
-    free(lock_src);
+    c->locked = true; /* held, or to be rolled back below */
     if (k == 0) {
-        c->locked = true;
-        return 1;
+        rc = 1;
+        goto out;
     }
-    c->locked = true; /* so that release rolls back */
     cutover_release(c);
     if (k == 'L') {
-        *have_blocker = find_blocker(c, blocker);
-        return 0;
-    }
-    log_error("cutover: taking the locks failed: %s", err);
-    return -1;
+        /* Whoever holds any of the tables just asked for. */
+        for (int i = 0; i < tgt.n && strlist_push(&src, tgt.v[i]); i++)
+            ;
+        *have_blocker = find_blocker(c, &src, blocker);
+        rc = 0;
+    } else
+        log_error("cutover: taking the locks failed: %s", err);
+out:
+    free(lock_tgt);
+    free(lock_src);
+    strlist_free(&tgt);
+    strlist_free(&src);
+    return rc;
 }
 
 bool cutover_fence(cutover *c, char *nonce, size_t noncelen, pgs_lsn *lsn)

@@ -714,6 +714,8 @@ static void co_try(stream *s)
          * requested one answers now. */
         if (s->co_call || problems < 0)
             co_give_up(s, problems < 0 ? "reading the dependent objects failed" : first);
+        else /* the catalog reads are not free: look again in a while */
+            s->co_next_try_ms = t + 5000;
         return;
     }
     /* Bring the applier to rest so that it holds no lock on the targets. */
@@ -904,7 +906,7 @@ static void snap_free(snap *x)
 static void publish(stream *s)
 {
     snap x;
-    if (snap_build(s, &x)) {
+    if (board_active() && snap_build(s, &x)) {
         board_publish(&x.st);
         snap_free(&x);
     }

@@ -118,6 +118,11 @@ bool board_start(const char *addr)
     return true;
 }
 
+bool board_active(void)
+{
+    return B.running;
+}
+
 int board_port(void)
 {
     return B.port;

@@ -88,11 +88,21 @@ sleep 3
 grep -q "automatic cutover postponed: the flag file $WORK/hold exists" "$WORK/auto.log" || fail "flag file not logged: $(tail -3 "$WORK/auto.log")"
 kill -0 "$RUN_PID" || fail "run exited while the flag file exists"
 [ -z "$(sql "SELECT to_regclass('u_old')")" ] || fail "cut over while postponed"
+# Released, but a rule it cannot carry: the automatic cutover waits (logged
+# once, re-checked every few seconds) until the operator drops it.
+sql "CREATE RULE u_rule AS ON DELETE TO u WHERE old.id < 0 DO INSTEAD NOTHING" || fail "rule"
 rm "$WORK/hold"
+for _ in $(seq 1 50); do grep -q "cutover refused: rule u_rule" "$WORK/auto.log" && break; sleep 0.2; done
+grep -q "cutover refused: rule u_rule" "$WORK/auto.log" || fail "auto: the rule was not reported: $(tail -3 "$WORK/auto.log")"
+sleep 2
+kill -0 "$RUN_PID" || fail "auto run exited on a refusal"
+[ -z "$(sql "SELECT to_regclass('u_old')")" ] || fail "cut over with the rule in place"
+[ "$(grep -c "cutover refused: rule u_rule" "$WORK/auto.log")" = 1 ] || fail "the refusal was logged more than once"
+sql "DROP RULE u_rule ON u" || fail "drop rule"
 for _ in $(seq 1 100); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.2; done
 wait "$RUN_PID" || fail "auto run exit: $(tail -5 "$WORK/auto.log")"
 [ -n "$(sql "SELECT to_regclass('u_old')")" ] || fail "auto: not renamed"
 grep -q "u_new_id_seq (column id): set above the source's u_id_seq under the lock" "$WORK/auto.log" || fail "own sequence not announced"
 [ "$(sql "INSERT INTO u (v) VALUES (1) RETURNING id")" = 1001 ] || fail "the new table's own sequence did not continue above 1000"
-pass "auto cutover held by cutover.postpone, then by the flag file; ran once both were gone; the target's own sequence continues at 1001"
+pass "auto cutover held by cutover.postpone, by the flag file, then by a rule; ran once all were gone; the target's own sequence continues at 1001"
 finish
