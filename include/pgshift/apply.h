@@ -44,8 +44,14 @@ long apply_batch_changes(const apply_ctx *a);
 /* Sends the open batch's COMMIT at a source transaction boundary (no-op
  * without an open batch). It completes in the background: m->applied_lsn
  * moves when its result arrives (apply_poll, apply_finish, or the next
- * commit, which first waits for the one before). */
-bool apply_commit_batch(apply_ctx *a);
+ * commit, which first waits for the one before). With `sync` the COMMIT
+ * waits for its WAL flush, so the batch is durable as soon as it returns:
+ * for a batch closed because the stream went quiet, where no later commit
+ * would flush it soon and the slot would wait for the WAL writer. */
+bool apply_commit_batch(apply_ctx *a, bool sync);
+/* The apply connection's socket: readable when results arrive (for
+ * apply_poll). */
+int apply_socket(const apply_ctx *a);
 /* Reads whatever results have arrived, without blocking. */
 bool apply_poll(apply_ctx *a);
 /* Waits for every result: all committed batches are confirmed or failed. */
@@ -62,7 +68,9 @@ void apply_rollback_batch(apply_ctx *a);
 
 /* The applied LSN that is durable on the target: the end LSN of the last
  * batch whose COMMIT the target has flushed, given the target's
- * pg_current_wal_flush_lsn(). Batches commit with synchronous_commit off;
+ * pg_current_wal_flush_lsn() (or 0: the highest flush position the
+ * applier's own results showed). Batches commit with synchronous_commit off
+ * unless apply_commit_batch() was asked for a synchronous one;
  * this, never m->applied_lsn, is what may be reported as flushed. */
 pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush);
 /* The starting point: what the state says was applied (durable by then). */

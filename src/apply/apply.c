@@ -51,6 +51,7 @@ typedef struct inflight {
     long xacts;
     long changes;
     long *table_changes;
+    bool sync; /* committed with synchronous_commit on: flushed when it returns */
 } inflight;
 
 /* What each in-flight pipeline result belongs to. */
@@ -98,7 +99,7 @@ struct apply_ctx {
     } unflushed[64];
     int nunflushed;
     pgs_lsn durable_lsn;
-    pgs_lsn commit_target_lsn; /* from the last 'L' result */
+    pgs_lsn seen_flush; /* highest pg_current_wal_flush_lsn() an 'L' result showed */
     /* Batches sent with their COMMIT but not yet confirmed (at most 2). */
     inflight inflight[3];
     int ninflight;
@@ -226,6 +227,8 @@ const apply_stats *apply_get_stats(const apply_ctx *a)
 
 pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush)
 {
+    if (target_flush < a->seen_flush)
+        target_flush = a->seen_flush;
     int i = 0;
     while (i < a->nunflushed && a->unflushed[i].target <= target_flush)
         a->durable_lsn = a->unflushed[i++].applied;
@@ -291,7 +294,7 @@ static const char *op_name(char op)
     }
 }
 
-static void batch_done(apply_ctx *a);
+static void batch_done(apply_ctx *a, pgs_lsn insert_lsn, pgs_lsn flush_lsn);
 
 /* Blocks until a result is ready on the apply connection, meanwhile
  * letting the owner drain its other socket (the replication stream): a
@@ -376,8 +379,10 @@ static bool consume(apply_ctx *a, int keep, bool nonblock)
             log_error("apply: the target rolled the batch back instead of committing it");
             a->failed = true;
         } else if (p.op == 'L' && st == PGRES_TUPLES_OK && PQntuples(res) == 1 && !a->failed) {
-            decode_lsn_parse(PQgetvalue(res, 0, 0), &a->commit_target_lsn);
-            batch_done(a);
+            pgs_lsn insert_lsn = 0, flush_lsn = 0;
+            decode_lsn_parse(PQgetvalue(res, 0, 0), &insert_lsn);
+            decode_lsn_parse(PQgetvalue(res, 0, 1), &flush_lsn);
+            batch_done(a, insert_lsn, flush_lsn);
         }
         PQclear(res);
         /* Each query's results end with a NULL. */
@@ -476,13 +481,18 @@ void apply_rollback_batch(apply_ctx *a)
     a->skipping = false;
 }
 
-/* The oldest in-flight batch committed: its position is now applied (and
- * durable once the target flushes past commit_target_lsn). */
-static void batch_done(apply_ctx *a)
+/* The oldest in-flight batch committed: its position is now applied, and
+ * durable once the target has flushed past `insert_lsn`, read right after its
+ * COMMIT; a synchronous commit was flushed before it returned, so the
+ * flush position read after it already covers it. */
+static void batch_done(apply_ctx *a, pgs_lsn insert_lsn, pgs_lsn flush_lsn)
 {
+    if (flush_lsn > a->seen_flush)
+        a->seen_flush = flush_lsn;
     if (a->ninflight == 0)
         return;
     inflight *b = &a->inflight[0];
+    pgs_lsn target = b->sync ? flush_lsn : insert_lsn;
     a->m->applied_lsn = b->end_lsn;
     if (a->nunflushed == (int)(sizeof a->unflushed / sizeof a->unflushed[0])) {
         /* Keep the newest; the oldest entries' positions are covered by it. */
@@ -491,7 +501,7 @@ static void batch_done(apply_ctx *a)
         a->nunflushed--;
     }
     a->unflushed[a->nunflushed].applied = b->end_lsn;
-    a->unflushed[a->nunflushed].target = a->commit_target_lsn;
+    a->unflushed[a->nunflushed].target = target;
     a->nunflushed++;
     a->m->applied_xacts += b->xacts;
     a->m->applied_changes += b->changes;
@@ -528,6 +538,11 @@ void apply_set_side_channel(apply_ctx *a, int fd, void (*cb)(void *), void *arg)
     a->side_arg = arg;
 }
 
+int apply_socket(const apply_ctx *a)
+{
+    return PQsocket(a->conn);
+}
+
 bool apply_idle(const apply_ctx *a)
 {
     return !a->failed && !a->batch_open && !a->in_xact && a->qlen == 0 && a->nunflushed == 0;
@@ -537,7 +552,7 @@ bool apply_idle(const apply_ctx *a)
  * server runs this batch while the next one is decoded and folded. The
  * progress UPDATE is chained to the previous batch's position, so if that
  * batch failed, this one fails too instead of committing past it. */
-bool apply_commit_batch(apply_ctx *a)
+bool apply_commit_batch(apply_ctx *a, bool sync)
 {
     if (!a->batch_open)
         return true;
@@ -579,9 +594,12 @@ bool apply_commit_batch(apply_ctx *a)
                       3, (const char *[]){a->m->plan->name, ord, n}))
             goto failed;
     }
+    if (sync && !send_sql(a, "SET LOCAL synchronous_commit = local", 0, NULL))
+        goto failed;
     if (!sent(a, PQsendQueryParams(a->conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0), 'c', NULL))
         goto failed;
     inflight *b = &a->inflight[a->ninflight++];
+    b->sync = sync;
     b->end_lsn = a->batch_end_lsn;
     b->commit_time = a->batch_commit_time;
     b->xacts = a->batch_xacts;
@@ -590,8 +608,9 @@ bool apply_commit_batch(apply_ctx *a)
     a->chain_lsn = a->batch_end_lsn;
     a->batch_open = false;
     if (!sent(a,
-              PQsendQueryParams(a->conn, "SELECT pg_current_wal_insert_lsn()", 0, NULL, NULL, NULL,
-                                NULL, 0),
+              PQsendQueryParams(a->conn,
+                                "SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()", 0,
+                                NULL, NULL, NULL, NULL, 0),
               'L', NULL) ||
         PQpipelineSync(a->conn) != 1 || !q_push(a, 'S', NULL))
         goto failed;

@@ -36,7 +36,8 @@ typedef enum co_state {
 typedef struct stream {
     pgs_migration *m;
     uv_loop_t loop;
-    uv_poll_t *poll; /* one per connection: the socket can change on reconnect */
+    uv_poll_t *poll;      /* one per connection: the socket can change on reconnect */
+    uv_poll_t apply_poll; /* the apply connection: batch results as they arrive */
     uv_timer_t feedback_timer;
     uv_timer_t batch_timer;
     uv_timer_t stats_timer;
@@ -50,6 +51,7 @@ typedef struct stream {
     pgs_lsn received;     /* end of the WAL the server has sent us */
     pgs_lsn idle_confirm; /* keepalive position seen with nothing pending */
     double last_feedback_ms;
+    pgs_lsn last_flush_sent;
     int backoff_ms;
     int exit_code;
     bool stopping;
@@ -142,13 +144,27 @@ static void send_feedback(stream *s, bool reply)
               decode_lsn_format(s->idle_confirm, ic), decode_lsn_format(s->m->applied_lsn, ap));
     repl_send_status(s->repl, write, flush, reply);
     s->last_feedback_ms = now_ms();
+    s->last_flush_sent = flush;
+}
+
+/* A batch completed: confirm it without waiting for the feedback timer when
+ * the applier has nothing else going (the end of a burst: the slot, and
+ * whoever waits on it, learn at once), else at most every 100 ms. */
+static void feedback_after_batch(stream *s)
+{
+    if (s->repl == NULL || apply_durable_lsn(s->apply, 0) <= s->last_flush_sent)
+        return;
+    if (!apply_batch_open(s->apply) || now_ms() - s->last_feedback_ms > 100)
+        send_feedback(s, false);
 }
 
 static void disconnect(stream *s, bool retry);
 
-static bool commit_batch(stream *s)
+/* `sync` for a batch closed because the stream went quiet (see
+ * apply_commit_batch). */
+static bool commit_batch(stream *s, bool sync)
 {
-    if (!apply_commit_batch(s->apply)) {
+    if (!apply_commit_batch(s->apply, sync)) {
         stop_loop(s, 1);
         return false;
     }
@@ -166,7 +182,7 @@ static void on_batch_timer(uv_timer_t *t)
 {
     stream *s = t->data;
     if (apply_batch_open(s->apply) && !apply_in_xact(s->apply))
-        commit_batch(s);
+        commit_batch(s, true);
     /* Waiting on the target may have buffered more of the stream, which
      * the socket will not announce again. */
     if (!s->stopping && s->repl)
@@ -212,7 +228,7 @@ static bool handle_copydata(stream *s, const uint8_t *buf, size_t len)
     if (msg.kind == DECODE_COMMIT &&
         (apply_batch_changes(s->apply) >= s->m->plan->apply.batch_changes ||
          apply_batch_age_ms(s->apply) >= s->m->plan->apply.batch_ms))
-        return commit_batch(s);
+        return commit_batch(s, false);
     return true;
 }
 
@@ -261,16 +277,36 @@ static void process_buffered(stream *s)
         stop_loop(s, 1);
         return;
     }
+    feedback_after_batch(s);
     /* Nothing more buffered: commit a batch that has waited long enough,
      * or come back for it shortly. */
     if (apply_batch_open(s->apply) && !apply_in_xact(s->apply)) {
         double age = apply_batch_age_ms(s->apply);
         double wait = s->m->plan->apply.idle_commit_ms;
         if (age >= wait)
-            commit_batch(s);
+            commit_batch(s, true);
         else
             uv_timer_start(&s->batch_timer, on_batch_timer, (uint64_t)(wait - age) + 1, 0);
     }
+}
+
+/* Results of committed batches arrive while the loop waits on the stream. */
+static void on_apply_readable(uv_poll_t *h, int status, int events)
+{
+    (void)events;
+    stream *s = h->data;
+    if (s->stopping)
+        return;
+    if (status < 0) {
+        log_error("apply: watching the target connection failed: %s", uv_strerror(status));
+        stop_loop(s, 1);
+        return;
+    }
+    if (!apply_poll(s->apply)) {
+        stop_loop(s, 1);
+        return;
+    }
+    feedback_after_batch(s);
 }
 
 /* Called while the applier waits on the target: read what the walsender
@@ -360,7 +396,7 @@ static bool settle_apply(stream *s, bool failed)
         if (apply_in_xact(s->apply))
             apply_rollback_batch(s->apply);
         else
-            ok = apply_commit_batch(s->apply);
+            ok = apply_commit_batch(s->apply, true);
     }
     return apply_finish(s->apply) && ok;
 }
@@ -719,7 +755,7 @@ static void co_try(stream *s)
         return;
     }
     /* Bring the applier to rest so that it holds no lock on the targets. */
-    if (apply_batch_open(s->apply) && !apply_commit_batch(s->apply)) {
+    if (apply_batch_open(s->apply) && !apply_commit_batch(s->apply, true)) {
         stop_loop(s, 1);
         return;
     }
@@ -793,7 +829,9 @@ static void cutover_at_fence(stream *s)
 {
     pgs_migration *m = s->m;
     double fence_ms = now_ms() - s->co_fence_sent_ms;
-    if ((apply_batch_open(s->apply) && !apply_commit_batch(s->apply)) || !apply_finish(s->apply)) {
+    /* Not synchronous: the swap's own commit flushes it, inside the window. */
+    if ((apply_batch_open(s->apply) && !apply_commit_batch(s->apply, false)) ||
+        !apply_finish(s->apply)) {
         cutover_release(s->co);
         co_reply(s, false, "applying up to the fence failed (see the log)");
         stop_loop(s, 1);
@@ -1077,6 +1115,10 @@ int stream_run(pgs_migration *m)
     uv_timer_start(&s.stats_timer, on_stats, 200, STATS_MS);
     uv_timer_init(&s.loop, &s.co_timer);
     s.co_timer.data = &s;
+    if (uv_poll_init(&s.loop, &s.apply_poll, apply_socket(s.apply)) == 0) {
+        s.apply_poll.data = &s;
+        uv_poll_start(&s.apply_poll, UV_READABLE, on_apply_readable);
+    }
     s.last_eta = NAN;
     char *sock = control_socket_path(m->plan->state_dir, m->plan->name);
     s.ctl = sock ? control_listen(&s.loop, sock, on_control, &s) : NULL;

@@ -40,5 +40,30 @@ wait_streaming "$WORK/run2.log"
 wait_applied pgshift_fb
 same_rows t t_new
 pass "after SIGKILL with an open batch, the resumed run applied all 25 rows exactly once"
+# The end of a burst: the last batch, closed because the stream went quiet,
+# is confirmed at once, not when the WAL writer gets to it (held off here
+# for 10 s) or the next feedback tick (1 s) comes. Whoever waits on the slot
+# (the cutover's lag, a bench, an operator) sees the source caught up.
+{ sql "ALTER SYSTEM SET wal_writer_delay = '10s'" && sql "SELECT pg_reload_conf()"; } >/dev/null || fail "wal_writer_delay"
+worst=0
+for i in $(seq 26 30); do
+  sleep 0.3
+  # The commit's end: read on the same connection right after it, well
+  # before pgshift's own commit (it waits idle_commit_time, 20 ms) adds WAL.
+  # (The walsender only sends what the source flushed; this test cluster
+  # runs with synchronous_commit off.)
+  end=$(psql -XAtq -v ON_ERROR_STOP=1 -c "SET synchronous_commit = on; INSERT INTO t VALUES ($i, $i)" \
+    -c "SELECT pg_current_wal_insert_lsn()") || fail "insert $i"
+  t0=$(date +%s%N)
+  until [ "$(sql "SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'pgshift_fb'")" = t ]; do
+    [ $(($(date +%s%N) - t0)) -lt 5000000000 ] || fail "insert $i not confirmed after 5 s"
+    sleep 0.01
+  done
+  ms=$((($(date +%s%N) - t0) / 1000000))
+  [ "$ms" -gt "$worst" ] && worst=$ms
+done
+[ "$worst" -lt 500 ] || fail "a quiet stream's last commit took $worst ms to be confirmed (want < 500 ms)"
+same_rows t t_new
+pass "each commit on a quiet source confirmed to the slot within $worst ms"
 stop_run
 finish
