@@ -167,8 +167,10 @@ t0=$(now)
 q "INSERT INTO obs (created_at, station, value, tags, readings, payload)
    SELECT timestamptz '2025-02-01' + random() * interval '20 days', 'big', i, ARRAY['big'], ARRAY[i::float8], jsonb_build_object('i', i)
    FROM generate_series(1, 1000000) i"
+t_ins=$(el "$t0" "$(now)")
+t1=$(now)
 wait_slot pgshift_bench "$(q "SELECT pg_current_wal_insert_lsn()")"
 peak_kb=$(awk '/^VmHWM/ {print $2}' /proc/$pid/status)
-out "1M-row xact    applied in $(el "$t0" "$(now)") s (insert included); pgshift RSS $((base_kb / 1024)) MB before, peak $((peak_kb / 1024)) MB"
+out "1M-row xact    inserted on the source in ${t_ins} s, then applied in $(el "$t1" "$(now)") s; pgshift RSS $((base_kb / 1024)) MB before, peak $((peak_kb / 1024)) MB"
 kill -TERM $pid; wait $pid || true
 out "results: $BENCH_OUT"
