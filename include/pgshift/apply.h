@@ -46,8 +46,10 @@ long apply_batch_changes(const apply_ctx *a);
  * moves when its result arrives (apply_poll, apply_finish, or the next
  * commit, which first waits for the one before). With `sync` the COMMIT
  * waits for its WAL flush, so the batch is durable as soon as it returns:
- * for a batch closed because the stream went quiet, where no later commit
- * would flush it soon and the slot would wait for the WAL writer. */
+ * for a batch closed because everything received is applied (the end of a
+ * burst, a trickle of writes), where no later commit may come to flush it
+ * and the slot would wait for the WAL writer. It costs one WAL flush per
+ * such batch (at most one per idle_commit_time). */
 bool apply_commit_batch(apply_ctx *a, bool sync);
 /* The apply connection's socket: readable when results arrive (for
  * apply_poll). */

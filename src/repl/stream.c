@@ -160,8 +160,10 @@ static void feedback_after_batch(stream *s)
 
 static void disconnect(stream *s, bool retry);
 
-/* `sync` for a batch closed because the stream went quiet (see
- * apply_commit_batch). */
+/* `sync` for a batch closed because everything the walsender had sent is
+ * applied (see apply_commit_batch): at the end of a burst no later commit
+ * would flush it soon. Batches closed for size or age mid-stream stay
+ * asynchronous. */
 static bool commit_batch(stream *s, bool sync)
 {
     if (!apply_commit_batch(s->apply, sync)) {
