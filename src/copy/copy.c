@@ -74,6 +74,7 @@ static bool copy_range(copy_shared *s, PGconn *src, PGconn *tgt, const copy_task
     char *out_sql = NULL, *in_sql = NULL;
     bool ok = false;
     int64_t bytes = 0, msgs = 0;
+    int64_t counted = 0; /* what this range has added to s->rows so far */
     if (asprintf(&out_sql, "COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT binary)", cols,
                  t->src.qname, where) < 0 ||
         asprintf(&in_sql, "COPY %s (%s) FROM STDIN (FORMAT binary)", t->tgt.qname, cols) < 0)
@@ -117,6 +118,7 @@ static bool copy_range(copy_shared *s, PGconn *src, PGconn *tgt, const copy_task
         /* COPY TO sends one CopyData message per row. */
         if ((++msgs & 1023) == 0) {
             atomic_fetch_add(&s->rows[t->ord], 1024);
+            counted += 1024;
             atomic_fetch_add(&s->bytes[t->ord], bytes);
             bytes = 0;
             if (is_failed(s)) {
@@ -127,7 +129,6 @@ static bool copy_range(copy_shared *s, PGconn *src, PGconn *tgt, const copy_task
             }
         }
     }
-    atomic_fetch_sub(&s->rows[t->ord], (msgs / 1024) * 1024);
     res = PQgetResult(src);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         char line[1024];
@@ -155,7 +156,10 @@ drain_target:
     }
     int64_t rows = strtoll(PQcmdTuples(res), NULL, 10);
     PQclear(res);
-    atomic_fetch_add(&s->rows[t->ord], rows);
+    /* Replace the running count (whole thousands) with the exact one in one
+     * step: progress readers must never see it go backwards. */
+    atomic_fetch_add(&s->rows[t->ord], rows - counted);
+    counted = rows;
     atomic_fetch_add(&s->bytes[t->ord], bytes);
     char ord[16], r[32], b[32];
     snprintf(ord, sizeof ord, "%d", t->ord);
@@ -171,6 +175,7 @@ drain_target:
     ok = pg_exec(tgt, "committing a copied range", "COMMIT");
     goto done;
 rollback:
+    atomic_fetch_sub(&s->rows[t->ord], counted);
     pg_exec(tgt, "rolling back a copied range", "ROLLBACK");
 done:
     free(out_sql);
