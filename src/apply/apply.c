@@ -147,11 +147,13 @@ apply_ctx *apply_new(pgs_migration *m)
     if (a->conn == NULL)
         goto failed;
     /* Commits do not wait for their WAL flush; apply_durable_lsn() tells
-     * which of them the target has flushed, and only those are reported. */
+     * which of them the target has flushed, and only those are reported.
+     * Non-blocking: while the server works through one statement, pump()
+     * keeps the replication stream flowing instead of blocking in send(). */
     if (!pg_exec(a->conn, "configuring the apply session",
                  "SET application_name = 'pgshift apply'; SET synchronous_commit = off;"
                  " SET lock_timeout = '30s'") ||
-        PQenterPipelineMode(a->conn) != 1) {
+        PQenterPipelineMode(a->conn) != 1 || PQsetnonblocking(a->conn, 1) != 0) {
         log_error("apply: cannot configure the target session: %s", PQerrorMessage(a->conn));
         goto failed;
     }
@@ -296,25 +298,53 @@ static const char *op_name(char op)
 
 static void batch_done(apply_ctx *a, pgs_lsn insert_lsn, pgs_lsn flush_lsn);
 
-/* Blocks until a result is ready on the apply connection, meanwhile
- * letting the owner drain its other socket (the replication stream): a
- * walsender whose client stops reading falls off its fast path and burns
- * CPU per message. False when the connection failed. */
+/* One wait on the apply connection (non-blocking, see apply_new): sends
+ * what libpq still holds, reads what the server has answered, and meanwhile
+ * lets the owner drain its other socket, the replication stream. A
+ * walsender whose client stops reading stops decoding (and falls off its
+ * fast path), so decoding and the target's work would take turns instead
+ * of overlapping. False when the connection failed. */
+static bool pump(apply_ctx *a, bool for_result)
+{
+    int unsent = PQflush(a->conn);
+    if (unsent < 0)
+        return false;
+    /* Flushing only: done. (Results of statements not yet followed by a
+     * Sync may never come; waiting for input here could hang.) */
+    if (unsent == 0 && !for_result)
+        return true;
+    struct pollfd fds[2] = {
+        {.fd = PQsocket(a->conn), .events = (short)(POLLIN | (unsent ? POLLOUT : 0))}};
+    int n = 1;
+    if (a->side_fd >= 0)
+        fds[n++] = (struct pollfd){.fd = a->side_fd, .events = POLLIN};
+    if (poll(fds, (nfds_t)n, -1) < 0 && errno != EINTR)
+        return false;
+    if (n == 2 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) && a->side_cb)
+        a->side_cb(a->side_arg);
+    if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && PQconsumeInput(a->conn) == 0)
+        return false;
+    return true;
+}
+
+/* Blocks until a result is ready on the apply connection. */
 static bool wait_result(apply_ctx *a)
 {
-    while (PQisBusy(a->conn)) {
-        struct pollfd fds[2] = {{.fd = PQsocket(a->conn), .events = POLLIN}};
-        int n = 1;
-        if (a->side_fd >= 0)
-            fds[n++] = (struct pollfd){.fd = a->side_fd, .events = POLLIN};
-        if (poll(fds, (nfds_t)n, -1) < 0 && errno != EINTR)
+    while (PQisBusy(a->conn))
+        if (!pump(a, true))
             return false;
-        if (n == 2 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) && a->side_cb)
-            a->side_cb(a->side_arg);
-        if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && PQconsumeInput(a->conn) == 0)
-            return false;
-    }
     return true;
+}
+
+/* Blocks until libpq's output buffer is in the kernel: what was sent is on
+ * its way, and the buffer holds at most one statement. */
+static bool flush_out(apply_ctx *a)
+{
+    int unsent;
+    while ((unsent = PQflush(a->conn)) == 1)
+        if (!pump(a, false))
+            return false;
+    return unsent == 0;
 }
 
 /* Reads results in order until only `keep` syncs are outstanding, never
@@ -323,7 +353,7 @@ static bool wait_result(apply_ctx *a)
 static bool consume(apply_ctx *a, int keep, bool nonblock)
 {
     char lsn[18];
-    if (nonblock && PQconsumeInput(a->conn) == 0) {
+    if (nonblock && (PQflush(a->conn) < 0 || PQconsumeInput(a->conn) == 0)) {
         if (!a->failed)
             log_error("apply: the target connection failed: %s", PQerrorMessage(a->conn));
         a->failed = true;
@@ -408,7 +438,7 @@ static bool sync_point(apply_ctx *a)
 
 static bool sent(apply_ctx *a, int ok, char op, pgs_mtable *t)
 {
-    if (ok != 1 || !q_push(a, op, t)) {
+    if (ok != 1 || !q_push(a, op, t) || !flush_out(a)) {
         log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
         a->failed = true;
         return false;
@@ -616,6 +646,11 @@ bool apply_commit_batch(apply_ctx *a, bool sync)
         goto failed;
     a->syncs++;
     a->since_sync = 0;
+    if (!flush_out(a)) {
+        log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
+        a->failed = true;
+        goto failed;
+    }
     return !a->failed;
 failed:
     apply_rollback_batch(a);

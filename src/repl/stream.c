@@ -15,6 +15,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <signal.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -26,6 +27,9 @@
 #define STATS_MS        2000
 #define BACKOFF_MAX_MS  30000
 #define CUTOVER_TICK_MS 50
+/* How much of the stream may pile up in libpq's buffer while the applier
+ * waits on the target, before the walsender is left to wait instead. */
+#define SIDE_BUFFER_MAX (4 << 20)
 
 typedef enum co_state {
     CO_NONE,   /* no cutover wanted */
@@ -49,6 +53,8 @@ typedef struct stream {
     decode_ctx dec;
     bool binary;
     pgs_lsn received;     /* end of the WAL the server has sent us */
+    long side_buffered;   /* bytes buffered by buffer_stream since the last drain */
+    bool side_full;       /* buffer_stream is off until process_buffered drains */
     pgs_lsn idle_confirm; /* keepalive position seen with nothing pending */
     double last_feedback_ms;
     pgs_lsn last_flush_sent;
@@ -176,6 +182,7 @@ static bool commit_batch(stream *s, bool sync)
 }
 
 static void process_buffered(stream *s);
+static void buffer_stream(void *arg);
 static void cutover_at_fence(stream *s);
 static void fire(stream *s, const char *event);
 static void publish(stream *s);
@@ -253,8 +260,15 @@ static void process_buffered(stream *s)
     for (;;) {
         char *buf = NULL;
         int n = PQgetCopyData(s->repl, &buf, 1);
-        if (n == 0)
+        if (n == 0) {
+            /* Drained: the applier may buffer the stream again. */
+            s->side_buffered = 0;
+            if (s->side_full) {
+                s->side_full = false;
+                apply_set_side_channel(s->apply, PQsocket(s->repl), buffer_stream, s);
+            }
             break;
+        }
         if (n < 0) {
             PGresult *res = PQgetResult(s->repl);
             char line[1024];
@@ -312,12 +326,22 @@ static void on_apply_readable(uv_poll_t *h, int status, int events)
 }
 
 /* Called while the applier waits on the target: read what the walsender
- * has sent into libpq's buffer; on_readable processes it afterwards. */
+ * has sent into libpq's buffer; process_buffered handles it afterwards. Up
+ * to SIDE_BUFFER_MAX: a target stuck on a lock must not make pgshift hold
+ * the whole backlog in memory. */
 static void buffer_stream(void *arg)
 {
     stream *s = arg;
-    if (s->repl)
-        PQconsumeInput(s->repl);
+    if (s->repl == NULL)
+        return;
+    int avail = 0;
+    if (ioctl(PQsocket(s->repl), FIONREAD, &avail) == 0 && avail > 0)
+        s->side_buffered += avail;
+    PQconsumeInput(s->repl);
+    if (s->side_buffered >= SIDE_BUFFER_MAX && !s->side_full) {
+        s->side_full = true;
+        apply_set_side_channel(s->apply, -1, NULL, NULL);
+    }
 }
 
 static void on_poll_closed(uv_handle_t *h)
@@ -349,6 +373,8 @@ static bool connect_stream(stream *s)
     s->poll->data = s;
     uv_poll_start(s->poll, UV_READABLE, on_readable);
     apply_set_side_channel(s->apply, PQsocket(s->repl), buffer_stream, s);
+    s->side_buffered = 0;
+    s->side_full = false;
     log_info("streaming from slot %s at %s", s->m->slot, decode_lsn_format(s->m->applied_lsn, lsn));
     s->backoff_ms = 0;
     return true;
