@@ -3,17 +3,20 @@
 # docs/pitfalls.md "Data fidelity" — NULLs everywhere, unchanged TOAST,
 # replica identity DEFAULT / FULL / USING INDEX, key changes, partition
 # moves, TRUNCATE (RESTART IDENTITY, CASCADE), savepoints rolled back, enum,
-# domain, arrays, jsonb, numeric, bytea, timestamptz, logical messages.
+# domain, arrays, jsonb, numeric, bytea, timestamptz, logical messages,
+# stored generated columns (never sent: the target computes them, in a
+# target made by the operator and in one pgshift creates).
 source "$(dirname "$0")/lib/common.sh"
 
 sqlf - <<'SQL' || fail "setup"
 CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN posint AS integer CHECK (VALUE > 0);
 CREATE TABLE types (id int PRIMARY KEY, e mood, d posint, arr int[], tarr text[], j jsonb,
-  n numeric(20,6), b bytea, ts timestamptz, big text, note text);
+  n numeric(20,6), b bytea, ts timestamptz, big text, note text,
+  g int GENERATED ALWAYS AS (d * 2) STORED);
 CREATE TABLE types_new (LIKE types INCLUDING ALL);
 CREATE TABLE obs (id bigserial, created_at timestamptz NOT NULL, v text, big text,
-  PRIMARY KEY (id, created_at));
+  vlen int GENERATED ALWAYS AS (length(v)) STORED, PRIMARY KEY (id, created_at));
 CREATE TABLE rfull (id int PRIMARY KEY, v text, big text);
 ALTER TABLE rfull REPLICA IDENTITY FULL;
 CREATE TABLE rfull_new (LIKE rfull INCLUDING ALL);
