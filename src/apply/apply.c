@@ -51,7 +51,7 @@ typedef struct inflight {
     long xacts;
     long changes;
     long *table_changes;
-    bool sync; /* committed with synchronous_commit on: flushed when it returns */
+    bool sync; /* committed with synchronous_commit local: flushed when it returns */
 } inflight;
 
 /* What each in-flight pipeline result belongs to. */
