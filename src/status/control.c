@@ -5,6 +5,7 @@
  * know whether the client is still there. The client side is plain blocking
  * sockets with poll() for the deadline. */
 #include "pgshift/control.h"
+#include "pgshift/connlist.h"
 #include "pgshift/log.h"
 
 #include <errno.h>
@@ -33,10 +34,10 @@ typedef enum conn_state {
 } conn_state;
 
 typedef struct conn {
+    conn_link link; /* first: s->conns holds these */
     uv_pipe_t pipe;
     uv_timer_t timer; /* read timeout */
     control_server *srv;
-    struct conn *prev, *next;
     conn_state state;
     bool closing;
     int open_handles;
@@ -56,7 +57,7 @@ struct control_server {
     control_handler handler;
     void *arg;
     unsigned read_timeout_ms;
-    conn *conns;
+    conn_list conns;
     bool closing;
     bool listener_closed;
     uint8_t scratch[SCRATCH_SIZE]; /* read buffer; reads are copied out at once */
@@ -96,7 +97,7 @@ static bool fill_addr(struct sockaddr_un *sa, const char *path)
 
 static void maybe_free_server(control_server *s)
 {
-    if (s->closing && s->listener_closed && s->conns == NULL) {
+    if (s->closing && s->listener_closed && s->conns.head == NULL) {
         free(s->path);
         free(s);
     }
@@ -108,12 +109,7 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (--c->open_handles > 0)
         return;
     control_server *s = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
+    conn_list_remove(&s->conns, &c->link);
     free(c->buf);
     free(c);
     maybe_free_server(s);
@@ -325,10 +321,7 @@ static void on_connection(uv_stream_t *server, int status)
     c->pipe.data = c;
     c->timer.data = c;
     c->open_handles = 2;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
+    conn_list_add(&s->conns, &c->link);
     int rc = uv_accept(server, (uv_stream_t *)&c->pipe);
     if (rc == 0)
         rc = uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
@@ -461,7 +454,8 @@ void control_close(control_server *s)
     /* libuv unlinks the path when it closes a bound pipe, before closing
      * the descriptor, so a new run's socket is never removed by mistake. */
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
-    for (conn *c = s->conns; c; c = c->next) {
+    for (conn_link *k = s->conns.head; k; k = k->next) {
+        conn *c = (conn *)k;
         if (c->closing)
             continue;
         if (c->call) {

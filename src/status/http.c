@@ -8,6 +8,7 @@
  * end of input) is shut down after its last response and closed when the
  * client hangs up or a short linger time has passed: closing with unread
  * input would send a reset, and the client could lose the response. */
+#include "pgshift/connlist.h"
 #include "pgshift/http.h"
 #include "pgshift/log.h"
 
@@ -29,11 +30,11 @@
 #define TEXT_PLAIN "text/plain; charset=utf-8"
 
 typedef struct conn {
+    conn_link link; /* first: s->conns holds these */
     uv_tcp_t tcp;
     uv_timer_t timer; /* idle timeout, then the linger time */
     uv_shutdown_t shutdown;
     http_server *srv;
-    struct conn *prev, *next;
     int open_handles;
     http_parser parser;
     bool closing;   /* uv_close called */
@@ -56,8 +57,7 @@ struct http_server {
     void *arg;
     int port;
     unsigned idle_timeout_ms;
-    conn *conns;
-    int nconns;
+    conn_list conns;
     bool refusing; /* at HTTP_MAX_CONNS, logged once until a slot frees */
     bool closing;
     bool listener_closed;
@@ -78,7 +78,7 @@ static void conn_finish(conn *c);
 
 static void maybe_free_server(http_server *s)
 {
-    if (s->closing && s->listener_closed && s->conns == NULL)
+    if (s->closing && s->listener_closed && s->conns.head == NULL)
         free(s);
 }
 
@@ -88,14 +88,8 @@ static void on_conn_handle_closed(uv_handle_t *h)
     if (--c->open_handles > 0)
         return;
     http_server *s = c->srv;
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        s->conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    s->nconns--;
-    if (s->nconns < HTTP_MAX_CONNS)
+    conn_list_remove(&s->conns, &c->link);
+    if (s->conns.n < HTTP_MAX_CONNS)
         s->refusing = false;
     free(c->url);
     free(c->pending);
@@ -492,7 +486,7 @@ static void on_connection(uv_stream_t *server, int status)
         log_warn("http server: accept: %s", uv_strerror(status));
         return;
     }
-    if (s->nconns >= HTTP_MAX_CONNS) {
+    if (s->conns.n >= HTTP_MAX_CONNS) {
         refuse(s);
         return;
     }
@@ -509,11 +503,7 @@ static void on_connection(uv_stream_t *server, int status)
     c->open_handles = 2;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    c->next = s->conns;
-    if (s->conns)
-        s->conns->prev = c;
-    s->conns = c;
-    s->nconns++;
+    conn_list_add(&s->conns, &c->link);
     int rc = uv_accept(server, (uv_stream_t *)&c->tcp);
     if (rc < 0) {
         log_warn("http server: accept: %s", uv_strerror(rc));
@@ -682,7 +672,7 @@ void http_close(http_server *s)
         return;
     s->closing = true;
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
-    for (conn *c = s->conns; c; c = c->next)
-        conn_close(c);
+    for (conn_link *k = s->conns.head; k; k = k->next)
+        conn_close((conn *)k);
     maybe_free_server(s);
 }
