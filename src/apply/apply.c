@@ -549,9 +549,16 @@ static void batch_done(apply_ctx *a, pgs_lsn insert_lsn, pgs_lsn flush_lsn)
 
 bool apply_poll(apply_ctx *a)
 {
-    if (a->qlen == 0)
-        return !a->failed;
-    return consume(a, 0, true);
+    if (a->qlen > 0)
+        return consume(a, 0, true);
+    /* Nothing expected, yet the socket may say the server went away (the
+     * loop calls this when it is readable): notice it now, not at the
+     * next batch. */
+    if (!a->failed && (PQconsumeInput(a->conn) == 0 || PQstatus(a->conn) == CONNECTION_BAD)) {
+        log_error("apply: the target connection failed: %s", PQerrorMessage(a->conn));
+        a->failed = true;
+    }
+    return !a->failed;
 }
 
 bool apply_finish(apply_ctx *a)
