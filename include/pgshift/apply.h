@@ -43,35 +43,51 @@ long apply_batch_changes(const apply_ctx *a);
 
 /* Sends the open batch's COMMIT at a source transaction boundary (no-op
  * without an open batch). It completes in the background: m->applied_lsn
- * moves when its result arrives (apply_poll, apply_finish, or the next
- * commit, which first waits for the one before). With `sync` the COMMIT
- * waits for its WAL flush, so the batch is durable as soon as it returns:
- * for a batch closed because everything received is applied (the end of a
- * burst, a trickle of writes), where no later commit may come to flush it
- * and the slot would wait for the WAL writer. It costs one WAL flush per
- * such batch (at most one per idle_commit_time). */
+ * moves when its result arrives (apply_poll). At most one batch is in
+ * flight: while the previous one is, the batch stays open (and may take
+ * more source transactions) and is committed by apply_poll once that one
+ * has completed. With `sync` the COMMIT waits for its WAL flush, so the
+ * batch is durable as soon as it returns: for a batch closed because
+ * everything received is applied (the end of a burst, a trickle of
+ * writes), where no later commit may come to flush it and the slot would
+ * wait for the WAL writer. It costs one WAL flush per such batch (at most
+ * one per idle_commit_time). */
 bool apply_commit_batch(apply_ctx *a, bool sync);
-/* The apply connection's socket: readable when results arrive (for
- * apply_poll). */
+
+/* Nothing in this module waits for the target. The owner's event loop
+ * watches apply_socket() for reading, and for writing while
+ * apply_want_write(), and calls apply_poll() when it is ready: that sends
+ * what libpq still holds, reads the results that have arrived and commits
+ * a deferred batch. */
 int apply_socket(const apply_ctx *a);
-/* Reads whatever results have arrived, without blocking. */
 bool apply_poll(apply_ctx *a);
-/* Waits for every result: all committed batches are confirmed or failed. */
-bool apply_finish(apply_ctx *a);
-/* While the applier blocks on the target, `cb(arg)` is called whenever
- * `fd` (the replication socket) is readable, so the caller can buffer the
- * stream (PQconsumeInput only; no processing). fd -1 turns it off. */
-void apply_set_side_channel(apply_ctx *a, int fd, void (*cb)(void *), void *arg);
+bool apply_want_write(const apply_ctx *a);
+/* May take another message: output all handed to the kernel and at most
+ * one pipeline segment outstanding. While it is false the owner stops
+ * feeding (back-pressure on the stream). */
+bool apply_ready(const apply_ctx *a);
+/* Results outstanding, output unsent or a commit deferred: the applier is
+ * not at rest yet (applied position not final). */
+bool apply_busy(const apply_ctx *a);
+bool apply_failed(const apply_ctx *a);
+/* Queues a probe of the target's WAL flush position between batches (for
+ * apply_durable_lsn); no-op while a batch is open or a probe is out. */
+bool apply_probe_flush(apply_ctx *a);
+/* Sends one statement on the state (pgshift.*) through the apply
+ * connection, in order with the batches: inside the open batch it commits
+ * with it, else on its own. Never waits. */
+bool apply_send_state(apply_ctx *a, const char *sql, int nparams, const char *const *params);
 
 /* Nothing open, nothing in flight, everything committed known flushed. */
 bool apply_idle(const apply_ctx *a);
-/* Throws the open batch away (the slot sends those changes again). */
+/* Throws the open batch away (the slot sends those changes again); sent,
+ * not waited for. */
 void apply_rollback_batch(apply_ctx *a);
 
 /* The applied LSN that is durable on the target: the end LSN of the last
  * batch whose COMMIT the target has flushed, given the target's
  * pg_current_wal_flush_lsn() (or 0: the highest flush position the
- * applier's own results showed). Batches commit with synchronous_commit off
+ * applier's own results and probes showed). Batches commit with synchronous_commit off
  * unless apply_commit_batch() was asked for a synchronous one;
  * this, never m->applied_lsn, is what may be reported as flushed. */
 pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush);

@@ -6,8 +6,6 @@
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 
-#include <errno.h>
-#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -105,9 +103,10 @@ struct apply_ctx {
     int ninflight;
     pgs_lsn chain_lsn; /* end LSN of the last batch sent: the next one chains to it */
 
-    int side_fd; /* see apply_set_side_channel */
-    void (*side_cb)(void *);
-    void *side_arg;
+    bool unsent;        /* libpq holds output the socket did not take yet */
+    bool commit_wanted; /* a commit asked for while the previous batch was in flight */
+    bool commit_wanted_sync;
+    bool probing; /* a flush-position probe is in flight */
 
     long folded; /* rows pending in all folds */
     char *abuf;  /* the set-based parameter: an array of target records */
@@ -141,15 +140,14 @@ apply_ctx *apply_new(pgs_migration *m)
         if ((a->inflight[i].table_changes = calloc((size_t)m->ntables, sizeof(long))) == NULL)
             goto failed;
     a->chain_lsn = m->applied_lsn;
-    a->side_fd = -1;
     a->conn =
         pg_connect(m->plan->target ? m->plan->target : m->plan->source, "target (apply)", false);
     if (a->conn == NULL)
         goto failed;
     /* Commits do not wait for their WAL flush; apply_durable_lsn() tells
      * which of them the target has flushed, and only those are reported.
-     * Non-blocking: while the server works through one statement, pump()
-     * keeps the replication stream flowing instead of blocking in send(). */
+     * Non-blocking: nothing here ever waits for the target; the owner's loop
+     * watches apply_socket() and calls apply_poll() (see apply.h). */
     if (!pg_exec(a->conn, "configuring the apply session",
                  "SET application_name = 'pgshift apply'; SET synchronous_commit = off;"
                  " SET lock_timeout = '30s'") ||
@@ -291,6 +289,10 @@ static const char *op_name(char op)
         return "COMMIT";
     case 'L':
         return "reading the WAL position";
+    case 'F':
+        return "reading the target's flush position";
+    case 'W':
+        return "writing the migration's state";
     default:
         return "statement";
     }
@@ -298,62 +300,24 @@ static const char *op_name(char op)
 
 static void batch_done(apply_ctx *a, pgs_lsn insert_lsn, pgs_lsn flush_lsn);
 
-/* One wait on the apply connection (non-blocking, see apply_new): sends
- * what libpq still holds, reads what the server has answered, and meanwhile
- * lets the owner drain its other socket, the replication stream. A
- * walsender whose client stops reading stops decoding (and falls off its
- * fast path), so decoding and the target's work would take turns instead
- * of overlapping. False when the connection failed. */
-static bool pump(apply_ctx *a, bool for_result)
+/* Hands what libpq holds to the kernel, as far as the socket takes it now;
+ * the rest goes when the socket is writable (apply_want_write). */
+static bool push_out(apply_ctx *a)
 {
-    int unsent = PQflush(a->conn);
-    if (unsent < 0)
+    int r = PQflush(a->conn);
+    if (r < 0)
         return false;
-    /* Flushing only: done. (Results of statements not yet followed by a
-     * Sync may never come; waiting for input here could hang.) */
-    if (unsent == 0 && !for_result)
-        return true;
-    struct pollfd fds[2] = {
-        {.fd = PQsocket(a->conn), .events = (short)(POLLIN | (unsent ? POLLOUT : 0))}};
-    int n = 1;
-    if (a->side_fd >= 0)
-        fds[n++] = (struct pollfd){.fd = a->side_fd, .events = POLLIN};
-    if (poll(fds, (nfds_t)n, -1) < 0 && errno != EINTR)
-        return false;
-    if (n == 2 && (fds[1].revents & (POLLIN | POLLHUP | POLLERR)) && a->side_cb)
-        a->side_cb(a->side_arg);
-    if ((fds[0].revents & (POLLIN | POLLHUP | POLLERR)) && PQconsumeInput(a->conn) == 0)
-        return false;
+    a->unsent = r == 1;
     return true;
 }
 
-/* Blocks until a result is ready on the apply connection. */
-static bool wait_result(apply_ctx *a)
-{
-    while (PQisBusy(a->conn))
-        if (!pump(a, true))
-            return false;
-    return true;
-}
-
-/* Blocks until libpq's output buffer is in the kernel: what was sent is on
- * its way, and the buffer holds at most one statement. */
-static bool flush_out(apply_ctx *a)
-{
-    int unsent;
-    while ((unsent = PQflush(a->conn)) == 1)
-        if (!pump(a, false))
-            return false;
-    return unsent == 0;
-}
-
-/* Reads results in order until only `keep` syncs are outstanding, never
- * past the last sync; with `nonblock`, only what has already arrived. Logs the first failure with
- * its table and operation; later errors are its consequences. */
-static bool consume(apply_ctx *a, int keep, bool nonblock)
+/* Reads, in order, the results that have already arrived, never past the
+ * last sync; never waits. Logs the first failure with its table and
+ * operation; later errors are its consequences. */
+static bool consume(apply_ctx *a)
 {
     char lsn[18];
-    if (nonblock && (PQflush(a->conn) < 0 || PQconsumeInput(a->conn) == 0)) {
+    if (!push_out(a) || PQconsumeInput(a->conn) == 0) {
         if (!a->failed)
             log_error("apply: the target connection failed: %s", PQerrorMessage(a->conn));
         a->failed = true;
@@ -361,19 +325,11 @@ static bool consume(apply_ctx *a, int keep, bool nonblock)
     }
     while (a->qlen > 0) {
         pending p = a->q[a->qhead];
-        if (p.op == 'S' && a->syncs <= keep)
-            break;
         /* Results of statements with no Sync after them may never come. */
         if (a->syncs == 0)
             break;
-        if (nonblock && PQisBusy(a->conn))
+        if (PQisBusy(a->conn))
             break;
-        if (!nonblock && !wait_result(a)) {
-            if (!a->failed)
-                log_error("apply: the target connection failed: %s", PQerrorMessage(a->conn));
-            a->failed = true;
-            return false;
-        }
         PGresult *res = PQgetResult(a->conn);
         if (p.op == 'S') {
             if (res == NULL || PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
@@ -413,7 +369,14 @@ static bool consume(apply_ctx *a, int keep, bool nonblock)
             decode_lsn_parse(PQgetvalue(res, 0, 0), &insert_lsn);
             decode_lsn_parse(PQgetvalue(res, 0, 1), &flush_lsn);
             batch_done(a, insert_lsn, flush_lsn);
+        } else if (p.op == 'F' && st == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            pgs_lsn flush_lsn = 0;
+            decode_lsn_parse(PQgetvalue(res, 0, 0), &flush_lsn);
+            if (flush_lsn > a->seen_flush)
+                a->seen_flush = flush_lsn;
         }
+        if (p.op == 'F')
+            a->probing = false;
         PQclear(res);
         /* Each query's results end with a NULL. */
         res = PQgetResult(a->conn);
@@ -433,12 +396,18 @@ static bool sync_point(apply_ctx *a)
     }
     a->syncs++;
     a->since_sync = 0;
-    return consume(a, 1, false);
+    /* PQpipelineSync sends only what the socket takes now. */
+    if (!push_out(a)) {
+        log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
+        a->failed = true;
+        return false;
+    }
+    return true;
 }
 
 static bool sent(apply_ctx *a, int ok, char op, pgs_mtable *t)
 {
-    if (ok != 1 || !q_push(a, op, t) || !flush_out(a)) {
+    if (ok != 1 || !q_push(a, op, t) || !push_out(a)) {
         log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
         a->failed = true;
         return false;
@@ -500,12 +469,11 @@ void apply_rollback_batch(apply_ctx *a)
         PQpipelineSync(a->conn);
         q_push(a, 'S', NULL);
         a->syncs++;
+        push_out(a);
     }
-    /* Batches already committed and in flight complete (or fail) here. */
-    bool was = a->failed;
-    if (a->qlen > 0)
-        consume(a, 0, false);
-    a->failed = was || a->failed;
+    /* Batches already committed and in flight complete (or fail) as their
+     * results arrive (apply_poll). */
+    a->commit_wanted = a->commit_wanted_sync = false;
     a->batch_open = false;
     a->in_xact = false;
     a->skipping = false;
@@ -547,10 +515,15 @@ static void batch_done(apply_ctx *a, pgs_lsn insert_lsn, pgs_lsn flush_lsn)
     a->inflight[a->ninflight].table_changes = tc;
 }
 
+static void commit_deferred(apply_ctx *a);
+
 bool apply_poll(apply_ctx *a)
 {
-    if (a->qlen > 0)
-        return consume(a, 0, true);
+    if (a->qlen > 0 || a->unsent) {
+        consume(a);
+        commit_deferred(a);
+        return !a->failed;
+    }
     /* Nothing expected, yet the socket may say the server went away (the
      * loop calls this when it is readable): notice it now, not at the
      * next batch. */
@@ -561,18 +534,24 @@ bool apply_poll(apply_ctx *a)
     return !a->failed;
 }
 
-bool apply_finish(apply_ctx *a)
+bool apply_busy(const apply_ctx *a)
 {
-    if (a->qlen == 0)
-        return !a->failed;
-    return consume(a, 0, false);
+    return a->qlen > 0 || a->unsent || a->commit_wanted;
 }
 
-void apply_set_side_channel(apply_ctx *a, int fd, void (*cb)(void *), void *arg)
+bool apply_ready(const apply_ctx *a)
 {
-    a->side_fd = fd;
-    a->side_cb = cb;
-    a->side_arg = arg;
+    return !a->failed && !a->unsent && a->syncs <= 1;
+}
+
+bool apply_want_write(const apply_ctx *a)
+{
+    return a->unsent;
+}
+
+bool apply_failed(const apply_ctx *a)
+{
+    return a->failed;
 }
 
 int apply_socket(const apply_ctx *a)
@@ -580,9 +559,38 @@ int apply_socket(const apply_ctx *a)
     return PQsocket(a->conn);
 }
 
+/* Asks the target where its WAL is flushed, so that asynchronously
+ * committed batches can be confirmed (apply_durable_lsn); only between
+ * batches, and one probe at a time. */
+bool apply_probe_flush(apply_ctx *a)
+{
+    if (a->failed || a->batch_open || a->probing || a->nunflushed == 0)
+        return true;
+    if (!sent(a,
+              PQsendQueryParams(a->conn, "SELECT pg_current_wal_flush_lsn()", 0, NULL, NULL, NULL,
+                                NULL, 0),
+              'F', NULL) ||
+        !sync_point(a))
+        return false;
+    a->probing = true;
+    return true;
+}
+
+bool apply_send_state(apply_ctx *a, const char *sql, int nparams, const char *const *params)
+{
+    if (a->failed)
+        return false;
+    if (!sent(a, PQsendQueryParams(a->conn, sql, nparams, NULL, params, NULL, NULL, 0), 'W', NULL))
+        return false;
+    /* Inside an open batch it commits with it; alone, it is its own
+     * transaction. */
+    return a->batch_open || sync_point(a);
+}
+
 bool apply_idle(const apply_ctx *a)
 {
-    return !a->failed && !a->batch_open && !a->in_xact && a->qlen == 0 && a->nunflushed == 0;
+    return !a->failed && !a->batch_open && !a->in_xact && a->qlen == 0 && !a->unsent &&
+           a->nunflushed == 0;
 }
 
 /* Sends the batch's progress row and COMMIT without waiting for them: the
@@ -597,10 +605,16 @@ bool apply_commit_batch(apply_ctx *a, bool sync)
         log_error("apply: internal error: commit requested inside a source transaction");
         return false;
     }
+    /* At most one batch in flight: the one before must have completed. If
+     * it has not, this batch stays open (and may grow) until it has:
+     * apply_poll commits it then. */
+    if (a->ninflight > 0) {
+        a->commit_wanted = true;
+        a->commit_wanted_sync = a->commit_wanted_sync || sync;
+        return !a->failed;
+    }
+    a->commit_wanted = a->commit_wanted_sync = false;
     if (!flush_folds(a))
-        goto failed;
-    /* At most one batch in flight: wait for the one before. */
-    if (a->ninflight > 0 && !consume(a, 0, false))
         goto failed;
     char lsn[18], prev[18], ts[40], xacts[24], changes[24];
     decode_lsn_format(a->batch_end_lsn, lsn);
@@ -653,7 +667,7 @@ bool apply_commit_batch(apply_ctx *a, bool sync)
         goto failed;
     a->syncs++;
     a->since_sync = 0;
-    if (!flush_out(a)) {
+    if (!push_out(a)) {
         log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
         a->failed = true;
         goto failed;
@@ -662,6 +676,19 @@ bool apply_commit_batch(apply_ctx *a, bool sync)
 failed:
     apply_rollback_batch(a);
     return false;
+}
+
+/* A commit asked for while the previous batch was in flight, once that
+ * batch has completed and the stream is between source transactions. */
+static void commit_deferred(apply_ctx *a)
+{
+    if (!a->commit_wanted || a->ninflight > 0 || a->in_xact || a->failed)
+        return;
+    if (!a->batch_open) {
+        a->commit_wanted = a->commit_wanted_sync = false;
+        return;
+    }
+    apply_commit_batch(a, a->commit_wanted_sync);
 }
 
 /* ---- set-based apply (fold.h) ---- */
@@ -1375,6 +1402,7 @@ bool apply_message(apply_ctx *a, const decode_msg *msg)
             a->stats.xacts++;
         }
         a->skipping = false;
+        commit_deferred(a);
         break;
     case DECODE_RELATION:
         ok = on_relation(a, &msg->u.relation);

@@ -1,9 +1,18 @@
 /* stream.c: the catch-up loop on libuv. One loop owns the replication
- * socket (uv_poll on PQsocket), the feedback, batch, stats and reconnect
- * timers, and the signal handlers. Decoded messages go to the applier; the
- * flush position reported to the server is only ever what the applier has
- * durably committed (or, when nothing is pending, the keepalive position). */
+ * socket (uv_poll on PQsocket), the apply connection's socket, the source
+ * monitor (aquery.h), the feedback, batch, stats and reconnect timers, and
+ * the signal handlers. Decoded messages go to the applier; the flush
+ * position reported to the server is only ever what the applier has
+ * durably committed (or, when nothing is pending, the keepalive position).
+ *
+ * Nothing on this loop waits for a server: the applier sends and reads
+ * without blocking (apply.h), the monitor's queries complete in callbacks,
+ * and while the applier cannot take more, the stream is held back by
+ * buffering at most SIDE_BUFFER_MAX in libpq and then stopping the
+ * replication socket's poll handle. A slow or silent target therefore
+ * never keeps SIGTERM, the control socket or the timers waiting. */
 #include "pgshift/apply.h"
+#include "pgshift/aquery.h"
 #include "pgshift/control.h"
 #include "pgshift/cutover.h"
 #include "pgshift/hooks.h"
@@ -30,18 +39,34 @@
 /* How much of the stream may pile up in libpq's buffer while the applier
  * waits on the target, before the walsender is left to wait instead. */
 #define SIDE_BUFFER_MAX (4 << 20)
+/* How long a stop waits for the target to answer the batch in flight. */
+#define STOP_WAIT_MS 1500
+/* A monitor query unanswered this long: the connection is replaced. */
+#define MONITOR_STUCK_MS 30000
 
 typedef enum co_state {
-    CO_NONE,   /* no cutover wanted */
-    CO_WANTED, /* waiting for readiness or the next attempt */
-    CO_FENCE,  /* locks held, fence emitted: applying up to it */
+    CO_NONE,     /* no cutover wanted */
+    CO_WANTED,   /* waiting for readiness or the next attempt */
+    CO_RESTING,  /* ready to lock: the stream is held while the applier comes to rest */
+    CO_FENCE,    /* locks held, fence emitted: applying up to it */
+    CO_AT_FENCE, /* fence reached: the stream is held while the last batch commits */
 } co_state;
 
 typedef struct stream {
     pgs_migration *m;
     uv_loop_t loop;
     uv_poll_t *poll;      /* one per connection: the socket can change on reconnect */
+    bool poll_stopped;    /* held back: SIDE_BUFFER_MAX buffered while the applier was busy */
+    bool stalled;         /* process_buffered stopped before libpq's buffer was drained */
+    bool hold;            /* the cutover holds the stream (CO_RESTING, CO_AT_FENCE) */
     uv_poll_t apply_poll; /* the apply connection: batch results as they arrive */
+    bool apply_polling;
+    aquery *mon;         /* the source monitor: WAL position, slot health */
+    double mon_retry_ms; /* when to open a new monitor connection */
+    uv_timer_t stop_timer;
+    bool finished; /* finish_stop ran */
+    bool pausing;  /* settling the applier for `pgshift pause` */
+    control_call *pause_call;
     uv_timer_t feedback_timer;
     uv_timer_t batch_timer;
     uv_timer_t stats_timer;
@@ -99,6 +124,8 @@ typedef struct stream {
     double co_last_window_ms;  /* what the application waited in the last attempt */
     char co_nonce[128];
     pgs_lsn co_fence_lsn;
+    uint64_t co_lag_bytes; /* when the attempt was decided */
+    double co_fence_ms;    /* fence sent -> reached */
     cutover_blocker co_blocker;
     bool co_have_blocker;
     double co_last_wait_log_ms;
@@ -121,16 +148,9 @@ static void stop_loop(stream *s, int code);
  * last keepalive position. */
 static pgs_lsn flush_position(stream *s)
 {
-    if (!apply_poll(s->apply)) {
-        stop_loop(s, 1);
-        return apply_durable_lsn(s->apply, 0);
-    }
-    pgs_lsn target_flush = 0;
-    PGresult *res = PQexec(s->m->tgt, "SELECT pg_current_wal_flush_lsn()");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK)
-        decode_lsn_parse(PQgetvalue(res, 0, 0), &target_flush);
-    PQclear(res);
-    pgs_lsn f = apply_durable_lsn(s->apply, target_flush);
+    /* The target's flush position comes with each batch's result and
+     * with the probes on_feedback queues (apply_probe_flush). */
+    pgs_lsn f = apply_durable_lsn(s->apply, 0);
     if (apply_idle(s->apply) && s->idle_confirm > f)
         f = s->idle_confirm;
     return f;
@@ -165,6 +185,7 @@ static void feedback_after_batch(stream *s)
 }
 
 static void disconnect(stream *s, bool retry);
+static void update_apply_poll(stream *s);
 
 /* `sync` for a batch closed because everything the walsender had sent is
  * applied (see apply_commit_batch): at the end of a burst no later commit
@@ -182,7 +203,6 @@ static bool commit_batch(stream *s, bool sync)
 }
 
 static void process_buffered(stream *s);
-static void buffer_stream(void *arg);
 static void cutover_at_fence(stream *s);
 static void fire(stream *s, const char *event);
 static void publish(stream *s);
@@ -190,12 +210,11 @@ static void publish(stream *s);
 static void on_batch_timer(uv_timer_t *t)
 {
     stream *s = t->data;
+    if (s->stopping || s->hold)
+        return;
     if (apply_batch_open(s->apply) && !apply_in_xact(s->apply))
         commit_batch(s, true);
-    /* Waiting on the target may have buffered more of the stream, which
-     * the socket will not announce again. */
-    if (!s->stopping && s->repl)
-        process_buffered(s);
+    update_apply_poll(s);
 }
 
 static bool handle_copydata(stream *s, const uint8_t *buf, size_t len)
@@ -232,7 +251,7 @@ static bool handle_copydata(stream *s, const uint8_t *buf, size_t len)
         msg.u.message.len == strlen(s->co_nonce) &&
         memcmp(msg.u.message.content, s->co_nonce, msg.u.message.len) == 0) {
         cutover_at_fence(s);
-        return true;
+        return !s->stopping || s->exit_code != 1;
     }
     if (msg.kind == DECODE_COMMIT &&
         (apply_batch_changes(s->apply) >= s->m->plan->apply.batch_changes ||
@@ -244,28 +263,52 @@ static bool handle_copydata(stream *s, const uint8_t *buf, size_t len)
 static void on_readable(uv_poll_t *h, int status, int events)
 {
     stream *s = h->data;
+    if (s->repl == NULL)
+        return;
+    int avail = 0;
+    if (s->stalled && ioctl(PQsocket(s->repl), FIONREAD, &avail) == 0 && avail > 0)
+        s->side_buffered += avail;
     if (status < 0 || PQconsumeInput(s->repl) == 0) {
         log_warn("replication connection lost: %s",
                  status < 0 ? uv_strerror(status) : PQerrorMessage(s->repl));
         disconnect(s, true);
         return;
     }
-    process_buffered(s);
+    if (!s->stalled) {
+        process_buffered(s);
+        return;
+    }
+    /* The applier cannot take more (or the cutover holds the stream): keep
+     * the walsender decoding into libpq's buffer, up to SIDE_BUFFER_MAX;
+     * past that, stop reading and let it wait. */
+    if (s->side_buffered >= SIDE_BUFFER_MAX && !s->poll_stopped) {
+        uv_poll_stop(s->poll);
+        s->poll_stopped = true;
+    }
 }
 
 /* Decodes and applies every message libpq holds, then commits a batch
  * that has waited long enough (or arms the batch timer). */
 static void process_buffered(stream *s)
 {
+    s->stalled = false;
     for (;;) {
+        if (s->stopping || s->repl == NULL)
+            return;
+        if (s->hold || !apply_ready(s->apply)) {
+            /* Back-pressure: continue_after_apply comes back here. */
+            s->stalled = true;
+            update_apply_poll(s);
+            return;
+        }
         char *buf = NULL;
         int n = PQgetCopyData(s->repl, &buf, 1);
         if (n == 0) {
-            /* Drained: the applier may buffer the stream again. */
+            /* Drained: read the socket again. */
             s->side_buffered = 0;
-            if (s->side_full) {
-                s->side_full = false;
-                apply_set_side_channel(s->apply, PQsocket(s->repl), buffer_stream, s);
+            if (s->poll_stopped) {
+                s->poll_stopped = false;
+                uv_poll_start(s->poll, UV_READABLE, on_readable);
             }
             break;
         }
@@ -288,12 +331,6 @@ static void process_buffered(stream *s)
         if (s->stopping)
             return;
     }
-    /* Collect results of the batch in flight, if they are there. */
-    if (!apply_poll(s->apply)) {
-        stop_loop(s, 1);
-        return;
-    }
-    feedback_after_batch(s);
     /* Nothing more buffered: commit a batch that has waited long enough,
      * or come back for it shortly. */
     if (apply_batch_open(s->apply) && !apply_in_xact(s->apply)) {
@@ -304,44 +341,72 @@ static void process_buffered(stream *s)
         else
             uv_timer_start(&s->batch_timer, on_batch_timer, (uint64_t)(wait - age) + 1, 0);
     }
+    update_apply_poll(s);
+}
+
+static void on_apply_ready(uv_poll_t *h, int status, int events);
+
+/* Watches the apply socket for results, and for room to write while
+ * libpq holds output the kernel has not taken. */
+static void update_apply_poll(stream *s)
+{
+    if (!s->apply_polling || s->finished)
+        return;
+    int ev = UV_READABLE | (apply_want_write(s->apply) ? UV_WRITABLE : 0);
+    uv_poll_start(&s->apply_poll, ev, on_apply_ready);
+}
+
+static void finish_stop(stream *s);
+static void finish_pause(stream *s);
+static void co_lock(stream *s);
+static void co_swap(stream *s);
+
+/* The applier made progress (results, room to write): whatever waited for
+ * it goes on. */
+static void continue_after_apply(stream *s)
+{
+    if (s->stopping) {
+        if (!apply_busy(s->apply) || apply_failed(s->apply))
+            finish_stop(s);
+        else
+            update_apply_poll(s);
+        return;
+    }
+    update_apply_poll(s);
+    if (apply_busy(s->apply))
+        ; /* the rest needs the applier at rest */
+    else if (s->pausing)
+        finish_pause(s);
+    else if (s->co_state == CO_RESTING)
+        co_lock(s);
+    else if (s->co_state == CO_AT_FENCE)
+        co_swap(s);
+    if (!s->stopping && s->repl && s->stalled && !s->hold && apply_ready(s->apply))
+        process_buffered(s);
 }
 
 /* Results of committed batches arrive while the loop waits on the stream. */
-static void on_apply_readable(uv_poll_t *h, int status, int events)
+static void on_apply_ready(uv_poll_t *h, int status, int events)
 {
     (void)events;
     stream *s = h->data;
-    if (s->stopping)
-        return;
     if (status < 0) {
         log_error("apply: watching the target connection failed: %s", uv_strerror(status));
-        stop_loop(s, 1);
+        if (s->stopping)
+            finish_stop(s);
+        else
+            stop_loop(s, 1);
         return;
     }
     if (!apply_poll(s->apply)) {
-        stop_loop(s, 1);
+        if (s->stopping)
+            finish_stop(s);
+        else
+            stop_loop(s, 1);
         return;
     }
     feedback_after_batch(s);
-}
-
-/* Called while the applier waits on the target: read what the walsender
- * has sent into libpq's buffer; process_buffered handles it afterwards. Up
- * to SIDE_BUFFER_MAX: a target stuck on a lock must not make pgshift hold
- * the whole backlog in memory. */
-static void buffer_stream(void *arg)
-{
-    stream *s = arg;
-    if (s->repl == NULL)
-        return;
-    int avail = 0;
-    if (ioctl(PQsocket(s->repl), FIONREAD, &avail) == 0 && avail > 0)
-        s->side_buffered += avail;
-    PQconsumeInput(s->repl);
-    if (s->side_buffered >= SIDE_BUFFER_MAX && !s->side_full) {
-        s->side_full = true;
-        apply_set_side_channel(s->apply, -1, NULL, NULL);
-    }
+    continue_after_apply(s);
 }
 
 static void on_poll_closed(uv_handle_t *h)
@@ -372,9 +437,9 @@ static bool connect_stream(stream *s)
     }
     s->poll->data = s;
     uv_poll_start(s->poll, UV_READABLE, on_readable);
-    apply_set_side_channel(s->apply, PQsocket(s->repl), buffer_stream, s);
     s->side_buffered = 0;
-    s->side_full = false;
+    s->poll_stopped = false;
+    s->stalled = false;
     log_info("streaming from slot %s at %s", s->m->slot, decode_lsn_format(s->m->applied_lsn, lsn));
     s->backoff_ms = 0;
     return true;
@@ -395,7 +460,14 @@ static void schedule_reconnect(stream *s)
 static void on_reconnect(uv_timer_t *t)
 {
     stream *s = t->data;
-    if (!s->stopping && !s->paused && !connect_stream(s))
+    if (s->stopping || s->paused || s->pausing)
+        return;
+    /* The stream restarts from the applied position: wait until it is final. */
+    if (apply_busy(s->apply)) {
+        uv_timer_start(&s->reconnect_timer, on_reconnect, 100, 0);
+        return;
+    }
+    if (!connect_stream(s))
         schedule_reconnect(s);
 }
 
@@ -403,7 +475,9 @@ static void on_reconnect(uv_timer_t *t)
  * differ after a reconnect, so the handle goes with it). */
 static void detach_poll(stream *s)
 {
-    apply_set_side_channel(s->apply, -1, NULL, NULL);
+    s->stalled = false;
+    s->poll_stopped = false;
+    s->side_buffered = 0;
     if (s->poll) {
         uv_poll_stop(s->poll);
         uv_close((uv_handle_t *)s->poll, on_poll_closed);
@@ -411,41 +485,39 @@ static void detach_poll(stream *s)
     }
 }
 
-/* Brings the applier to rest: complete source transactions are committed,
- * a half-received one (or everything, after a failure) is rolled back —
- * the slot sends those again — and every result is waited for, so
- * m->applied_lsn is final. False when something failed. */
-static bool settle_apply(stream *s, bool failed)
+/* Starts bringing the applier to rest: complete source transactions are
+ * committed, a half-received one (or everything, after a failure) is
+ * rolled back — the slot sends those again. m->applied_lsn is final once
+ * apply_busy() is false; continue_after_apply goes on from there. */
+static void settle_apply(stream *s, bool failed)
 {
-    bool ok = true;
-    if (failed)
+    if (failed || apply_failed(s->apply))
         apply_rollback_batch(s->apply);
     else if (apply_batch_open(s->apply)) {
         if (apply_in_xact(s->apply))
             apply_rollback_batch(s->apply);
         else
-            ok = apply_commit_batch(s->apply, true);
+            apply_commit_batch(s->apply, true);
     }
-    return apply_finish(s->apply) && ok;
+    update_apply_poll(s);
 }
 
-/* Drops the replication connection and, unless the applier failed,
- * reconnects from the applied position. */
+/* Drops the replication connection and reconnects from the applied
+ * position once the applier is at rest (on_reconnect waits for that). */
 static void disconnect(stream *s, bool retry)
 {
     detach_poll(s);
-    if (!settle_apply(s, false))
-        retry = false, s->exit_code = 1;
+    settle_apply(s, false);
     if (s->repl) {
         PQfinish(s->repl);
         s->repl = NULL;
     }
     if (s->stopping)
         return;
-    if (retry)
+    if (retry && !apply_failed(s->apply))
         schedule_reconnect(s);
     else
-        stop_loop(s, s->exit_code);
+        stop_loop(s, 1);
 }
 
 static void close_handle(uv_handle_t *h, void *arg)
@@ -455,6 +527,14 @@ static void close_handle(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
+static void on_stop_deadline(uv_timer_t *t)
+{
+    finish_stop(t->data);
+}
+
+/* Stops the run: the stream is no longer read, the applier is brought to
+ * rest, and finish_stop ends the loop once it is — or after STOP_WAIT_MS
+ * when the target does not answer. */
 static void stop_loop(stream *s, int code)
 {
     if (s->stopping)
@@ -470,16 +550,41 @@ static void stop_loop(stream *s, int code)
                       s->m->phase == PGS_PHASE_DONE ? "cut over" : "pgshift run stopped", NULL);
         s->co_call = NULL;
     }
+    if (s->pause_call) {
+        control_reply(s->pause_call, false, "pgshift run stopped", NULL);
+        s->pause_call = NULL;
+    }
     control_close(s->ctl);
     s->ctl = NULL;
     detach_poll(s);
-    if (!settle_apply(s, code == 1))
+    uv_timer_stop(&s->batch_timer);
+    uv_timer_stop(&s->reconnect_timer);
+    settle_apply(s, code == 1);
+    uv_timer_start(&s->stop_timer, on_stop_deadline, STOP_WAIT_MS, 0);
+    continue_after_apply(s);
+}
+
+/* The applier is at rest (or the target did not answer in time): confirm
+ * what is durable, close everything, and let the loop end. */
+static void finish_stop(stream *s)
+{
+    if (s->finished)
+        return;
+    s->finished = true;
+    char lsn[18];
+    if (apply_failed(s->apply) && s->exit_code != 1)
         s->exit_code = 1;
+    else if (apply_busy(s->apply))
+        log_warn("the target did not answer within %d ms; stopping without waiting for it: "
+                 "nothing past %s is confirmed to the slot, and `pgshift run` resumes from there",
+                 STOP_WAIT_MS, decode_lsn_format(apply_durable_lsn(s->apply, 0), lsn));
     if (s->repl) {
         send_feedback(s, false);
         PQfinish(s->repl);
         s->repl = NULL;
     }
+    aquery_close(s->mon);
+    s->mon = NULL;
     uv_walk(&s->loop, close_handle, NULL);
 }
 
@@ -495,25 +600,86 @@ static void on_signal(uv_signal_t *h, int signum)
 static void on_feedback(uv_timer_t *t)
 {
     stream *s = t->data;
+    if (s->stopping)
+        return;
+    /* Asynchronous commits become durable when the target flushes them:
+     * ask where that is (its answer moves apply_durable_lsn). */
+    if (!apply_probe_flush(s->apply)) {
+        stop_loop(s, 1);
+        return;
+    }
+    update_apply_poll(s);
+    /* A stream held back while the applier was busy goes on when the
+     * applier's socket reports progress (continue_after_apply); should the
+     * applier have become ready without a report, go on from here. */
+    if (s->repl && s->stalled && !s->hold && apply_ready(s->apply)) {
+        log_debug("stream held back with the applier ready: reading on");
+        process_buffered(s);
+    }
     if (now_ms() - s->last_feedback_ms >= FEEDBACK_MS * 0.9)
         send_feedback(s, false);
 }
 
-/* Samples the source's WAL position and the slot, updates rates, the
- * phase and the stats row that `pgshift status` reads. */
+/* The source monitor's connection, opened again (at most every 10 s) when
+ * it failed or a query of it hung. False while there is none. */
+static bool monitor_ready(stream *s)
+{
+    if (s->mon && aquery_busy(s->mon) && aquery_waited_ms(s->mon) > MONITOR_STUCK_MS) {
+        log_warn("source monitor: no answer in %d s; opening a new connection",
+                 MONITOR_STUCK_MS / 1000);
+        aquery_close(s->mon);
+        s->mon = NULL;
+    }
+    if (s->mon && aquery_broken(s->mon)) {
+        aquery_close(s->mon);
+        s->mon = NULL;
+        s->mon_retry_ms = now_ms() + 10000;
+    }
+    if (s->mon == NULL && now_ms() >= s->mon_retry_ms) {
+        s->mon_retry_ms = now_ms() + 10000;
+        PGconn *c = pg_connect(s->m->plan->source, "source (monitor)", false);
+        s->mon = c ? aquery_open(&s->loop, c, "sampling the source") : NULL;
+    }
+    return s->mon != NULL && !aquery_busy(s->mon);
+}
+
+/* Writes the phase through the apply connection, in order with the
+ * batches, without waiting (the loop must not). */
+static void persist_phase(stream *s, pgs_phase phase, const char *error)
+{
+    s->m->phase = phase;
+    if (!apply_send_state(s->apply,
+                          "UPDATE pgshift.migrations SET phase = $2, error = $3,"
+                          "  updated_at = now() WHERE name = $1",
+                          3, (const char *[]){s->m->plan->name, pgs_phase_name(phase), error}))
+        stop_loop(s, 1);
+    update_apply_poll(s);
+}
+
+static void on_sample(void *arg, const PGresult *res);
+
+/* Samples the source's WAL position and the slot (on_sample has the rest). */
 static void on_stats(uv_timer_t *t)
 {
     stream *s = t->data;
+    if (s->stopping || !monitor_ready(s))
+        return;
+    aquery_send(s->mon,
+                "SELECT pg_current_wal_lsn(),"
+                "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"
+                "    WHERE slot_name = $1),"
+                "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"
+                "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1)",
+                1, (const char *[]){s->m->slot}, on_sample, s);
+}
+
+/* Updates rates, the phase and the stats row that `pgshift status` reads
+ * from a sample of the source. */
+static void on_sample(void *arg, const PGresult *res)
+{
+    stream *s = arg;
     pgs_migration *m = s->m;
-    PGresult *res =
-        pg_query(m->src, "sampling the source",
-                 "SELECT pg_current_wal_lsn(),"
-                 "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"
-                 "    WHERE slot_name = $1),"
-                 "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"
-                 "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1)",
-                 1, (const char *[]){m->slot});
-    if (res == NULL)
+    if (res == NULL || s->stopping)
         return;
     pgs_lsn cur = 0;
     decode_lsn_parse(PQgetvalue(res, 0, 0), &cur);
@@ -522,7 +688,6 @@ static void on_stats(uv_timer_t *t)
     snprintf(wal_status, sizeof wal_status, "%s", PQgetvalue(res, 0, 2));
     bool safe_null = PQgetisnull(res, 0, 3);
     long long safe = atoll(PQgetvalue(res, 0, 3));
-    PQclear(res);
 
     double t_ms = now_ms();
     bool have_rates = s->last_stats_ms > 0; /* rates need two samples */
@@ -592,10 +757,10 @@ static void on_stats(uv_timer_t *t)
     snprintf(s->wal_status, sizeof s->wal_status, "%s", wal_status);
     pgs_phase phase =
         lag <= m->plan->cutover.max_lag_bytes ? PGS_PHASE_READY : PGS_PHASE_CATCHING_UP;
-    if (phase != m->phase && m->phase != PGS_PHASE_CUTTING_OVER && !s->paused) {
+    if (phase != m->phase && m->phase != PGS_PHASE_CUTTING_OVER && !s->paused && !s->pausing) {
         log_info("phase %s -> %s (lag %llu bytes)", pgs_phase_name(m->phase), pgs_phase_name(phase),
                  (unsigned long long)lag);
-        state_set_phase(m, phase, NULL);
+        persist_phase(s, phase, NULL);
         if (phase == PGS_PHASE_READY)
             fire(s, "ready");
     }
@@ -610,14 +775,17 @@ static void on_stats(uv_timer_t *t)
         json_object_set_new(o, "eta_seconds", json_null());
     char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    if (js) {
-        PGresult *w = pg_query(m->tgt, "writing stats",
-                               "UPDATE pgshift.migrations SET stats = $2::jsonb, updated_at = now()"
-                               " WHERE name = $1",
-                               2, (const char *[]){m->plan->name, js});
-        PQclear(w);
-        free(js);
+    /* Written through the applier, in order with its batches; skipped
+     * while it cannot take more (a stuck target must not pile them up). */
+    if (js && apply_ready(s->apply)) {
+        if (!apply_send_state(s->apply,
+                              "UPDATE pgshift.migrations SET stats = $2::jsonb, updated_at = now()"
+                              " WHERE name = $1",
+                              2, (const char *[]){m->plan->name, js}))
+            stop_loop(s, 1);
+        update_apply_poll(s);
     }
+    free(js);
     publish(s);
     if (t_ms - s->last_log_ms >= 10000) {
         char a[18], eta_txt[32];
@@ -634,6 +802,16 @@ static void on_stats(uv_timer_t *t)
 }
 
 /* ---- cutover (cutover.h has the steps) ---- */
+
+/* The cutover no longer holds the stream: read on. */
+static void release_hold(stream *s)
+{
+    if (!s->hold)
+        return;
+    s->hold = false;
+    if (!s->stopping && s->repl)
+        process_buffered(s);
+}
 
 static void co_reply(stream *s, bool ok, const char *msg)
 {
@@ -667,6 +845,7 @@ static void co_give_up(stream *s, const char *why)
     s->co_backoff_ms = 0;
     uv_timer_stop(&s->co_timer);
     s->m->phase = PGS_PHASE_READY; /* the next stats sample corrects it */
+    release_hold(s);
 }
 
 /* An attempt that did not get (or keep) its locks: wait, catch up, retry. */
@@ -689,6 +868,7 @@ static void co_attempt_failed(stream *s, const char *why, double app_wait_ms)
     s->co_state = CO_WANTED;
     log_warn("cutover attempt %d/%d: %s; the application waited %.0f ms; retrying in %d ms",
              s->co_attempts, s->m->plan->cutover.attempts, why, app_wait_ms, s->co_backoff_ms);
+    release_hold(s);
 }
 
 /* Re-reads the plan's postpone settings when the file changes, so that an
@@ -730,20 +910,29 @@ static bool co_postponed(stream *s)
     return why[0] != '\0';
 }
 
-/* Bytes between the source's WAL position and what is applied. */
-static bool co_lag(stream *s, uint64_t *lag)
+static void co_try(stream *s, pgs_lsn source_lsn);
+
+/* The source's insert position, for the lag the cutover waits on: asked
+ * through the monitor, co_try goes on with the answer. */
+static void on_co_lsn(void *arg, const PGresult *res)
 {
-    char *v = pg_query_value(s->m->src, "reading the source WAL position",
-                             "SELECT pg_current_wal_insert_lsn()", 0, NULL, NULL);
+    stream *s = arg;
     pgs_lsn cur = 0;
-    bool ok = v && decode_lsn_parse(v, &cur);
-    free(v);
-    pgs_lsn applied = s->m->applied_lsn > s->idle_confirm ? s->m->applied_lsn : s->idle_confirm;
-    *lag = cur > applied ? cur - applied : 0;
-    return ok;
+    if (res == NULL || s->stopping || s->co_state != CO_WANTED ||
+        !decode_lsn_parse(PQgetvalue(res, 0, 0), &cur))
+        return;
+    co_try(s, cur);
 }
 
-static void co_try(stream *s)
+static void co_ask_lsn(stream *s)
+{
+    if (monitor_ready(s))
+        aquery_send(s->mon, "SELECT pg_current_wal_insert_lsn()", 0, NULL, on_co_lsn, s);
+}
+
+/* A cutover is wanted: when the lag allows and nothing refuses, bring the
+ * applier to rest (co_lock goes on once it is). */
+static void co_try(stream *s, pgs_lsn source_lsn)
 {
     pgs_migration *m = s->m;
     double t = now_ms();
@@ -751,13 +940,13 @@ static void co_try(stream *s)
         return;
     if (s->co_call == NULL && co_postponed(s))
         return;
-    if (s->paused)
+    if (s->paused || s->pausing)
         return;
     if (atomic_load(&m->analyzing) || apply_in_xact(s->apply))
         return;
-    uint64_t lag = 0;
-    if (!co_lag(s, &lag))
-        return;
+    pgs_lsn applied = m->applied_lsn > s->idle_confirm ? m->applied_lsn : s->idle_confirm;
+    uint64_t lag = source_lsn > applied ? source_lsn - applied : 0;
+    s->co_lag_bytes = lag;
     if (lag > m->plan->cutover.max_lag_bytes) {
         if (t - s->co_last_wait_log_ms > 10000) {
             log_info("cutover waits for the lag to drop under cutover.max_lag (%.1f MB; now "
@@ -782,21 +971,30 @@ static void co_try(stream *s)
             s->co_next_try_ms = t + 5000;
         return;
     }
-    /* Bring the applier to rest so that it holds no lock on the targets. */
-    if (apply_batch_open(s->apply) && !apply_commit_batch(s->apply, true)) {
-        stop_loop(s, 1);
+    /* Bring the applier to rest so that it holds no lock on the targets:
+     * the stream is held, the open batch committed. */
+    s->hold = true;
+    s->co_state = CO_RESTING;
+    if (apply_batch_open(s->apply) && !commit_batch(s, true))
         return;
-    }
-    if (!apply_finish(s->apply)) {
-        stop_loop(s, 1);
-        return;
-    }
+    update_apply_poll(s);
+    if (!apply_busy(s->apply))
+        co_lock(s);
+}
+
+/* The applier is at rest: lock, emit the fence, and let the stream run up
+ * to it. Taking the locks waits at most cutover.lock_timeout. */
+static void co_lock(stream *s)
+{
+    pgs_migration *m = s->m;
     s->co_attempts++;
+    s->co_state = CO_WANTED;
     m->phase = PGS_PHASE_CUTTING_OVER;
     if (s->co_attempts == 1)
         fire(s, "cutover_started");
     log_info("cutover attempt %d/%d: locking (lag %.1f kB, lock_timeout %d ms)", s->co_attempts,
-             m->plan->cutover.attempts, (double)lag / 1024.0, m->plan->cutover.lock_timeout_ms);
+             m->plan->cutover.attempts, (double)s->co_lag_bytes / 1024.0,
+             m->plan->cutover.lock_timeout_ms);
     double t0 = now_ms();
     int r = cutover_lock(s->co, &s->co_blocker, &s->co_have_blocker);
     double t1 = now_ms();
@@ -826,7 +1024,7 @@ static void co_try(stream *s)
     log_info("cutover: locks held after %.0f ms; fence at %s; applying up to it", t1 - t0,
              decode_lsn_format(s->co_fence_lsn, lsn));
     /* Whatever is already buffered may hold the fence. */
-    process_buffered(s);
+    release_hold(s);
 }
 
 static void on_co_timer(uv_timer_t *h)
@@ -834,32 +1032,45 @@ static void on_co_timer(uv_timer_t *h)
     stream *s = h->data;
     if (s->stopping)
         return;
-    if (s->co_state == CO_FENCE) {
+    if (s->co_state == CO_FENCE || s->co_state == CO_AT_FENCE) {
         double waited = now_ms() - s->co_fence_sent_ms;
         if (waited > s->m->plan->cutover.fence_timeout_ms) {
             cutover_release(s->co);
             char msg[256];
             snprintf(msg, sizeof msg,
-                     "the stream did not reach the fence within cutover.fence_timeout (%d ms); "
-                     "locks released, nothing renamed",
+                     "the stream did not reach the fence and apply up to it within "
+                     "cutover.fence_timeout (%d ms); locks released, nothing renamed",
                      s->m->plan->cutover.fence_timeout_ms);
             co_attempt_failed(s, msg, s->co_lock_wait_ms + (now_ms() - s->co_locked_at_ms));
         }
         return;
     }
     if (s->co_state == CO_WANTED)
-        co_try(s);
+        co_ask_lsn(s);
 }
 
 /* The stream reached the fence: everything the sources committed before the
- * lock is in this process. Commit it, then swap in one transaction. */
+ * lock is in this process. Hold the stream, commit it (co_swap goes on when
+ * the commit has returned). */
 static void cutover_at_fence(stream *s)
 {
-    pgs_migration *m = s->m;
-    double fence_ms = now_ms() - s->co_fence_sent_ms;
+    s->co_fence_ms = now_ms() - s->co_fence_sent_ms;
+    s->hold = true;
+    s->co_state = CO_AT_FENCE;
     /* Not synchronous: the swap's own commit flushes it, inside the window. */
-    if ((apply_batch_open(s->apply) && !apply_commit_batch(s->apply, false)) ||
-        !apply_finish(s->apply)) {
+    if (apply_batch_open(s->apply) && !commit_batch(s, false))
+        return;
+    update_apply_poll(s);
+    if (!apply_busy(s->apply))
+        co_swap(s);
+}
+
+/* Everything up to the fence is committed: swap in one transaction. */
+static void co_swap(stream *s)
+{
+    pgs_migration *m = s->m;
+    double fence_ms = s->co_fence_ms;
+    if (apply_failed(s->apply)) {
         cutover_release(s->co);
         co_reply(s, false, "applying up to the fence failed (see the log)");
         stop_loop(s, 1);
@@ -989,49 +1200,65 @@ static void reply_with_status(stream *s, control_call *call, bool ok, const char
 }
 
 /* Pause: the replication connection is closed after the applier settles,
- * so nothing is held open; the slot keeps the WAL and the lag grows. */
+ * so nothing is held open; the slot keeps the WAL and the lag grows. The
+ * reply goes when the applier is at rest (finish_pause). */
 static void do_pause(stream *s, control_call *call)
 {
     if (s->paused) {
         reply_with_status(s, call, true, "already paused");
         return;
     }
-    if (s->co_state == CO_FENCE) {
+    if (s->pausing) {
+        reply_with_status(s, call, false, "a pause is already settling the applier");
+        return;
+    }
+    if (s->co_state == CO_FENCE || s->co_state == CO_AT_FENCE || s->co_state == CO_RESTING) {
         reply_with_status(s, call, false, "a cutover holds its locks right now; pause refused");
         return;
     }
-    s->paused = true;
+    s->pausing = true;
+    s->pause_call = call;
     uv_timer_stop(&s->reconnect_timer);
     detach_poll(s);
-    bool ok = settle_apply(s, false);
+    settle_apply(s, false);
+    continue_after_apply(s);
+}
+
+static void finish_pause(stream *s)
+{
+    s->pausing = false;
+    control_call *call = s->pause_call;
+    s->pause_call = NULL;
     if (s->repl) {
         send_feedback(s, false);
         PQfinish(s->repl);
         s->repl = NULL;
     }
-    if (!ok) {
-        reply_with_status(s, call, false, "the apply failed while settling (see the log)");
+    if (apply_failed(s->apply)) {
+        if (call)
+            reply_with_status(s, call, false, "the apply failed while settling (see the log)");
         stop_loop(s, 1);
         return;
     }
-    state_set_phase(s->m, PGS_PHASE_PAUSED, NULL);
+    s->paused = true;
+    persist_phase(s, PGS_PHASE_PAUSED, NULL);
     publish(s);
     char lsn[18], msg[160];
     snprintf(msg, sizeof msg, "paused at applied position %s; the lag grows until `pgshift resume`",
              decode_lsn_format(s->m->applied_lsn, lsn));
     log_info("%s", msg);
-    reply_with_status(s, call, true, msg);
+    if (call)
+        reply_with_status(s, call, true, msg);
 }
 
 static void do_resume(stream *s, control_call *call)
 {
     if (!s->paused) {
-        reply_with_status(s, call, true, "not paused");
+        reply_with_status(s, call, true, s->pausing ? "not paused yet" : "not paused");
         return;
     }
     s->paused = false;
-    s->m->phase = PGS_PHASE_CATCHING_UP;
-    state_set_phase(s->m, PGS_PHASE_CATCHING_UP, NULL);
+    persist_phase(s, PGS_PHASE_CATCHING_UP, NULL);
     if (!connect_stream(s))
         schedule_reconnect(s);
     log_info("resumed");
@@ -1088,7 +1315,7 @@ static void on_control(void *arg, control_call *call, const Pgshift__ControlRequ
             control_reply(call, false, "abort needs --confirm", NULL);
             return;
         }
-        if (s->co_state == CO_FENCE) {
+        if (s->co_state == CO_FENCE || s->co_state == CO_AT_FENCE) {
             control_reply(call, false, "a cutover holds its locks right now; try again", NULL);
             return;
         }
@@ -1142,11 +1369,22 @@ int stream_run(pgs_migration *m)
     uv_timer_start(&s.feedback_timer, on_feedback, FEEDBACK_MS, FEEDBACK_MS);
     uv_timer_start(&s.stats_timer, on_stats, 200, STATS_MS);
     uv_timer_init(&s.loop, &s.co_timer);
-    s.co_timer.data = &s;
-    if (uv_poll_init(&s.loop, &s.apply_poll, apply_socket(s.apply)) == 0) {
-        s.apply_poll.data = &s;
-        uv_poll_start(&s.apply_poll, UV_READABLE, on_apply_readable);
+    uv_timer_init(&s.loop, &s.stop_timer);
+    s.co_timer.data = s.stop_timer.data = &s;
+    int prc = uv_poll_init(&s.loop, &s.apply_poll, apply_socket(s.apply));
+    if (prc != 0) {
+        /* Without it no result would ever be read. */
+        log_error("apply: cannot watch the target connection: %s", uv_strerror(prc));
+        uv_walk(&s.loop, close_handle, NULL);
+        uv_run(&s.loop, UV_RUN_DEFAULT);
+        uv_loop_close(&s.loop);
+        apply_free(s.apply);
+        decode_ctx_free(&s.dec);
+        return 1;
     }
+    s.apply_poll.data = &s;
+    s.apply_polling = true;
+    update_apply_poll(&s);
     s.last_eta = NAN;
     char *sock = control_socket_path(m->plan->state_dir, m->plan->name);
     s.ctl = sock ? control_listen(&s.loop, sock, on_control, &s) : NULL;
@@ -1166,6 +1404,8 @@ int stream_run(pgs_migration *m)
         schedule_reconnect(&s);
     uv_run(&s.loop, UV_RUN_DEFAULT);
     /* Close anything still open (a stop from inside a callback closes all). */
+    aquery_close(s.mon);
+    s.mon = NULL;
     uv_walk(&s.loop, close_handle, NULL);
     uv_run(&s.loop, UV_RUN_DEFAULT);
     int rc = uv_loop_close(&s.loop);
@@ -1176,7 +1416,9 @@ int stream_run(pgs_migration *m)
     cutover_free(s.co);
     free(s.postpone_file);
     if (s.exit_code == 1) {
-        state_set_phase(m, PGS_PHASE_FAILED, "apply stopped on an error; see the log");
+        if (!state_set_phase(m, PGS_PHASE_FAILED, "apply stopped on an error; see the log"))
+            log_warn("the failed phase could not be written (see above); `pgshift status` may "
+                     "show the phase before it");
         fire(&s, "failed");
     }
     return s.exit_code;
