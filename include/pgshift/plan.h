@@ -90,7 +90,8 @@ typedef struct pgs_plan {
     pgs_plan_copy copy;
     pgs_plan_apply apply;
     pgs_plan_hooks hooks;
-    char *state_dir; /* `state_dir:` where the control socket lives; default /tmp */
+    char *state_dir; /* `state_dir:` holds the control socket's private directory
+                        (control_socket_path); default /tmp */
 } pgs_plan;
 
 /* Reads and validates a plan file. On failure returns NULL and writes one
