@@ -114,8 +114,16 @@ bool pgs_parse_size(const char *text, uint64_t *out);
 /* "500ms", "2s", "1min", "250" (ms). False on anything else or overflow. */
 bool pgs_parse_duration_ms(const char *text, int *out);
 
-/* Replaces any password in a conninfo string or URI with "********" so the
- * result is safe to print. Returns a malloc'd string (NULL on malloc failure). */
+/* A conninfo string or URI made safe to print: parsed by libpq
+ * (PQconninfoParse) and written back as key=value pairs in libpq's option
+ * order, a URI too, with every secret option (password, sslpassword, ...)
+ * and any dbname that expands to a connection string holding one shown as
+ * "********". A string libpq refuses gives "(unparseable conninfo)", never
+ * any of its text. Returns a malloc'd string (NULL on malloc failure). */
 char *pgs_conninfo_redact(const char *conninfo);
+
+/* True if the conninfo string or URI sets a non-empty password (any option
+ * libpq treats as secret), or cannot be parsed and so might. */
+bool pgs_conninfo_has_password(const char *conninfo);
 
 #endif
