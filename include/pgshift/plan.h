@@ -90,8 +90,10 @@ typedef struct pgs_plan {
     pgs_plan_copy copy;
     pgs_plan_apply apply;
     pgs_plan_hooks hooks;
-    char *state_dir; /* `state_dir:` holds the control socket's private directory
-                        (control_socket_path); default /tmp */
+    bool password_exposed; /* set by pgs_plan_load: source or target holds a password and
+                              the file has group or world access (the caller warns) */
+    char *state_dir;       /* `state_dir:` holds the control socket's private directory
+                              (control_socket_path); default /tmp */
 } pgs_plan;
 
 /* Reads and validates a plan file. On failure returns NULL and writes one

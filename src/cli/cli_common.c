@@ -152,6 +152,11 @@ pgs_plan *cli_load_plan(const cli_opts *o)
     pgs_plan *plan = pgs_plan_load(o->plan_path, err, sizeof err);
     if (plan == NULL)
         fprintf(stderr, "pgshift: %s\n", err);
+    else if (plan->password_exposed)
+        /* libpq ignores such a .pgpass; a plan is only warned about. */
+        log_warn("plan file %s holds a password and has group or world access; permissions "
+                 "should be u=rw (0600) or less",
+                 plan->path);
     return plan;
 }
 

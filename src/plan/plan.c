@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include <libpq-fe.h>
 #include <yaml.h>
 
@@ -1509,6 +1511,11 @@ pgs_plan *pgs_plan_load(const char *path, char *err, size_t errlen)
     } else {
         plan = pgs_plan_parse(buf, len, path, err, errlen);
     }
+    /* libpq's rule for a .pgpass file: any group or world bit is too many. */
+    struct stat st;
+    if (plan && fstat(fileno(f), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+        plan->password_exposed = pgs_conninfo_has_password(plan->source) ||
+                                 (plan->target && pgs_conninfo_has_password(plan->target));
     fclose(f);
     free(buf);
     return plan;

@@ -12,6 +12,8 @@
 #include "pgshift/plan.h"
 
 #include <libpq-fe.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #define MB (UINT64_C(1) << 20)
 
@@ -179,6 +181,55 @@ static void load_missing(void **state)
     assert_null(pgs_plan_load("/nonexistent/plan.yaml", err, sizeof err));
     assert_string_equal(err, "/nonexistent/plan.yaml: cannot open the plan: No such file or "
                              "directory; check the path");
+}
+
+/* Writes a plan with these source and target lines to a new file of the
+ * given mode, loads it and says whether the password was found exposed. */
+static bool exposed(const char *dir, const char *source, const char *target, mode_t mode)
+{
+    char path[256], err[512] = "";
+    snprintf(path, sizeof path, "%s/plan.yaml", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "name: p\nsource: \"%s\"\n%s%s%stables: [{source: a, target: b}]\n", source,
+            target ? "target: \"" : "", target ? target : "", target ? "\"\n" : "");
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, mode), 0);
+    pgs_plan *p = pgs_plan_load(path, err, sizeof err);
+    if (!p)
+        fail_msg("%s", err);
+    bool r = p->password_exposed;
+    pgs_plan_free(p);
+    unlink(path);
+    return r;
+}
+
+/* A password in a plan that others may read is flagged, as libpq warns
+ * about such a .pgpass; parsing from memory never flags. */
+static void password_file_mode(void **state)
+{
+    char dir[] = "/tmp/pgshift-plan-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    const char *pw = "host=db1 password=s3cret";
+    assert_true(exposed(dir, pw, NULL, 0644));
+    assert_true(exposed(dir, pw, NULL, 0640));
+    assert_true(exposed(dir, pw, NULL, 0604));
+    assert_true(exposed(dir, pw, NULL, 0610));
+    assert_false(exposed(dir, pw, NULL, 0600));
+    assert_false(exposed(dir, pw, NULL, 0400));
+    assert_true(exposed(dir, "postgresql://u:s3cret@db1/app", NULL, 0644));
+    assert_true(exposed(dir, "host=db1", "host=db2 password=s3cret", 0644));
+    assert_true(exposed(dir, "host=db1", "postgresql://db2/app?sslpassword=k", 0644));
+    assert_false(exposed(dir, "host=db1 dbname=app", "host=db2", 0644));
+    assert_false(exposed(dir, "host=db1 password=''", NULL, 0644));
+    assert_int_equal(rmdir(dir), 0);
+
+    char err[512];
+    pgs_plan *p = parse("name: p\nsource: \"password=x\"\ntables: [{source: a, target: b}]\n", err,
+                        sizeof err);
+    assert_non_null(p);
+    assert_false(p->password_exposed);
+    pgs_plan_free(p);
 }
 
 /* ---- one exact error line per rule ---- */
@@ -689,12 +740,19 @@ static void redaction_never_leaks(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(full),         cmocka_unit_test(defaults),
-        cmocka_unit_test(example_file), cmocka_unit_test(load_missing),
-        cmocka_unit_test(bad),          cmocka_unit_test(bad_source_hides_password),
-        cmocka_unit_test(deep_nesting), cmocka_unit_test(truncated_plans),
-        cmocka_unit_test(sizes),        cmocka_unit_test(durations),
-        cmocka_unit_test(redaction),    cmocka_unit_test(redaction_never_leaks),
+        cmocka_unit_test(full),
+        cmocka_unit_test(defaults),
+        cmocka_unit_test(example_file),
+        cmocka_unit_test(load_missing),
+        cmocka_unit_test(bad),
+        cmocka_unit_test(bad_source_hides_password),
+        cmocka_unit_test(deep_nesting),
+        cmocka_unit_test(truncated_plans),
+        cmocka_unit_test(sizes),
+        cmocka_unit_test(durations),
+        cmocka_unit_test(redaction),
+        cmocka_unit_test(redaction_never_leaks),
+        cmocka_unit_test(password_file_mode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
