@@ -30,6 +30,7 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         {"auto-cutover", no_argument, NULL, 'a'},
         {"watch", no_argument, NULL, 'w'},
         {"http", required_argument, NULL, 'H'},
+        {"http-show-queries", no_argument, NULL, 'Q'},
         {"log-level", required_argument, NULL, 'l'},
         {"log-format", required_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
@@ -64,6 +65,10 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         case 'H':
             name = "http";
             out->http = optarg;
+            break;
+        case 'Q':
+            name = "http-show-queries";
+            out->http_show_queries = true;
             break;
         case 'l': {
             pgs_log_level lvl;
