@@ -1,10 +1,10 @@
 /* control.c: the control socket. The server is a uv_pipe_t on the run's
  * loop, in a private directory; each connection from an allowed uid reads
  * one length-prefixed ControlRequest, hands it to the handler and writes
- * back one ControlReply. A control_call outlives
- * its connection so that a handler answering late (a cutover) never has to
- * know whether the client is still there. The client side is plain blocking
- * sockets with poll() for the deadline. */
+ * back one ControlReply. A control_call outlives its connection so that a
+ * handler answering late (a cutover) never has to know whether the client
+ * is still there. The client side is plain blocking sockets with poll() for
+ * the deadline. */
 #include "pgshift/control.h"
 #include "pgshift/connlist.h"
 #include "pgshift/log.h"
