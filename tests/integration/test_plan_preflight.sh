@@ -362,14 +362,27 @@ pass "a nullable partition column without NULLs: exit 0 with a warning naming th
 write_plan pw "dbname=$PGDATABASE password=secret123" <<<'  - {source: good, target: good_new}'
 run_plan pw --log-level debug
 [ "$RC" = 0 ] || fail "pw: $(show)"
-grep -qF "(source: dbname=$PGDATABASE password=********)" "$OUT" || fail "pw: redacted conninfo not shown: $(head -1 "$OUT")"
+grep -qF "(source: password=******** dbname=$PGDATABASE)" "$OUT" || fail "pw: redacted conninfo not shown: $(head -1 "$OUT")"
+# A password in a plan others may read: libpq's .pgpass warning, adapted.
+PW_WARN="plan file $WORK/pw.yaml holds a password and has group or world access; permissions should be u=rw (0600) or less"
+chmod 644 "$WORK/pw.yaml"
+run_plan pw
+[ "$RC" = 0 ] && grep -qF "$PW_WARN" "$ERR" || fail "pw 0644: no warning: $(show)"
+chmod 600 "$WORK/pw.yaml"
+run_plan pw
+[ "$RC" = 0 ] && ! grep -q "group or world access" "$ERR" || fail "pw 0600: $(show)"
+chmod 644 "$WORK/good.yaml"
+run_plan good
+! grep -q "group or world access" "$ERR" || fail "good 0644, no password: warned: $(show)"
+pass "a plan holding a password with group/world access: warned (not at 0600, not without a password)"
+run_plan pw --log-level debug
 write_plan pw_block "dbname=$PGDATABASE password=secret123" <<<'  - {source: nopk, target: nopk_new}'
 run_plan pw_block --log-level debug
 [ "$RC" = 3 ] || fail "pw_block: $(show)"
 write_plan pw_uri "postgresql://postgres:secret123@/$PGDATABASE?host=$PGHOST&port=$PGPORT" <<<'  - {source: good, target: good_new}'
 run_plan pw_uri --log-level debug
 [ "$RC" = 0 ] || fail "pw_uri: $(show)"
-grep -qF 'postgresql://postgres:********@' "$OUT" || fail "pw_uri: $(head -1 "$OUT")"
+grep -qF '(source: user=postgres password=******** dbname=' "$OUT" || fail "pw_uri: $(head -1 "$OUT")"
 write_plan pw_fail "dbname=nosuchdb password=secret123" <<<'  - {source: good, target: good_new}'
 run_plan pw_fail --log-level debug
 [ "$RC" = 1 ] || fail "pw_fail: expected exit 1 (cannot connect): $(show)"
