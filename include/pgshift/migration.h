@@ -6,6 +6,7 @@
 
 #include "pgshift/catalog.h"
 #include "pgshift/decode.h"
+#include "pgshift/phase.h"
 #include "pgshift/plan.h"
 
 #include <libpq-fe.h>
@@ -30,20 +31,6 @@ typedef struct pgs_mtable {
     bool copy_done;
     int64_t changes_applied;
 } pgs_mtable;
-
-typedef enum pgs_phase {
-    PGS_PHASE_NONE = 0, /* no state yet */
-    PGS_PHASE_COPYING,
-    PGS_PHASE_CATCHING_UP,
-    PGS_PHASE_READY,
-    PGS_PHASE_CUTTING_OVER,
-    PGS_PHASE_DONE,
-    PGS_PHASE_PAUSED,
-    PGS_PHASE_FAILED,
-} pgs_phase;
-
-const char *pgs_phase_name(pgs_phase phase);
-pgs_phase pgs_phase_parse(const char *name);
 
 typedef struct pgs_migration {
     pgs_plan *plan;
