@@ -40,6 +40,11 @@ bool store_write_stats(PGconn *conn, const char *migration, const char *stats_js
 bool store_add_copy_progress(PGconn *conn, const char *migration, int ord, int64_t rows,
                              int64_t bytes);
 
+/* The statement apply.c sends in its pipeline, inside the batch's
+ * transaction (so it cannot be a blocking call here): tables.changes_applied
+ * += $3 WHERE migration = $1 AND ord = $2. */
+const char *store_sql_add_table_changes(void);
+
 /* The swap's state write, inside the swap transaction on `conn` (which is
  * therefore the state database: see cutover.c): phase, the cutover record
  * (JSON object), cutover_at. */

@@ -162,7 +162,8 @@ bool state_begin_copy(pgs_migration *m)
     if (!pg_exec(m->tgt, "writing the state", "COMMIT"))
         return false;
     m->has_state = true;
-    state_transition_committed(m, PGS_EV_COPY_START, "state rows reset");
+    if (!state_transition_committed(m, PGS_EV_COPY_START, "state rows reset"))
+        return false;
     m->applied_lsn = m->consistent_lsn = 0;
     m->applied_xacts = m->applied_changes = 0;
     return true;
@@ -203,8 +204,7 @@ bool state_copy_done(pgs_migration *m)
     PQclear(res);
     for (int i = 0; i < m->ntables; i++)
         m->tables[i].copy_done = true;
-    state_transition_committed(m, PGS_EV_COPY_DONE, NULL);
-    return true;
+    return state_transition_committed(m, PGS_EV_COPY_DONE, NULL);
 }
 
 bool state_delete(pgs_migration *m)

@@ -149,6 +149,12 @@ bool store_add_copy_progress(PGconn *conn, const char *migration, int ord, int64
                4, (const char *[]){migration, o, r, b});
 }
 
+const char *store_sql_add_table_changes(void)
+{
+    return "UPDATE pgshift.tables SET changes_applied = changes_applied + $3"
+           " WHERE migration = $1 AND ord = $2";
+}
+
 bool store_record_swap(PGconn *conn, const char *migration, pgs_phase phase,
                        const char *cutover_json)
 {
