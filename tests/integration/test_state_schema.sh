@@ -57,6 +57,8 @@ sql "ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT USAGE ON SCHEMAS TO PUBLIC
      ALTER DEFAULT PRIVILEGES FOR ROLE postgres GRANT SELECT, INSERT, UPDATE ON TABLES TO PUBLIC" || fail "default privileges"
 "$PGSHIFT" run --plan "$WORK/plan.yaml" --auto-cutover >"$WORK/run.log" 2>&1 || fail "run: $(tail -5 "$WORK/run.log")"
 [ "$(sql "SELECT relkind FROM pg_class WHERE oid = 'st_old'::regclass")" = r ] || fail "not cut over"
+! grep -q "BUG:" "$WORK/run.log" || fail "a phase transition was refused: $(grep "BUG:" "$WORK/run.log")"
+grep -q "phase cutting_over -> done (swapped: renames committed)" "$WORK/run.log" || fail "the swap's transition is not logged"
 for p in USAGE CREATE; do
   [ "$(sql "SELECT has_schema_privilege('public', 'pgshift', '$p')")" = f ] || fail "PUBLIC has $p on schema pgshift"
 done
