@@ -30,12 +30,13 @@ typedef struct pgs_relinfo {
     uint32_t oid;
     char *nspname;
     char *relname;
-    char *qname;    /* "schema"."name", quoted for SQL */
-    char relkind;   /* 'r' table, 'p' partitioned table */
-    char replident; /* 'd' 'n' 'f' 'i' */
-    int64_t rows_est;
-    int64_t bytes; /* pg_total_relation_size */
-    int64_t pages; /* relpages */
+    char *qname;      /* "schema"."name", quoted for SQL */
+    char relkind;     /* 'r' table, 'p' partitioned table */
+    char replident;   /* 'd' 'n' 'f' 'i' */
+    int64_t rows_est; /* pg_class.reltuples; 0 when not known */
+    bool rows_known;  /* false: never vacuumed or analyzed (reltuples -1) */
+    int64_t bytes;    /* pg_total_relation_size */
+    int64_t pages;    /* relpages */
     pgs_column *cols;
     int ncols;
     pgs_strlist pk;       /* primary key columns, in key order */

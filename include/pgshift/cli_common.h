@@ -12,7 +12,8 @@ typedef struct cli_opts {
     bool confirm;
     bool auto_cutover;
     bool watch;
-    const char *http; /* --http ADDR */
+    const char *http;       /* --http ADDR */
+    bool http_show_queries; /* --http-show-queries */
     bool help;
 } cli_opts;
 

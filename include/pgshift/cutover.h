@@ -16,6 +16,18 @@
  *      transaction, so a crash leaves the old world or the new one.
  *   5. cutover_finish (after commit, and again on a rerun until done):
  *      VALIDATE the foreign keys added NOT VALID, ANALYZE the new tables.
+ *      The swap records these steps in migrations.cutover as data,
+ *      "post_steps": [{"step": "validate", "schema", "table", "constraint"},
+ *      {"step": "analyze", "schema", "table"}]; each statement is built from
+ *      the names (PQescapeIdentifier) when it runs, one statement per call.
+ *      A record of an earlier version ("post": SQL text) is not executed:
+ *      cutover_finish refuses it and says what to run by hand.
+ *
+ * The state database: the swap writes phase `done` in its own transaction,
+ * with the renames, so the phase and the table names never disagree. That
+ * transaction runs in the tables' database, so it is the state database
+ * only because a plan with a separate `target:` database cannot be cut over
+ * (handover_build refuses it, and cutover_swap checks it again).
  */
 #ifndef PGSHIFT_CUTOVER_H
 #define PGSHIFT_CUTOVER_H
@@ -26,13 +38,22 @@
 #include <stdbool.h>
 #include <stdio.h>
 
+/* A foreign key to validate after the commit, as names (data). The
+ * statement is built from them, identifiers escaped, when it runs. */
+typedef struct handover_fk {
+    char *nspname; /* the referencing table's schema */
+    char *relname; /* the referencing table */
+    char *conname;
+} handover_fk;
+
 /* What the cutover does with the objects around one table. Statements in
  * `after` name the table by the source's qualified name, which is the new
  * table once the renames ran. */
 typedef struct handover {
-    pgs_strlist lock;     /* other tables to lock ACCESS EXCLUSIVE (FK referencing) */
-    pgs_strlist after;    /* SQL run after the renames, in order */
-    pgs_strlist post;     /* SQL run after the commit (VALIDATE CONSTRAINT) */
+    pgs_strlist lock;      /* other tables to lock ACCESS EXCLUSIVE (FK referencing) */
+    pgs_strlist after;     /* SQL run after the renames, in order, inside the swap */
+    handover_fk *validate; /* after the commit: VALIDATE CONSTRAINT, from names */
+    int nvalidate;
     pgs_strlist notes;    /* "view public.v: re-created to read the new table" */
     pgs_strlist problems; /* why the cutover would refuse, each with its fix */
 } handover;

@@ -28,6 +28,7 @@
 #ifndef PGSHIFT_HTTP_H
 #define PGSHIFT_HTTP_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <uv.h>
 
@@ -70,6 +71,11 @@ http_server *http_listen(uv_loop_t *loop, const char *addr, http_handler h, void
 
 /* The port the server is bound to (the one picked when asked for port 0). */
 int http_port(const http_server *s);
+
+/* True if the server is bound to a loopback address (127.0.0.0/8, ::1 or
+ * ::ffff:127.0.0.0/104), so that only this machine can reach it; false for
+ * a wildcard (0.0.0.0, ::) or any other address. */
+bool http_is_loopback(const http_server *s);
 
 /* Changes the idle timeout (HTTP_IDLE_TIMEOUT_MS) for connections accepted
  * from now on; used by the tests. */

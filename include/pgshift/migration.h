@@ -6,6 +6,7 @@
 
 #include "pgshift/catalog.h"
 #include "pgshift/decode.h"
+#include "pgshift/phase.h"
 #include "pgshift/plan.h"
 
 #include <libpq-fe.h>
@@ -30,20 +31,6 @@ typedef struct pgs_mtable {
     bool copy_done;
     int64_t changes_applied;
 } pgs_mtable;
-
-typedef enum pgs_phase {
-    PGS_PHASE_NONE = 0, /* no state yet */
-    PGS_PHASE_COPYING,
-    PGS_PHASE_CATCHING_UP,
-    PGS_PHASE_READY,
-    PGS_PHASE_CUTTING_OVER,
-    PGS_PHASE_DONE,
-    PGS_PHASE_PAUSED,
-    PGS_PHASE_FAILED,
-} pgs_phase;
-
-const char *pgs_phase_name(pgs_phase phase);
-pgs_phase pgs_phase_parse(const char *name);
 
 typedef struct pgs_migration {
     pgs_plan *plan;
@@ -91,7 +78,30 @@ bool state_ensure_schema(pgs_migration *m);
 bool state_load(pgs_migration *m);
 /* Creates (or resets) the state rows for a fresh copy. */
 bool state_begin_copy(pgs_migration *m);
+/* The one way a phase changes: looks up (m->phase, ev) in the transition
+ * table (phase.h), writes the new phase when the row says so (`detail`
+ * becomes migrations.error when the new phase is `failed`), logs
+ * "phase X -> Y (event: detail)" and sets m->phase. A pair with no row is
+ * a bug: logged with the phase and event, nothing changes, false (the
+ * caller stops). False also when the write fails (m->phase unchanged). */
+bool state_transition(pgs_migration *m, pgs_event ev, const char *detail);
+/* For a transition whose write was part of the caller's own transaction,
+ * which has committed (the swap writes `done` with the renames): logs and
+ * sets m->phase only. */
+bool state_transition_committed(pgs_migration *m, pgs_event ev, const char *detail);
+/* Before such a transaction: the phase the transition leads to, or false
+ * (logged as a bug) when it is not allowed. */
+bool state_transition_check(pgs_migration *m, pgs_event ev, pgs_phase *to);
+/* Deprecated: the phase change from m->phase to `phase` through the table
+ * (the first event leading there); kept for stream.c until it calls
+ * state_transition. Re-writing the current phase is allowed. */
 bool state_set_phase(pgs_migration *m, pgs_phase phase, const char *error);
+/* migrations.stats (the stream's last sample, a JSON object). */
+bool state_write_stats(pgs_migration *m, const char *stats_json);
+/* migrations.cutover = cutover || json (after the swap: timings). */
+bool state_merge_cutover(pgs_migration *m, const char *json);
+/* migrations.cutover as JSON text, malloc'd; NULL on failure (logged). */
+char *state_read_cutover(pgs_migration *m);
 bool state_set_consistent_lsn(pgs_migration *m, pgs_lsn lsn);
 bool state_copy_done(pgs_migration *m);
 /* Holds a session advisory lock for this migration on m->tgt so that a

@@ -90,7 +90,10 @@ typedef struct pgs_plan {
     pgs_plan_copy copy;
     pgs_plan_apply apply;
     pgs_plan_hooks hooks;
-    char *state_dir; /* `state_dir:` where the control socket lives; default /tmp */
+    bool password_exposed; /* set by pgs_plan_load: source or target holds a password and
+                              the file has group or world access (the caller warns) */
+    char *state_dir;       /* `state_dir:` holds the control socket's private directory
+                              (control_socket_path); default /tmp */
 } pgs_plan;
 
 /* Reads and validates a plan file. On failure returns NULL and writes one
@@ -113,8 +116,16 @@ bool pgs_parse_size(const char *text, uint64_t *out);
 /* "500ms", "2s", "1min", "250" (ms). False on anything else or overflow. */
 bool pgs_parse_duration_ms(const char *text, int *out);
 
-/* Replaces any password in a conninfo string or URI with "********" so the
- * result is safe to print. Returns a malloc'd string (NULL on malloc failure). */
+/* A conninfo string or URI made safe to print: parsed by libpq
+ * (PQconninfoParse) and written back as key=value pairs in libpq's option
+ * order, a URI too, with every secret option (password, sslpassword, ...)
+ * and any dbname that expands to a connection string holding one shown as
+ * "********". A string libpq refuses gives "(unparseable conninfo)", never
+ * any of its text. Returns a malloc'd string (NULL on malloc failure). */
 char *pgs_conninfo_redact(const char *conninfo);
+
+/* True if the conninfo string or URI sets a non-empty password (any option
+ * libpq treats as secret), or cannot be parsed and so might. */
+bool pgs_conninfo_has_password(const char *conninfo);
 
 #endif

@@ -62,8 +62,17 @@ void status_snapshot_free(status_snapshot *x);
  * /metrics, /status and / are served from the last published snapshot, so
  * they answer during the copy as well as while streaming. */
 
-/* Starts the HTTP server on `addr` in its own thread. False (logged) on failure. */
-bool board_start(const char *addr);
+/* What /status (and the dashboard) show in place of the cutover blocker's
+ * query when queries are hidden. */
+#define BOARD_QUERY_HIDDEN "(hidden: --http-show-queries)"
+
+/* Starts the HTTP server on `addr` in its own thread. False (logged) on
+ * failure. The blocker's query, another session's SQL text, is served only
+ * when the server is bound to loopback or `show_queries` is true
+ * (--http-show-queries); otherwise it reads BOARD_QUERY_HIDDEN. */
+bool board_start(const char *addr, bool show_queries);
+/* Whether the running board serves the blocker's query. */
+bool board_shows_queries(void);
 /* Renders and stores the snapshot; cheap enough for every second. */
 void board_publish(const Pgshift__StatusSnapshot *st);
 /* The port actually bound, or 0. */

@@ -30,6 +30,7 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         {"auto-cutover", no_argument, NULL, 'a'},
         {"watch", no_argument, NULL, 'w'},
         {"http", required_argument, NULL, 'H'},
+        {"http-show-queries", no_argument, NULL, 'Q'},
         {"log-level", required_argument, NULL, 'l'},
         {"log-format", required_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},
@@ -64,6 +65,10 @@ int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli
         case 'H':
             name = "http";
             out->http = optarg;
+            break;
+        case 'Q':
+            name = "http-show-queries";
+            out->http_show_queries = true;
             break;
         case 'l': {
             pgs_log_level lvl;
@@ -152,6 +157,11 @@ pgs_plan *cli_load_plan(const cli_opts *o)
     pgs_plan *plan = pgs_plan_load(o->plan_path, err, sizeof err);
     if (plan == NULL)
         fprintf(stderr, "pgshift: %s\n", err);
+    else if (plan->password_exposed)
+        /* libpq ignores such a .pgpass; a plan is only warned about. */
+        log_warn("plan file %s holds a password and has group or world access; permissions "
+                 "should be u=rw (0600) or less",
+                 plan->path);
     return plan;
 }
 

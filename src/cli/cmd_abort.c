@@ -7,6 +7,7 @@
 #include "pgshift/log.h"
 #include "pgshift/migration.h"
 #include "pgshift/pg.h"
+#include "pgshift/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,25 +75,19 @@ int cmd_abort(int argc, char **argv)
     /* Which targets pgshift created is what the state recorded when the
      * copy began, not what the plan says now: the plan may have been edited
      * since (a `partition:` block added to a table the operator created). */
-    PGresult *created = NULL;
-    if (m->has_state) {
-        created = pg_query(m->tgt, "reading the targets pgshift created",
-                           "SELECT target_table FROM pgshift.tables"
-                           " WHERE migration = $1 AND target_created",
-                           1, (const char *[]){plan->name});
-        if (created == NULL)
-            goto done;
+    pgs_strlist created = {0};
+    if (m->has_state && !store_created_targets(m->tgt, plan->name, &created)) {
+        strlist_free(&created);
+        goto done;
     }
     bool *drop = calloc((size_t)m->ntables + 1, sizeof *drop);
     if (drop == NULL) {
-        PQclear(created);
+        strlist_free(&created);
         goto done;
     }
     for (int i = 0; i < m->ntables; i++)
-        for (int j = 0; created && m->tables[i].tgt.exists && j < PQntuples(created); j++)
-            if (strcmp(PQgetvalue(created, j, 0), m->tables[i].tgt.qname) == 0)
-                drop[i] = true;
-    PQclear(created);
+        drop[i] = m->tables[i].tgt.exists && strlist_contains(&created, m->tables[i].tgt.qname);
+    strlist_free(&created);
     printf("%s migration %s:\n", o.confirm ? "Dropping" : "Would drop", plan->name);
     printf("  replication slot %s: %s\n", m->slot, have_slot ? "drop" : "absent");
     printf("  publication %s: %s\n", m->publication, have_pub ? "drop" : "absent");

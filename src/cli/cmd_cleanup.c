@@ -6,6 +6,7 @@
 #include "pgshift/log.h"
 #include "pgshift/migration.h"
 #include "pgshift/pg.h"
+#include "pgshift/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,7 +37,7 @@ int cmd_cleanup(int argc, char **argv)
         return rc;
     pgs_plan *plan = m->plan;
     rc = PGS_EXIT_FAILURE;
-    PGresult *old = NULL;
+    pgs_strlist old_s = {0}, old_t = {0}, old_e = {0};
     if (!state_lock(m) || !state_load(m))
         goto done;
     if (!m->has_state || m->phase != PGS_PHASE_DONE) {
@@ -45,11 +46,8 @@ int cmd_cleanup(int argc, char **argv)
                   plan->name, m->has_state ? pgs_phase_name(m->phase) : "none", plan->path);
         goto done;
     }
-    old = pg_query(m->tgt, "reading the old tables",
-                   "SELECT x, to_regclass(x) IS NOT NULL FROM pgshift.migrations,"
-                   " jsonb_array_elements_text(cutover->'old_tables') x WHERE name = $1",
-                   1, (const char *[]){plan->name});
-    if (old == NULL)
+    /* Names as data from the cutover record; the DROP is built from them. */
+    if (!store_old_tables(m->tgt, plan->name, &old_s, &old_t, &old_e))
         goto done;
     char *slot = pg_query_value(m->src, "looking for the slot",
                                 "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", 1,
@@ -58,9 +56,12 @@ int cmd_cleanup(int argc, char **argv)
     free(slot);
     printf("%s after the cutover of migration %s:\n", o.confirm ? "Dropping" : "Would drop",
            plan->name);
-    for (int i = 0; i < PQntuples(old); i++)
-        printf("  old table %s: %s\n", PQgetvalue(old, i, 0),
-               PQgetvalue(old, i, 1)[0] == 't' ? "drop" : "absent");
+    for (int i = 0; i < old_t.n; i++) {
+        char *q = pg_qualified(m->src, old_s.v[i], old_t.v[i]);
+        printf("  old table %s: %s\n", q ? q : old_t.v[i],
+               old_e.v[i][0] == 't' ? "drop" : "absent");
+        free(q);
+    }
     printf("  replication slot %s: %s\n", m->slot, have_slot ? "drop" : "absent");
     printf("  publication %s: drop if present\n", m->publication);
     printf("  state rows: delete\n");
@@ -75,12 +76,14 @@ int cmd_cleanup(int argc, char **argv)
     char *sql = NULL;
     /* No CASCADE: an object still reading an old table (left behind on
      * purpose) stops the cleanup with its name rather than vanishing. */
-    for (int i = 0; ok && i < PQntuples(old); i++) {
-        if (PQgetvalue(old, i, 1)[0] != 't')
+    for (int i = 0; ok && i < old_t.n; i++) {
+        if (old_e.v[i][0] != 't')
             continue;
         sql = NULL;
-        ok = asprintf(&sql, "DROP TABLE %s", PQgetvalue(old, i, 0)) >= 0 &&
+        char *q = pg_qualified(m->src, old_s.v[i], old_t.v[i]);
+        ok = q && asprintf(&sql, "DROP TABLE %s", q) >= 0 &&
              pg_exec(m->src, "dropping an old table", sql);
+        free(q);
         free(sql);
     }
     if (!ok || !state_delete(m))
@@ -88,7 +91,9 @@ int cmd_cleanup(int argc, char **argv)
     printf("Migration %s cleaned up.\n", plan->name);
     rc = PGS_EXIT_OK;
 done:
-    PQclear(old);
+    strlist_free(&old_s);
+    strlist_free(&old_t);
+    strlist_free(&old_e);
     cli_close(m);
     return rc;
 }

@@ -12,8 +12,9 @@
 static const char usage_cutover[] =
     "Usage: pgshift cutover --plan FILE\n\n"
     "Asks the `pgshift run` of this plan (through the control socket\n"
-    "<state_dir>/pgshift-<name>.sock, on this machine) to swap the tables, and\n"
-    "waits until it is done or given up:\n"
+    "<state_dir>/pgshift-<uid>/pgshift-<name>.sock, on this machine, so run it as\n"
+    "the same user as `run`) to swap the tables, and waits until it is done or\n"
+    "given up:\n"
     "  - it waits for the lag to be under cutover.max_lag (postpone settings do\n"
     "    not hold back a requested cutover);\n"
     "  - locks the sources with cutover.lock_timeout, retrying with backoff up to\n"

@@ -19,7 +19,7 @@
 #include <time.h>
 
 static const char usage[] =
-    "Usage: pgshift run --plan FILE [--auto-cutover] [--http ADDR]\n\n"
+    "Usage: pgshift run --plan FILE [--auto-cutover] [--http ADDR [--http-show-queries]]\n\n"
     "Moves the plan's tables into their targets while the application keeps\n"
     "writing:\n"
     "  1. preflight (as `pgshift plan`); stops with exit 3 on a blocking problem\n"
@@ -47,6 +47,11 @@ static const char usage[] =
     "                      dashboard) on ADDR while streaming, e.g. 127.0.0.1:9187;\n"
     "                      a bare port (9187) means loopback; other addresses only\n"
     "                      when given explicitly\n"
+    "  --http-show-queries also show, on an --http address other than loopback,\n"
+    "                      the SQL text of the session that blocks a cutover (from\n"
+    "                      pg_stat_activity); without it /status and the dashboard\n"
+    "                      read \"" BOARD_QUERY_HIDDEN "\" there. On loopback\n"
+    "                      (127.0.0.1, ::1, a bare port) it is always shown\n"
     "  --log-level LEVEL   debug, info (default), warn, error\n"
     "  --log-format FMT    text (default) or json\n\n"
     "Exit codes: 0 cut over, 1 runtime failure (the message says what and where;\n"
@@ -174,7 +179,14 @@ int cmd_run(int argc, char **argv)
 {
     cli_opts o;
     int rc;
-    pgs_migration *m = cli_open(argc, argv, "auto-cutover,http", usage, &o, &rc);
+    rc = cli_parse(argc, argv, "auto-cutover,http,http-show-queries", usage, &o);
+    if (rc >= 0)
+        return rc;
+    if (o.http_show_queries && o.http == NULL) {
+        fprintf(stderr, "pgshift run: --http-show-queries needs --http ADDR\n\n%s", usage);
+        return PGS_EXIT_USAGE;
+    }
+    pgs_migration *m = cli_open(argc, argv, "auto-cutover,http,http-show-queries", usage, &o, &rc);
     if (m == NULL)
         return rc;
     pgs_plan *plan = m->plan;
@@ -200,14 +212,17 @@ int cmd_run(int argc, char **argv)
         goto done;
     /* Up before the copy, which can take hours: /metrics shows its progress. */
     if (m->http_addr) {
-        if (!board_start(m->http_addr)) {
+        if (!board_start(m->http_addr, o.http_show_queries)) {
             log_error("--http %s: the HTTP server did not start (see above); fix the address or "
                       "leave --http out",
                       m->http_addr);
             goto done;
         }
-        log_info("HTTP on %s (port %d): /metrics, /status, / (dashboard)", m->http_addr,
-                 board_port());
+        log_info("HTTP on %s (port %d): /metrics, /status, / (dashboard)%s", m->http_addr,
+                 board_port(),
+                 board_shows_queries() ? ""
+                                       : "; not loopback, so a cutover blocker's query is "
+                                         "hidden (--http-show-queries shows it)");
     }
     bool copied_now = !all_copied(m);
     if (copied_now && !prepare_and_copy(m)) {

@@ -8,6 +8,7 @@
 #include "pgshift/log.h"
 #include "pgshift/status.h"
 #include "pgshift/pg.h"
+#include "pgshift/store.h"
 
 #include <pthread.h>
 #include <math.h>
@@ -161,17 +162,10 @@ drain_target:
     atomic_fetch_add(&s->rows[t->ord], rows - counted);
     counted = rows;
     atomic_fetch_add(&s->bytes[t->ord], bytes);
-    char ord[16], r[32], b[32];
-    snprintf(ord, sizeof ord, "%d", t->ord);
-    snprintf(r, sizeof r, "%lld", (long long)rows);
-    snprintf(b, sizeof b, "%lld", (long long)atomic_load(&s->bytes[t->ord]));
-    res = pg_query(tgt, "recording copy progress",
-                   "UPDATE pgshift.tables SET rows_copied = rows_copied + $3,"
-                   "  bytes_copied = greatest(bytes_copied, $4) WHERE migration = $1 AND ord = $2",
-                   4, (const char *[]){s->m->plan->name, ord, r, b});
-    if (res == NULL)
+    /* In this range's transaction: the progress commits with the rows. */
+    if (!store_add_copy_progress(tgt, s->m->plan->name, t->ord, rows,
+                                 atomic_load(&s->bytes[t->ord])))
         goto rollback;
-    PQclear(res);
     ok = pg_exec(tgt, "committing a copied range", "COMMIT");
     goto done;
 rollback:

@@ -3,6 +3,7 @@
 
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
+#include "pgshift/store.h"
 
 #include <jansson.h>
 #include <signal.h>
@@ -30,6 +31,10 @@ void cutover_crash_point(const char *step)
     }
 }
 
+/* The tables' database. It is the state database too in every cutover: a
+ * plan with a separate `target:` database cannot be cut over (handover.c
+ * refuses it, cutover_swap checks again), which is what lets the swap write
+ * phase `done` in the same transaction as the renames (cutover.h). */
 static const char *conninfo(const pgs_migration *m)
 {
     return m->plan->source;
@@ -306,26 +311,41 @@ bool cutover_fence(cutover *c, char *nonce, size_t noncelen, pgs_lsn *lsn)
                          " COMMIT");
 }
 
+/* The cutover record: the stream's numbers, the steps after the commit as
+ * data (names, never SQL), and where the tables went. "old_tables" and
+ * "new_tables" (quoted names) are for people and `status`; nothing runs
+ * them. */
 static char *state_json(cutover *c, const char *stats_json, handover *h)
 {
     json_error_t jerr;
     json_t *o = stats_json ? json_loads(stats_json, 0, &jerr) : NULL;
     if (o == NULL)
         o = json_object();
-    json_t *post = json_array(), *old = json_array(), *tables = json_array();
+    json_t *steps = json_array(), *old = json_array(), *old_q = json_array(),
+           *tables = json_array();
+    for (int i = 0; i < c->m->ntables; i++)
+        for (int j = 0; j < h[i].nvalidate; j++)
+            json_array_append_new(steps, json_pack("{s:s,s:s,s:s,s:s}", "step", "validate",
+                                                   "schema", h[i].validate[j].nspname, "table",
+                                                   h[i].validate[j].relname, "constraint",
+                                                   h[i].validate[j].conname));
     for (int i = 0; i < c->m->ntables; i++) {
         pgs_mtable *t = &c->m->tables[i];
-        for (int j = 0; j < h[i].post.n; j++)
-            json_array_append_new(post, json_string(h[i].post.v[j]));
+        /* After the renames the new table has the source's name. */
+        json_array_append_new(steps, json_pack("{s:s,s:s,s:s}", "step", "analyze", "schema",
+                                               t->src.nspname, "table", t->src.relname));
         char oldname[160];
         snprintf(oldname, sizeof oldname, "%s_old", t->src.relname);
+        json_array_append_new(old,
+                              json_pack("{s:s,s:s}", "schema", t->src.nspname, "table", oldname));
         char *qo = pg_qualified(c->conn, t->src.nspname, oldname);
-        json_array_append_new(old, json_string(qo ? qo : "?"));
+        json_array_append_new(old_q, json_string(qo ? qo : "?"));
         json_array_append_new(tables, json_string(t->src.qname));
         free(qo);
     }
-    json_object_set_new(o, "post", post);
-    json_object_set_new(o, "old_tables", old);
+    json_object_set_new(o, "post_steps", steps);
+    json_object_set_new(o, "old", old);
+    json_object_set_new(o, "old_tables", old_q);
     json_object_set_new(o, "new_tables", tables);
     json_object_set_new(o, "post_done", json_false());
     char *s = json_dumps(o, JSON_COMPACT);
@@ -342,6 +362,19 @@ int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
     int rc = -1;
     char k = 0;
     int built = 0;
+    pgs_phase done;
+    /* The swap's connection writes the state: it must be the state database. */
+    if (m->plan->target != NULL) {
+        snprintf(err, errlen,
+                 "the plan has a separate `target:` database, so the swap cannot commit the "
+                 "renames and the phase together");
+        goto out;
+    }
+    if (!state_transition_check(m, PGS_EV_SWAPPED, &done)) {
+        snprintf(err, errlen, "phase %s cannot be swapped (a bug; see the log)",
+                 pgs_phase_name(m->phase));
+        goto out;
+    }
     cutover_crash_point("swap");
     /* Read again under the lock: this is the state that gets renamed. */
     for (; built < m->ntables; built++) {
@@ -379,16 +412,10 @@ int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
             k = run(c, h[i].after.v[j], err, errlen);
         }
     char *js = k == 0 ? state_json(c, stats_json, h) : NULL;
-    if (k == 0) {
-        PGresult *r = pg_query(c->conn, "recording the cutover",
-                               "UPDATE pgshift.migrations SET phase = 'done', cutover = $2::jsonb,"
-                               " cutover_at = now(), updated_at = now(), error = NULL"
-                               " WHERE name = $1",
-                               2, (const char *[]){m->plan->name, js ? js : "{}"});
-        k = r ? 0 : 'E';
-        if (r == NULL)
-            snprintf(err, errlen, "recording the cutover in pgshift.migrations failed");
-        PQclear(r);
+    /* Phase `done` commits with the renames, or neither does. */
+    if (k == 0 && !store_record_swap(c->conn, m->plan->name, done, js ? js : "{}")) {
+        k = 'E';
+        snprintf(err, errlen, "recording the cutover in pgshift.migrations failed");
     }
     free(js);
     cutover_crash_point("commit");
@@ -396,7 +423,10 @@ int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
         k = run(c, "COMMIT", err, errlen);
     if (k == 0) {
         c->locked = false;
-        m->phase = PGS_PHASE_DONE;
+        /* Checked at the start of the swap, so it holds; if it did not
+         * (logged as a bug), memory still follows what committed. */
+        if (!state_transition_committed(m, PGS_EV_SWAPPED, "renames committed"))
+            m->phase = done;
         rc = 1;
     } else
         rc = k == 'L' ? 0 : -1;
@@ -409,60 +439,122 @@ out:
     return rc;
 }
 
+/* A record written by an earlier version: its steps are SQL text, which is
+ * not run; the operator is told what it holds and how to finish. */
+static void refuse_stored_sql(const pgs_migration *m, json_t *o)
+{
+    log_error("migration %s was cut over by an earlier pgshift version, which recorded the steps "
+              "after the swap as SQL text; this version never runs stored SQL, so it does not "
+              "run them",
+              m->plan->name);
+    size_t i;
+    json_t *v;
+    json_array_foreach(json_object_get(o, "post"), i, v)
+    {
+        if (json_is_string(v))
+            log_error("  recorded step (check it, then run it by hand if the foreign key is "
+                      "still NOT VALID): %s",
+                      json_string_value(v));
+    }
+    json_array_foreach(json_object_get(o, "new_tables"), i, v)
+    {
+        if (json_is_string(v))
+            log_error("  recorded step (run by hand): ANALYZE %s", json_string_value(v));
+    }
+    log_error("fix: run those steps by hand (or skip them: they only validate foreign keys "
+              "added NOT VALID and refresh statistics), then record them as done: UPDATE "
+              "pgshift.migrations SET cutover = cutover || '{\"post_done\": true}' WHERE "
+              "name = '%s'; `pgshift cleanup` does not need them",
+              m->plan->name);
+}
+
+/* One step of "post_steps" as a single statement built from its names. */
+static char *step_sql(PGconn *conn, json_t *step, const char **what)
+{
+    const char *kind = json_string_value(json_object_get(step, "step"));
+    const char *schema = json_string_value(json_object_get(step, "schema"));
+    const char *table = json_string_value(json_object_get(step, "table"));
+    const char *con = json_string_value(json_object_get(step, "constraint"));
+    if (kind == NULL || schema == NULL || table == NULL)
+        return NULL;
+    char *qt = pg_qualified(conn, schema, table), *qc = NULL, *sql = NULL;
+    if (qt && strcmp(kind, "validate") == 0 && con && (qc = pg_ident(conn, con)) != NULL) {
+        *what = "validating a foreign key";
+        if (asprintf(&sql, "ALTER TABLE %s VALIDATE CONSTRAINT %s", qt, qc) < 0)
+            sql = NULL;
+    } else if (qt && strcmp(kind, "analyze") == 0) {
+        *what = "analyzing the new table";
+        if (asprintf(&sql, "ANALYZE %s", qt) < 0)
+            sql = NULL;
+    }
+    free(qt);
+    free(qc);
+    return sql;
+}
+
 bool cutover_finish(pgs_migration *m)
 {
-    PGconn *conn = pg_connect(conninfo(m), "source (after the cutover)", false);
-    if (conn == NULL)
-        return false;
-    bool ok = false;
-    char *js = pg_query_value(conn, "reading the cutover record",
-                              "SELECT coalesce(cutover::text, '{}') FROM pgshift.migrations"
-                              " WHERE name = $1",
-                              1, (const char *[]){m->plan->name}, NULL);
+    /* The record is read and written on the state connection. */
+    char *js = state_read_cutover(m);
     json_error_t jerr;
     json_t *o = js ? json_loads(js, 0, &jerr) : NULL;
     free(js);
     if (o == NULL)
-        goto out;
+        return false;
+    bool ok = false;
+    PGconn *conn = NULL;
     if (json_is_true(json_object_get(o, "post_done"))) {
         ok = true;
         goto out;
     }
-    cutover_crash_point("finish");
-    size_t i;
-    json_t *v;
-    ok = true;
-    json_array_foreach(json_object_get(o, "post"), i, v)
-    {
-        struct timespec t0, t1;
-        clock_gettime(CLOCK_MONOTONIC, &t0);
-        /* A constraint validated before a crash validates again in no time. */
-        ok = ok && pg_exec(conn, "validating a foreign key", json_string_value(v));
-        clock_gettime(CLOCK_MONOTONIC, &t1);
-        if (ok)
-            log_info("%s: done in %.1f s", json_string_value(v),
-                     (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+    json_t *steps = json_object_get(o, "post_steps");
+    if (!json_is_array(steps)) {
+        refuse_stored_sql(m, o);
+        goto out;
     }
+    cutover_crash_point("finish");
+    conn = pg_connect(conninfo(m), "source (after the cutover)", false);
+    if (conn == NULL)
+        goto out;
     /* Cost-based delay: the application writes to these tables now, and
      * an unthrottled ANALYZE on a small machine shows in its latency. */
-    pg_exec(conn, "throttling ANALYZE", "SET vacuum_cost_delay = '2ms'");
-    json_array_foreach(json_object_get(o, "new_tables"), i, v)
+    ok = pg_exec(conn, "throttling ANALYZE", "SET vacuum_cost_delay = '2ms'");
+    size_t i;
+    json_t *v;
+    json_array_foreach(steps, i, v)
     {
-        char *sql = NULL;
-        ok = ok && asprintf(&sql, "ANALYZE %s", json_string_value(v)) >= 0 &&
-             pg_exec(conn, "analyzing the new table", sql);
-        free(sql);
-    }
-    if (ok) {
-        PGresult *r = pg_query(conn, "recording the cutover",
-                               "UPDATE pgshift.migrations SET cutover = cutover ||"
-                               " '{\"post_done\": true}'::jsonb WHERE name = $1",
-                               1, (const char *[]){m->plan->name});
+        if (!ok)
+            break;
+        const char *what = NULL;
+        char *sql = step_sql(conn, v, &what);
+        if (sql == NULL) {
+            char *bad = json_dumps(v, JSON_COMPACT);
+            log_error("migration %s: step %zu after the cutover is not one pgshift knows (%s); "
+                      "nothing more is run; fix: do it by hand, then record the steps as done "
+                      "(cutover->post_done in pgshift.migrations)",
+                      m->plan->name, i + 1, bad ? bad : "?");
+            free(bad);
+            ok = false;
+            break;
+        }
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        /* One statement, extended protocol: nothing else can ride along. A
+         * constraint validated before a crash validates again in no time. */
+        PGresult *r = pg_query(conn, what, sql, 0, NULL);
         ok = r != NULL;
         PQclear(r);
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (ok)
+            log_info("%s: done in %.1f s", sql,
+                     (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
+        free(sql);
     }
+    if (ok)
+        ok = state_merge_cutover(m, "{\"post_done\": true}");
 out:
     json_decref(o);
-    PQfinish(conn);
+    if (conn)
+        PQfinish(conn);
     return ok;
 }

@@ -34,11 +34,32 @@ static bool left_behind(const pgs_mtable *t, const char *name)
     return false;
 }
 
+static bool add_validate(handover *h, const char *nspname, const char *relname, const char *conname)
+{
+    handover_fk *v = realloc(h->validate, sizeof *v * (size_t)(h->nvalidate + 1));
+    if (v == NULL)
+        return false;
+    h->validate = v;
+    handover_fk *f = &v[h->nvalidate];
+    f->nspname = strdup(nspname);
+    f->relname = strdup(relname);
+    f->conname = strdup(conname);
+    h->nvalidate++;
+    return f->nspname && f->relname && f->conname;
+}
+
 void handover_free(handover *h)
 {
     strlist_free(&h->lock);
     strlist_free(&h->after);
-    strlist_free(&h->post);
+    for (int i = 0; i < h->nvalidate; i++) {
+        free(h->validate[i].nspname);
+        free(h->validate[i].relname);
+        free(h->validate[i].conname);
+    }
+    free(h->validate);
+    h->validate = NULL;
+    h->nvalidate = 0;
     strlist_free(&h->notes);
     strlist_free(&h->problems);
 }
@@ -96,7 +117,7 @@ static bool fks_in(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mta
         "                JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = x)),"
         "       (SELECT string_agg(a.attname, ', ') FROM unnest(c.confkey) x"
         "          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = x),"
-        "       c.conrelid"
+        "       c.conrelid, n.nspname, k.relname"
         "  FROM pg_constraint c JOIN pg_class k ON k.oid = c.conrelid"
         "  JOIN pg_namespace n ON n.oid = k.relnamespace"
         " WHERE c.contype = 'f' AND c.confrelid = $1::oid AND c.conrelid <> $1::oid"
@@ -153,7 +174,7 @@ static bool fks_in(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mta
                  (strlist_contains(&h->lock, tab) || strlist_push(&h->lock, tab)) &&
                  addf(&h->after, "ALTER TABLE %s DROP CONSTRAINT %s", tab, qcon) &&
                  addf(&h->after, "ALTER TABLE %s ADD CONSTRAINT %s %s NOT VALID", tab, qcon, def) &&
-                 addf(&h->post, "ALTER TABLE %s VALIDATE CONSTRAINT %s", tab, qcon);
+                 add_validate(h, V(r, i, 7), V(r, i, 8), con);
         free(qcon);
     }
     PQclear(r);

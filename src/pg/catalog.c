@@ -152,10 +152,13 @@ bool catalog_read_rel(PGconn *conn, const char *name, pgs_relinfo *out)
     out->relname = strdup(PQgetvalue(res, 0, 2));
     out->relkind = PQgetvalue(res, 0, 3)[0];
     out->replident = PQgetvalue(res, 0, 4)[0];
+    /* reltuples is -1 until the first VACUUM or ANALYZE: then the count is
+     * unknown, and it is said so rather than scanned (count(*) on a live
+     * table the operator only asked to inspect). */
     out->rows_est = strtoll(PQgetvalue(res, 0, 5), NULL, 10);
+    out->rows_known = out->rows_est >= 0;
     out->bytes = strtoll(PQgetvalue(res, 0, 6), NULL, 10);
     out->pages = strtoll(PQgetvalue(res, 0, 7), NULL, 10);
-    bool never_analyzed = strtod(PQgetvalue(res, 0, 5), NULL) <= 0 && out->bytes > 0;
     out->partkey = dup_or_null(res, 0, 8);
     char oid[16];
     snprintf(oid, sizeof oid, "%u", out->oid);
@@ -165,17 +168,6 @@ bool catalog_read_rel(PGconn *conn, const char *name, pgs_relinfo *out)
         return false;
     if (out->rows_est < 0)
         out->rows_est = 0;
-    /* Never analyzed: count small tables, so estimates and progress mean something. */
-    if (never_analyzed && out->bytes < 256LL * 1024 * 1024 && out->relkind == 'r') {
-        char *sql = NULL;
-        if (asprintf(&sql, "SELECT count(*) FROM ONLY %s", out->qname) >= 0) {
-            char *n = pg_query_value(conn, what, sql, 0, NULL, NULL);
-            if (n)
-                out->rows_est = strtoll(n, NULL, 10);
-            free(n);
-        }
-        free(sql);
-    }
 
     const char *po[1] = {oid};
     res = pg_query(conn, what, SQL_COLS, 1, po);

@@ -8,32 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const phase_names[] = {
-    [PGS_PHASE_NONE] = "planned",
-    [PGS_PHASE_COPYING] = "copying",
-    [PGS_PHASE_CATCHING_UP] = "catching_up",
-    [PGS_PHASE_READY] = "ready",
-    [PGS_PHASE_CUTTING_OVER] = "cutting_over",
-    [PGS_PHASE_DONE] = "done",
-    [PGS_PHASE_PAUSED] = "paused",
-    [PGS_PHASE_FAILED] = "failed",
-};
-
-const char *pgs_phase_name(pgs_phase phase)
-{
-    if ((unsigned)phase >= sizeof phase_names / sizeof phase_names[0])
-        return "unknown";
-    return phase_names[phase];
-}
-
-pgs_phase pgs_phase_parse(const char *name)
-{
-    for (size_t i = 0; i < sizeof phase_names / sizeof phase_names[0]; i++)
-        if (strcmp(name, phase_names[i]) == 0)
-            return (pgs_phase)i;
-    return PGS_PHASE_NONE;
-}
-
 /* Match columns: those an old-key ('K') tuple carries, i.e. the replica
  * identity index under USING INDEX, else the primary key (DEFAULT, and FULL
  * whose 'O' tuple has every column), else the plan's `key` (FULL without a

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sys/stat.h>
+
 #include <libpq-fe.h>
 #include <yaml.h>
 
@@ -1509,243 +1511,150 @@ pgs_plan *pgs_plan_load(const char *path, char *err, size_t errlen)
     } else {
         plan = pgs_plan_parse(buf, len, path, err, errlen);
     }
+    /* libpq's rule for a .pgpass file: any group or world bit is too many. */
+    struct stat st;
+    if (plan && fstat(fileno(f), &st) == 0 && (st.st_mode & (S_IRWXG | S_IRWXO)) != 0)
+        plan->password_exposed = pgs_conninfo_has_password(plan->source) ||
+                                 (plan->target && pgs_conninfo_has_password(plan->target));
     fclose(f);
     free(buf);
     return plan;
 }
 
 /* ---------------------------------------------------------------------------
- * Password redaction. Both forms mark the bytes to hide, then print the
- * string with each marked run replaced by ********. Anything libpq would
- * reject is hidden from the point where it stops making sense, so a
- * mistyped password never shows.
+ * Password redaction. libpq parses the string (PQconninfoParse, the parser
+ * it connects with), and the result is printed again from the parsed
+ * options, with every option libpq marks secret (dispchar "*": password,
+ * sslpassword, ...) shown as ********. Anything libpq rejects is not shown
+ * at all: it may be a password that was not quoted or percent-encoded.
  * ------------------------------------------------------------------------- */
 
 #define REDACT_MAX_DEPTH 3
+#define UNPARSEABLE      "(unparseable conninfo)"
 
-static bool mask_conninfo(const char *s, bool *mask, int depth);
-
+/* libpq's own test (recognized_connection_string): a URI, or a string with
+ * "=" in it, which PQconnectdbParams expands when it is the dbname. */
 static size_t uri_prefix_len(const char *s)
 {
-    if (!strncasecmp(s, "postgresql://", 13))
+    if (!strncmp(s, "postgresql://", 13))
         return 13;
-    if (!strncasecmp(s, "postgres://", 11))
+    if (!strncmp(s, "postgres://", 11))
         return 11;
     return 0;
 }
 
-/* "password", "sslpassword", and anything else with "password" in it. */
-static bool secret_keyword(const char *kw, size_t len)
+static bool looks_like_conninfo(const char *s)
 {
-    for (size_t i = 0; i + 8 <= len; i++)
-        if (!strncasecmp(kw + i, "password", 8))
-            return true;
+    return uri_prefix_len(s) > 0 || strchr(s, '=') != NULL;
+}
+
+/* A URI whose user info was not percent-encoded: libpq takes the user info
+ * up to the first "@", looking no further than the first "/", so a raw "@"
+ * or "/" in a password sends its tail into the host, port or database name.
+ * True when an "@" is left between where libpq's user info ends (or the
+ * start, if it found none) and the query string. */
+static bool uri_userinfo_spilled(const char *s)
+{
+    size_t plen = uri_prefix_len(s);
+    if (plen == 0)
+        return false;
+    const char *rest = s + plen;
+    const char *q = rest + strcspn(rest, "@/");
+    if (*q == '@')
+        rest = q + 1;
+    return memchr(rest, '@', strcspn(rest, "?")) != NULL;
+}
+
+/* The options libpq reads from s, or NULL if it would refuse s (or s would
+ * show part of a password in another option). Free with PQconninfoFree. */
+static PQconninfoOption *conninfo_parse(const char *s)
+{
+    char *msg = NULL;
+    if (uri_userinfo_spilled(s))
+        return NULL;
+    PQconninfoOption *opts = PQconninfoParse(s, &msg);
+    PQfreemem(msg);
+    return opts;
+}
+
+static bool holds_secret(const char *s, int depth);
+
+/* Whether an option's value must not be shown: a secret, or a dbname that
+ * libpq expands as a connection string holding one (or one nested too deep
+ * or not parseable, which is assumed to). */
+static bool option_secret(const PQconninfoOption *o, int depth)
+{
+    if (o->val == NULL)
+        return false;
+    if (o->dispchar && strchr(o->dispchar, '*'))
+        return *o->val != '\0';
+    if (!strcmp(o->keyword, "dbname") && looks_like_conninfo(o->val))
+        return depth >= REDACT_MAX_DEPTH || holds_secret(o->val, depth + 1);
     return false;
 }
 
-/* True if k[0..n) is an option libpq knows ("host", "sslmode", ...). */
-static bool libpq_keyword(const char *k, size_t n)
+/* True if s holds a non-empty secret, or cannot be parsed (then it may). */
+static bool holds_secret(const char *s, int depth)
 {
-    char *msg = NULL;
-    PQconninfoOption *opts = PQconninfoParse("", &msg);
-    bool found = false;
-
-    if (!opts) {
-        PQfreemem(msg);
-        return false;
-    }
-    for (const PQconninfoOption *o = opts; o->keyword && !found; o++)
-        found = strlen(o->keyword) == n && !strncmp(o->keyword, k, n);
+    PQconninfoOption *opts = conninfo_parse(s);
+    bool any = opts == NULL;
+    for (const PQconninfoOption *o = opts; o && o->keyword && !any; o++)
+        any = option_secret(o, depth);
     PQconninfoFree(opts);
-    return found;
-}
-
-static bool mask_range(bool *mask, size_t from, size_t to)
-{
-    for (size_t i = from; i < to; i++)
-        mask[i] = true;
-    return to > from;
-}
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    if (ch >= 'a' && ch <= 'f')
-        return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F')
-        return ch - 'A' + 10;
-    return -1;
-}
-
-/* URI: the password in user:password@ (up to the last @, so a raw @ in it
- * is covered) and the value of any query parameter whose percent-decoded
- * name holds "password", up to the next "&<libpq option>=" (so a raw & in
- * it is covered). */
-static bool mask_uri(const char *s, size_t plen, bool *mask)
-{
-    const char *rest = s + plen;
-    const char *at = strrchr(rest, '@');
-    bool any = false;
-
-    if (at) {
-        const char *colon = memchr(rest, ':', (size_t)(at - rest));
-        if (colon)
-            any |= mask_range(mask, (size_t)(colon + 1 - s), (size_t)(at - s));
-    }
-    for (const char *p = rest; *p; p++) {
-        char name[32];
-        size_t n = 0;
-        const char *q;
-
-        if (*p != '?' && *p != '&')
-            continue;
-        for (q = p + 1; *q && *q != '=' && *q != '&' && n < sizeof name; q++) {
-            if (*q == '%' && hexval(q[1]) >= 0 && hexval(q[2]) >= 0) {
-                name[n++] = (char)(hexval(q[1]) * 16 + hexval(q[2]));
-                q += 2;
-            } else {
-                name[n++] = *q;
-            }
-        }
-        if (*q != '=' || !secret_keyword(name, n))
-            continue;
-        const char *v = q + 1, *e = v;
-        for (; *e; e++) {
-            if (*e != '&')
-                continue;
-            const char *k = e + 1;
-            while (isalnum((unsigned char)*k) || *k == '_')
-                k++;
-            if (*k == '=' && libpq_keyword(e + 1, (size_t)(k - e - 1)))
-                break;
-        }
-        any |= mask_range(mask, (size_t)(v - s), (size_t)(e - s));
-        p = e - 1;
-    }
     return any;
 }
 
-/* True if the conninfo or URI s holds a password somewhere. */
-static bool holds_password(const char *s, int depth)
+bool pgs_conninfo_has_password(const char *conninfo)
 {
-    size_t len = strlen(s);
-    bool *mask = calloc(len + 1, sizeof *mask);
-    bool any;
-
-    if (!mask)
-        return true; /* cannot tell: assume so */
-    any = mask_conninfo(s, mask, depth);
-    free(mask);
-    return any;
+    return holds_secret(conninfo ? conninfo : "", 0);
 }
 
-/* key=value pairs, scanned the way libpq's conninfo_parse() does. From a
- * word libpq would reject (no "=", unknown option) on, all is hidden: it may
- * be the tail of a password that should have been quoted. */
-static bool mask_kv(const char *s, bool *mask, int depth)
+/* A value as libpq reads it back: bare when it is a plain word, else in
+ * single quotes with ' and \ escaped. Control characters become '?', so the
+ * result stays on one line (it is for display only). */
+static void put_value(FILE *f, const char *v)
 {
-    const char *cp = s;
-    bool any = false;
-
-    while (*cp) {
-        if (isspace((unsigned char)*cp)) {
-            cp++;
-            continue;
-        }
-        const char *kw = cp;
-        while (*cp && *cp != '=' && !isspace((unsigned char)*cp))
-            cp++;
-        size_t kwlen = (size_t)(cp - kw);
-        while (isspace((unsigned char)*cp))
-            cp++;
-        if (*cp != '=' || (!libpq_keyword(kw, kwlen) && !secret_keyword(kw, kwlen)))
-            return mask_range(mask, (size_t)(kw - s), strlen(s)) || any;
-        for (cp++; isspace((unsigned char)*cp);)
-            cp++;
-
-        const char *v = cp;
-        char *val = malloc(strlen(v) + 1);
-        size_t o = 0;
-        bool closed = true;
-
-        if (!val)
-            return mask_range(mask, (size_t)(v - s), strlen(s)) || any;
-        if (*cp == '\'') {
-            closed = false;
-            for (cp++; *cp;) {
-                if (*cp == '\\') {
-                    cp++;
-                    if (*cp)
-                        val[o++] = *cp++;
-                } else if (*cp == '\'') {
-                    cp++;
-                    closed = true;
-                    break;
-                } else {
-                    val[o++] = *cp++;
-                }
-            }
-        } else {
-            while (*cp && !isspace((unsigned char)*cp)) {
-                if (*cp == '\\') {
-                    cp++;
-                    if (*cp)
-                        val[o++] = *cp++;
-                } else {
-                    val[o++] = *cp++;
-                }
-            }
-        }
-        val[o] = '\0';
-        if (!closed || secret_keyword(kw, kwlen))
-            any |= mask_range(mask, (size_t)(v - s), (size_t)(cp - s));
-        else if (kwlen == 6 && !strncmp(kw, "dbname", 6) && depth < REDACT_MAX_DEPTH &&
-                 (strchr(val, '=') || uri_prefix_len(val)) && holds_password(val, depth + 1))
-            any |= mask_range(mask, (size_t)(v - s), (size_t)(cp - s)); /* expanded by libpq */
-        free(val);
+    bool quote = *v == '\0';
+    for (const char *p = v; *p && !quote; p++)
+        quote = isspace((unsigned char)*p) || *p == '\'' || *p == '\\';
+    if (quote)
+        fputc('\'', f);
+    for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
+        if (*p == '\'' || *p == '\\')
+            fputc('\\', f);
+        fputc(*p < 0x20 || *p == 0x7f ? '?' : *p, f);
     }
-    return any;
-}
-
-static bool mask_conninfo(const char *s, bool *mask, int depth)
-{
-    const char *p = s;
-    size_t plen;
-
-    while (isspace((unsigned char)*p))
-        p++;
-    if ((plen = uri_prefix_len(p)) > 0)
-        return mask_uri(s, (size_t)(p - s) + plen, mask);
-    return mask_kv(s, mask, depth);
+    if (quote)
+        fputc('\'', f);
 }
 
 char *pgs_conninfo_redact(const char *conninfo)
 {
-    const char *s = conninfo ? conninfo : "";
-    size_t len = strlen(s), o = 0;
-    bool *mask = calloc(len + 1, sizeof *mask);
-    char *out;
-
-    if (!mask)
-        return NULL;
-    mask_conninfo(s, mask, 0);
-    /* Each masked run becomes 8 characters: at most 8 per input byte. */
-    if (!(out = malloc(len * 8 + 1))) {
-        free(mask);
+    PQconninfoOption *opts = conninfo_parse(conninfo ? conninfo : "");
+    if (opts == NULL)
+        return strdup(UNPARSEABLE);
+    char *out = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&out, &len);
+    if (f == NULL) {
+        PQconninfoFree(opts);
         return NULL;
     }
-    for (size_t i = 0; i < len;) {
-        if (mask[i]) {
-            memcpy(out + o, REDACTED, sizeof REDACTED - 1);
-            o += sizeof REDACTED - 1;
-            while (i < len && mask[i])
-                i++;
-        } else {
-            out[o++] = s[i++];
-        }
+    bool first = true;
+    for (const PQconninfoOption *o = opts; o->keyword; o++) {
+        if (o->val == NULL)
+            continue;
+        fprintf(f, "%s%s=", first ? "" : " ", o->keyword);
+        first = false;
+        if (option_secret(o, 0) || (o->dispchar && strchr(o->dispchar, '*')))
+            fputs(REDACTED, f);
+        else
+            put_value(f, o->val);
     }
-    out[o] = '\0';
-    free(mask);
+    PQconninfoFree(opts);
+    if (fclose(f) != 0) {
+        free(out);
+        return NULL;
+    }
     return out;
 }

@@ -491,7 +491,13 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
     }
     char size[32];
     human_bytes(t->src.bytes, size, sizeof size);
-    say(r, "ok", "about %lld rows, %s with indexes", (long long)t->src.rows_est, size);
+    if (t->src.rows_known)
+        say(r, "ok", "about %lld rows, %s with indexes", (long long)t->src.rows_est, size);
+    else
+        say(r, "ok",
+            "row count unknown (never analyzed; ANALYZE %s gives an estimate and copy "
+            "progress), %s with indexes",
+            t->src.qname, size);
 
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->src.oid);
@@ -561,14 +567,18 @@ int preflight_run(pgs_migration *m, bool resuming, FILE *out)
     fprintf(out, "\n  2. logical replication slot %s (pgoutput) with an exported snapshot\n",
             m->slot);
     int64_t rows = 0, bytes = 0;
+    int unknown = 0;
     for (int i = 0; i < m->ntables; i++) {
         rows += m->tables[i].src.rows_est;
         bytes += m->tables[i].src.bytes;
+        unknown += m->tables[i].src.exists && !m->tables[i].src.rows_known;
     }
-    char size[32];
+    char size[32], unk[64] = "";
     human_bytes(bytes, size, sizeof size);
-    fprintf(out, "  3. copy %d table(s), about %lld rows / %s, under that snapshot in parallel\n",
-            m->ntables, (long long)rows, size);
+    if (unknown > 0)
+        snprintf(unk, sizeof unk, " (plus the rows of %d never-analyzed table(s))", unknown);
+    fprintf(out, "  3. copy %d table(s), about %lld rows%s / %s, under that snapshot in parallel\n",
+            m->ntables, (long long)rows, unk, size);
     fprintf(out, "  4. stream the changes made since and apply them in commit order, until "
                  "cutover\n");
     fprintf(out, "  state: schema pgshift in the target database (resumable from any machine)\n");

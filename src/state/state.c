@@ -1,54 +1,24 @@
 /* state.c: the migration's persistent state in schema `pgshift` of the
- * target database, so that a restart from any machine resumes. The applied
- * position is written by the applier in its own transactions (apply.c);
- * this file owns the schema and the phase changes. */
+ * target database, so that a restart from any machine resumes, and the one
+ * way a phase changes (state_transition, over the table in phase.c). The
+ * applied position is written by the applier in its own transactions
+ * (apply.c); other statements on the schema are in store.c. */
 #include "pgshift/migration.h"
 
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
+#include "pgshift/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-static const char *const SQL_SCHEMA =
-    "CREATE SCHEMA IF NOT EXISTS pgshift;"
-    "CREATE TABLE IF NOT EXISTS pgshift.migrations ("
-    "  name text PRIMARY KEY,"
-    "  phase text NOT NULL,"
-    "  slot_name text NOT NULL,"
-    "  publication_name text NOT NULL,"
-    "  consistent_lsn pg_lsn,"
-    "  applied_lsn pg_lsn,"
-    "  applied_commit_time timestamptz,"
-    "  applied_xacts bigint NOT NULL DEFAULT 0,"
-    "  applied_changes bigint NOT NULL DEFAULT 0,"
-    "  error text,"
-    "  stats jsonb,"
-    "  started_at timestamptz NOT NULL DEFAULT now(),"
-    "  updated_at timestamptz NOT NULL DEFAULT now());"
-    "CREATE TABLE IF NOT EXISTS pgshift.tables ("
-    "  migration text NOT NULL REFERENCES pgshift.migrations (name) ON DELETE CASCADE,"
-    "  ord int NOT NULL,"
-    "  source_table text NOT NULL,"
-    "  target_table text NOT NULL,"
-    "  target_created boolean NOT NULL DEFAULT false,"
-    "  rows_estimated bigint NOT NULL DEFAULT 0,"
-    "  bytes_estimated bigint NOT NULL DEFAULT 0,"
-    "  rows_copied bigint NOT NULL DEFAULT 0,"
-    "  bytes_copied bigint NOT NULL DEFAULT 0,"
-    "  copy_done boolean NOT NULL DEFAULT false,"
-    "  changes_applied bigint NOT NULL DEFAULT 0,"
-    "  PRIMARY KEY (migration, ord));"
-    "ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS cutover jsonb,"
-    "  ADD COLUMN IF NOT EXISTS cutover_at timestamptz;";
-
 bool state_ensure_schema(pgs_migration *m)
 {
     /* Concurrent CREATE ... IF NOT EXISTS can still collide; the advisory
      * lock taken first (state_lock) serialises pgshift runs. */
-    return pg_exec(m->tgt, "creating the pgshift state schema", SQL_SCHEMA);
+    return store_ensure_schema(m->tgt);
 }
 
 bool state_lock(pgs_migration *m)
@@ -87,14 +57,20 @@ bool state_lock(pgs_migration *m)
 bool state_load(pgs_migration *m)
 {
     m->has_state = false;
+    /* Nothing is read from a schema another role controls. */
+    int schema = store_check_schema(m->tgt);
+    if (schema < 0)
+        return false;
+    if (schema == 0)
+        return true;
     char *exists =
         pg_query_value(m->tgt, "reading the state",
                        "SELECT to_regclass('pgshift.migrations') IS NOT NULL", 0, NULL, NULL);
     if (exists == NULL)
         return false;
-    bool have_schema = strcmp(exists, "t") == 0;
+    bool have_table = strcmp(exists, "t") == 0;
     free(exists);
-    if (!have_schema)
+    if (!have_table)
         return true;
 
     const char *p[1] = {m->plan->name};
@@ -142,17 +118,20 @@ bool state_load(pgs_migration *m)
 
 bool state_begin_copy(pgs_migration *m)
 {
-    const char *p[3] = {m->plan->name, m->slot, m->publication};
+    pgs_phase to;
+    if (!state_transition_check(m, PGS_EV_COPY_START, &to))
+        return false;
+    const char *p[4] = {m->plan->name, m->slot, m->publication, pgs_phase_name(to)};
     if (!pg_exec(m->tgt, "starting the state", "BEGIN"))
         return false;
     PGresult *res =
         pg_query(m->tgt, "writing the state",
                  "INSERT INTO pgshift.migrations (name, phase, slot_name, publication_name)"
-                 " VALUES ($1, 'copying', $2, $3)"
-                 " ON CONFLICT (name) DO UPDATE SET phase = 'copying', consistent_lsn = NULL,"
+                 " VALUES ($1, $4, $2, $3)"
+                 " ON CONFLICT (name) DO UPDATE SET phase = $4, consistent_lsn = NULL,"
                  "   applied_lsn = NULL, applied_commit_time = NULL, applied_xacts = 0,"
                  "   applied_changes = 0, error = NULL, stats = NULL, updated_at = now()",
-                 3, p);
+                 4, p);
     if (res == NULL)
         goto failed;
     PQclear(res);
@@ -183,27 +162,14 @@ bool state_begin_copy(pgs_migration *m)
     if (!pg_exec(m->tgt, "writing the state", "COMMIT"))
         return false;
     m->has_state = true;
-    m->phase = PGS_PHASE_COPYING;
+    if (!state_transition_committed(m, PGS_EV_COPY_START, "state rows reset"))
+        return false;
     m->applied_lsn = m->consistent_lsn = 0;
     m->applied_xacts = m->applied_changes = 0;
     return true;
 failed:
     pg_exec(m->tgt, "rolling back", "ROLLBACK");
     return false;
-}
-
-bool state_set_phase(pgs_migration *m, pgs_phase phase, const char *error)
-{
-    const char *p[3] = {m->plan->name, pgs_phase_name(phase), error};
-    PGresult *res = pg_query(m->tgt, "writing the phase",
-                             "UPDATE pgshift.migrations SET phase = $2, error = $3,"
-                             "  updated_at = now() WHERE name = $1",
-                             3, p);
-    if (res == NULL)
-        return false;
-    PQclear(res);
-    m->phase = phase;
-    return true;
 }
 
 bool state_set_consistent_lsn(pgs_migration *m, pgs_lsn lsn)
@@ -223,20 +189,22 @@ bool state_set_consistent_lsn(pgs_migration *m, pgs_lsn lsn)
 
 bool state_copy_done(pgs_migration *m)
 {
-    const char *p[1] = {m->plan->name};
+    pgs_phase to;
+    if (!state_transition_check(m, PGS_EV_COPY_DONE, &to))
+        return false;
+    const char *p[2] = {m->plan->name, pgs_phase_name(to)};
     PGresult *res = pg_query(m->tgt, "recording the end of the copy",
                              "WITH t AS (UPDATE pgshift.tables SET copy_done = true"
                              "             WHERE migration = $1)"
-                             "UPDATE pgshift.migrations SET phase = 'catching_up',"
+                             "UPDATE pgshift.migrations SET phase = $2,"
                              "  updated_at = now() WHERE name = $1",
-                             1, p);
+                             2, p);
     if (res == NULL)
         return false;
     PQclear(res);
     for (int i = 0; i < m->ntables; i++)
         m->tables[i].copy_done = true;
-    m->phase = PGS_PHASE_CATCHING_UP;
-    return true;
+    return state_transition_committed(m, PGS_EV_COPY_DONE, NULL);
 }
 
 bool state_delete(pgs_migration *m)
@@ -249,4 +217,86 @@ bool state_delete(pgs_migration *m)
     PQclear(res);
     m->has_state = false;
     return true;
+}
+
+/* ---- phase changes: only through a row of the table (phase.c) ---- */
+
+/* A (phase, event) pair with no row: the caller asked for something the
+ * state machine does not allow, which is a bug, never an operator's error. */
+static void illegal(const pgs_migration *m, pgs_event ev, const char *detail)
+{
+    log_error("BUG: no phase transition from %s on event %s%s%s; the phase stays %s and pgshift "
+              "stops here; please report this with the log",
+              pgs_phase_name(m->phase), pgs_event_name(ev), detail ? ": " : "",
+              detail ? detail : "", pgs_phase_name(m->phase));
+}
+
+bool state_transition_check(pgs_migration *m, pgs_event ev, pgs_phase *to)
+{
+    if (phase_next(m->phase, ev, to, NULL))
+        return true;
+    illegal(m, ev, NULL);
+    return false;
+}
+
+static bool transition(pgs_migration *m, pgs_event ev, const char *detail, bool write,
+                       pgs_log_level level)
+{
+    pgs_phase from = m->phase, to;
+    bool persist;
+    if (!phase_next(from, ev, &to, &persist)) {
+        illegal(m, ev, detail);
+        return false;
+    }
+    /* The error column says why a migration failed, and only then. */
+    if (persist && write &&
+        !store_write_phase(m->tgt, m->plan->name, to, to == PGS_PHASE_FAILED ? detail : NULL))
+        return false;
+    pgs_log(level, "phase %s -> %s (%s%s%s)", pgs_phase_name(from), pgs_phase_name(to),
+            pgs_event_name(ev), detail ? ": " : "", detail ? detail : "");
+    m->phase = to;
+    return true;
+}
+
+bool state_transition(pgs_migration *m, pgs_event ev, const char *detail)
+{
+    return transition(m, ev, detail, true, PGS_LOG_INFO);
+}
+
+bool state_transition_committed(pgs_migration *m, pgs_event ev, const char *detail)
+{
+    return transition(m, ev, detail, false, PGS_LOG_INFO);
+}
+
+bool state_set_phase(pgs_migration *m, pgs_phase phase, const char *error)
+{
+    /* The old interface: a re-write of the phase it already has (stream.c
+     * sets m->phase itself before resuming) is stored as it was. */
+    if (m->phase == phase)
+        return store_write_phase(m->tgt, m->plan->name, phase,
+                                 phase == PGS_PHASE_FAILED ? error : NULL);
+    for (int ev = 0; ev < PGS_EV_COUNT; ev++) {
+        pgs_phase to;
+        if (phase_next(m->phase, (pgs_event)ev, &to, NULL) && to == phase)
+            /* Its callers log the change themselves. */
+            return transition(m, (pgs_event)ev, error, true, PGS_LOG_DEBUG);
+    }
+    log_error("BUG: no phase transition from %s to %s; the phase stays %s",
+              pgs_phase_name(m->phase), pgs_phase_name(phase), pgs_phase_name(m->phase));
+    return false;
+}
+
+bool state_write_stats(pgs_migration *m, const char *stats_json)
+{
+    return store_write_stats(m->tgt, m->plan->name, stats_json);
+}
+
+bool state_merge_cutover(pgs_migration *m, const char *json)
+{
+    return store_merge_cutover(m->tgt, m->plan->name, json);
+}
+
+char *state_read_cutover(pgs_migration *m)
+{
+    return store_read_cutover(m->tgt, m->plan->name);
 }

@@ -1,7 +1,9 @@
 /* board.c: the HTTP views served from a thread of their own (status.h), so
  * that /metrics and /status answer during the copy, when the stream loop
  * does not run yet, as well as while streaming. Publishers render the
- * bodies; the HTTP thread only copies them out under the mutex. */
+ * bodies; the HTTP thread only copies them out under the mutex. Another
+ * session's SQL (the cutover blocker's query, from pg_stat_activity) is
+ * left out of what is served beyond this machine unless asked for. */
 #include "pgshift/http.h"
 #include "pgshift/log.h"
 #include "pgshift/status.h"
@@ -18,12 +20,14 @@ static struct {
     uv_async_t stop;
     http_server *http;
     int port;
+    bool show_queries;    /* set before board_start returns; read-only after */
     char *metrics, *json; /* the last published snapshot, rendered */
     size_t metrics_len;
     /* startup handshake */
     pthread_cond_t cv;
     int started; /* 0 waiting, 1 up, -1 failed */
     const char *addr;
+    bool force_queries; /* --http-show-queries */
 } B = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
 static char *dup_body(const char *s, size_t len)
@@ -87,6 +91,7 @@ static void *board_main(void *arg)
     }
     pthread_mutex_lock(&B.mu);
     B.port = ok ? http_port(B.http) : 0;
+    B.show_queries = ok && (B.force_queries || http_is_loopback(B.http));
     B.started = ok ? 1 : -1;
     pthread_cond_signal(&B.cv);
     pthread_mutex_unlock(&B.mu);
@@ -95,11 +100,12 @@ static void *board_main(void *arg)
     return NULL;
 }
 
-bool board_start(const char *addr)
+bool board_start(const char *addr, bool show_queries)
 {
     if (B.running)
         return true;
     B.addr = addr;
+    B.force_queries = show_queries;
     B.started = 0;
     if (pthread_create(&B.thread, NULL, board_main, NULL) != 0) {
         log_error("HTTP server: cannot start its thread");
@@ -128,10 +134,38 @@ int board_port(void)
     return B.port;
 }
 
-void board_publish(const Pgshift__StatusSnapshot *st)
+bool board_shows_queries(void)
+{
+    return B.show_queries;
+}
+
+/* The snapshot as served: `st` itself, or, when queries are hidden and
+ * there is one, a shallow copy in *x with the blocker's query replaced. */
+static const Pgshift__StatusSnapshot *served(const Pgshift__StatusSnapshot *st,
+                                             Pgshift__StatusSnapshot *x, Pgshift__CutoverInfo *co,
+                                             Pgshift__Blocker *bl)
+{
+    const Pgshift__CutoverInfo *c = st->cutover;
+    if (B.show_queries || c == NULL || c->last_blocker == NULL || c->last_blocker->query == NULL ||
+        c->last_blocker->query[0] == '\0')
+        return st;
+    *bl = *c->last_blocker;
+    bl->query = (char *)BOARD_QUERY_HIDDEN;
+    *co = *c;
+    co->last_blocker = bl;
+    *x = *st;
+    x->cutover = co;
+    return x;
+}
+
+void board_publish(const Pgshift__StatusSnapshot *snap)
 {
     if (!B.running)
         return;
+    Pgshift__StatusSnapshot x;
+    Pgshift__CutoverInfo co;
+    Pgshift__Blocker bl;
+    const Pgshift__StatusSnapshot *st = served(snap, &x, &co, &bl);
     size_t mlen = 0;
     char *metrics = status_prometheus(st, &mlen);
     char *json = status_json(st, 2);

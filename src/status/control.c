@@ -1,9 +1,10 @@
 /* control.c: the control socket. The server is a uv_pipe_t on the run's
- * loop; each connection reads one length-prefixed ControlRequest, hands it
- * to the handler and writes back one ControlReply. A control_call outlives
- * its connection so that a handler answering late (a cutover) never has to
- * know whether the client is still there. The client side is plain blocking
- * sockets with poll() for the deadline. */
+ * loop, in a private directory; each connection from an allowed uid reads
+ * one length-prefixed ControlRequest, hands it to the handler and writes
+ * back one ControlReply. A control_call outlives its connection so that a
+ * handler answering late (a cutover) never has to know whether the client
+ * is still there. The client side is plain blocking sockets with poll() for
+ * the deadline. */
 #include "pgshift/control.h"
 #include "pgshift/connlist.h"
 #include "pgshift/log.h"
@@ -91,6 +92,105 @@ static bool fill_addr(struct sockaddr_un *sa, const char *path)
         return false;
     memcpy(sa->sun_path, path, strlen(path) + 1);
     return true;
+}
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void set_err(char *err, size_t errlen, const char *fmt, ...)
+{
+    if (err == NULL || errlen == 0)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+/* The directory part of `path` into `out`, which has room for the whole
+ * path: "." for a bare name, "/" for a name in the root. */
+static void parent_dir(const char *path, char *out)
+{
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        strcpy(out, ".");
+        return;
+    }
+    size_t n = slash == path ? 1 : (size_t)(slash - path);
+    memcpy(out, path, n);
+    out[n] = '\0';
+}
+
+bool control_peer_allowed(uid_t peer, uid_t self)
+{
+    return peer == self || peer == 0;
+}
+
+/* The uid of the process at the other end of a connected Unix socket. */
+static bool peer_uid(int fd, uid_t *uid)
+{
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0)
+        return false;
+    *uid = cred.uid;
+    return true;
+}
+
+int control_private_dir(const char *dir, bool create, char *err, size_t errlen)
+{
+    uid_t me = geteuid();
+    struct stat st;
+    if (lstat(dir, &st) != 0) {
+        if (errno != ENOENT) {
+            set_err(err, errlen, "control socket directory %s: %s", dir, strerror(errno));
+            return -2;
+        }
+        if (!create) {
+            set_err(err, errlen, "control socket directory %s does not exist", dir);
+            return -1;
+        }
+        if (mkdir(dir, 0700) == 0) {
+            /* Ours: a umask that took the owner's bits away is undone. */
+            if (chmod(dir, 0700) != 0) {
+                set_err(err, errlen, "control socket directory %s: chmod: %s", dir,
+                        strerror(errno));
+                return -2;
+            }
+        } else if (errno != EEXIST) {
+            set_err(err, errlen,
+                    "control socket directory %s: mkdir: %s; check state_dir in the plan", dir,
+                    strerror(errno));
+            return -2;
+        }
+        /* Made by us, or by someone else just now: checked the same way. */
+        if (lstat(dir, &st) != 0) {
+            set_err(err, errlen, "control socket directory %s: %s", dir, strerror(errno));
+            return -2;
+        }
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        set_err(err, errlen,
+                "control socket directory %s is %s, not a directory; remove it or set another "
+                "state_dir in the plan",
+                dir, S_ISLNK(st.st_mode) ? "a symbolic link" : "something else");
+        return -2;
+    }
+    if (st.st_uid != me) {
+        set_err(err, errlen,
+                "control socket directory %s is owned by uid %u, not by uid %u that pgshift runs "
+                "as; refusing to use it (set another state_dir in the plan)",
+                dir, (unsigned)st.st_uid, (unsigned)me);
+        return -2;
+    }
+    if ((st.st_mode & 077) != 0) {
+        set_err(err, errlen,
+                "control socket directory %s has mode %04o, open to group or others; refusing to "
+                "use it (chmod 700 %s)",
+                dir, (unsigned)(st.st_mode & 07777), dir);
+        return -2;
+    }
+    return 0;
 }
 
 /* --- server --- */
@@ -323,10 +423,29 @@ static void on_connection(uv_stream_t *server, int status)
     c->open_handles = 2;
     conn_list_add(&s->conns, &c->link);
     int rc = uv_accept(server, (uv_stream_t *)&c->pipe);
-    if (rc == 0)
-        rc = uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
     if (rc < 0) {
         log_warn("control socket: accept: %s", uv_strerror(rc));
+        conn_close(c);
+        return;
+    }
+    uv_os_fd_t fd;
+    uid_t uid;
+    if (uv_fileno((uv_handle_t *)&c->pipe, &fd) != 0 || !peer_uid(fd, &uid)) {
+        log_warn("control socket: cannot tell which user connected (SO_PEERCRED: %s); closing",
+                 strerror(errno));
+        conn_close(c);
+        return;
+    }
+    if (!control_peer_allowed(uid, geteuid())) {
+        log_warn("control socket: refused a connection from uid %u: only uid %u (this run) and "
+                 "root may use it",
+                 (unsigned)uid, (unsigned)geteuid());
+        conn_close(c);
+        return;
+    }
+    rc = uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read);
+    if (rc < 0) {
+        log_warn("control socket: read: %s", uv_strerror(rc));
         conn_close(c);
         return;
     }
@@ -389,6 +508,12 @@ control_server *control_listen(uv_loop_t *loop, const char *path, control_handle
         log_error("control socket path is too long (%zu bytes, at most %zu), use a shorter state "
                   "directory: %s",
                   strlen(path), sizeof sa.sun_path - 1, path);
+        return NULL;
+    }
+    char dir[sizeof sa.sun_path], err[512];
+    parent_dir(path, dir);
+    if (control_private_dir(dir, true, err, sizeof err) != 0) {
+        log_error("%s", err);
         return NULL;
     }
     if (!clear_stale(path, &sa))
@@ -472,19 +597,6 @@ void control_close(control_server *s)
 }
 
 /* --- client --- */
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void set_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static int64_t mono_ms(void)
 {
@@ -582,6 +694,13 @@ int control_request(const char *path, const Pgshift__ControlRequest *req,
                 strlen(path), sizeof sa.sun_path - 1, path);
         return -2;
     }
+    char dir[sizeof sa.sun_path];
+    parent_dir(path, dir);
+    int drc = control_private_dir(dir, false, err, errlen);
+    if (drc == -1)
+        set_err(err, errlen, "no pgshift run is listening on %s", path);
+    if (drc != 0)
+        return drc;
     int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : -1;
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -610,6 +729,22 @@ int control_request(const char *path, const Pgshift__ControlRequest *req,
                     timeout_ms);
         else
             set_err(err, errlen, "control socket %s: connect: %s", path, strerror(e));
+        return -2;
+    }
+    /* Before anything is sent: the request may be a cutover or an abort. */
+    uid_t uid;
+    if (!peer_uid(fd, &uid)) {
+        set_err(err, errlen, "control socket %s: cannot tell which user serves it: %s", path,
+                strerror(errno));
+        close(fd);
+        return -2;
+    }
+    if (!control_peer_allowed(uid, geteuid())) {
+        set_err(err, errlen,
+                "control socket %s is served by uid %u, neither this user (uid %u) nor root; "
+                "not talking to it",
+                path, (unsigned)uid, (unsigned)geteuid());
+        close(fd);
         return -2;
     }
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
@@ -669,12 +804,22 @@ int control_request(const char *path, const Pgshift__ControlRequest *req,
     return 0;
 }
 
-char *control_socket_path(const char *state_dir, const char *name)
+char *control_socket_dir(const char *state_dir)
 {
     size_t d = strlen(state_dir);
     const char *sep = d > 0 && state_dir[d - 1] == '/' ? "" : "/";
     char *p = NULL;
-    if (asprintf(&p, "%s%spgshift-%s.sock", state_dir, sep, name) < 0)
+    if (asprintf(&p, "%s%spgshift-%u", state_dir, sep, (unsigned)geteuid()) < 0)
         return NULL;
+    return p;
+}
+
+char *control_socket_path(const char *state_dir, const char *name)
+{
+    char *dir = control_socket_dir(state_dir);
+    char *p = NULL;
+    if (dir == NULL || asprintf(&p, "%s/pgshift-%s.sock", dir, name) < 0)
+        p = NULL;
+    free(dir);
     return p;
 }

@@ -56,6 +56,7 @@ struct http_server {
     http_handler handler;
     void *arg;
     int port;
+    bool loopback; /* bound to 127.0.0.0/8 or ::1 */
     unsigned idle_timeout_ms;
     conn_list conns;
     bool refusing; /* at HTTP_MAX_CONNS, logged once until a slot frees */
@@ -583,6 +584,16 @@ static bool parse_addr(const char *addr, struct sockaddr_storage *sa, const char
     return true;
 }
 
+static bool is_loopback(const struct sockaddr_storage *sa)
+{
+    if (sa->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->ss_family != AF_INET6)
+        return false;
+    const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+    return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+}
+
 /* "127.0.0.1:9187" or "[::1]:9187". */
 static void format_addr(const struct sockaddr_storage *sa, char *out, size_t n)
 {
@@ -646,6 +657,7 @@ http_server *http_listen(uv_loop_t *loop, const char *addr, http_handler h, void
     format_addr(&bound, shown, sizeof shown);
     s->port = bound.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&bound)->sin6_port)
                                           : ntohs(((struct sockaddr_in *)&bound)->sin_port);
+    s->loopback = is_loopback(&bound);
     log_debug("http server listening on %s", shown);
     return s;
 
@@ -659,6 +671,11 @@ fail:
 int http_port(const http_server *s)
 {
     return s->port;
+}
+
+bool http_is_loopback(const http_server *s)
+{
+    return s->loopback;
 }
 
 void http_set_idle_timeout(http_server *s, unsigned timeout_ms)

@@ -12,14 +12,9 @@
 #include <string.h>
 #include <time.h>
 
-static const char *const phase_names[] = {"unknown", "planned",      "copying", "catching_up",
-                                          "ready",   "cutting_over", "done",    "paused",
-                                          "failed",  "rolled_back"};
-
 const char *status_phase_name(Pgshift__Phase phase)
 {
-    unsigned p = (unsigned)phase;
-    return p < sizeof phase_names / sizeof phase_names[0] ? phase_names[p] : "unknown";
+    return phase_proto_name((int)phase);
 }
 
 typedef struct buf {
@@ -109,7 +104,7 @@ static void gauge(buf *b, const char *name, const char *help, const Pgshift__Sta
 char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len)
 {
     buf b = {0};
-    int phase = st->phase > 0 ? (int)st->phase - 1 : 0;
+    int phase = phase_metric_from_proto((int)st->phase);
     gauge(&b, "phase",
           "Migration phase: 0 not started, 1 copying, 2 catching_up, 3 ready, 4 cutting_over, "
           "5 done, 6 paused, 7 failed.",
@@ -261,7 +256,7 @@ bool status_snapshot_build(const pgs_migration *m, const status_live *live, stat
     }
     Pgshift__StatusSnapshot *st = &x->st;
     st->migration = m->plan->name;
-    st->phase = (Pgshift__Phase)(m->phase == PGS_PHASE_NONE ? 0 : (int)m->phase + 1);
+    st->phase = (Pgshift__Phase)phase_to_proto(m->phase);
     st->source_lsn = (char *)decode_lsn_format(live->source_lsn, x->src_lsn);
     st->applied_lsn = (char *)decode_lsn_format(m->applied_lsn, x->applied);
     st->confirmed_lsn = (char *)decode_lsn_format(live->confirmed_lsn, x->confirmed);

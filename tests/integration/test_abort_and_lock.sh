@@ -198,6 +198,6 @@ grep -q 'the running pgshift run of ab stops' "$WORK/abort5.out" || fail "abort5
 wait "$RUN_PID"; rc=$?
 [ "$rc" = 0 ] || fail "the run asked to stop exited $rc"
 [ "$(sql "SELECT count(*) FROM pg_replication_slots")" = 0 ] || fail "slot left after a live abort"
-[ ! -e "$WORK/pgshift-ab.sock" ] || fail "control socket left behind"
+[ ! -e "$WORK/pgshift-$(id -u)/pgshift-ab.sock" ] || fail "control socket left behind"
 pass "abort --confirm while the run is alive stops it over the control socket, then drops everything"
 finish

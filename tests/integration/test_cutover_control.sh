@@ -31,12 +31,14 @@ pass "cutover without a running run: exit 1, says how to start one"
 
 start_run "$WORK/plan.yaml" "$WORK/run.log"
 wait_streaming "$WORK/run.log"
-[ "$(stat -c %a "$WORK/pgshift-ctl.sock")" = 600 ] || fail "control socket mode $(stat -c %a "$WORK/pgshift-ctl.sock")"
+SOCK_DIR="$WORK/pgshift-$(id -u)"
+[ "$(stat -c %a "$SOCK_DIR/pgshift-ctl.sock")" = 600 ] || fail "control socket mode $(stat -c %a "$SOCK_DIR/pgshift-ctl.sock")"
+[ "$(stat -c %a "$SOCK_DIR")" = 700 ] || fail "control socket directory mode $(stat -c %a "$SOCK_DIR")"
 "$PGSHIFT" cutover --plan "$WORK/plan.yaml" >"$WORK/rule.out" 2>&1; rc=$?
 [ "$rc" = 1 ] && grep -qF 'rule t_rule on "public"."t" cannot be carried to the new table; fix: drop it (and re-create it after the cutover), or leave_behind: [t_rule]' "$WORK/rule.out" ||
   fail "refusal for a rule: exit $rc: $(cat "$WORK/rule.out")"
 [ "$(sql "SELECT relname FROM pg_class WHERE oid = 't'::regclass")" = t ] && [ -z "$(sql "SELECT to_regclass('t_old')")" ] || fail "renamed after a refusal"
-pass "a rule on the source: cutover refused with the fix, control socket 0600"
+pass "a rule on the source: cutover refused with the fix, control socket 0600 in a 0700 directory"
 
 sql "DROP RULE t_rule ON t" || fail "drop rule"
 # A session that keeps t locked: both attempts time out, and the run goes on.

@@ -143,6 +143,30 @@ grep -qF 'target "public"."good_part" will be created: LIKE the source, PARTITIO
 grep -qF '1. publication pgshift_good FOR TABLE "public"."good", "public"."good2"' "$OUT" || fail "good: steps not listed"
 [ ! -s "$ERR" ] || fail "good: stderr: $(cat "$ERR")"
 pass "a good plan exits 0 with '0 blocking problem(s)'"
+# ---- row estimates come from the statistics, never from a scan -------------
+# A never-analyzed table (reltuples -1) is reported as unknown; before, the
+# plan ran SELECT count(*) on every such table under 256 MB.
+sqlf - <<'SQL' || fail "setup rows_unk"
+CREATE TABLE rows_unk (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+INSERT INTO rows_unk SELECT i, 'x' FROM generate_series(1, 1000) i;
+CREATE TABLE rows_unk_new (LIKE rows_unk INCLUDING ALL);
+SQL
+write_plan rows_unk <<<'  - {source: rows_unk, target: rows_unk_new}'
+sleep 0.5 # statistics of the setup's own backend are flushed when it exits
+scans=$(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'")
+expect_ok rows_unk
+grep -qF 'row count unknown (never analyzed; ANALYZE "public"."rows_unk" gives an estimate' "$OUT" ||
+  fail "rows_unk: $(grep -iE 'rows|unknown' "$OUT" | head -3)"
+grep -qF 'about 0 rows (plus the rows of 1 never-analyzed table(s))' "$OUT" || fail "rows_unk: $(grep 'copy 1 table' "$OUT")"
+sleep 0.5 # the plan's backend has exited and flushed its statistics
+[ "$(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'")" = "$scans" ] ||
+  fail "rows_unk: the plan scanned the table ($(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'") sequential scans, $scans before)"
+sql "ANALYZE rows_unk" || fail "analyze rows_unk"
+expect_ok rows_unk
+grep -qE 'ok +about 1000 rows, ' "$OUT" || fail "rows_unk after ANALYZE: $(grep -i rows "$OUT" | head -3)"
+sql "DROP TABLE rows_unk, rows_unk_new" || fail "drop rows_unk"
+pass "never-analyzed table: row count unknown, not counted (no scan); after ANALYZE the estimate"
+
 after=$(snapshot) || fail "snapshot"
 [ "$after" = "$before" ] || fail "plan changed the server: before '$before', after '$after'"
 [ "$(sql "SELECT count(*) FROM pg_replication_slots")" = 0 ] || fail "a slot exists"
@@ -362,14 +386,27 @@ pass "a nullable partition column without NULLs: exit 0 with a warning naming th
 write_plan pw "dbname=$PGDATABASE password=secret123" <<<'  - {source: good, target: good_new}'
 run_plan pw --log-level debug
 [ "$RC" = 0 ] || fail "pw: $(show)"
-grep -qF "(source: dbname=$PGDATABASE password=********)" "$OUT" || fail "pw: redacted conninfo not shown: $(head -1 "$OUT")"
+grep -qF "(source: password=******** dbname=$PGDATABASE)" "$OUT" || fail "pw: redacted conninfo not shown: $(head -1 "$OUT")"
+# A password in a plan others may read: libpq's .pgpass warning, adapted.
+PW_WARN="plan file $WORK/pw.yaml holds a password and has group or world access; permissions should be u=rw (0600) or less"
+chmod 644 "$WORK/pw.yaml"
+run_plan pw
+[ "$RC" = 0 ] && grep -qF "$PW_WARN" "$ERR" || fail "pw 0644: no warning: $(show)"
+chmod 600 "$WORK/pw.yaml"
+run_plan pw
+[ "$RC" = 0 ] && ! grep -q "group or world access" "$ERR" || fail "pw 0600: $(show)"
+chmod 644 "$WORK/good.yaml"
+run_plan good
+! grep -q "group or world access" "$ERR" || fail "good 0644, no password: warned: $(show)"
+pass "a plan holding a password with group/world access: warned (not at 0600, not without a password)"
+run_plan pw --log-level debug
 write_plan pw_block "dbname=$PGDATABASE password=secret123" <<<'  - {source: nopk, target: nopk_new}'
 run_plan pw_block --log-level debug
 [ "$RC" = 3 ] || fail "pw_block: $(show)"
 write_plan pw_uri "postgresql://postgres:secret123@/$PGDATABASE?host=$PGHOST&port=$PGPORT" <<<'  - {source: good, target: good_new}'
 run_plan pw_uri --log-level debug
 [ "$RC" = 0 ] || fail "pw_uri: $(show)"
-grep -qF 'postgresql://postgres:********@' "$OUT" || fail "pw_uri: $(head -1 "$OUT")"
+grep -qF '(source: user=postgres password=******** dbname=' "$OUT" || fail "pw_uri: $(head -1 "$OUT")"
 write_plan pw_fail "dbname=nosuchdb password=secret123" <<<'  - {source: good, target: good_new}'
 run_plan pw_fail --log-level debug
 [ "$RC" = 1 ] || fail "pw_fail: expected exit 1 (cannot connect): $(show)"
@@ -378,6 +415,30 @@ for n in pw pw_block pw_uri pw_fail; do
   ! grep -q secret123 "$WORK/$n.out" "$WORK/$n.err" || fail "$n: the password was printed: $(grep secret123 "$WORK/$n.out" "$WORK/$n.err")"
 done
 pass "a password in the conninfo never appears in the output or on stderr"
+
+# ---- row estimates come from the statistics, never from a scan -------------
+# A never-analyzed table (reltuples -1) is reported as unknown; before, the
+# plan ran SELECT count(*) on every such table under 256 MB.
+sqlf - <<'SQL' || fail "setup rows_unk"
+CREATE TABLE rows_unk (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
+INSERT INTO rows_unk SELECT i, 'x' FROM generate_series(1, 1000) i;
+CREATE TABLE rows_unk_new (LIKE rows_unk INCLUDING ALL);
+SQL
+write_plan rows_unk <<<'  - {source: rows_unk, target: rows_unk_new}'
+sleep 0.5 # statistics of the setup's own backend are flushed when it exits
+scans=$(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'")
+expect_ok rows_unk
+grep -qF 'row count unknown (never analyzed; ANALYZE "public"."rows_unk" gives an estimate' "$OUT" ||
+  fail "rows_unk: $(grep -iE 'rows|unknown' "$OUT" | head -3)"
+grep -qF 'about 0 rows (plus the rows of 1 never-analyzed table(s))' "$OUT" || fail "rows_unk: $(grep 'copy 1 table' "$OUT")"
+sleep 0.5 # the plan's backend has exited and flushed its statistics
+[ "$(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'")" = "$scans" ] ||
+  fail "rows_unk: the plan scanned the table ($(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'") sequential scans, $scans before)"
+sql "ANALYZE rows_unk" || fail "analyze rows_unk"
+expect_ok rows_unk
+grep -qE 'ok +about 1000 rows, ' "$OUT" || fail "rows_unk after ANALYZE: $(grep -i rows "$OUT" | head -3)"
+sql "DROP TABLE rows_unk, rows_unk_new" || fail "drop rows_unk"
+pass "never-analyzed table: row count unknown, not counted (no scan); after ANALYZE the estimate"
 
 after=$(snapshot) || fail "snapshot"
 case "$after" in "0 slots, 0 publications, 0 pgshift schemas, no good_part, "*) ;; *) fail "plans changed the server: $after" ;; esac

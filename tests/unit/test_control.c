@@ -13,14 +13,17 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <poll.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 #include <uv.h>
@@ -686,12 +689,247 @@ static void no_server(void **state)
 
 static void socket_path(void **state)
 {
+    (void)state;
+    char want[128];
+    snprintf(want, sizeof want, "/var/lib/pgshift/pgshift-%u/pgshift-orders.sock",
+             (unsigned)geteuid());
     char *p = control_socket_path("/var/lib/pgshift", "orders");
-    assert_string_equal(p, "/var/lib/pgshift/pgshift-orders.sock");
+    assert_string_equal(p, want);
     free(p);
     p = control_socket_path("/var/lib/pgshift/", "orders");
-    assert_string_equal(p, "/var/lib/pgshift/pgshift-orders.sock");
+    assert_string_equal(p, want);
     free(p);
+    snprintf(want, sizeof want, "/tmp/pgshift-%u", (unsigned)geteuid());
+    p = control_socket_dir("/tmp");
+    assert_string_equal(p, want);
+    free(p);
+}
+
+/* --- the private directory and the peer's uid --- */
+
+static uid_t nobody_uid(gid_t *gid)
+{
+    struct passwd *pw = getpwnam("nobody");
+    *gid = pw ? pw->pw_gid : 65534;
+    return pw ? pw->pw_uid : 65534;
+}
+
+static void private_dir(void **state)
+{
+    harness *h = *state;
+    char d[200], err[512];
+    struct stat st;
+    snprintf(d, sizeof d, "%s/sub", h->dir);
+
+    /* Missing: reported as such, or made 0700 even under a lax umask. */
+    assert_int_equal(control_private_dir(d, false, err, sizeof err), -1);
+    assert_non_null(strstr(err, "does not exist"));
+    mode_t saved = umask(0);
+    assert_int_equal(control_private_dir(d, true, err, sizeof err), 0);
+    umask(saved);
+    assert_int_equal(lstat(d, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0700);
+    assert_int_equal(st.st_uid, geteuid());
+    assert_int_equal(control_private_dir(d, false, err, sizeof err), 0);
+
+    /* Open to everyone, or to the group: refused, and left as it is. */
+    assert_int_equal(chmod(d, 0777), 0);
+    assert_int_equal(control_private_dir(d, true, err, sizeof err), -2);
+    assert_non_null(strstr(err, "mode 0777"));
+    assert_null(strchr(err, '\n'));
+    assert_int_equal(lstat(d, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0777);
+    assert_int_equal(chmod(d, 0750), 0);
+    assert_int_equal(control_private_dir(d, false, err, sizeof err), -2);
+    assert_non_null(strstr(err, "mode 0750"));
+    assert_int_equal(chmod(d, 0701), 0);
+    assert_int_equal(control_private_dir(d, false, err, sizeof err), -2);
+    assert_int_equal(chmod(d, 0700), 0);
+
+    /* A symbolic link to a good directory, or a file: refused. */
+    char link[220];
+    snprintf(link, sizeof link, "%s/link", h->dir);
+    assert_int_equal(symlink(d, link), 0);
+    assert_int_equal(control_private_dir(link, true, err, sizeof err), -2);
+    assert_non_null(strstr(err, "symbolic link"));
+    unlink(link);
+    int fd = open(link, O_CREAT | O_WRONLY, 0600);
+    assert_true(fd >= 0);
+    close(fd);
+    assert_int_equal(control_private_dir(link, true, err, sizeof err), -2);
+    assert_non_null(strstr(err, "not a directory"));
+    unlink(link);
+
+    /* Someone else's directory, even with mode 0700: refused, not taken over. */
+    if (geteuid() == 0) {
+        gid_t g;
+        uid_t nobody = nobody_uid(&g);
+        assert_int_equal(chown(d, nobody, g), 0);
+        assert_int_equal(control_private_dir(d, true, err, sizeof err), -2);
+        assert_non_null(strstr(err, "owned by uid"));
+        assert_int_equal(lstat(d, &st), 0);
+        assert_int_equal(st.st_uid, nobody);
+    }
+    assert_int_equal(rmdir(d), 0);
+}
+
+static void listen_only_in_private_dir(void **state)
+{
+    harness *h = *state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct stat st;
+
+    /* The socket's directory is made when missing (its parent must exist). */
+    char sub[200], path[240];
+    snprintf(sub, sizeof sub, "%s/pgshift-%u", h->dir, (unsigned)geteuid());
+    snprintf(path, sizeof path, "%s/pgshift-m2.sock", sub);
+    control_server *s = control_listen(&loop, path, handler, h);
+    assert_non_null(s);
+    assert_int_equal(lstat(sub, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0700);
+    control_close(s);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    assert_int_equal(rmdir(sub), 0);
+
+    /* An open directory: no socket, and the client will not use one there. */
+    assert_int_equal(chmod(h->dir, 0777), 0);
+    assert_null(control_listen(&loop, h->path, handler, h));
+    uv_run(&loop, UV_RUN_NOWAIT);
+    assert_int_equal(lstat(h->path, &st), -1);
+    Pgshift__ControlRequest req = PGSHIFT__CONTROL_REQUEST__INIT;
+    Pgshift__ControlReply *r = NULL;
+    char err[512] = "";
+    assert_int_equal(control_request(h->path, &req, &r, WAIT_MS, err, sizeof err), -2);
+    assert_null(r);
+    assert_non_null(strstr(err, "mode 0777"));
+    assert_int_equal(chmod(h->dir, 0700), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
+static void peer_rule(void **state)
+{
+    (void)state;
+    assert_true(control_peer_allowed(1000, 1000));
+    assert_true(control_peer_allowed(0, 1000));
+    assert_true(control_peer_allowed(0, 0));
+    assert_false(control_peer_allowed(1001, 1000));
+    assert_false(control_peer_allowed(1000, 0));
+}
+
+/* Becomes `nobody` for good; only in a forked child. */
+static bool become_nobody(uid_t uid, gid_t gid)
+{
+    return setgroups(0, NULL) == 0 && setgid(gid) == 0 && setuid(uid) == 0 && geteuid() == uid;
+}
+
+static void server_refuses_other_uid(void **state)
+{
+    harness *h = *state;
+    if (geteuid() != 0)
+        skip(); /* needs root to become another user */
+    gid_t gid;
+    uid_t nobody = nobody_uid(&gid);
+    harness_start(h);
+    /* Let the other user reach the socket, so only the uid check stops it. */
+    assert_int_equal(chmod(h->dir, 0711), 0);
+    assert_int_equal(chmod(h->path, 0666), 0);
+
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        if (!become_nobody(nobody, gid))
+            _exit(10);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        strcpy(sa.sun_path, h->path);
+        int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0)
+            _exit(11);
+        uint8_t frame[64];
+        size_t n = request_frame(frame, PGSHIFT__COMMAND__COMMAND_ABORT);
+        (void)send(fd, frame, n, MSG_NOSIGNAL);
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        if (poll(&pf, 1, DROP_WAIT_MS) != 1)
+            _exit(12);
+        uint8_t b;
+        ssize_t r = recv(fd, &b, 1, 0);
+        _exit(r == 0 || (r < 0 && errno == ECONNRESET) ? 0 : 13);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0); /* closed without a reply */
+    pthread_mutex_lock(&h->mu);
+    int n = h->requests;
+    pthread_mutex_unlock(&h->mu);
+    assert_int_equal(n, 0);
+    assert_int_equal(chmod(h->dir, 0700), 0);
+
+    /* The run's own user still gets through. */
+    Pgshift__ControlReply *r = request_ok(h, PGSHIFT__COMMAND__COMMAND_STATUS, false);
+    assert_true(r->ok);
+    pgshift__control_reply__free_unpacked(r, NULL);
+}
+
+static void client_refuses_other_uid(void **state)
+{
+    harness *h = *state;
+    if (geteuid() != 0)
+        skip(); /* needs root to become another user */
+    gid_t gid;
+    uid_t nobody = nobody_uid(&gid);
+    int ready[2];
+    assert_int_equal(pipe(ready), 0);
+
+    /* A listener bound in our private directory, but listening as nobody:
+     * SO_PEERCRED reports who called listen(). */
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(ready[0]);
+        alarm(20);
+        struct sockaddr_un sa = {.sun_family = AF_UNIX};
+        strcpy(sa.sun_path, h->path);
+        int lfd = socket(AF_UNIX, SOCK_STREAM, 0);
+        if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof sa) != 0)
+            _exit(10);
+        if (!become_nobody(nobody, gid) || listen(lfd, 4) != 0)
+            _exit(11);
+        if (write(ready[1], "x", 1) != 1)
+            _exit(12);
+        int fd = accept(lfd, NULL, NULL);
+        if (fd < 0)
+            _exit(13);
+        /* The client must hang up without sending its request. */
+        uint8_t buf[64];
+        ssize_t r;
+        size_t got = 0;
+        while ((r = recv(fd, buf, sizeof buf, 0)) > 0)
+            got += (size_t)r;
+        _exit(got == 0 ? 0 : 14);
+    }
+    close(ready[1]);
+    char b;
+    assert_int_equal(read(ready[0], &b, 1), 1);
+    close(ready[0]);
+
+    Pgshift__ControlRequest req = PGSHIFT__CONTROL_REQUEST__INIT;
+    req.command = PGSHIFT__COMMAND__COMMAND_CUTOVER;
+    Pgshift__ControlReply *r = NULL;
+    char err[512] = "";
+    assert_int_equal(control_request(h->path, &req, &r, 2000, err, sizeof err), -2);
+    assert_null(r);
+    char want[64];
+    snprintf(want, sizeof want, "served by uid %u", (unsigned)nobody);
+    if (strstr(err, want) == NULL)
+        fprintf(stderr, "control_request: %s\n", err);
+    assert_non_null(strstr(err, want));
+
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0); /* nothing was sent */
 }
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
@@ -714,6 +952,11 @@ int main(void)
         T(close_answers_pending),
         T(no_server),
         T(socket_path),
+        T(private_dir),
+        T(listen_only_in_private_dir),
+        T(peer_rule),
+        T(server_refuses_other_uid),
+        T(client_refuses_other_uid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

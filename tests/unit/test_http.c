@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "pgshift/http.h"
+#include "pgshift/status.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -1161,6 +1162,118 @@ static void bad_addresses(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
+static bool loopback_of(const char *addr)
+{
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    http_server *s = http_listen(&loop, addr, noop_handler, NULL);
+    assert_non_null(s);
+    bool r = http_is_loopback(s);
+    http_close(s);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+    return r;
+}
+
+static void loopback_or_not(void **state)
+{
+    assert_true(loopback_of("127.0.0.1:0"));
+    assert_true(loopback_of(":0"));
+    assert_true(loopback_of("localhost:0"));
+    assert_false(loopback_of("0.0.0.0:0"));
+    int fd6 = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 a6 = {.sin6_family = AF_INET6, .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+    bool have_v6 = fd6 >= 0 && bind(fd6, (struct sockaddr *)&a6, sizeof a6) == 0;
+    if (fd6 >= 0)
+        close(fd6);
+    if (have_v6) {
+        assert_true(loopback_of("[::1]:0"));
+        assert_false(loopback_of("[::]:0"));
+    }
+}
+
+/* --- the board: /status served from a published snapshot --- */
+
+#define BLOCKER_SQL "UPDATE accounts SET balance = 0 WHERE owner = 'alice'"
+
+/* GET path over HTTP/1.0 from 127.0.0.1:port; the whole response, malloc'd. */
+static char *http_get(int port, const char *path)
+{
+    int fd = tcp_connect_rcvbuf(port, 0);
+    char req[128];
+    snprintf(req, sizeof req, "GET %s HTTP/1.0\r\n\r\n", path);
+    assert_int_equal(send(fd, req, strlen(req), MSG_NOSIGNAL), (ssize_t)strlen(req));
+    size_t len = 0, cap = 65536;
+    char *buf = malloc(cap);
+    assert_non_null(buf);
+    for (;;) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        assert_int_equal(poll(&pf, 1, WAIT_MS), 1);
+        ssize_t r = recv(fd, buf + len, cap - 1 - len, 0);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        assert_true(len < cap - 1);
+    }
+    close(fd);
+    buf[len] = '\0';
+    return buf;
+}
+
+/* Starts the board on addr, publishes a snapshot whose cutover was blocked
+ * by BLOCKER_SQL, and returns /status (malloc'd); *metrics gets /metrics. */
+static char *board_status(const char *addr, bool show_queries, char **metrics)
+{
+    assert_true(board_start(addr, show_queries));
+    Pgshift__Blocker bl = PGSHIFT__BLOCKER__INIT;
+    bl.pid = 4242;
+    bl.application = "billing";
+    bl.query = BLOCKER_SQL;
+    bl.xact_age_seconds = 12.5;
+    Pgshift__CutoverInfo co = PGSHIFT__CUTOVER_INFO__INIT;
+    co.attempts = 3;
+    co.last_blocker = &bl;
+    Pgshift__StatusSnapshot st = PGSHIFT__STATUS_SNAPSHOT__INIT;
+    st.migration = "m1";
+    st.phase = PGSHIFT__PHASE__PHASE_CUTTING_OVER;
+    st.cutover = &co;
+    board_publish(&st);
+    /* The caller's snapshot is left as it was. */
+    assert_string_equal(bl.query, BLOCKER_SQL);
+    assert_ptr_equal(co.last_blocker, &bl);
+    char *body = http_get(board_port(), "/status");
+    *metrics = http_get(board_port(), "/metrics");
+    board_stop();
+    assert_non_null(strstr(body, "200 OK"));
+    assert_non_null(strstr(body, "\"billing\""));
+    assert_non_null(strstr(body, "4242"));
+    assert_null(strstr(*metrics, "balance"));
+    return body;
+}
+
+static void board_hides_queries_off_loopback(void **state)
+{
+    char *metrics;
+    /* Loopback: only this machine can ask, the query is shown. */
+    char *body = board_status("127.0.0.1:0", false, &metrics);
+    assert_non_null(strstr(body, BLOCKER_SQL));
+    free(body);
+    free(metrics);
+
+    /* Any address: the query is hidden, the rest is there. */
+    body = board_status("0.0.0.0:0", false, &metrics);
+    assert_null(strstr(body, "balance"));
+    assert_non_null(strstr(body, "\"query\": \"" BOARD_QUERY_HIDDEN "\""));
+    free(body);
+    free(metrics);
+
+    /* ... unless asked for. */
+    body = board_status("0.0.0.0:0", true, &metrics);
+    assert_non_null(strstr(body, BLOCKER_SQL));
+    free(body);
+    free(metrics);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -1189,6 +1302,8 @@ int main(void)
         T(default_is_loopback),
         T(busy_port),
         T(bad_addresses),
+        T(loopback_or_not),
+        T(board_hides_queries_off_loopback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

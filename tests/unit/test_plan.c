@@ -11,6 +11,10 @@
 
 #include "pgshift/plan.h"
 
+#include <libpq-fe.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #define MB (UINT64_C(1) << 20)
 
 static pgs_plan *parse(const char *yaml, char *err, size_t errlen)
@@ -177,6 +181,55 @@ static void load_missing(void **state)
     assert_null(pgs_plan_load("/nonexistent/plan.yaml", err, sizeof err));
     assert_string_equal(err, "/nonexistent/plan.yaml: cannot open the plan: No such file or "
                              "directory; check the path");
+}
+
+/* Writes a plan with these source and target lines to a new file of the
+ * given mode, loads it and says whether the password was found exposed. */
+static bool exposed(const char *dir, const char *source, const char *target, mode_t mode)
+{
+    char path[256], err[512] = "";
+    snprintf(path, sizeof path, "%s/plan.yaml", dir);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "name: p\nsource: \"%s\"\n%s%s%stables: [{source: a, target: b}]\n", source,
+            target ? "target: \"" : "", target ? target : "", target ? "\"\n" : "");
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(chmod(path, mode), 0);
+    pgs_plan *p = pgs_plan_load(path, err, sizeof err);
+    if (!p)
+        fail_msg("%s", err);
+    bool r = p->password_exposed;
+    pgs_plan_free(p);
+    unlink(path);
+    return r;
+}
+
+/* A password in a plan that others may read is flagged, as libpq warns
+ * about such a .pgpass; parsing from memory never flags. */
+static void password_file_mode(void **state)
+{
+    char dir[] = "/tmp/pgshift-plan-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    const char *pw = "host=db1 password=s3cret";
+    assert_true(exposed(dir, pw, NULL, 0644));
+    assert_true(exposed(dir, pw, NULL, 0640));
+    assert_true(exposed(dir, pw, NULL, 0604));
+    assert_true(exposed(dir, pw, NULL, 0610));
+    assert_false(exposed(dir, pw, NULL, 0600));
+    assert_false(exposed(dir, pw, NULL, 0400));
+    assert_true(exposed(dir, "postgresql://u:s3cret@db1/app", NULL, 0644));
+    assert_true(exposed(dir, "host=db1", "host=db2 password=s3cret", 0644));
+    assert_true(exposed(dir, "host=db1", "postgresql://db2/app?sslpassword=k", 0644));
+    assert_false(exposed(dir, "host=db1 dbname=app", "host=db2", 0644));
+    assert_false(exposed(dir, "host=db1 password=''", NULL, 0644));
+    assert_int_equal(rmdir(dir), 0);
+
+    char err[512];
+    pgs_plan *p = parse("name: p\nsource: \"password=x\"\ntables: [{source: a, target: b}]\n", err,
+                        sizeof err);
+    assert_non_null(p);
+    assert_false(p->password_exposed);
+    pgs_plan_free(p);
 }
 
 /* ---- one exact error line per rule ---- */
@@ -549,47 +602,55 @@ static void durations(void **state)
 
 static void redaction(void **state)
 {
+    /* The output is libpq's parse written back in libpq's option order, as
+     * key=value pairs (URIs too); anything libpq refuses is hidden whole. */
     static const struct {
         const char *in, *out, *secret;
     } cases[] = {
         /* key=value, quoted with spaces and escaped quote and backslash */
-        {"host=db1 password='s3 cr\\'et\\\\x' dbname=app", "host=db1 password=******** dbname=app",
+        {"host=db1 password='s3 cr\\'et\\\\x' dbname=app", "password=******** dbname=app host=db1",
          "cr"},
         /* spaces around =, unquoted with an escaped space */
-        {"host=db1 password = s3\\ cret user=x", "host=db1 password = ******** user=x", "cret"},
-        {"sslpassword=k3y host=db1", "sslpassword=******** host=db1", "k3y"},
+        {"host=db1 password = s3\\ cret user=x", "user=x password=******** host=db1", "cret"},
+        {"sslpassword=k3y host=db1", "host=db1 sslpassword=********", "k3y"},
         /* libpq skips blanks after '=': the password here is "host=x" */
-        {"password= host=x dbname=app", "password= ******** dbname=app", "host=x"},
-        /* unterminated quote: everything after is hidden */
-        {"host=db1 password='s3 cret dbname=app", "host=db1 password=********", "cret"},
-        /* an unquoted space splits the password; libpq rejects it, the tail is hidden */
-        {"password=s3 cret host=db1", "password=******** ********", "cret"},
-        /* an option libpq does not know may be a password's tail: hidden too */
-        {"password=s3 cr=et host=db1", "password=******** ********", "cr"},
-        {"host=db1 hots=x password=s3cret", "host=db1 ********", "s3cret"},
+        {"password= host=x dbname=app", "password=******** dbname=app", "host=x"},
+        /* unterminated quote: libpq refuses it, nothing is shown */
+        {"host=db1 password='s3 cret dbname=app", "(unparseable conninfo)", "cret"},
+        /* an unquoted space splits the password; libpq rejects it */
+        {"password=s3 cret host=db1", "(unparseable conninfo)", "cret"},
+        /* an option libpq does not know may be a password's tail */
+        {"password=s3 cr=et host=db1", "(unparseable conninfo)", "cr"},
+        {"host=db1 hots=x password=s3cret", "(unparseable conninfo)", "s3cret"},
         /* a dbname that libpq expands as a connection string */
-        {"dbname='host=db1 password=s3cret' user=x", "dbname=******** user=x", "s3cret"},
+        {"dbname='host=db1 password=s3cret' user=x", "user=x dbname=********", "s3cret"},
         {"dbname=postgresql://u:s3cret@db1/app", "dbname=********", "s3cret"},
         {"dbname=app host=db1", "dbname=app host=db1", NULL},
         /* URIs */
         {"postgresql://user:s3cret@db1:5432/app?sslmode=require",
-         "postgresql://user:********@db1:5432/app?sslmode=require", "s3cret"},
-        {"postgres://user:p%40ss@db1,db2/app", "postgres://user:********@db1,db2/app", "p%40ss"},
-        {"postgresql://user:p@ss@db1/app", "postgresql://user:********@db1/app", "ss"},
+         "user=user password=******** dbname=app host=db1 port=5432 sslmode=require", "s3cret"},
+        {"postgres://user:p%40ss@db1,db2/app",
+         "user=user password=******** dbname=app host=db1,db2 port=,", "p%40ss"},
+        /* a raw @ in the password: libpq would take "ss@db1" as the host */
+        {"postgresql://user:p@ss@db1/app", "(unparseable conninfo)", "ss"},
+        {"postgresql://u:s3/cret@db1/app", "(unparseable conninfo)", "cret"},
+        /* an @ in the query string is no password's tail */
+        {"postgresql://u:s3cret@db1/app?application_name=a@b",
+         "user=u password=******** dbname=app host=db1 application_name=a@b", "s3cret"},
         {"postgresql://user@db1/app?password=s3cret&sslmode=require",
-         "postgresql://user@db1/app?password=********&sslmode=require", "s3cret"},
-        {"postgresql://db1/app?sslmode=require&password=s3&cret",
-         "postgresql://db1/app?sslmode=require&password=********", "cret"},
-        {"postgresql://db1/app?password=s3&c=ret&sslmode=require",
-         "postgresql://db1/app?password=********&sslmode=require", "ret"},
-        {"postgresql://db1/app?pass%77ord=s3cret", "postgresql://db1/app?pass%77ord=********",
+         "user=user password=******** dbname=app host=db1 sslmode=require", "s3cret"},
+        {"postgresql://db1/app?sslmode=require&password=s3&cret", "(unparseable conninfo)", "cret"},
+        {"postgresql://db1/app?password=s3&c=ret&sslmode=require", "(unparseable conninfo)", "ret"},
+        {"postgresql://db1/app?pass%77ord=s3cret", "password=******** dbname=app host=db1",
          "s3cret"},
-        {"  postgresql://u:s3cret@db1/app", "  postgresql://u:********@db1/app", "s3cret"},
-        /* nothing to hide */
-        {"host=db1 dbname=app user=x", "host=db1 dbname=app user=x", NULL},
+        {"  postgresql://u:s3cret@db1/app", "(unparseable conninfo)", "s3cret"},
+        /* nothing to hide; values quoted the way libpq reads them back */
+        {"host=db1 dbname=app user=x", "user=x dbname=app host=db1", NULL},
         {"postgresql://user@db1:5432/app?sslmode=require",
-         "postgresql://user@db1:5432/app?sslmode=require", NULL},
-        {"postgresql://db1/app", "postgresql://db1/app", NULL},
+         "user=user dbname=app host=db1 port=5432 sslmode=require", NULL},
+        {"postgresql://db1/app", "dbname=app host=db1", NULL},
+        {"application_name='it\\'s a \\\\ x' host=''", "host='' application_name='it\\'s a \\\\ x'",
+         NULL},
         {"", "", NULL},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -600,8 +661,26 @@ static void redaction(void **state)
                      cases[i].out);
         if (cases[i].secret)
             assert_null(strstr(r, cases[i].secret));
+        assert_int_equal(pgs_conninfo_has_password(cases[i].in), cases[i].secret != NULL);
+        /* What is shown parses back to the same options, secrets aside. */
+        if (strcmp(r, "(unparseable conninfo)") != 0) {
+            PQconninfoOption *a = PQconninfoParse(cases[i].in, NULL);
+            PQconninfoOption *b = PQconninfoParse(r, NULL);
+            assert_non_null(a);
+            assert_non_null(b);
+            for (size_t k = 0; a[k].keyword; k++) {
+                assert_string_equal(a[k].keyword, b[k].keyword);
+                assert_int_equal(a[k].val == NULL, b[k].val == NULL);
+                if (a[k].val && !strchr(a[k].dispchar, '*') && strcmp(b[k].val, "********") != 0)
+                    assert_string_equal(a[k].val, b[k].val);
+            }
+            PQconninfoFree(a);
+            PQconninfoFree(b);
+        }
         free(r);
     }
+    assert_false(pgs_conninfo_has_password("password=''"));
+    assert_false(pgs_conninfo_has_password(NULL));
 }
 
 /* Passwords alternating marker characters (absent from the text around
@@ -653,7 +732,7 @@ static void redaction_never_leaks(void **state)
         snprintf(in, sizeof in, "postgresql://u:%s@db1/app?password=%s", enc, enc);
         char *r = pgs_conninfo_redact(in);
         assert_non_null(r);
-        assert_string_equal(r, "postgresql://u:********@db1/app?password=********");
+        assert_string_equal(r, "user=u password=******** dbname=app host=db1");
         free(r);
     }
 }
@@ -661,12 +740,19 @@ static void redaction_never_leaks(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(full),         cmocka_unit_test(defaults),
-        cmocka_unit_test(example_file), cmocka_unit_test(load_missing),
-        cmocka_unit_test(bad),          cmocka_unit_test(bad_source_hides_password),
-        cmocka_unit_test(deep_nesting), cmocka_unit_test(truncated_plans),
-        cmocka_unit_test(sizes),        cmocka_unit_test(durations),
-        cmocka_unit_test(redaction),    cmocka_unit_test(redaction_never_leaks),
+        cmocka_unit_test(full),
+        cmocka_unit_test(defaults),
+        cmocka_unit_test(example_file),
+        cmocka_unit_test(load_missing),
+        cmocka_unit_test(bad),
+        cmocka_unit_test(bad_source_hides_password),
+        cmocka_unit_test(deep_nesting),
+        cmocka_unit_test(truncated_plans),
+        cmocka_unit_test(sizes),
+        cmocka_unit_test(durations),
+        cmocka_unit_test(redaction),
+        cmocka_unit_test(redaction_never_leaks),
+        cmocka_unit_test(password_file_mode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
