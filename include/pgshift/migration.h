@@ -89,6 +89,18 @@ bool state_transition(pgs_migration *m, pgs_event ev, const char *detail);
  * which has committed (the swap writes `done` with the renames): logs and
  * sets m->phase only. */
 bool state_transition_committed(pgs_migration *m, pgs_event ev, const char *detail);
+/* For the event loop, which must not wait: m->phase moves (and is logged)
+ * at once, and when the table says the phase is persisted, *w holds the
+ * statement to send, in order with the applier's batches (apply_send_state);
+ * w->sql is NULL when there is nothing to write. False for a pair with no
+ * row (a bug, logged). The params point into m and static names, and into
+ * `detail`, which must outlive the send. */
+typedef struct state_write {
+    const char *sql;
+    int nparams;
+    const char *params[3];
+} state_write;
+bool state_transition_async(pgs_migration *m, pgs_event ev, const char *detail, state_write *w);
 /* Before such a transaction: the phase the transition leads to, or false
  * (logged as a bug) when it is not allowed. */
 bool state_transition_check(pgs_migration *m, pgs_event ev, pgs_phase *to);

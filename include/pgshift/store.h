@@ -40,6 +40,18 @@ bool store_write_stats(PGconn *conn, const char *migration, const char *stats_js
 bool store_add_copy_progress(PGconn *conn, const char *migration, int ord, int64_t rows,
                              int64_t bytes);
 
+/* The same statements as text, for the event loop, which sends them through
+ * the apply pipeline (it must not wait on a blocking call): phase ($1
+ * migration, $2 phase name, $3 error) and stats ($1 migration, $2 JSON). */
+const char *store_sql_write_phase(void);
+const char *store_sql_write_stats(void);
+/* The batch's progress row, inside the batch's transaction: applied_lsn =
+ * $2 (the end LSN of its last source commit), applied_commit_time =
+ * to_timestamp($3), applied_xacts += $4, applied_changes += $5, for
+ * migration $1 whose applied_lsn is still $6 (the previous batch's end);
+ * raises an error otherwise, so a batch never commits past one that failed. */
+const char *store_sql_advance_applied(void);
+
 /* The statement apply.c sends in its pipeline, inside the batch's
  * transaction (so it cannot be a blocking call here): tables.changes_applied
  * += $3 WHERE migration = $1 AND ord = $2. */

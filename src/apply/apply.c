@@ -5,6 +5,7 @@
 #include "fold.h"
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
+#include "pgshift/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -622,16 +623,8 @@ bool apply_commit_batch(apply_ctx *a, bool sync)
     snprintf(ts, sizeof ts, "%.6f", (double)decode_ts_to_unix_us(a->batch_commit_time) / 1e6);
     snprintf(xacts, sizeof xacts, "%ld", a->batch_xacts);
     snprintf(changes, sizeof changes, "%ld", a->batch_changes);
-    if (!send_sql(
-            a,
-            "WITH u AS (UPDATE pgshift.migrations SET applied_lsn = $2::pg_lsn,"
-            "    applied_commit_time = to_timestamp($3::float8),"
-            "    applied_xacts = applied_xacts + $4, applied_changes = applied_changes + $5,"
-            "    updated_at = now() WHERE name = $1 AND applied_lsn = $6::pg_lsn RETURNING 1)"
-            " SELECT CASE WHEN count(*) = 1 THEN 1 ELSE ('pgshift: the previous batch (up to '"
-            "   || $6 || ') did not commit (' || count(*) || ' progress rows at that"
-            " position); not committing past it')::int END FROM u",
-            6, (const char *[]){a->m->plan->name, lsn, ts, xacts, changes, prev}))
+    if (!send_sql(a, store_sql_advance_applied(), 6,
+                  (const char *[]){a->m->plan->name, lsn, ts, xacts, changes, prev}))
         goto failed;
     for (int i = 0; i < a->m->ntables; i++) {
         if (a->table_changes[i] == 0)
@@ -639,10 +632,8 @@ bool apply_commit_batch(apply_ctx *a, bool sync)
         char ord[16], n[24];
         snprintf(ord, sizeof ord, "%d", i);
         snprintf(n, sizeof n, "%ld", a->table_changes[i]);
-        if (!send_sql(a,
-                      "UPDATE pgshift.tables SET changes_applied = changes_applied + $3"
-                      " WHERE migration = $1 AND ord = $2",
-                      3, (const char *[]){a->m->plan->name, ord, n}))
+        if (!send_sql(a, store_sql_add_table_changes(), 3,
+                      (const char *[]){a->m->plan->name, ord, n}))
             goto failed;
     }
     if (sync && !send_sql(a, "SET LOCAL synchronous_commit = local", 0, NULL))

@@ -16,10 +16,12 @@
 #include "pgshift/control.h"
 #include "pgshift/cutover.h"
 #include "pgshift/hooks.h"
+#include "pgshift/lag.h"
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 #include "pgshift/repl.h"
 #include "pgshift/status.h"
+#include "pgshift/store.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -86,21 +88,11 @@ typedef struct stream {
     int backoff_ms;
     int exit_code;
     bool stopping;
-    /* stats */
-    double last_stats_ms;
-    uint64_t last_changes;
-    uint64_t last_xacts;
+    /* stats: the lag model (lag.h) fed by each sample */
+    lag_model lag;
     pgs_lsn last_applied;
     pgs_lsn last_source_lsn;
-    double rate_changes;
-    double rate_xacts;
-    double rate_bytes;
-    double rate_wal;
-    int rate_samples;
     double last_log_ms;
-    double last_lag_bytes;
-    double last_lag_s;
-    double last_eta; /* NaN while not known */
     long long slot_retained;
     long long slot_safe; /* -1 unlimited */
     char wal_status[32];
@@ -643,17 +635,20 @@ static bool monitor_ready(stream *s)
     return s->mon != NULL && !aquery_busy(s->mon);
 }
 
-/* Writes the phase through the apply connection, in order with the
- * batches, without waiting (the loop must not). */
-static void persist_phase(stream *s, pgs_phase phase, const char *error)
+/* A phase change through the transition table (phase.h). The write goes
+ * through the apply connection, in order with the batches, without
+ * waiting (the loop must not). False, and the run stops, on a transition
+ * the table does not have (a bug) or a failed send. */
+static bool phase_event(stream *s, pgs_event ev, const char *detail)
 {
-    s->m->phase = phase;
-    if (!apply_send_state(s->apply,
-                          "UPDATE pgshift.migrations SET phase = $2, error = $3,"
-                          "  updated_at = now() WHERE name = $1",
-                          3, (const char *[]){s->m->plan->name, pgs_phase_name(phase), error}))
+    state_write w;
+    if (!state_transition_async(s->m, ev, detail, &w) ||
+        (w.sql && !apply_send_state(s->apply, w.sql, w.nparams, w.params))) {
         stop_loop(s, 1);
+        return false;
+    }
     update_apply_poll(s);
+    return true;
 }
 
 static void on_sample(void *arg, const PGresult *res);
@@ -690,63 +685,40 @@ static void on_sample(void *arg, const PGresult *res)
     long long safe = atoll(PQgetvalue(res, 0, 3));
 
     double t_ms = now_ms();
-    bool have_rates = s->last_stats_ms > 0; /* rates need two samples */
     const apply_stats *st = apply_get_stats(s->apply);
     pgs_lsn applied = flush_position(s);
-    if (s->last_stats_ms > 0) {
-        double dt = (t_ms - s->last_stats_ms) / 1000.0;
-        /* Exponential smoothing over a ~10 s window, seeded with the first
-         * measurement rather than 0 (which would read low for ~10 s). */
-        double alpha = s->rate_samples++ == 0 ? 1.0 : 0.3;
-        double rc = (double)(st->changes - s->last_changes) / dt;
-        double rx = (double)(st->xacts - s->last_xacts) / dt;
-        double rb = applied > s->last_applied ? (double)(applied - s->last_applied) / dt : 0;
-        double rw = cur > s->last_source_lsn ? (double)(cur - s->last_source_lsn) / dt : 0;
-        s->rate_changes = alpha * rc + (1 - alpha) * s->rate_changes;
-        s->rate_xacts = alpha * rx + (1 - alpha) * s->rate_xacts;
-        s->rate_bytes = alpha * rb + (1 - alpha) * s->rate_bytes;
-        s->rate_wal = alpha * rw + (1 - alpha) * s->rate_wal;
-    }
+    bool idle = apply_idle(s->apply) && s->idle_confirm >= s->received;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lag_input in = {
+        .t_ms = t_ms,
+        .source_lsn = cur,
+        .applied_lsn = applied,
+        .changes = (int64_t)st->changes,
+        .xacts = (int64_t)st->xacts,
+        .last_commit_us = st->last_commit_time ? decode_ts_to_unix_us(st->last_commit_time) : 0,
+        .now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
+        .idle = idle,
+        .max_lag_bytes = m->plan->cutover.max_lag_bytes,
+        .slot_retained = retained,
+        .safe_wal_size = safe_null ? LAG_SAFE_UNKNOWN : safe,
+        .wal_status = wal_status,
+    };
+    lag_sample(&s->lag, &in);
     hooks_reap();
-    s->last_stats_ms = t_ms;
-    s->last_changes = st->changes;
-    s->last_xacts = st->xacts;
     s->last_applied = applied;
     s->last_source_lsn = cur;
-
-    uint64_t lag = cur > applied ? cur - applied : 0;
-    bool idle = apply_idle(s->apply) && s->idle_confirm >= s->received;
+    uint64_t lag = s->lag.lag_bytes;
+    double lag_s = s->lag.lag_seconds, eta = s->lag.eta_seconds;
     /* Ask for a keepalive: with nothing pending its position may be
      * confirmed, so an idle source's WAL (ours included) does not count as lag. */
     if (!apply_batch_open(s->apply) && !apply_in_xact(s->apply))
         send_feedback(s, true);
-    double lag_s = 0;
-    if (!idle && st->last_commit_time != 0) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        int64_t unix_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-        lag_s = (double)(unix_us - decode_ts_to_unix_us(st->last_commit_time)) / 1e6;
-        if (lag_s < 0)
-            lag_s = 0;
-    }
-    /* ETA: bytes behind over the net drain rate; "never" (-1) when the
-     * source writes at least as fast as we apply. */
-    double net = s->rate_bytes - s->rate_wal;
-    /* Under max_lag the migration has converged as far as the cutover is
-     * concerned; the difference of two noisy rates would say "never". */
-    bool converged = lag <= m->plan->cutover.max_lag_bytes;
-    double eta = (lag == 0 || idle || converged) ? 0 : net > 0 ? (double)lag / net : -1;
-
-    s->last_lag_bytes = (double)lag;
-    s->last_lag_s = lag_s;
-    s->last_eta = (!have_rates && !idle && !converged && lag > 0) ? NAN : eta;
     s->slot_retained = retained;
     s->slot_safe = safe_null ? -1 : safe;
     /* Before max_slot_wal_keep_size invalidates the slot (wal_status "lost":
      * the migration would have to start over), say so, once a minute. */
-    bool slot_danger = strcmp(wal_status, "unreserved") == 0 || strcmp(wal_status, "lost") == 0 ||
-                       (!safe_null && safe < (long long)(retained / 4 + (256LL << 20)));
-    if (slot_danger && t_ms - s->last_slot_warn_ms >= 60000) {
+    if (s->lag.slot_at_risk && t_ms - s->last_slot_warn_ms >= 60000) {
         log_warn("slot %s is at risk: wal_status %s, %.0f MB of WAL retained, %s before "
                  "max_slot_wal_keep_size invalidates it; catch up (pause the heaviest writers), "
                  "or raise max_slot_wal_keep_size",
@@ -755,33 +727,33 @@ static void on_sample(void *arg, const PGresult *res)
         s->last_slot_warn_ms = t_ms;
     }
     snprintf(s->wal_status, sizeof s->wal_status, "%s", wal_status);
-    pgs_phase phase =
-        lag <= m->plan->cutover.max_lag_bytes ? PGS_PHASE_READY : PGS_PHASE_CATCHING_UP;
-    if (phase != m->phase && m->phase != PGS_PHASE_CUTTING_OVER && !s->paused && !s->pausing) {
-        log_info("phase %s -> %s (lag %llu bytes)", pgs_phase_name(m->phase), pgs_phase_name(phase),
-                 (unsigned long long)lag);
-        persist_phase(s, phase, NULL);
-        if (phase == PGS_PHASE_READY)
+    pgs_phase phase = lag_ready(&s->lag) ? PGS_PHASE_READY : PGS_PHASE_CATCHING_UP;
+    if (phase != m->phase && m->phase != PGS_PHASE_CUTTING_OVER && m->phase != PGS_PHASE_DONE &&
+        !s->paused && !s->pausing) {
+        char why[64];
+        snprintf(why, sizeof why, "lag %llu bytes", (unsigned long long)lag);
+        if (!phase_event(s, phase == PGS_PHASE_READY ? PGS_EV_LAG_OK : PGS_EV_LAG_HIGH, why))
+            return;
+        if (m->phase == PGS_PHASE_READY)
             fire(s, "ready");
     }
-    json_t *o = json_pack(
-        "{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:s,s:I,s:I,s:I}", "lag_bytes", (json_int_t)lag,
-        "lag_seconds", lag_s, "apply_changes_per_second", s->rate_changes, "apply_xacts_per_second",
-        s->rate_xacts, "apply_bytes_per_second", s->rate_bytes, "wal_bytes_per_second", s->rate_wal,
-        "eta_seconds", eta, "slot_retained_bytes", (json_int_t)retained, "wal_status", wal_status,
-        "safe_wal_size", (json_int_t)(safe_null ? -1 : safe), "source_lsn", (json_int_t)cur,
-        "confirmed_lsn", (json_int_t)applied);
-    if (o && !have_rates && !idle && !converged && lag > 0)
+    json_t *o =
+        json_pack("{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:s,s:I,s:I,s:I}", "lag_bytes", (json_int_t)lag,
+                  "lag_seconds", lag_s, "apply_changes_per_second", s->lag.rate_changes,
+                  "apply_xacts_per_second", s->lag.rate_xacts, "apply_bytes_per_second",
+                  s->lag.rate_bytes, "wal_bytes_per_second", s->lag.rate_wal, "eta_seconds",
+                  isnan(eta) ? 0.0 : eta, "slot_retained_bytes", (json_int_t)retained, "wal_status",
+                  wal_status, "safe_wal_size", (json_int_t)(safe_null ? -1 : safe), "source_lsn",
+                  (json_int_t)cur, "confirmed_lsn", (json_int_t)applied);
+    if (o && isnan(eta))
         json_object_set_new(o, "eta_seconds", json_null());
     char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     /* Written through the applier, in order with its batches; skipped
      * while it cannot take more (a stuck target must not pile them up). */
     if (js && apply_ready(s->apply)) {
-        if (!apply_send_state(s->apply,
-                              "UPDATE pgshift.migrations SET stats = $2::jsonb, updated_at = now()"
-                              " WHERE name = $1",
-                              2, (const char *[]){m->plan->name, js}))
+        if (!apply_send_state(s->apply, store_sql_write_stats(), 2,
+                              (const char *[]){m->plan->name, js}))
             stop_loop(s, 1);
         update_apply_poll(s);
     }
@@ -792,11 +764,11 @@ static void on_sample(void *arg, const PGresult *res)
         snprintf(eta_txt, sizeof eta_txt, "%.0f s", eta);
         log_info("%s: lag %.1f MB / %.1f s, applied %s, %.0f changes/s, %.0f xacts/s, ETA %s",
                  pgs_phase_name(m->phase), (double)lag / 1048576.0, lag_s,
-                 decode_lsn_format(applied, a), s->rate_changes, s->rate_xacts,
-                 !have_rates && !idle && !converged && lag > 0 ? "not known yet"
-                 : eta < 0                                     ? "never (source writes faster)"
-                 : eta == 0                                    ? "caught up"
-                                                               : eta_txt);
+                 decode_lsn_format(applied, a), s->lag.rate_changes, s->lag.rate_xacts,
+                 isnan(eta) ? "not known yet"
+                 : eta < 0  ? "never (source writes faster)"
+                 : eta == 0 ? "caught up"
+                            : eta_txt);
         s->last_log_ms = t_ms;
     }
 }
@@ -844,7 +816,8 @@ static void co_give_up(stream *s, const char *why)
     s->co_attempts = 0;
     s->co_backoff_ms = 0;
     uv_timer_stop(&s->co_timer);
-    s->m->phase = PGS_PHASE_READY; /* the next stats sample corrects it */
+    if (s->m->phase == PGS_PHASE_CUTTING_OVER && !phase_event(s, PGS_EV_CUTOVER_RELEASED, why))
+        return;
     release_hold(s);
 }
 
@@ -854,7 +827,8 @@ static void co_attempt_failed(stream *s, const char *why, double app_wait_ms)
     if (app_wait_ms > s->co_worst_failed_ms)
         s->co_worst_failed_ms = app_wait_ms;
     s->co_last_window_ms = app_wait_ms;
-    s->m->phase = PGS_PHASE_READY;
+    if (s->m->phase == PGS_PHASE_CUTTING_OVER && !phase_event(s, PGS_EV_CUTOVER_RELEASED, why))
+        return;
     if (s->co_attempts >= s->m->plan->cutover.attempts) {
         char msg[1024];
         snprintf(msg, sizeof msg, "%d attempt(s) failed; the last: %s", s->co_attempts, why);
@@ -942,6 +916,10 @@ static void co_try(stream *s, pgs_lsn source_lsn)
         return;
     if (s->paused || s->pausing)
         return;
+    /* Only from a streaming phase (a rerun still shows its last phase until
+     * the first sample). */
+    if (m->phase != PGS_PHASE_READY && m->phase != PGS_PHASE_CATCHING_UP)
+        return;
     if (atomic_load(&m->analyzing) || apply_in_xact(s->apply))
         return;
     pgs_lsn applied = m->applied_lsn > s->idle_confirm ? m->applied_lsn : s->idle_confirm;
@@ -989,7 +967,8 @@ static void co_lock(stream *s)
     pgs_migration *m = s->m;
     s->co_attempts++;
     s->co_state = CO_WANTED;
-    m->phase = PGS_PHASE_CUTTING_OVER;
+    if (!phase_event(s, PGS_EV_CUTOVER_LOCK, NULL))
+        return;
     if (s->co_attempts == 1)
         fire(s, "cutover_started");
     log_info("cutover attempt %d/%d: locking (lag %.1f kB, lock_timeout %d ms)", s->co_attempts,
@@ -1114,12 +1093,8 @@ static void co_swap(stream *s)
     json_object_set_new(o, "write_block_ms", json_real(window));
     js = json_dumps(o, JSON_COMPACT);
     json_decref(o);
-    PGresult *w = js ? pg_query(m->tgt, "recording the cutover",
-                                "UPDATE pgshift.migrations SET cutover = cutover || $2::jsonb"
-                                " WHERE name = $1",
-                                2, (const char *[]){m->plan->name, js})
-                     : NULL;
-    PQclear(w);
+    if (js)
+        state_merge_cutover(m, js);
     free(js);
     char msg[512];
     snprintf(msg, sizeof msg,
@@ -1154,13 +1129,13 @@ static bool snap_build(stream *s, snap *x)
     status_live live = {
         .source_lsn = s->last_source_lsn,
         .confirmed_lsn = s->last_applied,
-        .lag_bytes = s->last_lag_bytes,
-        .lag_seconds = s->last_lag_s,
-        .eta_seconds = s->last_eta,
-        .rate_changes = s->rate_changes,
-        .rate_xacts = s->rate_xacts,
-        .rate_bytes = s->rate_bytes,
-        .rate_wal = s->rate_wal,
+        .lag_bytes = (double)s->lag.lag_bytes,
+        .lag_seconds = s->lag.lag_seconds,
+        .eta_seconds = s->lag.eta_seconds,
+        .rate_changes = s->lag.rate_changes,
+        .rate_xacts = s->lag.rate_xacts,
+        .rate_bytes = s->lag.rate_bytes,
+        .rate_wal = s->lag.rate_wal,
         .slot_retained = s->slot_retained,
         .slot_safe = s->slot_safe,
         .wal_status = s->wal_status,
@@ -1212,6 +1187,13 @@ static void do_pause(stream *s, control_call *call)
         reply_with_status(s, call, false, "a pause is already settling the applier");
         return;
     }
+    pgs_phase to;
+    if (!phase_next(s->m->phase, PGS_EV_PAUSE, &to, NULL)) {
+        reply_with_status(s, call, false,
+                          "not streaming yet (the first lag sample comes within "
+                          "2 s); try again");
+        return;
+    }
     if (s->co_state == CO_FENCE || s->co_state == CO_AT_FENCE || s->co_state == CO_RESTING) {
         reply_with_status(s, call, false, "a cutover holds its locks right now; pause refused");
         return;
@@ -1241,7 +1223,11 @@ static void finish_pause(stream *s)
         return;
     }
     s->paused = true;
-    persist_phase(s, PGS_PHASE_PAUSED, NULL);
+    if (!phase_event(s, PGS_EV_PAUSE, NULL)) {
+        if (call)
+            reply_with_status(s, call, false, "pgshift stopped (see the log)");
+        return;
+    }
     publish(s);
     char lsn[18], msg[160];
     snprintf(msg, sizeof msg, "paused at applied position %s; the lag grows until `pgshift resume`",
@@ -1258,7 +1244,10 @@ static void do_resume(stream *s, control_call *call)
         return;
     }
     s->paused = false;
-    persist_phase(s, PGS_PHASE_CATCHING_UP, NULL);
+    if (!phase_event(s, PGS_EV_RESUME, NULL)) {
+        reply_with_status(s, call, false, "pgshift stopped (see the log)");
+        return;
+    }
     if (!connect_stream(s))
         schedule_reconnect(s);
     log_info("resumed");
@@ -1385,7 +1374,7 @@ int stream_run(pgs_migration *m)
     s.apply_poll.data = &s;
     s.apply_polling = true;
     update_apply_poll(&s);
-    s.last_eta = NAN;
+    lag_init(&s.lag);
     char *sock = control_socket_path(m->plan->state_dir, m->plan->name);
     s.ctl = sock ? control_listen(&s.loop, sock, on_control, &s) : NULL;
     if (s.ctl)
@@ -1416,7 +1405,8 @@ int stream_run(pgs_migration *m)
     cutover_free(s.co);
     free(s.postpone_file);
     if (s.exit_code == 1) {
-        if (!state_set_phase(m, PGS_PHASE_FAILED, "apply stopped on an error; see the log"))
+        if (m->phase != PGS_PHASE_DONE &&
+            !state_transition(m, PGS_EV_ERROR, "apply stopped on an error; see the log"))
             log_warn("the failed phase could not be written (see above); `pgshift status` may "
                      "show the phase before it");
         fire(&s, "failed");

@@ -258,6 +258,25 @@ static bool transition(pgs_migration *m, pgs_event ev, const char *detail, bool 
     return true;
 }
 
+bool state_transition_async(pgs_migration *m, pgs_event ev, const char *detail, state_write *w)
+{
+    pgs_phase to;
+    bool persist;
+    w->sql = NULL;
+    if (!phase_next(m->phase, ev, &to, &persist)) {
+        illegal(m, ev, detail);
+        return false;
+    }
+    if (persist) {
+        w->sql = store_sql_write_phase();
+        w->nparams = 3;
+        w->params[0] = m->plan->name;
+        w->params[1] = pgs_phase_name(to);
+        w->params[2] = to == PGS_PHASE_FAILED ? detail : NULL;
+    }
+    return transition(m, ev, detail, false, PGS_LOG_INFO);
+}
+
 bool state_transition(pgs_migration *m, pgs_event ev, const char *detail)
 {
     return transition(m, ev, detail, true, PGS_LOG_INFO);

@@ -120,20 +120,43 @@ static bool run(PGconn *conn, const char *what, const char *sql, int n, const ch
     return r != NULL;
 }
 
+static const char SQL_WRITE_PHASE[] =
+    "UPDATE pgshift.migrations SET phase = $2, error = $3, updated_at = now() WHERE name = $1";
+static const char SQL_WRITE_STATS[] =
+    "UPDATE pgshift.migrations SET stats = $2::jsonb, updated_at = now() WHERE name = $1";
+
+const char *store_sql_write_phase(void)
+{
+    return SQL_WRITE_PHASE;
+}
+
+const char *store_sql_write_stats(void)
+{
+    return SQL_WRITE_STATS;
+}
+
+const char *store_sql_advance_applied(void)
+{
+    /* Chained to the previous batch's position: if that batch did not
+     * commit, this one fails instead of committing past it. */
+    return "WITH u AS (UPDATE pgshift.migrations SET applied_lsn = $2::pg_lsn,"
+           "    applied_commit_time = to_timestamp($3::float8),"
+           "    applied_xacts = applied_xacts + $4, applied_changes = applied_changes + $5,"
+           "    updated_at = now() WHERE name = $1 AND applied_lsn = $6::pg_lsn RETURNING 1)"
+           " SELECT CASE WHEN count(*) = 1 THEN 1 ELSE ('pgshift: the previous batch (up to '"
+           "   || $6 || ') did not commit (' || count(*) || ' progress rows at that"
+           " position); not committing past it')::int END FROM u";
+}
+
 bool store_write_phase(PGconn *conn, const char *migration, pgs_phase phase, const char *error)
 {
-    return run(conn, "writing the phase",
-               "UPDATE pgshift.migrations SET phase = $2, error = $3, updated_at = now()"
-               " WHERE name = $1",
-               3, (const char *[]){migration, pgs_phase_name(phase), error});
+    return run(conn, "writing the phase", SQL_WRITE_PHASE, 3,
+               (const char *[]){migration, pgs_phase_name(phase), error});
 }
 
 bool store_write_stats(PGconn *conn, const char *migration, const char *stats_json)
 {
-    return run(conn, "writing stats",
-               "UPDATE pgshift.migrations SET stats = $2::jsonb, updated_at = now()"
-               " WHERE name = $1",
-               2, (const char *[]){migration, stats_json});
+    return run(conn, "writing stats", SQL_WRITE_STATS, 2, (const char *[]){migration, stats_json});
 }
 
 bool store_add_copy_progress(PGconn *conn, const char *migration, int ord, int64_t rows,
