@@ -1,0 +1,263 @@
+/* plan_tables.c: the "tables:" list: table names, the partition block, the
+ * key and leave_behind lists, and the checks across tables (no table is
+ * listed twice, or is both a source and a target). */
+#include "plan_int.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+bool plan_fill_table_name(plan_ctx *c, const ynode *v, const char *kp, const char *s, char **dst)
+{
+    char q[QUOTE_LEN], why[96];
+    sql_name n;
+
+    if (!sql_name_parse(s, 2, &n, why, sizeof why)) {
+        if (!why[0])
+            return plan_oom(c);
+        if (!*s)
+            return plan_fail(c, v->line, kp,
+                             "is empty; write schema.table or table, e.g. public.orders");
+        return plan_fail(c, v->line, kp,
+                         "%s is not a table name: %s; write schema.table or table, "
+                         "double-quoting a part with other characters (\"My Table\")",
+                         plan_quoted(q, sizeof q, s), why);
+    }
+    sql_name_clear(&n);
+    *dst = strdup(s);
+    return *dst ? true : plan_oom(c);
+}
+
+/* One column or object name, resolved as the server would (see plan.h). */
+static bool resolve_ident(plan_ctx *c, const ynode *v, const char *kp, const char *what,
+                          const char *s, char **dst)
+{
+    char q[QUOTE_LEN], why[96];
+    sql_name n;
+
+    if (!sql_name_parse(s, 1, &n, why, sizeof why)) {
+        if (!why[0])
+            return plan_oom(c);
+        return plan_fail(c, v->line, kp,
+                         "%s is not %s name: %s; write the name alone, double-quoted if it "
+                         "has other characters or capitals (\"Created At\")",
+                         plan_quoted(q, sizeof q, s), what, why);
+    }
+    *dst = n.part[0];
+    return true;
+}
+
+bool plan_fill_partition_by(plan_ctx *c, const ynode *v, const char *kp, const char *s,
+                            pgs_plan_table *t)
+{
+    static const char fix[] = "use \"range (<column>)\", e.g. \"range (created_at)\"";
+    char q[QUOTE_LEN], col[256];
+    const char *p = s, *start;
+    bool inq = false;
+    size_t n;
+
+    while (isspace((unsigned char)*p))
+        p++;
+    if (strncasecmp(p, "range", 5) != 0 || sql_ident_cont((unsigned char)p[5])) {
+        size_t w = 0;
+        while (sql_ident_cont((unsigned char)p[w]))
+            w++;
+        if (w > 0 && (p[w] == '\0' || p[w] == ' ' || p[w] == '('))
+            return plan_fail(c, v->line, kp, "%s is not supported; use \"range (<column>)\"",
+                             plan_quoted(q, sizeof q, s));
+        return plan_fail(c, v->line, kp, "%s is not a partition method; %s",
+                         plan_quoted(q, sizeof q, s), fix);
+    }
+    for (p += 5; isspace((unsigned char)*p); p++)
+        ;
+    if (*p != '(')
+        return plan_fail(c, v->line, kp, "%s lacks the column in parentheses; %s",
+                         plan_quoted(q, sizeof q, s), fix);
+    for (p++; isspace((unsigned char)*p); p++)
+        ;
+    for (start = p; *p && (inq || *p != ')'); p++) {
+        if (*p == '"')
+            inq = !inq;
+        else if (!inq && (*p == ',' || *p == '('))
+            return plan_fail(c, v->line, kp,
+                             "%s: partitioning by several columns or an expression is not "
+                             "supported; %s",
+                             plan_quoted(q, sizeof q, s), fix);
+    }
+    if (*p != ')')
+        return plan_fail(c, v->line, kp, "%s lacks the closing parenthesis; %s",
+                         plan_quoted(q, sizeof q, s), fix);
+    for (n = (size_t)(p - start); n > 0 && isspace((unsigned char)start[n - 1]); n--)
+        ;
+    for (p++; isspace((unsigned char)*p); p++)
+        ;
+    if (*p)
+        return plan_fail(c, v->line, kp, "%s has text after the closing parenthesis; %s",
+                         plan_quoted(q, sizeof q, s), fix);
+    if (n == 0)
+        return plan_fail(c, v->line, kp, "%s names no column; %s", plan_quoted(q, sizeof q, s),
+                         fix);
+    if (n >= sizeof col)
+        return plan_fail(c, v->line, kp, "the column name is too long; %s", fix);
+    memcpy(col, start, n);
+    col[n] = '\0';
+    if (!resolve_ident(c, v, kp, "a column", col, &t->partition_column))
+        return false;
+    t->partition_method = PGS_PARTITION_RANGE;
+    return true;
+}
+
+bool plan_fill_name_list(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
+                         char ***dst)
+{
+    char fix[KEYPATH_LEN], ikp[KEYPATH_LEN], q[QUOTE_LEN];
+    const char *what = !strcmp(f->key, "key") ? "a column" : "an object";
+    char **list;
+
+    snprintf(fix, sizeof fix, "write e.g. \"%s: %s\"", f->key, f->example);
+    if (!plan_want_kind(c, v, YN_SEQ, kp, fix))
+        return false;
+    if (v->nkids == 0)
+        return plan_fail(c, v->line, kp, "is empty; list at least one name or remove the key");
+    if (!(list = calloc(v->nkids + 1, sizeof *list)))
+        return plan_oom(c);
+    *dst = list;
+    for (size_t i = 0; i < v->nkids; i++) {
+        const ynode *item = v->kids[i];
+        const char *s;
+
+        plan_keypath_index(ikp, kp, i);
+        if (item->kind == YN_SCALAR && item->null)
+            return plan_fail(c, item->line, ikp, "has no value; %s", fix);
+        if (!(s = plan_want_scalar(c, item, ikp, f)))
+            return false;
+        if (!resolve_ident(c, item, ikp, what, s, &list[i]))
+            return false;
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(list[j], list[i]))
+                return plan_fail(c, item->line, ikp, "%s is listed twice; keep one",
+                                 plan_quoted(q, sizeof q, s));
+    }
+    return true;
+}
+
+bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
+                         pgs_plan_table *t)
+{
+    char ikp[KEYPATH_LEN];
+
+    if (!plan_want_kind(c, v, YN_MAP, kp,
+                        "write \"by: range (<column>)\" and \"interval: 1 month\" indented under "
+                        "\"partition:\""))
+        return false;
+    if (!plan_fill_map(c, v, kp, f->sub, (char *)t))
+        return false;
+    if (!t->partition_interval && !t->partition_default) {
+        plan_keypath_join(ikp, kp, "interval");
+        return plan_fail(c, v->line, ikp,
+                         "is missing; add e.g. \"interval: 1 month\", or \"default: true\" for "
+                         "only a DEFAULT partition");
+    }
+    return true;
+}
+
+/* Checks table i against itself and the ones before it. */
+static bool check_table_names(plan_ctx *c, const ynode *item, const char *kp, size_t i,
+                              sql_name *src, sql_name *dst, const pgs_plan_table *tables,
+                              const ynode *const *items)
+{
+    char q[QUOTE_LEN], ekp[KEYPATH_LEN];
+    const ynode *sv = ymap_get(item, "source"), *tv = ymap_get(item, "target");
+
+    if (sql_name_equal(&src[i], &dst[i])) {
+        plan_keypath_join(ekp, kp, "target");
+        return plan_fail(c, tv->line, ekp,
+                         "%s is the same table as the source; name a new table to migrate to",
+                         plan_quoted(q, sizeof q, tables[i].target));
+    }
+    for (size_t j = 0; j < i; j++) {
+        size_t jline = items[j]->line;
+        if (sql_name_equal(&src[i], &src[j])) {
+            plan_keypath_join(ekp, kp, "source");
+            return plan_fail(c, sv->line, ekp,
+                             "%s is already the source of tables[%zu] (line %zu); list each "
+                             "source table once",
+                             plan_quoted(q, sizeof q, tables[i].source), j, jline);
+        }
+        if (sql_name_equal(&dst[i], &dst[j])) {
+            plan_keypath_join(ekp, kp, "target");
+            return plan_fail(c, tv->line, ekp,
+                             "%s is already the target of tables[%zu] (line %zu); give each "
+                             "table its own target",
+                             plan_quoted(q, sizeof q, tables[i].target), j, jline);
+        }
+        if (sql_name_equal(&src[i], &dst[j]) || sql_name_equal(&dst[i], &src[j])) {
+            bool is_src = sql_name_equal(&src[i], &dst[j]);
+            plan_keypath_join(ekp, kp, is_src ? "source" : "target");
+            return plan_fail(c, is_src ? sv->line : tv->line, ekp,
+                             "%s is also the %s of tables[%zu] (line %zu); a table cannot be "
+                             "both a source and a target",
+                             plan_quoted(q, sizeof q, is_src ? tables[i].source : tables[i].target),
+                             is_src ? "target" : "source", j, jline);
+        }
+    }
+    return true;
+}
+
+bool plan_fill_tables(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
+                      pgs_plan *plan)
+{
+    static const char item_fix[] =
+        "write each table as \"- source: schema.table\" with \"target: schema.table\" below it";
+    char ikp[KEYPATH_LEN], why[96];
+    sql_name *src = NULL, *dst = NULL;
+    bool ok = false;
+
+    if (!plan_want_kind(c, v, YN_SEQ, kp, item_fix))
+        return false;
+    if (v->nkids == 0)
+        return plan_fail(c, v->line, kp, "is empty; list at least one table to migrate");
+    plan->tables = calloc(v->nkids, sizeof *plan->tables);
+    src = calloc(v->nkids, sizeof *src);
+    dst = calloc(v->nkids, sizeof *dst);
+    if (!plan->tables || !src || !dst) {
+        plan_oom(c);
+        goto done;
+    }
+    plan->ntables = v->nkids;
+    for (size_t i = 0; i < v->nkids; i++) {
+        const ynode *item = v->kids[i];
+        pgs_plan_table *t = &plan->tables[i];
+
+        plan_keypath_index(ikp, kp, i);
+        t->partition_ahead = 3;
+        if (item->kind == YN_SCALAR && item->null) {
+            plan_fail(c, item->line, ikp, "is empty; remove the \"-\" line or %s", item_fix);
+            goto done;
+        }
+        if (!plan_want_kind(c, item, YN_MAP, ikp, item_fix) ||
+            !plan_fill_map(c, item, ikp, f->sub, (char *)t))
+            goto done;
+        /* Both names passed plan_fill_table_name(), so only memory can fail here. */
+        if (!sql_name_parse(t->source, 2, &src[i], why, sizeof why) ||
+            !sql_name_parse(t->target, 2, &dst[i], why, sizeof why)) {
+            plan_oom(c);
+            goto done;
+        }
+        if (!check_table_names(c, item, ikp, i, src, dst, plan->tables,
+                               (const ynode *const *)v->kids))
+            goto done;
+    }
+    ok = true;
+
+done:
+    for (size_t i = 0; src && dst && i < v->nkids; i++) {
+        sql_name_clear(&src[i]);
+        sql_name_clear(&dst[i]);
+    }
+    free(src);
+    free(dst);
+    return ok;
+}
