@@ -117,16 +117,124 @@ static bool yaml_check_props(plan_ctx *c, size_t line, const yaml_char_t *anchor
     return true;
 }
 
+/* The reader between events: the tree so far and its open lists and
+ * mappings, innermost last. */
+typedef struct yreader {
+    plan_ctx *c;
+    ynode *root;
+    ynode *stack[PLAN_MAX_DEPTH];
+    size_t depth;
+    int docs;
+} yreader;
+
+typedef enum read_step {
+    READ_MORE,
+    READ_DONE,
+    READ_FAILED,
+} read_step;
+
+static ynode *open_parent(const yreader *r)
+{
+    return r->depth ? r->stack[r->depth - 1] : NULL;
+}
+
+/* Plain empty, ~ and null (in three spellings) are YAML's null. */
+static bool scalar_is_null(const yaml_event_t *ev, const ynode *n)
+{
+    return ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
+           (n->len == 0 || !strcmp(n->text, "~") || !strcmp(n->text, "null") ||
+            !strcmp(n->text, "Null") || !strcmp(n->text, "NULL"));
+}
+
+static bool read_scalar(yreader *r, const yaml_event_t *ev, size_t line)
+{
+    ynode *n;
+
+    if (!yaml_check_props(r->c, line, ev->data.scalar.anchor, ev->data.scalar.tag))
+        return false;
+    n = calloc(1, sizeof *n);
+    if (!n || !(n->text = malloc(ev->data.scalar.length + 1))) {
+        free(n);
+        return plan_oom(r->c);
+    }
+    n->kind = YN_SCALAR;
+    n->line = line;
+    n->len = ev->data.scalar.length;
+    memcpy(n->text, ev->data.scalar.value, n->len);
+    n->text[n->len] = '\0';
+    n->null = scalar_is_null(ev, n);
+    return ynode_attach(r->c, &r->root, open_parent(r), n);
+}
+
+/* The start of a list or mapping: a node the events up to its end fill. */
+static bool read_open(yreader *r, const yaml_event_t *ev, size_t line)
+{
+    bool seq = ev->type == YAML_SEQUENCE_START_EVENT;
+    ynode *n;
+
+    if (seq ? !yaml_check_props(r->c, line, ev->data.sequence_start.anchor,
+                                ev->data.sequence_start.tag)
+            : !yaml_check_props(r->c, line, ev->data.mapping_start.anchor,
+                                ev->data.mapping_start.tag))
+        return false;
+    if (r->depth == PLAN_MAX_DEPTH)
+        return plan_fail(r->c, line, "YAML nesting",
+                         "lists and mappings are nested more than %d deep; a plan needs 4",
+                         PLAN_MAX_DEPTH);
+    if (!(n = calloc(1, sizeof *n)))
+        return plan_oom(r->c);
+    n->kind = seq ? YN_SEQ : YN_MAP;
+    n->line = line;
+    if (!ynode_attach(r->c, &r->root, open_parent(r), n))
+        return false;
+    r->stack[r->depth++] = n;
+    return true;
+}
+
+/* Takes one event into the tree. */
+static read_step read_event(yreader *r, const yaml_event_t *ev)
+{
+    size_t line = ev->start_mark.line + 1;
+
+    switch (ev->type) {
+    case YAML_STREAM_END_EVENT:
+        return READ_DONE;
+    case YAML_DOCUMENT_START_EVENT:
+        if (++r->docs > 1) {
+            plan_fail(r->c, line, "YAML document",
+                      "the file holds a second document (after \"---\"); keep one plan "
+                      "per file");
+            return READ_FAILED;
+        }
+        return READ_MORE;
+    case YAML_ALIAS_EVENT:
+        plan_fail(r->c, line, "YAML alias",
+                  "anchors (&name) and aliases (*name) are not supported; write the value "
+                  "out in full");
+        return READ_FAILED;
+    case YAML_SCALAR_EVENT:
+        return read_scalar(r, ev, line) ? READ_MORE : READ_FAILED;
+    case YAML_SEQUENCE_START_EVENT:
+    case YAML_MAPPING_START_EVENT:
+        return read_open(r, ev, line) ? READ_MORE : READ_FAILED;
+    case YAML_SEQUENCE_END_EVENT:
+    case YAML_MAPPING_END_EVENT:
+        if (r->depth > 0)
+            r->depth--;
+        return READ_MORE;
+    default:
+        return READ_MORE;
+    }
+}
+
 /* Parses the text into a tree of one document. NULL (with the error
  * written) on syntax errors, a second document, anchors, aliases, tags. */
 ynode *ynode_read(plan_ctx *c)
 {
     yaml_parser_t parser;
     yaml_event_t ev;
-    ynode *stack[PLAN_MAX_DEPTH];
-    size_t depth = 0;
-    ynode *root = NULL;
-    int docs = 0;
+    yreader r = {.c = c};
+    read_step step = READ_MORE;
 
     memset(&ev, 0, sizeof ev);
     if (!yaml_parser_initialize(&parser)) {
@@ -134,102 +242,27 @@ ynode *ynode_read(plan_ctx *c)
         return NULL;
     }
     yaml_parser_set_input_string(&parser, (const unsigned char *)c->yaml, c->len);
-
-    for (;;) {
+    while (step == READ_MORE) {
         if (!yaml_parser_parse(&parser, &ev)) {
             yaml_syntax_fail(c, &parser);
-            goto failed;
-        }
-        size_t line = ev.start_mark.line + 1;
-        ynode *parent = depth ? stack[depth - 1] : NULL;
-        ynode *n;
-
-        switch (ev.type) {
-        case YAML_STREAM_END_EVENT:
-            yaml_event_delete(&ev);
-            yaml_parser_delete(&parser);
-            if (!root || (root->kind == YN_SCALAR && root->null)) {
-                plan_fail(c, root ? root->line : 1, "plan",
-                          "the file holds no plan; write at least \"name:\", \"source:\" and "
-                          "\"tables:\"");
-                ynode_free(root);
-                return NULL;
-            }
-            return root;
-        case YAML_DOCUMENT_START_EVENT:
-            if (++docs > 1) {
-                plan_fail(c, line, "YAML document",
-                          "the file holds a second document (after \"---\"); keep one plan "
-                          "per file");
-                goto failed;
-            }
-            break;
-        case YAML_ALIAS_EVENT:
-            plan_fail(c, line, "YAML alias",
-                      "anchors (&name) and aliases (*name) are not supported; write the value "
-                      "out in full");
-            goto failed;
-        case YAML_SCALAR_EVENT:
-            if (!yaml_check_props(c, line, ev.data.scalar.anchor, ev.data.scalar.tag))
-                goto failed;
-            n = calloc(1, sizeof *n);
-            if (!n || !(n->text = malloc(ev.data.scalar.length + 1))) {
-                free(n);
-                plan_oom(c);
-                goto failed;
-            }
-            n->kind = YN_SCALAR;
-            n->line = line;
-            n->len = ev.data.scalar.length;
-            memcpy(n->text, ev.data.scalar.value, n->len);
-            n->text[n->len] = '\0';
-            n->null = ev.data.scalar.style == YAML_PLAIN_SCALAR_STYLE &&
-                      (n->len == 0 || !strcmp(n->text, "~") || !strcmp(n->text, "null") ||
-                       !strcmp(n->text, "Null") || !strcmp(n->text, "NULL"));
-            if (!ynode_attach(c, &root, parent, n))
-                goto failed;
-            break;
-        case YAML_SEQUENCE_START_EVENT:
-        case YAML_MAPPING_START_EVENT:
-            if (ev.type == YAML_SEQUENCE_START_EVENT
-                    ? !yaml_check_props(c, line, ev.data.sequence_start.anchor,
-                                        ev.data.sequence_start.tag)
-                    : !yaml_check_props(c, line, ev.data.mapping_start.anchor,
-                                        ev.data.mapping_start.tag))
-                goto failed;
-            if (depth == PLAN_MAX_DEPTH) {
-                plan_fail(c, line, "YAML nesting",
-                          "lists and mappings are nested more than %d deep; a plan needs 4",
-                          PLAN_MAX_DEPTH);
-                goto failed;
-            }
-            n = calloc(1, sizeof *n);
-            if (!n) {
-                plan_oom(c);
-                goto failed;
-            }
-            n->kind = ev.type == YAML_SEQUENCE_START_EVENT ? YN_SEQ : YN_MAP;
-            n->line = line;
-            if (!ynode_attach(c, &root, parent, n))
-                goto failed;
-            stack[depth++] = n;
-            break;
-        case YAML_SEQUENCE_END_EVENT:
-        case YAML_MAPPING_END_EVENT:
-            if (depth > 0)
-                depth--;
-            break;
-        default:
-            break;
+            step = READ_FAILED;
+        } else {
+            step = read_event(&r, &ev);
         }
         yaml_event_delete(&ev);
     }
-
-failed:
-    yaml_event_delete(&ev);
     yaml_parser_delete(&parser);
-    ynode_free(root);
-    return NULL;
+    if (step == READ_DONE && (!r.root || (r.root->kind == YN_SCALAR && r.root->null))) {
+        plan_fail(c, r.root ? r.root->line : 1, "plan",
+                  "the file holds no plan; write at least \"name:\", \"source:\" and "
+                  "\"tables:\"");
+        step = READ_FAILED;
+    }
+    if (step == READ_FAILED) {
+        ynode_free(r.root);
+        return NULL;
+    }
+    return r.root;
 }
 
 /* The value of key in a mapping, or NULL. */
