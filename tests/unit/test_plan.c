@@ -260,6 +260,16 @@ static const struct bad_plan {
      "value out in full"},
     {HEAD "state_dir: !!str /tmp\n" ONE_TABLE,
      "plan.yaml:3: YAML tag: tags (!name) are not supported; remove the tag"},
+    {HEAD ONE_TABLE "state_dir: *dir\n",
+     "plan.yaml:6: YAML alias: anchors (&name) and aliases (*name) are not supported; write the "
+     "value out in full"},
+    {HEAD ONE_TABLE "state_dir: &dir /tmp\n",
+     "plan.yaml:6: YAML anchor: anchors (&name) and aliases (*name) are not supported; write the "
+     "value out in full"},
+    {HEAD "tables: !!seq\n  - source: a\n    target: b\n",
+     "plan.yaml:3: YAML tag: tags (!name) are not supported; remove the tag"},
+    {HEAD ONE_TABLE "[a]: b\n",
+     "plan.yaml:6: plan: found a list where a key should be; write \"key: value\""},
     {HEAD "tables:\n\t- source: public.a\n",
      "plan.yaml:4: YAML syntax error: found character that cannot start any token; indent with "
      "spaces, YAML does not allow tabs there"},
