@@ -1,0 +1,67 @@
+/* stream.h: the replication stream as a handle on the caller's libuv loop
+ * (src/repl/stream.c). It opens a replication connection, starts it at an
+ * LSN, watches its socket, decodes the CopyData frames (decode.h) and hands
+ * the owner one message at a time through callbacks; the owner sends the
+ * standby status updates through it.
+ *
+ * Back-pressure: before each message the stream asks `ready`. While the
+ * owner says no, the stream keeps reading the socket into libpq's buffer
+ * (the walsender keeps decoding) up to STREAM_READ_AHEAD bytes, then stops
+ * reading it (the walsender waits); stream_resume() delivers what is
+ * buffered once the owner is ready again. Nothing here ever waits. */
+#ifndef PGSHIFT_STREAM_H
+#define PGSHIFT_STREAM_H
+
+#include "pgshift/decode.h"
+#include "pgshift/migration.h"
+
+#include <stdbool.h>
+#include <uv.h>
+
+/* How much of the stream may pile up in libpq's buffer while the owner is
+ * not ready, before the walsender is left to wait instead. */
+#define STREAM_READ_AHEAD (4 << 20)
+
+typedef struct repl_stream repl_stream;
+
+typedef struct stream_cbs {
+    void *arg;
+    /* May the owner take another message now? */
+    bool (*ready)(void *arg);
+    /* One decoded message. False: the owner failed (and logged it); the
+     * stream delivers nothing more until it is started again. */
+    bool (*message)(void *arg, const decode_msg *msg);
+    /* A keepalive: the server's WAL end, and whether it asks for a reply. */
+    void (*keepalive)(void *arg, pgs_lsn wal_end, bool reply_requested);
+    /* Everything read so far has been delivered. */
+    void (*drained)(void *arg);
+    /* The stream is closed: the connection failed or the server ended it
+     * (`lost`, worth a reconnect), or a frame could not be decoded or the
+     * owner's message callback failed (not lost: the run fails). Logged. */
+    void (*closed)(void *arg, bool lost);
+} stream_cbs;
+
+/* `binary`: ask for binary values (source and target are one database). */
+repl_stream *stream_new(uv_loop_t *loop, pgs_migration *m, bool binary, const stream_cbs *cbs);
+/* Closes the stream if open and frees it (not from inside a callback). */
+void stream_free(repl_stream *rs);
+
+/* Connects and starts replication from `from`. False when it could not
+ * (logged); the owner retries later. */
+bool stream_start(repl_stream *rs, pgs_lsn from);
+/* Stops watching the socket and closes the connection. */
+void stream_close(repl_stream *rs);
+bool stream_is_open(const repl_stream *rs);
+
+/* The owner is ready again: deliver what is buffered. */
+void stream_resume(repl_stream *rs);
+/* Delivery stopped because the owner was not ready (stream_resume continues). */
+bool stream_stalled(const repl_stream *rs);
+/* The end of the WAL the server has sent so far. */
+pgs_lsn stream_received(const repl_stream *rs);
+
+/* A standby status update: written up to max(received, flush), flushed
+ * (applied and durable) up to `flush`. No-op when closed. */
+void stream_send_status(repl_stream *rs, pgs_lsn flush, bool reply);
+
+#endif

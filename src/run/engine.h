@@ -1,0 +1,97 @@
+/* engine.h: the state of one `run` after the copy (private to src/run/).
+ * The orchestrator owns the libuv loop and everything on it; the lower
+ * modules it drives report back only through the callbacks it gives them:
+ *
+ *   run.c     the loop, signals, stop, pause/resume, control commands,
+ *             status snapshot, hooks, and the ops of the cutover driver
+ *   flow.c    the data path: stream (stream.h) -> applier (apply.h), the
+ *             apply socket, back-pressure, batches, feedback, reconnect
+ *   sample.c  the source monitor, the lag model (lag.h) and the phase
+ *             changes it drives (phase.h) */
+#ifndef PGSHIFT_RUN_ENGINE_H
+#define PGSHIFT_RUN_ENGINE_H
+
+#include "pgshift/apply.h"
+#include "pgshift/aquery.h"
+#include "pgshift/codriver.h"
+#include "pgshift/control.h"
+#include "pgshift/lag.h"
+#include "pgshift/migration.h"
+#include "pgshift/stream.h"
+
+#include <stdbool.h>
+#include <uv.h>
+
+#define FEEDBACK_MS    1000
+#define STATS_MS       2000
+#define BACKOFF_MAX_MS 30000
+/* How long a stop waits for the target to answer the batch in flight. */
+#define STOP_WAIT_MS 1500
+/* A monitor query unanswered this long: the connection is replaced. */
+#define MONITOR_STUCK_MS 30000
+
+typedef struct engine {
+    pgs_migration *m;
+    uv_loop_t loop;
+    int exit_code;
+    bool stopping;
+    bool finished; /* finish_stop ran */
+    uv_timer_t stop_timer;
+    uv_signal_t sigint, sigterm;
+
+    /* the data path (flow.c) */
+    repl_stream *rs;
+    apply_ctx *apply;
+    uv_poll_t apply_poll; /* the apply connection: results, room to write */
+    bool apply_polling;
+    bool hold;            /* the cutover driver holds the stream */
+    pgs_lsn idle_confirm; /* keepalive position seen with nothing pending */
+    double last_feedback_ms;
+    pgs_lsn last_flush_sent;
+    int backoff_ms;
+    uv_timer_t feedback_timer, batch_timer, reconnect_timer;
+
+    /* sampling (sample.c) */
+    aquery *mon;         /* the source monitor: WAL position, slot health */
+    double mon_retry_ms; /* when to open a new monitor connection */
+    uv_timer_t stats_timer;
+    lag_model lag;
+    pgs_lsn last_applied, last_source_lsn;
+    double last_log_ms, last_slot_warn_ms;
+    long long slot_retained, slot_safe; /* safe -1: unlimited */
+    bool slot_safe_null;
+    char wal_status[32];
+
+    /* operator controls (run.c) */
+    control_server *ctl;
+    bool paused, pausing;
+    control_call *pause_call;
+    control_call *co_call; /* a `pgshift cutover` waiting for the outcome */
+    codriver *drv;
+} engine;
+
+double engine_now_ms(void);
+
+/* run.c */
+void engine_stop(engine *e, int code);
+void engine_fire(engine *e, const char *event);
+void engine_publish(engine *e);
+void engine_finish_pause(engine *e);
+
+/* flow.c */
+bool flow_init(engine *e);
+bool flow_connect(engine *e);
+void flow_schedule_reconnect(engine *e);
+void flow_settle(engine *e, bool failed);
+void flow_update_poll(engine *e);
+bool flow_commit(engine *e, bool sync);
+void flow_send_feedback(engine *e, bool reply);
+pgs_lsn flow_flush_position(engine *e);
+
+/* sample.c */
+void sample_start(engine *e);
+bool sample_phase_event(engine *e, pgs_event ev, const char *detail);
+/* The monitor, when it can take a query now (opened again when it failed). */
+aquery *sample_monitor(engine *e);
+
+#endif

@@ -1,0 +1,290 @@
+/* flow.c: the data path of a run: the replication stream (stream.h) feeds
+ * the applier (apply.h) message by message; the applier's socket is watched
+ * on the loop, so results are read as they arrive and nothing waits; while
+ * the applier cannot take more (or the cutover driver holds the stream) the
+ * stream is held back. The flush position reported to the server is only
+ * ever what the applier has durably committed (or, when nothing is pending,
+ * the keepalive position). */
+#include "engine.h"
+
+#include "pgshift/log.h"
+
+double engine_now_ms(void)
+{
+    return (double)uv_hrtime() / 1e6;
+}
+
+/* What may be confirmed to the slot: the applied position the target has
+ * durably flushed (its flush position comes with each batch's result and
+ * the probes on_feedback queues), or with nothing pending and everything
+ * flushed, the last keepalive position. */
+pgs_lsn flow_flush_position(engine *e)
+{
+    pgs_lsn f = apply_durable_lsn(e->apply, 0);
+    if (apply_idle(e->apply) && e->idle_confirm > f)
+        f = e->idle_confirm;
+    return f;
+}
+
+void flow_send_feedback(engine *e, bool reply)
+{
+    /* After an apply failure nothing more is confirmed: the failed
+     * transactions must be sent again. */
+    if (!stream_is_open(e->rs) || e->exit_code == 1)
+        return;
+    pgs_lsn flush = flow_flush_position(e);
+    char f[18], ic[18], ap[18];
+    log_debug("feedback: flush %s (idle confirm %s, applied %s)", decode_lsn_format(flush, f),
+              decode_lsn_format(e->idle_confirm, ic), decode_lsn_format(e->m->applied_lsn, ap));
+    stream_send_status(e->rs, flush, reply);
+    e->last_feedback_ms = engine_now_ms();
+    e->last_flush_sent = flush;
+}
+
+/* A batch completed: confirm it without waiting for the feedback timer when
+ * the applier has nothing else going (the end of a burst: the slot, and
+ * whoever waits on it, learn at once), else at most every 100 ms. */
+static void feedback_after_batch(engine *e)
+{
+    if (apply_durable_lsn(e->apply, 0) <= e->last_flush_sent)
+        return;
+    if (!apply_batch_open(e->apply) || engine_now_ms() - e->last_feedback_ms > 100)
+        flow_send_feedback(e, false);
+}
+
+/* `sync` for a batch closed because everything the walsender had sent is
+ * applied (see apply_commit_batch): at the end of a burst no later commit
+ * would flush it soon. Batches closed for size or age mid-stream stay
+ * asynchronous. */
+bool flow_commit(engine *e, bool sync)
+{
+    if (apply_batch_open(e->apply) && !apply_commit_batch(e->apply, sync)) {
+        engine_stop(e, 1);
+        return false;
+    }
+    flow_update_poll(e);
+    if (engine_now_ms() - e->last_feedback_ms > 100)
+        flow_send_feedback(e, false);
+    return true;
+}
+
+static void on_apply_ready(uv_poll_t *h, int status, int events);
+
+/* Watches the apply socket for results, and for room to write while
+ * libpq holds output the kernel has not taken. */
+void flow_update_poll(engine *e)
+{
+    if (!e->apply_polling || e->finished)
+        return;
+    int ev = UV_READABLE | (apply_want_write(e->apply) ? UV_WRITABLE : 0);
+    uv_poll_start(&e->apply_poll, ev, on_apply_ready);
+}
+
+/* The applier made progress (results, room to write): whatever waited for
+ * it goes on. */
+static void continue_after_apply(engine *e)
+{
+    if (e->stopping) {
+        if (!apply_busy(e->apply) || apply_failed(e->apply))
+            engine_stop(e, e->exit_code); /* finishes the stop */
+        else
+            flow_update_poll(e);
+        return;
+    }
+    flow_update_poll(e);
+    if (!apply_busy(e->apply)) {
+        if (e->pausing)
+            engine_finish_pause(e);
+        else
+            codriver_applier_progress(e->drv);
+    }
+    if (!e->stopping && !e->hold && stream_stalled(e->rs) && apply_ready(e->apply))
+        stream_resume(e->rs);
+}
+
+static void on_apply_ready(uv_poll_t *h, int status, int events)
+{
+    (void)events;
+    engine *e = h->data;
+    if (status < 0)
+        log_error("apply: watching the target connection failed: %s", uv_strerror(status));
+    if (status < 0 || !apply_poll(e->apply)) {
+        engine_stop(e, 1);
+        return;
+    }
+    feedback_after_batch(e);
+    continue_after_apply(e);
+}
+
+/* ---- the stream's callbacks (stream.h) ---- */
+
+static bool on_ready(void *arg)
+{
+    engine *e = arg;
+    return !e->stopping && !e->hold && apply_ready(e->apply);
+}
+
+static bool on_message(void *arg, const decode_msg *msg)
+{
+    engine *e = arg;
+    if (!apply_message(e->apply, msg))
+        return false;
+    codriver_message(e->drv, msg);
+    if (msg->kind == DECODE_COMMIT && !e->hold &&
+        (apply_batch_changes(e->apply) >= e->m->plan->apply.batch_changes ||
+         apply_batch_age_ms(e->apply) >= e->m->plan->apply.batch_ms))
+        return flow_commit(e, false);
+    flow_update_poll(e);
+    return !e->stopping || e->exit_code != 1;
+}
+
+static void on_keepalive(void *arg, pgs_lsn wal_end, bool reply)
+{
+    engine *e = arg;
+    /* Only with nothing open, in flight or unflushed: a batch still in
+     * flight may yet fail, and its transactions must come again. */
+    if (apply_idle(e->apply))
+        e->idle_confirm = wal_end;
+    if (reply)
+        flow_send_feedback(e, false);
+}
+
+static void on_batch_timer(uv_timer_t *t)
+{
+    engine *e = t->data;
+    if (e->stopping || e->hold)
+        return;
+    if (apply_batch_open(e->apply) && !apply_in_xact(e->apply))
+        flow_commit(e, true);
+}
+
+/* Nothing more buffered: commit a batch that has waited long enough, or
+ * come back for it shortly. */
+static void on_drained(void *arg)
+{
+    engine *e = arg;
+    if (apply_batch_open(e->apply) && !apply_in_xact(e->apply) && !e->hold) {
+        double age = apply_batch_age_ms(e->apply);
+        double wait = e->m->plan->apply.idle_commit_ms;
+        if (age >= wait)
+            flow_commit(e, true);
+        else
+            uv_timer_start(&e->batch_timer, on_batch_timer, (uint64_t)(wait - age) + 1, 0);
+    }
+    flow_update_poll(e);
+}
+
+/* Starts bringing the applier to rest: complete source transactions are
+ * committed, a half-received one (or everything, after a failure) is
+ * rolled back — the slot sends those again. m->applied_lsn is final once
+ * apply_busy() is false; continue_after_apply goes on from there. */
+void flow_settle(engine *e, bool failed)
+{
+    if (failed || apply_failed(e->apply))
+        apply_rollback_batch(e->apply);
+    else if (apply_batch_open(e->apply)) {
+        if (apply_in_xact(e->apply))
+            apply_rollback_batch(e->apply);
+        else
+            apply_commit_batch(e->apply, true);
+    }
+    flow_update_poll(e);
+}
+
+/* The stream closed: reconnect from the applied position once the applier
+ * is at rest (on_reconnect waits for that), or stop when it failed. */
+static void on_closed(void *arg, bool lost)
+{
+    engine *e = arg;
+    flow_settle(e, !lost);
+    if (e->stopping)
+        return;
+    if (lost && !apply_failed(e->apply))
+        flow_schedule_reconnect(e);
+    else
+        engine_stop(e, 1);
+}
+
+/* ---- connecting ---- */
+
+static void on_reconnect(uv_timer_t *t)
+{
+    engine *e = t->data;
+    if (e->stopping || e->paused || e->pausing)
+        return;
+    /* The stream restarts from the applied position: wait until it is final. */
+    if (apply_busy(e->apply)) {
+        uv_timer_start(&e->reconnect_timer, on_reconnect, 100, 0);
+        return;
+    }
+    if (!flow_connect(e))
+        flow_schedule_reconnect(e);
+}
+
+/* Tries again after 1 s, doubling up to BACKOFF_MAX_MS. */
+void flow_schedule_reconnect(engine *e)
+{
+    e->backoff_ms = e->backoff_ms ? e->backoff_ms * 2 : 1000;
+    if (e->backoff_ms > BACKOFF_MAX_MS)
+        e->backoff_ms = BACKOFF_MAX_MS;
+    log_warn("reconnecting in %d ms", e->backoff_ms);
+    uv_timer_start(&e->reconnect_timer, on_reconnect, (uint64_t)e->backoff_ms, 0);
+}
+
+bool flow_connect(engine *e)
+{
+    if (!stream_start(e->rs, e->m->applied_lsn))
+        return false;
+    e->backoff_ms = 0;
+    return true;
+}
+
+static void on_feedback(uv_timer_t *t)
+{
+    engine *e = t->data;
+    if (e->stopping)
+        return;
+    /* Asynchronous commits become durable when the target flushes them:
+     * ask where that is (its answer moves apply_durable_lsn). */
+    if (!apply_probe_flush(e->apply)) {
+        engine_stop(e, 1);
+        return;
+    }
+    flow_update_poll(e);
+    /* A stream held back while the applier was busy goes on when the
+     * applier's socket reports progress (continue_after_apply); should the
+     * applier have become ready without a report, go on from here. */
+    if (!e->hold && stream_stalled(e->rs) && apply_ready(e->apply)) {
+        log_debug("stream held back with the applier ready: reading on");
+        stream_resume(e->rs);
+    }
+    if (engine_now_ms() - e->last_feedback_ms >= FEEDBACK_MS * 0.9)
+        flow_send_feedback(e, false);
+}
+
+/* The applier, its socket on the loop, the stream and the timers. */
+bool flow_init(engine *e)
+{
+    e->apply = apply_new(e->m);
+    if (e->apply == NULL)
+        return false;
+    apply_set_durable(e->apply, e->m->applied_lsn);
+    stream_cbs cbs = {e, on_ready, on_message, on_keepalive, on_drained, on_closed};
+    e->rs = stream_new(&e->loop, e->m, e->m->plan->target == NULL, &cbs);
+    int rc = uv_poll_init(&e->loop, &e->apply_poll, apply_socket(e->apply));
+    if (e->rs == NULL || rc != 0) {
+        /* Without it no result would ever be read. */
+        log_error("apply: cannot watch the target connection: %s",
+                  rc ? uv_strerror(rc) : "out of memory");
+        return false;
+    }
+    e->apply_poll.data = e;
+    e->apply_polling = true;
+    flow_update_poll(e);
+    uv_timer_init(&e->loop, &e->feedback_timer);
+    uv_timer_init(&e->loop, &e->batch_timer);
+    uv_timer_init(&e->loop, &e->reconnect_timer);
+    e->feedback_timer.data = e->batch_timer.data = e->reconnect_timer.data = e;
+    uv_timer_start(&e->feedback_timer, on_feedback, FEEDBACK_MS, FEEDBACK_MS);
+    return true;
+}

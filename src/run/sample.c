@@ -1,0 +1,198 @@
+/* sample.c: every STATS_MS the source is sampled on a monitor connection of
+ * its own (aquery.h: the query completes in a callback, the loop never
+ * waits): its WAL position and the slot's health feed the lag model
+ * (lag.h), which drives the ready/catching_up phase, the ETA, the slot-risk
+ * warning, the stats row `pgshift status` reads and the published snapshot. */
+#include "engine.h"
+
+#include "pgshift/hooks.h"
+#include "pgshift/log.h"
+#include "pgshift/pg.h"
+#include "pgshift/store.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+aquery *sample_monitor(engine *e)
+{
+    if (e->mon && aquery_busy(e->mon) && aquery_waited_ms(e->mon) > MONITOR_STUCK_MS) {
+        log_warn("source monitor: no answer in %d s; opening a new connection",
+                 MONITOR_STUCK_MS / 1000);
+        aquery_close(e->mon);
+        e->mon = NULL;
+    }
+    if (e->mon && aquery_broken(e->mon)) {
+        aquery_close(e->mon);
+        e->mon = NULL;
+        e->mon_retry_ms = engine_now_ms() + 10000;
+    }
+    if (e->mon == NULL && engine_now_ms() >= e->mon_retry_ms) {
+        /* Opening it waits for the connection (connect_timeout bounds it). */
+        e->mon_retry_ms = engine_now_ms() + 10000;
+        PGconn *c = pg_connect(e->m->plan->source, "source (monitor)", false);
+        e->mon = c ? aquery_open(&e->loop, c, "sampling the source") : NULL;
+    }
+    return e->mon && !aquery_busy(e->mon) ? e->mon : NULL;
+}
+
+/* A phase change through the transition table (phase.h). The write goes
+ * through the apply connection, in order with the batches, without
+ * waiting. False, and the run stops, on a transition the table does not
+ * have (a bug) or a failed send. */
+bool sample_phase_event(engine *e, pgs_event ev, const char *detail)
+{
+    state_write w;
+    if (!state_transition_async(e->m, ev, detail, &w) ||
+        (w.sql && !apply_send_state(e->apply, w.sql, w.nparams, w.params))) {
+        engine_stop(e, 1);
+        return false;
+    }
+    flow_update_poll(e);
+    return true;
+}
+
+/* The stats row: written through the applier, in order with its batches;
+ * skipped while it cannot take more (a stuck target must not pile them up). */
+static void write_stats(engine *e, pgs_lsn cur, pgs_lsn applied)
+{
+    const lag_model *l = &e->lag;
+    double eta = l->eta_seconds;
+    json_t *o = json_pack(
+        "{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:s,s:I,s:I,s:I}", "lag_bytes", (json_int_t)l->lag_bytes,
+        "lag_seconds", l->lag_seconds, "apply_changes_per_second", l->rate_changes,
+        "apply_xacts_per_second", l->rate_xacts, "apply_bytes_per_second", l->rate_bytes,
+        "wal_bytes_per_second", l->rate_wal, "eta_seconds", isnan(eta) ? 0.0 : eta,
+        "slot_retained_bytes", (json_int_t)e->slot_retained, "wal_status", e->wal_status,
+        "safe_wal_size", (json_int_t)e->slot_safe, "source_lsn", (json_int_t)cur, "confirmed_lsn",
+        (json_int_t)applied);
+    if (o && isnan(eta))
+        json_object_set_new(o, "eta_seconds", json_null());
+    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (js && apply_ready(e->apply)) {
+        if (!apply_send_state(e->apply, store_sql_write_stats(), 2,
+                              (const char *[]){e->m->plan->name, js}))
+            engine_stop(e, 1);
+        flow_update_poll(e);
+    }
+    free(js);
+}
+
+/* Before max_slot_wal_keep_size invalidates the slot (wal_status "lost":
+ * the migration would have to start over), say so, once a minute. */
+static void warn_slot(engine *e, double t_ms)
+{
+    if (!e->lag.slot_at_risk || t_ms - e->last_slot_warn_ms < 60000)
+        return;
+    log_warn("slot %s is at risk: wal_status %s, %.0f MB of WAL retained, %s before "
+             "max_slot_wal_keep_size invalidates it; catch up (pause the heaviest writers), "
+             "or raise max_slot_wal_keep_size",
+             e->m->slot, e->wal_status, (double)e->slot_retained / 1048576.0,
+             e->slot_safe_null ? "unknown" : (e->slot_safe <= 0 ? "nothing left" : "little left"));
+    e->last_slot_warn_ms = t_ms;
+}
+
+static void log_progress(engine *e, double t_ms, pgs_lsn applied)
+{
+    if (t_ms - e->last_log_ms < 10000)
+        return;
+    const lag_model *l = &e->lag;
+    char a[18], eta_txt[32];
+    snprintf(eta_txt, sizeof eta_txt, "%.0f s", l->eta_seconds);
+    log_info("%s: lag %.1f MB / %.1f s, applied %s, %.0f changes/s, %.0f xacts/s, ETA %s",
+             pgs_phase_name(e->m->phase), (double)l->lag_bytes / 1048576.0, l->lag_seconds,
+             decode_lsn_format(applied, a), l->rate_changes, l->rate_xacts,
+             isnan(l->eta_seconds) ? "not known yet"
+             : l->eta_seconds < 0  ? "never (source writes faster)"
+             : l->eta_seconds == 0 ? "caught up"
+                                   : eta_txt);
+    e->last_log_ms = t_ms;
+}
+
+/* The lag decides the phase: ready under cutover.max_lag, else catching_up. */
+static void follow_lag(engine *e)
+{
+    pgs_migration *m = e->m;
+    pgs_phase phase = lag_ready(&e->lag) ? PGS_PHASE_READY : PGS_PHASE_CATCHING_UP;
+    if (phase == m->phase || m->phase == PGS_PHASE_CUTTING_OVER || m->phase == PGS_PHASE_DONE ||
+        e->paused || e->pausing)
+        return;
+    char why[64];
+    snprintf(why, sizeof why, "lag %llu bytes", (unsigned long long)e->lag.lag_bytes);
+    if (sample_phase_event(e, phase == PGS_PHASE_READY ? PGS_EV_LAG_OK : PGS_EV_LAG_HIGH, why) &&
+        m->phase == PGS_PHASE_READY)
+        engine_fire(e, "ready");
+}
+
+static void on_sample(void *arg, const PGresult *res)
+{
+    engine *e = arg;
+    if (res == NULL || e->stopping)
+        return;
+    pgs_lsn cur = 0;
+    decode_lsn_parse(PQgetvalue(res, 0, 0), &cur);
+    e->slot_retained = atoll(PQgetvalue(res, 0, 1));
+    snprintf(e->wal_status, sizeof e->wal_status, "%s", PQgetvalue(res, 0, 2));
+    e->slot_safe_null = PQgetisnull(res, 0, 3);
+    e->slot_safe = e->slot_safe_null ? -1 : atoll(PQgetvalue(res, 0, 3));
+    double t_ms = engine_now_ms();
+    const apply_stats *st = apply_get_stats(e->apply);
+    pgs_lsn applied = flow_flush_position(e);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lag_input in = {
+        .t_ms = t_ms,
+        .source_lsn = cur,
+        .applied_lsn = applied,
+        .changes = (int64_t)st->changes,
+        .xacts = (int64_t)st->xacts,
+        .last_commit_us = st->last_commit_time ? decode_ts_to_unix_us(st->last_commit_time) : 0,
+        .now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
+        .idle = apply_idle(e->apply) && e->idle_confirm >= stream_received(e->rs),
+        .max_lag_bytes = e->m->plan->cutover.max_lag_bytes,
+        .slot_retained = e->slot_retained,
+        .safe_wal_size = e->slot_safe_null ? LAG_SAFE_UNKNOWN : e->slot_safe,
+        .wal_status = e->wal_status,
+    };
+    lag_sample(&e->lag, &in);
+    hooks_reap();
+    e->last_applied = applied;
+    e->last_source_lsn = cur;
+    /* Ask for a keepalive: with nothing pending its position may be
+     * confirmed, so an idle source's WAL (ours included) does not count as lag. */
+    if (!apply_batch_open(e->apply) && !apply_in_xact(e->apply))
+        flow_send_feedback(e, true);
+    warn_slot(e, t_ms);
+    follow_lag(e);
+    if (e->stopping)
+        return;
+    write_stats(e, cur, applied);
+    engine_publish(e);
+    log_progress(e, t_ms, applied);
+}
+
+static void on_stats(uv_timer_t *t)
+{
+    engine *e = t->data;
+    aquery *q = e->stopping ? NULL : sample_monitor(e);
+    if (q)
+        aquery_send(q,
+                    "SELECT pg_current_wal_lsn(),"
+                    "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"
+                    "    WHERE slot_name = $1),"
+                    "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"
+                    "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1)",
+                    1, (const char *[]){e->m->slot}, on_sample, e);
+}
+
+void sample_start(engine *e)
+{
+    lag_init(&e->lag);
+    uv_timer_init(&e->loop, &e->stats_timer);
+    e->stats_timer.data = e;
+    uv_timer_start(&e->stats_timer, on_stats, 200, STATS_MS);
+}
