@@ -2,6 +2,7 @@
  * pipelined, exactly once (see apply.h for the rules). */
 #include "pgshift/apply.h"
 
+#include "durable.h"
 #include "fold.h"
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
@@ -90,15 +91,8 @@ struct apply_ctx {
     char *text;
     size_t textcap;
 
-    /* Committed batches not yet known flushed on the target: the source
-     * end LSN each one applied, and the target WAL position after its COMMIT. */
-    struct {
-        pgs_lsn applied;
-        pgs_lsn target;
-    } unflushed[64];
-    int nunflushed;
-    pgs_lsn durable_lsn;
-    pgs_lsn seen_flush; /* highest pg_current_wal_flush_lsn() an 'L' result showed */
+    /* Committed batches not yet known flushed on the target. */
+    durable durable;
     /* Batches sent with their COMMIT but not yet confirmed (at most 2). */
     inflight inflight[3];
     int ninflight;
@@ -228,22 +222,12 @@ const apply_stats *apply_get_stats(const apply_ctx *a)
 
 pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush)
 {
-    if (target_flush < a->seen_flush)
-        target_flush = a->seen_flush;
-    int i = 0;
-    while (i < a->nunflushed && a->unflushed[i].target <= target_flush)
-        a->durable_lsn = a->unflushed[i++].applied;
-    if (i > 0) {
-        memmove(&a->unflushed[0], &a->unflushed[i],
-                sizeof a->unflushed[0] * (size_t)(a->nunflushed - i));
-        a->nunflushed -= i;
-    }
-    return a->durable_lsn;
+    return durable_advance(&a->durable, target_flush);
 }
 
 void apply_set_durable(apply_ctx *a, pgs_lsn lsn)
 {
-    a->durable_lsn = lsn;
+    durable_set(&a->durable, lsn);
 }
 
 /* ---- pipeline bookkeeping ---- */
@@ -373,8 +357,7 @@ static bool consume(apply_ctx *a)
         } else if (p.op == 'F' && st == PGRES_TUPLES_OK && PQntuples(res) == 1) {
             pgs_lsn flush_lsn = 0;
             decode_lsn_parse(PQgetvalue(res, 0, 0), &flush_lsn);
-            if (flush_lsn > a->seen_flush)
-                a->seen_flush = flush_lsn;
+            durable_saw_flush(&a->durable, flush_lsn);
         }
         if (p.op == 'F')
             a->probing = false;
@@ -486,22 +469,12 @@ void apply_rollback_batch(apply_ctx *a)
  * flush position read after it already covers it. */
 static void batch_done(apply_ctx *a, pgs_lsn insert_lsn, pgs_lsn flush_lsn)
 {
-    if (flush_lsn > a->seen_flush)
-        a->seen_flush = flush_lsn;
+    durable_saw_flush(&a->durable, flush_lsn);
     if (a->ninflight == 0)
         return;
     inflight *b = &a->inflight[0];
-    pgs_lsn target = b->sync ? flush_lsn : insert_lsn;
     a->m->applied_lsn = b->end_lsn;
-    if (a->nunflushed == (int)(sizeof a->unflushed / sizeof a->unflushed[0])) {
-        /* Keep the newest; the oldest entries' positions are covered by it. */
-        memmove(&a->unflushed[0], &a->unflushed[1],
-                sizeof a->unflushed[0] * (size_t)(a->nunflushed - 1));
-        a->nunflushed--;
-    }
-    a->unflushed[a->nunflushed].applied = b->end_lsn;
-    a->unflushed[a->nunflushed].target = target;
-    a->nunflushed++;
+    durable_committed(&a->durable, b->end_lsn, insert_lsn, flush_lsn, b->sync);
     a->m->applied_xacts += b->xacts;
     a->m->applied_changes += b->changes;
     for (int i = 0; i < a->m->ntables; i++)
@@ -565,7 +538,7 @@ int apply_socket(const apply_ctx *a)
  * batches, and one probe at a time. */
 bool apply_probe_flush(apply_ctx *a)
 {
-    if (a->failed || a->batch_open || a->probing || a->nunflushed == 0)
+    if (a->failed || a->batch_open || a->probing || durable_pending(&a->durable) == 0)
         return true;
     if (!sent(a,
               PQsendQueryParams(a->conn, "SELECT pg_current_wal_flush_lsn()", 0, NULL, NULL, NULL,
@@ -591,7 +564,7 @@ bool apply_send_state(apply_ctx *a, const char *sql, int nparams, const char *co
 bool apply_idle(const apply_ctx *a)
 {
     return !a->failed && !a->batch_open && !a->in_xact && a->qlen == 0 && !a->unsent &&
-           a->nunflushed == 0;
+           durable_pending(&a->durable) == 0;
 }
 
 /* Sends the batch's progress row and COMMIT without waiting for them: the
