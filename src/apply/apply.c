@@ -4,6 +4,7 @@
 
 #include "durable.h"
 #include "fold.h"
+#include "sqlgen.h"
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 #include "pgshift/store.h"
@@ -112,7 +113,6 @@ struct apply_ctx {
 
 static bool flush_folds(apply_ctx *a);
 static void discard_folds(apply_ctx *a);
-static bool append(char **buf, size_t *len, size_t *cap, const char *s);
 static bool grow_params(apply_ctx *a, size_t n);
 
 static double now_ms(void)
@@ -406,27 +406,17 @@ static bool send_sql(apply_ctx *a, const char *sql, int n, const char *const *pa
     return sent(a, PQsendQueryParams(a->conn, sql, n, NULL, params, NULL, NULL, 0), 'X', NULL);
 }
 
-/* Wraps an UPDATE or DELETE so that the server itself fails the batch when
- * it does not touch exactly `expect` rows (an SQL expression: "1" or "$2"):
- * the target has then diverged from the source, and nothing may commit.
- * The error branch must mention count(*): a constant expression there would
- * be folded, and raised, at plan time.
+/* Wraps an UPDATE or DELETE in the row-count check of sqlgen_expect().
  * Takes ownership of *sql and replaces it. */
 static bool wrap_expect(apply_ctx *a, char **sql, const char *what, const char *table,
                         const char *expect)
 {
     char *lit = PQescapeLiteral(a->conn, table, strlen(table));
-    char *out = NULL;
-    bool ok = lit && asprintf(&out,
-                              "WITH x AS (%s RETURNING 1) SELECT CASE WHEN count(*) = %s THEN 1"
-                              " ELSE ('pgshift: %s on ' || %s || ' matched ' || count(*) ||"
-                              " ' rows instead of ' || %s || '; the target has diverged from the"
-                              " source')::int END FROM x",
-                              *sql, expect, what, lit, expect) >= 0;
+    char *out = lit ? sqlgen_expect(*sql, what, lit, expect) : NULL;
     PQfreemem(lit);
     free(*sql);
-    *sql = ok ? out : NULL;
-    return ok;
+    *sql = out;
+    return out != NULL;
 }
 
 /* ---- batches ---- */
@@ -745,12 +735,16 @@ static bool pick_update(const fold *f, int row, const void *arg)
     return true;
 }
 
+/* What the statement generator needs to know of a relation. */
+static sqlgen_rel rel_shape(const rel *r)
+{
+    return (sqlgen_rel){r->t->tgt.qname, r->natts, r->names, r->match, r->nmatch};
+}
+
 static bool is_key(const rel *r, int att)
 {
-    for (int k = 0; k < r->nmatch; k++)
-        if (r->match[k] == att)
-            return true;
-    return false;
+    sqlgen_rel shape = rel_shape(r);
+    return sqlgen_is_key(&shape, att);
 }
 
 /* Sends one set-based statement over unnest($1::<target>[]): `cols` are
@@ -764,43 +758,10 @@ static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const i
         if (x->op == op && memcmp(x->mask, mask, (size_t)r->natts) == 0)
             s = x;
     if (s == NULL) {
-        char *sql = NULL;
-        size_t len = 0, cap = 0;
+        sqlgen_rel shape = rel_shape(r);
         const char *tq = r->t->tgt.qname;
-        bool ok = true;
-        if (op == 'i') {
-            ok = append(&sql, &len, &cap, "INSERT INTO ") && append(&sql, &len, &cap, tq) &&
-                 append(&sql, &len, &cap, " (");
-            for (int c = 0; ok && c < ncols; c++)
-                ok = append(&sql, &len, &cap, c ? ", " : "") &&
-                     append(&sql, &len, &cap, r->names[cols[c]]);
-            ok = ok && append(&sql, &len, &cap, ") SELECT ");
-            for (int c = 0; ok && c < ncols; c++)
-                ok = append(&sql, &len, &cap, c ? ", u." : "u.") &&
-                     append(&sql, &len, &cap, r->names[cols[c]]);
-            ok = ok && append(&sql, &len, &cap, " FROM unnest($1::") &&
-                 append(&sql, &len, &cap, tq) && append(&sql, &len, &cap, "[]) AS u");
-        } else {
-            ok = append(&sql, &len, &cap, op == 'd' ? "DELETE FROM " : "UPDATE ") &&
-                 append(&sql, &len, &cap, tq) &&
-                 append(&sql, &len, &cap, op == 'd' ? " AS t USING " : " AS t SET ");
-            int nset = 0;
-            for (int c = 0; ok && op == 'u' && c < ncols; c++) {
-                if (is_key(r, cols[c]))
-                    continue;
-                ok = append(&sql, &len, &cap, nset++ ? ", " : "") &&
-                     append(&sql, &len, &cap, r->names[cols[c]]) &&
-                     append(&sql, &len, &cap, " = u.") &&
-                     append(&sql, &len, &cap, r->names[cols[c]]);
-            }
-            ok = ok && append(&sql, &len, &cap, op == 'u' ? " FROM unnest($1::" : "unnest($1::") &&
-                 append(&sql, &len, &cap, tq) && append(&sql, &len, &cap, "[]) AS u WHERE ");
-            for (int k = 0; ok && k < r->nmatch; k++)
-                ok = append(&sql, &len, &cap, k ? " AND t." : "t.") &&
-                     append(&sql, &len, &cap, r->names[r->match[k]]) &&
-                     append(&sql, &len, &cap, " = u.") &&
-                     append(&sql, &len, &cap, r->names[r->match[k]]);
-        }
+        char *sql = sqlgen_set(&shape, op, cols, ncols);
+        bool ok = sql != NULL;
         if (ok && op != 'i')
             ok = wrap_expect(a, &sql, op_name(op), tq, "$2::bigint");
         s = ok ? calloc(1, sizeof *s) : NULL;
@@ -1062,22 +1023,6 @@ static bool on_relation(apply_ctx *a, const decode_relation *dr)
 
 /* ---- statements ---- */
 
-static bool append(char **buf, size_t *len, size_t *cap, const char *s)
-{
-    size_t n = strlen(s);
-    if (*len + n + 1 > *cap) {
-        size_t nc = (*cap ? *cap * 2 : 256) + n;
-        char *nb = realloc(*buf, nc);
-        if (nb == NULL)
-            return false;
-        *buf = nb;
-        *cap = nc;
-    }
-    memcpy(*buf + *len, s, n + 1);
-    *len += n;
-    return true;
-}
-
 static stmt *get_stmt(apply_ctx *a, rel *r, char op, const uint8_t *mask)
 {
     for (stmt *s = r->stmts; s; s = s->next)
@@ -1085,55 +1030,16 @@ static stmt *get_stmt(apply_ctx *a, rel *r, char op, const uint8_t *mask)
             return s;
     stmt *s = calloc(1, sizeof *s);
     char *sql = NULL;
-    size_t len = 0, cap = 0;
     bool ok = s != NULL && (s->mask = malloc((size_t)r->natts + 1)) != NULL;
     if (!ok)
         goto failed;
     memcpy(s->mask, mask, (size_t)r->natts);
     s->op = op;
     snprintf(s->name, sizeof s->name, "pgshift_%d", a->nstmts++);
+    sqlgen_rel shape = rel_shape(r);
     int p = 0;
-    char num[16];
-    if (op == 'I') {
-        ok = append(&sql, &len, &cap, "INSERT INTO ") &&
-             append(&sql, &len, &cap, r->t->tgt.qname) && append(&sql, &len, &cap, " (");
-        for (int i = 0, first = 1; ok && i < r->natts; i++)
-            if (mask[i]) {
-                ok = append(&sql, &len, &cap, first ? "" : ", ") &&
-                     append(&sql, &len, &cap, r->names[i]);
-                first = 0;
-            }
-        ok = ok && append(&sql, &len, &cap, ") VALUES (");
-        for (int i = 0; ok && i < r->natts; i++)
-            if (mask[i]) {
-                snprintf(num, sizeof num, "%s$%d", p ? ", " : "", p + 1);
-                p++;
-                ok = append(&sql, &len, &cap, num);
-            }
-        ok = ok && append(&sql, &len, &cap, ")");
-    } else {
-        if (op == 'U') {
-            ok = append(&sql, &len, &cap, "UPDATE ") && append(&sql, &len, &cap, r->t->tgt.qname) &&
-                 append(&sql, &len, &cap, " SET ");
-            for (int i = 0; ok && i < r->natts; i++)
-                if (mask[i]) {
-                    snprintf(num, sizeof num, " = $%d", p + 1);
-                    ok = append(&sql, &len, &cap, p ? ", " : "") &&
-                         append(&sql, &len, &cap, r->names[i]) && append(&sql, &len, &cap, num);
-                    p++;
-                }
-        } else {
-            ok = append(&sql, &len, &cap, "DELETE FROM ") &&
-                 append(&sql, &len, &cap, r->t->tgt.qname);
-        }
-        ok = ok && append(&sql, &len, &cap, " WHERE ");
-        for (int k = 0; ok && k < r->nmatch; k++) {
-            snprintf(num, sizeof num, " = $%d", p + 1);
-            ok = append(&sql, &len, &cap, k ? " AND " : "") &&
-                 append(&sql, &len, &cap, r->names[r->match[k]]) && append(&sql, &len, &cap, num);
-            p++;
-        }
-    }
+    sql = sqlgen_row(&shape, op, mask, &p);
+    ok = sql != NULL;
     if (ok && op != 'I')
         ok = wrap_expect(a, &sql, op_name(op), r->t->tgt.qname, "1");
     if (!ok)
@@ -1309,24 +1215,25 @@ static bool apply_truncate(apply_ctx *a, const decode_msg *msg)
 {
     if (!flush_folds(a))
         return false;
-    char *sql = NULL;
-    size_t len = 0, cap = 0;
-    bool ok = append(&sql, &len, &cap, "TRUNCATE ");
-    for (uint32_t i = 0; ok && i < msg->u.truncate.nrels; i++) {
+    uint32_t n = msg->u.truncate.nrels;
+    const char **tables = malloc(sizeof(char *) * (n ? n : 1));
+    if (tables == NULL)
+        return false;
+    for (uint32_t i = 0; i < n; i++) {
         rel *r = find_rel(a, msg->u.truncate.relids[i]);
         if (r == NULL) {
             log_error("apply: TRUNCATE of relation %u before its Relation message",
                       msg->u.truncate.relids[i]);
-            free(sql);
+            free(tables);
             return false;
         }
-        ok = append(&sql, &len, &cap, i ? ", " : "") && append(&sql, &len, &cap, r->t->tgt.qname);
+        tables[i] = r->t->tgt.qname;
         a->table_changes[r->t->ord]++;
     }
-    /* CASCADE is not repeated: the source's cascade reached the tables it
-     * truncated, and those arrive in this same message when published. */
-    if (ok && (msg->u.truncate.flags & DECODE_TRUNCATE_RESTART_IDENTITY))
-        ok = append(&sql, &len, &cap, " RESTART IDENTITY");
+    char *sql = sqlgen_truncate(tables, (int)n,
+                                (msg->u.truncate.flags & DECODE_TRUNCATE_RESTART_IDENTITY) != 0);
+    free(tables);
+    bool ok = sql != NULL;
     if (ok) {
         a->batch_changes++;
         a->stats.changes++;
