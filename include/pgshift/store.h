@@ -1,6 +1,6 @@
 /* store.h: the state store, every statement on schema pgshift
  * (src/state/store.c) except the apply pipeline's progress row, which must
- * commit in the batch's own transaction (apply.c).
+ * commit in the batch's own transaction (src/apply/batch.c).
  *
  * The connection is always one to the state database, the target database
  * of the plan (m->tgt), or a transaction of the caller's on that database

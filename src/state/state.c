@@ -2,7 +2,7 @@
  * target database, so that a restart from any machine resumes, and the one
  * way a phase changes (state_transition, over the table in phase.c). The
  * applied position is written by the applier in its own transactions
- * (apply.c); other statements on the schema are in store.c. */
+ * (src/apply/batch.c); other statements on the schema are in store.c. */
 #include "pgshift/migration.h"
 
 #include "pgshift/log.h"

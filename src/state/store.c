@@ -1,5 +1,5 @@
 /* store.c: the state store (store.h). Every statement on schema pgshift
- * lives here, except the apply pipeline's progress row (apply.c). */
+ * lives here, except the apply pipeline's progress row (src/apply/batch.c). */
 #include "pgshift/store.h"
 
 #include "pgshift/log.h"

@@ -6,10 +6,10 @@
  * change is one the source could have sent) go through two appliers over an
  * in-memory target table:
  * - the reference applies every change row by row, with the semantics of
- *   apply.c's row statements (INSERT fails on a duplicate key, UPDATE and
+ *   the applier's row statements (INSERT fails on a duplicate key, UPDATE and
  *   DELETE must match exactly one row; unchanged-TOAST columns are not set);
- * - the folded applier follows apply.c's contract: a change goes into the
- *   real fold (fold_add) when apply_change would fold it, otherwise the
+ * - the folded applier follows the applier's contract: a change goes into the
+ *   real fold (fold_add) when change_apply would fold it, otherwise the
  *   fold is flushed first and the change applied row by row; flush points
  *   (batch commit, Relation message, fold size limit) and TRUNCATE flush
  *   too. A flush does what flush_rel does: the DELETE set, then the INSERT
@@ -18,7 +18,7 @@
  *   record_send bytes, and applied with the semantics of the set-based
  *   statements (including their expected row counts).
  * Both final tables must be equal (and equal to the source model).
- * apply.c's flush_rel and pick_* are static, so this file mirrors them:
+ * setbased.c's flush_rel and pick_* are static, so this file mirrors them:
  * keep the two in step.
  *
  * Seeds: fixed ones, plus PGSHIFT_FOLD_SEED from the environment (a number,
@@ -296,7 +296,7 @@ static void set_from_tuple(tval *row, const decode_tuple *tup)
     }
 }
 
-/* ---- the row-by-row statements of apply.c (INSERT, UPDATE, DELETE) ---- */
+/* ---- the row-by-row statements (sqlgen.c): INSERT, UPDATE, DELETE ---- */
 
 static bool row_apply(const shape *s, table *t, char kind, const decode_tuple *newtup,
                       const decode_tuple *keytup, char *err, size_t errlen)
@@ -355,9 +355,9 @@ static bool ref_apply(const shape *s, table *t, const op *o, char *err, size_t e
     }
 }
 
-/* ---- the set-based statements of flush_rel (apply.c) ---- */
+/* ---- the set-based statements of flush_rel (setbased.c) ---- */
 
-/* The row pickers of apply.c (static there), verbatim. */
+/* The row pickers of setbased.c (static there), verbatim. */
 static bool pick_delete(const fold *f, int row, const void *arg)
 {
     (void)arg;
@@ -581,7 +581,7 @@ static bool flush_fold(const shape *s, fold *f, table *t, char *err, size_t errl
     return ok;
 }
 
-/* One change the way apply_change handles it: folded when every column is
+/* One change the way change_apply handles it: folded when every column is
  * binary, NULL or unchanged and an update keeps its key; otherwise what is
  * folded goes first, then the change row by row. */
 static bool folded_apply(const shape *s, fold *f, table *t, const op *o, char *err, size_t errlen)
@@ -697,7 +697,7 @@ static void op_delete(const shape *s, bool full, source *src, int key, op *o)
     src->present[key] = false;
 }
 
-/* Now and then one sent column in text form: apply_change does not fold
+/* Now and then one sent column in text form: change_apply does not fold
  * such a change. */
 static void textify(uint64_t *x, tcol *c, int one_in)
 {

@@ -1,0 +1,267 @@
+/* relmap.c: a Relation message checked against the target (read afresh)
+ * and turned into the mapping the changes of that relation are applied
+ * through, set-based where the target allows it. */
+#include "apply_int.h"
+
+#include "pgshift/catalog.h"
+#include "pgshift/log.h"
+#include "pgshift/pg.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void relmap_free_rel(rel *r)
+{
+    for (int i = 0; i < r->natts; i++)
+        free(r->names[i]);
+    free(r->col_oids);
+    free(r->col_att);
+    fold_free(&r->fold);
+    free(r->names);
+    free(r->match);
+    for (stmt *s = r->stmts, *n; s; s = n) {
+        n = s->next;
+        free(s->mask);
+        free(s);
+    }
+    free(r);
+}
+
+rel *relmap_find(apply_ctx *a, uint32_t relid)
+{
+    for (rel *r = a->rels; r; r = r->next)
+        if (r->relid == relid)
+            return r;
+    return NULL;
+}
+
+static char *type_name(apply_ctx *a, uint32_t oid, int32_t typmod)
+{
+    char o[16], tm[16];
+    snprintf(o, sizeof o, "%u", oid);
+    snprintf(tm, sizeof tm, "%d", typmod);
+    char *v = pg_query_value(a->m->src, "naming a type", "SELECT format_type($1::oid, $2::int)", 2,
+                             (const char *[]){o, tm}, NULL);
+    return v ? v : strdup("?");
+}
+
+/* Folding reorders the changes of a batch; that is only invisible when no
+ * constraint of the target sees intermediate states: no unique index beyond
+ * the key (and partition key), no exclusion constraint, no foreign key in
+ * or out. Every column type needs an array type for the unnest() form. */
+static bool setup_setbased(apply_ctx *a, rel *r, const decode_relation *dr)
+{
+    r->setbased = false;
+    if (r->nmatch == 0 || dr->natts == 0)
+        return true;
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", r->t->tgt.oid);
+    /* Columns of unique indexes (0 for an expression) outside the partition
+     * key, plus a NULL row per foreign key or exclusion constraint. */
+    PGresult *res =
+        pg_query(a->m->tgt, "checking the target's constraints",
+                 "SELECT CASE WHEN k.n = 0 THEN '' ELSE a.attname END"
+                 "  FROM pg_index i CROSS JOIN unnest(i.indkey) k(n)"
+                 "  LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n"
+                 " WHERE i.indrelid = $1::oid AND i.indisunique"
+                 "   AND k.n <> ALL (coalesce((SELECT partattrs::int2[] FROM pg_partitioned_table"
+                 "                             WHERE partrelid = $1::oid), '{}'))"
+                 " UNION ALL SELECT NULL FROM pg_constraint WHERE contype IN ('f', 'x')"
+                 "   AND (conrelid = $1::oid OR confrelid = $1::oid)",
+                 1, (const char *[]){oid});
+    if (res == NULL)
+        return false;
+    bool plain = true;
+    for (int i = 0; i < PQntuples(res) && plain; i++)
+        plain = !PQgetisnull(res, i, 0) && strlist_contains(&r->t->match, PQgetvalue(res, i, 0));
+    PQclear(res);
+    if (!plain) {
+        log_info("apply: %s has other unique keys or foreign keys: applying its changes one by "
+                 "one, in order",
+                 r->t->tgt.qname);
+        return true;
+    }
+    char *reltype = pg_query_value(a->m->tgt, "reading the target's row type",
+                                   "SELECT reltype FROM pg_class WHERE oid = $1::oid", 1,
+                                   (const char *[]){oid}, NULL);
+    if (reltype == NULL)
+        return false;
+    r->rowtype.oid = (uint32_t)strtoul(reltype, NULL, 10);
+    free(reltype);
+    const pgs_relinfo *tg = &r->t->tgt;
+    r->col_oids = calloc((size_t)(tg->ncols ? tg->ncols : 1), sizeof(uint32_t));
+    r->col_att = calloc((size_t)(tg->ncols ? tg->ncols : 1), sizeof(int));
+    if (r->col_oids == NULL || r->col_att == NULL)
+        return false;
+    for (int c = 0; c < tg->ncols; c++) {
+        r->col_oids[c] = tg->cols[c].typoid;
+        r->col_att[c] = -1;
+        for (int i = 0; i < dr->natts; i++)
+            if (strcmp(dr->attrs[i].name, tg->cols[c].name) == 0)
+                r->col_att[c] = i;
+    }
+    r->rowtype.ncols = tg->ncols;
+    r->rowtype.col_oids = r->col_oids;
+    r->rowtype.col_att = r->col_att;
+    fold_init(&r->fold, r->natts, r->nmatch, r->match);
+    r->setbased = true;
+    return true;
+}
+
+/* The plan table a Relation message is about, with its target read afresh
+ * (the operator may have just fixed it). NULL when it cannot be applied. */
+static pgs_mtable *fresh_target(apply_ctx *a, const decode_relation *dr)
+{
+    const char *nsp = dr->nspname[0] ? dr->nspname : "pg_catalog";
+    pgs_mtable *t = migration_find_source(a->m, nsp, dr->relname);
+    if (t == NULL) {
+        log_error("apply: the stream carries table %s.%s, which is not in plan %s; was "
+                  "publication %s changed by hand?",
+                  nsp, dr->relname, a->m->plan->name, a->m->publication);
+        return NULL;
+    }
+    pgs_relinfo fresh;
+    if (!catalog_read_rel(a->m->tgt, t->spec->target, &fresh))
+        return NULL;
+    catalog_relinfo_free(&t->tgt);
+    t->tgt = fresh;
+    if (!t->tgt.exists) {
+        log_error("apply: target %s of %s no longer exists", t->spec->target, t->src.qname);
+        return NULL;
+    }
+    if (dr->replident == 'n') {
+        log_error("apply: %s now has REPLICA IDENTITY NOTHING; fix: ALTER TABLE %s REPLICA "
+                  "IDENTITY DEFAULT, then run `pgshift run` again",
+                  t->src.qname, t->src.qname);
+        return NULL;
+    }
+    return t;
+}
+
+/* Every column the source sends exists on the target, with the same type,
+ * and can take a value. */
+static bool check_sent_columns(apply_ctx *a, const pgs_mtable *t, const decode_relation *dr)
+{
+    for (int i = 0; i < dr->natts; i++) {
+        const decode_attr *at = &dr->attrs[i];
+        const pgs_column *c = catalog_column(&t->tgt, at->name);
+        if (c == NULL) {
+            char *ty = type_name(a, at->type_oid, at->typmod);
+            log_error("apply: schema change on the source: column \"%s\" (%s) of %s is not in "
+                      "target %s; fix: ALTER TABLE %s ADD COLUMN %s %s, then run `pgshift run` "
+                      "again",
+                      at->name, ty, t->src.qname, t->tgt.qname, t->tgt.qname, at->name, ty);
+            free(ty);
+            return false;
+        }
+        if (c->typoid != at->type_oid || c->typmod != at->typmod) {
+            char *ty = type_name(a, at->type_oid, at->typmod);
+            log_error("apply: schema change on the source: column \"%s\" of %s is now %s but %s "
+                      "on target %s; fix: ALTER TABLE %s ALTER COLUMN %s TYPE %s, then run "
+                      "`pgshift run` again",
+                      at->name, t->src.qname, ty, c->type, t->tgt.qname, t->tgt.qname, at->name,
+                      ty);
+            free(ty);
+            return false;
+        }
+        if (c->generated) {
+            log_error("apply: column \"%s\" is generated on target %s and cannot take the "
+                      "source's values",
+                      at->name, t->tgt.qname);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* Every target column the source does not send can do without a value. */
+static bool check_unsent_columns(const pgs_mtable *t, const decode_relation *dr)
+{
+    for (int i = 0; i < t->tgt.ncols; i++) {
+        const pgs_column *c = &t->tgt.cols[i];
+        bool sent_col = false;
+        for (int j = 0; j < dr->natts && !sent_col; j++)
+            sent_col = strcmp(dr->attrs[j].name, c->name) == 0;
+        if (!sent_col && c->notnull && !c->has_default && !c->generated && !c->identity) {
+            log_error("apply: schema change on the source: %s no longer has column \"%s\", "
+                      "which is NOT NULL without default on target %s; fix: give it a default "
+                      "or drop it on the target, then run `pgshift run` again",
+                      t->src.qname, c->name, t->tgt.qname);
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The mapping: quoted column names per attribute, and the attribute of
+ * each key column. NULL on failure. */
+static rel *build_rel(apply_ctx *a, pgs_mtable *t, const decode_relation *dr)
+{
+    rel *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->relid = dr->relid;
+    r->t = t;
+    r->names = calloc(dr->natts ? dr->natts : 1, sizeof(char *));
+    r->match = calloc((size_t)(t->match.n ? t->match.n : 1), sizeof(int));
+    if (r->names == NULL || r->match == NULL) {
+        relmap_free_rel(r);
+        return NULL;
+    }
+    for (int i = 0; i < dr->natts; i++, r->natts++) {
+        char *q = PQescapeIdentifier(a->conn, dr->attrs[i].name, strlen(dr->attrs[i].name));
+        r->names[i] = q ? strdup(q) : NULL;
+        PQfreemem(q);
+        if (r->names[i] == NULL) {
+            r->natts++;
+            relmap_free_rel(r);
+            return NULL;
+        }
+    }
+    for (int k = 0; k < t->match.n; k++) {
+        r->match[k] = -1;
+        for (int i = 0; i < dr->natts; i++)
+            if (strcmp(dr->attrs[i].name, t->match.v[k]) == 0)
+                r->match[k] = i;
+        if (r->match[k] < 0) {
+            log_error("apply: schema change on the source: key column \"%s\" of %s is gone",
+                      t->match.v[k], t->src.qname);
+            relmap_free_rel(r);
+            return NULL;
+        }
+    }
+    r->nmatch = t->match.n;
+    return r;
+}
+
+/* A Relation message: check the source's current shape against the target
+ * (read afresh: the operator may have just fixed it) and cache the mapping. */
+bool relmap_on_relation(apply_ctx *a, const decode_relation *dr)
+{
+    if (!folds_flush(a))
+        return false;
+    pgs_mtable *t = fresh_target(a, dr);
+    if (t == NULL || !check_sent_columns(a, t, dr) || !check_unsent_columns(t, dr))
+        return false;
+    rel *r = build_rel(a, t, dr);
+    if (r == NULL)
+        return false;
+    if (!setup_setbased(a, r, dr)) {
+        relmap_free_rel(r);
+        return false;
+    }
+    /* Replace an older mapping of the same relid (its statements are stale). */
+    for (rel **pp = &a->rels; *pp; pp = &(*pp)->next)
+        if ((*pp)->relid == dr->relid) {
+            rel *old = *pp;
+            *pp = old->next;
+            relmap_free_rel(old);
+            break;
+        }
+    r->next = a->rels;
+    a->rels = r;
+    log_debug("apply: relation %u is %s -> %s (%d columns, %s apply)", dr->relid, t->src.qname,
+              t->tgt.qname, dr->natts, r->setbased ? "set-based" : "row by row");
+    return true;
+}

@@ -1,0 +1,160 @@
+/* Unit test for src/apply/sqlgen.c: the exact text of the applier's
+ * statements for representative relations (the reference is the text the
+ * applier sent before the generator was split out of apply.c). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdlib.h>
+
+#include "sqlgen.h"
+
+/* Single key: (id, v, big), key id. */
+static char *const t_names[] = {"\"id\"", "\"v\"", "\"big\""};
+static const int t_match[] = {0};
+static const sqlgen_rel t_rel = {"\"public\".\"t\"", 3, t_names, t_match, 1};
+
+/* Composite key (k2, id), not in attribute order, and a mixed-case column. */
+static char *const o_names[] = {"\"a\"", "\"k2\"", "\"Note\"", "\"id\""};
+static const int o_match[] = {3, 1};
+static const sqlgen_rel o_rel = {"\"s\".\"orders\"", 4, o_names, o_match, 2};
+
+static void check_row(const sqlgen_rel *r, char op, const uint8_t *mask, const char *want,
+                      int want_params)
+{
+    int n = -1;
+    char *sql = sqlgen_row(r, op, mask, &n);
+    assert_non_null(sql);
+    assert_string_equal(sql, want);
+    assert_int_equal(n, want_params);
+    free(sql);
+}
+
+static void check_set(const sqlgen_rel *r, char op, const int *cols, int ncols, const char *want)
+{
+    char *sql = sqlgen_set(r, op, cols, ncols);
+    assert_non_null(sql);
+    assert_string_equal(sql, want);
+    free(sql);
+}
+
+static void test_row_single_key(void **state)
+{
+    (void)state;
+    const uint8_t all[] = {1, 1, 1}, no_big[] = {1, 1, 0}, none[] = {0, 0, 0};
+    check_row(&t_rel, 'I', all,
+              "INSERT INTO \"public\".\"t\" (\"id\", \"v\", \"big\") VALUES ($1, $2, $3)", 3);
+    check_row(&t_rel, 'U', all,
+              "UPDATE \"public\".\"t\" SET \"id\" = $1, \"v\" = $2, \"big\" = $3 WHERE \"id\" = $4",
+              4);
+    /* big is an unchanged TOAST value: not set, not a parameter. */
+    check_row(&t_rel, 'U', no_big,
+              "UPDATE \"public\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3", 3);
+    check_row(&t_rel, 'D', none, "DELETE FROM \"public\".\"t\" WHERE \"id\" = $1", 1);
+}
+
+static void test_row_composite_key(void **state)
+{
+    (void)state;
+    const uint8_t all[] = {1, 1, 1, 1}, no_a[] = {0, 1, 1, 1}, none[] = {0, 0, 0, 0};
+    check_row(&o_rel, 'I', all,
+              "INSERT INTO \"s\".\"orders\" (\"a\", \"k2\", \"Note\", \"id\") VALUES ($1, $2, $3, "
+              "$4)",
+              4);
+    check_row(&o_rel, 'U', no_a,
+              "UPDATE \"s\".\"orders\" SET \"k2\" = $1, \"Note\" = $2, \"id\" = $3 WHERE \"id\" = "
+              "$4 AND \"k2\" = $5",
+              5);
+    check_row(&o_rel, 'D', none, "DELETE FROM \"s\".\"orders\" WHERE \"id\" = $1 AND \"k2\" = $2",
+              2);
+}
+
+static void test_set_single_key(void **state)
+{
+    (void)state;
+    const int all[] = {0, 1, 2}, no_big[] = {0, 1}, key[] = {0};
+    check_set(&t_rel, 'i', all, 3,
+              "INSERT INTO \"public\".\"t\" (\"id\", \"v\", \"big\") SELECT u.\"id\", u.\"v\", "
+              "u.\"big\" FROM unnest($1::\"public\".\"t\"[]) AS u");
+    /* The key is read, never set; the unchanged TOAST column is left alone. */
+    check_set(&t_rel, 'u', no_big, 2,
+              "UPDATE \"public\".\"t\" AS t SET \"v\" = u.\"v\" FROM "
+              "unnest($1::\"public\".\"t\"[]) AS u WHERE t.\"id\" = u.\"id\"");
+    check_set(&t_rel, 'd', key, 1,
+              "DELETE FROM \"public\".\"t\" AS t USING unnest($1::\"public\".\"t\"[]) AS u WHERE "
+              "t.\"id\" = u.\"id\"");
+}
+
+static void test_set_composite_key(void **state)
+{
+    (void)state;
+    const int all[] = {0, 1, 2, 3}, no_a[] = {1, 2, 3}, key[] = {3, 1};
+    check_set(&o_rel, 'i', all, 4,
+              "INSERT INTO \"s\".\"orders\" (\"a\", \"k2\", \"Note\", \"id\") SELECT u.\"a\", "
+              "u.\"k2\", u.\"Note\", u.\"id\" FROM unnest($1::\"s\".\"orders\"[]) AS u");
+    check_set(&o_rel, 'u', all, 4,
+              "UPDATE \"s\".\"orders\" AS t SET \"a\" = u.\"a\", \"Note\" = u.\"Note\" FROM "
+              "unnest($1::\"s\".\"orders\"[]) AS u WHERE t.\"id\" = u.\"id\" AND t.\"k2\" = "
+              "u.\"k2\"");
+    check_set(&o_rel, 'u', no_a, 3,
+              "UPDATE \"s\".\"orders\" AS t SET \"Note\" = u.\"Note\" FROM "
+              "unnest($1::\"s\".\"orders\"[]) AS u WHERE t.\"id\" = u.\"id\" AND t.\"k2\" = "
+              "u.\"k2\"");
+    check_set(&o_rel, 'd', key, 2,
+              "DELETE FROM \"s\".\"orders\" AS t USING unnest($1::\"s\".\"orders\"[]) AS u WHERE "
+              "t.\"id\" = u.\"id\" AND t.\"k2\" = u.\"k2\"");
+}
+
+static void test_is_key(void **state)
+{
+    (void)state;
+    assert_true(sqlgen_is_key(&o_rel, 3));
+    assert_true(sqlgen_is_key(&o_rel, 1));
+    assert_false(sqlgen_is_key(&o_rel, 0));
+    assert_false(sqlgen_is_key(&o_rel, 2));
+}
+
+static void test_expect(void **state)
+{
+    (void)state;
+    char *sql = sqlgen_expect("DELETE FROM \"public\".\"t\" WHERE \"id\" = $1", "DELETE",
+                              "'\"public\".\"t\"'", "1");
+    assert_non_null(sql);
+    assert_string_equal(
+        sql, "WITH x AS (DELETE FROM \"public\".\"t\" WHERE \"id\" = $1 RETURNING 1) SELECT CASE "
+             "WHEN count(*) = 1 THEN 1 ELSE ('pgshift: DELETE on ' || '\"public\".\"t\"' || ' "
+             "matched ' || count(*) || ' rows instead of ' || 1 || '; the target has diverged "
+             "from the source')::int END FROM x");
+    free(sql);
+    sql = sqlgen_expect("UPDATE x SET", "batched UPDATE", "'x'", "$2::bigint");
+    assert_non_null(sql);
+    assert_string_equal(sql, "WITH x AS (UPDATE x SET RETURNING 1) SELECT CASE WHEN count(*) = "
+                             "$2::bigint THEN 1 ELSE ('pgshift: batched UPDATE on ' || 'x' || ' "
+                             "matched ' || count(*) || ' rows instead of ' || $2::bigint || '; "
+                             "the target has diverged from the source')::int END FROM x");
+    free(sql);
+}
+
+static void test_truncate(void **state)
+{
+    (void)state;
+    const char *const two[] = {"\"public\".\"t\"", "\"s\".\"orders\""};
+    char *sql = sqlgen_truncate(two, 2, false);
+    assert_string_equal(sql, "TRUNCATE \"public\".\"t\", \"s\".\"orders\"");
+    free(sql);
+    sql = sqlgen_truncate(two, 1, true);
+    assert_string_equal(sql, "TRUNCATE \"public\".\"t\" RESTART IDENTITY");
+    free(sql);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_row_single_key), cmocka_unit_test(test_row_composite_key),
+        cmocka_unit_test(test_set_single_key), cmocka_unit_test(test_set_composite_key),
+        cmocka_unit_test(test_is_key),         cmocka_unit_test(test_expect),
+        cmocka_unit_test(test_truncate),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
