@@ -91,11 +91,8 @@ pass "abort without --confirm while the run is alive lists, drops nothing, and t
 stop_run
 pass "SIGTERM stops the run (exit 143)"
 # The server notices the closed replication connection a moment later.
-for _ in $(seq 1 150); do
-  [ "$(sql "SELECT active FROM pg_replication_slots WHERE slot_name = '$SLOT'")" = f ] && break
-  sleep 0.2
-done
-[ "$(sql "SELECT active FROM pg_replication_slots WHERE slot_name = '$SLOT'")" = f ] || fail "slot still active 30 s after the run stopped"
+wait_for 30 "slot $SLOT to go inactive after the run stopped" \
+  sql_is f "SELECT active FROM pg_replication_slots WHERE slot_name = '$SLOT'"
 sources=$(source_digest) || fail "digest"
 
 # ---- abort without --confirm only lists --------------------------------------

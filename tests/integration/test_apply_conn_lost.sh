@@ -14,11 +14,10 @@ wait_streaming "$WORK/run1.log"
 # after (an idle applier must notice too, not only its next batch).
 sql "DO \$\$ BEGIN FOR i IN 1..20000 LOOP INSERT INTO a VALUES (i, md5(i::text)); COMMIT; END LOOP; END \$\$" &
 LOAD=$!
-sleep 1
+wait_for 30 "the load to reach the target (rows in a_new)" sql_is t "SELECT EXISTS (SELECT FROM a_new)"
 [ "$(sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'pgshift apply'")" = t ] ||
   fail "no apply backend to terminate"
-for _ in $(seq 1 100); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$RUN_PID" 2>/dev/null && fail "the run kept going without its apply connection"
+wait_for 10 "the run to exit without its apply connection (it kept going)" gone "$RUN_PID"
 wait "$RUN_PID"; rc=$?
 [ "$rc" = 1 ] || fail "exit $rc, want 1"
 grep -qE "error +apply: .*(target connection failed|sending to the target failed|terminat)" "$WORK/run1.log" ||

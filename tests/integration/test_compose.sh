@@ -27,8 +27,7 @@ stop_bg() {
   # The entrypoint passes TERM on to its `pgshift run` and waits for it.
   if [ -n "$EP_PID" ] && kill -0 "$EP_PID" 2>/dev/null; then
     kill -TERM "$EP_PID" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$EP_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$EP_PID" 2>/dev/null
+    poll 5 gone "$EP_PID" || kill -KILL "$EP_PID" 2>/dev/null
   fi
   [ -n "$LOAD_PID" ] && kill -TERM "$LOAD_PID" 2>/dev/null
   cleanup_common
@@ -197,18 +196,24 @@ PGSHIFT_STATE_DIR=$WORK PGSHIFT_HOLD=1 PGSHIFT_STAY=0 \
   bash "$D/pgshift-entrypoint.sh" run --plan "$WORK/plan.yaml" --auto-cutover "${http[@]}" \
   >"$WORK/run.log" 2>&1 &
 EP_PID=$!
+RUN_PID=$EP_PID # for wait_for's report
 
 phase() {
   "$PGSHIFT" status --plan "$WORK/plan.yaml" --json 2>/dev/null |
     python3 -c 'import json,sys; print(json.load(sys.stdin).get("phase", ""))' 2>/dev/null
 }
-for _ in $(seq 1 150); do
-  [ "$(phase)" = ready ] && break
+ready_or_dead() {
+  live_phase_is "$WORK/plan.yaml" ready && return 0
   kill -0 "$EP_PID" 2>/dev/null || fail "the run exited before it caught up"
-  sleep 0.2
-done
-[ "$(phase)" = ready ] || fail "the run did not catch up within 30 s"
+  return 1
+}
+wait_for 30 "the run to catch up (live phase ready)" ready_or_dead
 [ -e "$WORK/postpone" ] || fail "the entrypoint did not create the postpone file"
+# The run, ready, wants to cut over and says why it does not.
+wait_for 30 "the run to log that the flag file postpones its automatic cutover" \
+  log_has "$WORK/run.log" "automatic cutover postponed: the flag file $WORK/postpone exists"
+# Then 2 s more with the file in place: the duration is the point, a window in
+# which a run that ignored the file would cut over.
 sleep 2
 kill -0 "$EP_PID" 2>/dev/null && [ "$(phase)" != done ] ||
   fail "the run cut over while $WORK/postpone existed"
@@ -247,8 +252,7 @@ else
 fi
 
 rm -f "$WORK/postpone"
-for _ in $(seq 1 150); do kill -0 "$EP_PID" 2>/dev/null || break; sleep 0.2; done
-kill -0 "$EP_PID" 2>/dev/null && fail "the run did not cut over within 30 s of the release"
+wait_for 30 "the run to cut over and exit after the release" gone "$EP_PID"
 wait "$EP_PID"
 rc=$?
 EP_PID=

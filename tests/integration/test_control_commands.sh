@@ -30,7 +30,8 @@ Y
 RUN_PID=$!; RUN_PIDS+=("$RUN_PID")
 wait_streaming "$WORK/run.log"
 wait_applied pgshift_ctl
-sleep 2.5 # a stats sample
+# A stats sample (every 2 s) with the lag under cutover.max_lag makes it ready.
+wait_for 30 "a stats sample: live phase ready" live_phase_is "$WORK/plan.yaml" ready
 
 "$PGSHIFT" status --plan "$WORK/plan.yaml" --json >"$WORK/s1.json" 2>&1 || fail "status --json: $(cat "$WORK/s1.json")"
 python3 - "$WORK/s1.json" <<'PY' || fail "live status json: $(cat "$WORK/s1.json")"
@@ -49,7 +50,15 @@ pass "live status from the running run (text and --json)"
 "$PGSHIFT" pause --plan "$WORK/plan.yaml" >"$WORK/pause.out" 2>&1 || fail "pause: $(cat "$WORK/pause.out")"
 before=$(sql "SELECT count(*) FROM c_new")
 sql "INSERT INTO c SELECT i, md5(i::text) FROM generate_series(5001, 25000) i" || fail insert
-sleep 3
+# paused_lag_over BYTES: the live status is paused with a lag over BYTES (a
+# stats sample taken after the insert).
+paused_lag_over() {
+  "$PGSHIFT" status --plan "$WORK/plan.yaml" --json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+sys.exit(0 if s["paused"] is True and s["lag_bytes"] > int(sys.argv[1]) else 1)' "$1" 2>/dev/null
+}
+wait_for 30 "a stats sample of the paused run with the insert's lag (> 500000 bytes)" paused_lag_over 500000
 "$PGSHIFT" status --plan "$WORK/plan.yaml" --json >"$WORK/s2.json" 2>&1 || fail "status paused"
 python3 - "$WORK/s2.json" <<'PY' || fail "paused status: $(cat "$WORK/s2.json")"
 import json, sys
@@ -72,16 +81,28 @@ pass "status --watch refreshes every second"
 
 "$PGSHIFT" postpone --plan "$WORK/plan.yaml" >"$WORK/pp.out" 2>&1 || fail "postpone"
 grep -q "postponed until \`pgshift unpostpone\`" "$WORK/pp.out" || fail "postpone: $(cat "$WORK/pp.out")"
+# The duration is the point: a window in which a run that ignored the hold
+# would start its cutover.
 sleep 1
 [ -z "$(sql "SELECT to_regclass('c_old')")" ] || fail "cut over while postponed"
 "$PGSHIFT" unpostpone --plan "$WORK/plan.yaml" >"$WORK/up.out" 2>&1 || fail "unpostpone"
-for _ in $(seq 1 100); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.2; done
+wait_for 20 "the run to cut over and exit after unpostpone" gone "$RUN_PID"
 wait "$RUN_PID" || fail "run after unpostpone: $(tail -5 "$WORK/run.log")"
 [ -n "$(sql "SELECT to_regclass('c_old')")" ] || fail "not cut over after unpostpone"
 same_rows c c_old
 pass "postpone holds, unpostpone overrides the plan's postpone: true and the run cuts over"
 
-sleep 0.5 # the last hook may still be writing
+# Hooks run in the background and may outlive the run: wait until each has
+# written its whole input (a complete JSON document) and the last one its
+# environment line.
+hooks_written() {
+  local ev
+  for ev in copy_done ready cutover_started cutover_done; do
+    python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$WORK/hook-$ev.json" 2>/dev/null || return 1
+  done
+  grep -q . "$WORK/hook-env" 2>/dev/null
+}
+wait_for 10 "the four hooks to write their JSON and the cutover_done hook its environment" hooks_written
 for ev in copy_done ready cutover_started cutover_done; do
   python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); assert s["migration"] == "ctl" and "lag_bytes" in s, s' "$WORK/hook-$ev.json" ||
     fail "hook $ev: $(cat "$WORK/hook-$ev.json" 2>&1)"

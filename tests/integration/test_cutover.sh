@@ -79,12 +79,15 @@ RUN_PIDS+=("$LOAD_PID")
 start_run "$WORK/plan.yaml" "$WORK/run.log"
 wait_streaming "$WORK/run.log"
 wait_applied pgshift_cut 120
-sleep 3
+# A stats sample (every 2 s) found the lag under cutover.max_lag.
+wait_for 30 "a stats sample: live phase ready" live_phase_is "$WORK/plan.yaml" ready
 
 # A reader holding a lock on the source for 3 s: the first attempts time out.
 PGAPPNAME=long_reader psql -XAtq -c "BEGIN; SELECT count(*) FROM mig; SELECT pg_sleep(3); COMMIT;" >/dev/null &
 BLOCKER=$!
-sleep 0.3
+wait_for 10 "the long reader to hold its lock on mig" sql_is 1 \
+  "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+    WHERE a.application_name = 'long_reader' AND l.relation = 'mig'::regclass AND l.granted"
 t0=$(date +%s.%N)
 "$PGSHIFT" cutover --plan "$WORK/plan.yaml" >"$WORK/cutover.log" 2>&1 || fail "cutover: $(cat "$WORK/cutover.log")"
 t1=$(date +%s.%N)

@@ -44,7 +44,9 @@ sql "DROP RULE t_rule ON t" || fail "drop rule"
 # A session that keeps t locked: both attempts time out, and the run goes on.
 PGAPPNAME=holder psql -XAtq -c "BEGIN; LOCK t IN ROW EXCLUSIVE MODE; SELECT pg_sleep(6); COMMIT;" >/dev/null &
 HOLDER=$!
-sleep 0.3
+wait_for 10 "the holder to hold its lock on t" sql_is 1 \
+  "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+    WHERE a.application_name = 'holder' AND l.relation = 't'::regclass AND l.granted"
 timeout 30 "$PGSHIFT" cutover --plan "$WORK/plan.yaml" >"$WORK/giveup.out" 2>&1; rc=$?
 [ "$rc" = 1 ] && grep -qE "2 attempt\(s\) failed; the last: locks not granted within 200 ms: blocked by pid [0-9]+ \(application 'holder'" "$WORK/giveup.out" ||
   fail "give up: exit $rc: $(cat "$WORK/giveup.out")"
@@ -82,26 +84,28 @@ touch "$WORK/hold"
 "$PGSHIFT" run --plan "$WORK/auto.yaml" --auto-cutover >"$WORK/auto.log" 2>&1 &
 RUN_PID=$!; RUN_PIDS+=("$RUN_PID")
 wait_streaming "$WORK/auto.log"
-sleep 3
-grep -q "automatic cutover postponed: cutover.postpone is true in $WORK/auto.yaml" "$WORK/auto.log" || fail "postpone not logged: $(tail -3 "$WORK/auto.log")"
+wait_for 30 "the run to log that cutover.postpone holds the automatic cutover back" \
+  log_has "$WORK/auto.log" "automatic cutover postponed: cutover.postpone is true in $WORK/auto.yaml"
 kill -0 "$RUN_PID" || fail "run exited while postponed"
 sed -i 's/postpone: true, //' "$WORK/auto.yaml"
-sleep 3
-grep -q "automatic cutover postponed: the flag file $WORK/hold exists" "$WORK/auto.log" || fail "flag file not logged: $(tail -3 "$WORK/auto.log")"
+# The run re-reads the plan when it changes: now the flag file holds it.
+wait_for 30 "the run to log that the flag file holds the automatic cutover back" \
+  log_has "$WORK/auto.log" "automatic cutover postponed: the flag file $WORK/hold exists"
 kill -0 "$RUN_PID" || fail "run exited while the flag file exists"
 [ -z "$(sql "SELECT to_regclass('u_old')")" ] || fail "cut over while postponed"
 # Released, but a rule it cannot carry: the automatic cutover waits (logged
 # once, re-checked every few seconds) until the operator drops it.
 sql "CREATE RULE u_rule AS ON DELETE TO u WHERE old.id < 0 DO INSTEAD NOTHING" || fail "rule"
 rm "$WORK/hold"
-for _ in $(seq 1 50); do grep -q "cutover refused: rule u_rule" "$WORK/auto.log" && break; sleep 0.2; done
-grep -q "cutover refused: rule u_rule" "$WORK/auto.log" || fail "auto: the rule was not reported: $(tail -3 "$WORK/auto.log")"
+wait_for 10 "the automatic cutover to report the rule u_rule" log_has "$WORK/auto.log" "cutover refused: rule u_rule"
+# The duration is the point: a window in which a run that gave up on, cut over
+# past or kept logging the refusal would show it.
 sleep 2
 kill -0 "$RUN_PID" || fail "auto run exited on a refusal"
 [ -z "$(sql "SELECT to_regclass('u_old')")" ] || fail "cut over with the rule in place"
 [ "$(grep -c "cutover refused: rule u_rule" "$WORK/auto.log")" = 1 ] || fail "the refusal was logged more than once"
 sql "DROP RULE u_rule ON u" || fail "drop rule"
-for _ in $(seq 1 100); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.2; done
+wait_for 20 "the automatic cutover to run and the run to exit once the rule is gone" gone "$RUN_PID"
 wait "$RUN_PID" || fail "auto run exit: $(tail -5 "$WORK/auto.log")"
 [ -n "$(sql "SELECT to_regclass('u_old')")" ] || fail "auto: not renamed"
 grep -q "u_new_id_seq (column id): set above the source's u_id_seq under the lock" "$WORK/auto.log" || fail "own sequence not announced"

@@ -49,7 +49,9 @@ Y
   "$PGSHIFT_TEST_PGBIN/pgbench" -n -f "$WORK/$t.sql" -c 3 -j 1 -T 14 -R 150 >"$WORK/$t.pgbench" 2>&1 &
   LOAD_PID=$!
   RUN_PIDS+=("$LOAD_PID")
-  sleep 1
+  # The migration starts under load: its 3 clients are connected.
+  wait_for 30 "$step: pgbench's 3 clients to connect" sql_is 3 \
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND backend_type = 'client backend'"
   PGSHIFT_TEST_CRASH_AT=$step "$PGSHIFT" run --plan "$WORK/$t.yaml" --auto-cutover >"$WORK/$t-1.log" 2>&1
   rc=$?
   [ "$rc" = 137 ] || fail "$step: run exited $rc, expected SIGKILL (137): $(tail -n 5 "$WORK/$t-1.log")"

@@ -121,11 +121,11 @@ pass "/ serves the dashboard, self-contained, $(wc -c <"$WORK/page.html") bytes"
   for i in $(seq 0 19); do
     lo=$((20001 + i * 200))
     psql -XAtq -c "INSERT INTO d SELECT g, md5(g::text) FROM generate_series($lo, $((lo + 199))) g" || exit 1
-    sleep 0.2
+    sleep 0.2 # pacing: the load is spread over the seconds Chromium renders
   done
 ) >"$WORK/load.log" 2>&1 &
 LOAD_PID=$!; RUN_PIDS+=("$LOAD_PID")
-sleep 1
+wait_for 30 "the load to reach the target (more than 20000 rows in d_new)" sql_is t "SELECT count(*) > 20000 FROM d_new"
 
 # --virtual-time-budget advances setInterval: 8 s of page time, ~8 polls.
 chrome --virtual-time-budget=8000 --dump-dom "$BASE/" >"$WORK/dom.html" ||
@@ -193,17 +193,15 @@ wait_applied pgshift_dash 60
 same_rows d d_new
 # /status serves the snapshot of the last stats tick (every 2 s), which may
 # predate the last batch: the slot is confirmed as soon as it commits.
-counted=0
-for _ in $(seq 1 50); do
+load_counted() {
   get "$BASE/status" "$WORK/status2.json" >/dev/null || fail "GET /status after the load"
-  python3 - "$WORK/status2.json" 2>/dev/null <<'PY' && { counted=1; break; }
+  python3 - "$WORK/status2.json" 2>/dev/null <<'PY'
 import json, sys
 s = json.load(open(sys.argv[1]))
 assert s["applied_changes"] >= 4000 and s["tables"][0]["changes_applied"] >= 4000, s
 PY
-  sleep 0.2
-done
-[ "$counted" = 1 ] || fail "/status 10 s after the load: $(cat "$WORK/status2.json")"
+}
+poll 10 load_counted || fail "/status 10 s after the load: $(cat "$WORK/status2.json")"
 pass "the load is applied and counted in /status"
 
 stop_run
@@ -212,7 +210,8 @@ mkdir -p "$WORK/www" && cp "$WORK/page.html" "$WORK/www/index.html"
 PORT2=$(free_port) || fail "no free port"
 python3 -m http.server --bind 127.0.0.1 --directory "$WORK/www" "$PORT2" >"$WORK/www.log" 2>&1 &
 RUN_PIDS+=("$!")
-for _ in $(seq 1 50); do get "http://127.0.0.1:$PORT2/" /dev/null >/dev/null 2>&1 && break; sleep 0.1; done
+page_served() { get "http://127.0.0.1:$PORT2/" /dev/null >/dev/null 2>&1; }
+wait_for 10 "python3 -m http.server to serve the page on $PORT2" page_served
 chrome --virtual-time-budget=3000 --dump-dom "http://127.0.0.1:$PORT2/" >"$WORK/dom-err.html" ||
   fail "chromium --dump-dom (no /status)"
 python3 - "$WORK/dom-err.html" <<'PY' || fail "error state: $(grep -o '<div id="error"[^<]*' "$WORK/dom-err.html")"

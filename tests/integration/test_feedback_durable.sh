@@ -14,7 +14,8 @@ tables: [{source: t, target: t_new}]
 Y
 start_run "$WORK/plan.yaml" "$WORK/run1.log"
 wait_streaming "$WORK/run1.log"
-sleep 0.5
+wait_for 10 "the migration row to record the applied position" \
+  sql_is t "SELECT applied_lsn IS NOT NULL FROM pgshift.migrations WHERE name = 'fb'"
 before=$(sql "SELECT applied_lsn FROM pgshift.migrations WHERE name = 'fb'")
 sql "INSERT INTO t VALUES (1, 1)"
 # The end of the first insert's commit: a confirmed_flush at or past it would
@@ -22,7 +23,9 @@ sql "INSERT INTO t VALUES (1, 1)"
 # confirm pgshift's own state writes past the applied LSN, up to the commit's start.)
 mark=$(sql "SELECT pg_current_wal_insert_lsn()")
 for i in $(seq 2 25); do sql "INSERT INTO t VALUES ($i, $i)"; done
-sleep 2.5 # at least two feedback ticks with the batch open
+# The duration is the point: at least two feedback ticks (1 s) pass with the
+# batch open; none of them may confirm past the durable applied LSN.
+sleep 2.5
 row=$(sql "SELECT s.confirmed_flush_lsn < '$mark', s.confirmed_flush_lsn, '$mark' FROM pg_replication_slots s WHERE s.slot_name = 'pgshift_fb'")
 [ "${row%%|*}" = t ] || fail "confirmed_flush reached an unapplied commit: confirmed, first commit's end: $row"
 [ "$(sql "SELECT applied_lsn FROM pgshift.migrations WHERE name = 'fb'")" = "$before" ] || fail "batch was expected to stay open"
@@ -47,13 +50,14 @@ pass "after SIGKILL with an open batch, the resumed run applied all 25 rows exac
 { sql "ALTER SYSTEM SET wal_writer_delay = '10s'" && sql "SELECT pg_reload_conf()"; } >/dev/null || fail "wal_writer_delay"
 worst=0
 for i in $(seq 26 30); do
-  sleep 0.3
+  sleep 0.3 # the scenario: each commit comes after a quiet gap, ending a burst
   # The commit's end: read on the same connection right after it, well
   # before pgshift's own commit (it waits idle_commit_time, 20 ms) adds WAL.
   # (The walsender only sends what the source flushed; this test cluster
   # runs with synchronous_commit off.)
   end=$(psql -XAtq -v ON_ERROR_STOP=1 -c "SET synchronous_commit = on; INSERT INTO t VALUES ($i, $i)" \
     -c "SELECT pg_current_wal_insert_lsn()") || fail "insert $i"
+  # A measurement, not a wait: polled every 10 ms against a 500 ms bound.
   t0=$(date +%s%N)
   until [ "$(sql "SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'pgshift_fb'")" = t ]; do
     [ $(($(date +%s%N) - t0)) -lt 5000000000 ] || fail "insert $i not confirmed after 5 s"

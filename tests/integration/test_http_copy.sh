@@ -23,12 +23,8 @@ tables:
 Y
 "$PGSHIFT" run --plan "$WORK/plan.yaml" --http 127.0.0.1:0 >"$WORK/run.log" 2>&1 &
 RUN_PID=$!; RUN_PIDS+=("$RUN_PID")
-port=
-for _ in $(seq 1 100); do
-  port=$(grep -oE 'HTTP on 127.0.0.1:0 \(port [0-9]+\)' "$WORK/run.log" | grep -oE '[0-9]+\)$' | tr -d ')')
-  [ -n "$port" ] && break
-  sleep 0.1
-done
+wait_for 10 "the run to log its HTTP port" log_has "$WORK/run.log" 'HTTP on 127\.0\.0\.1:0 \(port [0-9]+\)'
+port=$(grep -oE 'HTTP on 127.0.0.1:0 \(port [0-9]+\)' "$WORK/run.log" | grep -oE '[0-9]+\)$' | tr -d ')')
 [ -n "$port" ] || fail "no HTTP port logged: $(tail -5 "$WORK/run.log")"
 samples=$(python3 - "$port" <<'PY'
 import json, sys, time, urllib.request
@@ -62,7 +58,16 @@ assert any(r > 0 and eta > 0 for _, _, r, eta in seen), seen
 PY
 pass "during the copy /status and /metrics show phase copying, rows growing ($(python3 -c 'import json,sys; s=json.loads(sys.argv[1]); print(s[0][0], "->", s[-1][0])' "$samples")), rate and ETA"
 wait_streaming "$WORK/run.log" 300
-sleep 2.5
+# streaming_phase: /status shows the phase of the stream (set when the copy
+# is done; a stats sample may make it ready).
+streaming_phase() {
+  python3 - "$port" 2>/dev/null <<'PY'
+import json, sys, urllib.request
+s = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/status", timeout=2))
+sys.exit(0 if s["phase"] in ("ready", "catching_up") else 1)
+PY
+}
+wait_for 30 "/status to show the phase of the stream (ready or catching_up)" streaming_phase
 python3 - "$port" <<'PY' || fail "after the copy"
 import json, sys, urllib.request
 s = json.load(urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/status", timeout=2))

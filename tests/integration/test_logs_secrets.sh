@@ -22,10 +22,12 @@ tables:
 Y
 "$PGSHIFT" run --plan "$WORK/plan.yaml" --log-format json --http 127.0.0.1:0 >"$WORK/run.out" 2>"$WORK/run.err" &
 RUN_PID=$!; RUN_PIDS+=("$RUN_PID")
-for _ in $(seq 1 150); do grep -q "streaming from slot" "$WORK/run.err" && break; sleep 0.2; done
-grep -q "streaming from slot" "$WORK/run.err" || fail "not streaming: $(tail -3 "$WORK/run.err")"
+wait_streaming "$WORK/run.err" 30
 port=$(grep -oE 'port [0-9]+\)' "$WORK/run.err" | head -1 | grep -oE '[0-9]+')
-sleep 3
+# The hooks run in the background: copy_done at once, ready after a stats
+# sample found the lag small; each has written its output.
+hooks_written() { [ -s "$WORK/hook.json" ] && [ -s "$WORK/hook.env" ]; }
+wait_for 30 "the copy_done and ready hooks to write $WORK/hook.json and $WORK/hook.env" hooks_written
 ps -eo args | grep -F "$SECRET" | grep -v grep >"$WORK/ps.txt" || true
 "$PGSHIFT" status --plan "$WORK/plan.yaml" >"$WORK/status.txt" 2>&1 || fail status
 "$PGSHIFT" status --plan "$WORK/plan.yaml" --json >"$WORK/status.json" 2>&1 || fail "status --json"

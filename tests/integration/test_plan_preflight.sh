@@ -5,6 +5,9 @@
 # blocking problem); key resolution, dependent objects, command-line errors
 # (exit 2, one-line message) and password redaction.
 source "$(dirname "$0")/lib/common.sh"
+# A backend flushes its statistics when it exits, before it leaves
+# pg_stat_activity: none but the asking one left means all are flushed.
+OTHER_BACKENDS="SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
 
 # write_plan NAME [SOURCE_CONNINFO] < table lines: $WORK/NAME.yaml
 write_plan() {
@@ -152,13 +155,14 @@ INSERT INTO rows_unk SELECT i, 'x' FROM generate_series(1, 1000) i;
 CREATE TABLE rows_unk_new (LIKE rows_unk INCLUDING ALL);
 SQL
 write_plan rows_unk <<<'  - {source: rows_unk, target: rows_unk_new}'
-sleep 0.5 # statistics of the setup's own backend are flushed when it exits
+# Statistics of the setup's own backend are flushed when it exits.
+wait_for 10 "the setup's backend to exit (and flush its statistics)" sql_is 0 "$OTHER_BACKENDS"
 scans=$(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'")
 expect_ok rows_unk
 grep -qF 'row count unknown (never analyzed; ANALYZE "public"."rows_unk" gives an estimate' "$OUT" ||
   fail "rows_unk: $(grep -iE 'rows|unknown' "$OUT" | head -3)"
 grep -qF 'about 0 rows (plus the rows of 1 never-analyzed table(s))' "$OUT" || fail "rows_unk: $(grep 'copy 1 table' "$OUT")"
-sleep 0.5 # the plan's backend has exited and flushed its statistics
+wait_for 10 "the plan's backend to exit (and flush its statistics)" sql_is 0 "$OTHER_BACKENDS"
 [ "$(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'")" = "$scans" ] ||
   fail "rows_unk: the plan scanned the table ($(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'") sequential scans, $scans before)"
 sql "ANALYZE rows_unk" || fail "analyze rows_unk"
@@ -425,13 +429,14 @@ INSERT INTO rows_unk SELECT i, 'x' FROM generate_series(1, 1000) i;
 CREATE TABLE rows_unk_new (LIKE rows_unk INCLUDING ALL);
 SQL
 write_plan rows_unk <<<'  - {source: rows_unk, target: rows_unk_new}'
-sleep 0.5 # statistics of the setup's own backend are flushed when it exits
+# Statistics of the setup's own backend are flushed when it exits.
+wait_for 10 "the setup's backend to exit (and flush its statistics)" sql_is 0 "$OTHER_BACKENDS"
 scans=$(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'")
 expect_ok rows_unk
 grep -qF 'row count unknown (never analyzed; ANALYZE "public"."rows_unk" gives an estimate' "$OUT" ||
   fail "rows_unk: $(grep -iE 'rows|unknown' "$OUT" | head -3)"
 grep -qF 'about 0 rows (plus the rows of 1 never-analyzed table(s))' "$OUT" || fail "rows_unk: $(grep 'copy 1 table' "$OUT")"
-sleep 0.5 # the plan's backend has exited and flushed its statistics
+wait_for 10 "the plan's backend to exit (and flush its statistics)" sql_is 0 "$OTHER_BACKENDS"
 [ "$(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'")" = "$scans" ] ||
   fail "rows_unk: the plan scanned the table ($(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'") sequential scans, $scans before)"
 sql "ANALYZE rows_unk" || fail "analyze rows_unk"

@@ -78,6 +78,8 @@ scrape_configs:
 Y
 "$PROMTOOL" check config "$WORK/prometheus.yml" >"$WORK/checkconfig.out" 2>&1 ||
   fail "promtool check config: $(cat "$WORK/checkconfig.out")"
+prom_ready() { curl -sf --max-time 1 "http://127.0.0.1:$PPORT/-/ready" >/dev/null 2>&1; }
+prom_ready_or_gone() { gone "$PROM_PID" || prom_ready; }
 for try in 1 2 3; do
   PPORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   "$PROMETHEUS" --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/tsdb" \
@@ -85,13 +87,9 @@ for try in 1 2 3; do
     --web.console.libraries="$WORK/console_libraries" --log.level=warn \
     >"$WORK/prometheus.log" 2>&1 &
   PROM_PID=$!; RUN_PIDS+=("$PROM_PID")
-  up=
-  for _ in $(seq 1 100); do
-    kill -0 "$PROM_PID" 2>/dev/null || break
-    curl -sf --max-time 1 "http://127.0.0.1:$PPORT/-/ready" >/dev/null 2>&1 && { up=1; break; }
-    sleep 0.2
-  done
-  [ -n "$up" ] && break
+  # Ready, or exited (its port was taken meanwhile), or 20 s: try another port.
+  poll 20 prom_ready_or_gone
+  prom_ready && break
   kill -KILL "$PROM_PID" 2>/dev/null; wait "$PROM_PID" 2>/dev/null
   [ "$try" = 3 ] && fail "prometheus did not become ready"
 done
@@ -154,6 +152,10 @@ if cmd == "scraped":
     n = one('scrape_samples_scraped{job="pgshift"}')
     assert n is not None and n >= 20, n
     print("target up, lag_bytes labels %s, %d samples a scrape" % (sorted(want), n))
+elif cmd == "scraped_since":
+    # Exit 0 once Prometheus holds a lag sample scraped after the time T.
+    t = one('timestamp(pgshift_lag_bytes{%s})' % SEL)
+    sys.exit(0 if t is not None and t > float(sys.argv[3]) else 1)
 elif cmd == "paused":
     # While paused: the lag Prometheus stores reaches the inserted WAL.
     need = float(sys.argv[3])
@@ -216,7 +218,9 @@ pass "prometheus scrapes /metrics: $(cat "$WORK/q.out")"
 
 # 3. Pause, insert, let Prometheus see the lag.
 t0=$(date +%s.%N)
-sleep 2 # scrapes of the caught-up lag before the pause
+# A scrape of the caught-up lag after t0, before the pause.
+scraped_since() { Q scraped_since "$1" 2>/dev/null; }
+wait_for 15 "prometheus to scrape the caught-up lag after $t0" scraped_since "$t0"
 "$PGSHIFT" pause --plan "$WORK/plan.yaml" >"$WORK/pause.out" 2>&1 || fail "pause: $(cat "$WORK/pause.out")"
 tp=$(date +%s.%N)
 lsn0=$(sql "SELECT pg_current_wal_insert_lsn()")

@@ -9,6 +9,8 @@ cat >"$WORK/plan.yaml" <<Y
 $(plan_header reconn)
 tables: [{source: r, target: r_new}]
 Y
+# streamed_times_over N: the run logged "streaming from slot" more than N times.
+streamed_times_over() { [ "$(grep -c 'streaming from slot' "$WORK/run.log")" -gt "$1" ]; }
 start_run "$WORK/plan.yaml" "$WORK/run.log"
 wait_streaming "$WORK/run.log"
 for round in 1 2; do
@@ -16,8 +18,7 @@ for round in 1 2; do
   sql "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots WHERE slot_name = 'pgshift_reconn'" >/dev/null || fail kill
   # written while the stream is down
   sql "INSERT INTO r VALUES ($((1000 + round)), $round); DELETE FROM r WHERE id = $round" || fail dml2
-  for _ in $(seq 1 100); do [ "$(grep -c 'streaming from slot' "$WORK/run.log")" -gt "$round" ] && break; sleep 0.2; done
-  [ "$(grep -c 'streaming from slot' "$WORK/run.log")" -gt "$round" ] || fail "no reconnect after drop $round"
+  wait_for 20 "a reconnect after drop $round (\"streaming from slot\" logged $((round + 1)) times)" streamed_times_over "$round"
 done
 grep -q "replication stream ended\|replication connection lost" "$WORK/run.log" || fail "the drop was not logged"
 grep -q "reconnecting in [0-9]* ms" "$WORK/run.log" || fail "no backoff logged"

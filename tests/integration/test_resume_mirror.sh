@@ -11,20 +11,22 @@ source "$(dirname "$0")/lib/mirror.sh"
 mirror_setup 100000
 mirror_plan mirror "$WORK/plan.yaml"
 mirror_load 45 400 "$WORK/pgbench.log"
-sleep 1
+# The runs below start under load: pgbench's 4 clients are connected.
+wait_for 30 "pgbench's 4 clients to connect" sql_is 4 \
+  "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND backend_type = 'client backend'"
 
 kill9_after() { # SECONDS LOG
   start_run "$WORK/plan.yaml" "$2"
-  sleep "$1"
+  sleep "$1" # the scenario: SIGKILL at this moment, whatever the run is doing
   kill -KILL "$RUN_PID" 2>/dev/null
   wait "$RUN_PID" 2>/dev/null
 }
 
 # 1. during the copy: as soon as the workers start
 start_run "$WORK/plan.yaml" "$WORK/run1.log"
-for _ in $(seq 1 300); do grep -q "copy: " "$WORK/run1.log" && break; sleep 0.02; done
+# Polled every 20 ms: the kill must land while the copy runs.
+WAIT_INTERVAL=0.02 wait_for 30 "run 1 to reach the copy (\"copy: \" in its log)" log_has "$WORK/run1.log" "copy: "
 kill -KILL "$RUN_PID"; wait "$RUN_PID" 2>/dev/null
-grep -q "copy: " "$WORK/run1.log" || fail "run 1 never reached the copy"
 grep -q "streaming from slot" "$WORK/run1.log" && fail "run 1 was meant to die during the copy"
 pass "SIGKILL during the copy"
 
@@ -32,7 +34,7 @@ pass "SIGKILL during the copy"
 start_run "$WORK/plan.yaml" "$WORK/run2.log"
 wait_streaming "$WORK/run2.log"
 grep -q "previous copy did not finish" "$WORK/run2.log" || fail "run 2 did not restart the copy"
-sleep 0.3
+sleep 0.3 # the scenario: SIGKILL 0.3 s into the stream
 kill -KILL "$RUN_PID"; wait "$RUN_PID" 2>/dev/null
 pass "resumed copy, SIGKILL right after streaming started"
 

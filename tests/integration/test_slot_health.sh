@@ -22,7 +22,14 @@ wait_streaming "$WORK/run.log"
 "$PGSHIFT" pause --plan "$WORK/plan.yaml" >/dev/null 2>&1 || fail pause
 # about 40 MB of WAL the paused slot must keep
 sql "INSERT INTO h SELECT i, repeat(md5(i::text), 10) FROM generate_series(1, 80000) i" || fail insert
-sleep 4.5
+# sample_retains BYTES: the live status comes from a stats sample (every 2 s)
+# that measured more than BYTES of WAL retained by the slot, i.e. one taken
+# after the insert.
+sample_retains() {
+  "$PGSHIFT" status --plan "$WORK/plan.yaml" --json 2>/dev/null |
+    python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin)["slot"]["retained_bytes"] > int(sys.argv[1]) else 1)' "$1" 2>/dev/null
+}
+wait_for 30 "a stats sample after the insert (slot retaining over 20 MB)" sample_retains $((20 << 20))
 "$PGSHIFT" status --plan "$WORK/plan.yaml" --json >"$WORK/s.json" 2>&1 || fail status
 python3 - "$WORK/s.json" <<'PY' || fail "slot health: $(cat "$WORK/s.json")"
 import json, sys

@@ -19,7 +19,7 @@ Y
 
 # expect_stop LOG PATTERN: the run exits 1 with PATTERN in its log.
 expect_stop() {
-  for _ in $(seq 1 150); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.2; done
+  wait_for 30 "the run to stop (exit) on /$2/" gone "$RUN_PID"
   wait "$RUN_PID"; local rc=$?
   [ "$rc" = 1 ] || fail "run exited $rc, expected 1"
   grep -qE "$2" "$1" || fail "log lacks /$2/: $(grep error "$1" | tail -3)"

@@ -32,10 +32,8 @@ SELECT pg_sleep(25);
 COMMIT;
 SQL
 LOCK_PID=$!
-for _ in $(seq 1 50); do
-  [ "$(sql "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 's_new' AND l.mode = 'AccessExclusiveLock' AND l.granted")" = 1 ] && break
-  sleep 0.1
-done
+wait_for 10 "the lock on s_new to be granted" sql_is 1 \
+  "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 's_new' AND l.mode = 'AccessExclusiveLock' AND l.granted"
 # About 200 MB of changes in 4000 transactions of 100 rows of 512 bytes
 # (too short for TOAST to compress).
 sql "DO \$\$ BEGIN FOR i IN 0..3999 LOOP
@@ -45,7 +43,9 @@ sql "DO \$\$ BEGIN FOR i IN 0..3999 LOOP
 backlog=$(sql "SELECT pg_current_wal_insert_lsn() - confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pgshift_stuck'")
 [ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgshift apply' AND wait_event_type = 'Lock'")" = 1 ] ||
   fail "the applier was expected to wait on the lock"
-sleep 3 # the walsender has had time to send what pgshift would take
+# The duration is the point: a 3 s window in which the walsender sends what
+# pgshift would take; an unbounded reader would pull the backlog into memory.
+sleep 3
 peak=$(hwm_kb)
 growth=$(((peak - base) / 1024))
 echo "# backlog $((backlog / 1048576)) MB behind the locked target; pgshift peak RSS grew ${growth} MB"

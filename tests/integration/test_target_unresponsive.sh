@@ -29,10 +29,10 @@ sql "DO \$\$ BEGIN FOR i IN 1001..6000 LOOP INSERT INTO u VALUES (i, md5(i::text
 # Give the stream time to reach pgshift and the applier to block on it:
 # wait until the slot has sent it all (the walsender's sent position).
 target=$(sql "SELECT pg_current_wal_insert_lsn()")
-for _ in $(seq 1 100); do
-  [ "$(sql "SELECT coalesce(sent_lsn >= '$target', false) FROM pg_stat_replication WHERE application_name LIKE 'pgshift%'" | head -1)" = t ] && break
-  sleep 0.1
-done
+sent_all() {
+  [ "$(sql "SELECT coalesce(sent_lsn >= '$target', false) FROM pg_stat_replication WHERE application_name LIKE 'pgshift%'" | head -1)" = t ]
+}
+wait_for 10 "the walsender to send everything up to $target" sent_all
 
 for i in 1 2 3; do
   t0=$(date +%s%N)
@@ -45,8 +45,7 @@ pass "status answers live in $ms ms while the target does not answer"
 
 t0=$(date +%s%N)
 kill -TERM "$RUN_PID"
-for _ in $(seq 1 40); do kill -0 "$RUN_PID" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$RUN_PID" 2>/dev/null && fail "the run did not stop within 4 s of SIGTERM with the target stuck"
+wait_for 4 "the run to stop after SIGTERM with the target stuck" gone "$RUN_PID"
 wait "$RUN_PID"; rc=$?
 ms=$((($(date +%s%N) - t0) / 1000000))
 [ "$rc" = 143 ] || fail "exit $rc, want 143"

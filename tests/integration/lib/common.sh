@@ -44,15 +44,78 @@ start_run() {
   RUN_PIDS+=("$RUN_PID")
 }
 
+# poll SECONDS CMD [ARGS...]: run CMD in this shell every WAIT_INTERVAL
+# seconds (default 0.1) until it succeeds (returns 0) or SECONDS have passed
+# (returns 1). CMD runs at least once. For waits that must not fail the test
+# (cleanup, a retry); tests use wait_for.
+poll() {
+  local t=$1 interval=${WAIT_INTERVAL:-0.1} start now
+  shift
+  start=${EPOCHREALTIME/[.,]/}
+  while :; do
+    "$@" && return 0
+    now=${EPOCHREALTIME/[.,]/}
+    [ $((now - start)) -ge $((t * 1000000)) ] && return 1
+    sleep "$interval"
+  done
+}
+
+# wait_for SECONDS DESCRIPTION CMD [ARGS...]: run CMD in this shell every
+# 0.1 s (WAIT_INTERVAL) until it succeeds; after SECONDS (whole seconds) the
+# test fails with "timed out after SECONDS s waiting for: DESCRIPTION", and
+# says so if the run (RUN_PID) has exited meanwhile. Tests wait on the
+# condition, not on the clock: the stats tick is 2 s, but a loaded machine
+# may take longer, and an idle one need not wait that long.
+wait_for() {
+  local t=$1 what=$2
+  shift 2
+  poll "$t" "$@" && return 0
+  local died=
+  if [ -n "${RUN_PID:-}" ] && ! kill -0 "$RUN_PID" 2>/dev/null; then
+    died=" (the run, pid $RUN_PID, has exited)"
+  fi
+  fail "timed out after $t s waiting for: $what$died"
+}
+
+# Conditions for wait_for.
+# sql_is VALUE QUERY: QUERY returns exactly VALUE (an error is "not yet").
+sql_is() { [ "$(psql -XAtq -v ON_ERROR_STOP=1 -c "$2" 2>/dev/null)" = "$1" ]; }
+# gone PID: the process has exited.
+gone() { ! kill -0 "$1" 2>/dev/null; }
+# log_has LOG ERE: LOG has a line matching the extended regexp ERE.
+log_has() { grep -qE -- "$2" "$1" 2>/dev/null; }
+# live_phase_is PLAN PHASE...: `pgshift status --json` answers and its phase
+# is one of PHASE... (the live run's phase changes on its 2 s stats samples).
+live_phase_is() {
+  local plan=$1 ph
+  shift
+  ph=$("$PGSHIFT" status --plan "$plan" --json 2>/dev/null |
+    python3 -c 'import json,sys; print(json.load(sys.stdin).get("phase", ""))' 2>/dev/null) || return 1
+  local want
+  for want in "$@"; do [ "$ph" = "$want" ] && return 0; done
+  return 1
+}
+
+# streaming_or_dead LOG: the run logged that it streams; fails the test at
+# once if the run exited first.
+streaming_or_dead() {
+  grep -q "streaming from slot" "$1" && return 0
+  kill -0 "$RUN_PID" 2>/dev/null || fail "run exited early (see $1)"
+  return 1
+}
+
 # wait_streaming LOG [SECONDS]: until the run logs that it streams.
 wait_streaming() {
-  local log=$1 t=${2:-120}
-  for _ in $(seq 1 $((t * 5))); do
-    grep -q "streaming from slot" "$log" && return 0
-    kill -0 "$RUN_PID" 2>/dev/null || fail "run exited early (see $log)"
-    sleep 0.2
-  done
-  fail "run did not start streaming within ${t}s"
+  wait_for "${2:-120}" "the run to stream (\"streaming from slot\" in $1)" streaming_or_dead "$1"
+}
+
+# slot_confirmed SLOT LSN: the slot's confirmed_flush_lsn is at or past LSN;
+# fails the test at once if the run exited (it cannot confirm any more).
+slot_confirmed() {
+  sql_is t "SELECT coalesce(confirmed_flush_lsn >= '$2', false) FROM pg_replication_slots WHERE slot_name = '$1'" &&
+    return 0
+  if [ -n "${RUN_PID:-}" ] && ! kill -0 "$RUN_PID" 2>/dev/null; then fail "run exited while catching up"; fi
+  return 1
 }
 
 # wait_applied SLOT [SECONDS]: until the slot confirmed everything written so far
@@ -64,12 +127,7 @@ wait_streaming() {
 wait_applied() {
   local slot=$1 t=${2:-120} target
   target=$(sql "SELECT pg_current_wal_insert_lsn()")
-  for _ in $(seq 1 $((t * 5))); do
-    [ "$(sql "SELECT coalesce(confirmed_flush_lsn >= '$target', false) FROM pg_replication_slots WHERE slot_name = '$slot'")" = t ] && return 0
-    if [ -n "${RUN_PID:-}" ] && ! kill -0 "$RUN_PID" 2>/dev/null; then fail "run exited while catching up"; fi
-    sleep 0.2
-  done
-  fail "slot $slot did not confirm $target within ${t}s"
+  wait_for "$t" "slot $slot to confirm $target" slot_confirmed "$slot" "$target"
 }
 
 # same_rows A B [COLS]: A and B hold the same multiset of rows (EXCEPT ALL both ways).
