@@ -135,29 +135,18 @@ static char *lock_sql(pgs_strlist *l, const char *mode)
     return sql;
 }
 
-/* A text[] literal of the strings, each double-quoted and escaped. */
-static char *text_array(const pgs_strlist *l)
+/* The strings as a JSON array (jansson escapes them), for
+ * jsonb_array_elements_text($n::jsonb) on the server. */
+static char *json_names(const pgs_strlist *l)
 {
-    size_t cap = 3;
-    for (int i = 0; i < l->n; i++)
-        cap += 2 * strlen(l->v[i]) + 3;
-    char *out = malloc(cap), *e = out;
-    if (out == NULL)
-        return NULL;
-    *e++ = '{';
-    for (int i = 0; i < l->n; i++) {
-        if (i)
-            *e++ = ',';
-        *e++ = '"';
-        for (const char *s = l->v[i]; *s; s++) {
-            if (*s == '"' || *s == '\\')
-                *e++ = '\\';
-            *e++ = *s;
+    json_t *a = json_array();
+    for (int i = 0; a && i < l->n; i++)
+        if (json_array_append_new(a, json_string(l->v[i])) != 0) {
+            json_decref(a);
+            a = NULL;
         }
-        *e++ = '"';
-    }
-    *e++ = '}';
-    *e = '\0';
+    char *out = a ? json_dumps(a, JSON_COMPACT) : NULL;
+    json_decref(a);
     return out;
 }
 
@@ -165,24 +154,24 @@ static char *text_array(const pgs_strlist *l)
  * cutover's tables (`rels`, qualified names; other than pgshift's own sessions). */
 static bool find_blocker(cutover *c, const pgs_strlist *rels, cutover_blocker *b)
 {
-    char *names = text_array(rels);
+    char *names = json_names(rels);
     if (names == NULL)
         return false;
     char me[16];
     snprintf(me, sizeof me, "%d", PQbackendPID(c->conn));
-    PGresult *r =
-        pg_query(c->aux, "finding what blocks the cutover",
-                 "SELECT a.pid, left(coalesce(a.application_name, ''), 60),"
-                 "       left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 190),"
-                 "       l.relation::regclass::text, l.mode,"
-                 "       coalesce(extract(epoch FROM now() - a.xact_start), 0)"
-                 "  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
-                 " WHERE l.granted AND l.locktype = 'relation'"
-                 "   AND l.relation IN (SELECT to_regclass(x) FROM unnest($1::text[]) x)"
-                 "   AND l.pid NOT IN ($2::int, pg_backend_pid())"
-                 "   AND a.application_name NOT LIKE 'pgshift%'"
-                 " ORDER BY a.xact_start NULLS LAST LIMIT 1",
-                 2, (const char *[]){names, me});
+    PGresult *r = pg_query(
+        c->aux, "finding what blocks the cutover",
+        "SELECT a.pid, left(coalesce(a.application_name, ''), 60),"
+        "       left(regexp_replace(coalesce(a.query, ''), '\\s+', ' ', 'g'), 190),"
+        "       l.relation::regclass::text, l.mode,"
+        "       coalesce(extract(epoch FROM now() - a.xact_start), 0)"
+        "  FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+        " WHERE l.granted AND l.locktype = 'relation'"
+        "   AND l.relation IN (SELECT to_regclass(x) FROM jsonb_array_elements_text($1::jsonb) x)"
+        "   AND l.pid NOT IN ($2::int, pg_backend_pid())"
+        "   AND a.application_name NOT LIKE 'pgshift%'"
+        " ORDER BY a.xact_start NULLS LAST LIMIT 1",
+        2, (const char *[]){names, me});
     free(names);
     bool found = r && PQntuples(r) == 1;
     if (found) {

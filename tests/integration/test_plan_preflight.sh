@@ -420,31 +420,6 @@ for n in pw pw_block pw_uri pw_fail; do
 done
 pass "a password in the conninfo never appears in the output or on stderr"
 
-# ---- row estimates come from the statistics, never from a scan -------------
-# A never-analyzed table (reltuples -1) is reported as unknown; before, the
-# plan ran SELECT count(*) on every such table under 256 MB.
-sqlf - <<'SQL' || fail "setup rows_unk"
-CREATE TABLE rows_unk (id int PRIMARY KEY, v text) WITH (autovacuum_enabled = false);
-INSERT INTO rows_unk SELECT i, 'x' FROM generate_series(1, 1000) i;
-CREATE TABLE rows_unk_new (LIKE rows_unk INCLUDING ALL);
-SQL
-write_plan rows_unk <<<'  - {source: rows_unk, target: rows_unk_new}'
-# Statistics of the setup's own backend are flushed when it exits.
-wait_for 10 "the setup's backend to exit (and flush its statistics)" sql_is 0 "$OTHER_BACKENDS"
-scans=$(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'")
-expect_ok rows_unk
-grep -qF 'row count unknown (never analyzed; ANALYZE "public"."rows_unk" gives an estimate' "$OUT" ||
-  fail "rows_unk: $(grep -iE 'rows|unknown' "$OUT" | head -3)"
-grep -qF 'about 0 rows (plus the rows of 1 never-analyzed table(s))' "$OUT" || fail "rows_unk: $(grep 'copy 1 table' "$OUT")"
-wait_for 10 "the plan's backend to exit (and flush its statistics)" sql_is 0 "$OTHER_BACKENDS"
-[ "$(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'")" = "$scans" ] ||
-  fail "rows_unk: the plan scanned the table ($(sql "SELECT seq_scan FROM pg_stat_user_tables WHERE relname = 'rows_unk'") sequential scans, $scans before)"
-sql "ANALYZE rows_unk" || fail "analyze rows_unk"
-expect_ok rows_unk
-grep -qE 'ok +about 1000 rows, ' "$OUT" || fail "rows_unk after ANALYZE: $(grep -i rows "$OUT" | head -3)"
-sql "DROP TABLE rows_unk, rows_unk_new" || fail "drop rows_unk"
-pass "never-analyzed table: row count unknown, not counted (no scan); after ANALYZE the estimate"
-
 after=$(snapshot) || fail "snapshot"
 case "$after" in "0 slots, 0 publications, 0 pgshift schemas, no good_part, "*) ;; *) fail "plans changed the server: $after" ;; esac
 pass "after every plan above: still no slot, publication or pgshift schema"
