@@ -64,4 +64,10 @@ pgs_lsn stream_received(const repl_stream *rs);
  * (applied and durable) up to `flush`. No-op when closed. */
 void stream_send_status(repl_stream *rs, pgs_lsn flush, bool reply);
 
+/* Ends the stream for good: a last status update (flushed up to `flush`),
+ * the COPY ended and the server's answer read, waiting at most
+ * `timeout_ms`, then closed. For the end of a run or a pause, when the loop
+ * no longer serves anything else. */
+void stream_finish(repl_stream *rs, pgs_lsn flush, int timeout_ms);
+
 #endif

@@ -5,8 +5,10 @@
 #include "pgshift/pg.h"
 #include "pgshift/repl.h"
 
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
+#include <time.h>
 
 struct repl_stream {
     uv_loop_t *loop;
@@ -227,4 +229,61 @@ void stream_send_status(repl_stream *rs, pgs_lsn flush, bool reply)
         return;
     pgs_lsn write = rs->received > flush ? rs->received : flush;
     repl_send_status(rs->conn, write, flush, reply);
+}
+
+/* Milliseconds left until `deadline` (CLOCK_MONOTONIC ms). */
+static int left_ms(double deadline)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double now = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    return deadline > now ? (int)(deadline - now) + 1 : 0;
+}
+
+/* Waits up to the deadline for the socket to be readable or writable. */
+static bool wait_socket(PGconn *conn, bool write, double deadline)
+{
+    int ms = left_ms(deadline);
+    if (ms == 0)
+        return false;
+    struct pollfd p = {.fd = PQsocket(conn), .events = (short)(write ? POLLOUT : POLLIN)};
+    return poll(&p, 1, ms) > 0;
+}
+
+void stream_finish(repl_stream *rs, pgs_lsn flush, int timeout_ms)
+{
+    PGconn *c = rs->conn;
+    if (c == NULL)
+        return;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    double deadline = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6 + timeout_ms;
+    /* Closing a socket with unread data resets the connection, and the
+     * walsender may then lose the status update still in its receive
+     * buffer: end the COPY instead, and read until the server has ended it
+     * (it handles our messages in order, the status update first). */
+    if (PQsetnonblocking(c, 1) == 0) {
+        stream_send_status(rs, flush, false);
+        bool ok = PQputCopyEnd(c, NULL) >= 0;
+        int f;
+        while (ok && (f = PQflush(c)) == 1)
+            ok = wait_socket(c, true, deadline);
+        while (ok) {
+            char *buf = NULL;
+            int n = PQgetCopyData(c, &buf, 1);
+            PQfreemem(buf);
+            if (n == -1 || n == -2)
+                break;
+            if (n == 0 && !(wait_socket(c, false, deadline) && PQconsumeInput(c)))
+                ok = false;
+        }
+        /* The COPY's result, then the command's. */
+        while (ok && !PQisBusy(c)) {
+            PGresult *r = PQgetResult(c);
+            if (r == NULL)
+                break;
+            PQclear(r);
+        }
+    }
+    stream_close(rs);
 }

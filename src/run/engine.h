@@ -27,6 +27,9 @@
 #define BACKOFF_MAX_MS 30000
 /* How long a stop waits for the target to answer the batch in flight. */
 #define STOP_WAIT_MS 1500
+/* How long the end of the stream waits for the server to take the final
+ * status update (stream_finish). */
+#define STREAM_FINISH_MS 400
 /* A monitor query unanswered this long: the connection is replaced. */
 #define MONITOR_STUCK_MS 30000
 
@@ -86,6 +89,7 @@ void flow_settle(engine *e, bool failed);
 void flow_update_poll(engine *e);
 bool flow_commit(engine *e, bool sync);
 void flow_send_feedback(engine *e, bool reply);
+void flow_finish_stream(engine *e);
 pgs_lsn flow_flush_position(engine *e);
 
 /* sample.c */

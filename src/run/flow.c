@@ -41,6 +41,23 @@ void flow_send_feedback(engine *e, bool reply)
     e->last_flush_sent = flush;
 }
 
+/* The end of the stream (a stop or a pause): the final position confirmed,
+ * then closed; after an apply failure nothing more is confirmed. */
+void flow_finish_stream(engine *e)
+{
+    if (!stream_is_open(e->rs))
+        return;
+    if (e->exit_code == 1 || apply_failed(e->apply)) {
+        stream_close(e->rs);
+        return;
+    }
+    pgs_lsn flush = flow_flush_position(e);
+    char f[18];
+    log_debug("feedback: flush %s (final)", decode_lsn_format(flush, f));
+    stream_finish(e->rs, flush, STREAM_FINISH_MS);
+    e->last_flush_sent = flush;
+}
+
 /* A batch completed: confirm it without waiting for the feedback timer when
  * the applier has nothing else going (the end of a burst: the slot, and
  * whoever waits on it, learn at once), else at most every 100 ms. */
@@ -121,7 +138,7 @@ static void on_apply_ready(uv_poll_t *h, int status, int events)
 static bool on_ready(void *arg)
 {
     engine *e = arg;
-    return !e->stopping && !e->hold && apply_ready(e->apply);
+    return !e->stopping && !e->pausing && !e->hold && apply_ready(e->apply);
 }
 
 static bool on_message(void *arg, const decode_msg *msg)

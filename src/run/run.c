@@ -97,8 +97,7 @@ static void finish_stop(engine *e)
         log_warn("the target did not answer within %d ms; stopping without waiting for it: "
                  "nothing past %s is confirmed to the slot, and `pgshift run` resumes from there",
                  STOP_WAIT_MS, decode_lsn_format(apply_durable_lsn(e->apply, 0), lsn));
-    flow_send_feedback(e, false);
-    stream_close(e->rs);
+    flow_finish_stream(e);
     aquery_close(e->mon);
     e->mon = NULL;
     uv_walk(&e->loop, close_handle, NULL);
@@ -135,9 +134,8 @@ void engine_stop(engine *e, int code)
         uv_timer_stop(&e->batch_timer);
         uv_timer_stop(&e->reconnect_timer);
         uv_timer_stop(&e->stats_timer);
-        /* Feedback is sent once more by finish_stop; the stream is read no more. */
-        flow_send_feedback(e, false);
-        stream_close(e->rs);
+        /* Nothing more is delivered (flow.c's ready callback says no while
+         * stopping); finish_stop confirms the final position, then closes. */
         flow_settle(e, code == 1);
         uv_timer_start(&e->stop_timer, on_stop_deadline, STOP_WAIT_MS, 0);
     }
@@ -175,7 +173,8 @@ static void do_pause(engine *e, control_call *call)
         e->pausing = true;
         e->pause_call = call;
         uv_timer_stop(&e->reconnect_timer);
-        stream_close(e->rs);
+        /* Nothing more is delivered while pausing; engine_finish_pause
+         * confirms the final position and closes the stream. */
         flow_settle(e, false);
         if (!apply_busy(e->apply))
             engine_finish_pause(e);
@@ -187,8 +186,7 @@ void engine_finish_pause(engine *e)
     e->pausing = false;
     control_call *call = e->pause_call;
     e->pause_call = NULL;
-    flow_send_feedback(e, false);
-    stream_close(e->rs);
+    flow_finish_stream(e);
     if (apply_failed(e->apply)) {
         if (call)
             reply_with_status(e, call, false, "the apply failed while settling (see the log)");
