@@ -214,9 +214,8 @@ static bool fks_out(PGconn *conn, const char *const *p, pgs_mtable *t, handover 
 }
 
 /* Triggers are re-created on the new table with the same definition and
- * enabled state; policies likewise, with row level security switched on
- * as on the source. Rules and other publications cannot follow. */
-static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+ * enabled state. */
+static bool triggers(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
 {
     PGresult *r =
         pg_query(conn, "reading triggers on the source",
@@ -246,10 +245,14 @@ static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtab
         }
     }
     PQclear(r);
-    if (!ok)
-        return false;
+    return ok;
+}
 
-    r = pg_query(conn, "reading policies on the source",
+/* Policies are re-created on the new table likewise. */
+static bool policies(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    PGresult *r =
+        pg_query(conn, "reading policies on the source",
                  "SELECT p.polname, format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', "
                  "p.polname, $3::text,"
                  "         CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,"
@@ -266,6 +269,7 @@ static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtab
                  3, p);
     if (r == NULL)
         return false;
+    bool ok = true;
     for (int i = 0; ok && i < PQntuples(r); i++) {
         const char *name = V(r, i, 0);
         if (V(r, i, 2)[0] == 't')
@@ -277,16 +281,21 @@ static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtab
                  addf(&h->after, "%s", V(r, i, 1));
     }
     PQclear(r);
-    if (!ok)
-        return false;
+    return ok;
+}
 
-    r = pg_query(conn, "reading row level security",
+/* Row level security is switched on (and forced) as on the source. */
+static bool row_level_security(PGconn *conn, const char *const *p, handover *h)
+{
+    PGresult *r =
+        pg_query(conn, "reading row level security",
                  "SELECT s.relrowsecurity, s.relforcerowsecurity,"
                  "       coalesce(t.relrowsecurity, false), coalesce(t.relforcerowsecurity, false)"
                  "  FROM pg_class s LEFT JOIN pg_class t ON t.oid = $2::oid WHERE s.oid = $1::oid",
                  2, p);
     if (r == NULL)
         return false;
+    bool ok = true;
     if (PQntuples(r) == 1) {
         if (V(r, 0, 0)[0] == 't' && V(r, 0, 2)[0] != 't')
             ok = addf(&h->notes, "row level security: enabled on the new table") &&
@@ -295,18 +304,22 @@ static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtab
             ok = addf(&h->after, "ALTER TABLE %s FORCE ROW LEVEL SECURITY", p[2]);
     }
     PQclear(r);
-    if (!ok)
-        return false;
+    return ok;
+}
 
-    r = pg_query(conn, "reading rules and publications on the source",
-                 "SELECT 'rule', rulename FROM pg_rewrite"
-                 " WHERE ev_class = $1::oid AND rulename <> '_RETURN'"
-                 " UNION ALL SELECT 'publication', p.pubname FROM pg_publication_rel pr"
-                 "  JOIN pg_publication p ON p.oid = pr.prpubid"
-                 " WHERE pr.prrelid = $1::oid AND p.pubname <> $2 ORDER BY 1, 2",
-                 2, (const char *[]){p[0], p[3]});
+/* Rules and other publications cannot follow to the new table. */
+static bool rules_publications(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    PGresult *r = pg_query(conn, "reading rules and publications on the source",
+                           "SELECT 'rule', rulename FROM pg_rewrite"
+                           " WHERE ev_class = $1::oid AND rulename <> '_RETURN'"
+                           " UNION ALL SELECT 'publication', p.pubname FROM pg_publication_rel pr"
+                           "  JOIN pg_publication p ON p.oid = pr.prpubid"
+                           " WHERE pr.prrelid = $1::oid AND p.pubname <> $2 ORDER BY 1, 2",
+                           2, (const char *[]){p[0], p[3]});
     if (r == NULL)
         return false;
+    bool ok = true;
     for (int i = 0; ok && i < PQntuples(r); i++) {
         const char *kind = V(r, i, 0), *name = V(r, i, 1);
         if (left_behind(t, name))
@@ -319,6 +332,15 @@ static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtab
     }
     PQclear(r);
     return ok;
+}
+
+/* Triggers and policies follow the table to the new one, with row level
+ * security switched on as on the source; rules and other publications
+ * cannot follow. */
+static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    return triggers(conn, p, t, h) && policies(conn, p, t, h) && row_level_security(conn, p, h) &&
+           rules_publications(conn, p, t, h);
 }
 
 /* Sequences: the new table must go on numbering above every existing row,
