@@ -20,91 +20,113 @@ static bool allowed_has(const char *allowed, const char *name)
     return false;
 }
 
+static const struct option cli_options[] = {
+    {"plan", required_argument, NULL, 'p'},
+    {"json", no_argument, NULL, 'j'},
+    {"confirm", no_argument, NULL, 'c'},
+    {"auto-cutover", no_argument, NULL, 'a'},
+    {"watch", no_argument, NULL, 'w'},
+    {"http", required_argument, NULL, 'H'},
+    {"http-show-queries", no_argument, NULL, 'Q'},
+    {"log-level", required_argument, NULL, 'l'},
+    {"log-format", required_argument, NULL, 'f'},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* The options only some commands take: records one in out and returns its
+ * name, or NULL when c is not one of them. */
+static const char *command_option(int c, cli_opts *out)
+{
+    switch (c) {
+    case 'j':
+        out->json = true;
+        return "json";
+    case 'c':
+        out->confirm = true;
+        return "confirm";
+    case 'a':
+        out->auto_cutover = true;
+        return "auto-cutover";
+    case 'w':
+        out->watch = true;
+        return "watch";
+    case 'H':
+        out->http = optarg;
+        return "http";
+    case 'Q':
+        out->http_show_queries = true;
+        return "http-show-queries";
+    default:
+        return NULL;
+    }
+}
+
+/* --log-level (c == 'l') and --log-format take effect at once: -1 when
+ * applied, else the exit code. */
+static int log_option(int c, char **argv)
+{
+    if (c == 'l') {
+        pgs_log_level lvl;
+        if (!pgs_log_parse_level(optarg, &lvl)) {
+            fprintf(stderr, "pgshift %s: --log-level must be debug, info, warn or error\n",
+                    argv[0]);
+            return PGS_EXIT_USAGE;
+        }
+        pgs_log_set_level(lvl);
+        return -1;
+    }
+    if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
+        fprintf(stderr, "pgshift %s: --log-format must be text or json\n", argv[0]);
+        return PGS_EXIT_USAGE;
+    }
+    pgs_log_set_json(strcmp(optarg, "json") == 0);
+    return -1;
+}
+
+/* A missing option value (c == ':') or an unknown option: says which. */
+static int bad_option(int c, char **argv, const char *usage)
+{
+    if (c == ':') {
+        fprintf(stderr, "pgshift %s: option %s needs a value\n\n%s", argv[0], argv[optind - 1],
+                usage);
+        return PGS_EXIT_USAGE;
+    }
+    /* An unknown short option inside a group ("-xq") leaves optind
+     * on that word: name the letter, not argv[optind - 1]. */
+    const char *word = argv[optind - 1];
+    if (strncmp(word, "--", 2) != 0 && optopt != 0)
+        fprintf(stderr, "pgshift %s: unknown option -%c\n\n%s", argv[0], optopt, usage);
+    else
+        fprintf(stderr, "pgshift %s: unknown option %s\n\n%s", argv[0], word, usage);
+    return PGS_EXIT_USAGE;
+}
+
 int cli_parse(int argc, char **argv, const char *allowed, const char *usage, cli_opts *out)
 {
     memset(out, 0, sizeof *out);
-    static const struct option opts[] = {
-        {"plan", required_argument, NULL, 'p'},
-        {"json", no_argument, NULL, 'j'},
-        {"confirm", no_argument, NULL, 'c'},
-        {"auto-cutover", no_argument, NULL, 'a'},
-        {"watch", no_argument, NULL, 'w'},
-        {"http", required_argument, NULL, 'H'},
-        {"http-show-queries", no_argument, NULL, 'Q'},
-        {"log-level", required_argument, NULL, 'l'},
-        {"log-format", required_argument, NULL, 'f'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
     optind = 1;
     opterr = 0;
     int c;
     /* The leading ':' makes a missing option value return ':', not '?'. */
-    while ((c = getopt_long(argc, argv, ":p:h", opts, NULL)) != -1) {
-        const char *name = NULL;
-        switch (c) {
-        case 'p':
+    while ((c = getopt_long(argc, argv, ":p:h", cli_options, NULL)) != -1) {
+        if (c == 'p') {
             out->plan_path = optarg;
             continue;
-        case 'j':
-            name = "json";
-            out->json = true;
-            break;
-        case 'c':
-            name = "confirm";
-            out->confirm = true;
-            break;
-        case 'a':
-            name = "auto-cutover";
-            out->auto_cutover = true;
-            break;
-        case 'w':
-            name = "watch";
-            out->watch = true;
-            break;
-        case 'H':
-            name = "http";
-            out->http = optarg;
-            break;
-        case 'Q':
-            name = "http-show-queries";
-            out->http_show_queries = true;
-            break;
-        case 'l': {
-            pgs_log_level lvl;
-            if (!pgs_log_parse_level(optarg, &lvl)) {
-                fprintf(stderr, "pgshift %s: --log-level must be debug, info, warn or error\n",
-                        argv[0]);
-                return PGS_EXIT_USAGE;
-            }
-            pgs_log_set_level(lvl);
+        }
+        if (c == 'l' || c == 'f') {
+            int rc = log_option(c, argv);
+            if (rc >= 0)
+                return rc;
             continue;
         }
-        case 'f':
-            if (strcmp(optarg, "json") != 0 && strcmp(optarg, "text") != 0) {
-                fprintf(stderr, "pgshift %s: --log-format must be text or json\n", argv[0]);
-                return PGS_EXIT_USAGE;
-            }
-            pgs_log_set_json(strcmp(optarg, "json") == 0);
-            continue;
-        case 'h':
+        if (c == 'h') {
             fputs(usage, stdout);
             return PGS_EXIT_OK;
-        case ':':
-            fprintf(stderr, "pgshift %s: option %s needs a value\n\n%s", argv[0], argv[optind - 1],
-                    usage);
-            return PGS_EXIT_USAGE;
-        default: {
-            /* An unknown short option inside a group ("-xq") leaves optind
-             * on that word: name the letter, not argv[optind - 1]. */
-            const char *word = argv[optind - 1];
-            if (strncmp(word, "--", 2) != 0 && optopt != 0)
-                fprintf(stderr, "pgshift %s: unknown option -%c\n\n%s", argv[0], optopt, usage);
-            else
-                fprintf(stderr, "pgshift %s: unknown option %s\n\n%s", argv[0], word, usage);
-            return PGS_EXIT_USAGE;
         }
-        }
+        const char *name = command_option(c, out);
+        if (name == NULL)
+            return bad_option(c, argv, usage);
         if (!allowed_has(allowed, name)) {
             fprintf(stderr, "pgshift %s: option --%s does not apply here\n\n%s", argv[0], name,
                     usage);

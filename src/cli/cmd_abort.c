@@ -29,66 +29,64 @@ static const char usage[] =
 
 int cmd_abort(int argc, char **argv);
 
-int cmd_abort(int argc, char **argv)
+/* A live run of the plan is asked to stop first (its lock is then free).
+ * False when it refused; no run listening is not a refusal. */
+static bool stop_live_run(pgs_plan *plan)
 {
-    cli_opts o;
-    int rc;
-    pgs_migration *m = cli_open(argc, argv, "confirm", usage, &o, &rc);
-    if (m == NULL)
-        return rc;
-    pgs_plan *plan = m->plan;
-    rc = PGS_EXIT_FAILURE;
-    /* A live run of the plan is asked to stop first (its lock is then free). */
-    if (o.confirm) {
-        void *r = NULL;
-        if (cli_ask_run(plan, PGSHIFT__COMMAND__COMMAND_ABORT, true, 10000, true, &r) == 0) {
-            Pgshift__ControlReply *reply = r;
-            if (reply->ok)
-                log_info("the running pgshift run of %s stops: %s", plan->name, reply->message);
-            else
-                log_error("the running pgshift run refused to stop: %s", reply->message);
-            bool ok = reply->ok;
-            pgshift__control_reply__free_unpacked(reply, NULL);
-            if (!ok)
-                goto done;
-        }
-    }
-    /* Listing only reads; dropping needs the migration to itself. */
-    if ((o.confirm && !state_lock(m)) || !state_load(m))
-        goto done;
-    if (m->phase == PGS_PHASE_DONE) {
-        log_error("migration %s is already cut over: its target is now the live table, and abort "
-                  "would drop it; use `pgshift cleanup --plan %s --confirm` to drop the old "
-                  "tables, slot and publication",
-                  plan->name, plan->path);
-        goto done;
-    }
+    void *r = NULL;
+    if (cli_ask_run(plan, PGSHIFT__COMMAND__COMMAND_ABORT, true, 10000, true, &r) != 0)
+        return true;
+    Pgshift__ControlReply *reply = r;
+    if (reply->ok)
+        log_info("the running pgshift run of %s stops: %s", plan->name, reply->message);
+    else
+        log_error("the running pgshift run refused to stop: %s", reply->message);
+    bool ok = reply->ok;
+    pgshift__control_reply__free_unpacked(reply, NULL);
+    return ok;
+}
+
+/* Whether the source still has the migration's slot and publication. */
+static void find_slot_and_publication(pgs_migration *m, bool *have_slot, bool *have_pub)
+{
     char *slot = pg_query_value(m->src, "looking for the slot",
                                 "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1", 1,
                                 (const char *[]){m->slot}, NULL);
     char *pub = pg_query_value(m->src, "looking for the publication",
                                "SELECT count(*) FROM pg_publication WHERE pubname = $1", 1,
                                (const char *[]){m->publication}, NULL);
-    bool have_slot = slot && atoi(slot) > 0, have_pub = pub && atoi(pub) > 0;
+    *have_slot = slot && atoi(slot) > 0;
+    *have_pub = pub && atoi(pub) > 0;
     free(slot);
     free(pub);
+}
+
+/* One flag per table: drop its target? NULL on failure; the caller frees. */
+static bool *targets_to_drop(pgs_migration *m)
+{
     /* Which targets pgshift created is what the state recorded when the
      * copy began, not what the plan says now: the plan may have been edited
      * since (a `partition:` block added to a table the operator created). */
     pgs_strlist created = {0};
-    if (m->has_state && !store_created_targets(m->tgt, plan->name, &created)) {
+    if (m->has_state && !store_created_targets(m->tgt, m->plan->name, &created)) {
         strlist_free(&created);
-        goto done;
+        return NULL;
     }
     bool *drop = calloc((size_t)m->ntables + 1, sizeof *drop);
     if (drop == NULL) {
         strlist_free(&created);
-        goto done;
+        return NULL;
     }
     for (int i = 0; i < m->ntables; i++)
         drop[i] = m->tables[i].tgt.exists && strlist_contains(&created, m->tables[i].tgt.qname);
     strlist_free(&created);
-    printf("%s migration %s:\n", o.confirm ? "Dropping" : "Would drop", plan->name);
+    return drop;
+}
+
+static void print_drop_list(pgs_migration *m, bool confirm, const bool *drop, bool have_slot,
+                            bool have_pub)
+{
+    printf("%s migration %s:\n", confirm ? "Dropping" : "Would drop", m->plan->name);
     printf("  replication slot %s: %s\n", m->slot, have_slot ? "drop" : "absent");
     printf("  publication %s: %s\n", m->publication, have_pub ? "drop" : "absent");
     for (int i = 0; i < m->ntables; i++) {
@@ -103,15 +101,16 @@ int cmd_abort(int argc, char **argv)
             printf("  target %s: kept (not created by pgshift)\n", t->tgt.qname);
     }
     printf("  state rows: %s\n", m->has_state ? "delete" : "absent");
-    if (!o.confirm) {
-        printf("Nothing was changed; add --confirm to drop.\n");
-        rc = PGS_EXIT_USAGE;
-        goto done_drop;
-    }
+}
+
+/* Drops the slot, the publication, the flagged targets and the state, in
+ * that order, stopping at the first failure. */
+static bool drop_everything(pgs_migration *m, const bool *drop, bool have_pub)
+{
     if (!prepare_drop_slot(m))
-        goto done_drop;
+        return false;
     if (have_pub && !prepare_drop_publication(m))
-        goto done_drop;
+        return false;
     for (int i = 0; i < m->ntables; i++) {
         pgs_mtable *t = &m->tables[i];
         if (!drop[i])
@@ -121,13 +120,47 @@ int cmd_abort(int argc, char **argv)
                   pg_exec(m->tgt, "dropping a target pgshift created", sql);
         free(sql);
         if (!ok)
-            goto done_drop;
+            return false;
     }
     if (m->has_state && !state_delete(m))
-        goto done_drop;
-    printf("Migration %s aborted.\n", plan->name);
-    rc = PGS_EXIT_OK;
-done_drop:
+        return false;
+    return true;
+}
+
+int cmd_abort(int argc, char **argv)
+{
+    cli_opts o;
+    int rc;
+    pgs_migration *m = cli_open(argc, argv, "confirm", usage, &o, &rc);
+    if (m == NULL)
+        return rc;
+    pgs_plan *plan = m->plan;
+    rc = PGS_EXIT_FAILURE;
+    if (o.confirm && !stop_live_run(plan))
+        goto done;
+    /* Listing only reads; dropping needs the migration to itself. */
+    if ((o.confirm && !state_lock(m)) || !state_load(m))
+        goto done;
+    if (m->phase == PGS_PHASE_DONE) {
+        log_error("migration %s is already cut over: its target is now the live table, and abort "
+                  "would drop it; use `pgshift cleanup --plan %s --confirm` to drop the old "
+                  "tables, slot and publication",
+                  plan->name, plan->path);
+        goto done;
+    }
+    bool have_slot, have_pub;
+    find_slot_and_publication(m, &have_slot, &have_pub);
+    bool *drop = targets_to_drop(m);
+    if (drop == NULL)
+        goto done;
+    print_drop_list(m, o.confirm, drop, have_slot, have_pub);
+    if (!o.confirm) {
+        printf("Nothing was changed; add --confirm to drop.\n");
+        rc = PGS_EXIT_USAGE;
+    } else if (drop_everything(m, drop, have_pub)) {
+        printf("Migration %s aborted.\n", plan->name);
+        rc = PGS_EXIT_OK;
+    }
     free(drop);
 done:
     cli_close(m);

@@ -60,9 +60,8 @@ static bool is_failed(copy_shared *s)
     return f;
 }
 
-/* Copies one page range; commits it on the target together with the
- * progress row. */
-static bool copy_range(copy_shared *s, PGconn *src, PGconn *tgt, const copy_task *k)
+/* The COPY TO and COPY FROM statements for one page range. */
+static bool range_sql(copy_shared *s, const copy_task *k, char **out_sql, char **in_sql)
 {
     pgs_mtable *t = k->t;
     const char *cols = s->col_lists[t->ord];
@@ -72,80 +71,103 @@ static bool copy_range(copy_shared *s, PGconn *src, PGconn *tgt, const copy_task
                  (long long)k->lo, (long long)k->hi);
     else if (k->lo > 0)
         snprintf(where, sizeof where, " WHERE ctid >= '(%lld,0)'::tid", (long long)k->lo);
-    char *out_sql = NULL, *in_sql = NULL;
-    bool ok = false;
-    int64_t bytes = 0, msgs = 0;
-    int64_t counted = 0; /* what this range has added to s->rows so far */
-    if (asprintf(&out_sql, "COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT binary)", cols,
-                 t->src.qname, where) < 0 ||
-        asprintf(&in_sql, "COPY %s (%s) FROM STDIN (FORMAT binary)", t->tgt.qname, cols) < 0)
-        goto done;
-    if (!pg_exec(tgt, "starting a copy transaction", "BEGIN"))
-        goto done;
+    return asprintf(out_sql, "COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT binary)", cols,
+                    t->src.qname, where) >= 0 &&
+           asprintf(in_sql, "COPY %s (%s) FROM STDIN (FORMAT binary)", t->tgt.qname, cols) >= 0;
+}
+
+/* Puts the target into COPY IN. */
+static bool start_copy_in(PGconn *tgt, pgs_mtable *t, const char *in_sql)
+{
     PGresult *res = PQexec(tgt, in_sql);
     if (PQresultStatus(res) != PGRES_COPY_IN) {
         char line[1024];
         log_error("table %s: COPY into %s failed: %s", t->src.qname, t->tgt.qname,
                   pg_result_error_line(res, line, sizeof line));
         PQclear(res);
-        goto rollback;
+        return false;
     }
     PQclear(res);
-    res = PQexec(src, out_sql);
+    return true;
+}
+
+/* Puts the source into COPY OUT; when it cannot, ends the target's COPY IN
+ * with an error. */
+static bool start_copy_out(PGconn *src, PGconn *tgt, pgs_mtable *t, const char *out_sql)
+{
+    PGresult *res = PQexec(src, out_sql);
     if (PQresultStatus(res) != PGRES_COPY_OUT) {
         char line[1024];
         log_error("table %s: COPY out failed: %s", t->src.qname,
                   pg_result_error_line(res, line, sizeof line));
         PQclear(res);
         PQputCopyEnd(tgt, "source failed");
-        goto drain_target;
+        return false;
     }
     PQclear(res);
+    return true;
+}
+
+/* Passes the rows from the source's COPY OUT to the target's COPY IN,
+ * adding to the live counts as it goes (*counted: rows added to s->rows,
+ * *bytes: bytes not yet added to s->bytes). False when another worker
+ * failed: the target's COPY IN is then ended with an error. */
+static bool pump_rows(copy_shared *s, PGconn *src, PGconn *tgt, pgs_mtable *t, int64_t *bytes,
+                      int64_t *counted)
+{
+    int64_t msgs = 0;
     for (;;) {
         char *buf = NULL;
         int n = PQgetCopyData(src, &buf, 0);
         if (n < 0)
-            break;
+            return true;
         if (PQputCopyData(tgt, buf, n) != 1) {
             PQfreemem(buf);
             log_error("table %s: sending rows to %s failed: %s", t->src.qname, t->tgt.qname,
                       PQerrorMessage(tgt));
             while (PQgetCopyData(src, &buf, 0) >= 0)
                 PQfreemem(buf);
-            break;
+            return true;
         }
         PQfreemem(buf);
-        bytes += n;
+        *bytes += n;
         /* COPY TO sends one CopyData message per row. */
         if ((++msgs & 1023) == 0) {
             atomic_fetch_add(&s->rows[t->ord], 1024);
-            counted += 1024;
-            atomic_fetch_add(&s->bytes[t->ord], bytes);
-            bytes = 0;
+            *counted += 1024;
+            atomic_fetch_add(&s->bytes[t->ord], *bytes);
+            *bytes = 0;
             if (is_failed(s)) {
                 PQputCopyEnd(tgt, "another copy worker failed");
                 while (PQgetCopyData(src, &buf, 0) >= 0)
                     PQfreemem(buf);
-                goto drain;
+                return false;
             }
         }
     }
-    res = PQgetResult(src);
+}
+
+/* Ends the target's COPY IN after the source's COPY OUT: normally when the
+ * source finished well, with an error when it did not. */
+static void end_copy_in(PGconn *src, PGconn *tgt, pgs_mtable *t)
+{
+    PGresult *res = PQgetResult(src);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         char line[1024];
         log_error("table %s: COPY out failed: %s", t->src.qname,
                   pg_result_error_line(res, line, sizeof line));
         PQclear(res);
         PQputCopyEnd(tgt, "source failed");
-        goto drain;
+        return;
     }
     PQclear(res);
     PQputCopyEnd(tgt, NULL);
-drain:
-    while ((res = PQgetResult(src)) != NULL)
-        PQclear(res);
-drain_target:
-    res = PQgetResult(tgt);
+}
+
+/* The target's verdict on the COPY IN: the rows it took, or false. */
+static bool finish_copy_in(PGconn *tgt, pgs_mtable *t, int64_t *rows)
+{
+    PGresult *res = PQgetResult(tgt);
     if (PQresultStatus(res) != PGRES_COMMAND_OK) {
         char line[1024];
         log_error("table %s: COPY into %s failed: %s", t->src.qname, t->tgt.qname,
@@ -153,10 +175,37 @@ drain_target:
         PQclear(res);
         while ((res = PQgetResult(tgt)) != NULL)
             PQclear(res);
-        goto rollback;
+        return false;
     }
-    int64_t rows = strtoll(PQcmdTuples(res), NULL, 10);
+    *rows = strtoll(PQcmdTuples(res), NULL, 10);
     PQclear(res);
+    return true;
+}
+
+/* Copies one page range; commits it on the target together with the
+ * progress row. */
+static bool copy_range(copy_shared *s, PGconn *src, PGconn *tgt, const copy_task *k)
+{
+    pgs_mtable *t = k->t;
+    char *out_sql = NULL, *in_sql = NULL;
+    bool ok = false;
+    int64_t bytes = 0, rows = 0;
+    int64_t counted = 0; /* what this range has added to s->rows so far */
+    if (!range_sql(s, k, &out_sql, &in_sql))
+        goto done;
+    if (!pg_exec(tgt, "starting a copy transaction", "BEGIN"))
+        goto done;
+    if (!start_copy_in(tgt, t, in_sql))
+        goto rollback;
+    if (start_copy_out(src, tgt, t, out_sql)) {
+        if (pump_rows(s, src, tgt, t, &bytes, &counted))
+            end_copy_in(src, tgt, t);
+        PGresult *res;
+        while ((res = PQgetResult(src)) != NULL)
+            PQclear(res);
+    }
+    if (!finish_copy_in(tgt, t, &rows))
+        goto rollback;
     /* Replace the running count (whole thousands) with the exact one in one
      * step: progress readers must never see it go backwards. */
     atomic_fetch_add(&s->rows[t->ord], rows - counted);
@@ -349,23 +398,38 @@ static bool plan_tasks(copy_shared *s)
     return true;
 }
 
-bool copy_run(pgs_migration *m, const char *snapshot, PGconn **repl)
+/* Allocates the shared state's per-table arrays, quotes the snapshot and
+ * splits the tables into ranges. */
+static bool shared_init(copy_shared *s, const char *snapshot)
 {
-    copy_shared s = {.m = m};
-    pthread_mutex_init(&s.mu, NULL);
-    pthread_cond_init(&s.cv, NULL);
-    pthread_t threads[MAX_WORKERS];
-    int started = 0;
-    bool ok = false;
-    s.rows = calloc((size_t)m->ntables, sizeof *s.rows);
-    s.bytes = calloc((size_t)m->ntables, sizeof *s.bytes);
-    s.col_lists = calloc((size_t)m->ntables, sizeof(char *));
+    pgs_migration *m = s->m;
+    s->rows = calloc((size_t)m->ntables, sizeof *s->rows);
+    s->bytes = calloc((size_t)m->ntables, sizeof *s->bytes);
+    s->col_lists = calloc((size_t)m->ntables, sizeof(char *));
     char *lit = PQescapeLiteral(m->src, snapshot, strlen(snapshot));
-    s.snapshot_literal = lit ? strdup(lit) : NULL;
+    s->snapshot_literal = lit ? strdup(lit) : NULL;
     PQfreemem(lit);
-    if (!s.rows || !s.bytes || !s.col_lists || !s.snapshot_literal || !plan_tasks(&s))
-        goto done;
+    return s->rows && s->bytes && s->col_lists && s->snapshot_literal && plan_tasks(s);
+}
 
+static void shared_free(copy_shared *s)
+{
+    if (s->col_lists)
+        for (int i = 0; i < s->m->ntables; i++)
+            free(s->col_lists[i]);
+    free(s->col_lists);
+    free(s->tasks);
+    free(s->rows);
+    free(s->bytes);
+    free(s->snapshot_literal);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cv);
+}
+
+/* The plan's worker count, or one per CPU up to 8; never more than
+ * MAX_WORKERS or than there are ranges. */
+static int worker_count(const pgs_migration *m, int ntasks)
+{
     int workers = m->plan->copy.workers;
     if (workers <= 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -375,35 +439,42 @@ bool copy_run(pgs_migration *m, const char *snapshot, PGconn **repl)
     }
     if (workers > MAX_WORKERS)
         workers = MAX_WORKERS;
-    if (workers > s.ntasks)
-        workers = s.ntasks;
-    s.nworkers = workers;
-    log_info("copy: %d range(s) with %d worker(s) under snapshot %s", s.ntasks, workers, snapshot);
-    double t0 = now_s();
+    if (workers > ntasks)
+        workers = ntasks;
+    return workers;
+}
+
+/* Starts the workers; returns how many started. */
+static int start_workers(copy_shared *s, pthread_t *threads, int workers)
+{
+    int started = 0;
     for (; started < workers; started++)
-        if (pthread_create(&threads[started], NULL, copy_worker, &s) != 0) {
+        if (pthread_create(&threads[started], NULL, copy_worker, s) != 0) {
             log_error("copy: cannot start a worker thread");
-            mark_failed(&s);
+            mark_failed(s);
             break;
         }
+    return started;
+}
 
-    /* The exported snapshot lives only while the replication connection
-     * stays idle: close it once every worker has imported it. */
-    pthread_mutex_lock(&s.mu);
-    while (s.imported < started && !s.failed)
-        pthread_cond_wait(&s.cv, &s.mu);
-    pthread_mutex_unlock(&s.mu);
-    if (repl && *repl) {
-        PQfinish(*repl);
-        *repl = NULL;
-    }
+static void wait_for_imports(copy_shared *s, int started)
+{
+    pthread_mutex_lock(&s->mu);
+    while (s->imported < started && !s->failed)
+        pthread_cond_wait(&s->cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+}
 
-    bool tty = isatty(STDERR_FILENO);
+/* Reports progress (twice a second on a terminal, else every 10 s) until
+ * every worker has finished; true when none failed. */
+static bool watch_workers(copy_shared *s, int started, double t0, bool tty)
+{
+    pgs_migration *m = s->m;
     double last = now_s();
     double *rates = calloc((size_t)m->ntables, sizeof *rates);
     struct pub_state last_pub = {0};
-    pthread_mutex_lock(&s.mu);
-    while (s.finished < started) {
+    pthread_mutex_lock(&s->mu);
+    while (s->finished < started) {
         struct timespec until;
         clock_gettime(CLOCK_REALTIME, &until);
         until.tv_nsec += 500000000;
@@ -411,46 +482,69 @@ bool copy_run(pgs_migration *m, const char *snapshot, PGconn **repl)
             until.tv_sec++;
             until.tv_nsec -= 1000000000;
         }
-        pthread_cond_timedwait(&s.cv, &s.mu, &until);
-        pthread_mutex_unlock(&s.mu);
-        publish_progress(m, &s, rates, &last_pub);
+        pthread_cond_timedwait(&s->cv, &s->mu, &until);
+        pthread_mutex_unlock(&s->mu);
+        publish_progress(m, s, rates, &last_pub);
         if (now_s() - last >= (tty ? 0.5 : 10.0)) {
-            print_progress(&s, t0, tty, false);
+            print_progress(s, t0, tty, false);
             last = now_s();
         }
-        pthread_mutex_lock(&s.mu);
+        pthread_mutex_lock(&s->mu);
     }
-    ok = !s.failed;
-    pthread_mutex_unlock(&s.mu);
+    bool ok = !s->failed;
+    pthread_mutex_unlock(&s->mu);
     free(rates);
     free(last_pub.rows);
+    return ok;
+}
+
+/* The final counts: on the terminal or log, in the tables, on the board. */
+static void report_copied(copy_shared *s, double t0, bool tty)
+{
+    pgs_migration *m = s->m;
+    print_progress(s, t0, tty, true);
+    for (int i = 0; i < m->ntables; i++) {
+        m->tables[i].rows_copied = atomic_load(&s->rows[i]);
+        m->tables[i].bytes_copied = atomic_load(&s->bytes[i]);
+        log_info("table %s: copied %lld rows in %.1f s", m->tables[i].src.qname,
+                 (long long)m->tables[i].rows_copied, now_s() - t0);
+    }
+    status_live live = {.eta_seconds = NAN, .slot_safe = -1};
+    status_snapshot x;
+    if (board_active() && status_snapshot_build(m, &live, &x)) {
+        board_publish(&x.st);
+        status_snapshot_free(&x);
+    }
+}
+
+bool copy_run(pgs_migration *m, const char *snapshot, PGconn **repl)
+{
+    copy_shared s = {.m = m};
+    pthread_mutex_init(&s.mu, NULL);
+    pthread_cond_init(&s.cv, NULL);
+    pthread_t threads[MAX_WORKERS];
+    bool ok = false;
+    if (!shared_init(&s, snapshot))
+        goto done;
+    int workers = worker_count(m, s.ntasks);
+    s.nworkers = workers;
+    log_info("copy: %d range(s) with %d worker(s) under snapshot %s", s.ntasks, workers, snapshot);
+    double t0 = now_s();
+    int started = start_workers(&s, threads, workers);
+    /* The exported snapshot lives only while the replication connection
+     * stays idle: close it once every worker has imported it. */
+    wait_for_imports(&s, started);
+    if (repl && *repl) {
+        PQfinish(*repl);
+        *repl = NULL;
+    }
+    bool tty = isatty(STDERR_FILENO);
+    ok = watch_workers(&s, started, t0, tty);
     for (int i = 0; i < started; i++)
         pthread_join(threads[i], NULL);
-    if (ok) {
-        print_progress(&s, t0, tty, true);
-        for (int i = 0; i < m->ntables; i++) {
-            m->tables[i].rows_copied = atomic_load(&s.rows[i]);
-            m->tables[i].bytes_copied = atomic_load(&s.bytes[i]);
-            log_info("table %s: copied %lld rows in %.1f s", m->tables[i].src.qname,
-                     (long long)m->tables[i].rows_copied, now_s() - t0);
-        }
-        status_live live = {.eta_seconds = NAN, .slot_safe = -1};
-        status_snapshot x;
-        if (board_active() && status_snapshot_build(m, &live, &x)) {
-            board_publish(&x.st);
-            status_snapshot_free(&x);
-        }
-    }
+    if (ok)
+        report_copied(&s, t0, tty);
 done:
-    if (s.col_lists)
-        for (int i = 0; i < m->ntables; i++)
-            free(s.col_lists[i]);
-    free(s.col_lists);
-    free(s.tasks);
-    free(s.rows);
-    free(s.bytes);
-    free(s.snapshot_literal);
-    pthread_mutex_destroy(&s.mu);
-    pthread_cond_destroy(&s.cv);
+    shared_free(&s);
     return ok;
 }

@@ -214,9 +214,8 @@ static bool fks_out(PGconn *conn, const char *const *p, pgs_mtable *t, handover 
 }
 
 /* Triggers are re-created on the new table with the same definition and
- * enabled state; policies likewise, with row level security switched on
- * as on the source. Rules and other publications cannot follow. */
-static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+ * enabled state. */
+static bool triggers(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
 {
     PGresult *r =
         pg_query(conn, "reading triggers on the source",
@@ -246,10 +245,14 @@ static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtab
         }
     }
     PQclear(r);
-    if (!ok)
-        return false;
+    return ok;
+}
 
-    r = pg_query(conn, "reading policies on the source",
+/* Policies are re-created on the new table likewise. */
+static bool policies(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    PGresult *r =
+        pg_query(conn, "reading policies on the source",
                  "SELECT p.polname, format('CREATE POLICY %I ON %s AS %s FOR %s TO %s%s%s', "
                  "p.polname, $3::text,"
                  "         CASE WHEN p.polpermissive THEN 'PERMISSIVE' ELSE 'RESTRICTIVE' END,"
@@ -266,6 +269,7 @@ static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtab
                  3, p);
     if (r == NULL)
         return false;
+    bool ok = true;
     for (int i = 0; ok && i < PQntuples(r); i++) {
         const char *name = V(r, i, 0);
         if (V(r, i, 2)[0] == 't')
@@ -277,16 +281,21 @@ static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtab
                  addf(&h->after, "%s", V(r, i, 1));
     }
     PQclear(r);
-    if (!ok)
-        return false;
+    return ok;
+}
 
-    r = pg_query(conn, "reading row level security",
+/* Row level security is switched on (and forced) as on the source. */
+static bool row_level_security(PGconn *conn, const char *const *p, handover *h)
+{
+    PGresult *r =
+        pg_query(conn, "reading row level security",
                  "SELECT s.relrowsecurity, s.relforcerowsecurity,"
                  "       coalesce(t.relrowsecurity, false), coalesce(t.relforcerowsecurity, false)"
                  "  FROM pg_class s LEFT JOIN pg_class t ON t.oid = $2::oid WHERE s.oid = $1::oid",
                  2, p);
     if (r == NULL)
         return false;
+    bool ok = true;
     if (PQntuples(r) == 1) {
         if (V(r, 0, 0)[0] == 't' && V(r, 0, 2)[0] != 't')
             ok = addf(&h->notes, "row level security: enabled on the new table") &&
@@ -295,18 +304,22 @@ static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtab
             ok = addf(&h->after, "ALTER TABLE %s FORCE ROW LEVEL SECURITY", p[2]);
     }
     PQclear(r);
-    if (!ok)
-        return false;
+    return ok;
+}
 
-    r = pg_query(conn, "reading rules and publications on the source",
-                 "SELECT 'rule', rulename FROM pg_rewrite"
-                 " WHERE ev_class = $1::oid AND rulename <> '_RETURN'"
-                 " UNION ALL SELECT 'publication', p.pubname FROM pg_publication_rel pr"
-                 "  JOIN pg_publication p ON p.oid = pr.prpubid"
-                 " WHERE pr.prrelid = $1::oid AND p.pubname <> $2 ORDER BY 1, 2",
-                 2, (const char *[]){p[0], p[3]});
+/* Rules and other publications cannot follow to the new table. */
+static bool rules_publications(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    PGresult *r = pg_query(conn, "reading rules and publications on the source",
+                           "SELECT 'rule', rulename FROM pg_rewrite"
+                           " WHERE ev_class = $1::oid AND rulename <> '_RETURN'"
+                           " UNION ALL SELECT 'publication', p.pubname FROM pg_publication_rel pr"
+                           "  JOIN pg_publication p ON p.oid = pr.prpubid"
+                           " WHERE pr.prrelid = $1::oid AND p.pubname <> $2 ORDER BY 1, 2",
+                           2, (const char *[]){p[0], p[3]});
     if (r == NULL)
         return false;
+    bool ok = true;
     for (int i = 0; ok && i < PQntuples(r); i++) {
         const char *kind = V(r, i, 0), *name = V(r, i, 1);
         if (left_behind(t, name))
@@ -318,6 +331,81 @@ static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtab
                       kind, name, t->src.qname, name);
     }
     PQclear(r);
+    return ok;
+}
+
+/* Triggers and policies follow the table to the new one, with row level
+ * security switched on as on the source; rules and other publications
+ * cannot follow. */
+static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    return triggers(conn, p, t, h) && policies(conn, p, t, h) && row_level_security(conn, p, h) &&
+           rules_publications(conn, p, t, h);
+}
+
+/* One column with a sequence behind it on the source or the target (row i
+ * of the query in sequences). */
+static bool sequence_column(PGresult *r, int i, const char *const *p, pgs_mtable *t, handover *h)
+{
+    bool ok = true;
+    const char *col = V(r, i, 0), *qcol = V(r, i, 1);
+    char sid = V(r, i, 2)[0], tid = V(r, i, 6)[0];
+    bool has_s = !PQgetisnull(r, i, 3), has_t = !PQgetisnull(r, i, 7);
+    bool owned_by_source = V(r, i, 10)[0] == 't';
+    const char *s_oid = V(r, i, 3), *s_name = V(r, i, 4), *t_oid = V(r, i, 7), *t_name = V(r, i, 8);
+    if (!t->tgt.exists) {
+        if (has_s)
+            ok = addf(&h->notes,
+                      "sequence %s (column %s): the new table continues above "
+                      "its last value",
+                      s_name, col);
+        return ok;
+    }
+    if (has_s && has_t && strcmp(s_oid, t_oid) == 0) {
+        if (owned_by_source)
+            ok = addf(&h->notes,
+                      "sequence %s (column %s): shared with the target; OWNED BY moves to "
+                      "the new table so dropping the old one keeps it",
+                      s_name, col) &&
+                 addf(&h->after, "ALTER SEQUENCE %s OWNED BY %s.%s", s_name, p[2], qcol);
+        else
+            ok = addf(&h->notes, "sequence %s (column %s): shared, nothing to do", s_name, col);
+    } else if (has_s && has_t) {
+        ok = addf(&h->notes, "sequence %s (column %s): set above the source's %s under the lock",
+                  t_name, col, s_name) &&
+             addf(&h->after,
+                  "SELECT setval(%s::regclass, v) FROM (SELECT greatest("
+                  "pg_sequence_last_value(%s::regclass), pg_sequence_last_value(%s::regclass))"
+                  " AS v) x WHERE v IS NOT NULL",
+                  t_oid, s_oid, t_oid);
+    } else if (has_s && sid != '\0') {
+        ok = addf(&h->problems,
+                  "column %s is an identity column on the source but not on the target, so "
+                  "new rows would get no value after the cutover; fix: ALTER TABLE %s ALTER "
+                  "COLUMN %s ADD GENERATED BY DEFAULT AS IDENTITY",
+                  col, t->tgt.qname, qcol);
+    } else if (has_s) {
+        ok = addf(&h->notes,
+                  "sequence %s (column %s): the new table's column takes the "
+                  "source's default%s",
+                  s_name, col, owned_by_source ? " and owns the sequence" : "") &&
+             addf(&h->after, "ALTER TABLE %s ALTER COLUMN %s SET DEFAULT %s", p[2], qcol,
+                  V(r, i, 5));
+        if (ok && owned_by_source)
+            ok = addf(&h->after, "ALTER SEQUENCE %s OWNED BY %s.%s", s_name, p[2], qcol);
+    } else if (V(r, i, 9)[0] == 't') {
+        ok = addf(&h->notes, "sequence %s (column %s): set to the new table's highest value",
+                  t_name, col) &&
+             addf(&h->after,
+                  "SELECT setval(%s::regclass, greatest(m, pg_sequence_last_value(%s::regclass)"
+                  ")) FROM (SELECT max(%s)::bigint AS m FROM %s) x WHERE m IS NOT NULL",
+                  t_oid, t_oid, qcol, p[2]);
+    }
+    /* pgshift writes the source's values, so the target runs BY DEFAULT
+     * during the migration; the new table gets the source's kind back. */
+    if (ok && sid != '\0' && tid != '\0' && sid != tid)
+        ok = addf(&h->after, "ALTER TABLE %s ALTER COLUMN %s SET GENERATED %s", p[2], qcol,
+                  sid == 'a' ? "ALWAYS" : "BY DEFAULT");
     return ok;
 }
 
@@ -355,68 +443,8 @@ static bool sequences(PGconn *conn, const char *const *p, pgs_mtable *t, handove
     if (r == NULL)
         return false;
     bool ok = true;
-    for (int i = 0; ok && i < PQntuples(r); i++) {
-        const char *col = V(r, i, 0), *qcol = V(r, i, 1);
-        char sid = V(r, i, 2)[0], tid = V(r, i, 6)[0];
-        bool has_s = !PQgetisnull(r, i, 3), has_t = !PQgetisnull(r, i, 7);
-        bool owned_by_source = V(r, i, 10)[0] == 't';
-        const char *s_oid = V(r, i, 3), *s_name = V(r, i, 4), *t_oid = V(r, i, 7),
-                   *t_name = V(r, i, 8);
-        if (!t->tgt.exists) {
-            if (has_s)
-                ok = addf(&h->notes,
-                          "sequence %s (column %s): the new table continues above "
-                          "its last value",
-                          s_name, col);
-            continue;
-        }
-        if (has_s && has_t && strcmp(s_oid, t_oid) == 0) {
-            if (owned_by_source)
-                ok = addf(&h->notes,
-                          "sequence %s (column %s): shared with the target; OWNED BY moves to "
-                          "the new table so dropping the old one keeps it",
-                          s_name, col) &&
-                     addf(&h->after, "ALTER SEQUENCE %s OWNED BY %s.%s", s_name, p[2], qcol);
-            else
-                ok = addf(&h->notes, "sequence %s (column %s): shared, nothing to do", s_name, col);
-        } else if (has_s && has_t) {
-            ok =
-                addf(&h->notes, "sequence %s (column %s): set above the source's %s under the lock",
-                     t_name, col, s_name) &&
-                addf(&h->after,
-                     "SELECT setval(%s::regclass, v) FROM (SELECT greatest("
-                     "pg_sequence_last_value(%s::regclass), pg_sequence_last_value(%s::regclass))"
-                     " AS v) x WHERE v IS NOT NULL",
-                     t_oid, s_oid, t_oid);
-        } else if (has_s && sid != '\0') {
-            ok = addf(&h->problems,
-                      "column %s is an identity column on the source but not on the target, so "
-                      "new rows would get no value after the cutover; fix: ALTER TABLE %s ALTER "
-                      "COLUMN %s ADD GENERATED BY DEFAULT AS IDENTITY",
-                      col, t->tgt.qname, qcol);
-        } else if (has_s) {
-            ok = addf(&h->notes,
-                      "sequence %s (column %s): the new table's column takes the "
-                      "source's default%s",
-                      s_name, col, owned_by_source ? " and owns the sequence" : "") &&
-                 addf(&h->after, "ALTER TABLE %s ALTER COLUMN %s SET DEFAULT %s", p[2], qcol,
-                      V(r, i, 5));
-            if (ok && owned_by_source)
-                ok = addf(&h->after, "ALTER SEQUENCE %s OWNED BY %s.%s", s_name, p[2], qcol);
-        } else if (V(r, i, 9)[0] == 't') {
-            ok = addf(&h->notes, "sequence %s (column %s): set to the new table's highest value",
-                      t_name, col) &&
-                 addf(&h->after,
-                      "SELECT setval(%s::regclass, greatest(m, pg_sequence_last_value(%s::regclass)"
-                      ")) FROM (SELECT max(%s)::bigint AS m FROM %s) x WHERE m IS NOT NULL",
-                      t_oid, t_oid, qcol, p[2]);
-        }
-        /* pgshift writes the source's values, so the target runs BY DEFAULT
-         * during the migration; the new table gets the source's kind back. */
-        if (ok && sid != '\0' && tid != '\0' && sid != tid)
-            ok = addf(&h->after, "ALTER TABLE %s ALTER COLUMN %s SET GENERATED %s", p[2], qcol,
-                      sid == 'a' ? "ALWAYS" : "BY DEFAULT");
-    }
+    for (int i = 0; ok && i < PQntuples(r); i++)
+        ok = sequence_column(r, i, p, t, h);
     PQclear(r);
     return ok;
 }

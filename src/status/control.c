@@ -684,124 +684,179 @@ static int io_fail(int rc, const char *path, int timeout_ms, char *err, size_t e
     return -2;
 }
 
-int control_request(const char *path, const Pgshift__ControlRequest *req,
-                    Pgshift__ControlReply **reply, int timeout_ms, char *err, size_t errlen)
+/* One request on the client side: where it goes, how long it may take,
+ * where its error line goes. */
+typedef struct request_io {
+    const char *path;
+    int timeout_ms;
+    int64_t deadline;
+    char *err;
+    size_t errlen;
+} request_io;
+
+/* Checks that the socket's directory is private to this user: 0 when it
+ * is, -1 when no run listens there, -2 otherwise (err set). */
+static int check_socket_dir(const char *path, struct sockaddr_un *sa, char *err, size_t errlen)
 {
-    *reply = NULL;
-    struct sockaddr_un sa;
-    if (!fill_addr(&sa, path)) {
+    if (!fill_addr(sa, path)) {
         set_err(err, errlen, "control socket path too long (%zu bytes, at most %zu): %s",
-                strlen(path), sizeof sa.sun_path - 1, path);
+                strlen(path), sizeof sa->sun_path - 1, path);
         return -2;
     }
-    char dir[sizeof sa.sun_path];
+    char dir[sizeof sa->sun_path];
     parent_dir(path, dir);
     int drc = control_private_dir(dir, false, err, errlen);
     if (drc == -1)
         set_err(err, errlen, "no pgshift run is listening on %s", path);
-    if (drc != 0)
-        return drc;
-    int64_t deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : -1;
+    return drc;
+}
+
+/* Connects to the socket: 0 with *fdp set, -1 when no run listens there,
+ * -2 otherwise (err set). */
+static int connect_socket(const request_io *io, const struct sockaddr_un *sa, int *fdp)
+{
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
-        set_err(err, errlen, "control socket: socket: %s", strerror(errno));
+        set_err(io->err, io->errlen, "control socket: socket: %s", strerror(errno));
         return -2;
     }
     /* A Unix connect blocks while the listener's backlog is full; the send
      * timeout bounds that wait. */
-    if (timeout_ms > 0) {
-        struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = (timeout_ms % 1000) * 1000};
+    if (io->timeout_ms > 0) {
+        struct timeval tv = {.tv_sec = io->timeout_ms / 1000,
+                             .tv_usec = (io->timeout_ms % 1000) * 1000};
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     }
     int rc;
     do
-        rc = connect(fd, (const struct sockaddr *)&sa, sizeof sa);
+        rc = connect(fd, (const struct sockaddr *)sa, sizeof *sa);
     while (rc != 0 && errno == EINTR);
     if (rc != 0) {
         int e = errno;
         close(fd);
         if (e == ENOENT || e == ECONNREFUSED) {
-            set_err(err, errlen, "no pgshift run is listening on %s", path);
+            set_err(io->err, io->errlen, "no pgshift run is listening on %s", io->path);
             return -1;
         }
         if (e == EAGAIN)
-            set_err(err, errlen, "control socket %s: connect timed out after %d ms", path,
-                    timeout_ms);
+            set_err(io->err, io->errlen, "control socket %s: connect timed out after %d ms",
+                    io->path, io->timeout_ms);
         else
-            set_err(err, errlen, "control socket %s: connect: %s", path, strerror(e));
+            set_err(io->err, io->errlen, "control socket %s: connect: %s", io->path, strerror(e));
         return -2;
     }
-    /* Before anything is sent: the request may be a cutover or an abort. */
+    *fdp = fd;
+    return 0;
+}
+
+/* Before anything is sent: the request may be a cutover or an abort. Only
+ * this user or root may serve it; then the socket goes non-blocking. */
+static bool check_peer(const request_io *io, int fd)
+{
     uid_t uid;
     if (!peer_uid(fd, &uid)) {
-        set_err(err, errlen, "control socket %s: cannot tell which user serves it: %s", path,
-                strerror(errno));
-        close(fd);
-        return -2;
+        set_err(io->err, io->errlen, "control socket %s: cannot tell which user serves it: %s",
+                io->path, strerror(errno));
+        return false;
     }
     if (!control_peer_allowed(uid, geteuid())) {
-        set_err(err, errlen,
+        set_err(io->err, io->errlen,
                 "control socket %s is served by uid %u, neither this user (uid %u) nor root; "
                 "not talking to it",
-                path, (unsigned)uid, (unsigned)geteuid());
-        close(fd);
-        return -2;
+                io->path, (unsigned)uid, (unsigned)geteuid());
+        return false;
     }
     if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) != 0) {
-        set_err(err, errlen, "control socket: fcntl: %s", strerror(errno));
-        close(fd);
-        return -2;
+        set_err(io->err, io->errlen, "control socket: fcntl: %s", strerror(errno));
+        return false;
     }
+    return true;
+}
 
+/* Sends the request as one length-prefixed frame. */
+static bool send_request(const request_io *io, int fd, const Pgshift__ControlRequest *req)
+{
     size_t n = pgshift__control_request__get_packed_size(req);
     uint8_t *out = malloc(4 + n);
     if (out == NULL) {
-        set_err(err, errlen, "control socket: out of memory");
-        close(fd);
-        return -2;
+        set_err(io->err, io->errlen, "control socket: out of memory");
+        return false;
     }
     put_be32(out, (uint32_t)n);
     pgshift__control_request__pack(req, out + 4);
-    rc = send_all(fd, out, 4 + n, deadline);
+    int rc = send_all(fd, out, 4 + n, io->deadline);
     free(out);
     if (rc != 1) {
-        io_fail(rc, path, timeout_ms, err, errlen);
-        close(fd);
-        return -2;
+        io_fail(rc, io->path, io->timeout_ms, io->err, io->errlen);
+        return false;
     }
+    return true;
+}
 
+/* Reads the reply frame and closes fd: 0 with *reply set, else -2 (err
+ * set). */
+static int recv_reply(const request_io *io, int fd, Pgshift__ControlReply **reply)
+{
     uint8_t hdr[4];
-    rc = recv_all(fd, hdr, 4, deadline);
+    int rc = recv_all(fd, hdr, 4, io->deadline);
     if (rc != 1) {
-        io_fail(rc, path, timeout_ms, err, errlen);
+        io_fail(rc, io->path, io->timeout_ms, io->err, io->errlen);
         close(fd);
         return -2;
     }
     uint32_t len = get_be32(hdr);
     if (len > CONTROL_FRAME_MAX) {
-        set_err(err, errlen, "control socket %s: reply of %u bytes is over the limit", path, len);
+        set_err(io->err, io->errlen, "control socket %s: reply of %u bytes is over the limit",
+                io->path, len);
         close(fd);
         return -2;
     }
     uint8_t *in = malloc(len ? len : 1);
     if (in == NULL) {
-        set_err(err, errlen, "control socket: out of memory");
+        set_err(io->err, io->errlen, "control socket: out of memory");
         close(fd);
         return -2;
     }
-    rc = recv_all(fd, in, len, deadline);
+    rc = recv_all(fd, in, len, io->deadline);
     close(fd);
     if (rc != 1) {
         free(in);
-        return io_fail(rc, path, timeout_ms, err, errlen);
+        return io_fail(rc, io->path, io->timeout_ms, io->err, io->errlen);
     }
     *reply = pgshift__control_reply__unpack(NULL, len, in);
     free(in);
     if (*reply == NULL) {
-        set_err(err, errlen, "control socket %s: the reply is not a valid ControlReply", path);
+        set_err(io->err, io->errlen, "control socket %s: the reply is not a valid ControlReply",
+                io->path);
         return -2;
     }
     return 0;
+}
+
+int control_request(const char *path, const Pgshift__ControlRequest *req,
+                    Pgshift__ControlReply **reply, int timeout_ms, char *err, size_t errlen)
+{
+    *reply = NULL;
+    struct sockaddr_un sa;
+    int rc = check_socket_dir(path, &sa, err, errlen);
+    if (rc != 0)
+        return rc;
+    request_io io = {
+        .path = path,
+        .timeout_ms = timeout_ms,
+        .deadline = timeout_ms > 0 ? mono_ms() + timeout_ms : -1,
+        .err = err,
+        .errlen = errlen,
+    };
+    int fd;
+    rc = connect_socket(&io, &sa, &fd);
+    if (rc != 0)
+        return rc;
+    if (!check_peer(&io, fd) || !send_request(&io, fd, req)) {
+        close(fd);
+        return -2;
+    }
+    return recv_reply(&io, fd, reply);
 }
 
 char *control_socket_dir(const char *state_dir)
