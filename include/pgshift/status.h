@@ -1,8 +1,10 @@
-/* status.h: the migration's status snapshot (proto StatusSnapshot) rendered
- * for the outside: Prometheus text exposition format for /metrics, and
- * JSON for /status and `pgshift status --json`. Pure functions: the
- * snapshot is built by the stream loop (stream.c) or by `status` from the
- * state tables. */
+/* status.h: the migration's status snapshot (proto StatusSnapshot), one
+ * type whoever builds it: the run's loop (status_snapshot_build, from the
+ * engine: snapshot.c) or `pgshift status` when no run serves the plan
+ * (status_snapshot_from_state, from the state tables: snapshot.c). One
+ * module renders it (render.c): Prometheus text for /metrics, JSON for
+ * /status, the hooks, the stats row and `status --json`, and the terminal
+ * text of `pgshift status`. */
 #ifndef PGSHIFT_STATUS_H
 #define PGSHIFT_STATUS_H
 
@@ -11,6 +13,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 /* Phase numbers in metrics: the pgs_phase values (1 copying, 2 catching_up,
  * 3 ready, 4 cutting_over, 5 done, 6 paused, 7 failed). The proto enum is
@@ -21,11 +24,29 @@ const char *status_phase_name(Pgshift__Phase phase);
  * migration (and table where it is per table). malloc'd; NULL on OOM. */
 char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len);
 
+/* Where a snapshot shown by `pgshift status` comes from, and what only the
+ * state tables add to it. */
+typedef struct status_origin {
+    bool live;                  /* from the running run (its control socket) */
+    bool running;               /* from the state: a run streams (the slot is active) */
+    double state_age_s;         /* from the state: since the run last wrote the row */
+    const char *slot_name;      /* NULL: not known */
+    const char *plan_path;      /* for the hints after a cutover; NULL: none */
+    const char *cutover_at;     /* from the state: when the swap committed; NULL: none */
+    const char *cutover_record; /* from the state: the stored cutover record (JSON); NULL */
+} status_origin;
+
 /* The same snapshot as one JSON object: phase, lag_bytes, lag_seconds,
  * eta_seconds (null when not known yet, -1 never), rates, tables[], slot,
  * cutover, postponed, paused. malloc'd; NULL on OOM. `indent` > 0 pretty
  * prints. */
 char *status_json(const Pgshift__StatusSnapshot *st, int indent);
+/* status_json plus what `o` says: "running", the slot's "name", and the
+ * stored cutover record's keys (old_tables, swap_ms, post_done, at, ...)
+ * under "cutover". `o` NULL: status_json. */
+char *status_json_origin(const Pgshift__StatusSnapshot *st, const status_origin *o, int indent);
+/* The terminal text of `pgshift status`, live or from the state. */
+void status_text(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE *f);
 
 /* What only the running stream knows (lag sampling, rates, slot, cutover);
  * zeroed while copying. */
@@ -53,9 +74,45 @@ typedef struct status_snapshot {
     Pgshift__CutoverInfo co;
     Pgshift__Blocker bl;
     char src_lsn[18], applied[18], confirmed[18];
+    status_origin origin; /* live, or what the state tables add */
+    char *own[12];        /* strings of a snapshot from the state */
+    int nown;
 } status_snapshot;
 
 bool status_snapshot_build(const pgs_migration *m, const status_live *live, status_snapshot *x);
+
+/* One row of pgshift.tables. */
+typedef struct status_state_table {
+    const char *source, *target;
+    long long rows_copied, rows_estimated, bytes_copied, bytes_estimated, changes_applied;
+    bool copy_done;
+} status_state_table;
+
+/* What `pgshift status` reads when no run serves the plan: the state rows,
+ * the source's WAL position now and the slot's row. */
+typedef struct status_state {
+    const char *migration, *phase, *error;                /* phase by name; error "" none */
+    const char *applied_lsn, *source_lsn, *confirmed_lsn; /* %X/%X, "" not known */
+    long long lag_bytes; /* source WAL now minus the later of applied and confirmed */
+    double commit_age_s; /* now minus the last applied commit's time */
+    long long applied_xacts, applied_changes;
+    const char *stats; /* migrations.stats: the run's last snapshot (JSON); NULL */
+    bool slot_exists, slot_active;
+    long long slot_retained, slot_safe; /* safe -1: unlimited */
+    const char *wal_status;
+    double age_s;                            /* since the run last wrote the row */
+    const char *cutover_record, *cutover_at; /* NULL or "": none */
+    long long cutover_at_unix_ms;
+    const char *slot_name, *plan_path;
+    int ntables;
+    const status_state_table *tables;
+} status_state;
+
+/* The snapshot from the state: the lag from the source's position now; the
+ * rates, ETA, seconds of lag, postponed/paused and the cutover attempts from
+ * the stored stats only while a run streams (the slot is active), else
+ * rates 0 and ETA 0 caught up or -1. x->origin says where it came from. */
+bool status_snapshot_from_state(const status_state *s, status_snapshot *x);
 void status_snapshot_free(status_snapshot *x);
 
 /* ---- the board (board.c): HTTP on a thread of its own ----

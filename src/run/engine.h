@@ -17,6 +17,7 @@
 #include "pgshift/control.h"
 #include "pgshift/lag.h"
 #include "pgshift/migration.h"
+#include "pgshift/status.h"
 #include "pgshift/stream.h"
 
 #include <stdbool.h>
@@ -79,6 +80,8 @@ double engine_now_ms(void);
 void engine_stop(engine *e, int code);
 void engine_fire(engine *e, const char *event);
 void engine_publish(engine *e);
+/* The status snapshot of the run now (status.h); false on OOM. */
+bool engine_snapshot(engine *e, status_snapshot *x);
 void engine_finish_pause(engine *e);
 
 /* flow.c */

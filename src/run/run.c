@@ -16,7 +16,7 @@
 
 /* ---- the status snapshot (status.h) every view shows ---- */
 
-static bool snap_build(engine *e, status_snapshot *x)
+bool engine_snapshot(engine *e, status_snapshot *x)
 {
     codriver_info ci = codriver_get_info(e->drv);
     status_live live = {
@@ -46,7 +46,7 @@ static bool snap_build(engine *e, status_snapshot *x)
 void engine_publish(engine *e)
 {
     status_snapshot x;
-    if (board_active() && snap_build(e, &x)) {
+    if (board_active() && engine_snapshot(e, &x)) {
         board_publish(&x.st);
         status_snapshot_free(&x);
     }
@@ -55,7 +55,7 @@ void engine_publish(engine *e)
 static void reply_with_status(engine *e, control_call *call, bool ok, const char *msg)
 {
     status_snapshot x;
-    if (snap_build(e, &x)) {
+    if (engine_snapshot(e, &x)) {
         control_reply(call, ok, msg, &x.st);
         status_snapshot_free(&x);
     } else
@@ -66,7 +66,7 @@ void engine_fire(engine *e, const char *event)
 {
     status_snapshot x;
     char *js = NULL;
-    if (snap_build(e, &x)) {
+    if (engine_snapshot(e, &x)) {
         js = status_json(&x.st, 0);
         status_snapshot_free(&x);
     }

@@ -8,9 +8,9 @@
 #include "pgshift/hooks.h"
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
+#include "pgshift/status.h"
 #include "pgshift/store.h"
 
-#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,24 +55,18 @@ bool sample_phase_event(engine *e, pgs_event ev, const char *detail)
     return true;
 }
 
-/* The stats row: written through the applier, in order with its batches;
- * skipped while it cannot take more (a stuck target must not pile them up). */
-static void write_stats(engine *e, pgs_lsn cur, pgs_lsn applied)
+/* The stats row: the JSON of the live snapshot itself (status.h), which
+ * `pgshift status` reads back when no run serves the plan. Written through
+ * the applier, in order with its batches; skipped while it cannot take more
+ * (a stuck target must not pile them up). */
+static void write_stats(engine *e)
 {
-    const lag_model *l = &e->lag;
-    double eta = l->eta_seconds;
-    json_t *o = json_pack(
-        "{s:I,s:f,s:f,s:f,s:f,s:f,s:f,s:I,s:s,s:I,s:I,s:I}", "lag_bytes", (json_int_t)l->lag_bytes,
-        "lag_seconds", l->lag_seconds, "apply_changes_per_second", l->rate_changes,
-        "apply_xacts_per_second", l->rate_xacts, "apply_bytes_per_second", l->rate_bytes,
-        "wal_bytes_per_second", l->rate_wal, "eta_seconds", isnan(eta) ? 0.0 : eta,
-        "slot_retained_bytes", (json_int_t)e->slot_retained, "wal_status", e->wal_status,
-        "safe_wal_size", (json_int_t)e->slot_safe, "source_lsn", (json_int_t)cur, "confirmed_lsn",
-        (json_int_t)applied);
-    if (o && isnan(eta))
-        json_object_set_new(o, "eta_seconds", json_null());
-    char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
+    status_snapshot x;
+    char *js = NULL;
+    if (engine_snapshot(e, &x)) {
+        js = status_json(&x.st, 0);
+        status_snapshot_free(&x);
+    }
     if (js && apply_ready(e->apply)) {
         if (!apply_send_state(e->apply, store_sql_write_stats(), 2,
                               (const char *[]){e->m->plan->name, js}))
@@ -170,7 +164,7 @@ static void on_sample(void *arg, const PGresult *res)
     follow_lag(e);
     if (e->stopping)
         return;
-    write_stats(e, cur, applied);
+    write_stats(e);
     engine_publish(e);
     log_progress(e, t_ms, applied);
 }

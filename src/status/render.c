@@ -1,4 +1,6 @@
-/* metrics.c: a status snapshot as Prometheus text and as JSON (status.h). */
+/* render.c: the one status snapshot (status.h), live or from the state,
+ * rendered three ways: Prometheus text, JSON and the terminal text of
+ * `pgshift status`. */
 #include "pgshift/status.h"
 
 #include "pgshift/cutover.h"
@@ -176,7 +178,7 @@ char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len)
     return b.p ? b.p : strdup("");
 }
 
-char *status_json(const Pgshift__StatusSnapshot *st, int indent)
+static json_t *snapshot_object(const Pgshift__StatusSnapshot *st)
 {
     json_t *o = json_object();
     json_object_set_new(o, "migration", json_string(st->migration ? st->migration : ""));
@@ -236,97 +238,173 @@ char *status_json(const Pgshift__StatusSnapshot *st, int indent)
                                           c->last_blocker->xact_age_seconds));
         json_object_set_new(o, "cutover", co);
     }
+    return o;
+}
+
+/* What the origin adds: whether a run streams, the slot's name, and the
+ * stored cutover record (all its keys, "post" aside) with its time. */
+static void add_origin(json_t *o, const status_origin *org)
+{
+    json_object_set_new(o, "running", json_boolean(org->live || org->running));
+    json_t *slot = json_object_get(o, "slot");
+    if (slot && org->slot_name)
+        json_object_set_new(slot, "name", json_string(org->slot_name));
+    json_t *rec = org->cutover_record ? json_loads(org->cutover_record, 0, NULL) : NULL;
+    if (json_is_object(rec)) {
+        json_object_del(rec, "post");
+        json_object_set_new(rec, "at", json_string(org->cutover_at ? org->cutover_at : ""));
+        json_t *co = json_object_get(o, "cutover");
+        if (co)
+            json_object_update_missing(co, rec);
+        else
+            json_object_set(o, "cutover", rec);
+    }
+    json_decref(rec);
+}
+
+char *status_json_origin(const Pgshift__StatusSnapshot *st, const status_origin *org, int indent)
+{
+    json_t *o = snapshot_object(st);
+    if (o == NULL)
+        return NULL;
+    if (org)
+        add_origin(o, org);
     char *s =
         json_dumps(o, JSON_PRESERVE_ORDER | (indent > 0 ? JSON_INDENT(indent) : JSON_COMPACT));
     json_decref(o);
     return s;
 }
 
-bool status_snapshot_build(const pgs_migration *m, const status_live *live, status_snapshot *x)
+char *status_json(const Pgshift__StatusSnapshot *st, int indent)
 {
-    memset(x, 0, sizeof *x);
-    pgshift__status_snapshot__init(&x->st);
-    size_t n = m->ntables > 0 ? (size_t)m->ntables : 1;
-    x->tp = calloc(n, sizeof *x->tp);
-    x->tpp = calloc(n, sizeof *x->tpp);
-    x->names = calloc(n, sizeof *x->names);
-    if (x->tp == NULL || x->tpp == NULL || x->names == NULL) {
-        status_snapshot_free(x);
-        return false;
-    }
-    Pgshift__StatusSnapshot *st = &x->st;
-    st->migration = m->plan->name;
-    st->phase = (Pgshift__Phase)phase_to_proto(m->phase);
-    st->source_lsn = (char *)decode_lsn_format(live->source_lsn, x->src_lsn);
-    st->applied_lsn = (char *)decode_lsn_format(m->applied_lsn, x->applied);
-    st->confirmed_lsn = (char *)decode_lsn_format(live->confirmed_lsn, x->confirmed);
-    st->lag_bytes = live->lag_bytes > 0 ? (uint64_t)live->lag_bytes : 0;
-    st->lag_seconds = live->lag_seconds;
-    st->eta_seconds = live->eta_seconds;
-    st->apply_changes_per_second = live->rate_changes;
-    st->apply_xacts_per_second = live->rate_xacts;
-    st->apply_bytes_per_second = live->rate_bytes;
-    st->wal_bytes_per_second = live->rate_wal;
-    st->applied_changes_total = (uint64_t)m->applied_changes;
-    st->applied_xacts_total = (uint64_t)m->applied_xacts;
-    for (int i = 0; i < m->ntables; i++) {
-        const pgs_mtable *mt = &m->tables[i];
-        Pgshift__TableProgress *t = &x->tp[i];
-        pgshift__table_progress__init(t);
-        snprintf(x->names[i][0], sizeof x->names[i][0], "%s.%s", mt->src.nspname, mt->src.relname);
-        snprintf(x->names[i][1], sizeof x->names[i][1], "%s.%s", mt->tgt.nspname, mt->tgt.relname);
-        t->source = x->names[i][0];
-        t->target = x->names[i][1];
-        t->rows_copied = (uint64_t)(mt->rows_copied > 0 ? mt->rows_copied : 0);
-        t->rows_estimated = (uint64_t)(mt->src.rows_est > 0 ? mt->src.rows_est : 0);
-        t->bytes_copied = (uint64_t)(mt->bytes_copied > 0 ? mt->bytes_copied : 0);
-        t->bytes_estimated = (uint64_t)(mt->src.bytes > 0 ? mt->src.bytes : 0);
-        t->copy_done = mt->copy_done;
-        t->changes_applied = (uint64_t)(mt->changes_applied > 0 ? mt->changes_applied : 0);
-        double rate = live->copy_rows_per_second ? live->copy_rows_per_second[i] : 0;
-        t->copy_rows_per_second = mt->copy_done ? 0 : rate;
-        t->copy_eta_seconds = mt->copy_done ? 0
-                              : rate > 0
-                                  ? (t->rows_estimated > t->rows_copied
-                                         ? (double)(t->rows_estimated - t->rows_copied) / rate
-                                         : 0)
-                                  : -1;
-        x->tpp[i] = t;
-    }
-    st->n_tables = (size_t)m->ntables;
-    st->tables = x->tpp;
-    pgshift__slot_health__init(&x->slot);
-    x->slot.retained_bytes = (uint64_t)(live->slot_retained > 0 ? live->slot_retained : 0);
-    x->slot.wal_status = (char *)(live->wal_status ? live->wal_status : "");
-    x->slot.safe_bytes_left = live->slot_safe;
-    st->slot = &x->slot;
-    pgshift__cutover_info__init(&x->co);
-    x->co.attempts = (uint32_t)live->cutover_attempts;
-    x->co.lock_wait_ms = live->cutover_lock_wait_ms;
-    x->co.write_block_ms = live->cutover_write_block_ms;
-    if (live->blocker) {
-        pgshift__blocker__init(&x->bl);
-        x->bl.pid = live->blocker->pid;
-        x->bl.application = (char *)live->blocker->application;
-        x->bl.query = (char *)live->blocker->query;
-        x->bl.xact_age_seconds = live->blocker->xact_age_s;
-        x->co.last_blocker = &x->bl;
-    }
-    st->cutover = &x->co;
-    st->postponed = live->postponed;
-    st->paused = live->paused;
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    st->taken_at_unix_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-    return true;
+    return status_json_origin(st, NULL, indent);
 }
 
-void status_snapshot_free(status_snapshot *x)
+/* ---- the terminal text of `pgshift status` ---- */
+
+static const char *mb(double bytes, char *out, size_t len)
 {
-    free(x->tp);
-    free(x->tpp);
-    free(x->names);
-    x->tp = NULL;
-    x->tpp = NULL;
-    x->names = NULL;
+    snprintf(out, len, "%.1f MB", bytes / 1048576.0);
+    return out;
+}
+
+static const char *eta_text(double eta, char *out, size_t len)
+{
+    if (isnan(eta))
+        snprintf(out, len, "not known yet");
+    else if (eta < 0)
+        snprintf(out, len, "never (the source writes faster than we apply)");
+    else if (eta == 0)
+        snprintf(out, len, "caught up");
+    else
+        snprintf(out, len, "%.0f s", eta);
+    return out;
+}
+
+static const char *origin_text(const Pgshift__StatusSnapshot *st, const status_origin *o)
+{
+    if (o == NULL || o->live)
+        return "(live)";
+    if (o->running)
+        return "(from the state tables; a run streams, but did not answer on its control socket)";
+    if (st->phase == PGSHIFT__PHASE__PHASE_DONE)
+        return "(from the state tables)";
+    return "(from the state tables; no run is serving this plan)";
+}
+
+/* After the swap: the write-blocking window, the old tables, and whether
+ * the steps after the swap are done (the stored record). */
+static void text_cutover_done(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE *f)
+{
+    const Pgshift__CutoverInfo *c = st->cutover;
+    json_t *rec = o && o->cutover_record ? json_loads(o->cutover_record, 0, NULL) : NULL;
+    fprintf(f, "  cut over");
+    if (o && o->cutover_at)
+        fprintf(f, " at %s", o->cutover_at);
+    fprintf(f,
+            " after %u attempt(s): write-blocking window %.0f ms (lock wait %.0f ms, fence "
+            "reached in %.0f ms",
+            c->attempts, c->write_block_ms, c->lock_wait_ms, c->fence_latency_ms);
+    if (json_is_number(json_object_get(rec, "swap_ms")))
+        fprintf(f, ", swap %.0f ms", json_number_value(json_object_get(rec, "swap_ms")));
+    fprintf(f, ")\n");
+    const json_t *old = json_object_get(rec, "old_tables"), *v;
+    size_t i;
+    const char *plan = o && o->plan_path ? o->plan_path : "PLAN";
+    if (json_array_size(old) > 0) {
+        fprintf(f, "  old tables (kept until `pgshift cleanup --plan %s --confirm`):", plan);
+        json_array_foreach(old, i, v) fprintf(f, "%s %s", i ? "," : "", json_string_value(v));
+        fprintf(f, "\n");
+    }
+    if (rec && !json_is_true(json_object_get(rec, "post_done")))
+        fprintf(f,
+                "  note: the steps after the swap (validate foreign keys, ANALYZE) have not "
+                "finished; `pgshift run --plan %s` finishes them\n",
+                plan);
+    json_decref(rec);
+}
+
+static void text_slot(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE *f)
+{
+    const Pgshift__SlotHealth *s = st->slot;
+    char a[32], b[32];
+    const char *name = o && o->slot_name ? o->slot_name : "";
+    fprintf(f, "  slot%s%s: %s, retains %s of WAL", name[0] ? " " : "", name,
+            s->wal_status && s->wal_status[0] ? s->wal_status : "absent",
+            mb((double)s->retained_bytes, a, sizeof a));
+    if (s->safe_bytes_left >= 0 && s->wal_status && s->wal_status[0])
+        fprintf(f, " (%s left before max_slot_wal_keep_size)",
+                mb((double)s->safe_bytes_left, b, sizeof b));
+    fprintf(f, "\n");
+}
+
+void status_text(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE *f)
+{
+    bool applying = o == NULL || o->live || o->running;
+    bool done = st->phase == PGSHIFT__PHASE__PHASE_DONE;
+    char a[32], b[32], eta[64];
+    fprintf(f, "migration %s: %s%s%s %s\n", st->migration, status_phase_name(st->phase),
+            st->paused ? ", paused" : "", st->postponed ? ", automatic cutover postponed" : "",
+            origin_text(st, o));
+    if (st->error && st->error[0])
+        fprintf(f, "  error: %s\n", st->error);
+    if (done && st->cutover)
+        text_cutover_done(st, o, f);
+    else {
+        fprintf(f, "  lag: %s, %.1f s", mb((double)st->lag_bytes, a, sizeof a), st->lag_seconds);
+        if (applying)
+            fprintf(f, "; ETA %s", eta_text(st->eta_seconds, eta, sizeof eta));
+        fprintf(f, "\n");
+    }
+    if (applying)
+        fprintf(f, "  apply: %.0f changes/s, %.0f transactions/s; the source writes %s/s of WAL\n",
+                st->apply_changes_per_second, st->apply_xacts_per_second,
+                mb(st->wal_bytes_per_second, b, sizeof b));
+    fprintf(f, "  applied: %llu transactions, %llu changes (applied %s, ",
+            (unsigned long long)st->applied_xacts_total,
+            (unsigned long long)st->applied_changes_total,
+            st->applied_lsn && st->applied_lsn[0] ? st->applied_lsn : "nothing yet");
+    if (st->confirmed_lsn && st->confirmed_lsn[0])
+        fprintf(f, "confirmed %s, ", st->confirmed_lsn);
+    fprintf(f, "source at %s)\n", st->source_lsn ? st->source_lsn : "");
+    if (st->slot)
+        text_slot(st, o, f);
+    const Pgshift__CutoverInfo *c = st->cutover;
+    if (c && c->attempts > 0 && !done) {
+        fprintf(f, "  cutover: %u attempt(s)", c->attempts);
+        if (c->last_blocker)
+            fprintf(f, "; last blocked by pid %d (%s, in a transaction for %.1f s): %s",
+                    c->last_blocker->pid, c->last_blocker->application,
+                    c->last_blocker->xact_age_seconds, c->last_blocker->query);
+        fprintf(f, "\n");
+    }
+    for (size_t i = 0; i < st->n_tables; i++) {
+        const Pgshift__TableProgress *t = st->tables[i];
+        fprintf(f, "  %s -> %s: copy %s, %llu of ~%llu rows; %llu changes applied\n", t->source,
+                t->target, t->copy_done ? "done" : "in progress",
+                (unsigned long long)t->rows_copied, (unsigned long long)t->rows_estimated,
+                (unsigned long long)t->changes_applied);
+    }
+    if (o && !o->live && o->running && o->state_age_s > 30)
+        fprintf(f, "  note: the state was last refreshed %.0f s ago\n", o->state_age_s);
 }
