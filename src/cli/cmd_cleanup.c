@@ -7,6 +7,8 @@
 #include "pgshift/migration.h"
 #include "pgshift/pg.h"
 #include "pgshift/store.h"
+#include "pgshift/prepare.h"
+#include "pgshift/state.h"
 
 #include <stdio.h>
 #include <stdlib.h>

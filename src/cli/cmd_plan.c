@@ -3,6 +3,8 @@
 #include "pgshift/cli.h"
 #include "pgshift/cli_common.h"
 #include "pgshift/migration.h"
+#include "pgshift/preflight.h"
+#include "pgshift/state.h"
 
 #include <stdio.h>
 

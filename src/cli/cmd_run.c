@@ -10,6 +10,11 @@
 #include "pgshift/pg.h"
 #include "pgshift/repl.h"
 #include "pgshift/status.h"
+#include "pgshift/copy.h"
+#include "pgshift/preflight.h"
+#include "pgshift/prepare.h"
+#include "pgshift/run.h"
+#include "pgshift/state.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -237,7 +242,7 @@ int cmd_run(int argc, char **argv)
     m->just_copied = copied_now;
     if (copied_now)
         analyzer_start(&z, m);
-    rc = stream_run(m);
+    rc = run_engine(m);
     analyzer_finish(&z);
     if (rc == 0 && m->phase == PGS_PHASE_DONE)
         rc = after_cutover(m);

@@ -8,6 +8,7 @@
 #include "pgshift/migration.h"
 #include "pgshift/pg.h"
 #include "pgshift/status.h"
+#include "pgshift/state.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -9,6 +9,7 @@
 #include "pgshift/status.h"
 #include "pgshift/pg.h"
 #include "pgshift/store.h"
+#include "pgshift/copy.h"
 
 #include <pthread.h>
 #include <math.h>

@@ -4,6 +4,7 @@
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 #include "pgshift/store.h"
+#include "pgshift/state.h"
 
 #include <jansson.h>
 #include <signal.h>

@@ -11,6 +11,7 @@
 #include "pgshift/codriver.h"
 
 #include "pgshift/log.h"
+#include "pgshift/state.h"
 
 #include <jansson.h>
 #include <stdio.h>

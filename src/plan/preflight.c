@@ -6,6 +6,8 @@
 #include "pgshift/cutover.h"
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
+#include "pgshift/preflight.h"
+#include "pgshift/prepare.h"
 
 #include <stdarg.h>
 #include <stdio.h>

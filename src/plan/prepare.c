@@ -5,6 +5,7 @@
 
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
+#include "pgshift/prepare.h"
 
 #include <stdarg.h>
 #include <stdio.h>

@@ -9,6 +9,8 @@
 #include "pgshift/hooks.h"
 #include "pgshift/log.h"
 #include "pgshift/status.h"
+#include "pgshift/run.h"
+#include "pgshift/state.h"
 
 #include <signal.h>
 #include <stdlib.h>
@@ -440,7 +442,7 @@ static void engine_close(engine *e)
     apply_free(e->apply);
 }
 
-int stream_run(pgs_migration *m)
+int run_engine(pgs_migration *m)
 {
     engine *e = calloc(1, sizeof *e);
     if (e == NULL)

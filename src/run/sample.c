@@ -10,6 +10,7 @@
 #include "pgshift/pg.h"
 #include "pgshift/status.h"
 #include "pgshift/store.h"
+#include "pgshift/state.h"
 
 #include <math.h>
 #include <stdio.h>

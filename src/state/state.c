@@ -8,6 +8,7 @@
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 #include "pgshift/store.h"
+#include "pgshift/state.h"
 
 #include <stdio.h>
 #include <stdlib.h>

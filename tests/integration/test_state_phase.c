@@ -13,6 +13,7 @@
 
 #include "pgshift/migration.h"
 #include "pgshift/store.h"
+#include "pgshift/state.h"
 
 typedef struct fixture {
     pgs_plan plan;

@@ -1,6 +1,7 @@
 /* test_status.c: the status snapshot as Prometheus text, JSON and terminal
  * text, live or built from the state tables. */
 #include "pgshift/status.h"
+#include "pgshift/state.h"
 
 #include <jansson.h>
 #include <math.h>

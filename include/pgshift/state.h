@@ -1,0 +1,59 @@
+/* state.h: the migration's state in schema pgshift of the target database (src/state/state.c; every
+ * other statement on the schema is in store.h). */
+#ifndef PGSHIFT_STATE_H
+#define PGSHIFT_STATE_H
+
+#include "pgshift/migration.h"
+
+#include <stdbool.h>
+
+bool state_ensure_schema(pgs_migration *m);
+/* Reads the migration's state rows if any (m->has_state tells). */
+bool state_load(pgs_migration *m);
+/* Creates (or resets) the state rows for a fresh copy. */
+bool state_begin_copy(pgs_migration *m);
+/* The one way a phase changes: looks up (m->phase, ev) in the transition
+ * table (phase.h), writes the new phase when the row says so (`detail`
+ * becomes migrations.error when the new phase is `failed`), logs
+ * "phase X -> Y (event: detail)" and sets m->phase. A pair with no row is
+ * a bug: logged with the phase and event, nothing changes, false (the
+ * caller stops). False also when the write fails (m->phase unchanged). */
+bool state_transition(pgs_migration *m, pgs_event ev, const char *detail);
+/* For a transition whose write was part of the caller's own transaction,
+ * which has committed (the swap writes `done` with the renames): logs and
+ * sets m->phase only. */
+bool state_transition_committed(pgs_migration *m, pgs_event ev, const char *detail);
+/* For the event loop, which must not wait: m->phase moves (and is logged)
+ * at once, and when the table says the phase is persisted, *w holds the
+ * statement to send, in order with the applier's batches (apply_send_state);
+ * w->sql is NULL when there is nothing to write. False for a pair with no
+ * row (a bug, logged). The params point into m and static names, and into
+ * `detail`, which must outlive the send. */
+typedef struct state_write {
+    const char *sql;
+    int nparams;
+    const char *params[3];
+} state_write;
+bool state_transition_async(pgs_migration *m, pgs_event ev, const char *detail, state_write *w);
+/* Before such a transaction: the phase the transition leads to, or false
+ * (logged as a bug) when it is not allowed. */
+bool state_transition_check(pgs_migration *m, pgs_event ev, pgs_phase *to);
+/* Deprecated: the phase change from m->phase to `phase` through the table
+ * (the first event leading there); kept for stream.c until it calls
+ * state_transition. Re-writing the current phase is allowed. */
+bool state_set_phase(pgs_migration *m, pgs_phase phase, const char *error);
+/* migrations.stats (the stream's last sample, a JSON object). */
+bool state_write_stats(pgs_migration *m, const char *stats_json);
+/* migrations.cutover = cutover || json (after the swap: timings). */
+bool state_merge_cutover(pgs_migration *m, const char *json);
+/* migrations.cutover as JSON text, malloc'd; NULL on failure (logged). */
+char *state_read_cutover(pgs_migration *m);
+bool state_set_consistent_lsn(pgs_migration *m, pgs_lsn lsn);
+bool state_copy_done(pgs_migration *m);
+/* Holds a session advisory lock for this migration on m->tgt so that a
+ * second `run` of the same plan refuses to start. */
+bool state_lock(pgs_migration *m);
+/* Drops the whole state of this migration (abort). */
+bool state_delete(pgs_migration *m);
+
+#endif
