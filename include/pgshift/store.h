@@ -79,4 +79,15 @@ bool store_created_targets(PGconn *conn, const char *migration, pgs_strlist *out
 bool store_old_tables(PGconn *conn, const char *migration, pgs_strlist *schemas,
                       pgs_strlist *tables, pgs_strlist *exists);
 
+/* Reads for `pgshift status` (its columns are read by position in
+ * cmd_status.c: phase, error, applied LSN, the source's position, lag,
+ * seconds behind, counts, stats JSON, slot activity and health, age,
+ * cutover record, cutover time, confirmed LSN, safe size, cutover time in
+ * ms) and the table rows in plan order; and the summary `run` prints after
+ * the cutover (write-blocking ms, old tables, cutover time). The caller
+ * PQclear()s; NULL on failure (logged). */
+PGresult *store_read_status(PGconn *conn, const char *migration);
+PGresult *store_read_tables(PGconn *conn, const char *migration);
+PGresult *store_read_cutover_summary(PGconn *conn, const char *migration);
+
 #endif

@@ -15,6 +15,7 @@
 #include "pgshift/prepare.h"
 #include "pgshift/run.h"
 #include "pgshift/state.h"
+#include "pgshift/store.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -162,12 +163,7 @@ static int after_cutover(pgs_migration *m)
                   m->plan->name);
         return PGS_EXIT_FAILURE;
     }
-    PGresult *r = pg_query(m->tgt, "reading the cutover record",
-                           "SELECT round((cutover->>'write_block_ms')::numeric), "
-                           "  (SELECT string_agg(x, ', ') FROM jsonb_array_elements_text("
-                           "     cutover->'old_tables') x), cutover_at"
-                           " FROM pgshift.migrations WHERE name = $1",
-                           1, (const char *[]){m->plan->name});
+    PGresult *r = store_read_cutover_summary(m->tgt, m->plan->name);
     if (r && PQntuples(r) == 1) {
         log_info("migration %s cut over at %s%s%s%s; the old tables are %s (kept; `pgshift cleanup "
                  "--plan %s --confirm` drops them with slot %s, which retains WAL until then)",

@@ -9,6 +9,7 @@
 #include "pgshift/pg.h"
 #include "pgshift/status.h"
 #include "pgshift/state.h"
+#include "pgshift/store.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,25 +34,6 @@ static const char usage[] =
 
 int cmd_status(int argc, char **argv);
 
-static const char *const SQL_STATUS =
-    "SELECT m.phase, coalesce(m.error, ''), coalesce(m.applied_lsn::text, ''),"
-    "  pg_current_wal_lsn()::text,"
-    "  greatest(0, pg_current_wal_lsn() - greatest(m.applied_lsn, s.confirmed_flush_lsn)),"
-    "  coalesce(extract(epoch FROM now() - m.applied_commit_time), 0),"
-    "  m.applied_xacts, m.applied_changes, coalesce(m.stats::text, '{}'),"
-    "  s.active, pg_current_wal_lsn() - s.restart_lsn, s.wal_status,"
-    "  extract(epoch FROM now() - m.updated_at),"
-    "  coalesce((to_jsonb(m)->'cutover')::text, ''), coalesce(to_jsonb(m)->>'cutover_at', ''),"
-    "  coalesce(s.confirmed_flush_lsn::text, ''), s.safe_wal_size,"
-    "  coalesce((extract(epoch FROM (to_jsonb(m)->>'cutover_at')::timestamptz) * 1000)::bigint, 0)"
-    " FROM pgshift.migrations m LEFT JOIN pg_replication_slots s ON s.slot_name = m.slot_name"
-    " WHERE m.name = $1";
-
-static const char *const SQL_TABLES =
-    "SELECT source_table, target_table, rows_copied, rows_estimated,"
-    "  bytes_copied, bytes_estimated, copy_done, changes_applied"
-    " FROM pgshift.tables WHERE migration = $1 ORDER BY ord";
-
 /* One renderer for both paths (status.h). */
 static void show(const Pgshift__StatusSnapshot *st, const status_origin *o, bool as_json)
 {
@@ -64,7 +46,7 @@ static void show(const Pgshift__StatusSnapshot *st, const status_origin *o, bool
         status_text(st, o, stdout);
 }
 
-/* The state row (SQL_STATUS) and the table rows as a status_state. */
+/* The state row (store_read_status) and the table rows as a status_state. */
 static void read_state(const pgs_migration *m, const PGresult *res, const PGresult *tres,
                        status_state_table *tt, status_state *s)
 {
@@ -125,9 +107,8 @@ static int show_state(pgs_migration *m, bool as_json)
         return PGS_EXIT_USAGE;
     }
     /* The source and the state live in the same database for now. */
-    const char *name[] = {m->plan->name};
-    res = pg_query(m->tgt, "reading the status", SQL_STATUS, 1, name);
-    tres = pg_query(m->tgt, "reading the table status", SQL_TABLES, 1, name);
+    res = store_read_status(m->tgt, m->plan->name);
+    tres = store_read_tables(m->tgt, m->plan->name);
     if (res == NULL || tres == NULL || PQntuples(res) != 1)
         goto done;
     tt = calloc((size_t)PQntuples(tres) + 1, sizeof *tt);

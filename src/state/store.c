@@ -248,3 +248,45 @@ bool store_old_tables(PGconn *conn, const char *migration, pgs_strlist *schemas,
     PQclear(r);
     return ok;
 }
+
+/* ---- reads for `pgshift status` and the end of `run` ---- */
+
+static const char *const SQL_READ_STATUS =
+    "SELECT m.phase, coalesce(m.error, ''), coalesce(m.applied_lsn::text, ''),"
+    "  pg_current_wal_lsn()::text,"
+    "  greatest(0, pg_current_wal_lsn() - greatest(m.applied_lsn, s.confirmed_flush_lsn)),"
+    "  coalesce(extract(epoch FROM now() - m.applied_commit_time), 0),"
+    "  m.applied_xacts, m.applied_changes, coalesce(m.stats::text, '{}'),"
+    "  s.active, pg_current_wal_lsn() - s.restart_lsn, s.wal_status,"
+    "  extract(epoch FROM now() - m.updated_at),"
+    "  coalesce((to_jsonb(m)->'cutover')::text, ''), coalesce(to_jsonb(m)->>'cutover_at', ''),"
+    "  coalesce(s.confirmed_flush_lsn::text, ''), s.safe_wal_size,"
+    "  coalesce((extract(epoch FROM (to_jsonb(m)->>'cutover_at')::timestamptz) * 1000)::bigint, 0)"
+    " FROM pgshift.migrations m LEFT JOIN pg_replication_slots s ON s.slot_name = m.slot_name"
+    " WHERE m.name = $1";
+
+static const char *const SQL_READ_TABLES =
+    "SELECT source_table, target_table, rows_copied, rows_estimated,"
+    "  bytes_copied, bytes_estimated, copy_done, changes_applied"
+    " FROM pgshift.tables WHERE migration = $1 ORDER BY ord";
+
+PGresult *store_read_status(PGconn *conn, const char *migration)
+{
+    return pg_query(conn, "reading the status", SQL_READ_STATUS, 1, (const char *[]){migration});
+}
+
+PGresult *store_read_tables(PGconn *conn, const char *migration)
+{
+    return pg_query(conn, "reading the table status", SQL_READ_TABLES, 1,
+                    (const char *[]){migration});
+}
+
+PGresult *store_read_cutover_summary(PGconn *conn, const char *migration)
+{
+    return pg_query(conn, "reading the cutover record",
+                    "SELECT round((cutover->>'write_block_ms')::numeric), "
+                    "  (SELECT string_agg(x, ', ') FROM jsonb_array_elements_text("
+                    "     cutover->'old_tables') x), cutover_at"
+                    " FROM pgshift.migrations WHERE name = $1",
+                    1, (const char *[]){migration});
+}
