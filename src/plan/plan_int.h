@@ -2,7 +2,7 @@
  *
  *   plan.c         load, parse, defaults, free (the public entry points)
  *   plan_msg.c     error lines and key paths
- *   plan_yaml.c    libyaml events into a tree of ynodes
+ *   plan_yaml.c    libyaml's loaded document into a tree of ynodes
  *   plan_num.c     whole numbers, sizes and durations
  *   plan_sqlname.c table, column and object names as SQL reads them
  *   plan_keys.c    the key tables and the walk of a mapping through them
@@ -50,8 +50,8 @@ void plan_keypath_index(char out[KEYPATH_LEN], const char *parent, size_t i);
 void plan_keypath_join(char out[KEYPATH_LEN], const char *parent, const char *key);
 
 /* ---------------------------------------------------------------------------
- * The YAML tree (plan_yaml.c). Anchors, aliases and tags are refused, so
- * every node has exactly one parent and the tree is a tree.
+ * The YAML tree (plan_yaml.c). Aliases (a node reached twice) and tags are
+ * refused, so every node has exactly one parent and the tree is a tree.
  * ------------------------------------------------------------------------- */
 
 typedef enum ynode_kind {
@@ -67,11 +67,12 @@ typedef struct ynode {
     char *text;          /* scalars: the value, NUL-terminated */
     size_t len;          /* scalars: length, which may include NUL bytes */
     struct ynode **kids; /* sequences: items; mappings: key, value, key, value, ... */
-    size_t nkids, cap;
+    size_t nkids;
 } ynode;
 
-/* Parses c->yaml into a tree of one document. NULL (with the error
- * written) on syntax errors, a second document, anchors, aliases, tags. */
+/* Loads c->yaml with libyaml's document API into a tree of one document.
+ * NULL (with the error written) on syntax errors, a second document,
+ * aliases, tags. */
 ynode *ynode_read(plan_ctx *c);
 void ynode_free(ynode *n);
 

@@ -256,17 +256,20 @@ static const struct bad_plan {
      "plan.yaml:6: YAML document: the file holds a second document (after \"---\"); keep one "
      "plan per file"},
     {HEAD "tables:\n  - &t {source: a, target: b}\n  - *t\n",
-     "plan.yaml:4: YAML anchor: anchors (&name) and aliases (*name) are not supported; write the "
+     "plan.yaml:4: YAML alias: anchors (&name) and aliases (*name) are not supported; write the "
      "value out in full"},
-    {HEAD "state_dir: !!str /tmp\n" ONE_TABLE,
+    {HEAD "state_dir: !dir /tmp\n" ONE_TABLE,
      "plan.yaml:3: YAML tag: tags (!name) are not supported; remove the tag"},
     {HEAD ONE_TABLE "state_dir: *dir\n",
      "plan.yaml:6: YAML alias: anchors (&name) and aliases (*name) are not supported; write the "
      "value out in full"},
-    {HEAD ONE_TABLE "state_dir: &dir /tmp\n",
-     "plan.yaml:6: YAML anchor: anchors (&name) and aliases (*name) are not supported; write the "
+    {HEAD ONE_TABLE "state_dir: &dir /tmp\nhooks:\n  ready: *dir\n",
+     "plan.yaml:8: YAML alias: anchors (&name) and aliases (*name) are not supported; write the "
      "value out in full"},
-    {HEAD "tables: !!seq\n  - source: a\n    target: b\n",
+    {HEAD ONE_TABLE "hooks: &h {ready: *h}\n",
+     "plan.yaml:6: YAML alias: anchors (&name) and aliases (*name) are not supported; write the "
+     "value out in full"},
+    {HEAD "tables: !!omap\n  - source: a\n    target: b\n",
      "plan.yaml:3: YAML tag: tags (!name) are not supported; remove the tag"},
     {HEAD ONE_TABLE "[a]: b\n",
      "plan.yaml:6: plan: found a list where a key should be; write \"key: value\""},
@@ -475,6 +478,18 @@ static void bad_source_hides_password(void **state)
 }
 
 /* Nesting beyond any plan is refused before it costs anything. */
+/* libyaml's document API drops anchor names and gives untagged nodes their
+ * kind's default tag: a lone anchor and an explicit !!str are harmless. */
+static void anchor_and_default_tag(void **state)
+{
+    char err[512];
+    pgs_plan *p = parse(HEAD ONE_TABLE "state_dir: &dir !!str /srv\n", err, sizeof err);
+    if (!p)
+        fail_msg("%s", err);
+    assert_string_equal(p->state_dir, "/srv");
+    pgs_plan_free(p);
+}
+
 static void deep_nesting(void **state)
 {
     char yaml[256], err[512];
@@ -482,6 +497,8 @@ static void deep_nesting(void **state)
     n += (size_t)snprintf(yaml, sizeof yaml, "name: ");
     for (int i = 0; i < 40; i++)
         yaml[n++] = '[';
+    for (int i = 0; i < 40; i++)
+        yaml[n++] = ']';
     yaml[n] = '\0';
     assert_null(parse(yaml, err, sizeof err));
     assert_string_equal(err, "plan.yaml:1: YAML nesting: lists and mappings are nested more than "
@@ -756,6 +773,7 @@ int main(void)
         cmocka_unit_test(load_missing),
         cmocka_unit_test(bad),
         cmocka_unit_test(bad_source_hides_password),
+        cmocka_unit_test(anchor_and_default_tag),
         cmocka_unit_test(deep_nesting),
         cmocka_unit_test(truncated_plans),
         cmocka_unit_test(sizes),
