@@ -147,7 +147,11 @@ static void on_sample(void *arg, const PGresult *res)
         .xacts = (int64_t)st->xacts,
         .last_commit_us = st->last_commit_time ? decode_ts_to_unix_us(st->last_commit_time) : 0,
         .now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000,
-        .idle = apply_idle(e->apply) && e->idle_confirm >= stream_received(e->rs),
+        /* Idle: the stream is open, everything it sent is applied, and a
+         * keepalive said nothing more is there. Paused or reconnecting,
+         * nothing is received, so the source's writes are lag. */
+        .idle = stream_is_open(e->rs) && !e->paused && !e->pausing && apply_idle(e->apply) &&
+                e->idle_confirm >= stream_received(e->rs),
         .max_lag_bytes = e->m->plan->cutover.max_lag_bytes,
         .slot_retained = e->slot_retained,
         .safe_wal_size = e->slot_safe_null ? LAG_SAFE_UNKNOWN : e->slot_safe,
