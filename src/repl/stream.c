@@ -8,7 +8,6 @@
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/ioctl.h>
-#include <time.h>
 
 struct repl_stream {
     uv_loop_t *loop;
@@ -231,12 +230,10 @@ void stream_send_status(repl_stream *rs, pgs_lsn flush, bool reply)
     repl_send_status(rs->conn, write, flush, reply);
 }
 
-/* Milliseconds left until `deadline` (CLOCK_MONOTONIC ms). */
+/* Milliseconds left until `deadline` (uv_hrtime() in ms). */
 static int left_ms(double deadline)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double now = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+    double now = (double)uv_hrtime() / 1e6;
     return deadline > now ? (int)(deadline - now) + 1 : 0;
 }
 
@@ -255,9 +252,7 @@ void stream_finish(repl_stream *rs, pgs_lsn flush, int timeout_ms)
     PGconn *c = rs->conn;
     if (c == NULL)
         return;
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double deadline = (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6 + timeout_ms;
+    double deadline = (double)uv_hrtime() / 1e6 + timeout_ms;
     /* Closing a socket with unread data resets the connection, and the
      * walsender may then lose the status update still in its receive
      * buffer: end the COPY instead, and read until the server has ended it

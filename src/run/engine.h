@@ -47,7 +47,7 @@ typedef struct engine {
     repl_stream *rs;
     apply_ctx *apply;
     uv_poll_t apply_poll; /* the apply connection: results, room to write */
-    bool apply_polling;
+    int apply_events;     /* what apply_poll watches now (UV_READABLE...); 0 before it starts */
     bool hold;            /* the cutover driver holds the stream */
     pgs_lsn idle_confirm; /* keepalive position seen with nothing pending */
     double last_feedback_ms;

@@ -91,10 +91,14 @@ static void on_apply_ready(uv_poll_t *h, int status, int events);
  * libpq holds output the kernel has not taken. */
 void flow_update_poll(engine *e)
 {
-    if (!e->apply_polling || e->finished)
+    if (e->apply_events == 0 || e->finished)
         return;
+    /* Called after every message: change the watch only when it changes. */
     int ev = UV_READABLE | (apply_want_write(e->apply) ? UV_WRITABLE : 0);
-    uv_poll_start(&e->apply_poll, ev, on_apply_ready);
+    if (ev != e->apply_events) {
+        e->apply_events = ev;
+        uv_poll_start(&e->apply_poll, ev, on_apply_ready);
+    }
 }
 
 /* The applier made progress (results, room to write): whatever waited for
@@ -296,8 +300,8 @@ bool flow_init(engine *e)
         return false;
     }
     e->apply_poll.data = e;
-    e->apply_polling = true;
-    flow_update_poll(e);
+    e->apply_events = UV_READABLE;
+    uv_poll_start(&e->apply_poll, UV_READABLE, on_apply_ready);
     uv_timer_init(&e->loop, &e->feedback_timer);
     uv_timer_init(&e->loop, &e->batch_timer);
     uv_timer_init(&e->loop, &e->reconnect_timer);

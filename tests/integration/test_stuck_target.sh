@@ -2,7 +2,7 @@
 # A target that stops answering (a lock held on it) while the source keeps
 # writing: pgshift must not pull the whole backlog into its own memory.
 # While the applier waits on the target it buffers the stream only up to a
-# bound (stream.c: SIDE_BUFFER_MAX); past that the walsender waits, and the
+# bound (stream.h: STREAM_READ_AHEAD); past that the walsender waits, and the
 # slot keeps the WAL, as it should. After the lock goes, everything is
 # applied exactly once.
 source "$(dirname "$0")/lib/common.sh"
@@ -51,7 +51,7 @@ growth=$(((peak - base) / 1024))
 echo "# backlog $((backlog / 1048576)) MB behind the locked target; pgshift peak RSS grew ${growth} MB"
 [ "$backlog" -gt $((150 << 20)) ] || fail "backlog only $backlog bytes: the test did not build one"
 # Bounded whatever the backlog: a folded batch and its encoded statement,
-# libpq's send buffer, and the stream buffered up to SIDE_BUFFER_MAX (13 MB
+# libpq's send buffer, and the stream buffered up to STREAM_READ_AHEAD (13 MB
 # here). Without the bound the applier, waiting for a batch stuck behind the
 # lock, read the whole backlog into libpq's buffer: +272 MB.
 [ "$growth" -lt 64 ] || fail "pgshift's memory grew ${growth} MB while the target was locked (backlog $((backlog / 1048576)) MB)"
