@@ -15,7 +15,7 @@ mkdir -p "$CUTOVER_RAW"
 now() { date +%s.%N; }
 out() { echo "$*" | tee -a "$CUTOVER_OUT"; }
 q() { psql -XAtq -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
-PGBENCH=$PGSHIFT_TEST_PGBIN/pgbench
+PGBENCH=$PGSHIFT_TEST_CLIENTBIN/pgbench
 
 # Other PostgreSQL servers, tests or pgbench runs on the machine distort timings.
 others() {

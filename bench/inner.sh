@@ -114,7 +114,7 @@ DELETE FROM obs WHERE id = md5(:k::text)::uuid AND created_at = timestamptz '202
 COMMIT;
 PGB
 t0=$(now)
-"$PGSHIFT_TEST_PGBIN/pgbench" -n -d bench -f "$W/burst.sql" -c 8 -j 2 -t "$BURST_PER_CLIENT" >"$W/burst.log" 2>&1
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -d bench -f "$W/burst.sql" -c 8 -j 2 -t "$BURST_PER_CLIENT" >"$W/burst.log" 2>&1
 burst_s=$(el "$t0" "$(now)")
 L=$(q "SELECT pg_current_wal_insert_lsn()")
 ntx=$(grep -oE "actually processed: [0-9]+" "$W/burst.log" | grep -oE "[0-9]+$")
@@ -123,7 +123,7 @@ out "burst          $ntx transactions in ${burst_s} s ($(grep -oE 'tps = [0-9.]+
 # The floor: the walsender decoding the burst to a client that only discards it.
 raw_decode() { # SLOT ENDLSN: seconds to decode up to ENDLSN into pg_recvlogical
   local t0; t0=$(now)
-  "$PGSHIFT_TEST_PGBIN/pg_recvlogical" -d bench -S "$1" --start -E "$2" -f /dev/null \
+  "$PGSHIFT_TEST_CLIENTBIN/pg_recvlogical" -d bench -S "$1" --start -E "$2" -f /dev/null \
     -o proto_version=1 -o publication_names=natpub -o binary=true -F 0
   el "$t0" "$(now)"
   q "SELECT pg_drop_replication_slot('$1')" >/dev/null

@@ -57,7 +57,7 @@ say "pgshift plan (dry run: checks everything, changes nothing)"
 
 say "write load: pgbench, 4 clients, ~500 transactions/s for $LOAD_S s (insert / update / delete, both tables)"
 t_load=$(now)
-"$PGSHIFT_TEST_PGBIN/pgbench" -n -f "$W/load.sql" -D rows="$ROWS" -c 4 -j 2 -T "$LOAD_S" -R 500 \
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$W/load.sql" -D rows="$ROWS" -c 4 -j 2 -T "$LOAD_S" -R 500 \
   >"$W/load.log" 2>&1 &
 load=$!
 

@@ -22,8 +22,11 @@ bool repl_create_slot(pgs_migration *m, PGconn **conn, char **snapshot, pgs_lsn 
     char *slot = pg_ident(*conn, m->slot);
     char *sql = NULL;
     bool ok = false;
+    /* 15 added the option list; 14 only knows the keyword form. */
+    const char *opts =
+        PQserverVersion(*conn) >= 150000 ? "(SNAPSHOT 'export')" : "EXPORT_SNAPSHOT";
     if (slot == NULL ||
-        asprintf(&sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput (SNAPSHOT 'export')", slot) < 0)
+        asprintf(&sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", slot, opts) < 0)
         goto done;
     PGresult *res = PQexec(*conn, sql);
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {

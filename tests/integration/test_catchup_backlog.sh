@@ -31,7 +31,7 @@ PGB
 start_run "$WORK/plan.yaml" "$WORK/run1.log"
 wait_streaming "$WORK/run1.log"
 stop_run
-"$PGSHIFT_TEST_PGBIN/pgbench" -n -f "$WORK/burst.sql" -c 4 -j 2 -t 3000 >"$WORK/pgbench.log" 2>&1 || fail "pgbench"
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$WORK/burst.sql" -c 4 -j 2 -t 3000 >"$WORK/pgbench.log" 2>&1 || fail "pgbench"
 start_run "$WORK/plan.yaml" "$WORK/run2.log"
 wait_streaming "$WORK/run2.log"
 t0=$(date +%s.%N)

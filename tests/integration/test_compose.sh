@@ -183,7 +183,7 @@ grep -q "^source: \"dbname=$PGDATABASE\"" "$WORK/plan.yaml" && grep -q "postpone
 "$PGSHIFT" plan --plan "$WORK/plan.yaml" >"$WORK/plan.log" 2>&1 || fail "pgshift plan exited $? on docker/plan.yaml"
 pass "pgshift plan accepts docker/plan.yaml (source swapped for this cluster)"
 
-"$PGSHIFT_TEST_PGBIN/pgbench" -n -f "$D/load.sql" -D rows=$ROWS -c 2 -j 2 -R 200 -T $LOAD_S \
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$D/load.sql" -D rows=$ROWS -c 2 -j 2 -R 200 -T $LOAD_S \
   >"$WORK/load.log" 2>&1 &
 LOAD_PID=$!
 

@@ -72,7 +72,7 @@ pass "plan lists what the cutover does with each dependent object"
 
 # pgbench without retries (any error is a failed transaction), with prepared
 # statements: after the rename they must run against the new table.
-"$PGSHIFT_TEST_PGBIN/pgbench" -n -M prepared -f "$WORK/mirror.sql" -c 4 -j 2 -T 40 -R 300 \
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -M prepared -f "$WORK/mirror.sql" -c 4 -j 2 -T 40 -R 300 \
   >"$WORK/pgbench.log" 2>&1 &
 LOAD_PID=$!
 RUN_PIDS+=("$LOAD_PID")

@@ -46,7 +46,7 @@ tables:
     target: public.${t}_part
     partition: {by: range (created_at), interval: 1 month, default: true}
 Y
-  "$PGSHIFT_TEST_PGBIN/pgbench" -n -f "$WORK/$t.sql" -c 3 -j 1 -T 14 -R 150 >"$WORK/$t.pgbench" 2>&1 &
+  "$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$WORK/$t.sql" -c 3 -j 1 -T 14 -R 150 >"$WORK/$t.pgbench" 2>&1 &
   LOAD_PID=$!
   RUN_PIDS+=("$LOAD_PID")
   # The migration starts under load: its 3 clients are connected.

@@ -23,7 +23,7 @@ Y
 echo "INSERT INTO lm (pad) VALUES (repeat(md5(random()::text), 16));" >"$WORK/load.sql"
 start_run "$WORK/plan.yaml" "$WORK/run.log"
 wait_streaming "$WORK/run.log"
-"$PGSHIFT_TEST_PGBIN/pgbench" -n -f "$WORK/load.sql" -c 2 -j 1 -R 200 -T 40 >"$WORK/pgbench.log" 2>&1 &
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$WORK/load.sql" -c 2 -j 1 -R 200 -T 40 >"$WORK/pgbench.log" 2>&1 &
 LOAD_PID=$!; RUN_PIDS+=("$LOAD_PID")
 # The duration is the point: pgshift keeps up with the paced load for 7 s,
 # enough samples (2 s) for the smoothed apply rate to settle near 200 xacts/s.

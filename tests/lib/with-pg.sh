@@ -1,5 +1,10 @@
 #!/usr/bin/env bash
-# with-pg.sh CMD [ARGS...]: run CMD against a throwaway PostgreSQL 15 cluster.
+# with-pg.sh CMD [ARGS...]: run CMD against a throwaway PostgreSQL cluster.
+#
+# The server: PGSHIFT_PG=14|15|16|17|18 (default 15: Debian's postgresql-15;
+# the others from the cache scripts/install-pg.sh fills, PGSHIFT_PG_CACHE or
+# .cache/pg), or any bin directory in PGSHIFT_PGBIN. Client tools (psql,
+# pgbench, pg_recvlogical) are Debian's 15, in PGSHIFT_TEST_CLIENTBIN.
 #
 # initdb in a fresh temp dir, wal_level=logical, a free port on 127.0.0.1 and
 # the Unix socket inside the temp dir; as root the server runs as `postgres`.
@@ -10,13 +15,23 @@
 # PGSHIFT_TEST_DURABLE=1 keeps fsync and synchronous_commit on.
 set -u
 
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+clientbin=/usr/lib/postgresql/15/bin
+[ -x "$clientbin/pgbench" ] || clientbin=$(pg_config --bindir 2>/dev/null)
 pgbin=${PGSHIFT_PGBIN:-}
+want=${PGSHIFT_PG:-15}
 if [ -z "$pgbin" ]; then
-  for d in /usr/lib/postgresql/15/bin "$(pg_config --bindir 2>/dev/null)"; do
-    [ -x "$d/initdb" ] && pgbin=$d && break
-  done
+  case "$want" in
+  15) pgbin=/usr/lib/postgresql/15/bin ;;
+  14 | 16 | 17 | 18) pgbin=${PGSHIFT_PG_CACHE:-$here/../../.cache/pg}/$want/bin ;;
+  *) echo "with-pg: PGSHIFT_PG=$want: supported are 14, 15, 16, 17, 18" >&2; exit 1 ;;
+  esac
 fi
-[ -x "$pgbin/initdb" ] || { echo "with-pg: no PostgreSQL 15 initdb found (set PGSHIFT_PGBIN)" >&2; exit 1; }
+[ -x "$pgbin/initdb" ] || {
+  echo "with-pg: no PostgreSQL $want initdb in $pgbin (bash scripts/install-pg.sh $want, or set PGSHIFT_PGBIN)" >&2
+  exit 1
+}
+pgbin=$(cd "$pgbin" && pwd -P)
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/pgshift-test.XXXXXX") || exit 1
 chmod 755 "$dir"
@@ -99,6 +114,9 @@ fi
 
 export PGHOST="$dir" PGPORT="$port" PGUSER=postgres PGDATABASE=postgres
 export PGSHIFT_TEST_DIR="$dir" PGSHIFT_TEST_PGDATA="$dir/data" PGSHIFT_TEST_PGBIN="$pgbin"
+export PGSHIFT_TEST_CLIENTBIN="$clientbin"
+PGSHIFT_TEST_PG=$(psql -XAtq -c "SHOW server_version_num" 2>/dev/null) || PGSHIFT_TEST_PG=0
+export PGSHIFT_TEST_PG=$((PGSHIFT_TEST_PG / 10000))
 unset PGPASSWORD PGSERVICE PGOPTIONS
 
 "$@" <&0 &

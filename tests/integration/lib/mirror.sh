@@ -53,7 +53,7 @@ PGB
 
 # mirror_load SECONDS RATE LOG: pgbench in the background; sets LOAD_PID.
 mirror_load() {
-  "$PGSHIFT_TEST_PGBIN/pgbench" -n -f "$WORK/mirror.sql" -c 4 -j 2 -T "$1" -R "$2" \
+  "$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$WORK/mirror.sql" -c 4 -j 2 -T "$1" -R "$2" \
     --max-tries=20 >"$3" 2>&1 &
   LOAD_PID=$!
   RUN_PIDS+=("$LOAD_PID")
