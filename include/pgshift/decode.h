@@ -209,6 +209,9 @@ typedef struct decode_msg {
         } stream_commit;
         struct {
             uint32_t subxid; /* == xid when the whole transaction aborts */
+            bool has_abort_info; /* proto_version 4 with streaming = parallel */
+            pgs_lsn abort_lsn;
+            pgs_timestamp abort_time;
         } stream_abort;
         /* BEGIN_PREPARE, PREPARE, COMMIT_PREPARED, ROLLBACK_PREPARED,
          * STREAM_PREPARE; all carry xid. Per kind (PG15 wire order):
@@ -242,7 +245,7 @@ typedef struct decode_msg {
  * START_REPLICATION session must start with in_stream = false (call
  * decode_ctx_init again, or clear it). */
 typedef struct decode_ctx {
-    int proto_version; /* 1..3 */
+    int proto_version; /* 1..4 */
     bool in_stream;
     decode_col *cols_scratch;
     size_t cols_cap; /* in decode_col units, for old + new tuples */

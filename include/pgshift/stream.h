@@ -4,6 +4,11 @@
  * the owner one message at a time through callbacks; the owner sends the
  * standby status updates through it.
  *
+ * Large transactions (pgoutput `streaming`) arrive while they run; the
+ * stream keeps them on disk (spool.h) and hands them to the owner at their
+ * Stream Commit as an ordinary Begin ... Commit, so the owner sees whole
+ * transactions in commit order only.
+ *
  * Back-pressure: before each message the stream asks `ready`. While the
  * owner says no, the stream keeps reading the socket into libpq's buffer
  * (the walsender keeps decoding) up to STREAM_READ_AHEAD bytes, then stops
@@ -57,6 +62,13 @@ bool stream_is_open(const repl_stream *rs);
 void stream_resume(repl_stream *rs);
 /* Delivery stopped because the owner was not ready (stream_resume continues). */
 bool stream_stalled(const repl_stream *rs);
+/* The pgoutput protocol version of the current (or last) session; 0
+ * before the first. */
+int stream_proto_version(const repl_stream *rs);
+/* Ask for origin 'none' (16+) from the next stream_start on. */
+void stream_set_origin_filter(repl_stream *rs, bool on);
+/* Streamed transactions received but not committed (or being read back). */
+int stream_open_streamed(const repl_stream *rs);
 /* The end of the WAL the server has sent so far. */
 pgs_lsn stream_received(const repl_stream *rs);
 

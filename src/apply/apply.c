@@ -166,7 +166,7 @@ bool apply_message(apply_ctx *a, const decode_msg *msg)
     case DECODE_ORIGIN:
         break;
     default:
-        log_error("apply: unexpected %s message in a proto_version 1 stream",
+        log_error("apply: unexpected %s message",
                   decode_kind_name(msg->kind));
         ok = false;
     }

@@ -476,8 +476,8 @@ bool decode_message(decode_ctx *ctx, const uint8_t *buf, size_t len, decode_msg 
                     decode_error *err)
 {
     memset(out, 0, sizeof *out);
-    if (ctx->proto_version < 1 || ctx->proto_version > 3) {
-        set_error(err, 0, "proto_version %d is not supported (1 to 3)", ctx->proto_version);
+    if (ctx->proto_version < 1 || ctx->proto_version > 4) {
+        set_error(err, 0, "proto_version %d is not supported (1 to 4)", ctx->proto_version);
         return false;
     }
     if (len == 0) {
@@ -602,6 +602,13 @@ bool decode_message(decode_ctx *ctx, const uint8_t *buf, size_t len, decode_msg 
     case DECODE_STREAM_ABORT:
         out->has_xid = true;
         ok = read_u32(rp, "xid", &out->xid) && read_u32(rp, "subxid", &out->u.stream_abort.subxid);
+        /* Version 4 adds the abort's LSN and time, sent only with
+         * streaming = parallel. */
+        if (ok && ctx->proto_version >= 4 && r.len - r.pos >= 16) {
+            out->u.stream_abort.has_abort_info = true;
+            ok = read_u64(rp, "abort_lsn", &out->u.stream_abort.abort_lsn) &&
+                 read_i64(rp, "abort_time", &out->u.stream_abort.abort_time);
+        }
         break;
     case DECODE_BEGIN_PREPARE:
         out->has_xid = true;

@@ -57,7 +57,15 @@ done:
     return ok;
 }
 
-bool repl_start(pgs_migration *m, PGconn *conn, pgs_lsn start, bool binary)
+int repl_proto_version(int server_version)
+{
+    if (server_version >= 160000)
+        return 4;
+    return server_version >= 150000 ? 3 : 2;
+}
+
+bool repl_start(pgs_migration *m, PGconn *conn, pgs_lsn start, bool binary, bool origin_none,
+                int *proto_version)
 {
     char *slot = pg_ident(conn, m->slot);
     char *pub = pg_ident(conn, m->publication);
@@ -66,14 +74,17 @@ bool repl_start(pgs_migration *m, PGconn *conn, pgs_lsn start, bool binary)
     char *sql = NULL;
     char lsn[18];
     bool ok = false;
+    int proto = repl_proto_version(PQserverVersion(conn));
     if (slot && publit &&
         asprintf(&sql,
-                 "START_REPLICATION SLOT %s LOGICAL %s (proto_version '1', publication_names %s,"
-                 " messages 'true', binary '%s')",
-                 slot, decode_lsn_format(start, lsn), publit, binary ? "true" : "false") >= 0) {
+                 "START_REPLICATION SLOT %s LOGICAL %s (proto_version '%d', publication_names %s,"
+                 " messages 'true', binary '%s', streaming 'on'%s)",
+                 slot, decode_lsn_format(start, lsn), proto, publit, binary ? "true" : "false",
+                 origin_none && proto >= 4 ? ", origin 'none'" : "") >= 0) {
         PGresult *res = PQexec(conn, sql);
         if (PQresultStatus(res) == PGRES_COPY_BOTH) {
             ok = true;
+            *proto_version = proto;
         } else {
             char line[1024];
             log_error("START_REPLICATION on slot %s: %s", m->slot,

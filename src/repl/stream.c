@@ -4,6 +4,7 @@
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 #include "pgshift/repl.h"
+#include "spool.h"
 
 #include <poll.h>
 #include <stdlib.h>
@@ -22,6 +23,15 @@ struct repl_stream {
     long read_ahead;   /* bytes read while stalled */
     decode_ctx dec;
     pgs_lsn received;
+    int proto_version;  /* of the current session; 0 before the first */
+    bool origin_filter; /* ask for origin 'none' at the next start */
+    spool *spool;       /* streamed transactions not committed yet */
+    /* A streamed transaction being read back after its Stream Commit: its
+     * messages go to the owner before anything else the server sent. */
+    spool_xact *replay;
+    uint32_t stream_xid; /* of the current stream block */
+    decode_ctx replay_dec;
+    decode_msg replay_commit;
 };
 
 repl_stream *stream_new(uv_loop_t *loop, pgs_migration *m, bool binary, const stream_cbs *cbs)
@@ -34,6 +44,12 @@ repl_stream *stream_new(uv_loop_t *loop, pgs_migration *m, bool binary, const st
     rs->binary = binary;
     rs->cbs = *cbs;
     decode_ctx_init(&rs->dec, 1);
+    decode_ctx_init(&rs->replay_dec, 1);
+    rs->spool = spool_new(NULL);
+    if (rs->spool == NULL) {
+        free(rs);
+        return NULL;
+    }
     return rs;
 }
 
@@ -43,6 +59,8 @@ void stream_free(repl_stream *rs)
         return;
     stream_close(rs);
     decode_ctx_free(&rs->dec);
+    decode_ctx_free(&rs->replay_dec);
+    spool_free(rs->spool);
     free(rs);
 }
 
@@ -66,8 +84,27 @@ static void on_poll_closed(uv_handle_t *h)
     free(h);
 }
 
+int stream_proto_version(const repl_stream *rs)
+{
+    return rs->proto_version;
+}
+
+void stream_set_origin_filter(repl_stream *rs, bool on)
+{
+    rs->origin_filter = on;
+}
+
+int stream_open_streamed(const repl_stream *rs)
+{
+    return spool_open_xacts(rs->spool) + (rs->replay != NULL);
+}
+
 void stream_close(repl_stream *rs)
 {
+    /* What was spooled comes again in the next session. */
+    spool_reset(rs->spool);
+    spool_xact_free(rs->replay);
+    rs->replay = NULL;
     rs->stalled = rs->poll_stopped = false;
     rs->read_ahead = 0;
     if (rs->poll) {
@@ -88,6 +125,84 @@ static void fail(repl_stream *rs, bool lost)
     rs->cbs.closed(rs->cbs.arg, lost);
 }
 
+/* A Stream Commit: the transaction's spooled messages are read back
+ * (replay_next) between a Begin and a Commit made from it. */
+static bool stream_commit(repl_stream *rs, const decode_msg *msg)
+{
+    bool io_error;
+    rs->replay = spool_take(rs->spool, msg->xid, &io_error);
+    if (io_error)
+        return false;
+    decode_msg begin = {.kind = DECODE_BEGIN, .has_xid = true, .xid = msg->xid};
+    begin.u.begin.final_lsn = msg->u.stream_commit.commit_lsn;
+    begin.u.begin.commit_time = msg->u.stream_commit.commit_time;
+    decode_msg *c = &rs->replay_commit;
+    *c = (decode_msg){.kind = DECODE_COMMIT};
+    c->u.commit.flags = msg->u.stream_commit.flags;
+    c->u.commit.commit_lsn = msg->u.stream_commit.commit_lsn;
+    c->u.commit.end_lsn = msg->u.stream_commit.end_lsn;
+    c->u.commit.commit_time = msg->u.stream_commit.commit_time;
+    /* Spooled messages are stream-block messages: each carries its xid. */
+    decode_ctx_free(&rs->replay_dec);
+    rs->replay_dec.proto_version = rs->proto_version;
+    rs->replay_dec.in_stream = true;
+    if (!rs->cbs.message(rs->cbs.arg, &begin))
+        return false;
+    if (rs->replay == NULL) /* nothing of it was spooled */
+        return rs->cbs.message(rs->cbs.arg, c);
+    return true;
+}
+
+/* The next message of the transaction being read back, or its Commit. */
+static bool replay_next(repl_stream *rs)
+{
+    const uint8_t *buf;
+    size_t len;
+    bool io_error;
+    if (!spool_next(rs->replay, &buf, &len, &io_error)) {
+        spool_xact_free(rs->replay);
+        rs->replay = NULL;
+        return !io_error && rs->cbs.message(rs->cbs.arg, &rs->replay_commit);
+    }
+    decode_msg msg;
+    decode_error err;
+    if (!decode_message(&rs->replay_dec, buf, len, &msg, &err)) {
+        char lsn[18];
+        log_error("streamed transaction committed at %s, read back: byte %zu: %s",
+                  decode_lsn_format(rs->replay_commit.u.commit.commit_lsn, lsn), err.offset,
+                  err.msg);
+        return false;
+    }
+    return rs->cbs.message(rs->cbs.arg, &msg);
+}
+
+/* A message of the replication protocol's streaming mode: a stream block's
+ * content goes to the spool, its end (commit or abort) is acted on. */
+static bool stream_message(repl_stream *rs, const decode_msg *msg, const decode_frame *f)
+{
+    switch (msg->kind) {
+    case DECODE_STREAM_START:
+        rs->stream_xid = msg->xid;
+        return true;
+    case DECODE_STREAM_STOP:
+        return true;
+    case DECODE_STREAM_ABORT:
+        return spool_abort(rs->spool, msg->xid, msg->u.stream_abort.subxid);
+    case DECODE_STREAM_COMMIT:
+        return stream_commit(rs, msg);
+    default:
+        break;
+    }
+    return spool_add(rs->spool, rs->stream_xid, msg->has_xid ? msg->xid : rs->stream_xid, f->data,
+                     f->len);
+}
+
+static bool is_stream_kind(decode_kind k)
+{
+    return k == DECODE_STREAM_START || k == DECODE_STREAM_STOP || k == DECODE_STREAM_COMMIT ||
+           k == DECODE_STREAM_ABORT;
+}
+
 /* One CopyData frame: a keepalive, or a message for the owner. */
 static bool handle_frame(repl_stream *rs, const uint8_t *buf, size_t len)
 {
@@ -103,6 +218,7 @@ static bool handle_frame(repl_stream *rs, const uint8_t *buf, size_t len)
         rs->cbs.keepalive(rs->cbs.arg, f.wal_end, f.reply_requested);
         return true;
     }
+    bool in_block = rs->dec.in_stream;
     decode_msg msg;
     if (!decode_message(&rs->dec, f.data, f.len, &msg, &err)) {
         char lsn[18];
@@ -110,6 +226,8 @@ static bool handle_frame(repl_stream *rs, const uint8_t *buf, size_t len)
                   err.offset, err.msg);
         return false;
     }
+    if (in_block || is_stream_kind(msg.kind))
+        return stream_message(rs, &msg, &f);
     return rs->cbs.message(rs->cbs.arg, &msg);
 }
 
@@ -126,6 +244,14 @@ static void deliver(repl_stream *rs)
         if (!rs->cbs.ready(rs->cbs.arg)) {
             rs->stalled = true;
             break;
+        }
+        if (rs->replay) {
+            if (!replay_next(rs) && rs->conn) {
+                rs->delivering = false;
+                fail(rs, false);
+                return;
+            }
+            continue;
         }
         char *buf = NULL;
         int n = PQgetCopyData(rs->conn, &buf, 1);
@@ -201,12 +327,12 @@ bool stream_start(repl_stream *rs, pgs_lsn from)
     rs->conn = repl_connect(rs->m);
     if (rs->conn == NULL)
         return false;
-    if (!repl_start(rs->m, rs->conn, from, rs->binary)) {
+    if (!repl_start(rs->m, rs->conn, from, rs->binary, rs->origin_filter, &rs->proto_version)) {
         stream_close(rs);
         return false;
     }
     decode_ctx_free(&rs->dec);
-    decode_ctx_init(&rs->dec, 1);
+    decode_ctx_init(&rs->dec, rs->proto_version);
     rs->poll = malloc(sizeof *rs->poll);
     if (rs->poll == NULL || uv_poll_init(rs->loop, rs->poll, PQsocket(rs->conn)) != 0) {
         log_error("replication stream: cannot watch the connection");
@@ -218,7 +344,9 @@ bool stream_start(repl_stream *rs, pgs_lsn from)
     rs->poll->data = rs;
     uv_poll_start(rs->poll, UV_READABLE, on_readable);
     char lsn[18];
-    log_info("streaming from slot %s at %s", rs->m->slot, decode_lsn_format(from, lsn));
+    log_info("streaming from slot %s at %s (pgoutput proto_version %d, streaming on%s)", rs->m->slot,
+             decode_lsn_format(from, lsn), rs->proto_version,
+             rs->origin_filter && rs->proto_version >= 4 ? ", origin none" : "");
     return true;
 }
 

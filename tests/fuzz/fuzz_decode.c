@@ -1,7 +1,7 @@
 /* fuzz_decode.c: libFuzzer target for the pgoutput decoder and the framing.
  *
  * Input layout (see README.md):
- *   byte 0  mode: bits 0-1 pick proto_version (1 + (bits % 3)); bit 2 means
+ *   byte 0  mode: bits 0-1 pick proto_version (1 + bits); bit 2 means
  *           every piece is a CopyData payload ('w'/'k' frame) rather than a
  *           bare pgoutput message; bit 3 starts the context inside a stream
  *           block (as if a Stream Start had been seen).
@@ -244,7 +244,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     uint8_t mode = data[0];
-    int proto_version = 1 + (mode & 3) % 3;
+    int proto_version = 1 + (mode & 3);
     bool framed = (mode & 4) != 0;
     const uint8_t *rest = data + 1;
     size_t rest_len = size - 1;

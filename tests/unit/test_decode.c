@@ -1065,8 +1065,35 @@ static void proto_version_gates(void **state)
     mb b = m_begin();
     decode_ctx_init(&ctx, 0);
     decode_fails(&ctx, &b, "proto_version 0 is not supported", 0);
+    decode_ctx_init(&ctx, 5);
+    decode_fails(&ctx, &b, "proto_version 5 is not supported", 0);
+}
+
+/* Version 4's Stream Abort carries the abort LSN and time when the
+ * subscriber asked for streaming = parallel; without them it is version 2's. */
+static void stream_abort_v4(void **state)
+{
+    (void)state;
+    decode_ctx ctx;
+    decode_msg m;
+    uint8_t *keep = NULL;
     decode_ctx_init(&ctx, 4);
-    decode_fails(&ctx, &b, "proto_version 4 is not supported", 0);
+    mb a = m_stream_abort();
+    decode_ok(&ctx, &a, &m, &keep);
+    free(keep);
+    assert_int_equal(m.u.stream_abort.subxid, SUBXID);
+    assert_false(m.u.stream_abort.has_abort_info);
+    u64(&a, UINT64_C(0x16B3748));
+    u64(&a, 12345);
+    decode_ok(&ctx, &a, &m, &keep);
+    free(keep);
+    assert_true(m.u.stream_abort.has_abort_info);
+    assert_int_equal(m.u.stream_abort.abort_lsn, UINT64_C(0x16B3748));
+    assert_int_equal(m.u.stream_abort.abort_time, 12345);
+    /* Under version 2 the same bytes are a message with trailing garbage. */
+    decode_ctx_init(&ctx, 2);
+    decode_fails(&ctx, &a, "", 9);
+    decode_ctx_free(&ctx);
 }
 
 /* ---------------------------------------------------------------------
@@ -1402,6 +1429,7 @@ int main(void)
         cmocka_unit_test(stream_block),
         cmocka_unit_test(two_phase),
         cmocka_unit_test(proto_version_gates),
+        cmocka_unit_test(stream_abort_v4),
         cmocka_unit_test(every_prefix_truncated),
         cmocka_unit_test(exact_error_texts),
         cmocka_unit_test(bad_column_kinds),
