@@ -70,6 +70,11 @@ bool apply_ready(const apply_ctx *a);
  * not at rest yet (applied position not final). */
 bool apply_busy(const apply_ctx *a);
 bool apply_failed(const apply_ctx *a);
+/* The apply session runs under the replication origin named like the slot
+ * (PostgreSQL 16+, the target is the source database, and the role may set
+ * one up): its writes then carry the origin, and a stream asking for
+ * origin 'none' never has them decoded. */
+bool apply_has_origin(const apply_ctx *a);
 /* Queues a probe of the target's WAL flush position between batches (for
  * apply_durable_lsn); no-op while a batch is open or a probe is out. */
 bool apply_probe_flush(apply_ctx *a);

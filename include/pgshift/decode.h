@@ -208,7 +208,7 @@ typedef struct decode_msg {
             pgs_timestamp commit_time;
         } stream_commit;
         struct {
-            uint32_t subxid; /* == xid when the whole transaction aborts */
+            uint32_t subxid;     /* == xid when the whole transaction aborts */
             bool has_abort_info; /* proto_version 4 with streaming = parallel */
             pgs_lsn abort_lsn;
             pgs_timestamp abort_time;

@@ -67,6 +67,10 @@ bool stream_stalled(const repl_stream *rs);
 int stream_proto_version(const repl_stream *rs);
 /* Ask for origin 'none' (16+) from the next stream_start on. */
 void stream_set_origin_filter(repl_stream *rs, bool on);
+/* The current session asked for origin 'none' (only when no other
+ * replication origin exists in the source cluster); *decided_at is the
+ * source's WAL position read right after that was checked. */
+bool stream_origin_active(const repl_stream *rs, pgs_lsn *decided_at);
 /* Streamed transactions received but not committed (or being read back). */
 int stream_open_streamed(const repl_stream *rs);
 /* The end of the WAL the server has sent so far. */

@@ -10,6 +10,39 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Tags the session with the replication origin named like the slot, so
+ * that the walsender can drop pgshift's own writes before decoding them
+ * (pgoutput's origin 'none', 16+). Only where it matters, the target being
+ * the source database; without the privilege (superuser, or EXECUTE on the
+ * pg_replication_origin_* functions) the run goes on without it. */
+static void setup_origin(apply_ctx *a)
+{
+    if (a->m->plan->target != NULL || PQserverVersion(a->conn) < 160000)
+        return;
+    const char *sql[] = {"SELECT pg_replication_origin_create($1) WHERE NOT EXISTS"
+                         " (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+                         "SELECT pg_replication_origin_session_setup($1)"};
+    for (int i = 0; i < 2; i++) {
+        PGresult *res =
+            PQexecParams(a->conn, sql[i], 1, NULL, (const char *[]){a->m->slot}, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+            char line[512];
+            log_info("apply: no replication origin (%s); the walsender decodes pgshift's own "
+                     "writes too, which costs catch-up speed, not correctness",
+                     pg_result_error_line(res, line, sizeof line));
+            PQclear(res);
+            return;
+        }
+        PQclear(res);
+    }
+    a->origin = true;
+}
+
+bool apply_has_origin(const apply_ctx *a)
+{
+    return a->origin;
+}
+
 apply_ctx *apply_new(pgs_migration *m)
 {
     apply_ctx *a = calloc(1, sizeof *a);
@@ -33,8 +66,10 @@ apply_ctx *apply_new(pgs_migration *m)
      * watches apply_socket() and calls apply_poll() (see apply.h). */
     if (!pg_exec(a->conn, "configuring the apply session",
                  "SET application_name = 'pgshift apply'; SET synchronous_commit = off;"
-                 " SET lock_timeout = '30s'") ||
-        PQenterPipelineMode(a->conn) != 1 || PQsetnonblocking(a->conn, 1) != 0) {
+                 " SET lock_timeout = '30s'"))
+        goto failed;
+    setup_origin(a);
+    if (PQenterPipelineMode(a->conn) != 1 || PQsetnonblocking(a->conn, 1) != 0) {
         log_error("apply: cannot configure the target session: %s", PQerrorMessage(a->conn));
         goto failed;
     }
@@ -166,8 +201,7 @@ bool apply_message(apply_ctx *a, const decode_msg *msg)
     case DECODE_ORIGIN:
         break;
     default:
-        log_error("apply: unexpected %s message",
-                  decode_kind_name(msg->kind));
+        log_error("apply: unexpected %s message", decode_kind_name(msg->kind));
         ok = false;
     }
     if (!ok || a->failed) {

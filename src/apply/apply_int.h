@@ -82,6 +82,7 @@ typedef struct pending {
 struct apply_ctx {
     pgs_migration *m;
     PGconn *conn;
+    bool origin; /* the session runs under replication origin m->slot (16+) */
     rel *rels;
     int nstmts;
 

@@ -235,6 +235,23 @@ done:
     return ok;
 }
 
+/* The replication origin the apply session ran under (16+), named like
+ * the slot; it lives in the target's cluster. */
+static bool drop_origin(pgs_migration *m)
+{
+    PGconn *c = m->tgt ? m->tgt : m->src;
+    if (PQserverVersion(c) < 160000)
+        return true;
+    PGresult *res = pg_query(c, "dropping the replication origin",
+                             "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin"
+                             " WHERE roname = $1",
+                             1, (const char *[]){m->slot});
+    if (res && PQntuples(res) > 0)
+        log_info("dropped replication origin %s", m->slot);
+    PQclear(res);
+    return res != NULL;
+}
+
 bool prepare_drop_slot(pgs_migration *m)
 {
     /* After a crash of pgshift the server may need a moment to notice the
@@ -257,7 +274,7 @@ bool prepare_drop_slot(pgs_migration *m)
         return false;
     if (PQntuples(res) == 0) {
         PQclear(res);
-        return true;
+        return drop_origin(m);
     }
     if (PQgetvalue(res, 0, 0)[0] == 't') {
         log_error("slot %s is in use by backend %s (another pgshift run?); stop it first", m->slot,
@@ -271,7 +288,7 @@ bool prepare_drop_slot(pgs_migration *m)
     PQclear(res);
     if (res)
         log_info("dropped replication slot %s", m->slot);
-    return res != NULL;
+    return res != NULL && drop_origin(m);
 }
 
 /* Builds the source's indexes on a target pgshift created. Unique keys

@@ -23,8 +23,7 @@ bool repl_create_slot(pgs_migration *m, PGconn **conn, char **snapshot, pgs_lsn 
     char *sql = NULL;
     bool ok = false;
     /* 15 added the option list; 14 only knows the keyword form. */
-    const char *opts =
-        PQserverVersion(*conn) >= 150000 ? "(SNAPSHOT 'export')" : "EXPORT_SNAPSHOT";
+    const char *opts = PQserverVersion(*conn) >= 150000 ? "(SNAPSHOT 'export')" : "EXPORT_SNAPSHOT";
     if (slot == NULL ||
         asprintf(&sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", slot, opts) < 0)
         goto done;

@@ -7,7 +7,9 @@
 #include "spool.h"
 
 #include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/ioctl.h>
 
 struct repl_stream {
@@ -25,6 +27,8 @@ struct repl_stream {
     pgs_lsn received;
     int proto_version;  /* of the current session; 0 before the first */
     bool origin_filter; /* ask for origin 'none' at the next start */
+    bool origin_active; /* the current session asked for it */
+    pgs_lsn origin_lsn; /* the source's WAL position when that was decided */
     spool *spool;       /* streamed transactions not committed yet */
     /* A streamed transaction being read back after its Stream Commit: its
      * messages go to the owner before anything else the server sent. */
@@ -92,6 +96,44 @@ int stream_proto_version(const repl_stream *rs)
 void stream_set_origin_filter(repl_stream *rs, bool on)
 {
     rs->origin_filter = on;
+}
+
+bool stream_origin_active(const repl_stream *rs, pgs_lsn *decided_at)
+{
+    if (decided_at)
+        *decided_at = rs->origin_lsn;
+    return rs->conn != NULL && rs->origin_active;
+}
+
+/* origin 'none' drops every change made under a replication origin, not
+ * only pgshift's: where anything else replicates into this cluster (a
+ * subscription, another tool), its changes to the source tables would be
+ * lost. Ask for it only when pgshift's origin is the only one. */
+static bool origin_filter_safe(repl_stream *rs)
+{
+    if (PQserverVersion(rs->conn) < 160000)
+        return false;
+    char *lit = PQescapeLiteral(rs->conn, rs->m->slot, strlen(rs->m->slot));
+    char *sql = NULL;
+    bool safe = false;
+    if (lit && asprintf(&sql,
+                        "SELECT pg_current_wal_insert_lsn(), (SELECT string_agg(roname, ', ')"
+                        " FROM pg_replication_origin WHERE roname <> %s)",
+                        lit) >= 0) {
+        PGresult *res = PQexec(rs->conn, sql);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            safe =
+                PQgetisnull(res, 0, 1) && decode_lsn_parse(PQgetvalue(res, 0, 0), &rs->origin_lsn);
+            if (!PQgetisnull(res, 0, 1))
+                log_info("not filtering by origin: replication origin(s) %s in the source cluster "
+                         "may write to the source tables, so every origin is decoded",
+                         PQgetvalue(res, 0, 1));
+        }
+        PQclear(res);
+    }
+    PQfreemem(lit);
+    free(sql);
+    return safe;
 }
 
 int stream_open_streamed(const repl_stream *rs)
@@ -327,7 +369,8 @@ bool stream_start(repl_stream *rs, pgs_lsn from)
     rs->conn = repl_connect(rs->m);
     if (rs->conn == NULL)
         return false;
-    if (!repl_start(rs->m, rs->conn, from, rs->binary, rs->origin_filter, &rs->proto_version)) {
+    rs->origin_active = rs->origin_filter && origin_filter_safe(rs);
+    if (!repl_start(rs->m, rs->conn, from, rs->binary, rs->origin_active, &rs->proto_version)) {
         stream_close(rs);
         return false;
     }
@@ -344,9 +387,9 @@ bool stream_start(repl_stream *rs, pgs_lsn from)
     rs->poll->data = rs;
     uv_poll_start(rs->poll, UV_READABLE, on_readable);
     char lsn[18];
-    log_info("streaming from slot %s at %s (pgoutput proto_version %d, streaming on%s)", rs->m->slot,
-             decode_lsn_format(from, lsn), rs->proto_version,
-             rs->origin_filter && rs->proto_version >= 4 ? ", origin none" : "");
+    log_info("streaming from slot %s at %s (pgoutput proto_version %d, streaming on%s)",
+             rs->m->slot, decode_lsn_format(from, lsn), rs->proto_version,
+             rs->origin_active ? ", origin none" : "");
     return true;
 }
 

@@ -54,6 +54,12 @@ typedef struct engine {
     pgs_lsn last_flush_sent;
     int backoff_ms;
     uv_timer_t feedback_timer, batch_timer, reconnect_timer;
+    /* With origin 'none' (stream_origin_active), nothing is confirmed past
+     * origin_cap: a position the source had reached before a sample saw no
+     * replication origin but pgshift's (changes under an origin made later
+     * come after it). Samples sent before origin_since_ms do not count. */
+    pgs_lsn origin_cap, origin_pending;
+    double origin_since_ms, sample_sent_ms;
 
     /* sampling (sample.c) */
     aquery *mon;         /* the source monitor: WAL position, slot health */

@@ -23,6 +23,8 @@ pgs_lsn flow_flush_position(engine *e)
     pgs_lsn f = apply_durable_lsn(e->apply, 0);
     if (apply_idle(e->apply) && e->idle_confirm > f)
         f = e->idle_confirm;
+    if (stream_origin_active(e->rs, NULL) && f > e->origin_cap)
+        f = e->origin_cap > e->last_flush_sent ? e->origin_cap : e->last_flush_sent;
     return f;
 }
 
@@ -254,9 +256,16 @@ void flow_schedule_reconnect(engine *e)
 
 bool flow_connect(engine *e)
 {
-    if (!stream_start(e->rs, e->m->applied_lsn))
+    pgs_lsn from = e->m->applied_lsn;
+    if (!stream_start(e->rs, from))
         return false;
     e->backoff_ms = 0;
+    /* Until a sample sent from now on sees no other origin, confirm
+     * nothing past the start. */
+    if (stream_origin_active(e->rs, &e->origin_pending)) {
+        e->origin_cap = from;
+        e->origin_since_ms = engine_now_ms();
+    }
     return true;
 }
 
@@ -299,6 +308,7 @@ bool flow_init(engine *e)
                   rc ? uv_strerror(rc) : "out of memory");
         return false;
     }
+    stream_set_origin_filter(e->rs, apply_has_origin(e->apply));
     e->apply_poll.data = e;
     e->apply_events = UV_READABLE;
     uv_poll_start(&e->apply_poll, UV_READABLE, on_apply_ready);

@@ -123,10 +123,31 @@ static void follow_lag(engine *e)
         engine_fire(e, "ready");
 }
 
+/* With origin 'none', a replication origin other than pgshift's would have
+ * its changes dropped: stop before confirming any of them (origin_cap). */
+static bool check_origins(engine *e, const PGresult *res)
+{
+    if (!stream_origin_active(e->rs, NULL) || e->sample_sent_ms < e->origin_since_ms)
+        return true;
+    if (!PQgetisnull(res, 0, 4)) {
+        log_error("replication origin(s) %s appeared in the source cluster while pgshift asked the "
+                  "walsender to drop changes made under an origin; stopping before confirming "
+                  "any of them: run again, and the stream restarts from the last confirmed "
+                  "position decoding every origin",
+                  PQgetvalue(res, 0, 4));
+        engine_stop(e, 1);
+        return false;
+    }
+    if (e->origin_pending > e->origin_cap)
+        e->origin_cap = e->origin_pending;
+    decode_lsn_parse(PQgetvalue(res, 0, 0), &e->origin_pending);
+    return true;
+}
+
 static void on_sample(void *arg, const PGresult *res)
 {
     engine *e = arg;
-    if (res == NULL || e->stopping)
+    if (res == NULL || e->stopping || !check_origins(e, res))
         return;
     pgs_lsn cur = 0;
     decode_lsn_parse(PQgetvalue(res, 0, 0), &cur);
@@ -178,14 +199,23 @@ static void on_stats(uv_timer_t *t)
 {
     engine *e = t->data;
     aquery *q = e->stopping ? NULL : sample_monitor(e);
-    if (q)
-        aquery_send(q,
-                    "SELECT pg_current_wal_lsn(),"
-                    "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"
-                    "    WHERE slot_name = $1),"
-                    "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"
-                    "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1)",
-                    1, (const char *[]){e->m->slot}, on_sample, e);
+    if (q == NULL)
+        return;
+    /* The origins only matter (and are only read) under origin 'none'. */
+    bool origins = stream_origin_active(e->rs, NULL);
+#define SAMPLE_COLS                                                                                \
+    "SELECT pg_current_wal_lsn(),"                                                                 \
+    "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"                       \
+    "    WHERE slot_name = $1),"                                                                   \
+    "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"                        \
+    "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1),"
+    aquery_send(q,
+                origins ? SAMPLE_COLS
+                    "  (SELECT string_agg(roname, ', ') FROM pg_replication_origin"
+                    "    WHERE roname <> $1)"
+                        : SAMPLE_COLS "  NULL::text",
+                1, (const char *[]){e->m->slot}, on_sample, e);
+    e->sample_sent_ms = engine_now_ms();
 }
 
 void sample_start(engine *e)
