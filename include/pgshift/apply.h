@@ -24,8 +24,10 @@
 
 typedef struct apply_ctx apply_ctx;
 
-/* Opens the applier's own target connection. NULL on failure (logged). */
-apply_ctx *apply_new(pgs_migration *m);
+/* Opens the applier's own target connection. NULL on failure (logged).
+ * `origin`: the replication origin its session runs under (see
+ * apply_has_origin), or NULL for none. */
+apply_ctx *apply_new(pgs_migration *m, const char *origin);
 void apply_free(apply_ctx *a);
 
 /* Applies one message. False on any failure: the error is logged once with
@@ -75,6 +77,12 @@ bool apply_failed(const apply_ctx *a);
  * one up): its writes then carry the origin, and a stream asking for
  * origin 'none' never has them decoded. */
 bool apply_has_origin(const apply_ctx *a);
+/* With an origin: the highest target WAL position read, after a batch's
+ * COMMIT, before a snapshot that saw no replication origin but pgshift's
+ * (`<slot>` and `<slot>_stream`); *foreign (optional) names the others
+ * once one was seen, else NULL. With the target in the source database, a
+ * stream filtering origins may confirm up to there. */
+pgs_lsn apply_origin_clean(const apply_ctx *a, const char **foreign);
 /* Queues a probe of the target's WAL flush position between batches (for
  * apply_durable_lsn); no-op while a batch is open or a probe is out. */
 bool apply_probe_flush(apply_ctx *a);
@@ -98,6 +106,17 @@ void apply_rollback_batch(apply_ctx *a);
 pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush);
 /* The starting point: what the state says was applied (durable by then). */
 void apply_set_durable(apply_ctx *a, pgs_lsn lsn);
+/* Another applier on the same target committed, synchronously, up to
+ * `lsn` (m->applied_lsn is that now): with nothing open or in flight here,
+ * this one's next batch chains to it, and it is durable. */
+void apply_continue_from(apply_ctx *a, pgs_lsn lsn);
+/* Chains this applier's next batch to `lsn` (what another applier of the
+ * same target committed last). */
+void apply_chain_to(apply_ctx *a, pgs_lsn lsn);
+/* Sends the open batch's COMMIT as the commit of source transaction
+ * `commit` (its end LSN and time), synchronously; for an applier that was
+ * given a streamed transaction's changes inside a Begin it never closed. */
+bool apply_commit_streamed(apply_ctx *a, const decode_msg *commit);
 
 /* Totals since the process started (for rates). */
 typedef struct apply_stats {

@@ -38,6 +38,14 @@ char *pg_qualified(PGconn *conn, const char *schema, const char *name);
  * (message, detail, hint) into buf. */
 const char *pg_result_error_line(const PGresult *res, char *buf, size_t len);
 
+/* A scalar subquery: the replication origins in the cluster other than
+ * pgshift's own for the migration whose slot is `p` (`p` and `p_stream`,
+ * the two apply sessions), as one text, or NULL when there are none. `p` is
+ * SQL: a parameter ("$1") or a quoted literal. */
+#define PG_SQL_OTHER_ORIGINS(p)                                                                    \
+    "(SELECT string_agg(roname, ', ' ORDER BY roname) FROM pg_replication_origin"                  \
+    " WHERE roname NOT IN (" p ", " p " || '_stream'))"
+
 /* SQLSTATE of a failed result or "" */
 const char *pg_sqlstate(const PGresult *res);
 

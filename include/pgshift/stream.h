@@ -44,6 +44,15 @@ typedef struct stream_cbs {
      * (`lost`, worth a reconnect), or a frame could not be decoded or the
      * owner's message callback failed (not lost: the run fails). Logged. */
     void (*closed)(void *arg, bool lost);
+    /* Optional: a streamed transaction's Stream Start, each message of its
+     * blocks (already spooled, with the xid of the (sub)transaction that
+     * made it; Stream Start's xid is the top-level one) and its Stream
+     * Abort, as they arrive, so the owner may apply it while it runs.
+     * Returns -1 when the owner failed (the stream fails as for
+     * `message`), else 0. For its Stream Commit: 1 when the owner has
+     * applied it (the spool is dropped), 0 to have it read back to
+     * `message` as usual. NULL: streamed transactions are read back only. */
+    int (*streamed)(void *arg, const decode_msg *msg);
 } stream_cbs;
 
 /* `binary`: ask for binary values (source and target are one database). */

@@ -15,9 +15,9 @@
  * (pgoutput's origin 'none', 16+). Only where it matters, the target being
  * the source database; without the privilege (superuser, or EXECUTE on the
  * pg_replication_origin_* functions) the run goes on without it. */
-static void setup_origin(apply_ctx *a)
+static void setup_origin(apply_ctx *a, const char *origin)
 {
-    if (a->m->plan->target != NULL || PQserverVersion(a->conn) < 160000)
+    if (origin == NULL || a->m->plan->target != NULL || PQserverVersion(a->conn) < 160000)
         return;
     const char *sql[] = {"SELECT pg_replication_origin_create($1) WHERE NOT EXISTS"
                          " (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
@@ -43,7 +43,7 @@ bool apply_has_origin(const apply_ctx *a)
     return a->origin;
 }
 
-apply_ctx *apply_new(pgs_migration *m)
+apply_ctx *apply_new(pgs_migration *m, const char *origin)
 {
     apply_ctx *a = calloc(1, sizeof *a);
     if (a == NULL)
@@ -68,7 +68,7 @@ apply_ctx *apply_new(pgs_migration *m)
                  "SET application_name = 'pgshift apply'; SET synchronous_commit = off;"
                  " SET lock_timeout = '30s'"))
         goto failed;
-    setup_origin(a);
+    setup_origin(a, origin);
     if (PQenterPipelineMode(a->conn) != 1 || PQsetnonblocking(a->conn, 1) != 0) {
         log_error("apply: cannot configure the target session: %s", PQerrorMessage(a->conn));
         goto failed;
@@ -98,6 +98,7 @@ void apply_free(apply_ctx *a)
     for (int i = 0; i < 3; i++)
         free(a->inflight[i].table_changes);
     free(a->abuf);
+    free(a->foreign_origins);
     free(a);
 }
 

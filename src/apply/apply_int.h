@@ -82,7 +82,13 @@ typedef struct pending {
 struct apply_ctx {
     pgs_migration *m;
     PGconn *conn;
-    bool origin; /* the session runs under replication origin m->slot (16+) */
+    bool origin; /* the session runs under a replication origin (16+) */
+    /* After each batch's COMMIT, with an origin: the target's WAL insert
+     * position, then (a later snapshot) the replication origins other than
+     * pgshift's. No other origin: changes made under one created later lie
+     * past that position (origin_clean). */
+    pgs_lsn origin_pending, origin_clean;
+    char *foreign_origins; /* other origins seen, or NULL */
     rel *rels;
     int nstmts;
 

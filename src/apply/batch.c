@@ -5,6 +5,7 @@
 #include "apply_int.h"
 
 #include "pgshift/log.h"
+#include "pgshift/pg.h"
 #include "pgshift/store.h"
 
 #include <stdio.h>
@@ -147,6 +148,11 @@ bool apply_commit_batch(apply_ctx *a, bool sync)
                        a->conn, "SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()", 0,
                        NULL, NULL, NULL, NULL, 0),
                    'L', NULL) ||
+        (a->origin &&
+         !pipe_sent(a,
+                    PQsendQueryParams(a->conn, "SELECT " PG_SQL_OTHER_ORIGINS("$1"), 1, NULL,
+                                      (const char *[]){a->m->slot}, NULL, NULL, 0),
+                    'O', NULL)) ||
         PQpipelineSync(a->conn) != 1 || !pipe_push(a, 'S', NULL))
         goto failed;
     a->syncs++;
@@ -233,4 +239,37 @@ pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush)
 void apply_set_durable(apply_ctx *a, pgs_lsn lsn)
 {
     durable_set(&a->durable, lsn);
+}
+
+void apply_continue_from(apply_ctx *a, pgs_lsn lsn)
+{
+    a->chain_lsn = lsn;
+    /* That synchronous commit flushed the target's WAL past every commit
+     * of this applier before it. */
+    a->durable.nunflushed = 0;
+    durable_set(&a->durable, lsn);
+}
+
+void apply_chain_to(apply_ctx *a, pgs_lsn lsn)
+{
+    a->chain_lsn = lsn;
+}
+
+bool apply_commit_streamed(apply_ctx *a, const decode_msg *commit)
+{
+    if (a->failed || !a->in_xact || !a->batch_open)
+        return false;
+    a->in_xact = false;
+    a->batch_end_lsn = commit->u.commit.end_lsn;
+    a->batch_commit_time = commit->u.commit.commit_time;
+    a->batch_xacts++;
+    a->stats.xacts++;
+    return apply_commit_batch(a, true);
+}
+
+pgs_lsn apply_origin_clean(const apply_ctx *a, const char **foreign)
+{
+    if (foreign)
+        *foreign = a->foreign_origins;
+    return a->origin_clean;
 }

@@ -129,6 +129,13 @@ bool pipe_consume(apply_ctx *a)
             decode_lsn_parse(PQgetvalue(res, 0, 0), &insert_lsn);
             decode_lsn_parse(PQgetvalue(res, 0, 1), &flush_lsn);
             batch_done(a, insert_lsn, flush_lsn);
+            a->origin_pending = insert_lsn;
+        } else if (p.op == 'O' && st == PGRES_TUPLES_OK && PQntuples(res) == 1 && !a->failed) {
+            if (!PQgetisnull(res, 0, 0)) {
+                if (a->foreign_origins == NULL)
+                    a->foreign_origins = strdup(PQgetvalue(res, 0, 0));
+            } else if (a->origin_pending > a->origin_clean)
+                a->origin_clean = a->origin_pending;
         } else if (p.op == 'F' && st == PGRES_TUPLES_OK && PQntuples(res) == 1) {
             pgs_lsn flush_lsn = 0;
             decode_lsn_parse(PQgetvalue(res, 0, 0), &flush_lsn);

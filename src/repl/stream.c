@@ -116,10 +116,12 @@ static bool origin_filter_safe(repl_stream *rs)
     char *lit = PQescapeLiteral(rs->conn, rs->m->slot, strlen(rs->m->slot));
     char *sql = NULL;
     bool safe = false;
+    /* The position first, then the origins in a later snapshot (see
+     * stream_origin_active). */
     if (lit && asprintf(&sql,
                         "SELECT pg_current_wal_insert_lsn(), (SELECT string_agg(roname, ', ')"
-                        " FROM pg_replication_origin WHERE roname <> %s)",
-                        lit) >= 0) {
+                        " FROM pg_replication_origin WHERE roname NOT IN (%s, %s || '_stream'))",
+                        lit, lit) >= 0) {
         PGresult *res = PQexec(rs->conn, sql);
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
             safe =
@@ -222,21 +224,35 @@ static bool replay_next(repl_stream *rs)
  * content goes to the spool, its end (commit or abort) is acted on. */
 static bool stream_message(repl_stream *rs, const decode_msg *msg, const decode_frame *f)
 {
+    bool ok = true;
     switch (msg->kind) {
     case DECODE_STREAM_START:
         rs->stream_xid = msg->xid;
-        return true;
+        break;
     case DECODE_STREAM_STOP:
         return true;
     case DECODE_STREAM_ABORT:
-        return spool_abort(rs->spool, msg->xid, msg->u.stream_abort.subxid);
+        ok = spool_abort(rs->spool, msg->xid, msg->u.stream_abort.subxid);
+        break;
     case DECODE_STREAM_COMMIT:
+        /* The owner may have applied it as it came (stream_cbs.streamed). */
+        if (rs->cbs.streamed) {
+            int taken = rs->cbs.streamed(rs->cbs.arg, msg);
+            if (taken < 0)
+                return false;
+            if (taken > 0) {
+                bool io_error;
+                spool_xact_free(spool_take(rs->spool, msg->xid, &io_error));
+                return true;
+            }
+        }
         return stream_commit(rs, msg);
     default:
+        ok = spool_add(rs->spool, rs->stream_xid, msg->has_xid ? msg->xid : rs->stream_xid, f->data,
+                       f->len);
         break;
     }
-    return spool_add(rs->spool, rs->stream_xid, msg->has_xid ? msg->xid : rs->stream_xid, f->data,
-                     f->len);
+    return ok && (rs->cbs.streamed == NULL || rs->cbs.streamed(rs->cbs.arg, msg) >= 0);
 }
 
 static bool is_stream_kind(decode_kind k)

@@ -31,8 +31,19 @@
 /* How long the end of the stream waits for the server to take the final
  * status update (stream_finish). */
 #define STREAM_FINISH_MS 400
+/* The main applier waiting this long with no result while a streamed
+ * transaction is open on the second session: give that one up (eager.c). */
+#define EAGER_STUCK_MS 3000
 /* A monitor query unanswered this long: the connection is replaced. */
 #define MONITOR_STUCK_MS 30000
+
+typedef enum eager_state {
+    EG_NONE,             /* no streamed transaction applied early */
+    EG_WAIT_MAIN,        /* a block of it came: the main applier commits first */
+    EG_APPLYING,         /* its changes go to the second session as they come */
+    EG_COMMIT_WAIT_MAIN, /* its Stream Commit came: the main applier commits first */
+    EG_COMMIT_WAIT_EA,   /* the second session's COMMIT is out */
+} eager_state;
 
 typedef struct engine {
     pgs_migration *m;
@@ -60,6 +71,18 @@ typedef struct engine {
      * come after it). Samples sent before origin_since_ms do not count. */
     pgs_lsn origin_cap, origin_pending;
     double origin_since_ms, sample_sent_ms;
+    double main_progress_ms; /* the main applier's last results */
+    double ea_progress_ms;   /* the second session's (eager.c) */
+
+    /* a streamed transaction applied while it runs (eager.c) */
+    apply_ctx *ea, *ea_closing;
+    uv_poll_t ea_poll;
+    bool ea_poll_on;
+    int ea_events;
+    eager_state eg;
+    uint32_t eg_xid, eg_block_xid;
+    bool eg_began, eg_disabled;
+    decode_msg eg_commit;
 
     /* sampling (sample.c) */
     aquery *mon;         /* the source monitor: WAL position, slot health */
@@ -101,9 +124,25 @@ void flow_send_feedback(engine *e, bool reply);
 void flow_finish_stream(engine *e);
 pgs_lsn flow_flush_position(engine *e);
 
+void flow_continue(engine *e);
+bool flow_busy(const engine *e);
+
+/* eager.c */
+int eager_streamed(void *arg, const decode_msg *msg);
+bool eager_ready(engine *e);
+bool eager_busy(const engine *e);
+void eager_step(engine *e);
+void eager_watch(engine *e);
+void eager_abandon(engine *e, bool disable, bool session_ends, const char *why);
+void eager_free(engine *e);
+
 /* sample.c */
 void sample_start(engine *e);
 bool sample_phase_event(engine *e, pgs_event ev, const char *detail);
+/* Other replication origins were seen (names; NULL: none) while the
+ * stream drops changes made under an origin: logs it and stops the run
+ * (true). */
+bool sample_other_origins(engine *e, const char *names);
 /* The monitor, when it can take a query now (opened again when it failed). */
 aquery *sample_monitor(engine *e);
 

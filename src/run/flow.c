@@ -23,8 +23,18 @@ pgs_lsn flow_flush_position(engine *e)
     pgs_lsn f = apply_durable_lsn(e->apply, 0);
     if (apply_idle(e->apply) && e->idle_confirm > f)
         f = e->idle_confirm;
-    if (stream_origin_active(e->rs, NULL) && f > e->origin_cap)
-        f = e->origin_cap > e->last_flush_sent ? e->origin_cap : e->last_flush_sent;
+    if (stream_origin_active(e->rs, NULL)) {
+        pgs_lsn cap = e->origin_cap;
+        pgs_lsn c = apply_origin_clean(e->apply, NULL);
+        if (c > cap)
+            cap = c;
+        if (e->ea && (c = apply_origin_clean(e->ea, NULL)) > cap)
+            cap = c;
+        if (cap < e->last_flush_sent)
+            cap = e->last_flush_sent;
+        if (f > cap)
+            f = cap;
+    }
     return f;
 }
 
@@ -103,25 +113,41 @@ void flow_update_poll(engine *e)
     }
 }
 
-/* The applier made progress (results, room to write): whatever waited for
+/* Both appliers at rest (eager.c: the second one applies a streamed
+ * transaction while it runs). */
+bool flow_busy(const engine *e)
+{
+    return apply_busy(e->apply) || eager_busy(e);
+}
+
+/* May the stream deliver another message? */
+static bool flow_ready(engine *e)
+{
+    return !e->stopping && !e->pausing && !e->hold && apply_ready(e->apply) && eager_ready(e);
+}
+
+/* An applier made progress (results, room to write): whatever waited for
  * it goes on. */
-static void continue_after_apply(engine *e)
+void flow_continue(engine *e)
 {
     if (e->stopping) {
-        if (!apply_busy(e->apply) || apply_failed(e->apply))
+        if (!flow_busy(e) || apply_failed(e->apply))
             engine_stop(e, e->exit_code); /* finishes the stop */
         else
             flow_update_poll(e);
         return;
     }
     flow_update_poll(e);
-    if (!apply_busy(e->apply)) {
+    eager_step(e);
+    if (e->stopping)
+        return;
+    if (!flow_busy(e)) {
         if (e->pausing)
             engine_finish_pause(e);
         else
             codriver_applier_progress(e->drv);
     }
-    if (!e->stopping && !e->hold && stream_stalled(e->rs) && apply_ready(e->apply))
+    if (!e->stopping && stream_stalled(e->rs) && flow_ready(e))
         stream_resume(e->rs);
 }
 
@@ -135,16 +161,20 @@ static void on_apply_ready(uv_poll_t *h, int status, int events)
         engine_stop(e, 1);
         return;
     }
+    e->main_progress_ms = engine_now_ms();
+    const char *other;
+    apply_origin_clean(e->apply, &other);
+    if (sample_other_origins(e, other))
+        return;
     feedback_after_batch(e);
-    continue_after_apply(e);
+    flow_continue(e);
 }
 
 /* ---- the stream's callbacks (stream.h) ---- */
 
 static bool on_ready(void *arg)
 {
-    engine *e = arg;
-    return !e->stopping && !e->pausing && !e->hold && apply_ready(e->apply);
+    return flow_ready(arg);
 }
 
 static bool on_message(void *arg, const decode_msg *msg)
@@ -203,6 +233,7 @@ static void on_drained(void *arg)
  * apply_busy() is false; continue_after_apply goes on from there. */
 void flow_settle(engine *e, bool failed)
 {
+    eager_abandon(e, false, true, "the stream stops");
     if (failed || apply_failed(e->apply))
         apply_rollback_batch(e->apply);
     else if (apply_batch_open(e->apply)) {
@@ -236,7 +267,7 @@ static void on_reconnect(uv_timer_t *t)
     if (e->stopping || e->paused || e->pausing)
         return;
     /* The stream restarts from the applied position: wait until it is final. */
-    if (apply_busy(e->apply)) {
+    if (flow_busy(e)) {
         uv_timer_start(&e->reconnect_timer, on_reconnect, 100, 0);
         return;
     }
@@ -281,10 +312,13 @@ static void on_feedback(uv_timer_t *t)
         return;
     }
     flow_update_poll(e);
+    eager_watch(e);
+    if (e->stopping)
+        return;
     /* A stream held back while the applier was busy goes on when the
-     * applier's socket reports progress (continue_after_apply); should the
+     * applier's socket reports progress (flow_continue); should the
      * applier have become ready without a report, go on from here. */
-    if (!e->hold && stream_stalled(e->rs) && apply_ready(e->apply)) {
+    if (stream_stalled(e->rs) && flow_ready(e)) {
         log_debug("stream held back with the applier ready: reading on");
         stream_resume(e->rs);
     }
@@ -295,11 +329,11 @@ static void on_feedback(uv_timer_t *t)
 /* The applier, its socket on the loop, the stream and the timers. */
 bool flow_init(engine *e)
 {
-    e->apply = apply_new(e->m);
+    e->apply = apply_new(e->m, e->m->slot);
     if (e->apply == NULL)
         return false;
     apply_set_durable(e->apply, e->m->applied_lsn);
-    stream_cbs cbs = {e, on_ready, on_message, on_keepalive, on_drained, on_closed};
+    stream_cbs cbs = {e, on_ready, on_message, on_keepalive, on_drained, on_closed, eager_streamed};
     e->rs = stream_new(&e->loop, e->m, e->m->plan->target == NULL, &cbs);
     int rc = uv_poll_init(&e->loop, &e->apply_poll, apply_socket(e->apply));
     if (e->rs == NULL || rc != 0) {

@@ -95,7 +95,7 @@ static void finish_stop(engine *e)
     char lsn[18];
     if (apply_failed(e->apply) && e->exit_code != 1)
         e->exit_code = 1;
-    else if (apply_busy(e->apply))
+    else if (flow_busy(e))
         log_warn("the target did not answer within %d ms; stopping without waiting for it: "
                  "nothing past %s is confirmed to the slot, and `pgshift run` resumes from there",
                  STOP_WAIT_MS, decode_lsn_format(apply_durable_lsn(e->apply, 0), lsn));
@@ -141,7 +141,7 @@ void engine_stop(engine *e, int code)
         flow_settle(e, code == 1);
         uv_timer_start(&e->stop_timer, on_stop_deadline, STOP_WAIT_MS, 0);
     }
-    if (!apply_busy(e->apply) || apply_failed(e->apply))
+    if (!flow_busy(e) || apply_failed(e->apply))
         finish_stop(e);
 }
 
@@ -178,7 +178,7 @@ static void do_pause(engine *e, control_call *call)
         /* Nothing more is delivered while pausing; engine_finish_pause
          * confirms the final position and closes the stream. */
         flow_settle(e, false);
-        if (!apply_busy(e->apply))
+        if (!flow_busy(e))
             engine_finish_pause(e);
     }
 }
@@ -312,7 +312,9 @@ static void op_hold(void *arg, bool on)
 {
     engine *e = arg;
     e->hold = on;
-    if (!on && !e->stopping && stream_stalled(e->rs) && apply_ready(e->apply))
+    if (on)
+        eager_abandon(e, false, false, "a cutover holds the stream");
+    else if (!e->stopping && stream_stalled(e->rs) && apply_ready(e->apply) && eager_ready(e))
         stream_resume(e->rs);
 }
 
@@ -323,7 +325,8 @@ static bool op_commit(void *arg, bool sync)
 
 static bool op_at_rest(void *arg)
 {
-    return !apply_busy(((engine *)arg)->apply);
+    engine *e = arg;
+    return !flow_busy(e) && e->eg == EG_NONE;
 }
 
 static bool op_apply_failed(void *arg)
@@ -439,6 +442,7 @@ static void engine_close(engine *e)
         log_warn("event loop closed with handles still open: %s", uv_strerror(rc));
     codriver_free(e->drv);
     stream_free(e->rs);
+    eager_free(e);
     apply_free(e->apply);
 }
 

@@ -125,19 +125,25 @@ static void follow_lag(engine *e)
 
 /* With origin 'none', a replication origin other than pgshift's would have
  * its changes dropped: stop before confirming any of them (origin_cap). */
+bool sample_other_origins(engine *e, const char *names)
+{
+    if (names == NULL || !stream_origin_active(e->rs, NULL))
+        return false;
+    log_error("replication origin(s) %s appeared in the source cluster while pgshift asked the "
+              "walsender to drop changes made under an origin; stopping before confirming any of "
+              "them: run again, and the stream restarts from the last confirmed position "
+              "decoding every origin",
+              names);
+    engine_stop(e, 1);
+    return true;
+}
+
 static bool check_origins(engine *e, const PGresult *res)
 {
     if (!stream_origin_active(e->rs, NULL) || e->sample_sent_ms < e->origin_since_ms)
         return true;
-    if (!PQgetisnull(res, 0, 4)) {
-        log_error("replication origin(s) %s appeared in the source cluster while pgshift asked the "
-                  "walsender to drop changes made under an origin; stopping before confirming "
-                  "any of them: run again, and the stream restarts from the last confirmed "
-                  "position decoding every origin",
-                  PQgetvalue(res, 0, 4));
-        engine_stop(e, 1);
+    if (!PQgetisnull(res, 0, 4) && sample_other_origins(e, PQgetvalue(res, 0, 4)))
         return false;
-    }
     if (e->origin_pending > e->origin_cap)
         e->origin_cap = e->origin_pending;
     decode_lsn_parse(PQgetvalue(res, 0, 0), &e->origin_pending);
@@ -209,12 +215,8 @@ static void on_stats(uv_timer_t *t)
     "    WHERE slot_name = $1),"                                                                   \
     "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"                        \
     "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1),"
-    aquery_send(q,
-                origins ? SAMPLE_COLS
-                    "  (SELECT string_agg(roname, ', ') FROM pg_replication_origin"
-                    "    WHERE roname <> $1)"
-                        : SAMPLE_COLS "  NULL::text",
-                1, (const char *[]){e->m->slot}, on_sample, e);
+    aquery_send(q, origins ? SAMPLE_COLS PG_SQL_OTHER_ORIGINS("$1") : SAMPLE_COLS "  NULL::text", 1,
+                (const char *[]){e->m->slot}, on_sample, e);
     e->sample_sent_ms = engine_now_ms();
 }
 

@@ -34,7 +34,8 @@ sql "INSERT INTO s SELECT i, repeat(md5(i::text), 4) FROM generate_series(10001,
 wait_applied pgshift_strm
 same_rows s s_new
 [ "$(streamed)" -gt 0 ] || fail "no transaction was streamed (pg_stat_replication_slots.stream_txns = 0)"
-pass "a streamed 20k-row transaction applied ($(streamed) streamed so far)"
+log_has "$WORK/run.log" "applied while it ran" || fail "the streamed transaction was not applied while it ran"
+pass "a streamed 20k-row transaction applied while it ran ($(streamed) streamed so far)"
 
 # 2. a streamed transaction that aborts, then one with aborted subtransactions
 sqlf - <<'SQL' || fail "aborted transaction"
@@ -64,7 +65,34 @@ wait_applied pgshift_strm
 same_rows s s_new
 [ "$(sql "SELECT count(*) FROM s_new WHERE id > 40000")" = 5000 ] || fail "aborted rows reached the target"
 [ "$(sql "SELECT count(*) FROM s_new WHERE n = 100")" = 0 ] || fail "an aborted update reached the target"
+log_has "$WORK/run.log" "it has subtransactions; it is applied at its commit instead" ||
+  fail "the transaction with subtransactions was not left to its commit"
 pass "an aborted streamed transaction and aborted subtransactions left no trace"
+
+# 2b. the second session gets stuck (a lock on the target) while applying a
+# streamed transaction: it is given up and applied at its commit instead.
+mkfifo "$WORK/l.in" "$WORK/t.in"
+psql -XAtq -v ON_ERROR_STOP=1 <"$WORK/t.in" >"$WORK/t.out" 2>&1 &
+pt=$!
+exec 6>"$WORK/t.in"
+echo "BEGIN; INSERT INTO s SELECT i, repeat('L', 150) FROM generate_series(70001, 80000) i; SELECT 't in';" >&6
+wait_for 60 "the streamed transaction's first rows" log_has "$WORK/t.out" "t in"
+psql -XAtq -v ON_ERROR_STOP=1 <"$WORK/l.in" >"$WORK/l.out" 2>&1 &
+pl=$!
+exec 7>"$WORK/l.in"
+echo "BEGIN; LOCK TABLE s_new IN SHARE MODE; SELECT 'locked';" >&7
+wait_for 30 "the lock on the target" log_has "$WORK/l.out" "locked"
+echo "INSERT INTO s SELECT i, repeat('M', 150) FROM generate_series(80001, 90000) i; SELECT 't more';" >&6
+wait_for 60 "the second session to be given up" log_has "$WORK/run.log" "made no progress; it is applied at its commit instead"
+echo "COMMIT;" >&7
+exec 7>&-
+wait "$pl" || fail "lock session: $(cat "$WORK/l.out")"
+echo "COMMIT;" >&6
+exec 6>&-
+wait "$pt" || fail "session T: $(cat "$WORK/t.out")"
+wait_applied pgshift_strm
+same_rows s s_new
+pass "a stuck second session is given up; the transaction is applied at its commit"
 
 # 3. two streamed transactions interleaved with each other and with small
 # ones; the one begun second commits first.
