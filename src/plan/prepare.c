@@ -235,8 +235,8 @@ done:
     return ok;
 }
 
-/* The replication origin the apply session ran under (16+), named like
- * the slot; it lives in the target's cluster. */
+/* The replication origins the apply sessions ran under (16+), named like
+ * the slot (and <slot>_stream, eager.c); they live in the target's cluster. */
 static bool drop_origin(pgs_migration *m)
 {
     PGconn *c = m->tgt ? m->tgt : m->src;
@@ -244,10 +244,10 @@ static bool drop_origin(pgs_migration *m)
         return true;
     PGresult *res = pg_query(c, "dropping the replication origin",
                              "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin"
-                             " WHERE roname = $1",
+                             " WHERE roname IN ($1, $1 || '_stream')",
                              1, (const char *[]){m->slot});
     if (res && PQntuples(res) > 0)
-        log_info("dropped replication origin %s", m->slot);
+        log_info("dropped replication origin(s) %s", m->slot);
     PQclear(res);
     return res != NULL;
 }
