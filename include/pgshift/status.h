@@ -38,7 +38,8 @@ typedef struct status_origin {
 
 /* The same snapshot as one JSON object: phase, lag_bytes, lag_seconds,
  * eta_seconds (null when not known yet, -1 never), rates, tables[], slot,
- * cutover, postponed, paused. malloc'd; NULL on OOM. `indent` > 0 pretty
+ * cutover, postponed, paused, server_version, server_version_num,
+ * proto_version, origin_filter. malloc'd; NULL on OOM. `indent` > 0 pretty
  * prints. */
 char *status_json(const Pgshift__StatusSnapshot *st, int indent);
 /* status_json plus what `o` says: "running", the slot's "name", and the
@@ -61,6 +62,13 @@ typedef struct status_live {
     const struct cutover_blocker *blocker; /* NULL: none */
     bool postponed, paused;
     const double *copy_rows_per_second; /* per table, or NULL */
+    /* the source: server_version as it reports it (NULL: not known) and
+     * server_version_num; the live stream's pgoutput proto_version (0: not
+     * streaming) and whether it asks for origin 'none' */
+    const char *server_version;
+    int server_version_num;
+    int proto_version;
+    bool origin_filter;
 } status_live;
 
 /* A snapshot of the migration plus the live figures; its strings point into
@@ -104,14 +112,18 @@ typedef struct status_state {
     const char *cutover_record, *cutover_at; /* NULL or "": none */
     long long cutover_at_unix_ms;
     const char *slot_name, *plan_path;
+    /* the source now (the status command's connection); NULL: not known */
+    const char *server_version;
+    int server_version_num;
     int ntables;
     const status_state_table *tables;
 } status_state;
 
 /* The snapshot from the state: the lag from the source's position now; the
- * rates, ETA, seconds of lag, postponed/paused and the cutover attempts from
- * the stored stats only while a run streams (the slot is active), else
- * rates 0 and ETA 0 caught up or -1. x->origin says where it came from. */
+ * rates, ETA, seconds of lag, postponed/paused, the cutover attempts, the
+ * stream's proto_version and origin filter from the stored stats only while
+ * a run streams (the slot is active), else rates 0, ETA 0 caught up or -1,
+ * proto_version 0, no origin filter. x->origin says where it came from. */
 bool status_snapshot_from_state(const status_state *s, status_snapshot *x);
 void status_snapshot_free(status_snapshot *x);
 

@@ -22,8 +22,9 @@ static const char usage[] =
     "paused, failed), rows copied per table, changes applied, lag in bytes (the\n"
     "source's current WAL position minus the last applied commit) and seconds\n"
     "(now minus that commit's time), apply rate, ETA, the slot's retained WAL,\n"
-    "cutover attempts and blockers. While a `pgshift run` serves the plan the\n"
-    "figures come live from it (control socket\n"
+    "cutover attempts and blockers, the source's server version and the pgoutput\n"
+    "protocol (proto_version, origin filter) of the live stream. While a\n"
+    "`pgshift run` serves the plan the figures come live from it (control socket\n"
     "<state_dir>/pgshift-<uid>/pgshift-<name>.sock: run it as the same user as\n"
     "`run`); otherwise from the state tables.\n\n"
     "Options:\n"
@@ -84,6 +85,8 @@ static void read_state(const pgs_migration *m, const PGresult *res, const PGresu
         .cutover_at_unix_ms = atoll(PQgetvalue(res, 0, 17)),
         .slot_name = m->slot,
         .plan_path = m->plan->path,
+        .server_version = PQparameterStatus(m->src, "server_version"),
+        .server_version_num = PQserverVersion(m->src),
         .ntables = PQntuples(tres),
         .tables = tt,
     };

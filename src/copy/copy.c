@@ -339,7 +339,11 @@ static void publish_progress(pgs_migration *m, copy_shared *s, double *rates, st
         m->tables[i].bytes_copied = atomic_load(&s->bytes[i]);
     }
     p->at = t;
-    status_live live = {.eta_seconds = NAN, .slot_safe = -1, .copy_rows_per_second = rates};
+    status_live live = {.eta_seconds = NAN,
+                        .slot_safe = -1,
+                        .copy_rows_per_second = rates,
+                        .server_version = PQparameterStatus(m->src, "server_version"),
+                        .server_version_num = PQserverVersion(m->src)};
     status_snapshot x;
     if (status_snapshot_build(m, &live, &x)) {
         board_publish(&x.st);
@@ -510,7 +514,10 @@ static void report_copied(copy_shared *s, double t0, bool tty)
         log_info("table %s: copied %lld rows in %.1f s", m->tables[i].src.qname,
                  (long long)m->tables[i].rows_copied, now_s() - t0);
     }
-    status_live live = {.eta_seconds = NAN, .slot_safe = -1};
+    status_live live = {.eta_seconds = NAN,
+                        .slot_safe = -1,
+                        .server_version = PQparameterStatus(m->src, "server_version"),
+                        .server_version_num = PQserverVersion(m->src)};
     status_snapshot x;
     if (board_active() && status_snapshot_build(m, &live, &x)) {
         board_publish(&x.st);

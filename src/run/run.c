@@ -40,7 +40,15 @@ bool engine_snapshot(engine *e, status_snapshot *x)
         .blocker = ci.blocker,
         .postponed = ci.postponed,
         .paused = e->paused,
+        .server_version = PQparameterStatus(e->m->src, "server_version"),
+        .server_version_num = PQserverVersion(e->m->src),
     };
+    /* The session's protocol only while it is open (not paused, not
+     * between reconnects). */
+    if (e->rs && stream_is_open(e->rs)) {
+        live.proto_version = stream_proto_version(e->rs);
+        live.origin_filter = stream_origin_active(e->rs, NULL);
+    }
     return status_snapshot_build(e->m, &live, x);
 }
 

@@ -162,6 +162,15 @@ char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len)
     }
     gauge(&b, "postponed", "1 while an automatic cutover is postponed.", st, st->postponed);
     gauge(&b, "paused", "1 while the apply is paused.", st, st->paused);
+    head(&b, "source_info", "gauge",
+         "1, labelled with the source's server_version, the pgoutput proto_version of the live "
+         "stream (0 not streaming) and whether it filters origin 'none'.");
+    put(&b, "pgshift_source_info{migration=\"");
+    label(&b, st->migration);
+    put(&b, "\",server_version=\"");
+    label(&b, st->server_version);
+    put(&b, "\",proto_version=\"%d\",origin_filter=\"%s\"} 1\n", (int)st->proto_version,
+        st->origin_filter ? "true" : "false");
     if (st->cutover) {
         head(&b, "cutover_attempts_total", "counter", "Cutover attempts.");
         sample(&b, "cutover_attempts_total", st, NULL, st->cutover->attempts);
@@ -202,6 +211,11 @@ static json_t *snapshot_object(const Pgshift__StatusSnapshot *st)
     json_object_set_new(o, "postponed", json_boolean(st->postponed));
     json_object_set_new(o, "paused", json_boolean(st->paused));
     json_object_set_new(o, "taken_at_unix_ms", json_integer((json_int_t)st->taken_at_unix_ms));
+    json_object_set_new(o, "server_version",
+                        json_string(st->server_version ? st->server_version : ""));
+    json_object_set_new(o, "server_version_num", json_integer(st->server_version_num));
+    json_object_set_new(o, "proto_version", json_integer(st->proto_version));
+    json_object_set_new(o, "origin_filter", json_boolean(st->origin_filter));
     json_t *tables = json_array();
     for (size_t i = 0; i < st->n_tables; i++) {
         const Pgshift__TableProgress *t = st->tables[i];
@@ -358,6 +372,18 @@ static void text_slot(const Pgshift__StatusSnapshot *st, const status_origin *o,
     fprintf(f, "\n");
 }
 
+/* The source's version and what the live stream speaks. */
+static void text_source(const Pgshift__StatusSnapshot *st, FILE *f)
+{
+    const char *v = st->server_version && st->server_version[0] ? st->server_version : NULL;
+    fprintf(f, "  source: %s%s", v ? "PostgreSQL " : "server version not known", v ? v : "");
+    if (st->proto_version > 0)
+        fprintf(f, ", pgoutput proto_version %d, streaming, origin filter %s\n",
+                (int)st->proto_version, st->origin_filter ? "on" : "off");
+    else
+        fprintf(f, ", not streaming\n");
+}
+
 void status_text(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE *f)
 {
     bool applying = o == NULL || o->live || o->running;
@@ -387,6 +413,7 @@ void status_text(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE
     if (st->confirmed_lsn && st->confirmed_lsn[0])
         fprintf(f, "confirmed %s, ", st->confirmed_lsn);
     fprintf(f, "source at %s)\n", st->source_lsn ? st->source_lsn : "");
+    text_source(st, f);
     if (st->slot)
         text_slot(st, o, f);
     const Pgshift__CutoverInfo *c = st->cutover;

@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,10 @@ bool status_snapshot_build(const pgs_migration *m, const status_live *live, stat
     st->cutover = &x->co;
     st->postponed = live->postponed;
     st->paused = live->paused;
+    st->server_version = (char *)(live->server_version ? live->server_version : "");
+    st->server_version_num = live->server_version_num;
+    st->proto_version = live->proto_version;
+    st->origin_filter = live->proto_version > 0 && live->origin_filter;
     st->taken_at_unix_ms = now_unix_ms();
     return true;
 }
@@ -145,6 +150,10 @@ static void from_stats(status_snapshot *x, const json_t *stats)
         st->lag_seconds = num(stats, "lag_seconds");
     st->postponed = json_is_true(json_object_get(stats, "postponed"));
     st->paused = json_is_true(json_object_get(stats, "paused"));
+    json_int_t proto = json_integer_value(json_object_get(stats, "proto_version"));
+    st->proto_version = proto > 0 && proto <= INT32_MAX ? (int32_t)proto : 0;
+    st->origin_filter =
+        st->proto_version > 0 && json_is_true(json_object_get(stats, "origin_filter"));
 }
 
 /* Cutover figures: the stored record after the swap, else the running
@@ -233,6 +242,8 @@ bool status_snapshot_from_state(const status_state *s, status_snapshot *x)
     st->applied_xacts_total = (uint64_t)(s->applied_xacts > 0 ? s->applied_xacts : 0);
     st->applied_changes_total = (uint64_t)(s->applied_changes > 0 ? s->applied_changes : 0);
     from_tables(x, s);
+    st->server_version = keep(x, s->server_version);
+    st->server_version_num = s->server_version_num;
     pgshift__slot_health__init(&x->slot);
     x->slot.retained_bytes = (uint64_t)(s->slot_retained > 0 ? s->slot_retained : 0);
     x->slot.wal_status = s->slot_exists ? keep(x, s->wal_status) : keep(x, "");
@@ -247,7 +258,7 @@ bool status_snapshot_from_state(const status_state *s, status_snapshot *x)
     json_decref(stats);
     json_decref(rec);
     st->taken_at_unix_ms = now_unix_ms();
-    if (!ok || st->migration == NULL || x->slot.wal_status == NULL ||
+    if (!ok || st->migration == NULL || st->server_version == NULL || x->slot.wal_status == NULL ||
         (s->error && s->error[0] && st->error == NULL)) {
         status_snapshot_free(x);
         return false;

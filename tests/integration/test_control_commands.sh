@@ -2,7 +2,10 @@
 # Steering a live run over its control socket: live status (text, --json,
 # --watch), pause holding the apply while the lag grows, resume draining it,
 # and postpone / unpostpone of an automatic cutover (unpostpone overrides the
-# plan's cutover.postpone).
+# plan's cutover.postpone). Every status shows the source's server_version
+# (as SHOW server_version says) and, while the run streams, the pgoutput
+# proto_version of its major (2 on 14, 3 on 15, 4 on 16+) and the origin
+# filter (on on 16+); paused, or from the state after the run, not streaming.
 source "$(dirname "$0")/lib/common.sh"
 
 sqlf - <<'SQL' || fail setup
@@ -32,6 +35,21 @@ wait_streaming "$WORK/run.log"
 wait_applied pgshift_ctl
 # A stats sample (every 2 s) with the lag under cutover.max_lag makes it ready.
 wait_for 30 "a stats sample: live phase ready" live_phase_is "$WORK/plan.yaml" ready
+SV=$(sql "SHOW server_version") && SVN=$(sql "SHOW server_version_num") || fail "SHOW server_version"
+case "$PGSHIFT_TEST_PG" in 14) PROTO=2 ;; 15) PROTO=3 ;; *) PROTO=4 ;; esac
+if [ "$PGSHIFT_TEST_PG" -ge 16 ]; then ORIGIN=true; else ORIGIN=false; fi
+export SV SVN
+# source_is JSON PROTO ORIGIN: the status JSON's source fields.
+source_is() {
+  python3 - "$@" <<'PY'
+import json, os, sys
+s = json.load(open(sys.argv[1]))
+want = {"server_version": os.environ["SV"], "server_version_num": int(os.environ["SVN"]),
+        "proto_version": int(sys.argv[2]), "origin_filter": sys.argv[3] == "true"}
+got = {k: s.get(k) for k in want}
+assert got == want, (got, want)
+PY
+}
 
 "$PGSHIFT" status --plan "$WORK/plan.yaml" --json >"$WORK/s1.json" 2>&1 || fail "status --json: $(cat "$WORK/s1.json")"
 python3 - "$WORK/s1.json" <<'PY' || fail "live status json: $(cat "$WORK/s1.json")"
@@ -43,9 +61,13 @@ assert s["slot"]["wal_status"] in ("reserved", "extended"), s["slot"]
 for k in ("lag_bytes", "lag_seconds", "eta_seconds", "apply_changes_per_second", "applied_lsn"):
     assert k in s, k
 PY
+source_is "$WORK/s1.json" "$PROTO" "$ORIGIN" || fail "live status json, source: $(cat "$WORK/s1.json")"
 "$PGSHIFT" status --plan "$WORK/plan.yaml" >"$WORK/s1.out" 2>&1 || fail status
 grep -q "^migration ctl: ready, automatic cutover postponed (live)" "$WORK/s1.out" || fail "live status text: $(cat "$WORK/s1.out")"
-pass "live status from the running run (text and --json)"
+[ "$ORIGIN" = true ] && onoff=on || onoff=off
+grep -qxF "  source: PostgreSQL $SV, pgoutput proto_version $PROTO, streaming, origin filter $onoff" "$WORK/s1.out" ||
+  fail "live status text, source: $(cat "$WORK/s1.out")"
+pass "live status from the running run (text and --json; PostgreSQL $SV, proto_version $PROTO, origin filter $onoff)"
 
 "$PGSHIFT" pause --plan "$WORK/plan.yaml" >"$WORK/pause.out" 2>&1 || fail "pause: $(cat "$WORK/pause.out")"
 before=$(sql "SELECT count(*) FROM c_new")
@@ -66,6 +88,7 @@ s = json.load(open(sys.argv[1]))
 assert s["paused"] is True and s["phase"] == "paused", s
 assert s["lag_bytes"] > 500000, s["lag_bytes"]
 PY
+source_is "$WORK/s2.json" 0 false || fail "paused status, source: $(cat "$WORK/s2.json")"
 [ "$(sql "SELECT count(*) FROM c_new")" = "$before" ] || fail "applied while paused"
 [ "$(sql "SELECT active FROM pg_replication_slots WHERE slot_name = 'pgshift_ctl'")" = f ] || fail "slot still active while paused"
 pass "pause: nothing applied, the slot idle, the lag grows ($(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["lag_bytes"])' "$WORK/s2.json") bytes)"
@@ -91,6 +114,13 @@ wait "$RUN_PID" || fail "run after unpostpone: $(tail -5 "$WORK/run.log")"
 [ -n "$(sql "SELECT to_regclass('c_old')")" ] || fail "not cut over after unpostpone"
 same_rows c c_old
 pass "postpone holds, unpostpone overrides the plan's postpone: true and the run cuts over"
+
+# No run: from the state tables, the server version from the source now.
+"$PGSHIFT" status --plan "$WORK/plan.yaml" --json >"$WORK/s3.json" 2>&1 || fail "status after the run: $(cat "$WORK/s3.json")"
+source_is "$WORK/s3.json" 0 false || fail "status from the state, source: $(cat "$WORK/s3.json")"
+"$PGSHIFT" status --plan "$WORK/plan.yaml" >"$WORK/s3.out" 2>&1 || fail "status after the run"
+grep -qxF "  source: PostgreSQL $SV, not streaming" "$WORK/s3.out" || fail "status from the state, source: $(cat "$WORK/s3.out")"
+pass "status from the state tables: PostgreSQL $SV, not streaming"
 
 # Hooks run in the background and may outlive the run: wait until each has
 # written its whole input (a complete JSON document) and the last one its

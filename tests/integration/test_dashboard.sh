@@ -4,7 +4,10 @@
 # headless Chromium while the source takes writes: the page shows the live
 # phase and has polled /status more than once (a lag chart with >= 2 points),
 # it is self-contained (no external assets), and it shows an error banner
-# when /status cannot be fetched. The screenshot is kept as an artifact:
+# when /status cannot be fetched. /status and the page's header show the
+# source's server_version (as SHOW server_version says) and the stream's
+# pgoutput proto_version (2 on 14, 3 on 15, 4 on 16+) and origin filter (on
+# on 16+). The screenshot is kept as an artifact:
 # $PGSHIFT_BUILD_DIR/artifacts/dashboard.png (else $WORK/dashboard.png).
 source "$(dirname "$0")/lib/common.sh"
 
@@ -71,11 +74,21 @@ for attempt in 1 2 3; do
 done
 BASE=http://127.0.0.1:$PORT
 wait_applied pgshift_dash
+SV=$(sql "SHOW server_version") && SVN=$(sql "SHOW server_version_num") || fail "SHOW server_version"
+case "$PGSHIFT_TEST_PG" in 14) PROTO=2 ;; 15) PROTO=3 ;; *) PROTO=4 ;; esac
+if [ "$PGSHIFT_TEST_PG" -ge 16 ]; then ORIGIN=true; else ORIGIN=false; fi
+export SV SVN PROTO ORIGIN
+# The first snapshot predates the stream: wait for a stats sample (2 s).
+streaming_status() {
+  get "$BASE/status" "$WORK/status.json" >/dev/null 2>&1 &&
+    python3 -c 'import json, sys; sys.exit(json.load(open(sys.argv[1]))["proto_version"] == 0)' "$WORK/status.json" 2>/dev/null
+}
+wait_for 15 "a /status snapshot of the live stream (proto_version not 0)" streaming_status
 
 ctype=$(get "$BASE/status" "$WORK/status.json") || fail "GET /status"
 [[ $ctype == application/json* ]] || fail "/status Content-Type: $ctype"
 python3 - "$WORK/status.json" <<'PY' || fail "/status: $(cat "$WORK/status.json")"
-import json, sys
+import json, os, sys
 s = json.load(open(sys.argv[1]))
 assert s["migration"] == "dash" and s["phase"] in ("catching_up", "ready"), s
 t = s["tables"]
@@ -88,8 +101,13 @@ for k in ("lag_bytes", "lag_seconds", "eta_seconds", "apply_changes_per_second",
           "applied_lsn", "confirmed_lsn", "taken_at_unix_ms", "applied_changes"):
     assert k in s, k
 assert isinstance(s["lag_bytes"], int) and s["lag_bytes"] >= 0, s["lag_bytes"]
+e = os.environ
+want = {"server_version": e["SV"], "server_version_num": int(e["SVN"]),
+        "proto_version": int(e["PROTO"]), "origin_filter": e["ORIGIN"] == "true"}
+got = {k: s.get(k) for k in want}
+assert got == want, (got, want)
 PY
-pass "/status serves the live migration as JSON"
+pass "/status serves the live migration as JSON (PostgreSQL $SV, proto_version $PROTO, origin filter $ORIGIN)"
 
 ctype=$(get "$BASE/metrics" "$WORK/metrics.txt") || fail "GET /metrics"
 [[ $ctype == text/plain* ]] || fail "/metrics Content-Type: $ctype"
@@ -100,6 +118,8 @@ grep -Eq '^pgshift_phase_info\{migration="dash",phase="(catching_up|ready)"\} 1$
 grep -Eq '^pgshift_copy_rows_total\{migration="dash",table="(\\"public\\"\.\\"d\\"|public\.d)"\} 20000$' "$WORK/metrics.txt" ||
   fail "/metrics: copy_rows_total: $(grep copy_rows "$WORK/metrics.txt")"
 grep -q '^# TYPE pgshift_lag_bytes gauge$' "$WORK/metrics.txt" || fail "/metrics: no TYPE line"
+grep -qxF "pgshift_source_info{migration=\"dash\",server_version=\"$SV\",proto_version=\"$PROTO\",origin_filter=\"$ORIGIN\"} 1" "$WORK/metrics.txt" ||
+  fail "/metrics: source_info: $(grep source_info "$WORK/metrics.txt")"
 pass "/metrics serves Prometheus text"
 
 ctype=$(get "$BASE/" "$WORK/page.html") || fail "GET /"
@@ -111,7 +131,7 @@ if grep -Eqi '<(link|img|iframe|object|embed)\b|\bsrc=|@import|url\(|@font-face'
    grep -o 'https\?://[^"'"'"' )]*' "$WORK/page.html" | grep -qv '^http://www.w3.org/2000/svg$'; then
   fail "the dashboard loads external assets"
 fi
-for id in phase lag-bytes lag-seconds eta lag-line tables; do
+for id in phase source lag-bytes lag-seconds eta lag-line tables; do
   grep -q "id=\"$id\"" "$WORK/page.html" || fail "the dashboard has no id=\"$id\""
 done
 pass "/ serves the dashboard, self-contained, $(wc -c <"$WORK/page.html") bytes"
@@ -131,7 +151,7 @@ wait_for 30 "the load to reach the target (more than 20000 rows in d_new)" sql_i
 chrome --virtual-time-budget=8000 --dump-dom "$BASE/" >"$WORK/dom.html" ||
   fail "chromium --dump-dom: $(tail -5 "$WORK/chrome.err")"
 python3 - "$WORK/dom.html" <<'PY' || fail "dashboard DOM: $(head -c 3000 "$WORK/dom.html")"
-import re, sys
+import os, re, sys
 from html.parser import HTMLParser
 class P(HTMLParser):
     def __init__(s):
@@ -169,6 +189,10 @@ assert re.search(r"public\.d\s*→\s*public\.d_new", tb) and re.search(r"20,000 
     and re.search(r"MB\s*done", tb), t.get("tables")
 assert "hidden" in p.attrs["error"], "error banner shown: %r" % t.get("error")
 assert "MB" in t.get("y-axis", ""), "y axis: %r" % t.get("y-axis")
+e = os.environ
+src = "PostgreSQL %s · pgoutput proto_version %s, streaming, origin filter %s" % (
+    e["SV"], e["PROTO"], "on" if e["ORIGIN"] == "true" else "off")
+assert t.get("source") == " ".join(src.split()), "source: %r, expected %r" % (t.get("source"), src)
 print("phase %s, %d lag samples, lag %s, eta %s" % (t["phase"], len(pts), t["lag-bytes"], t["eta"]))
 PY
 pass "the dashboard in Chromium shows the live phase and polled /status repeatedly"

@@ -3,17 +3,21 @@
 # scrapes `pgshift run --http` once a second, and the test reads the metrics
 # back through Prometheus's HTTP API:
 #  1. the raw /metrics is text format 0.0.4 and `promtool check metrics`
-#     finds nothing to lint;
+#     finds nothing to lint; pgshift_source_info carries the server's own
+#     server_version (SHOW server_version), the pgoutput proto_version of its
+#     major (2 on 14, 3 on 15, 4 on 16+) and origin_filter (true on 16+);
 #  2. Prometheus scrapes the target healthily and pgshift_lag_bytes has
 #     exactly the labels {migration, job, instance};
 #  3. `pgshift pause` plus an insert: Prometheus sees the lag reach at least
 #     the WAL the insert wrote, with pgshift_paused 1 and pgshift_phase 6
-#     (and promtool lints that /metrics too);
+#     (and promtool lints that /metrics too), and pgshift_source_info has
+#     proto_version "0" and origin_filter "false" (the stream is closed);
 #  4. `pgshift resume`: the lag drops back near 0, and query_range over the
 #     run shows near 0 before the pause, the peak inside it and near 0 after;
 #  5. pgshift_copy_rows_total and pgshift_applied_changes_total by table equal
 #     the rows copied and applied, pgshift_phase is 3 (ready) and
-#     pgshift_phase_info has the single series phase="ready".
+#     pgshift_phase_info has the single series phase="ready", and
+#     pgshift_source_info the single series with the streaming labels of 1.
 # Prometheus runs with its own config, TSDB and listen address under $WORK
 # (nothing of the system's /etc/prometheus or /var/lib/prometheus).
 # Runs inside tests/lib/with-pg.sh.
@@ -62,6 +66,23 @@ for m in phase phase_info lag_bytes lag_seconds eta_seconds apply_changes_per_se
   grep -q "^pgshift_$m{migration=\"prom\"" "$WORK/metrics.txt" || fail "/metrics has no pgshift_$m: $(cat "$WORK/metrics.txt")"
 done
 pass "/metrics is text format 0.0.4 and promtool check metrics finds no problem"
+
+# The source's version and the stream's protocol, as the server says.
+SV=$(sql "SHOW server_version") || fail "SHOW server_version"
+case "$PGSHIFT_TEST_PG" in 14) PROTO=2 ;; 15) PROTO=3 ;; *) PROTO=4 ;; esac
+if [ "$PGSHIFT_TEST_PG" -ge 16 ]; then ORIGIN=true; else ORIGIN=false; fi
+# source_info_is FILE PROTO ORIGIN: a fresh /metrics (to FILE) has exactly
+# one pgshift_source_info sample, with these labels.
+source_info_is() {
+  curl -sS -o "$1" --max-time 5 "$METRICS" 2>/dev/null || return 1
+  [ "$(grep -c '^pgshift_source_info{' "$1")" = 1 ] &&
+    grep -qxF "pgshift_source_info{migration=\"prom\",server_version=\"$SV\",proto_version=\"$2\",origin_filter=\"$3\"} 1" "$1"
+}
+# The first snapshot predates the stream: wait for a stats sample (2 s).
+poll 15 source_info_is "$WORK/metrics-src.txt" "$PROTO" "$ORIGIN" ||
+  fail "no pgshift_source_info with server_version $SV, proto_version $PROTO, origin_filter $ORIGIN: $(grep source_info "$WORK/metrics-src.txt")"
+grep -q '^# TYPE pgshift_source_info gauge$' "$WORK/metrics-src.txt" || fail "/metrics: no TYPE line for pgshift_source_info"
+pass "/metrics: pgshift_source_info server_version=\"$SV\" proto_version=\"$PROTO\" origin_filter=\"$ORIGIN\" (PostgreSQL $PGSHIFT_TEST_PG)"
 
 # 2. Prometheus, on a free port of its own.
 PPORT=
@@ -207,7 +228,18 @@ elif cmd == "final":
     info = query('pgshift_phase_info{%s}' % SEL)
     assert [(i["metric"]["phase"], i["value"][1]) for i in info] == [("ready", "1")], info
     assert one('pgshift_applied_transactions_total{%s}' % SEL) >= 1
-    print("copy_rows_total %d, applied_changes_total %d, phase 3 / phase_info ready" % (rows, applied))
+    # The source's labels, as scraped now (streaming again after the resume).
+    sv, proto, origin = sys.argv[5:8]
+    def src():
+        info = query('pgshift_source_info{%s}' % SEL)
+        return (len(info) == 1 and info[0]["metric"].get("proto_version") == proto, info)
+    info = wait("pgshift_source_info with proto_version %s" % proto, 10, src)
+    lab = {k: v for k, v in info[0]["metric"].items() if k not in ("job", "instance")}
+    want = {"__name__": "pgshift_source_info", "migration": "prom", "server_version": sv,
+            "proto_version": proto, "origin_filter": origin}
+    assert lab == want and info[0]["value"][1] == "1", (lab, want, info)
+    print("copy_rows_total %d, applied_changes_total %d, phase 3 / phase_info ready, "
+          "source_info %s" % (rows, applied, sorted(want.items())))
 else:
     sys.exit("q.py: unknown command " + cmd)
 PY
@@ -235,6 +267,9 @@ curl -sS -o "$WORK/metrics2.txt" --max-time 5 "$METRICS" || fail "GET $METRICS w
 "$PROMTOOL" check metrics <"$WORK/metrics2.txt" >"$WORK/promtool.out" 2>&1; rc=$?
 [ "$rc" = 0 ] && [ ! -s "$WORK/promtool.out" ] || fail "promtool check metrics while paused (exit $rc): $(cat "$WORK/promtool.out")"
 pass "$(cat "$WORK/q.out"); promtool finds no problem in the paused /metrics"
+source_info_is "$WORK/metrics-paused.txt" 0 false ||
+  fail "paused: pgshift_source_info: $(grep source_info "$WORK/metrics-paused.txt")"
+pass "paused: pgshift_source_info proto_version=\"0\" origin_filter=\"false\" (the stream is closed)"
 
 # 4. Resume: the lag drains and Prometheus sees it back near 0.
 "$PGSHIFT" resume --plan "$WORK/plan.yaml" >"$WORK/resume.out" 2>&1 || fail "resume: $(cat "$WORK/resume.out")"
@@ -247,7 +282,7 @@ Q range "$t0" "$tp" "$tr" "$NEED" "$NEAR0" >"$WORK/q.out" 2>&1 || fail "query_ra
 pass "$(cat "$WORK/q.out")"
 
 # 5. Counters and phase.
-Q final "$ROWS" "$MORE" >"$WORK/q.out" 2>&1 || fail "counters: $(cat "$WORK/q.out")"
+Q final "$ROWS" "$MORE" "$SV" "$PROTO" "$ORIGIN" >"$WORK/q.out" 2>&1 || fail "counters: $(cat "$WORK/q.out")"
 pass "$(cat "$WORK/q.out")"
 
 kill -TERM "$PROM_PID" 2>/dev/null; wait "$PROM_PID" 2>/dev/null

@@ -55,6 +55,10 @@ static void fill(fixture *f)
     f->co.attempts = 3;
     f->co.write_block_ms = 12.5;
     f->st.cutover = &f->co;
+    f->st.server_version = "16.14 (Debian \"x\")";
+    f->st.server_version_num = 160014;
+    f->st.proto_version = 4;
+    f->st.origin_filter = true;
 }
 
 static void prometheus_text(void **state)
@@ -81,6 +85,10 @@ static void prometheus_text(void **state)
     assert_non_null(
         strstr(txt, "pgshift_cutover_write_block_seconds{migration=\"petri\"} 0.0125\n"));
     assert_non_null(strstr(txt, "pgshift_cutover_attempts_total{migration=\"petri\"} 3\n"));
+    assert_non_null(strstr(txt,
+                           "# TYPE pgshift_source_info gauge\n"
+                           "pgshift_source_info{migration=\"petri\",server_version=\"16.14 "
+                           "(Debian \\\"x\\\")\",proto_version=\"4\",origin_filter=\"true\"} 1\n"));
     /* every sample line belongs to a metric announced by # TYPE before it */
     char *copy = strdup(txt);
     char types[64][64];
@@ -123,6 +131,11 @@ static void json_form(void **state)
         json_integer_value(json_object_get(json_object_get(o, "slot"), "safe_bytes_left")), -1);
     assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "cutover"), "attempts")),
                      3);
+    assert_string_equal(json_string_value(json_object_get(o, "server_version")),
+                        "16.14 (Debian \"x\")");
+    assert_int_equal(json_integer_value(json_object_get(o, "server_version_num")), 160014);
+    assert_int_equal(json_integer_value(json_object_get(o, "proto_version")), 4);
+    assert_true(json_is_true(json_object_get(o, "origin_filter")));
     f.st.eta_seconds = -1;
     char *js2 = status_json(&f.st, 2);
     json_t *o2 = json_loads(js2, 0, &err);
@@ -159,8 +172,21 @@ static void text_live(void **state)
     assert_non_null(strstr(txt, "  apply: 0 changes/s, 0 transactions/s"));
     assert_non_null(strstr(txt, "  slot: reserved, retains 0.0 MB of WAL\n"));
     assert_non_null(strstr(txt, "  cutover: 3 attempt(s)\n"));
+    assert_non_null(strstr(txt,
+                           "  source: PostgreSQL 16.14 (Debian \"x\"), pgoutput proto_version 4, "
+                           "streaming, origin filter on\n"));
     assert_non_null(strstr(txt, "  \"public\".\"obs\" -> : copy done, 1000 of ~990 rows; 77 "
                                 "changes applied\n"));
+    free(txt);
+    f.st.proto_version = 0;
+    f.st.origin_filter = false;
+    f.st.server_version = "";
+    txt = text_of(&f.st, &(status_origin){.live = true});
+    assert_non_null(strstr(txt, "  source: server version not known, not streaming\n"));
+    free(txt);
+    txt = status_prometheus(&f.st, NULL);
+    assert_non_null(strstr(txt, "pgshift_source_info{migration=\"petri\",server_version=\"\","
+                                "proto_version=\"0\",origin_filter=\"false\"} 1\n"));
     free(txt);
 }
 
@@ -194,6 +220,8 @@ static status_state state_row(const char *stats, bool active)
                           .age_s = 45,
                           .slot_name = "pgshift_petri",
                           .plan_path = "plan.yaml",
+                          .server_version = "15.14",
+                          .server_version_num = 150014,
                           .ntables = 1,
                           .tables = state_tables};
 }
@@ -207,6 +235,7 @@ static void from_state_stats(void **state)
         "{\"lag_seconds\":0.5,\"eta_seconds\":null,\"apply_changes_per_second\":120.5,"
         "\"apply_xacts_per_second\":30,\"apply_bytes_per_second\":4096,"
         "\"wal_bytes_per_second\":8192,\"postponed\":true,\"paused\":false,"
+        "\"server_version\":\"14.1\",\"proto_version\":3,\"origin_filter\":true,"
         "\"slot\":{\"retained_bytes\":1,\"wal_status\":\"extended\",\"safe_bytes_left\":5},"
         "\"cutover\":{\"attempts\":2,\"lock_wait_ms\":3.5,\"fence_ms\":0,\"write_block_ms\":0,"
         "\"last_blocker\":{\"pid\":42,\"application\":\"psql\",\"query\":\"select 1\","
@@ -233,6 +262,11 @@ static void from_state_stats(void **state)
     assert_int_equal(st->n_tables, 1);
     assert_string_equal(st->tables[0]->target, "public.obs_new");
     assert_true(x.origin.running && !x.origin.live);
+    /* the server version from the source now, the protocol from the run */
+    assert_string_equal(st->server_version, "15.14");
+    assert_int_equal(st->server_version_num, 150014);
+    assert_int_equal(st->proto_version, 3);
+    assert_true(st->origin_filter);
     status_snapshot_free(&x);
 
     s = state_row(stats, false);
@@ -242,11 +276,15 @@ static void from_state_stats(void **state)
     assert_true(x.st.lag_seconds == 7.5);
     assert_false(x.st.postponed);
     assert_null(x.st.cutover);
+    assert_int_equal(x.st.proto_version, 0);
+    assert_false(x.st.origin_filter);
+    assert_string_equal(x.st.server_version, "15.14");
     char *txt = text_of(&x.st, &x.origin);
     assert_non_null(strstr(txt, "migration petri: catching_up (from the state tables; no run is "
                                 "serving this plan)\n"));
     assert_non_null(strstr(txt, "  lag: 2.0 MB, 7.5 s\n"));
     assert_null(strstr(txt, "apply:"));
+    assert_non_null(strstr(txt, "  source: PostgreSQL 15.14, not streaming\n"));
     assert_non_null(strstr(txt, "  slot pgshift_petri: reserved, retains 3.0 MB of WAL\n"));
     assert_non_null(strstr(txt, "  public.obs -> public.obs_new: copy done, 10 of ~12 rows"));
     free(txt);
@@ -340,7 +378,9 @@ static void json_round_trip(void **state)
                           "apply_xacts_per_second",
                           "wal_bytes_per_second",
                           "paused",
-                          "postponed"};
+                          "postponed",
+                          "proto_version",
+                          "origin_filter"};
     for (size_t i = 0; i < sizeof same / sizeof same[0]; i++)
         if (!json_equal(json_object_get(a, same[i]), json_object_get(b, same[i])))
             fail_msg("%s differs: %s", same[i], js);
