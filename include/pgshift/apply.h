@@ -106,10 +106,6 @@ void apply_rollback_batch(apply_ctx *a);
 pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush);
 /* The starting point: what the state says was applied (durable by then). */
 void apply_set_durable(apply_ctx *a, pgs_lsn lsn);
-/* Another applier on the same target committed, synchronously, up to
- * `lsn` (m->applied_lsn is that now): with nothing open or in flight here,
- * this one's next batch chains to it, and it is durable. */
-void apply_continue_from(apply_ctx *a, pgs_lsn lsn);
 /* Chains this applier's next batch to `lsn` (what another applier of the
  * same target committed last). */
 void apply_chain_to(apply_ctx *a, pgs_lsn lsn);

@@ -147,7 +147,9 @@ bool pipe_send_sql(apply_ctx *a, const char *sql, int n, const char *const *para
 
 /* batch.c */
 bool batch_begin(apply_ctx *a);
-void batch_done(apply_ctx *a, pgs_lsn insert_lsn, pgs_lsn flush_lsn);
+/* flush_lsn: the target's, or its synchronized standbys' when lower
+ * (standby_capped). */
+void batch_done(apply_ctx *a, pgs_lsn insert_lsn, pgs_lsn flush_lsn, bool standby_capped);
 void batch_commit_deferred(apply_ctx *a);
 
 /* change.c: an insert, update or delete; `keytup` holds the row's identity

@@ -20,6 +20,16 @@ static double now_ms(void)
     return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
+/* Where the target's standbys that fail over with it (17+:
+ * synchronized_standby_slots) have flushed its WAL, or NULL: a commit they
+ * have not got may vanish in a failover while the slot, synchronized to
+ * the standby, has moved past its changes. Only what they have is
+ * confirmed (apply.h: apply_durable_lsn). */
+#define STANDBY_FLUSH                                                                              \
+    "(SELECT min(restart_lsn) FROM pg_replication_slots WHERE slot_type = 'physical' AND"          \
+    " slot_name = ANY (string_to_array(replace(current_setting('synchronized_standby_slots',"      \
+    " true), ' ', ''), ',')))"
+
 bool batch_begin(apply_ctx *a)
 {
     if (a->batch_open)
@@ -56,22 +66,28 @@ void apply_rollback_batch(apply_ctx *a)
  * durable once the target has flushed past `insert_lsn`, read right after its
  * COMMIT; a synchronous commit was flushed before it returned, so the
  * flush position read after it already covers it. */
-void batch_done(apply_ctx *a, pgs_lsn insert_lsn, pgs_lsn flush_lsn)
+void batch_done(apply_ctx *a, pgs_lsn insert_lsn, pgs_lsn flush_lsn, bool standby_capped)
 {
     durable_saw_flush(&a->durable, flush_lsn);
     if (a->ninflight == 0)
         return;
     inflight *b = &a->inflight[0];
     a->m->applied_lsn = b->end_lsn;
-    durable_committed(&a->durable, b->end_lsn, insert_lsn, flush_lsn, b->sync);
+    /* A synchronous commit is covered by the local flush read after it,
+     * not by a standby's. */
+    durable_committed(&a->durable, b->end_lsn, insert_lsn, flush_lsn, b->sync && !standby_capped);
     a->m->applied_xacts += b->xacts;
     a->m->applied_changes += b->changes;
     for (int i = 0; i < a->m->ntables; i++)
         a->m->tables[i].changes_applied += b->table_changes[i];
     a->stats.last_commit_time = b->commit_time;
     char lsn[18];
-    log_debug("apply: committed %ld transaction(s), %ld change(s) up to %s", b->xacts, b->changes,
-              decode_lsn_format(b->end_lsn, lsn));
+    char il[18], fl[18];
+    log_debug("apply: committed %ld transaction(s), %ld change(s) up to %s (%s; target insert %s, "
+              "flush %s%s)",
+              b->xacts, b->changes, decode_lsn_format(b->end_lsn, lsn),
+              b->sync ? "synchronous" : "asynchronous", decode_lsn_format(insert_lsn, il),
+              decode_lsn_format(flush_lsn, fl), standby_capped ? " as the standbys have it" : "");
     long *tc = b->table_changes;
     memmove(&a->inflight[0], &a->inflight[1], sizeof(inflight) * (size_t)(a->ninflight - 1));
     a->ninflight--;
@@ -143,11 +159,13 @@ bool apply_commit_batch(apply_ctx *a, bool sync)
     memcpy(b->table_changes, a->table_changes, sizeof(long) * (size_t)a->m->ntables);
     a->chain_lsn = a->batch_end_lsn;
     a->batch_open = false;
-    if (!pipe_sent(a,
-                   PQsendQueryParams(
-                       a->conn, "SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn()", 0,
-                       NULL, NULL, NULL, NULL, 0),
-                   'L', NULL) ||
+    if (!pipe_sent(
+            a,
+            PQsendQueryParams(
+                a->conn,
+                "SELECT pg_current_wal_insert_lsn(), pg_current_wal_flush_lsn(), " STANDBY_FLUSH, 0,
+                NULL, NULL, NULL, NULL, 0),
+            'L', NULL) ||
         (a->origin &&
          !pipe_sent(a,
                     PQsendQueryParams(a->conn, "SELECT " PG_SQL_OTHER_ORIGINS("$1"), 1, NULL,
@@ -204,8 +222,8 @@ bool apply_probe_flush(apply_ctx *a)
     if (a->failed || a->batch_open || a->probing || durable_pending(&a->durable) == 0)
         return true;
     if (!pipe_sent(a,
-                   PQsendQueryParams(a->conn, "SELECT pg_current_wal_flush_lsn()", 0, NULL, NULL,
-                                     NULL, NULL, 0),
+                   PQsendQueryParams(a->conn, "SELECT pg_current_wal_flush_lsn(), " STANDBY_FLUSH,
+                                     0, NULL, NULL, NULL, NULL, 0),
                    'F', NULL) ||
         !pipe_sync(a))
         return false;
@@ -238,15 +256,6 @@ pgs_lsn apply_durable_lsn(apply_ctx *a, pgs_lsn target_flush)
 
 void apply_set_durable(apply_ctx *a, pgs_lsn lsn)
 {
-    durable_set(&a->durable, lsn);
-}
-
-void apply_continue_from(apply_ctx *a, pgs_lsn lsn)
-{
-    a->chain_lsn = lsn;
-    /* That synchronous commit flushed the target's WAL past every commit
-     * of this applier before it. */
-    a->durable.nunflushed = 0;
     durable_set(&a->durable, lsn);
 }
 

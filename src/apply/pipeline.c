@@ -74,6 +74,19 @@ bool pipe_push_out(apply_ctx *a)
 /* Reads, in order, the results that have already arrived, never past the
  * last sync; never waits. Logs the first failure with its table and
  * operation; later errors are its consequences. */
+/* Lowers *flush to the standbys' flush position in column `col` when it
+ * is there and lower; true when there is one. */
+static bool standby_cap(const PGresult *res, int col, pgs_lsn *flush)
+{
+    pgs_lsn standby = 0;
+    if (PQnfields(res) <= col || PQgetisnull(res, 0, col) ||
+        !decode_lsn_parse(PQgetvalue(res, 0, col), &standby))
+        return false;
+    if (standby < *flush)
+        *flush = standby;
+    return true;
+}
+
 bool pipe_consume(apply_ctx *a)
 {
     char lsn[18];
@@ -128,7 +141,8 @@ bool pipe_consume(apply_ctx *a)
             pgs_lsn insert_lsn = 0, flush_lsn = 0;
             decode_lsn_parse(PQgetvalue(res, 0, 0), &insert_lsn);
             decode_lsn_parse(PQgetvalue(res, 0, 1), &flush_lsn);
-            batch_done(a, insert_lsn, flush_lsn);
+            bool capped = standby_cap(res, 2, &flush_lsn);
+            batch_done(a, insert_lsn, flush_lsn, capped);
             a->origin_pending = insert_lsn;
         } else if (p.op == 'O' && st == PGRES_TUPLES_OK && PQntuples(res) == 1 && !a->failed) {
             if (!PQgetisnull(res, 0, 0)) {
@@ -139,6 +153,7 @@ bool pipe_consume(apply_ctx *a)
         } else if (p.op == 'F' && st == PGRES_TUPLES_OK && PQntuples(res) == 1) {
             pgs_lsn flush_lsn = 0;
             decode_lsn_parse(PQgetvalue(res, 0, 0), &flush_lsn);
+            standby_cap(res, 1, &flush_lsn);
             durable_saw_flush(&a->durable, flush_lsn);
         }
         if (p.op == 'F')

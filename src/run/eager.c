@@ -168,7 +168,9 @@ void eager_step(engine *e)
         char lsn[18];
         log_info("streamed transaction %u committed up to %s, applied while it ran", e->eg_xid,
                  decode_lsn_format(e->m->applied_lsn, lsn));
-        apply_continue_from(e->apply, e->m->applied_lsn);
+        /* The main applier's next batch chains to it; its durability is
+         * the second session's to tell (flow_flush_position). */
+        apply_chain_to(e->apply, e->m->applied_lsn);
         e->eg = EG_NONE;
         e->eg_xid = 0;
     }

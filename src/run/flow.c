@@ -18,10 +18,24 @@ double engine_now_ms(void)
  * durably flushed (its flush position comes with each batch's result and
  * the probes on_feedback queues), or with nothing pending and everything
  * flushed, the last keepalive position. */
+/* Nothing open, in flight or unflushed on either applier. */
+static bool flow_idle(engine *e)
+{
+    return apply_idle(e->apply) && (e->ea == NULL || apply_idle(e->ea));
+}
+
 pgs_lsn flow_flush_position(engine *e)
 {
     pgs_lsn f = apply_durable_lsn(e->apply, 0);
-    if (apply_idle(e->apply) && e->idle_confirm > f)
+    /* A streamed transaction the second session committed (eager.c) comes
+     * after every commit of the main applier before it, in the target's
+     * WAL too: when it is durable, so are they. */
+    if (e->ea) {
+        pgs_lsn g = apply_durable_lsn(e->ea, 0);
+        if (g > f)
+            f = g;
+    }
+    if (flow_idle(e) && e->idle_confirm > f)
         f = e->idle_confirm;
     if (stream_origin_active(e->rs, NULL)) {
         pgs_lsn cap = e->origin_cap;
@@ -196,7 +210,7 @@ static void on_keepalive(void *arg, pgs_lsn wal_end, bool reply)
     engine *e = arg;
     /* Only with nothing open, in flight or unflushed: a batch still in
      * flight may yet fail, and its transactions must come again. */
-    if (apply_idle(e->apply))
+    if (flow_idle(e))
         e->idle_confirm = wal_end;
     if (reply)
         flow_send_feedback(e, false);
@@ -307,7 +321,7 @@ static void on_feedback(uv_timer_t *t)
         return;
     /* Asynchronous commits become durable when the target flushes them:
      * ask where that is (its answer moves apply_durable_lsn). */
-    if (!apply_probe_flush(e->apply)) {
+    if (!apply_probe_flush(e->apply) || (e->ea && !apply_probe_flush(e->ea))) {
         engine_stop(e, 1);
         return;
     }
