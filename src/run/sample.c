@@ -91,6 +91,39 @@ static void warn_slot(engine *e, double t_ms)
     e->last_slot_warn_ms = t_ms;
 }
 
+/* Not streaming (paused, or reconnecting): nothing reads the slot, and
+ * the source may invalidate it meanwhile (18's idle_replication_slot_timeout,
+ * max_slot_wal_keep_size); say so with the values, once a minute. */
+static void warn_not_streaming(engine *e, const PGresult *res, double t_ms)
+{
+    if (stream_is_open(e->rs)) {
+        e->last_idle_warn_ms = 0;
+        return;
+    }
+    if (e->last_idle_warn_ms && t_ms - e->last_idle_warn_ms < 60000)
+        return;
+    const char *what = e->paused || e->pausing ? "paused" : "not streaming (reconnecting)";
+    const char *todo = e->paused || e->pausing ? "`pgshift resume`" : "let it reconnect";
+    long long timeout_s = PQgetisnull(res, 0, 9) ? 0 : atoll(PQgetvalue(res, 0, 9));
+    const char *keep = PQgetvalue(res, 0, 12);
+    if (timeout_s > 0) {
+        long long idle = PQgetisnull(res, 0, 11) ? 0 : atoll(PQgetvalue(res, 0, 11));
+        log_warn("%s: slot %s has been inactive for %lld s; the source invalidates it at the "
+                 "first checkpoint after idle_replication_slot_timeout = %s (%lld s left), and "
+                 "the migration then has to start over; %s before then",
+                 what, e->m->slot, idle, PQgetvalue(res, 0, 10),
+                 timeout_s > idle ? timeout_s - idle : 0, todo);
+        e->last_idle_warn_ms = t_ms;
+    }
+    if (strcmp(keep, "-1") != 0) {
+        log_warn("%s: slot %s holds %.0f MB of WAL and grows as the source writes; past "
+                 "max_slot_wal_keep_size = %s the source invalidates it, and the migration then "
+                 "has to start over; %s before then",
+                 what, e->m->slot, (double)e->slot_retained / 1048576.0, keep, todo);
+        e->last_idle_warn_ms = t_ms;
+    }
+}
+
 static void log_progress(engine *e, double t_ms, pgs_lsn applied)
 {
     if (t_ms - e->last_log_ms < 10000)
@@ -128,6 +161,14 @@ static void on_sample(void *arg, const PGresult *res)
     engine *e = arg;
     if (res == NULL || e->stopping)
         return;
+    /* A slot that is gone or invalidated can stream no more: stop now
+     * (paused, this is the only place that would notice). */
+    pgs_slot_state slot;
+    catalog_slot_from_row(res, 4, &slot);
+    if (slot.health == PGS_SLOT_MISSING || slot.health == PGS_SLOT_INVALID) {
+        flow_slot_lost(e, &slot);
+        return;
+    }
     pgs_lsn cur = 0;
     decode_lsn_parse(PQgetvalue(res, 0, 0), &cur);
     e->slot_retained = atoll(PQgetvalue(res, 0, 1));
@@ -166,6 +207,7 @@ static void on_sample(void *arg, const PGresult *res)
     if (!apply_batch_open(e->apply) && !apply_in_xact(e->apply))
         flow_send_feedback(e, true);
     warn_slot(e, t_ms);
+    warn_not_streaming(e, res, t_ms);
     follow_lag(e);
     if (e->stopping)
         return;
@@ -184,7 +226,15 @@ static void on_stats(uv_timer_t *t)
                     "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"
                     "    WHERE slot_name = $1),"
                     "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"
-                    "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1)",
+                    "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1),"
+                    "  " CATALOG_SLOT_COLUMNS ","
+                    "  (SELECT setting::bigint FROM pg_settings"
+                    "    WHERE name = 'idle_replication_slot_timeout'),"
+                    "  current_setting('idle_replication_slot_timeout', true),"
+                    "  (SELECT extract(epoch FROM now()"
+                    "      - (to_jsonb(s)->>'inactive_since')::timestamptz)::bigint"
+                    "    FROM pg_replication_slots s WHERE slot_name = $1),"
+                    "  current_setting('max_slot_wal_keep_size')",
                     1, (const char *[]){e->m->slot}, on_sample, e);
 }
 
