@@ -262,7 +262,7 @@ void flow_schedule_reconnect(engine *e)
 void flow_slot_lost(engine *e, const pgs_slot_state *s)
 {
     const pgs_migration *m = e->m;
-    char lsn[18], why[240];
+    char lsn[18], why[512];
     if (s->health == PGS_SLOT_MISSING)
         snprintf(why, sizeof why,
                  "is missing on the source (%s): the source failed over to a server without it "

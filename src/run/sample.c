@@ -2,7 +2,9 @@
  * its own (aquery.h: the query completes in a callback, the loop never
  * waits): its WAL position and the slot's health feed the lag model
  * (lag.h), which drives the ready/catching_up phase, the ETA, the slot-risk
- * warning, the stats row `pgshift status` reads and the published snapshot. */
+ * warning, the stats row `pgshift status` reads and the published snapshot.
+ * A slot found missing or invalidated stops the run (flow_slot_lost); while
+ * nothing streams, what would invalidate the slot is said once a minute. */
 #include "engine.h"
 
 #include "pgshift/hooks.h"
