@@ -56,6 +56,42 @@ void catalog_relinfo_free(pgs_relinfo *rel);
 /* The column of that name, or NULL. */
 const pgs_column *catalog_column(const pgs_relinfo *rel, const char *name);
 
+/* The migration's replication slot as one server sees it. */
+typedef enum pgs_slot_health {
+    PGS_SLOT_OK,      /* there and usable */
+    PGS_SLOT_MISSING, /* not on this server: failed over to one without it, or dropped */
+    PGS_SLOT_INVALID, /* there, but the server invalidated it: it can stream no more */
+    PGS_SLOT_STANDBY, /* the server is a standby: it says nothing about the primary's slot */
+} pgs_slot_health;
+
+typedef struct pgs_slot_state {
+    pgs_slot_health health;
+    char reason[160]; /* PGS_SLOT_INVALID: why, in words with the setting to look at */
+    char server[128]; /* the server asked: address:port */
+} pgs_slot_state;
+
+/* Columns describing the slot named by $1 (and the server), for
+ * catalog_slot_from_row; the same on 14 to 18 (newer columns through
+ * to_jsonb). */
+#define CATALOG_SLOT_COLUMNS                                                                       \
+    "pg_is_in_recovery(),"                                                                         \
+    " (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1),"                           \
+    " (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"                         \
+    " (SELECT coalesce(to_jsonb(s)->>'invalidation_reason',"                                       \
+    "    CASE WHEN to_jsonb(s)->>'conflicting' = 'true' THEN 'conflict' END)"                      \
+    "    FROM pg_replication_slots s WHERE slot_name = $1),"                                       \
+    " coalesce(host(inet_server_addr()), 'local socket') || ':' || current_setting('port')"
+#define CATALOG_SLOT_NCOLUMNS 5
+
+/* Reads the CATALOG_SLOT_COLUMNS that start at column `col` of row 0. */
+void catalog_slot_from_row(const PGresult *res, int col, pgs_slot_state *out);
+
+/* Asks the server `conninfo` leads to (libpq's choice among several hosts,
+ * as for the replication connection) on a short connection of its own,
+ * opened and closed without logging (connect_timeout 10 s unless conninfo
+ * sets one). False, and nothing known, when it cannot connect or query. */
+bool catalog_slot_check(const char *conninfo, const char *slot, pgs_slot_state *out);
+
 void strlist_free(pgs_strlist *l);
 bool strlist_contains(const pgs_strlist *l, const char *s);
 /* Appends a copy of s; false on malloc failure. */

@@ -13,7 +13,9 @@
 /* Opens a replication=database connection to the source. */
 PGconn *repl_connect(pgs_migration *m);
 
-/* CREATE_REPLICATION_SLOT <slot> LOGICAL pgoutput (SNAPSHOT 'export').
+/* CREATE_REPLICATION_SLOT <slot> LOGICAL pgoutput (SNAPSHOT 'export'),
+ * with FAILOVER on 17+ (synchronized to standbys that sync slots) and in
+ * 14's keyword form (EXPORT_SNAPSHOT) there.
  * On success *conn is the replication connection, which must run no other
  * command until every copy worker has imported *snapshot (malloc'd). */
 bool repl_create_slot(pgs_migration *m, PGconn **conn, char **snapshot, pgs_lsn *consistent);

@@ -197,3 +197,62 @@ bool catalog_read_rel(PGconn *conn, const char *name, pgs_relinfo *out)
            read_names(conn, what, SQL_RI, oid, &out->ri) &&
            (out->relkind != 'p' || read_names(conn, what, SQL_PARTCOLS, oid, &out->partcols));
 }
+
+/* Why a slot was invalidated, in words that name the setting involved. */
+static const char *invalidation_words(const char *reason)
+{
+    static const struct {
+        const char *reason, *words;
+    } known[] = {
+        {"wal_removed", "it held back more WAL than max_slot_wal_keep_size allows, and the "
+                        "server removed that WAL"},
+        {"idle_timeout", "it was inactive longer than idle_replication_slot_timeout"},
+        {"rows_removed", "catalog rows it needs were removed"},
+        {"wal_level_insufficient", "wal_level was lowered below logical"},
+        {"conflict", "a recovery conflict"},
+    };
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (strcmp(reason, known[i].reason) == 0)
+            return known[i].words;
+    return NULL;
+}
+
+void catalog_slot_from_row(const PGresult *res, int col, pgs_slot_state *out)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->server, sizeof out->server, "%s", PQgetvalue(res, 0, col + 4));
+    const char *wal_status = PQgetvalue(res, 0, col + 2);
+    const char *reason = PQgetisnull(res, 0, col + 3) ? NULL : PQgetvalue(res, 0, col + 3);
+    if (PQgetvalue(res, 0, col)[0] == 't') {
+        out->health = PGS_SLOT_STANDBY;
+    } else if (atoi(PQgetvalue(res, 0, col + 1)) == 0) {
+        out->health = PGS_SLOT_MISSING;
+    } else if (reason || strcmp(wal_status, "lost") == 0) {
+        /* 14-16 say only wal_status "lost" (max_slot_wal_keep_size). */
+        const char *words = invalidation_words(reason ? reason : "wal_removed");
+        out->health = PGS_SLOT_INVALID;
+        snprintf(out->reason, sizeof out->reason, "%s", words ? words : reason);
+    } else {
+        out->health = PGS_SLOT_OK;
+    }
+}
+
+bool catalog_slot_check(const char *conninfo, const char *slot, pgs_slot_state *out)
+{
+    /* Expanded from dbname, the conninfo's own connect_timeout wins. */
+    const char *keys[] = {"connect_timeout", "dbname", "application_name", NULL};
+    const char *vals[] = {"10", conninfo, "pgshift", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    bool ok = false;
+    if (conn && PQstatus(conn) == CONNECTION_OK) {
+        PGresult *res = PQexecParams(conn, "SELECT " CATALOG_SLOT_COLUMNS, 1, NULL,
+                                     (const char *[]){slot}, NULL, NULL, 0);
+        ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+             PQnfields(res) == CATALOG_SLOT_NCOLUMNS;
+        if (ok)
+            catalog_slot_from_row(res, 0, out);
+        PQclear(res);
+    }
+    PQfinish(conn);
+    return ok;
+}

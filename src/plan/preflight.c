@@ -62,7 +62,6 @@ static bool check_server(pgs_migration *m, report *r)
                              "  (SELECT count(*) FROM pg_stat_replication),"
                              "  r.rolname, r.rolsuper, r.rolreplication,"
                              "  has_database_privilege(current_database(), 'CREATE'),"
-                             "  current_setting('max_slot_wal_keep_size'),"
                              "  current_database(),"
                              "  (extract(epoch FROM current_setting('deadlock_timeout')::interval)"
                              "    * 1000)::int"
@@ -117,17 +116,10 @@ static bool check_server(pgs_migration *m, report *r)
         say(r, "BLOCK",
             "role %s may not create the publication and the pgshift schema in database %s; "
             "fix: GRANT CREATE ON DATABASE %s TO %s",
-            role, PQgetvalue(res, 0, 12), PQgetvalue(res, 0, 12), role);
-    const char *keep = PQgetvalue(res, 0, 11);
-    if (strcmp(keep, "-1") == 0)
-        say(r, "note",
-            "max_slot_wal_keep_size is unlimited: a stalled migration holds WAL until "
-            "`pgshift abort` drops its slot");
-    else
-        say(r, "note", "max_slot_wal_keep_size = %s: a slot further behind is invalidated", keep);
+            role, PQgetvalue(res, 0, 11), PQgetvalue(res, 0, 11), role);
     /* A cutover waiting for its lock longer than deadlock_timeout lets the
      * deadlock checker fail an application transaction instead of it. */
-    int deadlock_ms = atoi(PQgetvalue(res, 0, 13));
+    int deadlock_ms = atoi(PQgetvalue(res, 0, 12));
     if (m->plan->cutover.lock_timeout_ms >= deadlock_ms)
         say(r, "warn",
             "cutover.lock_timeout (%d ms) is not under deadlock_timeout (%d ms): a cutover "
@@ -137,6 +129,116 @@ static bool check_server(pgs_migration *m, report *r)
     else
         say(r, "ok", "cutover.lock_timeout %d ms, under deadlock_timeout (%d ms)",
             m->plan->cutover.lock_timeout_ms, deadlock_ms);
+    PQclear(res);
+    return true;
+}
+
+/* What invalidates the slot while nothing reads it (a pause, a stop, a
+ * reconnect) or while the catch-up falls behind: max_slot_wal_keep_size
+ * and, on 18, idle_replication_slot_timeout. The migration then has to
+ * start over. */
+static bool check_slot_limits(pgs_migration *m, report *r)
+{
+    PGresult *res =
+        pg_query(m->src, "preflight",
+                 "SELECT current_setting('max_slot_wal_keep_size'),"
+                 "  current_setting('idle_replication_slot_timeout', true),"
+                 "  (SELECT setting FROM pg_settings WHERE name = 'idle_replication_slot_timeout')",
+                 0, NULL);
+    if (res == NULL)
+        return false;
+    const char *keep = PQgetvalue(res, 0, 0);
+    if (strcmp(keep, "-1") == 0)
+        say(r, "note",
+            "max_slot_wal_keep_size is unlimited: a stalled migration holds WAL until "
+            "`pgshift abort` drops its slot");
+    else
+        say(r, "note",
+            "max_slot_wal_keep_size = %s: a slot further behind (a long pause or stop, a slow "
+            "catch-up) is invalidated, and the migration then has to start over",
+            keep);
+    if (!PQgetisnull(res, 0, 2) && strcmp(PQgetvalue(res, 0, 2), "0") != 0)
+        say(r, "warn",
+            "idle_replication_slot_timeout = %s: a migration paused (`pgshift pause`), stopped "
+            "or disconnected longer than that loses its slot at the next checkpoint and has to "
+            "start over; fix: resume within it, or raise it (ALTER SYSTEM SET "
+            "idle_replication_slot_timeout = '7d'; SELECT pg_reload_conf())",
+            PQgetvalue(res, 0, 1));
+    else if (!PQgetisnull(res, 0, 2))
+        say(r, "ok", "idle_replication_slot_timeout = 0: a paused migration keeps its slot");
+    PQclear(res);
+    return true;
+}
+
+static const char *const SQL_STANDBYS =
+    "SELECT current_setting('server_version_num')::int,"
+    /* physical walsenders: not connected to a database, not a base backup */
+    "  (SELECT count(*) FROM pg_stat_replication r JOIN pg_stat_activity a ON a.pid = r.pid"
+    "    WHERE a.datname IS NULL AND r.state IS DISTINCT FROM 'backup'),"
+    "  (SELECT string_agg(slot_name, ',' ORDER BY slot_name) FROM pg_replication_slots"
+    "    WHERE slot_type = 'physical'),"
+    "  current_setting('synchronized_standby_slots', true),"
+    "  (SELECT to_jsonb(s)->>'failover' FROM pg_replication_slots s WHERE slot_name = $1)";
+
+/* 17+: the slot is created with FAILOVER; it survives a failover only to a
+ * standby that synchronizes slots, and is safe only when the primary holds
+ * logical decoding back for that standby (synchronized_standby_slots).
+ * Before 17 a failover always loses it. */
+static bool check_failover(pgs_migration *m, report *r)
+{
+    PGresult *res = pg_query(m->src, "preflight", SQL_STANDBYS, 1, (const char *[]){m->slot});
+    if (res == NULL)
+        return false;
+    int version = atoi(PQgetvalue(res, 0, 0));
+    int standbys = atoi(PQgetvalue(res, 0, 1));
+    const char *phys = PQgetisnull(res, 0, 2) ? NULL : PQgetvalue(res, 0, 2);
+    const char *sync = PQgetisnull(res, 0, 3) ? "" : PQgetvalue(res, 0, 3);
+    char seen[300];
+    snprintf(seen, sizeof seen, "%d connected, physical slots: %s", standbys, phys ? phys : "none");
+    if (version < 170000) {
+        if (standbys > 0 || phys)
+            say(r, "warn",
+                "the source has physical standbys (%s): PostgreSQL %d cannot carry a logical slot "
+                "over a failover, so after one pgshift stops (slot lost) and the migration has to "
+                "start over; PostgreSQL 17 and later can",
+                seen, version / 10000);
+    } else if (!PQgetisnull(res, 0, 4) && strcmp(PQgetvalue(res, 0, 4), "false") == 0) {
+        say(r, "warn",
+            "slot %s was created without FAILOVER: a failover loses it; fix: on a replication "
+            "connection to the source (replication=database), ALTER_REPLICATION_SLOT %s "
+            "(FAILOVER true)",
+            m->slot, m->slot);
+    } else if (*sync == '\0' && (standbys > 0 || phys)) {
+        say(r, "warn",
+            "the source has physical standbys (%s) but synchronized_standby_slots is empty: a "
+            "failover could lose slot %s or leave it ahead of the standby (changes applied that "
+            "the new primary never had); fix: on the primary, ALTER SYSTEM SET "
+            "synchronized_standby_slots = '%s' and SELECT pg_reload_conf(); on each standby, "
+            "primary_slot_name = its physical slot, sync_replication_slots = on, "
+            "hot_standby_feedback = on and dbname in primary_conninfo",
+            seen, m->slot, phys ? phys : "<each standby's physical slot>");
+    } else if (*sync) {
+        say(r, "ok",
+            "synchronized_standby_slots = '%s': slot %s (FAILOVER) is synchronized to those "
+            "standbys (with sync_replication_slots = on) and never ahead of them",
+            sync, m->slot);
+    } else {
+        say(r, "note",
+            "slot %s is created with FAILOVER: a standby with sync_replication_slots = on, "
+            "listed in synchronized_standby_slots, can take it over in a failover",
+            m->slot);
+    }
+    /* The slot is confirmed once the target has flushed a commit locally,
+     * not once a standby has it: when the target fails over with the
+     * source, the new primary's slot can be past what its target holds. */
+    if (version >= 170000 && m->plan->target == NULL && (standbys > 0 || phys))
+        say(r, "warn",
+            "the target is in the source database, which has physical standbys: after a "
+            "failover the new primary can lack pgshift's last target commits while its slot "
+            "has moved past them, and a resumed run would skip those changes; after a failover, "
+            "start over (`pgshift abort --plan %s --confirm`, then `pgshift run`), or migrate "
+            "into a `target:` database on a server that does not fail over with the source",
+            m->plan->path);
     PQclear(res);
     return true;
 }
@@ -557,7 +659,7 @@ int preflight_run(pgs_migration *m, bool resuming, FILE *out)
     fprintf(out, "pgshift plan: migration %s (source: %s)\n\n", m->plan->name,
             redacted ? redacted : "?");
     free(redacted);
-    if (!check_server(m, &r))
+    if (!check_server(m, &r) || !check_slot_limits(m, &r) || !check_failover(m, &r))
         return -1;
     for (int i = 0; i < m->ntables; i++)
         check_table(m, &m->tables[i], resuming, &r);
@@ -566,8 +668,8 @@ int preflight_run(pgs_migration *m, bool resuming, FILE *out)
     fprintf(out, "  1. publication %s FOR TABLE", m->publication);
     for (int i = 0; i < m->ntables; i++)
         fprintf(out, "%s %s", i ? "," : "", m->tables[i].src.qname ? m->tables[i].src.qname : "?");
-    fprintf(out, "\n  2. logical replication slot %s (pgoutput) with an exported snapshot\n",
-            m->slot);
+    fprintf(out, "\n  2. logical replication slot %s (pgoutput%s) with an exported snapshot\n",
+            m->slot, PQserverVersion(m->src) >= 170000 ? ", FAILOVER" : "");
     int64_t rows = 0, bytes = 0;
     int unknown = 0;
     for (int i = 0; i < m->ntables; i++) {

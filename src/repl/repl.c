@@ -22,8 +22,13 @@ bool repl_create_slot(pgs_migration *m, PGconn **conn, char **snapshot, pgs_lsn 
     char *slot = pg_ident(*conn, m->slot);
     char *sql = NULL;
     bool ok = false;
-    /* 15 added the option list; 14 only knows the keyword form. */
-    const char *opts = PQserverVersion(*conn) >= 150000 ? "(SNAPSHOT 'export')" : "EXPORT_SNAPSHOT";
+    /* 15 added the option list; 14 only knows the keyword form. 17 can
+     * carry the slot over a failover: a standby with sync_replication_slots
+     * keeps a copy, which the promoted standby streams from. */
+    int version = PQserverVersion(*conn);
+    const char *opts = version >= 170000   ? "(SNAPSHOT 'export', FAILOVER)"
+                       : version >= 150000 ? "(SNAPSHOT 'export')"
+                                           : "EXPORT_SNAPSHOT";
     if (slot == NULL ||
         asprintf(&sql, "CREATE_REPLICATION_SLOT %s LOGICAL pgoutput %s", slot, opts) < 0)
         goto done;
@@ -42,8 +47,8 @@ bool repl_create_slot(pgs_migration *m, PGconn **conn, char **snapshot, pgs_lsn 
         goto done;
     }
     *snapshot = strdup(PQgetvalue(res, 0, 2));
-    log_info("created replication slot %s, consistent point %s, snapshot %s", m->slot,
-             PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
+    log_info("created replication slot %s%s, consistent point %s, snapshot %s", m->slot,
+             version >= 170000 ? " (failover)" : "", PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2));
     PQclear(res);
     ok = *snapshot != NULL;
 done:

@@ -13,6 +13,7 @@
 
 #include "pgshift/apply.h"
 #include "pgshift/aquery.h"
+#include "pgshift/catalog.h"
 #include "pgshift/codriver.h"
 #include "pgshift/control.h"
 #include "pgshift/lag.h"
@@ -91,6 +92,7 @@ typedef struct engine {
     lag_model lag;
     pgs_lsn last_applied, last_source_lsn;
     double last_log_ms, last_slot_warn_ms;
+    double last_idle_warn_ms;           /* what invalidates the slot while not streaming */
     long long slot_retained, slot_safe; /* safe -1: unlimited */
     bool slot_safe_null;
     char wal_status[32];
@@ -117,6 +119,9 @@ void engine_finish_pause(engine *e);
 bool flow_init(engine *e);
 bool flow_connect(engine *e);
 void flow_schedule_reconnect(engine *e);
+/* Logs that the slot is lost (missing or invalidated) and what to do, and
+ * stops the run with exit 1. */
+void flow_slot_lost(engine *e, const pgs_slot_state *s);
 void flow_settle(engine *e, bool failed);
 void flow_update_poll(engine *e);
 bool flow_commit(engine *e, bool sync);

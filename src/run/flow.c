@@ -9,6 +9,8 @@
 
 #include "pgshift/log.h"
 
+#include <stdio.h>
+
 double engine_now_ms(void)
 {
     return (double)uv_hrtime() / 1e6;
@@ -292,6 +294,8 @@ static void on_reconnect(uv_timer_t *t)
 /* Tries again after 1 s, doubling up to BACKOFF_MAX_MS. */
 void flow_schedule_reconnect(engine *e)
 {
+    if (e->stopping)
+        return;
     e->backoff_ms = e->backoff_ms ? e->backoff_ms * 2 : 1000;
     if (e->backoff_ms > BACKOFF_MAX_MS)
         e->backoff_ms = BACKOFF_MAX_MS;
@@ -299,10 +303,52 @@ void flow_schedule_reconnect(engine *e)
     uv_timer_start(&e->reconnect_timer, on_reconnect, (uint64_t)e->backoff_ms, 0);
 }
 
+/* The slot can stream no more: what was applied is all this slot will
+ * ever give, and a new slot would start at a later position and silently
+ * skip what came in between. One line says so and what to do; exit 1. */
+void flow_slot_lost(engine *e, const pgs_slot_state *s)
+{
+    const pgs_migration *m = e->m;
+    char lsn[18], why[512];
+    if (s->health == PGS_SLOT_MISSING)
+        snprintf(why, sizeof why,
+                 "is missing on the source (%s): the source failed over to a server without it "
+                 "(before PostgreSQL 17, or a standby that did not synchronize it), or someone "
+                 "dropped it",
+                 s->server);
+    else
+        snprintf(why, sizeof why, "was invalidated by the source (%s): %s", s->server, s->reason);
+    log_error("replication slot %s %s; the changes after applied position %s can no longer be "
+              "streamed, so the migration must start over: `pgshift abort --plan %s --confirm`, "
+              "then `pgshift run --plan %s` again (a new copy)",
+              m->slot, why, decode_lsn_format(m->applied_lsn, lsn), m->plan->path, m->plan->path);
+    engine_stop(e, 1);
+}
+
+/* Before streaming (at the start of a run, on a resume, on a reconnect):
+ * is the slot still there and valid on the server the source conninfo
+ * leads to now (after a failover, the new primary)? Unknown (the server
+ * is unreachable, or a standby) counts as not lost: the connect that
+ * follows fails and is retried. */
+static bool slot_lost(engine *e)
+{
+    pgs_slot_state s;
+    if (!catalog_slot_check(e->m->plan->source, e->m->slot, &s))
+        return false;
+    if (s.health == PGS_SLOT_STANDBY)
+        log_warn("the source conninfo led to a standby (%s), which cannot stream slot %s; with "
+                 "several hosts, add target_session_attrs=read-write to it",
+                 s.server, e->m->slot);
+    if (s.health != PGS_SLOT_MISSING && s.health != PGS_SLOT_INVALID)
+        return false;
+    flow_slot_lost(e, &s);
+    return true;
+}
+
 bool flow_connect(engine *e)
 {
     pgs_lsn from = e->m->applied_lsn;
-    if (!stream_start(e->rs, from))
+    if (slot_lost(e) || !stream_start(e->rs, from))
         return false;
     e->backoff_ms = 0;
     /* Until a sample sent from now on sees no other origin, confirm

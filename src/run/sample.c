@@ -2,7 +2,9 @@
  * its own (aquery.h: the query completes in a callback, the loop never
  * waits): its WAL position and the slot's health feed the lag model
  * (lag.h), which drives the ready/catching_up phase, the ETA, the slot-risk
- * warning, the stats row `pgshift status` reads and the published snapshot. */
+ * warning, the stats row `pgshift status` reads and the published snapshot.
+ * A slot found missing or invalidated stops the run (flow_slot_lost); while
+ * nothing streams, what would invalidate the slot is said once a minute. */
 #include "engine.h"
 
 #include "pgshift/hooks.h"
@@ -91,6 +93,39 @@ static void warn_slot(engine *e, double t_ms)
     e->last_slot_warn_ms = t_ms;
 }
 
+/* Not streaming (paused, or reconnecting): nothing reads the slot, and
+ * the source may invalidate it meanwhile (18's idle_replication_slot_timeout,
+ * max_slot_wal_keep_size); say so with the values, once a minute. */
+static void warn_not_streaming(engine *e, const PGresult *res, double t_ms)
+{
+    if (stream_is_open(e->rs)) {
+        e->last_idle_warn_ms = 0;
+        return;
+    }
+    if (e->last_idle_warn_ms && t_ms - e->last_idle_warn_ms < 60000)
+        return;
+    const char *what = e->paused || e->pausing ? "paused" : "not streaming (reconnecting)";
+    const char *todo = e->paused || e->pausing ? "`pgshift resume`" : "let it reconnect";
+    long long timeout_s = PQgetisnull(res, 0, 9) ? 0 : atoll(PQgetvalue(res, 0, 9));
+    const char *keep = PQgetvalue(res, 0, 12);
+    if (timeout_s > 0) {
+        long long idle = PQgetisnull(res, 0, 11) ? 0 : atoll(PQgetvalue(res, 0, 11));
+        log_warn("%s: slot %s has been inactive for %lld s; the source invalidates it at the "
+                 "first checkpoint after idle_replication_slot_timeout = %s (%lld s left), and "
+                 "the migration then has to start over; %s before then",
+                 what, e->m->slot, idle, PQgetvalue(res, 0, 10),
+                 timeout_s > idle ? timeout_s - idle : 0, todo);
+        e->last_idle_warn_ms = t_ms;
+    }
+    if (strcmp(keep, "-1") != 0) {
+        log_warn("%s: slot %s holds %.0f MB of WAL and grows as the source writes; past "
+                 "max_slot_wal_keep_size = %s the source invalidates it, and the migration then "
+                 "has to start over; %s before then",
+                 what, e->m->slot, (double)e->slot_retained / 1048576.0, keep, todo);
+        e->last_idle_warn_ms = t_ms;
+    }
+}
+
 static void log_progress(engine *e, double t_ms, pgs_lsn applied)
 {
     if (t_ms - e->last_log_ms < 10000)
@@ -138,11 +173,15 @@ bool sample_other_origins(engine *e, const char *names)
     return true;
 }
 
+/* The last column of the sample query (on_stats). */
+#define SAMPLE_ORIGINS_COL 13
+
 static bool check_origins(engine *e, const PGresult *res)
 {
     if (!stream_origin_active(e->rs, NULL) || e->sample_sent_ms < e->origin_since_ms)
         return true;
-    if (!PQgetisnull(res, 0, 4) && sample_other_origins(e, PQgetvalue(res, 0, 4)))
+    if (!PQgetisnull(res, 0, SAMPLE_ORIGINS_COL) &&
+        sample_other_origins(e, PQgetvalue(res, 0, SAMPLE_ORIGINS_COL)))
         return false;
     if (e->origin_pending > e->origin_cap)
         e->origin_cap = e->origin_pending;
@@ -155,6 +194,14 @@ static void on_sample(void *arg, const PGresult *res)
     engine *e = arg;
     if (res == NULL || e->stopping || !check_origins(e, res))
         return;
+    /* A slot that is gone or invalidated can stream no more: stop now
+     * (paused, this is the only place that would notice). */
+    pgs_slot_state slot;
+    catalog_slot_from_row(res, 4, &slot);
+    if (slot.health == PGS_SLOT_MISSING || slot.health == PGS_SLOT_INVALID) {
+        flow_slot_lost(e, &slot);
+        return;
+    }
     pgs_lsn cur = 0;
     decode_lsn_parse(PQgetvalue(res, 0, 0), &cur);
     e->slot_retained = atoll(PQgetvalue(res, 0, 1));
@@ -193,6 +240,7 @@ static void on_sample(void *arg, const PGresult *res)
     if (!apply_batch_open(e->apply) && !apply_in_xact(e->apply))
         flow_send_feedback(e, true);
     warn_slot(e, t_ms);
+    warn_not_streaming(e, res, t_ms);
     follow_lag(e);
     if (e->stopping)
         return;
@@ -214,7 +262,16 @@ static void on_stats(uv_timer_t *t)
     "  (SELECT pg_current_wal_lsn() - restart_lsn FROM pg_replication_slots"                       \
     "    WHERE slot_name = $1),"                                                                   \
     "  (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"                        \
-    "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1),"
+    "  (SELECT safe_wal_size FROM pg_replication_slots WHERE slot_name = $1),"                     \
+    "  " CATALOG_SLOT_COLUMNS ","                                                                  \
+    "  (SELECT setting::bigint FROM pg_settings"                                                   \
+    "    WHERE name = 'idle_replication_slot_timeout'),"                                           \
+    "  current_setting('idle_replication_slot_timeout', true),"                                    \
+    "  (SELECT extract(epoch FROM now()"                                                           \
+    "      - (to_jsonb(s)->>'inactive_since')::timestamptz)::bigint"                               \
+    "    FROM pg_replication_slots s WHERE slot_name = $1),"                                       \
+    "  current_setting('max_slot_wal_keep_size'),"
+    /* Column SAMPLE_ORIGINS_COL: the other replication origins. */
     aquery_send(q, origins ? SAMPLE_COLS PG_SQL_OTHER_ORIGINS("$1") : SAMPLE_COLS "  NULL::text", 1,
                 (const char *[]){e->m->slot}, on_sample, e);
     e->sample_sent_ms = engine_now_ms();

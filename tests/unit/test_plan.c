@@ -658,6 +658,16 @@ static void redaction(void **state)
          "user=user password=******** dbname=app host=db1 port=5432 sslmode=require", "s3cret"},
         {"postgres://user:p%40ss@db1,db2/app",
          "user=user password=******** dbname=app host=db1,db2 port=,", "p%40ss"},
+        /* several hosts (failover), key=value and URI */
+        {"host=db1,db2 port=5432,5433 dbname=app target_session_attrs=read-write password=s3cret "
+         "connect_timeout=5",
+         "password=******** connect_timeout=5 dbname=app host=db1,db2 port=5432,5433 "
+         "target_session_attrs=read-write",
+         "s3cret"},
+        {"postgresql://u:s3cret@db1:5432,db2:5433/app?target_session_attrs=read-write",
+         "user=u password=******** dbname=app host=db1,db2 port=5432,5433 "
+         "target_session_attrs=read-write",
+         "s3cret"},
         /* a raw @ in the password: libpq would take "ss@db1" as the host */
         {"postgresql://user:p@ss@db1/app", "(unparseable conninfo)", "ss"},
         {"postgresql://u:s3/cret@db1/app", "(unparseable conninfo)", "cret"},
