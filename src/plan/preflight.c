@@ -228,17 +228,15 @@ static bool check_failover(pgs_migration *m, report *r)
             "listed in synchronized_standby_slots, can take it over in a failover",
             m->slot);
     }
-    /* The slot is confirmed once the target has flushed a commit locally,
-     * not once a standby has it: when the target fails over with the
-     * source, the new primary's slot can be past what its target holds. */
+    /* The target fails over with the source: pgshift confirms only what the
+     * standbys in synchronized_standby_slots have flushed (apply: the
+     * standby flush cap), so the new primary's slot is never past what its
+     * target holds. */
     if (version >= 170000 && m->plan->target == NULL && (standbys > 0 || phys))
-        say(r, "warn",
-            "the target is in the source database, which has physical standbys: after a "
-            "failover the new primary can lack pgshift's last target commits while its slot "
-            "has moved past them, and a resumed run would skip those changes; after a failover, "
-            "start over (`pgshift abort --plan %s --confirm`, then `pgshift run`), or migrate "
-            "into a `target:` database on a server that does not fail over with the source",
-            m->plan->path);
+        say(r, "note",
+            "the target is in the source database: pgshift confirms to the slot only the target "
+            "commits that the standbys in synchronized_standby_slots have flushed, so after a "
+            "failover to one of them the interrupted `pgshift run` resumes (run it again)");
     PQclear(res);
     return true;
 }
