@@ -183,7 +183,6 @@ pass "abort drops only the targets the state says pgshift created, even after th
 sql "TRUNCATE a1_new" || fail "truncate"
 cat >"$PLAN" <<Y
 $(plan_header ab)
-state_dir: $WORK
 tables:
   - {source: a1, target: a1_new}
 Y
