@@ -23,6 +23,7 @@ SQL
 
 cat >"$PLAN" <<Y
 $(plan_header ab)
+state_dir: $WORK
 tables:
   - {source: a1, target: a1_new}
   - source: a2
@@ -162,6 +163,7 @@ pass "after abort, a fresh run copies everything again and streams"
 # must still be kept (the state says pgshift did not create it).
 cat >"$PLAN" <<Y
 $(plan_header ab)
+state_dir: $WORK
 tables:
   - source: a1
     target: a1_new
@@ -183,6 +185,7 @@ pass "abort drops only the targets the state says pgshift created, even after th
 sql "TRUNCATE a1_new" || fail "truncate"
 cat >"$PLAN" <<Y
 $(plan_header ab)
+state_dir: $WORK
 tables:
   - {source: a1, target: a1_new}
 Y

@@ -20,6 +20,7 @@ GRANT CREATE ON DATABASE postgres TO mallory;
 SQL
 cat >"$WORK/plan.yaml" <<Y
 $(plan_header st)
+state_dir: $WORK
 tables:
   - {source: public.st, target: public.st_new}
 Y

@@ -12,6 +12,7 @@ trap 'cont_backend; cleanup_common' EXIT
 sql "CREATE TABLE u (id int PRIMARY KEY, v text); CREATE TABLE u_new (LIKE u INCLUDING ALL)" || fail setup
 cat >"$WORK/plan.yaml" <<Y
 $(plan_header unresp)
+state_dir: $WORK
 tables: [{source: u, target: u_new}]
 Y
 start_run "$WORK/plan.yaml" "$WORK/run1.log"

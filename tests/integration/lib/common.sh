@@ -26,15 +26,14 @@ finish() { echo "$PASSED passed, 0 failed"; exit 0; }
 sql() { psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
 sqlf() { psql -XAtq -v ON_ERROR_STOP=1 -f "$1"; }
 
-# plan_header NAME: the plan's first keys. state_dir is the test's own WORK:
-# the control socket's default dir (/tmp/pgshift-<uid>) is shared by every
-# run on the machine, so the same test run twice at once (another checkout,
-# another PostgreSQL version) would find its socket taken.
+# plan_header NAME: the plan's first keys. A plan should also say
+# `state_dir: $WORK`: the control socket's default dir (/tmp/pgshift-<uid>)
+# is shared by every run on the machine, so the same test run twice at once
+# (from another checkout) would find its socket taken.
 plan_header() {
   cat <<Y
 name: $1
 source: "dbname=${PGDATABASE}"
-state_dir: $WORK
 apply:
   batch_time: 50ms
 Y
