@@ -23,6 +23,7 @@ SQL
 
 cat >"$PLAN" <<Y
 $(plan_header ab)
+state_dir: $WORK
 tables:
   - {source: a1, target: a1_new}
   - source: a2
@@ -162,6 +163,7 @@ pass "after abort, a fresh run copies everything again and streams"
 # must still be kept (the state says pgshift did not create it).
 cat >"$PLAN" <<Y
 $(plan_header ab)
+state_dir: $WORK
 tables:
   - source: a1
     target: a1_new

@@ -6,6 +6,7 @@ source "$(dirname "$0")/lib/common.sh"
 sql "CREATE TABLE a (id int PRIMARY KEY, v text); CREATE TABLE a_new (LIKE a INCLUDING ALL)" || fail setup
 cat >"$WORK/plan.yaml" <<Y
 $(plan_header lost)
+state_dir: $WORK
 tables: [{source: a, target: a_new}]
 Y
 start_run "$WORK/plan.yaml" "$WORK/run1.log"

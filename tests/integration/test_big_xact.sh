@@ -8,6 +8,7 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-}:quarantine_size_mb=8:malloc_context_size=
 sql "CREATE TABLE big (id int PRIMARY KEY, v text, n numeric); CREATE TABLE big_new (LIKE big INCLUDING ALL)" || fail setup
 cat >"$WORK/plan.yaml" <<Y
 $(plan_header bigx)
+state_dir: $WORK
 tables: [{source: big, target: big_new}]
 Y
 start_run "$WORK/plan.yaml" "$WORK/run.log"

@@ -1,9 +1,11 @@
-/* Captures pgoutput messages from a real PostgreSQL 15 server and checks
- * that the decoder reads them exactly as the server meant them.
+/* Captures pgoutput messages from a real PostgreSQL server (any of 14 to 18)
+ * and checks that the decoder reads them exactly as the server meant them.
  *
  * Each test makes its own slot, runs a workload, then reads the messages
  * back with pg_logical_slot_peek_binary_changes() (in text and binary mode,
- * proto_version 1 to 3) and walks them in order with expect(). One test
+ * proto_version 1 to 3; 14's pgoutput stops at 2, and has no two_phase
+ * option, so there the proto_version 3 reads and two_phase are skipped) and
+ * walks them in order with expect(). One test
  * streams through START_REPLICATION instead, to see real CopyData frames
  * and to check that a standby status update moves confirmed_flush_lsn.
  *
@@ -337,6 +339,14 @@ static PGconn *connect_db(void)
     return conn;
 }
 
+/* The highest proto_version the server's pgoutput accepts: 2 on 14, 3 on
+ * 15, 4 on 16 and later. */
+static int server_max_pv(PGconn *conn)
+{
+    int v = PQserverVersion(conn);
+    return v >= 160000 ? 4 : v >= 150000 ? 3 : 2;
+}
+
 static void create_slot(PGconn *conn, const char *slot, bool two_phase)
 {
     pgt_execf(conn, "SELECT pg_create_logical_replication_slot('%s', 'pgoutput', false, %s)", slot,
@@ -366,6 +376,15 @@ static const struct mode {
 };
 #define NMODES (sizeof MODES / sizeof MODES[0])
 
+/* How many of MODES (in proto_version order) the server can be read in. */
+static size_t nmodes(PGconn *conn)
+{
+    size_t n = 0;
+    while (n < NMODES && MODES[n].pv <= server_max_pv(conn))
+        n++;
+    return n;
+}
+
 static capture *peek_mode(PGconn *conn, const char *slot, const struct mode *md, const char *test)
 {
     char tag[128];
@@ -387,7 +406,7 @@ static void nulls_everywhere(void **state)
     pgt_exec(conn, "INSERT INTO t_nulls VALUES (NULL, 'x', 3, 'y'), (1, NULL, 3, 'y'), "
                    "(1, 'x', NULL, 'y'), (1, 'x', 3, NULL), (NULL, NULL, NULL, NULL)");
 
-    for (size_t k = 0; k < NMODES; k++) {
+    for (size_t k = 0; k < nmodes(conn); k++) {
         const struct mode *md = &MODES[k];
         capture *cap = peek_mode(conn, "s_nulls", md, "nulls");
         iter it;
@@ -454,7 +473,7 @@ static void toast_unchanged(void **state)
     char *big2 = malloc(10242);
     assert_non_null(big2);
     snprintf(big2, 10242, "%sz", big);
-    for (size_t k = 0; k < NMODES; k++) {
+    for (size_t k = 0; k < nmodes(conn); k++) {
         const struct mode *md = &MODES[k];
         capture *cap = peek_mode(conn, "s_toast", md, "toast");
         iter it;
@@ -538,7 +557,7 @@ static void replica_identities(void **state)
     for (size_t i = 0; i < sizeof work / sizeof work[0]; i++)
         pgt_exec(conn, work[i]);
 
-    for (size_t k = 0; k < NMODES; k++) {
+    for (size_t k = 0; k < nmodes(conn); k++) {
         const struct mode *md = &MODES[k];
         const bool b = md->binary;
         capture *cap = peek_mode(conn, "s_ident", md, "ident");
@@ -670,7 +689,7 @@ static void truncates(void **state)
 
     const uint8_t flags[] = {DECODE_TRUNCATE_CASCADE, DECODE_TRUNCATE_RESTART_IDENTITY,
                              DECODE_TRUNCATE_CASCADE | DECODE_TRUNCATE_RESTART_IDENTITY, 0};
-    for (size_t k = 0; k < NMODES; k++) {
+    for (size_t k = 0; k < nmodes(conn); k++) {
         capture *cap = peek_mode(conn, "s_trunc", &MODES[k], "truncate");
         iter it;
         it_init(&it, cap);
@@ -722,7 +741,7 @@ static void logical_messages(void **state)
     assert_true(decode_lsn_parse(lsn1, &l1) && decode_lsn_parse(lsn2, &l2) &&
                 decode_lsn_parse(lsn3, &l3));
 
-    for (size_t k = 0; k < NMODES; k++) {
+    for (size_t k = 0; k < nmodes(conn); k++) {
         capture *cap = peek_mode(conn, "s_msg", &MODES[k], "message");
         iter it;
         it_init(&it, cap);
@@ -785,7 +804,7 @@ static void types_and_values(void **state)
                                     "'2024-01-02 03:04:05.678901+00') * 1000000)::bigint");
     pgs_timestamp ts = decode_ts_from_unix_us(unix_us);
 
-    for (size_t k = 0; k < NMODES; k++) {
+    for (size_t k = 0; k < nmodes(conn); k++) {
         const struct mode *md = &MODES[k];
         capture *cap = peek_mode(conn, "s_types", md, "types");
         iter it;
@@ -875,7 +894,10 @@ static void types_and_values(void **state)
 /* proto_version 2 with streaming: a large transaction arrives in Stream
  * Start/Stop blocks whose changes carry the (sub)transaction xid; an aborted
  * subtransaction ends with a Stream Abort naming it; an aborted transaction
- * with a Stream Abort naming itself. */
+ * with a Stream Abort naming itself. From 18 on the server no longer streams
+ * a transaction that has already aborted when decoding reaches
+ * logical_decoding_work_mem (it drops its changes instead), and this one has:
+ * it is read after the ROLLBACK. There it must not appear at all. */
 static void streaming(void **state)
 {
     PGconn *conn = connect_db();
@@ -896,6 +918,7 @@ static void streaming(void **state)
                    "ROLLBACK");
     /* Decoding spills to the output plugin past 64 kB of changes. */
     pgt_exec(conn, "SET logical_decoding_work_mem = '64kB'");
+    bool aborted_streamed = PQserverVersion(conn) < 180000;
 
     const char *opts[] = {"'streaming', 'on'", "'streaming', 'on', 'binary', 'true'"};
     for (int pass = 0; pass < 2; pass++) {
@@ -980,12 +1003,18 @@ static void streaming(void **state)
         assert_true(blocks >= 3);
         assert_true(relations >= 1);
         assert_true(committed);
-        assert_true(second_aborted);
         assert_int_equal(top_rows, 1500);
         assert_true(sub_rows >= 1 && sub_rows <= 1500);
         assert_int_equal(later_rows, 1);
         assert_true(later_sub != 0 && later_sub != aborted_sub);
-        assert_true(second_rows >= 1);
+        if (aborted_streamed) {
+            assert_true(second_aborted);
+            assert_true(second_rows >= 1);
+        } else {
+            assert_int_equal(second, 0);
+            assert_false(second_aborted);
+            assert_int_equal(second_rows, 0);
+        }
         capture_free(cap);
     }
     drop_slot(conn, "s_stream");
@@ -999,8 +1028,12 @@ static void walsender_frames(void **state)
     PGconn *conn = connect_db();
     pgt_exec(conn, "CREATE TABLE t_ws (id int PRIMARY KEY, m mood)");
     PGconn *repl = pgt_connect("replication=database");
-    PGresult *res =
-        PQexec(repl, "CREATE_REPLICATION_SLOT s_ws LOGICAL pgoutput (SNAPSHOT 'nothing')");
+    /* 15 added the option list; 14 only knows the keyword form. */
+    PGresult *res = PQexec(repl, PQserverVersion(repl) >= 150000
+                                     ? "CREATE_REPLICATION_SLOT s_ws LOGICAL pgoutput "
+                                       "(SNAPSHOT 'nothing')"
+                                     : "CREATE_REPLICATION_SLOT s_ws LOGICAL pgoutput "
+                                       "NOEXPORT_SNAPSHOT");
     assert_int_equal(PQresultStatus(res), PGRES_TUPLES_OK);
     PQclear(res);
     pgt_exec(conn, "INSERT INTO t_ws VALUES (1, 'ok')");
@@ -1164,6 +1197,14 @@ static void enable_prepared_transactions(void)
  * Rollback Prepared, and a streamed prepared transaction (Stream Prepare). */
 static void two_phase(void **state)
 {
+    PGconn *probe = connect_db();
+    int max_pv = server_max_pv(probe);
+    PQfinish(probe);
+    if (max_pv < 3) {
+        print_message("two_phase: skipped, this server's pgoutput has no two_phase option "
+                      "(PostgreSQL 15 added it, with proto_version 3)\n");
+        skip();
+    }
     enable_prepared_transactions();
     PGconn *conn = connect_db();
     assert_int_equal(pgt_int(conn, "SHOW max_prepared_transactions"), 10);

@@ -12,6 +12,7 @@ sql "CREATE TABLE acc (id bigint PRIMARY KEY, n int NOT NULL, note text);
 cat >"$WORK/plan.yaml" <<Y
 name: backlog
 source: "dbname=${PGDATABASE}"
+state_dir: $WORK
 apply: {batch_changes: 50}
 tables: [{source: acc, target: acc_new}]
 Y

@@ -56,7 +56,6 @@ mirror_plan cut "$WORK/plan.yaml"
 cat >>"$WORK/plan.yaml" <<Y
   - {source: public.events, target: public.events_new}
   - {source: public.tags, target: public.tags_new}
-state_dir: $WORK
 Y
 sed -i 's/batch_time: 1500ms/batch_time: 100ms/; s/idle_commit_time: 1500ms/idle_commit_time: 20ms/' "$WORK/plan.yaml"
 

@@ -9,6 +9,7 @@ sql "CREATE TABLE t (id int PRIMARY KEY, v int); CREATE TABLE t_new (LIKE t INCL
 cat >"$WORK/plan.yaml" <<Y
 name: fb
 source: "dbname=${PGDATABASE}"
+state_dir: $WORK
 apply: {batch_time: 20s, idle_commit_time: 20s, batch_changes: 1000000}
 tables: [{source: t, target: t_new}]
 Y
@@ -35,6 +36,7 @@ kill -KILL "$RUN_PID"; wait "$RUN_PID" 2>/dev/null
 cat >"$WORK/plan.yaml" <<Y
 name: fb
 source: "dbname=${PGDATABASE}"
+state_dir: $WORK
 apply: {batch_time: 50ms}
 tables: [{source: t, target: t_new}]
 Y

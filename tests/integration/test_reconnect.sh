@@ -7,6 +7,7 @@ sql "CREATE TABLE r (id int PRIMARY KEY, v int); CREATE TABLE r_new (LIKE r INCL
      INSERT INTO r SELECT i, i FROM generate_series(1, 100) i" || fail setup
 cat >"$WORK/plan.yaml" <<Y
 $(plan_header reconn)
+state_dir: $WORK
 tables: [{source: r, target: r_new}]
 Y
 # streamed_times_over N: the run logged "streaming from slot" more than N times.

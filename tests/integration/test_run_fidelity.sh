@@ -47,6 +47,7 @@ SQL
 
 cat > "$WORK/plan.yaml" <<Y
 $(plan_header fidelity)
+state_dir: $WORK
 tables:
   - {source: types, target: types_new}
   - source: obs

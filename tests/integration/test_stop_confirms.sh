@@ -7,6 +7,7 @@ source "$(dirname "$0")/lib/common.sh"
 sql "CREATE TABLE s (id int PRIMARY KEY, v text); CREATE TABLE s_new (LIKE s INCLUDING ALL)" || fail setup
 cat >"$WORK/plan.yaml" <<Y
 $(plan_header stopc)
+state_dir: $WORK
 tables: [{source: s, target: s_new}]
 Y
 start_run "$WORK/plan.yaml" "$WORK/run1.log"

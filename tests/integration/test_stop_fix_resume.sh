@@ -14,6 +14,7 @@ INSERT INTO src SELECT i, date '2025-01-01' + i, i FROM generate_series(1, 100) 
 SQL
 cat >"$WORK/plan.yaml" <<Y
 $(plan_header sfr)
+state_dir: $WORK
 tables: [{source: src, target: tgt}]
 Y
 

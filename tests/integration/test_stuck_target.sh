@@ -14,6 +14,7 @@ sql "CREATE TABLE s (id int PRIMARY KEY, pad text); CREATE TABLE s_new (LIKE s I
 cat >"$WORK/plan.yaml" <<Y
 name: stuck
 source: "dbname=${PGDATABASE}"
+state_dir: $WORK
 apply: {batch_time: 50ms, batch_changes: 100}
 tables: [{source: s, target: s_new}]
 Y

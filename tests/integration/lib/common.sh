@@ -26,7 +26,10 @@ finish() { echo "$PASSED passed, 0 failed"; exit 0; }
 sql() { psql -XAtq -v ON_ERROR_STOP=1 -c "$1"; }
 sqlf() { psql -XAtq -v ON_ERROR_STOP=1 -f "$1"; }
 
-# write_plan FILE NAME then table specs as "source target [partition-yaml]" lines on stdin
+# plan_header NAME: the plan's first keys. A plan should also say
+# `state_dir: $WORK`: the control socket's default dir (/tmp/pgshift-<uid>)
+# is shared by every run on the machine, so the same test run twice at once
+# (from another checkout) would find its socket taken.
 plan_header() {
   cat <<Y
 name: $1

@@ -66,6 +66,7 @@ mirror_plan() {
   cat >"$2" <<Y
 name: $1
 source: "dbname=${PGDATABASE}"
+state_dir: $WORK
 apply:
   batch_time: 1500ms
   idle_commit_time: 1500ms
