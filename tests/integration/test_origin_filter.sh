@@ -13,6 +13,7 @@ sql "CREATE TABLE o (id int PRIMARY KEY, v text); CREATE TABLE o_new (LIKE o INC
      INSERT INTO o SELECT i, 'v' || i FROM generate_series(1, 1000) i" || fail setup
 cat >"$WORK/plan.yaml" <<Y
 $(plan_header orig)
+state_dir: $WORK
 tables: [{source: o, target: o_new}]
 Y
 start_run "$WORK/plan.yaml" "$WORK/run.log"
