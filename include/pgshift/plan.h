@@ -65,8 +65,11 @@ typedef struct pgs_plan_apply {
                         */
     int batch_ms; /* `batch_time: 200ms`: longest time a target transaction stays open, default 200
                    */
-    int idle_commit_ms; /* `idle_commit_time: 20ms`: when the stream goes quiet, a batch at
-                           least this old commits at once (lower = less lag, more commits) */
+    int idle_commit_ms;  /* `idle_commit_time: 20ms`: when the stream goes quiet, a batch at
+                            least this old commits at once (lower = less lag, more commits) */
+    bool early_streamed; /* `early_streamed: true`: a large transaction the server streams is
+                            also applied while it runs, on a second target session (eager.c);
+                            default false: applied at its commit */
 } pgs_plan_apply;
 
 /* `hooks:` shell commands run on events, given the status JSON on stdin

@@ -41,6 +41,7 @@ typedef struct stmt {
 
 typedef struct rel {
     uint32_t relid;
+    decode_relation *sent; /* the Relation message it was built from */
     pgs_mtable *t;
     int natts;
     char **names; /* quoted target column names, in relation attribute order */

@@ -13,6 +13,7 @@
 
 void relmap_free_rel(rel *r)
 {
+    decode_relation_free(r->sent);
     for (int i = 0; i < r->natts; i++)
         free(r->names[i]);
     free(r->col_oids);
@@ -237,8 +238,30 @@ static rel *build_rel(apply_ctx *a, pgs_mtable *t, const decode_relation *dr)
 
 /* A Relation message: check the source's current shape against the target
  * (read afresh: the operator may have just fixed it) and cache the mapping. */
+/* The same relation as before, column for column. */
+static bool same_relation(const decode_relation *x, const decode_relation *y)
+{
+    if (x->natts != y->natts || x->replident != y->replident ||
+        strcmp(x->nspname, y->nspname) != 0 || strcmp(x->relname, y->relname) != 0)
+        return false;
+    for (int i = 0; i < x->natts; i++) {
+        const decode_attr *p = &x->attrs[i], *q = &y->attrs[i];
+        if (p->flags != q->flags || p->type_oid != q->type_oid || p->typmod != q->typmod ||
+            strcmp(p->name, q->name) != 0)
+            return false;
+    }
+    return true;
+}
+
 bool relmap_on_relation(apply_ctx *a, const decode_relation *dr)
 {
+    /* pgoutput sends a relation again after any invalidation (a TRUNCATE,
+     * an ANALYZE, each streamed transaction): when nothing changed, the
+     * mapping stands. Reading the catalog again could even wait for the
+     * lock this session's own open batch holds (after a TRUNCATE). */
+    rel *known = relmap_find(a, dr->relid);
+    if (known && known->sent && same_relation(known->sent, dr))
+        return true;
     if (!folds_flush(a))
         return false;
     pgs_mtable *t = fresh_target(a, dr);
@@ -247,6 +270,11 @@ bool relmap_on_relation(apply_ctx *a, const decode_relation *dr)
     rel *r = build_rel(a, t, dr);
     if (r == NULL)
         return false;
+    r->sent = decode_relation_copy(dr);
+    if (r->sent == NULL) {
+        relmap_free_rel(r);
+        return false;
+    }
     if (!setup_setbased(a, r, dr)) {
         relmap_free_rel(r);
         return false;

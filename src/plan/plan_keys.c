@@ -56,6 +56,8 @@ static const plan_field apply_fields[] = {
      NULL},
     {"idle_commit_time", F_DURATION, offsetof(pgs_plan_apply, idle_commit_ms), false, 1, INT_MAX,
      "20ms", NULL},
+    {"early_streamed", F_BOOL, offsetof(pgs_plan_apply, early_streamed), false, 0, 0, "false",
+     NULL},
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 

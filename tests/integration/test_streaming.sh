@@ -16,6 +16,7 @@ sql "CREATE TABLE s (id int PRIMARY KEY, v text, n int NOT NULL DEFAULT 0);
      INSERT INTO s SELECT i, md5(i::text) FROM generate_series(1, 1000) i" || fail setup
 cat >"$WORK/plan.yaml" <<Y
 $(plan_header strm)
+  early_streamed: true
 state_dir: $WORK
 tables: [{source: s, target: s_new}]
 Y
