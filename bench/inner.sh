@@ -60,7 +60,7 @@ Y
 t0=$(now)
 "$PGSHIFT_BIN" run --plan "$W/plan.yaml" >"$W/run1.log" 2>&1 &
 pid=$!
-until grep -q "streaming from slot" "$W/run1.log"; do
+until grep -qs "streaming from slot" "$W/run1.log"; do
   kill -0 $pid 2>/dev/null || { cat "$W/run1.log"; exit 1; }; sleep 0.05; done
 t_copy=$(el "$t0" "$(now)")
 # Let run 1 stream past the copy's own WAL, as it would in real use, so the
