@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # bench/run.sh: the issue #3 benchmark, one command (as root on Debian 12):
-#   bash bench/run.sh            # 2M rows (~570 MB with indexes)
+#   bash bench/run.sh            # 2M rows (~850 MB with indexes)
 #   BENCH_ROWS=200000 bash bench/run.sh   # a quick smaller run
-# Builds a Release pgshift, starts a throwaway PostgreSQL 15 with fsync on,
-# and measures, on the same server in the same run:
+#   PGSHIFT_PG=18 PGSHIFT_PG_CACHE=/work/main/.cache/pg bash bench/run.sh
+#                                # the same on PostgreSQL 18 (14|15|16|17|18)
+#   PGSHIFT_BIN_BEFORE=/tmp/pgshift-before/build/pgshift bash bench/run.sh
+#                                # before/after: both binaries, see below
+# Builds a Release pgshift (or takes PGSHIFT_BIN), starts a throwaway
+# PostgreSQL (PGSHIFT_PG, default 15) with fsync on, and measures, on the
+# same server in the same run:
 #   1. copy: pgshift's snapshot copy (into a monthly-partitioned target it
 #      creates, indexes after the data) vs INSERT INTO target SELECT * FROM
 #      source (indexes in place)
@@ -12,15 +17,54 @@
 #      logical replication apply worker replaying the same burst into a
 #      second database of the same cluster
 #   3. pgshift's RSS while it applies a single 1M-row transaction
-# Results print at the end and are written to bench/results/<timestamp>.txt.
+# and then, on a server of its own (bench/bigxact.sh):
+#   4. the large-transaction latency: one 1M-row INSERT into a table with a
+#      primary key, from its COMMIT returning to the slot confirming it,
+#      with pgshift's peak RSS
+#
+# With PGSHIFT_BIN_BEFORE, 1-3 run once per binary, "before" first
+# (BENCH_AFTER_FIRST=1: "after" first), each on a server of its own: each
+# catch-up ratio compares pgshift with the native apply worker of the same
+# run. 4 runs both binaries one after the other on one server.
+# BENCH_PARTS=main or BENCH_PARTS=bigxact runs only 1-3 or only 4.
+# BENCH_INNER_BIGXACT=0 leaves out 3 (4 measures the same thing more closely).
+# Results print as they come and are written to bench/results/<timestamp>-pg<N>[-side].txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DPGSHIFT_TESTS=OFF >/dev/null
-cmake --build build-bench -j "$(nproc)" >/dev/null
+export PGSHIFT_PG=${PGSHIFT_PG:-15}
+if [ -z "${PGSHIFT_BIN:-}" ]; then
+  cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DPGSHIFT_TESTS=OFF >/dev/null
+  cmake --build build-bench -j "$(nproc)" >/dev/null
+  PGSHIFT_BIN=$PWD/build-bench/pgshift
+fi
+PGSHIFT_BIN=$(realpath "$PGSHIFT_BIN")
+[ -z "${PGSHIFT_BIN_BEFORE:-}" ] || PGSHIFT_BIN_BEFORE=$(realpath "$PGSHIFT_BIN_BEFORE")
+export PGSHIFT_BIN PGSHIFT_BIN_BEFORE=${PGSHIFT_BIN_BEFORE:-}
 mkdir -p bench/results
-export PGSHIFT_BIN=$PWD/build-bench/pgshift
-export BENCH_OUT=$PWD/bench/results/$(date -u +%Y%m%dT%H%M%SZ).txt
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
 export PGSHIFT_TEST_DURABLE=1
 export PGSHIFT_TEST_PGCONF="max_wal_size=16GB;checkpoint_timeout=1h;max_connections=100"
-exec bash tests/lib/with-pg.sh bash bench/inner.sh
+parts=${BENCH_PARTS:-main,bigxact}
+
+if [[ ,$parts, == *,main,* ]]; then
+  if [ -z "$PGSHIFT_BIN_BEFORE" ]; then
+    sides=(after)
+  elif [ -n "${BENCH_AFTER_FIRST:-}" ]; then
+    sides=(after before)
+  else
+    sides=(before after)
+  fi
+  for side in "${sides[@]}"; do
+    bin=$PGSHIFT_BIN
+    [ "$side" = before ] && bin=$PGSHIFT_BIN_BEFORE
+    suffix=""
+    [ -n "$PGSHIFT_BIN_BEFORE" ] && suffix="-$side"
+    BENCH_SIDE=$side PGSHIFT_BIN=$bin BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG$suffix.txt \
+      bash tests/lib/with-pg.sh bash bench/inner.sh
+  done
+fi
+if [[ ,$parts, == *,bigxact,* ]]; then
+  BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG-bigxact.txt \
+    bash tests/lib/with-pg.sh bash bench/bigxact.sh
+fi
