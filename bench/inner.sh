@@ -12,7 +12,7 @@ q() { psql -XAtq -v ON_ERROR_STOP=1 -d bench -c "$1"; }
 
 createdb bench; createdb nat
 out "pgshift benchmark $(date -u +%FT%TZ) on $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GB; $(psql -XAtc 'select version()' | cut -d, -f1)"
-out "rows: $ROWS; burst: 8 clients x $BURST_PER_CLIENT transactions; pgshift ${BENCH_SIDE:-}: $PGSHIFT_BIN"
+out "rows: $ROWS; burst: 8 clients x $BURST_PER_CLIENT transactions; pgshift${BENCH_SIDE:+ $BENCH_SIDE}: $PGSHIFT_BIN"
 out "load when starting: $(uptime | sed 's/.*load average/load average/')"
 
 # The observations table: uuid + timestamptz key, text, numeric, arrays, jsonb, some bytea.

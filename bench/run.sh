@@ -60,7 +60,9 @@ if [[ ,$parts, == *,main,* ]]; then
     [ "$side" = before ] && bin=$PGSHIFT_BIN_BEFORE
     suffix=""
     [ -n "$PGSHIFT_BIN_BEFORE" ] && suffix="-$side"
-    BENCH_SIDE=$side PGSHIFT_BIN=$bin BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG$suffix.txt \
+    label=$side
+    [ -n "$PGSHIFT_BIN_BEFORE" ] || label=""
+    BENCH_SIDE=$label PGSHIFT_BIN=$bin BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG$suffix.txt \
       bash tests/lib/with-pg.sh bash bench/inner.sh
   done
 fi

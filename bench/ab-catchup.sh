@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# bench/ab-catchup.sh: two pgshift binaries catching up the same burst on
+# one server, one after the other, for a before/after figure that separate
+# runs on a loaded machine cannot give (their servers and page caches
+# differ). As root, from the repository:
+#   PGSHIFT_BIN_BEFORE=/tmp/pgshift-before/build/pgshift PGSHIFT_PG=18 \
+#     PGSHIFT_PG_CACHE=/work/main/.cache/pg bash bench/ab-catchup.sh
+# PGSHIFT_BIN defaults to a Release build of this tree (bench/run.sh's).
+# Every variant in AB_ORDER (default "before after after before") gets a
+# migration of its own: obs (AB_ROWS rows, default 200000, inner.sh's
+# table) copied into its own partitioned target, its slot then brought past
+# every copy's WAL. The burst (inner.sh's) is written once, with no pgshift
+# running; then each variant replays it alone: process start to its slot
+# confirming the burst's end. Variants: before, after, and after-other-origin
+# (the after binary with another replication origin in the cluster, so that
+# on 16+ it runs under its origin but does not ask for origin 'none').
+# Results: bench/results/<timestamp>-pg<N>-ab.txt.
+set -euo pipefail
+if [ -z "${PGSHIFT_TEST_DIR:-}" ]; then
+  cd "$(dirname "$0")/.."
+  [ -n "${PGSHIFT_BIN_BEFORE:-}" ] || { echo "ab-catchup: set PGSHIFT_BIN_BEFORE" >&2; exit 1; }
+  if [ -z "${PGSHIFT_BIN:-}" ]; then
+    cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DPGSHIFT_TESTS=OFF >/dev/null
+    cmake --build build-bench -j "$(nproc)" >/dev/null
+    PGSHIFT_BIN=$PWD/build-bench/pgshift
+  fi
+  export PGSHIFT_BIN=$(realpath "$PGSHIFT_BIN") PGSHIFT_BIN_BEFORE=$(realpath "$PGSHIFT_BIN_BEFORE")
+  export PGSHIFT_PG=${PGSHIFT_PG:-15} PGSHIFT_TEST_DURABLE=1
+  export PGSHIFT_TEST_PGCONF="max_wal_size=16GB;checkpoint_timeout=1h;max_connections=100"
+  mkdir -p bench/results
+  export BENCH_OUT=$PWD/bench/results/$(date -u +%Y%m%dT%H%M%SZ)-pg$PGSHIFT_PG-ab.txt
+  exec bash tests/lib/with-pg.sh bash "$0"
+fi
+
+ROWS=${AB_ROWS:-200000}
+read -ra order <<<"${AB_ORDER:-before after after before}"
+W=$(mktemp -d /tmp/pgshift-ab.XXXXXX)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
+now() { date +%s.%N; }
+el() { awk "BEGIN {printf \"%.1f\", $2 - $1}"; }
+out() { echo "$*" | tee -a "$BENCH_OUT"; }
+q() { psql -XAtq -v ON_ERROR_STOP=1 -d bench -c "$1"; }
+cpu_s() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null; }
+wait_slot() { # SLOT LSN
+  until [ "$(q "SELECT confirmed_flush_lsn >= '$2' FROM pg_replication_slots WHERE slot_name = '$1'")" = t ]; do sleep 0.02; done
+}
+bin_of() { if [ "$1" = before ]; then echo "$PGSHIFT_BIN_BEFORE"; else echo "$PGSHIFT_BIN"; fi; }
+start() { # I LOG: pgshift run for variant I in the background, sets pid
+  "$(bin_of "${order[$1]}")" run --plan "$W/plan$1.yaml" >"$2" 2>&1 &
+  pid=$!
+}
+stop() { kill -TERM $pid; wait $pid || true; }
+# Only the running migration's origin may exist for origin 'none' (16+).
+drop_origins() {
+  [ "$PGSHIFT_TEST_PG" -ge 16 ] || return 0
+  for _ in $(seq 1 50); do # the last run's backend may still be exiting
+    q "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin" >/dev/null 2>&1 && return 0
+    sleep 0.1
+  done
+  q "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin" >/dev/null
+}
+
+createdb bench
+out "pgshift catch-up A/B $(date -u +%FT%TZ) on $(nproc) cores; $(psql -XAtc 'select version()' | cut -d, -f1)"
+out "rows: $ROWS; order: ${order[*]}; before: $PGSHIFT_BIN_BEFORE; after: $PGSHIFT_BIN"
+out "load when starting: $(uptime | sed 's/.*load average/load average/')"
+q "CREATE TABLE obs (id uuid NOT NULL DEFAULT gen_random_uuid(), created_at timestamptz NOT NULL,
+  station text NOT NULL, value numeric(12,4), tags text[], readings float8[], payload jsonb, blob bytea);
+  ALTER TABLE obs ADD PRIMARY KEY (id, created_at)"
+q "INSERT INTO obs (created_at, station, value, tags, readings, payload, blob)
+   SELECT timestamptz '2024-01-01' + random() * interval '700 days', 'station-' || (i % 500),
+     (random() * 10000)::numeric(12,4), ARRAY['t' || (i % 7), 't' || (i % 11), 'site-' || (i % 13)],
+     ARRAY[random(), random(), random(), random(), random(), random()],
+     jsonb_build_object('seq', i, 'ok', i % 2 = 0, 'note', md5(i::text), 'unit', 'mg/l', 'calib', random()),
+     CASE WHEN i % 10 = 0 THEN decode(md5(i::text) || md5((i + 1)::text) || md5((i + 2)::text), 'hex') END
+   FROM generate_series(1, $ROWS) i"
+q "CREATE INDEX ON obs (created_at); CREATE INDEX ON obs (station, created_at)"
+q "VACUUM ANALYZE obs"
+
+# One migration per variant: copy, stream past the copy, stop.
+for i in "${!order[@]}"; do
+  cat >"$W/plan$i.yaml" <<Y
+name: ab$i
+source: "dbname=bench"
+tables:
+  - source: public.obs
+    target: public.obs_ab$i
+    partition: {by: range (created_at), interval: 1 month}
+Y
+  drop_origins
+  start "$i" "$W/copy$i.log"
+  until grep -qs "streaming from slot" "$W/copy$i.log"; do
+    kill -0 $pid 2>/dev/null || { cat "$W/copy$i.log"; exit 1; }; sleep 0.1; done
+  wait_slot "pgshift_ab$i" "$(q "SELECT pg_current_wal_insert_lsn()")"
+  stop
+done
+# Every slot past every copy's WAL, restart points included: each catch-up
+# then decodes the burst and nothing before it.
+end=$(q "SELECT pg_current_wal_insert_lsn()")
+for i in "${!order[@]}"; do
+  drop_origins
+  start "$i" "$W/idle$i.log"
+  wait_slot "pgshift_ab$i" "$end"
+  # A restart point only moves at a running-xacts record (a checkpoint
+  # writes one), and only while the slot is in use.
+  q "CHECKPOINT"
+  for _ in $(seq 1 300); do
+    [ "$(q "SELECT restart_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'pgshift_ab$i'")" = t ] && break
+    sleep 0.1
+  done
+  stop
+done
+out "slots' restart points behind the copies' end: $(q "SELECT string_agg(pg_size_pretty(greatest('$end' - restart_lsn, 0)), ', ' ORDER BY slot_name) FROM pg_replication_slots")"
+
+cat >"$W/burst.sql" <<'PGB'
+\set k random(1, 9000000000000000)
+\set r random(0, 9)
+BEGIN;
+INSERT INTO obs (id, created_at, station, value, tags, readings, payload)
+  VALUES (md5(:k::text)::uuid, timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second',
+          'station-' || :client_id, random() * 1000, ARRAY['burst'], ARRAY[random(), random()],
+          jsonb_build_object('client', :client_id)) ON CONFLICT DO NOTHING;
+UPDATE obs SET value = value + 1, readings = readings || random()
+  WHERE id = md5(:k::text)::uuid AND created_at = timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second';
+\if :r = 0
+DELETE FROM obs WHERE id = md5(:k::text)::uuid AND created_at = timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second';
+\endif
+COMMIT;
+PGB
+t0=$(now)
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -d bench -f "$W/burst.sql" -c 8 -j 2 -t "${AB_BURST_PER_CLIENT:-11000}" >"$W/burst.log" 2>&1
+L=$(q "SELECT pg_current_wal_insert_lsn()")
+out "burst: $(grep -oE "actually processed: [0-9]+" "$W/burst.log" | grep -oE "[0-9]+$") transactions in $(el "$t0" "$(now)") s, up to $L"
+
+for i in "${!order[@]}"; do
+  v=${order[$i]}
+  drop_origins
+  [ "$v" = after-other-origin ] && [ "$PGSHIFT_TEST_PG" -ge 16 ] && q "SELECT pg_replication_origin_create('ab_other')" >/dev/null
+  load=$(awk '{print $1}' /proc/loadavg)
+  t0=$(now)
+  start "$i" "$W/run$i.log"
+  wait_slot "pgshift_ab$i" "$L"
+  t=$(el "$t0" "$(now)")
+  apid=$(q "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgshift apply'")
+  wpid=$(q "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'pgshift_ab$i'")
+  cpu="CPU s pgshift $(cpu_s $pid), apply backend $(cpu_s "$apid"), walsender $(cpu_s "$wpid")"
+  stop
+  out "$(printf '%-20s' "$v") catch-up ${t} s; $cpu; load $load"
+  out "                     $(grep -oE "streaming from slot .*" "$W/run$i.log" | head -1)"
+  diff=$(q "SELECT (SELECT count(*) FROM (TABLE obs EXCEPT ALL TABLE obs_ab$i) a) + (SELECT count(*) FROM (TABLE obs_ab$i EXCEPT ALL TABLE obs) b)")
+  [ "$diff" = 0 ] || out "                     ERROR: obs_ab$i differs from obs in $diff rows"
+done
+out "results: $BENCH_OUT"
