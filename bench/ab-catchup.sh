@@ -112,21 +112,7 @@ for i in "${!order[@]}"; do
 done
 out "slots' restart points behind the copies' end: $(q "SELECT string_agg(pg_size_pretty(greatest('$end' - restart_lsn, 0)), ', ' ORDER BY slot_name) FROM pg_replication_slots")"
 
-cat >"$W/burst.sql" <<'PGB'
-\set k random(1, 9000000000000000)
-\set r random(0, 9)
-BEGIN;
-INSERT INTO obs (id, created_at, station, value, tags, readings, payload)
-  VALUES (md5(:k::text)::uuid, timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second',
-          'station-' || :client_id, random() * 1000, ARRAY['burst'], ARRAY[random(), random()],
-          jsonb_build_object('client', :client_id)) ON CONFLICT DO NOTHING;
-UPDATE obs SET value = value + 1, readings = readings || random()
-  WHERE id = md5(:k::text)::uuid AND created_at = timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second';
-\if :r = 0
-DELETE FROM obs WHERE id = md5(:k::text)::uuid AND created_at = timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second';
-\endif
-COMMIT;
-PGB
+cp "$(dirname "$0")/burst.sql" "$W/burst.sql" # the recorded burst, shared with ab-catchup.sh
 t0=$(now)
 "$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -d bench -f "$W/burst.sql" -c 8 -j 2 -t "${AB_BURST_PER_CLIENT:-11000}" >"$W/burst.log" 2>&1
 L=$(q "SELECT pg_current_wal_insert_lsn()")

@@ -104,21 +104,7 @@ month_parts obs nat
 psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "ALTER TABLE obs ADD PRIMARY KEY (id, created_at); CREATE INDEX ON obs (created_at); CREATE INDEX ON obs (station, created_at)"
 psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "CREATE SUBSCRIPTION natsub CONNECTION 'host=$PGHOST port=$PGPORT dbname=bench' PUBLICATION natpub
   WITH (create_slot = false, slot_name = 'natslot', copy_data = false, enabled = false)"
-cat >"$W/burst.sql" <<'PGB'
-\set k random(1, 9000000000000000)
-\set r random(0, 9)
-BEGIN;
-INSERT INTO obs (id, created_at, station, value, tags, readings, payload)
-  VALUES (md5(:k::text)::uuid, timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second',
-          'station-' || :client_id, random() * 1000, ARRAY['burst'], ARRAY[random(), random()],
-          jsonb_build_object('client', :client_id)) ON CONFLICT DO NOTHING;
-UPDATE obs SET value = value + 1, readings = readings || random()
-  WHERE id = md5(:k::text)::uuid AND created_at = timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second';
-\if :r = 0
-DELETE FROM obs WHERE id = md5(:k::text)::uuid AND created_at = timestamptz '2025-06-01' + (:k % 17280000) * interval '1 second';
-\endif
-COMMIT;
-PGB
+cp "$(dirname "$0")/burst.sql" "$W/burst.sql" # the recorded burst, shared with ab-catchup.sh
 t0=$(now)
 "$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -d bench -f "$W/burst.sql" -c 8 -j 2 -t "$BURST_PER_CLIENT" >"$W/burst.log" 2>&1
 burst_s=$(el "$t0" "$(now)")
