@@ -168,6 +168,26 @@ if [ "$V" -lt 17 ]; then
   finish
 fi
 
+# on_timeout: what the run, the new primary and the target say (wait_for).
+on_timeout() {
+  echo "--- pgshift status"
+  "$PGSHIFT" status --plan "$WORK/plan.yaml" --json 2>&1 | head -c 3000
+  echo "--- new primary: walsenders, slots"
+  sql "SELECT r.pid, r.state, r.sent_lsn, r.write_lsn, r.flush_lsn, a.wait_event_type, a.wait_event
+       FROM pg_stat_replication r JOIN pg_stat_activity a USING (pid)" 2>&1
+  sql "SELECT slot_name, restart_lsn, confirmed_flush_lsn, active, synced, wal_status FROM pg_replication_slots" 2>&1
+  sql "SELECT pg_current_wal_lsn(), current_setting('synchronized_standby_slots')" 2>&1
+  echo "--- target: sessions"
+  on_target "SELECT application_name, state, wait_event_type, wait_event, left(query, 80) FROM pg_stat_activity
+             WHERE backend_type = 'client backend'" 2>&1
+  if [ "${PGSHIFT_TEST_KEEP:-0}" = 1 ] && command -v gdb >/dev/null; then
+    echo "--- pgshift's threads"
+    gdb -p "$RUN_PID" -batch -ex "thread apply all bt 8" 2>/dev/null | grep -E "^#|^Thread" | head -40
+  fi
+  echo "--- new primary's log"
+  tail -n 30 "$STANDBY_DIR/server.log"
+}
+
 # 17+: the run finds the new primary and the synchronized slot.
 streamed_twice() {
   [ "$(grep -c 'streaming from slot' "$WORK/run1.log")" -ge 2 ] && return 0

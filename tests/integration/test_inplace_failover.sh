@@ -23,7 +23,6 @@ sql "SELECT pg_reload_conf()" >/dev/null
 standby_is() { [ "$(psql -h "$SD" -p "$SP" -XAtq -c "$2" 2>/dev/null)" = "$1" ]; }
 mirror_plan ip "$WORK/plan.yaml"
 sed -i "s|^source: .*|source: \"host=127.0.0.1,127.0.0.1 port=$PRIMARY_PORT,$SP dbname=postgres target_session_attrs=read-write\"|" "$WORK/plan.yaml"
-echo "state_dir: $WORK" >>"$WORK/plan.yaml"
 
 start_run "$WORK/plan.yaml" "$WORK/run1.log"
 wait_streaming "$WORK/run1.log"

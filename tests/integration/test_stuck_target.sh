@@ -54,8 +54,11 @@ echo "# backlog $((backlog / 1048576)) MB behind the locked target; pgshift peak
 # Bounded whatever the backlog: a folded batch and its encoded statement,
 # libpq's send buffer, and the stream buffered up to STREAM_READ_AHEAD (13 MB
 # here). Without the bound the applier, waiting for a batch stuck behind the
-# lock, read the whole backlog into libpq's buffer: +272 MB.
-[ "$growth" -lt 64 ] || fail "pgshift's memory grew ${growth} MB while the target was locked (backlog $((backlog / 1048576)) MB)"
+# lock, read the whole backlog into libpq's buffer: +272 MB. Measured with
+# the bound (ASan build): 51 MB on a quiet machine, 64 MB once on a loaded
+# one (libpq grows its buffers by doubling, and VmHWM counts the old and the
+# new buffer at the moment of the copy); 96 MB still tells the two apart.
+[ "$growth" -lt 96 ] || fail "pgshift's memory grew ${growth} MB while the target was locked (backlog $((backlog / 1048576)) MB)"
 pass "target locked with a $((backlog / 1048576)) MB backlog: pgshift's memory grew ${growth} MB"
 
 wait "$LOCK_PID" || fail "lock holder: $(cat "$WORK/lock.log")"

@@ -10,11 +10,17 @@ PASSED=0
 cleanup_common() {
   for p in "${RUN_PIDS[@]:-}"; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null; done
   wait 2>/dev/null
-  rm -rf "$WORK"
+  # PGSHIFT_TEST_KEEP=1: a failed test leaves its WORK dir (logs, plans) behind.
+  if [ "${FAILED:-0}" = 1 ] && [ "${PGSHIFT_TEST_KEEP:-0}" = 1 ]; then
+    echo "kept $WORK" >&2
+  else
+    rm -rf "$WORK"
+  fi
 }
 trap cleanup_common EXIT
 
 fail() {
+  FAILED=1
   echo "FAIL: $*" >&2
   for f in "$WORK"/*.log; do [ -f "$f" ] && { echo "--- $f" >&2; tail -n 30 "$f" >&2; }; done
   echo "$PASSED passed, 1 failed"
@@ -77,6 +83,8 @@ wait_for() {
   if [ -n "${RUN_PID:-}" ] && ! kill -0 "$RUN_PID" 2>/dev/null; then
     died=" (the run, pid $RUN_PID, has exited)"
   fi
+  # A test may define on_timeout to print what it knows (server views, status).
+  declare -F on_timeout >/dev/null && on_timeout >&2
   fail "timed out after $t s waiting for: $what$died"
 }
 
@@ -138,7 +146,13 @@ same_rows() {
   local a=$1 b=$2 cols=${3:-*} n m
   n=$(sql "SELECT count(*) FROM (SELECT $cols FROM $a EXCEPT ALL SELECT $cols FROM $b) x") || fail "compare $a $b"
   m=$(sql "SELECT count(*) FROM (SELECT $cols FROM $b EXCEPT ALL SELECT $cols FROM $a) x") || fail "compare $b $a"
-  [ "$n" = 0 ] && [ "$m" = 0 ] || fail "$a and $b differ: $n rows only in $a, $m only in $b"
+  [ "$n" = 0 ] && [ "$m" = 0 ] && return 0
+  # The rows themselves (a few), so a failure says which and how.
+  local rows
+  rows=$(sql "(SELECT '$a' AS only_in, x::text FROM (SELECT $cols FROM $a EXCEPT ALL SELECT $cols FROM $b) x LIMIT 5)
+              UNION ALL (SELECT '$b', y::text FROM (SELECT $cols FROM $b EXCEPT ALL SELECT $cols FROM $a) y LIMIT 5)" | cut -c1-160)
+  fail "$a and $b differ: $n rows only in $a, $m only in $b:
+$rows"
 }
 
 stop_run() {
