@@ -144,20 +144,39 @@ static bool apply_truncate(apply_ctx *a, const decode_msg *msg)
     return ok;
 }
 
+/* A change to apply: the batch is open for it. */
+static bool opens_batch(apply_ctx *a, decode_kind k)
+{
+    bool change =
+        k == DECODE_INSERT || k == DECODE_UPDATE || k == DECODE_DELETE || k == DECODE_TRUNCATE;
+    if (!change || !a->in_xact || a->skipping)
+        return true;
+    a->xact_changed = true;
+    return batch_begin(a);
+}
+
 bool apply_message(apply_ctx *a, const decode_msg *msg)
 {
     if (a->failed)
         return false;
+    if (!opens_batch(a, msg->kind)) {
+        apply_rollback_batch(a);
+        a->failed = true;
+        return false;
+    }
     bool ok = true;
     switch (msg->kind) {
     case DECODE_BEGIN:
         a->in_xact = true;
+        a->xact_changed = false;
         a->xact_final_lsn = msg->u.begin.final_lsn;
         a->skipping = msg->u.begin.final_lsn < a->m->applied_lsn;
         if (a->skipping)
             a->stats.skipped_xacts++;
-        else
-            ok = batch_begin(a);
+        /* The target's batch opens at the first change (opens_batch): a
+         * transaction with nothing for the plan's tables (14 sends every
+         * transaction of the database, pgshift's own commits among them)
+         * writes nothing, so pgshift's commits do not feed themselves. */
         break;
     case DECODE_COMMIT:
         if (!a->in_xact) {
@@ -167,7 +186,9 @@ bool apply_message(apply_ctx *a, const decode_msg *msg)
             break;
         }
         a->in_xact = false;
-        if (!a->skipping) {
+        /* An empty transaction moves nothing: with no batch open it is
+         * applied as it is (nothing to write), and the applier stays idle. */
+        if (!a->skipping && a->xact_changed) {
             a->batch_end_lsn = msg->u.commit.end_lsn;
             a->batch_commit_time = msg->u.commit.commit_time;
             a->batch_xacts++;

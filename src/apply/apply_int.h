@@ -101,6 +101,7 @@ struct apply_ctx {
 
     bool in_xact;
     bool skipping;
+    bool xact_changed; /* the source transaction in progress had a change to apply */
     bool batch_open;
     pgs_lsn xact_final_lsn;
     pgs_lsn batch_end_lsn;
