@@ -32,6 +32,9 @@ typedef struct codriver_ops {
     bool (*can_start)(void *arg);
     /* The applied position, or the keepalive position when idle. */
     pgs_lsn (*applied)(void *arg);
+    /* What the applier can apply, in source WAL bytes per second (0: not
+     * measured yet): cutover.max_block's estimate of the time under lock. */
+    double (*apply_capacity)(void *arg);
     /* Asks for the source's insert position; the owner answers with
      * codriver_source_lsn() (or not, when it cannot now). */
     void (*ask_lsn)(void *arg);

@@ -32,6 +32,11 @@
 /* Smoothing weight of a new measurement, after the first one. */
 #define LAG_ALPHA 0.3
 
+/* Behind by more than this (and not idle): the applier works flat out, so
+ * its rate then is what it can do (lag_model.peak_rate_bytes). */
+#define LAG_BEHIND_BYTES     (1 << 20)
+#define LAG_PEAK_HALF_LIFE_S 60.0
+
 typedef struct lag_input {
     double t_ms;            /* monotonic time of the sample, in ms */
     uint64_t source_lsn;    /* the source's current WAL position */
@@ -56,6 +61,10 @@ typedef struct lag_model {
     double rate_xacts;
     double rate_bytes; /* applied (confirmed) WAL bytes */
     double rate_wal;   /* source WAL bytes */
+    /* The apply rate's peak while pgshift was behind (lag over
+     * LAG_BEHIND_BYTES, not idle): what it can apply, not what the source
+     * happens to write (cutover.max_block's estimate). */
+    double peak_rate_bytes;
     bool slot_at_risk;
     bool converged; /* lag within max_lag */
 

@@ -51,6 +51,9 @@ typedef struct pgs_plan_cutover {
     int attempts;           /* `attempts: 20`; default 20 */
     int fence_timeout_ms;   /* `fence_timeout: 2s`: longest the lock is held waiting for the
                                fence before the attempt is given up; default 2000 */
+    int max_block_ms;       /* `max_block: 100ms`: the write-block budget: locks are taken
+                               only when the rest fits it at the measured apply rate, and
+                               held no longer than it before the swap; default 100 */
     bool postpone;          /* `postpone: true` holds back --auto-cutover */
     char *postpone_file;    /* `postpone_file: /path`: while it exists, auto cutover waits */
 } pgs_plan_cutover;

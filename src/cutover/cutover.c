@@ -30,6 +30,16 @@ void cutover_crash_point(const char *step)
         log_warn("PGSHIFT_TEST_CRASH_AT=%s: killing myself now", step);
         raise(SIGKILL);
     }
+    /* PGSHIFT_TEST_SLOW_AT=step:ms: that step takes ms longer (tests of
+     * cutover.max_block: the locks are then held past a small budget). */
+    const char *slow = getenv("PGSHIFT_TEST_SLOW_AT");
+    size_t n = strlen(step);
+    if (slow && strncmp(slow, step, n) == 0 && slow[n] == ':') {
+        int ms = atoi(slow + n + 1);
+        log_warn("PGSHIFT_TEST_SLOW_AT=%s: %d ms more at this step", slow, ms);
+        struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
 }
 
 /* The tables' database. It is the state database too in every cutover: a

@@ -5,9 +5,15 @@
  *   released) --fence message--> AT_FENCE (stream held, batch committed)
  *   --applier at rest--> swap --> done (stop 0)
  *
- * A lock not granted, a fence not reached within fence_timeout, or a swap
- * that failed its checks: back to WANTED after a backoff, until
- * cutover.attempts; then NONE (given up, still streaming). */
+ * The write-block budget (cutover.max_block): WANTED moves on only when the
+ * WAL left to apply, at the apply rate measured while pgshift was behind,
+ * fits it (or after CLOSER_PATIENCE_MS of trying to get there); once the
+ * locks are held, an attempt that has not applied up to the fence within
+ * the budget (or fence_timeout, if shorter) lets go before the swap.
+ *
+ * A lock not granted, the budget spent, or a swap that failed its checks:
+ * back to WANTED after a backoff, until cutover.attempts; then NONE (given
+ * up, still streaming). */
 #include "pgshift/codriver.h"
 
 #include "pgshift/log.h"
@@ -21,6 +27,11 @@
 #include <unistd.h>
 
 #define TICK_MS 50
+/* While the locks are held: how often the budget is looked at. */
+#define HELD_TICK_MS 5
+/* The longest WANTED waits for the backlog to fit the budget before it
+ * tries anyway (the budget still bounds what the application waits). */
+#define CLOSER_PATIENCE_MS 10000
 
 typedef enum co_state {
     CO_NONE,     /* no cutover wanted */
@@ -49,7 +60,11 @@ struct codriver {
     double last_window_ms;  /* what the application waited in the last attempt */
     char nonce[128];
     pgs_lsn fence_lsn;
-    uint64_t lag_bytes; /* when the attempt was decided */
+    uint64_t lag_bytes;     /* when the attempt was decided */
+    double est_ms;          /* lag_bytes at the measured apply rate */
+    double closer_since_ms; /* waiting for the backlog to fit the budget since (0: not) */
+    double budget_ms;       /* the locks are held at most this long before the swap */
+    uint64_t fence_ahead;   /* bytes from the applied position to the fence, at the lock */
     cutover_blocker blocker;
     bool have_blocker;
     double last_wait_log_ms;
@@ -67,6 +82,11 @@ static double now_ms(void)
 }
 
 static void on_timer(uv_timer_t *h);
+
+static void tick(codriver *d, uint64_t every_ms)
+{
+    uv_timer_start(&d->timer, on_timer, every_ms, every_ms);
+}
 
 codriver *codriver_new(uv_loop_t *loop, pgs_migration *m, const codriver_ops *ops)
 {
@@ -166,6 +186,7 @@ static void attempt_failed(codriver *d, const char *why, double app_wait_ms)
         d->backoff_ms = 5000;
     d->next_try_ms = now_ms() + d->backoff_ms;
     d->state = CO_WANTED;
+    tick(d, TICK_MS);
     log_warn("cutover attempt %d/%d: %s; the application waited %.0f ms; retrying in %d ms",
              d->attempts, d->m->plan->cutover.attempts, why, app_wait_ms, d->backoff_ms);
     hold(d, false);
@@ -249,6 +270,31 @@ void codriver_source_lsn(codriver *d, pgs_lsn source_lsn)
         }
         return;
     }
+    /* Catch up closer without the locks while the rest would not fit the
+     * write-block budget at the rate the applier has shown. */
+    double cap = d->ops.apply_capacity(d->ops.arg);
+    d->est_ms = lag == 0 ? 0 : cap > 0 ? (double)lag * 1000.0 / cap : -1;
+    bool fits = d->est_ms >= 0 && d->est_ms <= m->plan->cutover.max_block_ms;
+    if (!fits) {
+        if (d->closer_since_ms == 0)
+            d->closer_since_ms = t;
+        if (t - d->closer_since_ms < CLOSER_PATIENCE_MS) {
+            if (t - d->last_wait_log_ms > 10000) {
+                char est[32] = "no apply rate measured yet";
+                if (d->est_ms >= 0)
+                    snprintf(est, sizeof est, "about %.0f ms", d->est_ms);
+                log_info("cutover waits to catch up closer without the locks: %.1f kB left to "
+                         "apply, %s at %.2f MB/s, over cutover.max_block (%d ms)",
+                         (double)lag / 1024.0, est, cap / 1048576.0, m->plan->cutover.max_block_ms);
+                d->last_wait_log_ms = t;
+            }
+            return;
+        }
+        log_info("cutover: the backlog did not fit cutover.max_block for %d s; trying anyway (the "
+                 "attempt lets go if the budget runs out)",
+                 CLOSER_PATIENCE_MS / 1000);
+    }
+    d->closer_since_ms = 0;
     if (d->co == NULL && (d->co = cutover_new(m)) == NULL) {
         give_up(d, "cannot open the cutover connections (see the log)");
         return;
@@ -278,9 +324,12 @@ static void lock_and_fence(codriver *d)
         return;
     if (d->attempts == 1)
         d->ops.event(d->ops.arg, "cutover_started");
-    log_info("cutover attempt %d/%d: locking (lag %.1f kB, lock_timeout %d ms)", d->attempts,
-             m->plan->cutover.attempts, (double)d->lag_bytes / 1024.0,
-             m->plan->cutover.lock_timeout_ms);
+    char est[40] = "";
+    if (d->est_ms >= 0)
+        snprintf(est, sizeof est, ", about %.0f ms to apply", d->est_ms);
+    log_info("cutover attempt %d/%d: locking (lag %.1f kB%s, lock_timeout %d ms, max_block %d ms)",
+             d->attempts, m->plan->cutover.attempts, (double)d->lag_bytes / 1024.0, est,
+             m->plan->cutover.lock_timeout_ms, m->plan->cutover.max_block_ms);
     double t0 = now_ms();
     int r = cutover_lock(d->co, &d->blocker, &d->have_blocker);
     double t1 = now_ms();
@@ -305,26 +354,48 @@ static void lock_and_fence(codriver *d)
     }
     d->fence_sent_ms = now_ms();
     d->state = CO_FENCE;
+    d->budget_ms = m->plan->cutover.max_block_ms < m->plan->cutover.fence_timeout_ms
+                       ? m->plan->cutover.max_block_ms
+                       : m->plan->cutover.fence_timeout_ms;
+    pgs_lsn applied = d->ops.applied(d->ops.arg);
+    d->fence_ahead = d->fence_lsn > applied ? d->fence_lsn - applied : 0;
+    tick(d, HELD_TICK_MS);
     char lsn[18];
-    log_info("cutover: locks held after %.0f ms; fence at %s; applying up to it", t1 - t0,
-             decode_lsn_format(d->fence_lsn, lsn));
+    log_info("cutover: locks held after %.0f ms; fence at %s, %.1f kB past the applied position; "
+             "applying up to it",
+             t1 - t0, decode_lsn_format(d->fence_lsn, lsn), (double)d->fence_ahead / 1024.0);
     /* Whatever is already buffered may hold the fence. */
     hold(d, false);
+}
+
+/* Locks held past the budget, whatever the reason: let go (nothing is
+ * renamed) and retry. True when the attempt was given up. */
+static bool budget_spent(codriver *d)
+{
+    double held = now_ms() - d->locked_at_ms;
+    if (held <= d->budget_ms)
+        return false;
+    cutover_release(d->co);
+    const pgs_plan_cutover *pc = &d->m->plan->cutover;
+    bool fence = pc->fence_timeout_ms < pc->max_block_ms;
+    char msg[400];
+    snprintf(msg, sizeof msg,
+             "%s within %s (%d ms; the fence was %.1f kB past the applied position%s); locks "
+             "released, nothing renamed",
+             d->state == CO_FENCE ? "the stream did not reach the fence"
+                                  : "the changes up to the fence were not applied",
+             fence ? "cutover.fence_timeout" : "cutover.max_block",
+             fence ? pc->fence_timeout_ms : pc->max_block_ms, (double)d->fence_ahead / 1024.0,
+             fence ? "" : "; a larger cutover.max_block lets the application wait longer");
+    attempt_failed(d, msg, d->lock_wait_ms + held);
+    return true;
 }
 
 static void on_timer(uv_timer_t *h)
 {
     codriver *d = h->data;
     if (d->state == CO_FENCE || d->state == CO_AT_FENCE) {
-        if (now_ms() - d->fence_sent_ms > d->m->plan->cutover.fence_timeout_ms) {
-            cutover_release(d->co);
-            char msg[256];
-            snprintf(msg, sizeof msg,
-                     "the stream did not reach the fence and apply up to it within "
-                     "cutover.fence_timeout (%d ms); locks released, nothing renamed",
-                     d->m->plan->cutover.fence_timeout_ms);
-            attempt_failed(d, msg, d->lock_wait_ms + (now_ms() - d->locked_at_ms));
-        }
+        budget_spent(d);
         return;
     }
     if (d->state == CO_WANTED)
@@ -412,6 +483,8 @@ static void swap(codriver *d)
         return;
     }
     cutover_crash_point("applied");
+    if (budget_spent(d))
+        return;
     json_t *o = swap_record(d, now_ms() - d->fence_sent_ms);
     char *js = o ? json_dumps(o, JSON_COMPACT) : NULL;
     char err[1024] = "";

@@ -75,6 +75,7 @@ pgs_plan *pgs_plan_parse(const char *yaml, size_t len, const char *path, char *e
     plan->cutover.lock_timeout_ms = 500;
     plan->cutover.attempts = 20;
     plan->cutover.fence_timeout_ms = 2000;
+    plan->cutover.max_block_ms = 100;
     plan->copy.workers = 0;
     plan->copy.chunk_bytes = UINT64_C(64) << 20;
     plan->apply.batch_changes = 20000;

@@ -37,6 +37,8 @@ static const plan_field cutover_fields[] = {
     {"attempts", F_INT, offsetof(pgs_plan_cutover, attempts), false, 1, INT_MAX, "20", NULL},
     {"fence_timeout", F_DURATION, offsetof(pgs_plan_cutover, fence_timeout_ms), false, 1, 600000,
      "2s", NULL},
+    {"max_block", F_DURATION, offsetof(pgs_plan_cutover, max_block_ms), false, 1, 600000, "100ms",
+     NULL},
     {"postpone", F_BOOL, offsetof(pgs_plan_cutover, postpone), false, 0, 0, "false", NULL},
     {"postpone_file", F_TEXT, offsetof(pgs_plan_cutover, postpone_file), false, 0, 0,
      "/tmp/petri.postpone", NULL},

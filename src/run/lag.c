@@ -36,6 +36,13 @@ static void update_rates(lag_model *m, const lag_input *in)
     m->rate_xacts = alpha * rx + (1 - alpha) * m->rate_xacts;
     m->rate_bytes = alpha * rb + (1 - alpha) * m->rate_bytes;
     m->rate_wal = alpha * rw + (1 - alpha) * m->rate_wal;
+    /* The peak fades (half-life LAG_PEAK_HALF_LIFE_S) so that it tells what
+     * the applier does now, not during a burst long past. */
+    m->peak_rate_bytes *= exp2(-dt / LAG_PEAK_HALF_LIFE_S);
+    uint64_t lag = in->source_lsn > in->applied_lsn ? in->source_lsn - in->applied_lsn : 0;
+    if (!in->idle && lag > LAG_BEHIND_BYTES && m->lag_bytes > LAG_BEHIND_BYTES &&
+        m->rate_bytes > m->peak_rate_bytes)
+        m->peak_rate_bytes = m->rate_bytes;
 }
 
 void lag_sample(lag_model *m, const lag_input *in)

@@ -360,6 +360,12 @@ static pgs_lsn op_applied(void *arg)
     return e->m->applied_lsn > e->idle_confirm ? e->m->applied_lsn : e->idle_confirm;
 }
 
+static double op_apply_capacity(void *arg)
+{
+    engine *e = arg;
+    return e->lag.peak_rate_bytes > e->lag.rate_bytes ? e->lag.peak_rate_bytes : e->lag.rate_bytes;
+}
+
 static void on_source_lsn(void *arg, const PGresult *res)
 {
     engine *e = arg;
@@ -417,8 +423,9 @@ static bool engine_open(engine *e)
     uv_signal_start(&e->sigint, on_signal, SIGINT);
     uv_signal_start(&e->sigterm, on_signal, SIGTERM);
     codriver_ops ops = {
-        e,          op_hold,    op_commit, op_at_rest, op_apply_failed, op_can_start,
-        op_applied, op_ask_lsn, op_phase,  op_event,   op_outcome,      op_stop};
+        e,          op_hold,           op_commit,  op_at_rest, op_apply_failed, op_can_start,
+        op_applied, op_apply_capacity, op_ask_lsn, op_phase,   op_event,        op_outcome,
+        op_stop};
     e->drv = codriver_new(&e->loop, e->m, &ops);
     if (e->drv == NULL || !flow_init(e))
         return false;

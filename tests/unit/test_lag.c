@@ -287,6 +287,35 @@ static void slot_risk(void **state)
     assert_true(m.slot_at_risk);
 }
 
+/* The peak apply rate (cutover.max_block's capacity) counts only while
+ * behind by more than LAG_BEHIND_BYTES, and fades with its half-life. */
+static void peak_rate(void **state)
+{
+    (void)state;
+    lag_model m;
+    lag_init(&m);
+    /* Caught up, applying what the source writes: no peak. */
+    feed_steady(&m, 10, 0, 1000000, 1000000);
+    assert_near(m.peak_rate_bytes, 0);
+    /* 512 MB behind, applying 8 MB/s against 1 MB/s written: the peak
+     * follows the smoothed rate up to 8 MB/s. */
+    lag_init(&m);
+    feed_steady(&m, 20, 512 * MB, 1 * MB, 8 * MB);
+    assert_true(m.lag_bytes > LAG_BEHIND_BYTES);
+    assert_true(m.peak_rate_bytes > 7.9 * MB && m.peak_rate_bytes <= 8 * MB);
+    double peak = m.peak_rate_bytes;
+    /* Then caught up for 60 s (30 samples, 2 s apart), writing and
+     * applying 1 MB/s: the peak halves and is not raised. */
+    for (int i = 20; i < 50; i++) {
+        lag_input in = base(1000.0 + 2000.0 * i);
+        in.applied_lsn = in.source_lsn = (uint64_t)(200 * MB + 1 * MB * 2 * i);
+        in.changes = 100 * i;
+        in.xacts = 10 * i;
+        lag_sample(&m, &in);
+    }
+    assert_true(fabs(m.peak_rate_bytes - peak / 2) < peak * 0.01);
+}
+
 static void not_ready_before_a_sample(void **state)
 {
     lag_model m;
@@ -307,6 +336,7 @@ int main(void)
         cmocka_unit_test(lag_seconds),
         cmocka_unit_test(slot_risk),
         cmocka_unit_test(not_ready_before_a_sample),
+        cmocka_unit_test(peak_rate),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
