@@ -32,6 +32,10 @@
 /* The longest WANTED waits for the backlog to fit the budget before it
  * tries anyway (the budget still bounds what the application waits). */
 #define CLOSER_PATIENCE_MS 10000
+/* The apply rate assumed at least (source WAL bytes/s): a trickle of
+ * writes shows a rate that low, and the estimate would be the time behind,
+ * not the time to apply. */
+#define MIN_APPLY_RATE (1024.0 * 1024.0)
 
 typedef enum co_state {
     CO_NONE,     /* no cutover wanted */
@@ -273,19 +277,19 @@ void codriver_source_lsn(codriver *d, pgs_lsn source_lsn)
     /* Catch up closer without the locks while the rest would not fit the
      * write-block budget at the rate the applier has shown. */
     double cap = d->ops.apply_capacity(d->ops.arg);
-    d->est_ms = lag == 0 ? 0 : cap > 0 ? (double)lag * 1000.0 / cap : -1;
-    bool fits = d->est_ms >= 0 && d->est_ms <= m->plan->cutover.max_block_ms;
+    if (cap < MIN_APPLY_RATE)
+        cap = MIN_APPLY_RATE;
+    d->est_ms = (double)lag * 1000.0 / cap;
+    bool fits = d->est_ms <= m->plan->cutover.max_block_ms;
     if (!fits) {
         if (d->closer_since_ms == 0)
             d->closer_since_ms = t;
         if (t - d->closer_since_ms < CLOSER_PATIENCE_MS) {
             if (t - d->last_wait_log_ms > 10000) {
-                char est[32] = "no apply rate measured yet";
-                if (d->est_ms >= 0)
-                    snprintf(est, sizeof est, "about %.0f ms", d->est_ms);
                 log_info("cutover waits to catch up closer without the locks: %.1f kB left to "
-                         "apply, %s at %.2f MB/s, over cutover.max_block (%d ms)",
-                         (double)lag / 1024.0, est, cap / 1048576.0, m->plan->cutover.max_block_ms);
+                         "apply, about %.0f ms at %.2f MB/s, over cutover.max_block (%d ms)",
+                         (double)lag / 1024.0, d->est_ms, cap / 1048576.0,
+                         m->plan->cutover.max_block_ms);
                 d->last_wait_log_ms = t;
             }
             return;
@@ -324,11 +328,9 @@ static void lock_and_fence(codriver *d)
         return;
     if (d->attempts == 1)
         d->ops.event(d->ops.arg, "cutover_started");
-    char est[40] = "";
-    if (d->est_ms >= 0)
-        snprintf(est, sizeof est, ", about %.0f ms to apply", d->est_ms);
-    log_info("cutover attempt %d/%d: locking (lag %.1f kB%s, lock_timeout %d ms, max_block %d ms)",
-             d->attempts, m->plan->cutover.attempts, (double)d->lag_bytes / 1024.0, est,
+    log_info("cutover attempt %d/%d: locking (lag %.1f kB, about %.0f ms to apply, lock_timeout %d "
+             "ms, max_block %d ms)",
+             d->attempts, m->plan->cutover.attempts, (double)d->lag_bytes / 1024.0, d->est_ms,
              m->plan->cutover.lock_timeout_ms, m->plan->cutover.max_block_ms);
     double t0 = now_ms();
     int r = cutover_lock(d->co, &d->blocker, &d->have_blocker);
