@@ -59,7 +59,10 @@ for i in $(seq 26 30); do
   # runs with synchronous_commit off.)
   end=$(psql -XAtq -v ON_ERROR_STOP=1 -c "SET synchronous_commit = on; INSERT INTO t VALUES ($i, $i)" \
     -c "SELECT pg_current_wal_insert_lsn()") || fail "insert $i"
-  # A measurement, not a wait: polled every 10 ms against a 500 ms bound.
+  # A measurement, not a wait: polled every 10 ms against a 2 s bound. Held
+  # off, the WAL writer would make it 10 s; quiet, it takes 70-150 ms; a
+  # loaded CI machine with debug logs once took 752 ms, so the bound is not
+  # the feedback tick (1 s) but the WAL writer.
   t0=$(date +%s%N)
   until [ "$(sql "SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'pgshift_fb'")" = t ]; do
     [ $(($(date +%s%N) - t0)) -lt 5000000000 ] || fail "insert $i not confirmed after 5 s"
@@ -68,7 +71,7 @@ for i in $(seq 26 30); do
   ms=$((($(date +%s%N) - t0) / 1000000))
   [ "$ms" -gt "$worst" ] && worst=$ms
 done
-[ "$worst" -lt 500 ] || fail "a quiet stream's last commit took $worst ms to be confirmed (want < 500 ms)"
+[ "$worst" -lt 2000 ] || fail "a quiet stream's last commit took $worst ms to be confirmed (want < 2 s)"
 same_rows t t_new
 pass "each commit on a quiet source confirmed to the slot within $worst ms"
 # Quiet stays quiet: pgshift's own commits (its state, in this database)
