@@ -30,6 +30,11 @@ typedef struct pgs_mtable {
     int64_t bytes_copied;
     bool copy_done;
     int64_t changes_applied;
+    /* The target was analyzed by this process after its copy (cmd_run.c),
+     * when changes_applied was changes_at_analyze: the cutover analyzes it
+     * again only if much has changed since (cutover.c). */
+    bool analyzed;
+    int64_t changes_at_analyze;
 } pgs_mtable;
 
 typedef struct pgs_migration {

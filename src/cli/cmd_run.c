@@ -104,7 +104,8 @@ typedef struct analyzer {
     pthread_t thread;
     bool started;
     char *conninfo;
-    char **tables; /* quoted target names, NULL-terminated */
+    char **tables;   /* quoted target names, NULL-terminated */
+    bool **analyzed; /* per table: set when its ANALYZE succeeded */
     atomic_bool *analyzing;
 } analyzer;
 
@@ -112,13 +113,16 @@ static void *analyze_targets(void *arg)
 {
     analyzer *z = arg;
     PGconn *conn = pg_connect(z->conninfo, "target (analyze)", false);
-    for (char **t = z->tables; conn && *t; t++) {
+    for (int i = 0; conn && z->tables[i]; i++) {
+        char **t = &z->tables[i];
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         char *sql = NULL;
         bool ok = asprintf(&sql, "ANALYZE %s", *t) >= 0 && pg_exec(conn, "analyzing a target", sql);
         free(sql);
         clock_gettime(CLOCK_MONOTONIC, &t1);
+        if (ok)
+            *z->analyzed[i] = true;
         if (ok)
             log_info("target %s analyzed in %.1f s (in the background)", *t,
                      (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
@@ -134,10 +138,15 @@ static void analyzer_start(analyzer *z, pgs_migration *m)
     memset(z, 0, sizeof *z);
     z->conninfo = m->plan->target ? m->plan->target : m->plan->source;
     z->tables = calloc((size_t)m->ntables + 1, sizeof(char *));
-    if (z->tables == NULL)
+    z->analyzed = calloc((size_t)m->ntables + 1, sizeof(bool *));
+    if (z->tables == NULL || z->analyzed == NULL)
         return;
-    for (int i = 0; i < m->ntables; i++)
+    for (int i = 0; i < m->ntables; i++) {
         z->tables[i] = strdup(m->tables[i].tgt.qname ? m->tables[i].tgt.qname : "");
+        z->analyzed[i] = &m->tables[i].analyzed;
+        m->tables[i].analyzed = false;
+        m->tables[i].changes_at_analyze = m->tables[i].changes_applied;
+    }
     z->analyzing = &m->analyzing;
     atomic_store(&m->analyzing, true);
     z->started = pthread_create(&z->thread, NULL, analyze_targets, z) == 0;
@@ -152,6 +161,7 @@ static void analyzer_finish(analyzer *z)
     for (char **t = z->tables; t && *t; t++)
         free(*t);
     free(z->tables);
+    free(z->analyzed);
 }
 
 /* After the swap: validate, analyze, and say where things are. */

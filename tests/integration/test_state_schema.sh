@@ -78,12 +78,14 @@ python3 - "$(rec post_steps)" <<'PY' || fail "post_steps: $(rec post_steps)"
 import json, sys
 steps = json.loads(sys.argv[1])
 assert {"step": "validate", "schema": "public", "table": "st_ref", "constraint": "st_ref_fk"} in steps, steps
-assert {"step": "analyze", "schema": "public", "table": "st"} in steps, steps
+assert not any(s["step"] == "analyze" for s in steps), steps
 assert all(set(s) <= {"step", "schema", "table", "constraint"} for s in steps), steps
 PY
 [ "$(sql "SELECT convalidated FROM pg_constraint WHERE conname = 'st_ref_fk'")" = t ] || fail "st_ref_fk not validated"
 [ "$(rec post_done)" = true ] || fail "post_done: $(rec post_done)"
-pass "post_steps hold names only ($(rec post_steps | tr -d ' ')); the foreign key was validated from them"
+grep -qE '"public"."st": analyzed after its copy, 0 change\(s\) applied since \([0-9]+ rows copied\): no second ANALYZE after the swap' "$WORK/run.log" ||
+  fail "st was analyzed again after the swap: $(grep -i analyze "$WORK/run.log")"
+pass "post_steps hold names only ($(rec post_steps | tr -d ' ')); the foreign key was validated from them; no second ANALYZE of an unchanged table"
 
 # A name that is not a name: escaped, so it names a missing table and runs nothing.
 sql "UPDATE pgshift.migrations SET cutover = cutover || jsonb_build_object('post_done', false,
