@@ -323,7 +323,8 @@ static const struct bad_plan {
      "source: schema.table\" with \"target: schema.table\" below it"},
     {HEAD ONE_TABLE "cutover: [max_lag]\n",
      "plan.yaml:6: cutover: expected a mapping, found a list; indent its keys (max_lag, "
-     "lock_timeout, attempts, fence_timeout, postpone, postpone_file) under \"cutover:\""},
+     "lock_timeout, attempts, fence_timeout, max_block, postpone, postpone_file) under "
+     "\"cutover:\""},
     {HEAD "tables:\n  - source: public.a\n    target: public.b\n    key: id\n",
      "plan.yaml:6: tables[0].key: expected a list, found a single value; write e.g. \"key: "
      "[id]\""},
