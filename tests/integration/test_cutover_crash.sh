@@ -20,8 +20,14 @@ INSERT INTO $t (created_at, pad) SELECT timestamptz '2025-01-01' + (i % 200) * i
   FROM generate_series(1, 5000) i;
 INSERT INTO ${t}_shadow SELECT * FROM $t;
 SQL
+  # Updates and deletes touch only the 5000 rows that exist before the load,
+  # never a row the load inserts: in READ COMMITTED, an UPDATE or DELETE of
+  # a row whose inserting transaction commits between this transaction's
+  # two statements misses it in $t and finds it in the shadow, and the two
+  # differ in the source itself (it did, 3 times in 5 full-suite runs on 14,
+  # which looked like a lost change).
   cat >"$WORK/$t.sql" <<PGB
-\set id random(1, 6000)
+\set id random(1, 5000)
 \set op random(1, 10)
 BEGIN;
 \if :op <= 4
