@@ -76,11 +76,13 @@ pass "an aborted streamed transaction and aborted subtransactions left no trace"
 mkfifo "$WORK/l.in" "$WORK/t.in"
 psql -XAtq -v ON_ERROR_STOP=1 <"$WORK/t.in" >"$WORK/t.out" 2>&1 &
 pt=$!
+RUN_PIDS+=("$pt")
 exec 6>"$WORK/t.in"
 echo "BEGIN; INSERT INTO s SELECT i, repeat('L', 150) FROM generate_series(70001, 80000) i; SELECT 't in';" >&6
 wait_for 60 "the streamed transaction's first rows" log_has "$WORK/t.out" "t in"
 psql -XAtq -v ON_ERROR_STOP=1 <"$WORK/l.in" >"$WORK/l.out" 2>&1 &
 pl=$!
+RUN_PIDS+=("$pl")
 exec 7>"$WORK/l.in"
 echo "BEGIN; LOCK TABLE s_new IN SHARE MODE; SELECT 'locked';" >&7
 wait_for 30 "the lock on the target" log_has "$WORK/l.out" "locked"
@@ -101,8 +103,10 @@ pass "a stuck second session is given up; the transaction is applied at its comm
 mkfifo "$WORK/a.in" "$WORK/b.in"
 psql -XAtq -v ON_ERROR_STOP=1 <"$WORK/a.in" >"$WORK/a.out" 2>&1 &
 pa=$!
+RUN_PIDS+=("$pa")
 psql -XAtq -v ON_ERROR_STOP=1 <"$WORK/b.in" >"$WORK/b.out" 2>&1 &
 pb=$!
+RUN_PIDS+=("$pb")
 exec 3>"$WORK/a.in" 4>"$WORK/b.in"
 echo "BEGIN; INSERT INTO s SELECT i, repeat('A', 150) FROM generate_series(100001, 110000) i;" >&3
 echo "BEGIN; INSERT INTO s SELECT i, repeat('B', 150) FROM generate_series(200001, 210000) i;" >&4
@@ -126,11 +130,13 @@ pass "two streamed transactions interleaved with small ones, committed out of or
 mkfifo "$WORK/c.in"
 psql -XAtq -v ON_ERROR_STOP=1 <"$WORK/c.in" >"$WORK/c.out" 2>&1 &
 pc=$!
+RUN_PIDS+=("$pc")
 exec 5>"$WORK/c.in"
 before=$(streamed)
 echo "BEGIN; INSERT INTO s SELECT i, repeat('C', 150) FROM generate_series(300001, 340000) i; SELECT 'c in';" >&5
 wait_for 60 "session C's insert" log_has "$WORK/c.out" "c in"
-wait_for 60 "the open transaction to be streamed" test "$(streamed)" -gt "$before"
+more_streamed() { [ "$(streamed)" -gt "$before" ]; }
+wait_for 60 "the open transaction to be streamed" more_streamed
 kill -KILL "$RUN_PID"
 wait "$RUN_PID" 2>/dev/null
 echo "DELETE FROM s WHERE id % 3 = 0 AND id > 300000; COMMIT;" >&5
