@@ -67,13 +67,7 @@ out "load when starting: $(uptime | sed 's/.*load average/load average/')"
 q "CREATE TABLE obs (id uuid NOT NULL DEFAULT gen_random_uuid(), created_at timestamptz NOT NULL,
   station text NOT NULL, value numeric(12,4), tags text[], readings float8[], payload jsonb, blob bytea);
   ALTER TABLE obs ADD PRIMARY KEY (id, created_at)"
-q "INSERT INTO obs (created_at, station, value, tags, readings, payload, blob)
-   SELECT timestamptz '2024-01-01' + random() * interval '700 days', 'station-' || (i % 500),
-     (random() * 10000)::numeric(12,4), ARRAY['t' || (i % 7), 't' || (i % 11), 'site-' || (i % 13)],
-     ARRAY[random(), random(), random(), random(), random(), random()],
-     jsonb_build_object('seq', i, 'ok', i % 2 = 0, 'note', md5(i::text), 'unit', 'mg/l', 'calib', random()),
-     CASE WHEN i % 10 = 0 THEN decode(md5(i::text) || md5((i + 1)::text) || md5((i + 2)::text), 'hex') END
-   FROM generate_series(1, $ROWS) i"
+psql -XAtq -v ON_ERROR_STOP=1 -d bench -v rows="$ROWS" -f "$(dirname "$0")/obs-fill.sql"
 q "CREATE INDEX ON obs (created_at); CREATE INDEX ON obs (station, created_at)"
 q "VACUUM ANALYZE obs"
 
