@@ -104,8 +104,8 @@ typedef struct analyzer {
     pthread_t thread;
     bool started;
     char *conninfo;
-    char **tables;   /* quoted target names, NULL-terminated */
-    bool **analyzed; /* per table: set when its ANALYZE succeeded */
+    char **tables;  /* quoted target names, NULL-terminated */
+    pgs_mtable *mt; /* the tables: `analyzed` set when its ANALYZE succeeded */
     atomic_bool *analyzing;
 } analyzer;
 
@@ -122,7 +122,7 @@ static void *analyze_targets(void *arg)
         free(sql);
         clock_gettime(CLOCK_MONOTONIC, &t1);
         if (ok)
-            *z->analyzed[i] = true;
+            z->mt[i].analyzed = true;
         if (ok)
             log_info("target %s analyzed in %.1f s (in the background)", *t,
                      (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
@@ -138,12 +138,11 @@ static void analyzer_start(analyzer *z, pgs_migration *m)
     memset(z, 0, sizeof *z);
     z->conninfo = m->plan->target ? m->plan->target : m->plan->source;
     z->tables = calloc((size_t)m->ntables + 1, sizeof(char *));
-    z->analyzed = calloc((size_t)m->ntables + 1, sizeof(bool *));
-    if (z->tables == NULL || z->analyzed == NULL)
+    z->mt = m->tables;
+    if (z->tables == NULL)
         return;
     for (int i = 0; i < m->ntables; i++) {
         z->tables[i] = strdup(m->tables[i].tgt.qname ? m->tables[i].tgt.qname : "");
-        z->analyzed[i] = &m->tables[i].analyzed;
         m->tables[i].analyzed = false;
         m->tables[i].changes_at_analyze = m->tables[i].changes_applied;
     }
@@ -161,7 +160,6 @@ static void analyzer_finish(analyzer *z)
     for (char **t = z->tables; t && *t; t++)
         free(*t);
     free(z->tables);
-    free(z->analyzed);
 }
 
 /* After the swap: validate, analyze, and say where things are. */
