@@ -38,13 +38,29 @@ char *pg_qualified(PGconn *conn, const char *schema, const char *name);
  * (message, detail, hint) into buf. */
 const char *pg_result_error_line(const PGresult *res, char *buf, size_t len);
 
+/* A predicate on pg_replication_origin.roname: one of pgshift's own origins
+ * for the migration whose slot is `p` (`p` and `p_stream`, the two apply
+ * sessions; `p_copy<N>`, the copy workers). `p` is SQL: a parameter ("$1")
+ * or a quoted literal. */
+#define PG_SQL_OWN_ORIGIN(p)                                                                       \
+    "(roname IN (" p ", " p " || '_stream') OR (starts_with(roname, " p " || '_copy')"             \
+    " AND substr(roname, length(" p ") + 6) ~ '^[0-9]+$'))"
+
 /* A scalar subquery: the replication origins in the cluster other than
- * pgshift's own for the migration whose slot is `p` (`p` and `p_stream`,
- * the two apply sessions), as one text, or NULL when there are none. `p` is
- * SQL: a parameter ("$1") or a quoted literal. */
+ * pgshift's own (PG_SQL_OWN_ORIGIN), as one text, or NULL when there are
+ * none. */
 #define PG_SQL_OTHER_ORIGINS(p)                                                                    \
     "(SELECT string_agg(roname, ', ' ORDER BY roname) FROM pg_replication_origin"                  \
-    " WHERE roname NOT IN (" p ", " p " || '_stream'))"
+    " WHERE NOT " PG_SQL_OWN_ORIGIN(p) ")"
+
+/* Runs this session under the replication origin `name` (created when
+ * missing), so that its writes carry it in the WAL and a walsender asked
+ * for origin 'none' drops them before decoding (16+). False with the
+ * server's reason in `why` (no privilege: superuser, or EXECUTE on the
+ * pg_replication_origin_* functions). */
+bool pg_origin_session(PGconn *conn, const char *name, char *why, size_t whylen);
+/* Ends this session's origin and drops the origin; false with the reason. */
+bool pg_origin_session_end(PGconn *conn, const char *name, char *why, size_t whylen);
 
 /* SQLSTATE of a failed result or "" */
 const char *pg_sqlstate(const PGresult *res);

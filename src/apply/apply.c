@@ -19,21 +19,12 @@ static void setup_origin(apply_ctx *a, const char *origin)
 {
     if (origin == NULL || a->m->plan->target != NULL || PQserverVersion(a->conn) < 160000)
         return;
-    const char *sql[] = {"SELECT pg_replication_origin_create($1) WHERE NOT EXISTS"
-                         " (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
-                         "SELECT pg_replication_origin_session_setup($1)"};
-    for (int i = 0; i < 2; i++) {
-        PGresult *res =
-            PQexecParams(a->conn, sql[i], 1, NULL, (const char *[]){a->m->slot}, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-            char line[512];
-            log_info("apply: no replication origin (%s); the walsender decodes pgshift's own "
-                     "writes too, which costs catch-up speed, not correctness",
-                     pg_result_error_line(res, line, sizeof line));
-            PQclear(res);
-            return;
-        }
-        PQclear(res);
+    char line[512];
+    if (!pg_origin_session(a->conn, origin, line, sizeof line)) {
+        log_info("apply: no replication origin (%s); the walsender decodes pgshift's own "
+                 "writes too, which costs catch-up speed, not correctness",
+                 line);
+        return;
     }
     a->origin = true;
 }

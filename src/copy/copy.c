@@ -2,7 +2,15 @@
  * snapshot on their own source connection and copy ranges of pages
  * (ctid ranges, so any table splits without looking at its key) straight
  * from COPY TO STDOUT into COPY FROM STDIN on the target, in binary form
- * (source and target columns have identical types; preflight checks). */
+ * (source and target columns have identical types; preflight checks).
+ *
+ * In the source's own database on 16+, each worker writes under a
+ * replication origin of its own (<slot>_copy<N>): the stream asks for
+ * origin 'none', so the walsender drops the copied rows as it reads them
+ * instead of decoding every one as an insert before it reaches the
+ * changes pgshift needs. Nothing the stream must carry is dropped: the
+ * copy writes only to the targets, and the stream asks for origin 'none'
+ * only when no origin but pgshift's exists (stream.c). */
 #include "pgshift/migration.h"
 
 #include "pgshift/log.h"
@@ -37,6 +45,8 @@ typedef struct copy_shared {
     int next;
     int imported;
     int nworkers;
+    int origins_tried;   /* workers that asked for a replication origin */
+    bool origin_refused; /* one was refused (logged once) */
     int finished;
     bool failed;
     pthread_mutex_t mu;
@@ -227,6 +237,32 @@ done:
     return ok;
 }
 
+/* Runs the target session under the worker's own replication origin
+ * (see the top of the file); false when it does not (no origin wanted, or
+ * refused: the copy goes on without it). */
+static bool copy_origin(copy_shared *s, PGconn *tgt, char name[128])
+{
+    pgs_migration *m = s->m;
+    if (m->plan->target != NULL || PQserverVersion(tgt) < 160000)
+        return false;
+    pthread_mutex_lock(&s->mu);
+    int n = ++s->origins_tried;
+    pthread_mutex_unlock(&s->mu);
+    snprintf(name, 128, "%s_copy%d", m->slot, n);
+    char why[512];
+    if (pg_origin_session(tgt, name, why, sizeof why))
+        return true;
+    pthread_mutex_lock(&s->mu);
+    bool first = !s->origin_refused;
+    s->origin_refused = true;
+    pthread_mutex_unlock(&s->mu);
+    if (first)
+        log_info("copy: no replication origin (%s); the walsender will decode the copied rows "
+                 "before it reaches the changes made since, which costs time, not correctness",
+                 why);
+    return false;
+}
+
 static void *copy_worker(void *arg)
 {
     copy_shared *s = arg;
@@ -246,6 +282,8 @@ static void *copy_worker(void *arg)
     }
     ok = ok && pg_exec(tgt, "configuring the copy session",
                        "SET synchronous_commit = off; SET application_name = 'pgshift copy'");
+    char origin[128];
+    bool has_origin = ok && copy_origin(s, tgt, origin);
     pthread_mutex_lock(&s->mu);
     s->imported++;
     if (!ok)
@@ -268,6 +306,9 @@ static void *copy_worker(void *arg)
         pg_exec(src, "ending the snapshot transaction", "COMMIT");
         PQfinish(src);
     }
+    char why[512];
+    if (has_origin && !pg_origin_session_end(tgt, origin, why, sizeof why))
+        log_warn("copy: could not drop replication origin %s (%s); cleanup drops it", origin, why);
     if (tgt)
         PQfinish(tgt);
     pthread_mutex_lock(&s->mu);

@@ -144,3 +144,33 @@ char *pg_qualified(PGconn *conn, const char *schema, const char *name)
     free(n);
     return out;
 }
+
+bool pg_origin_session(PGconn *conn, const char *name, char *why, size_t whylen)
+{
+    const char *sql[] = {"SELECT pg_replication_origin_create($1) WHERE NOT EXISTS"
+                         " (SELECT 1 FROM pg_replication_origin WHERE roname = $1)",
+                         "SELECT pg_replication_origin_session_setup($1)"};
+    for (int i = 0; i < 2; i++) {
+        PGresult *res = PQexecParams(conn, sql[i], 1, NULL, (const char *[]){name}, NULL, NULL, 0);
+        bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+        if (!ok)
+            pg_result_error_line(res, why, whylen);
+        PQclear(res);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+bool pg_origin_session_end(PGconn *conn, const char *name, char *why, size_t whylen)
+{
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT pg_replication_origin_session_reset(),"
+                                 " pg_replication_origin_drop($1)",
+                                 1, NULL, (const char *[]){name}, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok)
+        pg_result_error_line(res, why, whylen);
+    PQclear(res);
+    return ok;
+}

@@ -235,8 +235,10 @@ done:
     return ok;
 }
 
-/* The replication origins the apply sessions ran under (16+), named like
- * the slot (and <slot>_stream, eager.c); they live in the target's cluster. */
+/* The replication origins the apply sessions and copy workers ran under
+ * (16+): <slot>, <slot>_stream (eager.c), <slot>_copy<N> (copy.c, dropped
+ * by each worker at its end unless it died); they live in the target's
+ * cluster. */
 static bool drop_origin(pgs_migration *m)
 {
     PGconn *c = m->tgt ? m->tgt : m->src;
@@ -244,7 +246,7 @@ static bool drop_origin(pgs_migration *m)
         return true;
     PGresult *res = pg_query(c, "dropping the replication origin",
                              "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin"
-                             " WHERE roname IN ($1, $1 || '_stream')",
+                             " WHERE " PG_SQL_OWN_ORIGIN("$1"),
                              1, (const char *[]){m->slot});
     if (res && PQntuples(res) > 0)
         log_info("dropped replication origin(s) %s", m->slot);
@@ -388,26 +390,56 @@ static bool set_logged(pgs_migration *m, pgs_mtable *t)
     return ok;
 }
 
+/* SET LOGGED rewrites each partition row by row, and logical decoding reads
+ * those inserts (into a transient heap) before dropping them: in the
+ * source's database on 16+, run it under origin <slot>_copy0 so that the
+ * walsender drops them as it reads them, like the copy's (copy.c). */
+static bool index_origin(pgs_migration *m, char name[128])
+{
+    if (m->plan->target != NULL || PQserverVersion(m->tgt) < 160000)
+        return false;
+    snprintf(name, 128, "%s_copy0", m->slot);
+    char why[512];
+    if (pg_origin_session(m->tgt, name, why, sizeof why))
+        return true;
+    log_info("no replication origin for SET LOGGED (%s); the walsender will decode its rewrite",
+             why);
+    return false;
+}
+
+static bool build_target_indexes(pgs_migration *m, pgs_mtable *t)
+{
+    log_info("table %s: building indexes on %s", t->src.qname, t->tgt.qname);
+    if (!set_logged(m, t))
+        return false;
+    double t0 = now_s();
+    if (!pg_exec(m->tgt, "raising maintenance_work_mem", "SET maintenance_work_mem = '512MB'") ||
+        !build_indexes(m, t))
+        return false;
+    log_info("table %s: indexes built in %.1f s", t->src.qname, now_s() - t0);
+    catalog_relinfo_free(&t->tgt);
+    return catalog_read_rel(m->tgt, t->spec->target, &t->tgt);
+}
+
 bool prepare_target_indexes(pgs_migration *m)
 {
-    for (int i = 0; i < m->ntables; i++) {
+    char origin[128];
+    bool tried = false, has_origin = false, ok = true;
+    for (int i = 0; ok && i < m->ntables; i++) {
         pgs_mtable *t = &m->tables[i];
         if (!t->create_target)
             continue;
-        log_info("table %s: building indexes on %s", t->src.qname, t->tgt.qname);
-        if (!set_logged(m, t))
-            return false;
-        double t0 = now_s();
-        if (!pg_exec(m->tgt, "raising maintenance_work_mem",
-                     "SET maintenance_work_mem = '512MB'") ||
-            !build_indexes(m, t))
-            return false;
-        log_info("table %s: indexes built in %.1f s", t->src.qname, now_s() - t0);
-        catalog_relinfo_free(&t->tgt);
-        if (!catalog_read_rel(m->tgt, t->spec->target, &t->tgt))
-            return false;
+        if (!tried)
+            has_origin = index_origin(m, origin);
+        tried = true;
+        ok = build_target_indexes(m, t);
     }
-    return true;
+    char why[512];
+    if (has_origin && !pg_origin_session_end(m->tgt, origin, why, sizeof why)) {
+        log_error("could not end replication origin %s (%s)", origin, why);
+        ok = false;
+    }
+    return ok;
 }
 
 bool prepare_drop_publication(pgs_migration *m)

@@ -113,15 +113,15 @@ static bool origin_filter_safe(repl_stream *rs)
 {
     if (PQserverVersion(rs->conn) < 160000)
         return false;
+    /* A replication connection takes simple queries only: the slot name as
+     * a literal. */
     char *lit = PQescapeLiteral(rs->conn, rs->m->slot, strlen(rs->m->slot));
     char *sql = NULL;
     bool safe = false;
     /* The position first, then the origins in a later snapshot (see
      * stream_origin_active). */
-    if (lit && asprintf(&sql,
-                        "SELECT pg_current_wal_insert_lsn(), (SELECT string_agg(roname, ', ')"
-                        " FROM pg_replication_origin WHERE roname NOT IN (%s, %s || '_stream'))",
-                        lit, lit) >= 0) {
+    if (lit && asprintf(&sql, "SELECT pg_current_wal_insert_lsn(), " PG_SQL_OTHER_ORIGINS("%1$s"),
+                        lit) >= 0) {
         PGresult *res = PQexec(rs->conn, sql);
         if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
             safe =
