@@ -37,6 +37,13 @@ typedef struct pgs_mtable {
     int64_t changes_at_analyze;
 } pgs_mtable;
 
+/* Where a migration's time went, in seconds (0: not reached), kept in the
+ * state (migrations.timings, state_set_timing) and shown by status as
+ * Timings (proto/pgshift.proto says what each one covers). */
+typedef struct pgs_timings {
+    double copy_s, index_build_s, backlog_s, ready_s, cutover_s, after_swap_s;
+} pgs_timings;
+
 typedef struct pgs_migration {
     pgs_plan *plan;
     PGconn *src; /* source database: catalog reads, publication, WAL position */
@@ -57,7 +64,14 @@ typedef struct pgs_migration {
     const char *http_addr; /* `run --http ADDR`, or NULL */
     bool just_copied;      /* this run did the copy (the copy_done hook fires) */
     atomic_bool analyzing; /* the background ANALYZE of fresh targets still runs */
+    pgs_timings timings;
+    /* This process's clocks (pgs_now_ms): its start, its streaming start. */
+    double run_started_ms, streaming_since_ms;
+    bool ready_timed; /* this run's first ready is recorded */
 } pgs_migration;
+
+/* A monotonic clock in milliseconds. */
+double pgs_now_ms(void);
 
 /* Connects to source and target and resolves every table of the plan
  * (catalog reads only; changes nothing). Logs and returns NULL on failure. */

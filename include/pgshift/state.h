@@ -44,6 +44,12 @@ bool state_transition_check(pgs_migration *m, pgs_event ev, pgs_phase *to);
 bool state_set_phase(pgs_migration *m, pgs_phase phase, const char *error);
 /* migrations.stats (the stream's last sample, a JSON object). */
 bool state_write_stats(pgs_migration *m, const char *stats_json);
+/* Records one of m->timings ("copy_s", "index_build_s", "backlog_s",
+ * "ready_s", "cutover_s", "after_swap_s") in memory and in
+ * migrations.timings; a failed write is logged, not fatal. */
+void state_set_timing(pgs_migration *m, const char *key, double seconds);
+/* The timings of a migrations.timings JSON text (unknown keys ignored). */
+void timings_parse(const char *json, pgs_timings *t);
 /* migrations.cutover = cutover || json (after the swap: timings). */
 bool state_merge_cutover(pgs_migration *m, const char *json);
 /* migrations.cutover as JSON text, malloc'd; NULL on failure (logged). */

@@ -81,6 +81,7 @@ typedef struct status_snapshot {
     Pgshift__SlotHealth slot;
     Pgshift__CutoverInfo co;
     Pgshift__Blocker bl;
+    Pgshift__Timings tm;
     char src_lsn[18], applied[18], confirmed[18];
     status_origin origin; /* live, or what the state tables add */
     char *own[12];        /* strings of a snapshot from the state */
@@ -110,6 +111,7 @@ typedef struct status_state {
     const char *wal_status;
     double age_s;                            /* since the run last wrote the row */
     const char *cutover_record, *cutover_at; /* NULL or "": none */
+    const char *timings;                     /* migrations.timings (JSON); NULL or "": none */
     long long cutover_at_unix_ms;
     const char *slot_name, *plan_path;
     /* the source now (the status command's connection); NULL: not known */

@@ -67,6 +67,8 @@ bool store_record_swap(PGconn *conn, const char *migration, pgs_phase phase,
 char *store_read_cutover(PGconn *conn, const char *migration);
 /* cutover = cutover || json (a JSON object). */
 bool store_merge_cutover(PGconn *conn, const char *migration, const char *json);
+/* migrations.timings = timings || json */
+bool store_merge_timings(PGconn *conn, const char *migration, const char *json);
 
 /* The targets pgshift created, as recorded when the copy began
  * (tables.target_table, quoted qualified names). */

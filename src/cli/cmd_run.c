@@ -89,8 +89,15 @@ static bool prepare_and_copy(pgs_migration *m)
     pgs_lsn consistent = 0;
     bool ok = state_begin_copy(m) && prepare_targets(m) && prepare_publication(m) &&
               repl_create_slot(m, &repl, &snapshot, &consistent) &&
-              state_set_consistent_lsn(m, consistent) && copy_run(m, snapshot, &repl) &&
-              prepare_target_indexes(m);
+              state_set_consistent_lsn(m, consistent);
+    double t0 = pgs_now_ms();
+    ok = ok && copy_run(m, snapshot, &repl);
+    double t1 = pgs_now_ms();
+    ok = ok && prepare_target_indexes(m);
+    if (ok) {
+        state_set_timing(m, "copy_s", (t1 - t0) / 1000.0);
+        state_set_timing(m, "index_build_s", (pgs_now_ms() - t1) / 1000.0);
+    }
     if (repl)
         PQfinish(repl);
     free(snapshot);
@@ -162,9 +169,32 @@ static void analyzer_finish(analyzer *z)
     free(z->tables);
 }
 
+/* One line: where this migration's time went. */
+static void log_timings(const pgs_migration *m)
+{
+    const pgs_timings *t = &m->timings;
+    char buf[512];
+    size_t n = 0;
+    const struct {
+        const char *what;
+        double s;
+    } parts[] = {{"copy", t->copy_s},
+                 {"index build", t->index_build_s},
+                 {"stream to ready", t->backlog_s},
+                 {"cutover", t->cutover_s},
+                 {"after the swap", t->after_swap_s}};
+    for (size_t i = 0; i < sizeof parts / sizeof parts[0] && n < sizeof buf; i++)
+        if (parts[i].s > 0)
+            n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s %.1f s", n ? ", " : "",
+                                  parts[i].what, parts[i].s);
+    if (n > 0)
+        log_info("time: %s; this run %.1f s", buf, (pgs_now_ms() - m->run_started_ms) / 1000.0);
+}
+
 /* After the swap: validate, analyze, and say where things are. */
 static int after_cutover(pgs_migration *m)
 {
+    double t0 = pgs_now_ms();
     if (!cutover_finish(m)) {
         log_error("migration %s is cut over, but the steps after it did not finish (see above); "
                   "run `pgshift run` again to finish them",
@@ -181,6 +211,8 @@ static int after_cutover(pgs_migration *m)
                  PQgetisnull(r, 0, 0) ? "" : " ms)", PQgetvalue(r, 0, 1), m->plan->path, m->slot);
     }
     PQclear(r);
+    state_set_timing(m, "after_swap_s", (pgs_now_ms() - t0) / 1000.0);
+    log_timings(m);
     return PGS_EXIT_OK;
 }
 
@@ -199,6 +231,7 @@ int cmd_run(int argc, char **argv)
     if (m == NULL)
         return rc;
     pgs_plan *plan = m->plan;
+    m->run_started_ms = pgs_now_ms();
     m->auto_cutover = o.auto_cutover;
     m->http_addr = o.http;
     rc = PGS_EXIT_FAILURE;

@@ -56,6 +56,7 @@ struct codriver {
     int attempts;
     int backoff_ms;
     double next_try_ms;
+    double wanted_at_ms; /* the cutover asked for (timings: cutover_s) */
     double lock_wait_ms; /* of the current attempt */
     double locked_at_ms;
     double fence_sent_ms;
@@ -463,6 +464,7 @@ static void swapped(codriver *d, json_t *o, double t0, double done)
     if (js)
         state_merge_cutover(d->m, js);
     free(js);
+    state_set_timing(d->m, "cutover_s", (done - d->wanted_at_ms) / 1000.0);
     char msg[512];
     snprintf(msg, sizeof msg,
              "cut over after %d attempt(s): write-blocking window %.0f ms (lock wait %.0f ms, "
@@ -519,6 +521,8 @@ bool codriver_want(codriver *d, bool requested)
     d->requested = d->requested || requested;
     if (d->state == CO_NONE) {
         d->state = CO_WANTED;
+        if (d->wanted_at_ms == 0)
+            d->wanted_at_ms = now_ms();
         d->attempts = 0;
         d->backoff_ms = 0;
         d->next_try_ms = 0;

@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* Match columns: those an old-key ('K') tuple carries, i.e. the replica
  * identity index under USING INDEX, else the primary key (DEFAULT, and FULL
@@ -30,6 +31,13 @@ static bool resolve_columns(pgs_mtable *t)
         if (t->src.cols[i].generated == 0 && !strlist_push(&t->cols, t->src.cols[i].name))
             return false;
     return true;
+}
+
+double pgs_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec * 1000.0 + (double)ts.tv_nsec / 1e6;
 }
 
 pgs_migration *migration_open(pgs_plan *plan)

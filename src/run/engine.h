@@ -24,9 +24,10 @@
 #include <stdbool.h>
 #include <uv.h>
 
-#define FEEDBACK_MS    1000
-#define STATS_MS       2000
-#define BACKOFF_MAX_MS 30000
+#define FEEDBACK_MS     1000
+#define STATS_MS        2000
+#define ORIGIN_PROBE_MS 100 /* sample_origin_probe */
+#define BACKOFF_MAX_MS  30000
 /* How long a stop waits for the target to answer the batch in flight. */
 #define STOP_WAIT_MS 1500
 /* How long the end of the stream waits for the server to take the final
@@ -71,7 +72,7 @@ typedef struct engine {
      * replication origin but pgshift's (changes under an origin made later
      * come after it). Samples sent before origin_since_ms do not count. */
     pgs_lsn origin_cap, origin_pending;
-    double origin_since_ms, sample_sent_ms;
+    double origin_since_ms, sample_sent_ms, probe_sent_ms;
     double main_progress_ms; /* the main applier's last results */
     double ea_progress_ms;   /* the second session's (eager.c) */
 
@@ -89,6 +90,7 @@ typedef struct engine {
     aquery *mon;         /* the source monitor: WAL position, slot health */
     double mon_retry_ms; /* when to open a new monitor connection */
     uv_timer_t stats_timer;
+    uv_timer_t probe_timer; /* the next origin probe (sample_origin_probe) */
     lag_model lag;
     pgs_lsn last_applied, last_source_lsn;
     double last_log_ms, last_slot_warn_ms;
@@ -143,6 +145,7 @@ void eager_free(engine *e);
 
 /* sample.c */
 void sample_start(engine *e);
+void sample_origin_probe(engine *e);
 bool sample_phase_event(engine *e, pgs_event ev, const char *detail);
 /* Other replication origins were seen (names; NULL: none) while the
  * stream drops changes made under an origin: logs it and stops the run

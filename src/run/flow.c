@@ -216,6 +216,7 @@ static void on_keepalive(void *arg, pgs_lsn wal_end, bool reply)
         e->idle_confirm = wal_end;
     if (reply)
         flow_send_feedback(e, false);
+    sample_origin_probe(e);
 }
 
 static void on_batch_timer(uv_timer_t *t)
@@ -351,6 +352,8 @@ bool flow_connect(engine *e)
     if (slot_lost(e) || !stream_start(e->rs, from))
         return false;
     e->backoff_ms = 0;
+    if (e->m->streaming_since_ms == 0)
+        e->m->streaming_since_ms = pgs_now_ms();
     /* Until a sample sent from now on sees no other origin, confirm
      * nothing past the start. */
     if (stream_origin_active(e->rs, &e->origin_pending)) {

@@ -144,6 +144,7 @@ void engine_stop(engine *e, int code)
         uv_timer_stop(&e->batch_timer);
         uv_timer_stop(&e->reconnect_timer);
         uv_timer_stop(&e->stats_timer);
+        uv_timer_stop(&e->probe_timer);
         /* Nothing more is delivered (flow.c's ready callback says no while
          * stopping); finish_stop confirms the final position, then closes. */
         flow_settle(e, code == 1);

@@ -143,6 +143,26 @@ static void log_progress(engine *e, double t_ms, pgs_lsn applied)
     e->last_log_ms = t_ms;
 }
 
+/* The first ready of this run: how long the stream took to get there (the
+ * copy's own WAL and the changes made during the copy, for a run that
+ * copied), and the run as a whole. */
+static void time_ready(pgs_migration *m)
+{
+    if (m->ready_timed || m->streaming_since_ms == 0)
+        return;
+    m->ready_timed = true;
+    double now = pgs_now_ms();
+    state_set_timing(m, "backlog_s", (now - m->streaming_since_ms) / 1000.0);
+    state_set_timing(m, "ready_s", (now - m->run_started_ms) / 1000.0);
+    const pgs_timings *t = &m->timings;
+    char copy[96] = "";
+    if (m->just_copied)
+        snprintf(copy, sizeof copy, "copy %.1f s, index build %.1f s, ", t->copy_s,
+                 t->index_build_s);
+    log_info("ready %.1f s after the start (%sstream to ready %.1f s)", t->ready_s, copy,
+             t->backlog_s);
+}
+
 /* The lag decides the phase: ready under cutover.max_lag, else catching_up. */
 static void follow_lag(engine *e)
 {
@@ -154,8 +174,10 @@ static void follow_lag(engine *e)
     char why[64];
     snprintf(why, sizeof why, "lag %llu bytes", (unsigned long long)e->lag.lag_bytes);
     if (sample_phase_event(e, phase == PGS_PHASE_READY ? PGS_EV_LAG_OK : PGS_EV_LAG_HIGH, why) &&
-        m->phase == PGS_PHASE_READY)
+        m->phase == PGS_PHASE_READY) {
+        time_ready(m);
         engine_fire(e, "ready");
+    }
 }
 
 /* With origin 'none', a replication origin other than pgshift's would have
@@ -176,12 +198,16 @@ bool sample_other_origins(engine *e, const char *names)
 /* The last column of the sample query (on_stats). */
 #define SAMPLE_ORIGINS_COL 13
 
-static bool check_origins(engine *e, const PGresult *res)
+/* A result whose column 0 is the source's WAL position and column
+ * `origins_col` the other origins, sent at `sent_ms`: the position of the
+ * previous such result becomes the cap (its origins were read in a later
+ * snapshot), this one's the next. */
+static bool check_origins(engine *e, const PGresult *res, int origins_col, double sent_ms)
 {
-    if (!stream_origin_active(e->rs, NULL) || e->sample_sent_ms < e->origin_since_ms)
+    if (!stream_origin_active(e->rs, NULL) || sent_ms < e->origin_since_ms)
         return true;
-    if (!PQgetisnull(res, 0, SAMPLE_ORIGINS_COL) &&
-        sample_other_origins(e, PQgetvalue(res, 0, SAMPLE_ORIGINS_COL)))
+    if (!PQgetisnull(res, 0, origins_col) &&
+        sample_other_origins(e, PQgetvalue(res, 0, origins_col)))
         return false;
     if (e->origin_pending > e->origin_cap)
         e->origin_cap = e->origin_pending;
@@ -189,10 +215,46 @@ static bool check_origins(engine *e, const PGresult *res)
     return true;
 }
 
+static void on_probe_timer(uv_timer_t *t)
+{
+    sample_origin_probe(t->data);
+}
+
+static void on_origin_probe(void *arg, const PGresult *res)
+{
+    engine *e = arg;
+    if (res == NULL || e->stopping || !check_origins(e, res, 1, e->probe_sent_ms))
+        return;
+    if (flow_flush_position(e) > e->last_flush_sent)
+        flow_send_feedback(e, false);
+    /* The next one brackets what this one read. */
+    if (e->idle_confirm > e->origin_cap)
+        uv_timer_start(&e->probe_timer, on_probe_timer, ORIGIN_PROBE_MS, 0);
+}
+
+/* Under origin 'none' an idle stream's keepalive position is confirmed
+ * only once two results bracket it (check_origins); samples come every
+ * STATS_MS. After a stretch the walsender only read (the copy's own WAL,
+ * dropped by origin), that would hold the confirmation, and the time to
+ * ready, up to two samples: probe the origins now instead, at most every
+ * ORIGIN_PROBE_MS, while the cap holds back a keepalive position. */
+void sample_origin_probe(engine *e)
+{
+    if (e->stopping || !stream_origin_active(e->rs, NULL) || e->idle_confirm <= e->origin_cap ||
+        engine_now_ms() - e->probe_sent_ms < ORIGIN_PROBE_MS)
+        return;
+    aquery *q = sample_monitor(e);
+    if (q == NULL)
+        return;
+    e->probe_sent_ms = engine_now_ms();
+    aquery_send(q, "SELECT pg_current_wal_lsn(), " PG_SQL_OTHER_ORIGINS("$1"), 1,
+                (const char *[]){e->m->slot}, on_origin_probe, e);
+}
+
 static void on_sample(void *arg, const PGresult *res)
 {
     engine *e = arg;
-    if (res == NULL || e->stopping || !check_origins(e, res))
+    if (res == NULL || e->stopping || !check_origins(e, res, SAMPLE_ORIGINS_COL, e->sample_sent_ms))
         return;
     /* A slot that is gone or invalidated can stream no more: stop now
      * (paused, this is the only place that would notice). */
@@ -247,6 +309,7 @@ static void on_sample(void *arg, const PGresult *res)
     write_stats(e);
     engine_publish(e);
     log_progress(e, t_ms, applied);
+    sample_origin_probe(e);
 }
 
 static void on_stats(uv_timer_t *t)
@@ -281,6 +344,7 @@ void sample_start(engine *e)
 {
     lag_init(&e->lag);
     uv_timer_init(&e->loop, &e->stats_timer);
-    e->stats_timer.data = e;
+    uv_timer_init(&e->loop, &e->probe_timer);
+    e->stats_timer.data = e->probe_timer.data = e;
     uv_timer_start(&e->stats_timer, on_stats, 200, STATS_MS);
 }

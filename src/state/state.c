@@ -10,6 +10,8 @@
 #include "pgshift/store.h"
 #include "pgshift/state.h"
 
+#include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -75,10 +77,12 @@ bool state_load(pgs_migration *m)
         return true;
 
     const char *p[1] = {m->plan->name};
-    PGresult *res = pg_query(m->tgt, "reading the state",
-                             "SELECT phase, consistent_lsn, applied_lsn, applied_xacts,"
-                             "       applied_changes FROM pgshift.migrations WHERE name = $1",
-                             1, p);
+    PGresult *res =
+        pg_query(m->tgt, "reading the state",
+                 "SELECT phase, consistent_lsn, applied_lsn, applied_xacts,"
+                 "       applied_changes, coalesce((to_jsonb(m)->'timings')::text, '{}')"
+                 "  FROM pgshift.migrations m WHERE name = $1",
+                 1, p);
     if (res == NULL)
         return false;
     if (PQntuples(res) == 1) {
@@ -92,6 +96,7 @@ bool state_load(pgs_migration *m)
             decode_lsn_parse(PQgetvalue(res, 0, 2), &m->applied_lsn);
         m->applied_xacts = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
         m->applied_changes = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+        timings_parse(PQgetvalue(res, 0, 5), &m->timings);
     }
     PQclear(res);
     if (!m->has_state)
@@ -131,7 +136,8 @@ bool state_begin_copy(pgs_migration *m)
                  " VALUES ($1, $4, $2, $3)"
                  " ON CONFLICT (name) DO UPDATE SET phase = $4, consistent_lsn = NULL,"
                  "   applied_lsn = NULL, applied_commit_time = NULL, applied_xacts = 0,"
-                 "   applied_changes = 0, error = NULL, stats = NULL, updated_at = now()",
+                 "   applied_changes = 0, error = NULL, stats = NULL, timings = NULL,"
+                 "   updated_at = now()",
                  4, p);
     if (res == NULL)
         goto failed;
@@ -309,6 +315,41 @@ bool state_set_phase(pgs_migration *m, pgs_phase phase, const char *error)
 bool state_write_stats(pgs_migration *m, const char *stats_json)
 {
     return store_write_stats(m->tgt, m->plan->name, stats_json);
+}
+
+static const struct {
+    const char *key;
+    size_t off;
+} TIMING_KEYS[] = {
+    {"copy_s", offsetof(pgs_timings, copy_s)},
+    {"index_build_s", offsetof(pgs_timings, index_build_s)},
+    {"backlog_s", offsetof(pgs_timings, backlog_s)},
+    {"ready_s", offsetof(pgs_timings, ready_s)},
+    {"cutover_s", offsetof(pgs_timings, cutover_s)},
+    {"after_swap_s", offsetof(pgs_timings, after_swap_s)},
+};
+
+void timings_parse(const char *json, pgs_timings *t)
+{
+    *t = (pgs_timings){0};
+    json_t *o = json ? json_loads(json, 0, NULL) : NULL;
+    for (size_t i = 0; o && i < sizeof TIMING_KEYS / sizeof TIMING_KEYS[0]; i++) {
+        json_t *v = json_object_get(o, TIMING_KEYS[i].key);
+        if (json_is_number(v))
+            *(double *)((char *)t + TIMING_KEYS[i].off) = json_number_value(v);
+    }
+    json_decref(o);
+}
+
+void state_set_timing(pgs_migration *m, const char *key, double seconds)
+{
+    for (size_t i = 0; i < sizeof TIMING_KEYS / sizeof TIMING_KEYS[0]; i++)
+        if (strcmp(TIMING_KEYS[i].key, key) == 0)
+            *(double *)((char *)&m->timings + TIMING_KEYS[i].off) = seconds;
+    char json[128];
+    snprintf(json, sizeof json, "{\"%s\": %.3f}", key, seconds);
+    if (!store_merge_timings(m->tgt, m->plan->name, json))
+        log_warn("could not record %s in the state (see above); status will not show it", key);
 }
 
 bool state_merge_cutover(pgs_migration *m, const char *json)

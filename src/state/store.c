@@ -38,7 +38,8 @@ static const char *const SQL_TABLES =
     "  changes_applied bigint NOT NULL DEFAULT 0,"
     "  PRIMARY KEY (migration, ord));"
     "ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS cutover jsonb,"
-    "  ADD COLUMN IF NOT EXISTS cutover_at timestamptz;"
+    "  ADD COLUMN IF NOT EXISTS cutover_at timestamptz,"
+    "  ADD COLUMN IF NOT EXISTS timings jsonb;"
     /* Nobody but pgshift's role reads or writes the state, whatever
      * default privileges say. */
     "REVOKE ALL ON SCHEMA pgshift FROM PUBLIC;"
@@ -195,6 +196,14 @@ char *store_read_cutover(PGconn *conn, const char *migration)
                           1, (const char *[]){migration}, NULL);
 }
 
+bool store_merge_timings(PGconn *conn, const char *migration, const char *json)
+{
+    return run(conn, "recording where the time went",
+               "UPDATE pgshift.migrations SET timings = coalesce(timings, '{}') || $2::jsonb"
+               " WHERE name = $1",
+               2, (const char *[]){migration, json});
+}
+
 bool store_merge_cutover(PGconn *conn, const char *migration, const char *json)
 {
     return run(conn, "recording the cutover",
@@ -261,7 +270,8 @@ static const char *const SQL_READ_STATUS =
     "  extract(epoch FROM now() - m.updated_at),"
     "  coalesce((to_jsonb(m)->'cutover')::text, ''), coalesce(to_jsonb(m)->>'cutover_at', ''),"
     "  coalesce(s.confirmed_flush_lsn::text, ''), s.safe_wal_size,"
-    "  coalesce((extract(epoch FROM (to_jsonb(m)->>'cutover_at')::timestamptz) * 1000)::bigint, 0)"
+    "  coalesce((extract(epoch FROM (to_jsonb(m)->>'cutover_at')::timestamptz) * 1000)::bigint, 0),"
+    "  coalesce((to_jsonb(m)->'timings')::text, '')"
     " FROM pgshift.migrations m LEFT JOIN pg_replication_slots s ON s.slot_name = m.slot_name"
     " WHERE m.name = $1";
 

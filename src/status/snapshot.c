@@ -6,6 +6,7 @@
 #include "pgshift/status.h"
 
 #include "pgshift/cutover.h"
+#include "pgshift/state.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -45,12 +46,25 @@ static bool alloc_tables(status_snapshot *x, int ntables)
     return true;
 }
 
+static void set_timings(status_snapshot *x, const pgs_timings *t)
+{
+    pgshift__timings__init(&x->tm);
+    x->tm.copy_seconds = t->copy_s;
+    x->tm.index_build_seconds = t->index_build_s;
+    x->tm.backlog_seconds = t->backlog_s;
+    x->tm.ready_seconds = t->ready_s;
+    x->tm.cutover_seconds = t->cutover_s;
+    x->tm.after_swap_seconds = t->after_swap_s;
+    x->st.timings = &x->tm;
+}
+
 bool status_snapshot_build(const pgs_migration *m, const status_live *live, status_snapshot *x)
 {
     if (!alloc_tables(x, m->ntables))
         return false;
     x->origin.live = true;
     Pgshift__StatusSnapshot *st = &x->st;
+    set_timings(x, &m->timings);
     st->migration = m->plan->name;
     st->phase = (Pgshift__Phase)phase_to_proto(m->phase);
     st->source_lsn = (char *)decode_lsn_format(live->source_lsn, x->src_lsn);
@@ -226,6 +240,9 @@ bool status_snapshot_from_state(const status_state *s, status_snapshot *x)
         return false;
     Pgshift__StatusSnapshot *st = &x->st;
     bool ok = set_origin(x, s);
+    pgs_timings t;
+    timings_parse(s->timings, &t);
+    set_timings(x, &t);
     st->migration = keep(x, s->migration);
     st->phase = (Pgshift__Phase)phase_to_proto(pgs_phase_parse(s->phase ? s->phase : ""));
     st->error = s->error && s->error[0] ? keep(x, s->error) : NULL;

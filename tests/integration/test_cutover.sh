@@ -80,6 +80,14 @@ wait_streaming "$WORK/run.log"
 wait_applied pgshift_cut 120
 # A stats sample (every 2 s) found the lag under cutover.max_lag.
 wait_for 30 "a stats sample: live phase ready" live_phase_is "$WORK/plan.yaml" ready
+# Where the time went, live: the copy, the stream to ready, the run to ready.
+"$PGSHIFT" status --plan "$WORK/plan.yaml" --json >"$WORK/live.json" 2>&1 || fail "live status --json"
+python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["timings"]
+assert t["copy_seconds"] > 0 and t["backlog_seconds"] > 0 and t["ready_seconds"] > t["copy_seconds"] + t["backlog_seconds"] - 0.01, t
+assert t["cutover_seconds"] == 0 and t["after_swap_seconds"] == 0, t' "$WORK/live.json" ||
+  fail "live status timings: $(cat "$WORK/live.json")"
+log_has "$WORK/run.log" "ready [0-9.]+ s after the start \(copy [0-9.]+ s, index build [0-9.]+ s, stream to ready [0-9.]+ s\)" ||
+  fail "run did not say how long it took to be ready: $(grep ready "$WORK/run.log")"
 
 # A reader holding a lock on the source for 3 s: the first attempts time out.
 PGAPPNAME=long_reader psql -XAtq -c "BEGIN; SELECT count(*) FROM mig; SELECT pg_sleep(3); COMMIT;" >/dev/null &
@@ -136,7 +144,15 @@ python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["cutover"]; assert c
 python3 -c 'import json,sys; s=json.loads(sys.argv[1]); assert {"step": "analyze", "schema": "public", "table": "events"} in s, s' \
   "$(sql "SELECT cutover->'post_steps' FROM pgshift.migrations WHERE name = 'cut'")" ||
   fail "no ANALYZE of events after the swap: $(grep -i analyze "$WORK/run.log")"
-pass "status shows the cutover: $(grep -o 'write-blocking window [0-9]* ms' "$WORK/status.out")"
+# The cutover was asked for while a reader held the lock for 3 s.
+python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["timings"]
+assert t["copy_seconds"] > 0 and t["ready_seconds"] > 0 and t["cutover_seconds"] > 2 and t["after_swap_seconds"] > 0, t' "$WORK/status.json" ||
+  fail "status --json timings: $(cat "$WORK/status.json")"
+grep -qE "time: copy [0-9.]+ s, .*stream to ready [0-9.]+ s, ready after [0-9.]+ s, cutover [0-9.]+ s, after the swap [0-9.]+ s" "$WORK/status.out" ||
+  fail "status does not say where the time went: $(cat "$WORK/status.out")"
+log_has "$WORK/run.log" "time: copy [0-9.]+ s, .*cutover [0-9.]+ s, after the swap [0-9.]+ s; this run [0-9.]+ s" ||
+  fail "run did not say where the time went: $(tail -3 "$WORK/run.log")"
+pass "status shows the cutover: $(grep -o 'write-blocking window [0-9]* ms' "$WORK/status.out"); $(grep -o 'time: .*' "$WORK/status.out")"
 "$PGSHIFT" cleanup --plan "$WORK/plan.yaml" >"$WORK/cleanup0.out" 2>&1; rc=$?
 [ "$rc" = 2 ] || fail "cleanup without --confirm exited $rc"
 [ -n "$(sql "SELECT to_regclass('mig_old')")" ] || fail "cleanup without --confirm dropped something"
