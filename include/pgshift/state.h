@@ -48,6 +48,10 @@ bool state_write_stats(pgs_migration *m, const char *stats_json);
  * "ready_s", "cutover_s", "after_swap_s") in memory and in
  * migrations.timings; a failed write is logged, not fatal. */
 void state_set_timing(pgs_migration *m, const char *key, double seconds);
+/* The same in memory only, and the JSON to merge (store_sql_merge_timings):
+ * for the engine, whose writes go through the applier, in order with its
+ * batches (a batch may hold the migration's row). */
+void state_timing_json(pgs_migration *m, const char *key, double seconds, char *json, size_t len);
 /* The timings of a migrations.timings JSON text (unknown keys ignored). */
 void timings_parse(const char *json, pgs_timings *t);
 /* migrations.cutover = cutover || json (after the swap: timings). */

@@ -67,7 +67,8 @@ bool store_record_swap(PGconn *conn, const char *migration, pgs_phase phase,
 char *store_read_cutover(PGconn *conn, const char *migration);
 /* cutover = cutover || json (a JSON object). */
 bool store_merge_cutover(PGconn *conn, const char *migration, const char *json);
-/* migrations.timings = timings || json */
+/* migrations.timings = timings || json ($1 name, $2 json) */
+const char *store_sql_merge_timings(void);
 bool store_merge_timings(PGconn *conn, const char *migration, const char *json);
 
 /* The targets pgshift created, as recorded when the copy began

@@ -146,14 +146,23 @@ static void log_progress(engine *e, double t_ms, pgs_lsn applied)
 /* The first ready of this run: how long the stream took to get there (the
  * copy's own WAL and the changes made during the copy, for a run that
  * copied), and the run as a whole. */
-static void time_ready(pgs_migration *m)
+static void time_ready(engine *e)
 {
+    pgs_migration *m = e->m;
     if (m->ready_timed || m->streaming_since_ms == 0)
         return;
     m->ready_timed = true;
     double now = pgs_now_ms();
-    state_set_timing(m, "backlog_s", (now - m->streaming_since_ms) / 1000.0);
-    state_set_timing(m, "ready_s", (now - m->run_started_ms) / 1000.0);
+    char a[128], b[128], json[300];
+    state_timing_json(m, "backlog_s", (now - m->streaming_since_ms) / 1000.0, a, sizeof a);
+    state_timing_json(m, "ready_s", (now - m->run_started_ms) / 1000.0, b, sizeof b);
+    /* {"backlog_s": x} || {"ready_s": y} as one object */
+    snprintf(json, sizeof json, "%.*s, %s", (int)strlen(a) - 1, a, b + 1);
+    if (!apply_send_state(e->apply, store_sql_merge_timings(), 2,
+                          (const char *[]){m->plan->name, json})) {
+        engine_stop(e, 1);
+        return;
+    }
     const pgs_timings *t = &m->timings;
     char copy[96] = "";
     if (m->just_copied)
@@ -175,7 +184,7 @@ static void follow_lag(engine *e)
     snprintf(why, sizeof why, "lag %llu bytes", (unsigned long long)e->lag.lag_bytes);
     if (sample_phase_event(e, phase == PGS_PHASE_READY ? PGS_EV_LAG_OK : PGS_EV_LAG_HIGH, why) &&
         m->phase == PGS_PHASE_READY) {
-        time_ready(m);
+        time_ready(e);
         engine_fire(e, "ready");
     }
 }

@@ -341,13 +341,18 @@ void timings_parse(const char *json, pgs_timings *t)
     json_decref(o);
 }
 
-void state_set_timing(pgs_migration *m, const char *key, double seconds)
+void state_timing_json(pgs_migration *m, const char *key, double seconds, char *json, size_t len)
 {
     for (size_t i = 0; i < sizeof TIMING_KEYS / sizeof TIMING_KEYS[0]; i++)
         if (strcmp(TIMING_KEYS[i].key, key) == 0)
             *(double *)((char *)&m->timings + TIMING_KEYS[i].off) = seconds;
+    snprintf(json, len, "{\"%s\": %.3f}", key, seconds);
+}
+
+void state_set_timing(pgs_migration *m, const char *key, double seconds)
+{
     char json[128];
-    snprintf(json, sizeof json, "{\"%s\": %.3f}", key, seconds);
+    state_timing_json(m, key, seconds, json, sizeof json);
     if (!store_merge_timings(m->tgt, m->plan->name, json))
         log_warn("could not record %s in the state (see above); status will not show it", key);
 }

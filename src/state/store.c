@@ -196,12 +196,19 @@ char *store_read_cutover(PGconn *conn, const char *migration)
                           1, (const char *[]){migration}, NULL);
 }
 
+static const char SQL_MERGE_TIMINGS[] =
+    "UPDATE pgshift.migrations SET timings = coalesce(timings, '{}') || $2::jsonb"
+    " WHERE name = $1";
+
+const char *store_sql_merge_timings(void)
+{
+    return SQL_MERGE_TIMINGS;
+}
+
 bool store_merge_timings(PGconn *conn, const char *migration, const char *json)
 {
-    return run(conn, "recording where the time went",
-               "UPDATE pgshift.migrations SET timings = coalesce(timings, '{}') || $2::jsonb"
-               " WHERE name = $1",
-               2, (const char *[]){migration, json});
+    return run(conn, "recording where the time went", SQL_MERGE_TIMINGS, 2,
+               (const char *[]){migration, json});
 }
 
 bool store_merge_cutover(PGconn *conn, const char *migration, const char *json)
