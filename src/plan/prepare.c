@@ -4,6 +4,7 @@
 #include "pgshift/migration.h"
 
 #include "pgshift/log.h"
+#include "pgshift/parallel.h"
 #include "pgshift/pg.h"
 #include "pgshift/prepare.h"
 
@@ -90,11 +91,12 @@ static void partition_name(const char *base, const char *suffix, char out[64])
 }
 
 /* A target pgshift creates gets UNLOGGED partitions for the copy: the COPY
- * writes no WAL, and set_logged() later WAL-logs the data as full pages,
- * which logical decoding skips. Otherwise the stream would first have to
- * decode every copied row as an insert (in the same database as the source,
- * nothing filters them early) before reaching the changes it needs. A crash
- * during the copy restarts the copy, so unlogged data is never relied on. */
+ * writes no WAL. set_logged() later rewrites each partition into the WAL,
+ * row by row, and logical decoding reads those inserts before dropping
+ * them (a transient heap): on 16+ they run under pgshift's origins, which
+ * the stream's origin 'none' drops unread; the index builds after it write
+ * full pages, which decoding skips. A crash during the copy restarts the
+ * copy, so unlogged data is never relied on. */
 static bool create_target(pgs_migration *m, pgs_mtable *t)
 {
     const pgs_column *c = catalog_column(&t->src, t->spec->partition_column);
@@ -293,10 +295,157 @@ bool prepare_drop_slot(pgs_migration *m)
     return res != NULL && drop_origin(m);
 }
 
-/* Builds the source's indexes on a target pgshift created. Unique keys
- * that lack the partition column get it appended (a partitioned table's
- * unique keys must contain it). */
-static bool build_indexes(pgs_migration *m, pgs_mtable *t)
+/* A growable list of malloc'd statements. */
+typedef struct stmt_list {
+    char **v;
+    int n, cap;
+} stmt_list;
+
+static bool stmt_add(stmt_list *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static bool stmt_add(stmt_list *l, const char *fmt, ...)
+{
+    if (l->n == l->cap) {
+        int cap = l->cap ? l->cap * 2 : 32;
+        char **nv = realloc(l->v, sizeof(char *) * (size_t)cap);
+        if (nv == NULL)
+            return false;
+        l->v = nv;
+        l->cap = cap;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    int r = vasprintf(&l->v[l->n], fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        return false;
+    l->n++;
+    return true;
+}
+
+static void stmt_free(stmt_list *l)
+{
+    for (int i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    *l = (stmt_list){0};
+}
+
+/* The leaf partitions of a created target, quoted, and whether each is
+ * still UNLOGGED. */
+static PGresult *target_leaves(pgs_migration *m, pgs_mtable *t)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->tgt.oid);
+    return pg_query(m->tgt, "listing the target's partitions",
+                    "SELECT c.oid::regclass::text, c.relpersistence = 'u'"
+                    "  FROM pg_partition_tree($1::oid) p JOIN pg_class c ON c.oid = p.relid"
+                    " WHERE c.relkind = 'r' ORDER BY 1",
+                    1, (const char *[]){oid});
+}
+
+/* Runs the statements on up to copy.workers connections of the target's
+ * database (in the source's database on 16+ under origins <slot>_copy<N>,
+ * so the walsender drops what they write unread, like the copy's rows). */
+static bool run_parallel(pgs_migration *m, const char *what, const char *setup, stmt_list *l)
+{
+    char prefix[96];
+    snprintf(prefix, sizeof prefix, "%s_copy", m->slot);
+    pgs_par_job job = {.conninfo = m->plan->target ? m->plan->target : m->plan->source,
+                       .what = what,
+                       .setup = setup,
+                       .origin_prefix = m->plan->target ? NULL : prefix,
+                       .workers = m->plan->copy.workers > 0 ? m->plan->copy.workers : 2};
+    return pg_parallel_exec(&job, l->v, l->n);
+}
+
+/* Makes every partition of a created target LOGGED again, before its
+ * indexes exist (SET LOGGED rewrites them otherwise), partitions in
+ * parallel. */
+static bool set_logged(pgs_migration *m, pgs_mtable *t, const PGresult *leaves)
+{
+    stmt_list l = {0};
+    bool ok = true;
+    for (int i = 0; ok && i < PQntuples(leaves); i++)
+        if (PQgetvalue(leaves, i, 1)[0] == 't')
+            ok = stmt_add(&l, "ALTER TABLE %s SET LOGGED", PQgetvalue(leaves, i, 0));
+    double t0 = now_s();
+    ok = ok && run_parallel(m, "making a partition logged", NULL, &l);
+    if (ok)
+        log_info("table %s: %d partitions of %s made LOGGED in %.1f s", t->src.qname, l.n,
+                 t->tgt.qname, now_s() - t0);
+    stmt_free(&l);
+    return ok;
+}
+
+/* One index of the source, as the target's partitioned table gets it. */
+typedef struct src_index {
+    enum { IX_SKIP, IX_PRIMARY, IX_UNIQUE, IX_INDEX } kind;
+    bool unique;
+    const char *cols, *rest; /* key columns (quoted); "btree (...)" etc. */
+    bool has_pcol;
+} src_index;
+
+static src_index classify(pgs_mtable *t, const PGresult *res, int i)
+{
+    char contype = PQgetvalue(res, i, 0)[0];
+    src_index x = {.unique = PQgetvalue(res, i, 1)[0] == 't',
+                   .cols = PQgetvalue(res, i, 4),
+                   .rest = PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
+                   .has_pcol = PQgetvalue(res, i, 5)[0] == 't'};
+    bool complex = PQgetvalue(res, i, 2)[0] == 't';
+    const char *iname = PQgetvalue(res, i, 6);
+    if (contype == 'p') {
+        x.kind = IX_PRIMARY;
+    } else if (contype == 'u' || (x.unique && !x.has_pcol)) {
+        x.kind = IX_UNIQUE;
+        if (complex) {
+            log_warn("table %s: unique index %s has expressions, a predicate or INCLUDE "
+                     "columns and lacks the partition column; not built on %s",
+                     t->src.qname, iname, t->tgt.qname);
+            x.kind = IX_SKIP;
+        }
+    } else if (contype == 'x') {
+        log_warn("table %s: exclusion constraint on index %s is not built on %s", t->src.qname,
+                 iname, t->tgt.qname);
+        x.kind = IX_SKIP;
+    } else if (x.rest == NULL) {
+        log_warn("table %s: cannot read the definition of index %s; not built on %s", t->src.qname,
+                 iname, t->tgt.qname);
+        x.kind = IX_SKIP;
+    } else {
+        x.kind = IX_INDEX;
+    }
+    return x;
+}
+
+/* The statement that gives `rel` (the partitioned table, or one of its
+ * leaves) index `x`. Keys and unique constraints that lack the partition
+ * column get it appended (a partitioned table's unique keys must contain
+ * it; a leaf gets the same, so that the parent's attaches it). */
+static bool index_stmt(stmt_list *l, const src_index *x, const char *rel, const char *pcol)
+{
+    const char *extra = x->has_pcol ? "" : ", ";
+    const char *extra_col = x->has_pcol ? "" : pcol;
+    switch (x->kind) {
+    case IX_PRIMARY:
+        return stmt_add(l, "ALTER TABLE %s ADD PRIMARY KEY (%s%s%s)", rel, x->cols, extra,
+                        extra_col);
+    case IX_UNIQUE:
+        return stmt_add(l, "ALTER TABLE %s ADD UNIQUE (%s%s%s)", rel, x->cols, extra, extra_col);
+    case IX_INDEX:
+        return stmt_add(l, "CREATE %sINDEX ON %s USING %s", x->unique ? "UNIQUE " : "", rel,
+                        x->rest);
+    default:
+        return true;
+    }
+}
+
+/* Builds the source's indexes on a target pgshift created: first on every
+ * leaf, in parallel (the sorts are the work), then on the partitioned
+ * table, which attaches the leaves' matching indexes (and constraints)
+ * instead of building them again. */
+static bool build_indexes(pgs_migration *m, pgs_mtable *t, const PGresult *leaves)
 {
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->src.oid);
@@ -325,96 +474,33 @@ static bool build_indexes(pgs_migration *m, pgs_mtable *t)
     if (res == NULL)
         return false;
     char *pcol = pg_ident(m->tgt, t->spec->partition_column);
+    stmt_list leaf = {0}, parent = {0};
     bool ok = pcol != NULL;
     for (int i = 0; ok && i < PQntuples(res); i++) {
-        char contype = PQgetvalue(res, i, 0)[0];
-        bool unique = PQgetvalue(res, i, 1)[0] == 't';
-        bool complex = PQgetvalue(res, i, 2)[0] == 't';
-        const char *rest = PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3);
-        const char *cols = PQgetvalue(res, i, 4);
-        bool has_pcol = PQgetvalue(res, i, 5)[0] == 't';
-        const char *iname = PQgetvalue(res, i, 6);
-        const char *extra = has_pcol ? "" : ", ";
-        const char *extra_col = has_pcol ? "" : pcol;
-        if (contype == 'p') {
-            ok = exec_fmt(m->tgt, "building the primary key",
-                          "ALTER TABLE %s ADD PRIMARY KEY (%s%s%s)", t->tgt.qname, cols, extra,
-                          extra_col);
-        } else if (contype == 'u' || (unique && !has_pcol)) {
-            if (complex) {
-                log_warn("table %s: unique index %s has expressions, a predicate or INCLUDE "
-                         "columns and lacks the partition column; not built on %s",
-                         t->src.qname, iname, t->tgt.qname);
-                continue;
-            }
-            ok = exec_fmt(m->tgt, "building a unique key", "ALTER TABLE %s ADD UNIQUE (%s%s%s)",
-                          t->tgt.qname, cols, extra, extra_col);
-        } else if (contype == 'x') {
-            log_warn("table %s: exclusion constraint on index %s is not built on %s", t->src.qname,
-                     iname, t->tgt.qname);
-        } else if (rest == NULL) {
-            log_warn("table %s: cannot read the definition of index %s; not built on %s",
-                     t->src.qname, iname, t->tgt.qname);
-        } else {
-            ok = exec_fmt(m->tgt, "building an index", "CREATE %sINDEX ON %s USING %s",
-                          unique ? "UNIQUE " : "", t->tgt.qname, rest);
-        }
+        src_index x = classify(t, res, i);
+        for (int k = 0; ok && k < PQntuples(leaves); k++)
+            ok = index_stmt(&leaf, &x, PQgetvalue(leaves, k, 0), pcol);
+        ok = ok && index_stmt(&parent, &x, t->tgt.qname, pcol);
     }
+    ok = ok && run_parallel(m, "building an index", "SET maintenance_work_mem = '256MB'", &leaf);
+    for (int i = 0; ok && i < parent.n; i++)
+        ok = exec_fmt(m->tgt, "attaching the partitions' indexes", "%s", parent.v[i]);
+    stmt_free(&leaf);
+    stmt_free(&parent);
     free(pcol);
     PQclear(res);
     return ok;
 }
 
-/* Makes every partition of a created target LOGGED again, before its
- * indexes exist (SET LOGGED rewrites them otherwise). */
-static bool set_logged(pgs_migration *m, pgs_mtable *t)
-{
-    char oid[16];
-    snprintf(oid, sizeof oid, "%u", t->tgt.oid);
-    PGresult *res = pg_query(m->tgt, "listing the target's partitions",
-                             "SELECT c.oid::regclass::text FROM pg_partition_tree($1::oid) p"
-                             "  JOIN pg_class c ON c.oid = p.relid"
-                             " WHERE c.relpersistence = 'u' AND c.relkind = 'r'",
-                             1, (const char *[]){oid});
-    if (res == NULL)
-        return false;
-    double t0 = now_s();
-    bool ok = true;
-    for (int i = 0; ok && i < PQntuples(res); i++)
-        ok = exec_fmt(m->tgt, "making a partition logged", "ALTER TABLE %s SET LOGGED",
-                      PQgetvalue(res, i, 0));
-    if (ok)
-        log_info("table %s: %d partitions of %s made LOGGED in %.1f s", t->src.qname,
-                 PQntuples(res), t->tgt.qname, now_s() - t0);
-    PQclear(res);
-    return ok;
-}
-
-/* SET LOGGED rewrites each partition row by row, and logical decoding reads
- * those inserts (into a transient heap) before dropping them: in the
- * source's database on 16+, run it under origin <slot>_copy0 so that the
- * walsender drops them as it reads them, like the copy's (copy.c). */
-static bool index_origin(pgs_migration *m, char name[128])
-{
-    if (m->plan->target != NULL || PQserverVersion(m->tgt) < 160000)
-        return false;
-    snprintf(name, 128, "%s_copy0", m->slot);
-    char why[512];
-    if (pg_origin_session(m->tgt, name, why, sizeof why))
-        return true;
-    log_info("no replication origin for SET LOGGED (%s); the walsender will decode its rewrite",
-             why);
-    return false;
-}
-
 static bool build_target_indexes(pgs_migration *m, pgs_mtable *t)
 {
     log_info("table %s: building indexes on %s", t->src.qname, t->tgt.qname);
-    if (!set_logged(m, t))
-        return false;
+    PGresult *leaves = target_leaves(m, t);
+    bool ok = leaves != NULL && set_logged(m, t, leaves);
     double t0 = now_s();
-    if (!pg_exec(m->tgt, "raising maintenance_work_mem", "SET maintenance_work_mem = '512MB'") ||
-        !build_indexes(m, t))
+    ok = ok && build_indexes(m, t, leaves);
+    PQclear(leaves);
+    if (!ok)
         return false;
     log_info("table %s: indexes built in %.1f s", t->src.qname, now_s() - t0);
     catalog_relinfo_free(&t->tgt);
@@ -423,23 +509,10 @@ static bool build_target_indexes(pgs_migration *m, pgs_mtable *t)
 
 bool prepare_target_indexes(pgs_migration *m)
 {
-    char origin[128];
-    bool tried = false, has_origin = false, ok = true;
-    for (int i = 0; ok && i < m->ntables; i++) {
-        pgs_mtable *t = &m->tables[i];
-        if (!t->create_target)
-            continue;
-        if (!tried)
-            has_origin = index_origin(m, origin);
-        tried = true;
-        ok = build_target_indexes(m, t);
-    }
-    char why[512];
-    if (has_origin && !pg_origin_session_end(m->tgt, origin, why, sizeof why)) {
-        log_error("could not end replication origin %s (%s)", origin, why);
-        ok = false;
-    }
-    return ok;
+    for (int i = 0; i < m->ntables; i++)
+        if (m->tables[i].create_target && !build_target_indexes(m, &m->tables[i]))
+            return false;
+    return true;
 }
 
 bool prepare_drop_publication(pgs_migration *m)

@@ -17,6 +17,9 @@ CREATE TABLE types (id int PRIMARY KEY, e mood, d posint, arr int[], tarr text[]
 CREATE TABLE types_new (LIKE types INCLUDING ALL);
 CREATE TABLE obs (id bigserial, created_at timestamptz NOT NULL, v text, big text,
   vlen int GENERATED ALWAYS AS (length(v)) STORED, PRIMARY KEY (id, created_at));
+CREATE INDEX obs_v ON obs (v) WHERE v IS NOT NULL;
+CREATE INDEX obs_lower ON obs (lower(v));
+CREATE UNIQUE INDEX obs_id_v ON obs (id, v);
 CREATE TABLE rfull (id int PRIMARY KEY, v text, big text);
 ALTER TABLE rfull REPLICA IDENTITY FULL;
 CREATE TABLE rfull_new (LIKE rfull INCLUDING ALL);
@@ -66,6 +69,18 @@ pass "snapshot copy equals the source"
 n=$(sql "SELECT count(*) FROM pg_partition_tree('obs_part') p JOIN pg_class c ON c.oid = p.relid WHERE c.relpersistence <> 'p'")
 [ "$n" = 0 ] || fail "$n partitions of the created target are still UNLOGGED after the copy"
 pass "the created target's partitions are LOGGED once the copy is done"
+# The indexes are built on the partitions (in parallel), then attached by
+# the partitioned table's own: each partition has exactly one index per
+# index of the partitioned table, each attached to it.
+idx=$(sql "SELECT count(*) FROM pg_index WHERE indrelid = 'obs_part'::regclass")
+[ "$idx" = 4 ] || fail "obs_part has $idx indexes, expected 4 (key, obs_v, obs_lower, (id, v, created_at) unique)"
+bad=$(sql "SELECT string_agg(format('%s: %s indexes, %s attached', c.relname, n.total, n.attached), '; ')
+  FROM pg_partition_tree('obs_part') p JOIN pg_class c ON c.oid = p.relid,
+  LATERAL (SELECT count(*) AS total, count(h.inhparent) AS attached FROM pg_index i
+           LEFT JOIN pg_inherits h ON h.inhrelid = i.indexrelid WHERE i.indrelid = c.oid) n
+  WHERE c.relkind = 'r' AND (n.total <> $idx OR n.attached <> $idx)")
+[ -z "$bad" ] || fail "partition indexes not one to one with the partitioned table's: $bad"
+pass "the created target's indexes: built per partition, attached, none twice"
 
 sqlf - <<'SQL' || fail "workload"
 -- NULLs in every position, one column set at a time
