@@ -64,6 +64,11 @@ bool apply_commit_batch(apply_ctx *a, bool sync);
 int apply_socket(const apply_ctx *a);
 bool apply_poll(apply_ctx *a);
 bool apply_want_write(const apply_ctx *a);
+/* A result libpq has already read sits in its buffer: apply_poll would
+ * take it now, yet the socket may never become readable for it (a flush
+ * that could not write reads the input meanwhile, so that the server is
+ * never blocked writing to us). The owner then calls apply_poll itself. */
+bool apply_results_waiting(const apply_ctx *a);
 /* May take another message: output all handed to the kernel and at most
  * one pipeline segment outstanding. While it is false the owner stops
  * feeding (back-pressure on the stream). */

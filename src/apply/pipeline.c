@@ -220,6 +220,11 @@ bool apply_poll(apply_ctx *a)
     return !a->failed;
 }
 
+bool apply_results_waiting(const apply_ctx *a)
+{
+    return !a->failed && a->qlen > 0 && a->syncs > 0 && !PQisBusy(a->conn);
+}
+
 bool apply_busy(const apply_ctx *a)
 {
     return a->qlen > 0 || a->unsent || a->commit_wanted;

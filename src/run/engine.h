@@ -67,6 +67,7 @@ typedef struct engine {
     pgs_lsn last_flush_sent;
     int backoff_ms;
     uv_timer_t feedback_timer, batch_timer, reconnect_timer;
+    uv_timer_t kick_timer; /* results already in libpq's buffer (flow_update_poll) */
     /* With origin 'none' (stream_origin_active), nothing is confirmed past
      * origin_cap: a position the source had reached before a sample saw no
      * replication origin but pgshift's (changes under an origin made later

@@ -115,12 +115,23 @@ bool flow_commit(engine *e, bool sync)
 
 static void on_apply_ready(uv_poll_t *h, int status, int events);
 
+static void on_kick(uv_timer_t *t)
+{
+    engine *e = t->data;
+    if (!e->finished && e->apply_events != 0)
+        on_apply_ready(&e->apply_poll, 0, UV_READABLE);
+}
+
 /* Watches the apply socket for results, and for room to write while
  * libpq holds output the kernel has not taken. */
 void flow_update_poll(engine *e)
 {
     if (e->apply_events == 0 || e->finished)
         return;
+    /* Results a flush read into libpq's buffer wake no poll: take them on
+     * the next turn of the loop. */
+    if (apply_results_waiting(e->apply) && !uv_is_active((uv_handle_t *)&e->kick_timer))
+        uv_timer_start(&e->kick_timer, on_kick, 0, 0);
     /* Called after every message: change the watch only when it changes. */
     int ev = UV_READABLE | (apply_want_write(e->apply) ? UV_WRITABLE : 0);
     if (ev != e->apply_events) {
@@ -412,7 +423,9 @@ bool flow_init(engine *e)
     uv_timer_init(&e->loop, &e->feedback_timer);
     uv_timer_init(&e->loop, &e->batch_timer);
     uv_timer_init(&e->loop, &e->reconnect_timer);
+    uv_timer_init(&e->loop, &e->kick_timer);
     e->feedback_timer.data = e->batch_timer.data = e->reconnect_timer.data = e;
+    e->kick_timer.data = e;
     uv_timer_start(&e->feedback_timer, on_feedback, FEEDBACK_MS, FEEDBACK_MS);
     return true;
 }
