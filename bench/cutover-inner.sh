@@ -7,6 +7,8 @@ RATE=${CUTOVER_RATE:-3000}
 CLIENTS=${CUTOVER_CLIENTS:-8}
 THREADS=${CUTOVER_THREADS:-2}
 STEADY_S=${CUTOVER_STEADY_S:-15}
+RELEASE_AT=${CUTOVER_RELEASE_AT:-analyzed} # analyzed | streaming
+TARGET=${CUTOVER_TARGET:-created}          # created | operator
 LOAD_S=${CUTOVER_LOAD_S:-60}
 BASE_S=10 # the "normal" window: the BASE_S seconds before the first lock attempt
 W=$(mktemp -d /tmp/pgshift-cutbench.XXXXXX)
@@ -25,7 +27,12 @@ others() {
 }
 
 out "pgshift cutover benchmark $(date -u +%FT%TZ) on $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GB; $(psql -XAtc 'select version()' | cut -d, -f1); fsync on"
-out "per run: $ROWS rows; pgbench -R $RATE -c $CLIENTS -j $THREADS for $LOAD_S s; cutover released after $STEADY_S s of streaming; normal window: the $BASE_S s before the first lock"
+if [ "$RELEASE_AT" = streaming ]; then
+  release="as soon as streaming starts (the copy's own WAL and the changes made during the copy still to apply)"
+else
+  release="after $STEADY_S s of streaming once the background ANALYZE is done"
+fi
+out "per run: $ROWS rows; $TARGET target; pgbench -R $RATE -c $CLIENTS -j $THREADS for $LOAD_S s; cutover released $release; normal window: the $BASE_S s before the first lock"
 out "git: $(git -C "$(dirname "$0")/.." log -1 --format='%h %s' 2>/dev/null || echo '?')$(git -C "$(dirname "$0")/.." diff --quiet HEAD -- src 2>/dev/null || echo ' (src/ has uncommitted changes)')"
 
 cat >"$W/analyze.py" <<'PY'
@@ -163,6 +170,18 @@ DELETE FROM obs WHERE id = :id AND created_at = to_timestamp(:ts);
 PGB
   hold=$W/hold.$i
   touch "$hold"
+  spec="    partition: {by: range (created_at), interval: 1 month}"
+  if [ "$TARGET" = operator ]; then
+    # As team plans make it: LIKE ... INCLUDING ALL, indexes in place.
+    spec=""
+    q "CREATE TABLE obs_part (LIKE obs INCLUDING ALL) PARTITION BY RANGE (created_at)"
+    q "DO \$\$ DECLARE m timestamptz; BEGIN
+      FOR m IN SELECT generate_series(timestamptz '2025-01-01', timestamptz '2027-06-01', interval '1 month') LOOP
+        EXECUTE format('CREATE TABLE %I PARTITION OF obs_part FOR VALUES FROM (%L) TO (%L)',
+          'obs_part_p' || to_char(m, 'YYYYMM'), m, m + interval '1 month');
+      END LOOP; END \$\$"
+    q "CREATE TABLE obs_part_default PARTITION OF obs_part DEFAULT"
+  fi
   cat >"$RD/plan.yaml" <<Y
 name: cut$i
 source: "dbname=$DB"
@@ -171,7 +190,7 @@ cutover: {postpone_file: $hold}
 tables:
   - source: public.obs
     target: public.obs_part
-    partition: {by: range (created_at), interval: 1 month}
+$spec
 Y
   noise_before=$(others)
   (cd "$RD" && exec "$PGBENCH" -n -f "$W/load.sql" -c "$CLIENTS" -j "$THREADS" -R "$RATE" -T "$LOAD_S" \
@@ -181,9 +200,14 @@ Y
   sleep 2
   "$PGSHIFT_BIN" run --plan "$RD/plan.yaml" --auto-cutover >"$RD/pgshift.log" 2>&1 &
   run=$!
-  until grep -q "analyzed in" "$RD/pgshift.log"; do
-    kill -0 $run 2>/dev/null || { cat "$RD/pgshift.log"; exit 1; }; sleep 0.1; done
-  sleep "$STEADY_S"
+  if [ "$RELEASE_AT" = streaming ]; then
+    until grep -q "streaming from slot" "$RD/pgshift.log"; do
+      kill -0 $run 2>/dev/null || { cat "$RD/pgshift.log"; exit 1; }; sleep 0.02; done
+  else
+    until grep -q "analyzed in" "$RD/pgshift.log"; do
+      kill -0 $run 2>/dev/null || { cat "$RD/pgshift.log"; exit 1; }; sleep 0.1; done
+    sleep "$STEADY_S"
+  fi
   rm -f "$hold"
   if ! wait $run; then
     out "run $i: pgshift run failed:"; tail -n 20 "$RD/pgshift.log" | tee -a "$CUTOVER_OUT"; exit 1

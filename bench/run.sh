@@ -21,12 +21,19 @@
 #   4. the large-transaction latency: one 1M-row INSERT into a table with a
 #      primary key, from its COMMIT returning to the slot confirming it,
 #      with pgshift's peak RSS
+# and on a third server (bench/ready-inner.sh, BENCH_READY_ROWS, default 1M):
+#   5. time to ready: `pgshift run` from its start until the slot is
+#      confirmed past the copy's own WAL, against INSERT INTO target SELECT
+#      * FROM source, for a target the operator made (LIKE ... INCLUDING
+#      ALL, partitioned, indexes in place) and one pgshift creates;
+#      BENCH_READY_TPS=N runs both sides under N inserts/s
 #
 # With PGSHIFT_BIN_BEFORE, 1-3 run once per binary, "before" first
 # (BENCH_AFTER_FIRST=1: "after" first), each on a server of its own: each
 # catch-up ratio compares pgshift with the native apply worker of the same
 # run. 4 runs both binaries one after the other on one server.
-# BENCH_PARTS=main or BENCH_PARTS=bigxact runs only 1-3 or only 4.
+# BENCH_PARTS=main, bigxact or ready (comma-separated) runs only 1-3, 4 or 5;
+# with PGSHIFT_BIN_BEFORE, 5 runs once per binary too.
 # BENCH_INNER_BIGXACT=0 leaves out 3 (4 measures the same thing more closely).
 # Results print as they come and are written to bench/results/<timestamp>-pg<N>[-side].txt.
 set -euo pipefail
@@ -45,7 +52,7 @@ mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 export PGSHIFT_TEST_DURABLE=1
 export PGSHIFT_TEST_PGCONF="max_wal_size=16GB;checkpoint_timeout=1h;max_connections=100"
-parts=${BENCH_PARTS:-main,bigxact}
+parts=${BENCH_PARTS:-main,bigxact,ready}
 
 if [[ ,$parts, == *,main,* ]]; then
   if [ -z "$PGSHIFT_BIN_BEFORE" ]; then
@@ -64,6 +71,19 @@ if [[ ,$parts, == *,main,* ]]; then
     [ -n "$PGSHIFT_BIN_BEFORE" ] || label=""
     BENCH_SIDE=$label PGSHIFT_BIN=$bin BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG$suffix.txt \
       bash tests/lib/with-pg.sh bash bench/inner.sh
+  done
+fi
+if [[ ,$parts, == *,ready,* ]]; then
+  sides=(after)
+  [ -z "$PGSHIFT_BIN_BEFORE" ] || sides=(before after)
+  for side in "${sides[@]}"; do
+    bin=$PGSHIFT_BIN
+    [ "$side" = before ] && bin=$PGSHIFT_BIN_BEFORE
+    suffix=-ready
+    [ -n "$PGSHIFT_BIN_BEFORE" ] && suffix="-ready-$side"
+    BENCH_ROWS=${BENCH_READY_ROWS:-1000000} PGSHIFT_BIN=$bin \
+      BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG$suffix.txt \
+      bash tests/lib/with-pg.sh bash bench/ready-inner.sh
   done
 fi
 if [[ ,$parts, == *,bigxact,* ]]; then
