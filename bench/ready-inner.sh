@@ -49,7 +49,8 @@ load_start() {
 }
 load_stop() {
   [ -n "$load_pid" ] || return 0
-  kill -INT "$load_pid" 2>/dev/null || true
+  # TERM: a background job of a non-interactive shell ignores SIGINT.
+  kill -TERM "$load_pid" 2>/dev/null || true
   wait "$load_pid" 2>/dev/null || true
   load_pid=
 }
