@@ -172,22 +172,8 @@ static void analyzer_finish(analyzer *z)
 /* One line: where this migration's time went. */
 static void log_timings(const pgs_migration *m)
 {
-    const pgs_timings *t = &m->timings;
     char buf[512];
-    size_t n = 0;
-    const struct {
-        const char *what;
-        double s;
-    } parts[] = {{"copy", t->copy_s},
-                 {"index build", t->index_build_s},
-                 {"stream to ready", t->backlog_s},
-                 {"cutover", t->cutover_s},
-                 {"after the swap", t->after_swap_s}};
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0] && n < sizeof buf; i++)
-        if (parts[i].s > 0)
-            n += (size_t)snprintf(buf + n, sizeof buf - n, "%s%s %.1f s", n ? ", " : "",
-                                  parts[i].what, parts[i].s);
-    if (n > 0)
+    if (timings_text(&m->timings, buf, sizeof buf) > 0)
         log_info("time: %s; this run %.1f s", buf, (pgs_now_ms() - m->run_started_ms) / 1000.0);
 }
 

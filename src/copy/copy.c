@@ -18,6 +18,7 @@
 #include "pgshift/pg.h"
 #include "pgshift/store.h"
 #include "pgshift/copy.h"
+#include "pgshift/parallel.h"
 
 #include <pthread.h>
 #include <math.h>
@@ -45,8 +46,7 @@ typedef struct copy_shared {
     int next;
     int imported;
     int nworkers;
-    int origins_tried;   /* workers that asked for a replication origin */
-    bool origin_refused; /* one was refused (logged once) */
+    pgs_origin_pool origins; /* <slot>_copy<N> (see the top of the file) */
     int finished;
     bool failed;
     pthread_mutex_t mu;
@@ -237,32 +237,6 @@ done:
     return ok;
 }
 
-/* Runs the target session under the worker's own replication origin
- * (see the top of the file); false when it does not (no origin wanted, or
- * refused: the copy goes on without it). */
-static bool copy_origin(copy_shared *s, PGconn *tgt, char name[128])
-{
-    pgs_migration *m = s->m;
-    if (m->plan->target != NULL || PQserverVersion(tgt) < 160000)
-        return false;
-    pthread_mutex_lock(&s->mu);
-    int n = ++s->origins_tried;
-    pthread_mutex_unlock(&s->mu);
-    snprintf(name, 128, "%s_copy%d", m->slot, n);
-    char why[512];
-    if (pg_origin_session(tgt, name, why, sizeof why))
-        return true;
-    pthread_mutex_lock(&s->mu);
-    bool first = !s->origin_refused;
-    s->origin_refused = true;
-    pthread_mutex_unlock(&s->mu);
-    if (first)
-        log_info("copy: no replication origin (%s); the walsender will decode the copied rows "
-                 "before it reaches the changes made since, which costs time, not correctness",
-                 why);
-    return false;
-}
-
 static void *copy_worker(void *arg)
 {
     copy_shared *s = arg;
@@ -283,7 +257,7 @@ static void *copy_worker(void *arg)
     ok = ok && pg_exec(tgt, "configuring the copy session",
                        "SET synchronous_commit = off; SET application_name = 'pgshift copy'");
     char origin[128];
-    bool has_origin = ok && copy_origin(s, tgt, origin);
+    bool has_origin = ok && origin_pool_enter(&s->origins, tgt, origin);
     pthread_mutex_lock(&s->mu);
     s->imported++;
     if (!ok)
@@ -306,9 +280,8 @@ static void *copy_worker(void *arg)
         pg_exec(src, "ending the snapshot transaction", "COMMIT");
         PQfinish(src);
     }
-    char why[512];
-    if (has_origin && !pg_origin_session_end(tgt, origin, why, sizeof why))
-        log_warn("copy: could not drop replication origin %s (%s); cleanup drops it", origin, why);
+    if (has_origin)
+        origin_pool_leave(&s->origins, tgt, origin);
     if (tgt)
         PQfinish(tgt);
     pthread_mutex_lock(&s->mu);
@@ -470,6 +443,7 @@ static void shared_free(copy_shared *s)
     free(s->snapshot_literal);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
+    origin_pool_destroy(&s->origins);
 }
 
 /* The plan's worker count, or one per CPU up to 8; never more than
@@ -571,6 +545,10 @@ bool copy_run(pgs_migration *m, const char *snapshot, PGconn **repl)
     copy_shared s = {.m = m};
     pthread_mutex_init(&s.mu, NULL);
     pthread_cond_init(&s.cv, NULL);
+    /* In the source's own database only: elsewhere nothing decodes them. */
+    char prefix[96];
+    snprintf(prefix, sizeof prefix, "%s_copy", m->slot);
+    origin_pool_init(&s.origins, m->plan->target ? NULL : prefix, "copy");
     pthread_t threads[MAX_WORKERS];
     bool ok = false;
     if (!shared_init(&s, snapshot))

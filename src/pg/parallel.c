@@ -1,9 +1,10 @@
 /* parallel.c: independent statements on several connections at once (the
  * index builds and SET LOGGED of the partitions of a target pgshift
- * created). Each worker thread opens its own connection, optionally runs
- * it under a replication origin of its own (so that on 16+ the walsender
- * drops what it writes unread, like the copy's rows), and takes the next
- * statement until none is left or one failed. */
+ * created), and the replication origins of worker sessions (these and the
+ * copy's). Each worker thread opens its own connection, optionally runs it
+ * under an origin of its own (so that on 16+ the walsender drops what it
+ * writes unread), and takes the next statement until none is left or one
+ * failed. */
 #include "pgshift/parallel.h"
 
 #include "pgshift/log.h"
@@ -19,10 +20,52 @@
 typedef struct par_shared {
     const pgs_par_job *job;
     char *const *stmts;
-    int n, next, started_origins;
-    bool failed, origin_refused;
+    int n, next;
+    bool failed;
     pthread_mutex_t mu;
+    pgs_origin_pool origins;
 } par_shared;
+
+void origin_pool_init(pgs_origin_pool *p, const char *prefix, const char *what)
+{
+    *p = (pgs_origin_pool){.prefix = prefix, .what = what};
+    pthread_mutex_init(&p->mu, NULL);
+}
+
+void origin_pool_destroy(pgs_origin_pool *p)
+{
+    pthread_mutex_destroy(&p->mu);
+}
+
+bool origin_pool_enter(pgs_origin_pool *p, PGconn *c, char name[128])
+{
+    if (p->prefix == NULL || PQserverVersion(c) < 160000)
+        return false;
+    pthread_mutex_lock(&p->mu);
+    int k = ++p->taken;
+    pthread_mutex_unlock(&p->mu);
+    snprintf(name, 128, "%s%d", p->prefix, k);
+    char why[512];
+    if (pg_origin_session(c, name, why, sizeof why))
+        return true;
+    pthread_mutex_lock(&p->mu);
+    bool first = !p->refused;
+    p->refused = true;
+    pthread_mutex_unlock(&p->mu);
+    if (first)
+        log_info("%s: no replication origin (%s); the walsender will decode what it writes "
+                 "before it reaches the changes made since, which costs time, not correctness",
+                 p->what, why);
+    return false;
+}
+
+void origin_pool_leave(pgs_origin_pool *p, PGconn *c, const char *name)
+{
+    char why[512];
+    if (!pg_origin_session_end(c, name, why, sizeof why))
+        log_warn("%s: could not drop replication origin %s (%s); cleanup drops it", p->what, name,
+                 why);
+}
 
 /* The next statement, or -1 when none is left or one failed. */
 static int take(par_shared *s)
@@ -40,28 +83,6 @@ static void fail(par_shared *s)
     pthread_mutex_unlock(&s->mu);
 }
 
-static bool worker_origin(par_shared *s, PGconn *c, char name[128])
-{
-    const pgs_par_job *j = s->job;
-    if (j->origin_prefix == NULL || PQserverVersion(c) < 160000)
-        return false;
-    pthread_mutex_lock(&s->mu);
-    int k = ++s->started_origins;
-    pthread_mutex_unlock(&s->mu);
-    snprintf(name, 128, "%s%d", j->origin_prefix, k);
-    char why[512];
-    if (pg_origin_session(c, name, why, sizeof why))
-        return true;
-    pthread_mutex_lock(&s->mu);
-    bool first = !s->origin_refused;
-    s->origin_refused = true;
-    pthread_mutex_unlock(&s->mu);
-    if (first)
-        log_info("%s: no replication origin (%s); the walsender will decode what it writes",
-                 j->what, why);
-    return false;
-}
-
 static void *worker(void *arg)
 {
     par_shared *s = arg;
@@ -74,14 +95,12 @@ static void *worker(void *arg)
         return NULL;
     }
     char origin[128];
-    bool has_origin = worker_origin(s, c, origin);
+    bool has_origin = origin_pool_enter(&s->origins, c, origin);
     for (int i; (i = take(s)) >= 0;)
         if (!pg_exec(c, j->what, s->stmts[i]))
             fail(s);
-    char why[512];
-    if (has_origin && !pg_origin_session_end(c, origin, why, sizeof why))
-        log_warn("%s: could not drop replication origin %s (%s); cleanup drops it", j->what, origin,
-                 why);
+    if (has_origin)
+        origin_pool_leave(&s->origins, c, origin);
     PQfinish(c);
     return NULL;
 }
@@ -92,6 +111,7 @@ bool pg_parallel_exec(const pgs_par_job *job, char *const *stmts, int n)
         return true;
     par_shared s = {.job = job, .stmts = stmts, .n = n};
     pthread_mutex_init(&s.mu, NULL);
+    origin_pool_init(&s.origins, job->origin_prefix, job->what);
     int workers = job->workers < 1 ? 1 : job->workers;
     if (workers > MAX_WORKERS)
         workers = MAX_WORKERS;
@@ -109,5 +129,6 @@ bool pg_parallel_exec(const pgs_par_job *job, char *const *stmts, int n)
     for (int i = 0; i < started; i++)
         pthread_join(th[i], NULL);
     pthread_mutex_destroy(&s.mu);
+    origin_pool_destroy(&s.origins);
     return !s.failed;
 }

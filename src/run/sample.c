@@ -153,15 +153,16 @@ static void time_ready(engine *e)
         return;
     m->ready_timed = true;
     double now = pgs_now_ms();
-    char a[128], b[128], json[300];
-    state_timing_json(m, "backlog_s", (now - m->streaming_since_ms) / 1000.0, a, sizeof a);
-    state_timing_json(m, "ready_s", (now - m->run_started_ms) / 1000.0, b, sizeof b);
-    /* {"backlog_s": x} || {"ready_s": y} as one object */
-    snprintf(json, sizeof json, "%.*s, %s", (int)strlen(a) - 1, a, b + 1);
-    if (!apply_send_state(e->apply, store_sql_merge_timings(), 2,
-                          (const char *[]){m->plan->name, json})) {
-        engine_stop(e, 1);
-        return;
+    const char *keys[] = {"backlog_s", "ready_s"};
+    double secs[] = {(now - m->streaming_since_ms) / 1000.0, (now - m->run_started_ms) / 1000.0};
+    for (int i = 0; i < 2; i++) {
+        char json[128];
+        state_timing_json(m, keys[i], secs[i], json, sizeof json);
+        if (!apply_send_state(e->apply, store_sql_merge_timings(), 2,
+                              (const char *[]){m->plan->name, json})) {
+            engine_stop(e, 1);
+            return;
+        }
     }
     const pgs_timings *t = &m->timings;
     char copy[96] = "";

@@ -317,17 +317,31 @@ bool state_write_stats(pgs_migration *m, const char *stats_json)
     return store_write_stats(m->tgt, m->plan->name, stats_json);
 }
 
+/* Each timing: its key in migrations.timings, its words in timings_text. */
 static const struct {
-    const char *key;
+    const char *key, *label;
     size_t off;
 } TIMING_KEYS[] = {
-    {"copy_s", offsetof(pgs_timings, copy_s)},
-    {"index_build_s", offsetof(pgs_timings, index_build_s)},
-    {"backlog_s", offsetof(pgs_timings, backlog_s)},
-    {"ready_s", offsetof(pgs_timings, ready_s)},
-    {"cutover_s", offsetof(pgs_timings, cutover_s)},
-    {"after_swap_s", offsetof(pgs_timings, after_swap_s)},
+    {"copy_s", "copy", offsetof(pgs_timings, copy_s)},
+    {"index_build_s", "index build", offsetof(pgs_timings, index_build_s)},
+    {"backlog_s", "stream to ready", offsetof(pgs_timings, backlog_s)},
+    {"ready_s", "ready after", offsetof(pgs_timings, ready_s)},
+    {"cutover_s", "cutover", offsetof(pgs_timings, cutover_s)},
+    {"after_swap_s", "after the swap", offsetof(pgs_timings, after_swap_s)},
 };
+
+size_t timings_text(const pgs_timings *t, char *buf, size_t len)
+{
+    size_t n = 0;
+    buf[0] = 0;
+    for (size_t i = 0; i < sizeof TIMING_KEYS / sizeof TIMING_KEYS[0] && n < len; i++) {
+        double s = *(const double *)((const char *)t + TIMING_KEYS[i].off);
+        if (s > 0)
+            n += (size_t)snprintf(buf + n, len - n, "%s%s %.1f s", n ? ", " : "",
+                                  TIMING_KEYS[i].label, s);
+    }
+    return n;
+}
 
 void timings_parse(const char *json, pgs_timings *t)
 {

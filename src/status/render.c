@@ -4,6 +4,7 @@
 #include "pgshift/status.h"
 
 #include "pgshift/cutover.h"
+#include "pgshift/state.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -399,21 +400,11 @@ static void text_timings(const Pgshift__StatusSnapshot *st, FILE *f)
     const Pgshift__Timings *t = st->timings;
     if (t == NULL)
         return;
-    const struct {
-        const char *what;
-        double s;
-    } parts[] = {{"copy", t->copy_seconds},
-                 {"index build", t->index_build_seconds},
-                 {"stream to ready", t->backlog_seconds},
-                 {"ready after", t->ready_seconds},
-                 {"cutover", t->cutover_seconds},
-                 {"after the swap", t->after_swap_seconds}};
-    int n = 0;
-    for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++)
-        if (parts[i].s > 0)
-            fprintf(f, "%s%s %.1f s", n++ ? ", " : "  time: ", parts[i].what, parts[i].s);
-    if (n)
-        fprintf(f, "\n");
+    pgs_timings pt = {t->copy_seconds,  t->index_build_seconds, t->backlog_seconds,
+                      t->ready_seconds, t->cutover_seconds,     t->after_swap_seconds};
+    char buf[512];
+    if (timings_text(&pt, buf, sizeof buf) > 0)
+        fprintf(f, "  time: %s\n", buf);
 }
 
 void status_text(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE *f)
