@@ -36,10 +36,7 @@ ROWS=${AB_ROWS:-200000}
 read -ra order <<<"${AB_ORDER:-before after after before}"
 W=$(mktemp -d /tmp/pgshift-ab.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
-now() { date +%s.%N; }
-el() { awk "BEGIN {printf \"%.1f\", $2 - $1}"; }
-out() { echo "$*" | tee -a "$BENCH_OUT"; }
-q() { psql -XAtq -v ON_ERROR_STOP=1 -d bench -c "$1"; }
+source "$(dirname "$0")/lib.sh"
 cpu_s() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null; }
 wait_slot() { # SLOT LSN
   until [ "$(q "SELECT confirmed_flush_lsn >= '$2' FROM pg_replication_slots WHERE slot_name = '$1'")" = t ]; do sleep 0.02; done

@@ -14,7 +14,7 @@ BASE_S=10 # the "normal" window: the BASE_S seconds before the first lock attemp
 W=$(mktemp -d /tmp/pgshift-cutbench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 mkdir -p "$CUTOVER_RAW"
-now() { date +%s.%N; }
+source "$(dirname "$0")/lib.sh"
 out() { echo "$*" | tee -a "$CUTOVER_OUT"; }
 q() { psql -XAtq -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
 PGBENCH=$PGSHIFT_TEST_CLIENTBIN/pgbench
@@ -175,11 +175,7 @@ PGB
     # As team plans make it: LIKE ... INCLUDING ALL, indexes in place.
     spec=""
     q "CREATE TABLE obs_part (LIKE obs INCLUDING ALL) PARTITION BY RANGE (created_at)"
-    q "DO \$\$ DECLARE m timestamptz; BEGIN
-      FOR m IN SELECT generate_series(timestamptz '2025-01-01', timestamptz '2027-06-01', interval '1 month') LOOP
-        EXECUTE format('CREATE TABLE %I PARTITION OF obs_part FOR VALUES FROM (%L) TO (%L)',
-          'obs_part_p' || to_char(m, 'YYYYMM'), m, m + interval '1 month');
-      END LOOP; END \$\$"
+    month_parts obs_part "$DB" 2025-01-01 2027-06-01
     q "CREATE TABLE obs_part_default PARTITION OF obs_part DEFAULT"
   fi
   cat >"$RD/plan.yaml" <<Y

@@ -5,10 +5,7 @@ ROWS=${BENCH_ROWS:-2000000}
 BURST_PER_CLIENT=${BENCH_BURST_PER_CLIENT:-11000}
 W=$(mktemp -d /tmp/pgshift-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
-now() { date +%s.%N; }
-el() { awk "BEGIN {printf \"%.1f\", $2 - $1}"; }
-out() { echo "$*" | tee -a "$BENCH_OUT"; }
-q() { psql -XAtq -v ON_ERROR_STOP=1 -d bench -c "$1"; }
+source "$(dirname "$0")/lib.sh"
 
 createdb bench; createdb nat
 out "pgshift benchmark $(date -u +%FT%TZ) on $(nproc) cores, $(free -g | awk '/Mem/ {print $2}') GB; $(psql -XAtc 'select version()' | cut -d, -f1)"
@@ -25,13 +22,6 @@ q "CREATE INDEX ON obs (created_at); CREATE INDEX ON obs (station, created_at)"
 q "VACUUM ANALYZE obs"; q "CHECKPOINT"
 out "source: $(q "SELECT pg_size_pretty(pg_total_relation_size('obs'))") with indexes (generated in $(el "$t0" "$(now)") s)"
 
-month_parts() { # TABLE DB: monthly partitions covering the data, like pgshift creates
-  psql -XAtq -v ON_ERROR_STOP=1 -d "$2" -c "DO \$\$ DECLARE m timestamptz; BEGIN
-    FOR m IN SELECT generate_series(timestamptz '2024-01-01', timestamptz '2026-03-01', interval '1 month') LOOP
-      EXECUTE format('CREATE TABLE %I PARTITION OF $1 FOR VALUES FROM (%L) TO (%L)',
-        '$1_p' || to_char(m, 'YYYYMM'), m, m + interval '1 month');
-    END LOOP; END \$\$"
-}
 
 # 1a. baseline: INSERT ... SELECT into a partitioned copy with its indexes in place
 q "CREATE TABLE base $OBS_DDL PARTITION BY RANGE (created_at)"

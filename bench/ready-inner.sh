@@ -20,10 +20,7 @@ KINDS=${BENCH_READY_KINDS:-operator created}
 TPS=${BENCH_READY_TPS:-0}
 W=$(mktemp -d /tmp/pgshift-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
-now() { date +%s.%N; }
-el() { awk "BEGIN {printf \"%.1f\", $2 - $1}"; }
-out() { echo "$*" | tee -a "$BENCH_OUT"; }
-q() { psql -XAtq -v ON_ERROR_STOP=1 -d bench -c "$1"; }
+source "$(dirname "$0")/lib.sh"
 
 createdb bench
 out "pgshift time-to-ready bench $(date -u +%FT%TZ) on $(nproc) cores; $(psql -XAtc 'select version()' | cut -d, -f1)"
@@ -57,11 +54,7 @@ load_stop() {
 
 operator_target() { # NAME: what a team's plan does before pgshift runs
   q "CREATE TABLE $1 (LIKE obs INCLUDING ALL) PARTITION BY RANGE (created_at)"
-  q "DO \$\$ DECLARE m timestamptz; BEGIN
-    FOR m IN SELECT generate_series(timestamptz '2024-01-01', timestamptz '2026-03-01', interval '1 month') LOOP
-      EXECUTE format('CREATE TABLE %I PARTITION OF $1 FOR VALUES FROM (%L) TO (%L)',
-        '$1_p' || to_char(m, 'YYYYMM'), m, m + interval '1 month');
-    END LOOP; END \$\$"
+  month_parts "$1" bench
 }
 
 baseline() {
