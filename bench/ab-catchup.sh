@@ -14,6 +14,8 @@
 # confirming the burst's end. Variants: before, after, and after-other-origin
 # (the after binary with another replication origin in the cluster, so that
 # on 16+ it runs under its origin but does not ask for origin 'none').
+# AB_PERF=/path/prefix records a system-wide `perf record -g` of each
+# replay into <prefix>-<i>-<variant>.data.
 # Results: bench/results/<timestamp>-pg<N>-ab.txt.
 set -euo pipefail
 if [ -z "${PGSHIFT_TEST_DIR:-}" ]; then
@@ -38,9 +40,7 @@ W=$(mktemp -d /tmp/pgshift-ab.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 source "$(dirname "$0")/lib.sh"
 cpu_s() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null; }
-wait_slot() { # SLOT LSN
-  until [ "$(q "SELECT confirmed_flush_lsn >= '$2' FROM pg_replication_slots WHERE slot_name = '$1'")" = t ]; do sleep 0.02; done
-}
+cs_of() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/status" 2>/dev/null; } # times it slept
 bin_of() { if [ "$1" = before ]; then echo "$PGSHIFT_BIN_BEFORE"; else echo "$PGSHIFT_BIN"; fi; }
 start() { # I LOG: pgshift run for variant I in the background, sets pid
   "$(bin_of "${order[$1]}")" run --plan "$W/plan$1.yaml" >"$2" 2>&1 &
@@ -114,13 +114,15 @@ for i in "${!order[@]}"; do
   drop_origins
   [ "$v" = after-other-origin ] && [ "$PGSHIFT_TEST_PG" -ge 16 ] && q "SELECT pg_replication_origin_create('ab_other')" >/dev/null
   load=$(awk '{print $1}' /proc/loadavg)
+  [ -n "${AB_PERF:-}" ] && { perf record -F 999 -a -g -o "$AB_PERF-$i-$v.data" >/dev/null 2>&1 & perf_pid=$!; sleep 0.5; }
   t0=$(now)
   start "$i" "$W/run$i.log"
   wait_slot "pgshift_ab$i" "$L"
   t=$(el "$t0" "$(now)")
+  [ -n "${AB_PERF:-}" ] && { kill -INT $perf_pid; wait $perf_pid || true; }
   apid=$(q "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgshift apply'")
   wpid=$(q "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'pgshift_ab$i'")
-  cpu="CPU s pgshift $(cpu_s $pid), apply backend $(cpu_s "$apid"), walsender $(cpu_s "$wpid")"
+  cpu="CPU s pgshift $(cpu_s $pid), apply backend $(cpu_s "$apid"), walsender $(cpu_s "$wpid"); wakeups pgshift $(cs_of $pid), apply backend $(cs_of "$apid"), walsender $(cs_of "$wpid")"
   stop
   out "$(printf '%-20s' "$v") catch-up ${t} s; $cpu; load $load"
   out "                     $(grep -oE "streaming from slot .*" "$W/run$i.log" | head -1)"

@@ -49,9 +49,6 @@ until grep -qs "streaming from slot" "$W/run1.log"; do
 t_copy=$(el "$t0" "$(now)")
 # Let run 1 stream past the copy's own WAL, as it would in real use, so the
 # burst below is all that either applier replays.
-wait_slot() { # SLOT LSN
-  until [ "$(q "SELECT confirmed_flush_lsn >= '$2' FROM pg_replication_slots WHERE slot_name = '$1'")" = t ]; do sleep 0.02; done
-}
 t1=$(now)
 copy_end=$(q "SELECT pg_current_wal_insert_lsn()")
 wait_slot pgshift_bench "$copy_end"

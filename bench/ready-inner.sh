@@ -98,10 +98,7 @@ Y
   t1=$(now)
   end=$(q "SELECT pg_current_wal_insert_lsn()")
   backlog=$(q "SELECT pg_size_pretty('$end'::pg_lsn - confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = '$slot'")
-  until [ "$(q "SELECT confirmed_flush_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = '$slot'")" = t ]; do
-    kill -0 $pid 2>/dev/null || { cat "$W/$kind.log"; exit 1; }
-    sleep 0.02
-  done
+  wait_slot "$slot" "$end" $pid || { cat "$W/$kind.log"; exit 1; }
   t2=$(now)
   wpid=$(q "SELECT active_pid FROM pg_replication_slots WHERE slot_name = '$slot'")
   wcpu=$(awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$wpid/stat" 2>/dev/null || echo "?")

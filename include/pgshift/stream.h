@@ -27,6 +27,20 @@
  * not ready, before the walsender is left to wait instead. */
 #define STREAM_READ_AHEAD (4 << 20)
 
+/* Catching up, the walsender sends one small frame per change, each its
+ * own write: read at every byte, pgshift slept and woke once per change
+ * (111,000 times for the bench's 88,000-transaction burst), and the
+ * walsender paid a wake-up per write, on CPUs the apply backend needs. So
+ * while the stream is behind the source (the last Commit seen is more
+ * than STREAM_BEHIND_MS old), a socket drained after delivering something
+ * is read again STREAM_GATHER_MS later instead (2,000-3,600 wake-ups for
+ * the burst). In 1 ms a Unix socket's default send buffer fills with
+ * about 28 kB of small frames and the walsender waits; that caps the
+ * stream at about 28 MB/s of small frames, above what one apply
+ * connection takes. Caught up, every frame is read as it arrives. */
+#define STREAM_GATHER_MS 1
+#define STREAM_BEHIND_MS 100
+
 typedef struct repl_stream repl_stream;
 
 typedef struct stream_cbs {

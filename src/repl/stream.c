@@ -23,6 +23,12 @@ struct repl_stream {
     bool stalled;      /* delivery stopped before libpq's buffer was drained */
     bool delivering;   /* inside deliver(): no re-entry */
     long read_ahead;   /* bytes read while stalled */
+    /* Behind the source, a drained socket is read again after
+     * STREAM_GATHER_MS rather than at its next byte (stream.h). */
+    uv_timer_t *gather;
+    bool gathering;            /* the gather timer is running */
+    long delivered;            /* frames since the last drain */
+    pgs_timestamp last_commit; /* commit time of the last Commit seen */
     decode_ctx dec;
     pgs_lsn received;
     int proto_version;  /* of the current session; 0 before the first */
@@ -83,7 +89,7 @@ pgs_lsn stream_received(const repl_stream *rs)
     return rs->received;
 }
 
-static void on_poll_closed(uv_handle_t *h)
+static void on_handle_closed(uv_handle_t *h)
 {
     free(h);
 }
@@ -153,9 +159,17 @@ void stream_close(repl_stream *rs)
     rs->read_ahead = 0;
     if (rs->poll) {
         uv_poll_stop(rs->poll);
-        uv_close((uv_handle_t *)rs->poll, on_poll_closed);
+        uv_close((uv_handle_t *)rs->poll, on_handle_closed);
         rs->poll = NULL;
     }
+    if (rs->gather) {
+        uv_timer_stop(rs->gather);
+        uv_close((uv_handle_t *)rs->gather, on_handle_closed);
+        rs->gather = NULL;
+    }
+    rs->gathering = false;
+    rs->delivered = 0;
+    rs->last_commit = 0;
     if (rs->conn) {
         PQfinish(rs->conn);
         rs->conn = NULL;
@@ -284,12 +298,41 @@ static bool handle_frame(repl_stream *rs, const uint8_t *buf, size_t len)
                   err.offset, err.msg);
         return false;
     }
+    if (msg.kind == DECODE_COMMIT)
+        rs->last_commit = msg.u.commit.commit_time;
+    else if (msg.kind == DECODE_STREAM_COMMIT)
+        rs->last_commit = msg.u.stream_commit.commit_time;
     if (in_block || is_stream_kind(msg.kind))
         return stream_message(rs, &msg, &f);
     return rs->cbs.message(rs->cbs.arg, &msg);
 }
 
 static void on_readable(uv_poll_t *h, int status, int events);
+
+/* Behind the source: the last transaction seen committed more than
+ * STREAM_BEHIND_MS before now (by this machine's clock). */
+static bool behind(const repl_stream *rs)
+{
+    uv_timeval64_t tv;
+    if (rs->last_commit == 0 || uv_gettimeofday(&tv) != 0)
+        return false;
+    pgs_timestamp now = decode_ts_from_unix_us(tv.tv_sec * INT64_C(1000000) + tv.tv_usec);
+    return now - rs->last_commit > STREAM_BEHIND_MS * INT64_C(1000);
+}
+
+/* The gather time is over: read what the walsender sent meanwhile. */
+static void on_gather(uv_timer_t *t)
+{
+    repl_stream *rs = t->data;
+    rs->gathering = false;
+    if (rs->conn == NULL)
+        return;
+    if (rs->poll_stopped) {
+        rs->poll_stopped = false;
+        uv_poll_start(rs->poll, UV_READABLE, on_readable);
+    }
+    on_readable(rs->poll, 0, UV_READABLE);
+}
 
 /* Delivers every message libpq holds while the owner is ready. */
 static void deliver(repl_stream *rs)
@@ -314,9 +357,31 @@ static void deliver(repl_stream *rs)
         char *buf = NULL;
         int n = PQgetCopyData(rs->conn, &buf, 1);
         if (n == 0) {
-            /* Drained: read the socket again. */
+            /* Drained: read the socket again, at once or, behind the
+             * source after delivering something, once STREAM_GATHER_MS
+             * has let the walsender send more (stream.h). */
             rs->read_ahead = 0;
-            if (rs->poll_stopped) {
+            bool gather = rs->delivered > 0 && behind(rs);
+            int avail = 0;
+            if (gather && ioctl(PQsocket(rs->conn), FIONREAD, &avail) == 0 && avail > 0) {
+                /* libpq reads a bounded amount per call: the socket holds more. */
+                if (PQconsumeInput(rs->conn) == 0) {
+                    log_warn("replication connection lost: %s", PQerrorMessage(rs->conn));
+                    rs->delivering = false;
+                    fail(rs, true);
+                    return;
+                }
+                continue;
+            }
+            rs->delivered = 0;
+            if (gather) {
+                if (!rs->poll_stopped) {
+                    uv_poll_stop(rs->poll);
+                    rs->poll_stopped = true;
+                }
+                rs->gathering = true;
+                uv_timer_start(rs->gather, on_gather, STREAM_GATHER_MS, 0);
+            } else if (rs->poll_stopped && !rs->gathering) {
                 rs->poll_stopped = false;
                 uv_poll_start(rs->poll, UV_READABLE, on_readable);
             }
@@ -335,6 +400,7 @@ static void deliver(repl_stream *rs)
             fail(rs, true);
             return;
         }
+        rs->delivered++;
         bool ok = handle_frame(rs, (const uint8_t *)buf, (size_t)n);
         PQfreemem(buf);
         if (!ok && rs->conn) {
@@ -401,6 +467,15 @@ bool stream_start(repl_stream *rs, pgs_lsn from)
         return false;
     }
     rs->poll->data = rs;
+    rs->gather = malloc(sizeof *rs->gather);
+    if (rs->gather == NULL || uv_timer_init(rs->loop, rs->gather) != 0) {
+        log_error("replication stream: cannot start its timer");
+        free(rs->gather);
+        rs->gather = NULL;
+        stream_close(rs);
+        return false;
+    }
+    rs->gather->data = rs;
     uv_poll_start(rs->poll, UV_READABLE, on_readable);
     char lsn[18];
     log_info("streaming from slot %s at %s (pgoutput proto_version %d, streaming on%s)",
