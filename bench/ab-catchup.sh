@@ -125,7 +125,8 @@ for i in "${!order[@]}"; do
   cpu="CPU s pgshift $(cpu_s $pid), apply backend $(cpu_s "$apid"), walsender $(cpu_s "$wpid"); wakeups pgshift $(cs_of $pid), apply backend $(cs_of "$apid"), walsender $(cs_of "$wpid")"
   stop
   out "$(printf '%-20s' "$v") catch-up ${t} s; $cpu; load $load"
-  out "                     $(grep -oE "streaming from slot .*" "$W/run$i.log" | head -1)"
+  ts=$(grep -m1 "streaming from slot" "$W/run$i.log" | cut -d' ' -f1)
+  out "                     $(el "$t0" "$(date -d "$ts" +%s.%N)") s to $(grep -oE "streaming from slot .*" "$W/run$i.log" | head -1)"
   diff=$(q "SELECT (SELECT count(*) FROM (TABLE obs EXCEPT ALL TABLE obs_ab$i) a) + (SELECT count(*) FROM (TABLE obs_ab$i EXCEPT ALL TABLE obs) b)")
   [ "$diff" = 0 ] || out "                     ERROR: obs_ab$i differs from obs in $diff rows"
 done
