@@ -88,7 +88,7 @@ void catalog_slot_from_row(const PGresult *res, int col, pgs_slot_state *out);
 
 /* Asks the server `conninfo` leads to (libpq's choice among several hosts,
  * as for the replication connection) on a short connection of its own,
- * opened and closed without logging (connect_timeout 10 s unless conninfo
+ * opened and closed without logging (connect_timeout as pg_connect's unless conninfo
  * sets one). False, and nothing known, when it cannot connect or query. */
 bool catalog_slot_check(const char *conninfo, const char *slot, pgs_slot_state *out);
 

@@ -7,11 +7,20 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+/* The connect_timeout every connection gets unless the conninfo (or
+ * PGCONNECT_TIMEOUT) says otherwise: a host that accepts the TCP
+ * connection and never answers would otherwise hold pgshift for ever. */
+#define PG_CONNECT_TIMEOUT_S "10"
+/* PG_CONNECT_TIMEOUT_S, or PGCONNECT_TIMEOUT when set. */
+const char *pg_default_connect_timeout(void);
+
 /* Opens a connection from a conninfo string or URI (PG* environment and
  * .pgpass apply as in psql), with application_name set and, when
  * `replication` is true, replication=database. `what` names the connection
  * in error messages ("source", "target", "replication"). Logs and returns
- * NULL on failure; the password never appears in the message. */
+ * NULL on failure; the password never appears in the message. Waits at
+ * most pg_default_connect_timeout() per host unless the conninfo sets
+ * connect_timeout. */
 PGconn *pg_connect(const char *conninfo, const char *what, bool replication);
 
 /* Runs SQL without parameters (may hold several statements); logs the

@@ -241,7 +241,7 @@ bool catalog_slot_check(const char *conninfo, const char *slot, pgs_slot_state *
 {
     /* Expanded from dbname, the conninfo's own connect_timeout wins. */
     const char *keys[] = {"connect_timeout", "dbname", "application_name", NULL};
-    const char *vals[] = {"10", conninfo, "pgshift", NULL};
+    const char *vals[] = {pg_default_connect_timeout(), conninfo, "pgshift", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     bool ok = false;
     if (conn && PQstatus(conn) == CONNECTION_OK) {

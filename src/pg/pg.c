@@ -17,15 +17,23 @@ static void trim_newlines(char *s)
         s[--n] = '\0';
 }
 
+const char *pg_default_connect_timeout(void)
+{
+    const char *env = getenv("PGCONNECT_TIMEOUT");
+    return env && *env ? env : PG_CONNECT_TIMEOUT_S;
+}
+
 PGconn *pg_connect(const char *conninfo, const char *what, bool replication)
 {
-    const char *keys[4] = {"dbname", "application_name", NULL, NULL};
-    const char *vals[4] = {conninfo, "pgshift", NULL, NULL};
+    const char *keys[5] = {"connect_timeout", "dbname", "application_name", NULL, NULL};
+    const char *vals[5] = {pg_default_connect_timeout(), conninfo, "pgshift", NULL, NULL};
     if (replication) {
-        keys[2] = "replication";
-        vals[2] = "database";
+        keys[3] = "replication";
+        vals[3] = "database";
     }
-    /* expand_dbname=1: the first dbname is a full conninfo/URI; later keys override. */
+    /* expand_dbname=1: the first dbname is a full conninfo/URI; keys after
+     * it override it, keys before it (connect_timeout) are defaults it
+     * overrides. */
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (conn == NULL) {
         log_error("%s connection: out of memory", what);

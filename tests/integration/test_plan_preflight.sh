@@ -423,4 +423,22 @@ pass "a password in the conninfo never appears in the output or on stderr"
 after=$(snapshot) || fail "snapshot"
 case "$after" in "0 slots, 0 publications, 0 pgshift schemas, no good_part, "*) ;; *) fail "plans changed the server: $after" ;; esac
 pass "after every plan above: still no slot, publication or pgshift schema"
+
+# A server that accepts the connection and never answers (its postmaster
+# stopped with SIGSTOP: the kernel still completes the TCP handshake): plan
+# gives up after the default connect_timeout (10 s) instead of hanging.
+write_plan silent "host=127.0.0.1 port=$PGPORT dbname=$PGDATABASE" <<<"  - {source: public.users, target: public.users_new}"
+postmaster=$(head -1 "$PGSHIFT_TEST_PGDATA/postmaster.pid")
+t0=$(date +%s)
+kill -STOP "$postmaster"
+PGCONNECT_TIMEOUT='' timeout 60 "$PGSHIFT" plan --plan "$WORK/silent.yaml" >"$WORK/silent.out" 2>"$WORK/silent.err"
+RC=$?
+kill -CONT "$postmaster"
+took=$(($(date +%s) - t0))
+[ "$RC" != 124 ] || fail "plan against a server that never answers still waited after 60 s"
+[ "$RC" != 0 ] || fail "plan against a server that never answers exited 0"
+grep -qi "timeout expired" "$WORK/silent.out" "$WORK/silent.err" ||
+  fail "no timeout in the message: $(cat "$WORK/silent.out" "$WORK/silent.err" | head -5)"
+[ "$took" -ge 9 ] || fail "gave up after $took s, before the 10 s default"
+pass "a server that never answers: plan gives up after $took s (connect_timeout 10 s by default), exit $RC"
 finish
