@@ -12,6 +12,14 @@ struct aquery {
     const char *what;
     bool busy;
     bool broken;
+    /* The poll handle is closed (or closing) on the first failure, while
+     * its descriptor is still ours: libpq closes the socket when it finds
+     * the connection lost, and stopping a poll handle later deletes its
+     * descriptor number from the loop's epoll set, which by then may be
+     * another connection's socket (the stream reconnecting after a
+     * failover went deaf that way). */
+    bool poll_closing;
+    bool poll_closed;
     bool closing;
     uint64_t sent_at; /* uv_hrtime() */
     PGresult *res;    /* the first result of the query out */
@@ -19,13 +27,29 @@ struct aquery {
     void *arg;
 };
 
-static void on_closed(uv_handle_t *h)
+static void destroy(aquery *q)
 {
-    aquery *q = h->data;
     PQclear(q->res);
     if (q->conn)
         PQfinish(q->conn);
     free(q);
+}
+
+/* The poll handle is closed: the aquery goes too once its owner closed it. */
+static void on_poll_closed(uv_handle_t *h)
+{
+    aquery *q = h->data;
+    q->poll_closed = true;
+    if (q->closing)
+        destroy(q);
+}
+
+static void close_poll(aquery *q)
+{
+    if (q->poll_closing)
+        return;
+    q->poll_closing = true;
+    uv_close((uv_handle_t *)&q->poll, on_poll_closed); /* stops it first */
 }
 
 static void fail(aquery *q, const char *why)
@@ -33,7 +57,7 @@ static void fail(aquery *q, const char *why)
     if (!q->broken)
         log_warn("%s: %s", q->what, why);
     q->broken = true;
-    uv_poll_stop(&q->poll);
+    close_poll(q);
     if (q->busy) {
         q->busy = false;
         PQclear(q->res);
@@ -114,8 +138,10 @@ void aquery_close(aquery *q)
     if (q == NULL || q->closing)
         return;
     q->closing = true;
-    uv_poll_stop(&q->poll);
-    uv_close((uv_handle_t *)&q->poll, on_closed);
+    if (!q->poll_closing)
+        close_poll(q);
+    else if (q->poll_closed)
+        destroy(q);
 }
 
 bool aquery_busy(const aquery *q)

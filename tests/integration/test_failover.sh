@@ -186,6 +186,8 @@ on_timeout() {
   fi
   echo "--- new primary's log"
   tail -n 30 "$STANDBY_DIR/server.log"
+  echo "--- pgshift's log"
+  tail -n 40 "$WORK/run1.log"
 }
 
 # 17+: the run finds the new primary and the synchronized slot.
