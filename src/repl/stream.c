@@ -26,7 +26,6 @@ struct repl_stream {
     /* Behind the source, a drained socket is read again after
      * STREAM_GATHER_MS rather than at its next byte (stream.h). */
     uv_timer_t *gather;
-    bool gathering;            /* the gather timer is running */
     long delivered;            /* frames since the last drain */
     pgs_timestamp last_commit; /* commit time of the last Commit seen */
     decode_ctx dec;
@@ -167,7 +166,6 @@ void stream_close(repl_stream *rs)
         uv_close((uv_handle_t *)rs->gather, on_handle_closed);
         rs->gather = NULL;
     }
-    rs->gathering = false;
     rs->delivered = 0;
     rs->last_commit = 0;
     if (rs->conn) {
@@ -324,7 +322,6 @@ static bool behind(const repl_stream *rs)
 static void on_gather(uv_timer_t *t)
 {
     repl_stream *rs = t->data;
-    rs->gathering = false;
     if (rs->conn == NULL)
         return;
     if (rs->poll_stopped) {
@@ -332,6 +329,44 @@ static void on_gather(uv_timer_t *t)
         uv_poll_start(rs->poll, UV_READABLE, on_readable);
     }
     on_readable(rs->poll, 0, UV_READABLE);
+}
+
+/* Reads what the socket holds into libpq's buffer; a lost connection is
+ * closed and reported to the owner (false). */
+static bool consume(repl_stream *rs)
+{
+    if (PQconsumeInput(rs->conn) != 0)
+        return true;
+    log_warn("replication connection lost: %s", PQerrorMessage(rs->conn));
+    fail(rs, true);
+    return false;
+}
+
+/* libpq holds no whole frame: read the socket again, at once or, behind
+ * the source after delivering something, once STREAM_GATHER_MS has let
+ * the walsender send more (stream.h). 1: more was read, deliver on; 0:
+ * wait for the socket or the timer; -1: the connection is lost. */
+static int drained(repl_stream *rs)
+{
+    rs->read_ahead = 0;
+    bool gather = rs->delivered > 0 && behind(rs);
+    int avail = 0;
+    if (gather && ioctl(PQsocket(rs->conn), FIONREAD, &avail) == 0 && avail > 0)
+        /* libpq reads a bounded amount per call: the socket holds more. */
+        return consume(rs) ? 1 : -1;
+    rs->delivered = 0;
+    bool gathering = uv_is_active((uv_handle_t *)rs->gather);
+    if (gather) {
+        if (!rs->poll_stopped) {
+            uv_poll_stop(rs->poll);
+            rs->poll_stopped = true;
+        }
+        uv_timer_start(rs->gather, on_gather, STREAM_GATHER_MS, 0);
+    } else if (rs->poll_stopped && !gathering) {
+        rs->poll_stopped = false;
+        uv_poll_start(rs->poll, UV_READABLE, on_readable);
+    }
+    return 0;
 }
 
 /* Delivers every message libpq holds while the owner is ready. */
@@ -357,36 +392,12 @@ static void deliver(repl_stream *rs)
         char *buf = NULL;
         int n = PQgetCopyData(rs->conn, &buf, 1);
         if (n == 0) {
-            /* Drained: read the socket again, at once or, behind the
-             * source after delivering something, once STREAM_GATHER_MS
-             * has let the walsender send more (stream.h). */
-            rs->read_ahead = 0;
-            bool gather = rs->delivered > 0 && behind(rs);
-            int avail = 0;
-            if (gather && ioctl(PQsocket(rs->conn), FIONREAD, &avail) == 0 && avail > 0) {
-                /* libpq reads a bounded amount per call: the socket holds more. */
-                if (PQconsumeInput(rs->conn) == 0) {
-                    log_warn("replication connection lost: %s", PQerrorMessage(rs->conn));
-                    rs->delivering = false;
-                    fail(rs, true);
-                    return;
-                }
+            int more = drained(rs);
+            if (more > 0)
                 continue;
-            }
-            rs->delivered = 0;
-            if (gather) {
-                if (!rs->poll_stopped) {
-                    uv_poll_stop(rs->poll);
-                    rs->poll_stopped = true;
-                }
-                rs->gathering = true;
-                uv_timer_start(rs->gather, on_gather, STREAM_GATHER_MS, 0);
-            } else if (rs->poll_stopped && !rs->gathering) {
-                rs->poll_stopped = false;
-                uv_poll_start(rs->poll, UV_READABLE, on_readable);
-            }
             rs->delivering = false;
-            rs->cbs.drained(rs->cbs.arg);
+            if (more == 0)
+                rs->cbs.drained(rs->cbs.arg);
             return;
         }
         if (n < 0) {
@@ -421,12 +432,13 @@ static void on_readable(uv_poll_t *h, int status, int events)
     int avail = 0;
     if (rs->stalled && ioctl(PQsocket(rs->conn), FIONREAD, &avail) == 0 && avail > 0)
         rs->read_ahead += avail;
-    if (status < 0 || PQconsumeInput(rs->conn) == 0) {
-        log_warn("replication connection lost: %s",
-                 status < 0 ? uv_strerror(status) : PQerrorMessage(rs->conn));
+    if (status < 0) {
+        log_warn("replication connection lost: %s", uv_strerror(status));
         fail(rs, true);
         return;
     }
+    if (!consume(rs))
+        return;
     if (!rs->stalled) {
         deliver(rs);
         return;
@@ -459,7 +471,11 @@ bool stream_start(repl_stream *rs, pgs_lsn from)
     decode_ctx_free(&rs->dec);
     decode_ctx_init(&rs->dec, rs->proto_version);
     rs->poll = malloc(sizeof *rs->poll);
-    if (rs->poll == NULL || uv_poll_init(rs->loop, rs->poll, PQsocket(rs->conn)) != 0) {
+    rs->gather = malloc(sizeof *rs->gather);
+    if (rs->gather)
+        uv_timer_init(rs->loop, rs->gather); /* cannot fail; stream_close closes it */
+    if (rs->poll == NULL || rs->gather == NULL ||
+        uv_poll_init(rs->loop, rs->poll, PQsocket(rs->conn)) != 0) {
         log_error("replication stream: cannot watch the connection");
         free(rs->poll);
         rs->poll = NULL;
@@ -467,14 +483,6 @@ bool stream_start(repl_stream *rs, pgs_lsn from)
         return false;
     }
     rs->poll->data = rs;
-    rs->gather = malloc(sizeof *rs->gather);
-    if (rs->gather == NULL || uv_timer_init(rs->loop, rs->gather) != 0) {
-        log_error("replication stream: cannot start its timer");
-        free(rs->gather);
-        rs->gather = NULL;
-        stream_close(rs);
-        return false;
-    }
     rs->gather->data = rs;
     uv_poll_start(rs->poll, UV_READABLE, on_readable);
     char lsn[18];

@@ -402,9 +402,9 @@ static void text_timings(const Pgshift__StatusSnapshot *st, FILE *f)
         return;
     pgs_timings pt = {t->copy_seconds,  t->index_build_seconds, t->backlog_seconds,
                       t->ready_seconds, t->cutover_seconds,     t->after_swap_seconds};
-    char buf[512];
-    if (timings_text(&pt, buf, sizeof buf) > 0)
-        fprintf(f, "  time: %s\n", buf);
+    char line[512];
+    if (timings_text(&pt, line, sizeof line) > 0)
+        fprintf(f, "  time: %s\n", line);
 }
 
 void status_text(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE *f)
