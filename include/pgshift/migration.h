@@ -25,6 +25,9 @@ typedef struct pgs_mtable {
     pgs_strlist match;  /* columns that identify a row (source PK, else replica identity
                            index, else plan `key`) */
     pgs_strlist cols;   /* columns copied and applied: the source's non-generated columns */
+    /* Where the copy writes when not into tgt.qname (quoted): the shadow of
+     * an operator-made partitioned target (src/plan/shadow.c), or NULL. */
+    char *copy_into;
     /* state */
     int64_t rows_copied;
     int64_t bytes_copied;

@@ -14,8 +14,14 @@
 bool prepare_targets(pgs_migration *m);
 /* Creates the publication for the source tables unless it exists. */
 bool prepare_publication(pgs_migration *m);
-/* Builds the indexes and primary key on the targets pgshift created. */
+/* Builds the indexes and primary key on the targets pgshift created, and
+ * swaps the copied partitions into operator-made targets (shadow.c). */
 bool prepare_target_indexes(pgs_migration *m);
+/* Why the copy into this operator-made partitioned target cannot go
+ * through a shadow (malloc'd), or NULL when it does (shadow.c). */
+char *prepare_shadow_why_not(pgs_migration *m, pgs_mtable *t);
+/* Drops the copy's shadows (shadow.c) an interrupted run left (abort). */
+bool prepare_drop_shadows(pgs_migration *m);
 /* Drops the slot if it exists (interrupted copy, abort). */
 bool prepare_drop_slot(pgs_migration *m);
 /* Drops the publication if it exists (abort, cleanup). */

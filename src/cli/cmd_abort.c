@@ -113,6 +113,8 @@ static bool drop_everything(pgs_migration *m, const bool *drop, bool have_pub)
         return false;
     if (have_pub && !prepare_drop_publication(m))
         return false;
+    if (!prepare_drop_shadows(m))
+        return false;
     for (int i = 0; i < m->ntables; i++) {
         pgs_mtable *t = &m->tables[i];
         if (!drop[i])

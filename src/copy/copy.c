@@ -84,7 +84,8 @@ static bool range_sql(copy_shared *s, const copy_task *k, char **out_sql, char *
         snprintf(where, sizeof where, " WHERE ctid >= '(%lld,0)'::tid", (long long)k->lo);
     return asprintf(out_sql, "COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT binary)", cols,
                     t->src.qname, where) >= 0 &&
-           asprintf(in_sql, "COPY %s (%s) FROM STDIN (FORMAT binary)", t->tgt.qname, cols) >= 0;
+           asprintf(in_sql, "COPY %s (%s) FROM STDIN (FORMAT binary)",
+                    t->copy_into ? t->copy_into : t->tgt.qname, cols) >= 0;
 }
 
 /* Puts the target into COPY IN. */

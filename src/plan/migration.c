@@ -88,6 +88,7 @@ void migration_close(pgs_migration *m)
     for (int i = 0; i < m->ntables; i++) {
         catalog_relinfo_free(&m->tables[i].src);
         catalog_relinfo_free(&m->tables[i].tgt);
+        free(m->tables[i].copy_into);
         strlist_free(&m->tables[i].match);
         strlist_free(&m->tables[i].cols);
     }

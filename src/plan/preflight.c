@@ -641,6 +641,16 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
         check_target_index(m, t, r);
         if (t->tgt.relkind == 'p') {
             say(r, "ok", "target is partitioned: %s", t->tgt.partkey);
+            char *why = prepare_shadow_why_not(m, t);
+            if (why == NULL)
+                say(r, "ok",
+                    "the copy fills UNLOGGED shadow partitions without indexes, then builds %s's "
+                    "indexes on them and swaps them in for its empty partitions",
+                    t->tgt.qname);
+            else
+                say(r, "ok", "the copy writes into %s with its indexes in place (%s)", t->tgt.qname,
+                    why);
+            free(why);
             if (!resuming)
                 check_partition_coverage(m, t, r);
         }

@@ -7,6 +7,7 @@
 #include "pgshift/parallel.h"
 #include "pgshift/pg.h"
 #include "pgshift/prepare.h"
+#include "prepare_int.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -15,17 +16,14 @@
 #include <time.h>
 #include <unistd.h>
 
-static bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static double now_s(void)
+double now_s(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
+bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
 {
     char *sql = NULL;
     va_list ap;
@@ -199,7 +197,8 @@ bool prepare_targets(pgs_migration *m)
             if (!create_target(m, t))
                 return false;
         } else if (!exec_fmt(m->tgt, "emptying the target after an interrupted copy", "TRUNCATE %s",
-                             t->tgt.qname)) {
+                             t->tgt.qname) ||
+                   !shadow_prepare(m, t)) {
             return false;
         }
     }
@@ -295,15 +294,7 @@ bool prepare_drop_slot(pgs_migration *m)
     return res != NULL && drop_origin(m);
 }
 
-/* A growable list of malloc'd statements. */
-typedef struct stmt_list {
-    char **v;
-    int n, cap;
-} stmt_list;
-
-static bool stmt_add(stmt_list *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static bool stmt_add(stmt_list *l, const char *fmt, ...)
+bool stmt_add(stmt_list *l, const char *fmt, ...)
 {
     if (l->n == l->cap) {
         int cap = l->cap ? l->cap * 2 : 32;
@@ -323,7 +314,7 @@ static bool stmt_add(stmt_list *l, const char *fmt, ...)
     return true;
 }
 
-static void stmt_free(stmt_list *l)
+void stmt_free(stmt_list *l)
 {
     for (int i = 0; i < l->n; i++)
         free(l->v[i]);
@@ -344,10 +335,7 @@ static PGresult *target_leaves(pgs_migration *m, pgs_mtable *t)
                     1, (const char *[]){oid});
 }
 
-/* Runs the statements on up to copy.workers connections of the target's
- * database (in the source's database on 16+ under origins <slot>_copy<N>,
- * so the walsender drops what they write unread, like the copy's rows). */
-static bool run_parallel(pgs_migration *m, const char *what, const char *setup, stmt_list *l)
+bool run_parallel(pgs_migration *m, const char *what, const char *setup, stmt_list *l)
 {
     char prefix[96];
     snprintf(prefix, sizeof prefix, "%s_copy", m->slot);
@@ -509,9 +497,11 @@ static bool build_target_indexes(pgs_migration *m, pgs_mtable *t)
 
 bool prepare_target_indexes(pgs_migration *m)
 {
-    for (int i = 0; i < m->ntables; i++)
-        if (m->tables[i].create_target && !build_target_indexes(m, &m->tables[i]))
+    for (int i = 0; i < m->ntables; i++) {
+        pgs_mtable *t = &m->tables[i];
+        if (t->create_target ? !build_target_indexes(m, t) : !shadow_finish(m, t))
             return false;
+    }
     return true;
 }
 

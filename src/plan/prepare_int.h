@@ -1,0 +1,40 @@
+/* prepare_int.h: what prepare.c shares with shadow.c (not part of the API). */
+#ifndef PGSHIFT_PREPARE_INT_H
+#define PGSHIFT_PREPARE_INT_H
+
+#include "pgshift/migration.h"
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+/* A monotonic clock in seconds. */
+double now_s(void);
+
+/* Runs one statement made from a format; logged at debug with its time. */
+bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* A growable list of malloc'd statements. */
+typedef struct stmt_list {
+    char **v;
+    int n, cap;
+} stmt_list;
+
+bool stmt_add(stmt_list *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void stmt_free(stmt_list *l);
+
+/* Runs the statements on up to copy.workers connections of the target's
+ * database (in the source's database on 16+ under origins <slot>_copy<N>,
+ * so the walsender drops what they write unread, like the copy's rows). */
+bool run_parallel(pgs_migration *m, const char *what, const char *setup, stmt_list *l);
+
+/* shadow.c: the copy into an operator-made partitioned target without its
+ * indexes. shadow_prepare() drops what an interrupted run left and, when
+ * every leaf of the target can be swapped, makes the shadow and points
+ * t->copy_into at it; shadow_finish() makes the shadow's leaves logged,
+ * builds the target's indexes on them, and swaps them in for the target's
+ * empty leaves in one transaction. */
+bool shadow_prepare(pgs_migration *m, pgs_mtable *t);
+bool shadow_finish(pgs_migration *m, pgs_mtable *t);
+
+#endif
