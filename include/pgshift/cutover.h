@@ -18,6 +18,7 @@
  *      VALIDATE the foreign keys added NOT VALID, ANALYZE the new tables.
  *      The swap records these steps in migrations.cutover as data,
  *      "post_steps": [{"step": "validate", "schema", "table", "constraint"},
+ *      {"step": "fk_parent", "schema", "table", "constraint"},
  *      {"step": "analyze", "schema", "table"}]; each statement is built from
  *      the names (PQescapeIdentifier) when it runs, one statement per call.
  *      A record of an earlier version ("post": SQL text) is not executed:
@@ -38,9 +39,15 @@
 #include <stdbool.h>
 #include <stdio.h>
 
-/* A foreign key to validate after the commit, as names (data). The
- * statement is built from them, identifiers escaped, when it runs. */
+/* A step after the commit on a foreign key, as names (data). The
+ * statement is built from them, identifiers escaped, when it runs:
+ * 'v' VALIDATE CONSTRAINT; 'p' (a partitioned table on 17 and older, which
+ * cannot take a foreign key NOT VALID) add the key to the table itself,
+ * with the definition read then from one of its partitions, which each
+ * carry it validated already, so the server attaches theirs without a
+ * scan. */
 typedef struct handover_fk {
+    char kind;
     char *nspname; /* the referencing table's schema */
     char *relname; /* the referencing table */
     char *conname;
@@ -52,7 +59,7 @@ typedef struct handover_fk {
 typedef struct handover {
     pgs_strlist lock;      /* other tables to lock ACCESS EXCLUSIVE (FK referencing) */
     pgs_strlist after;     /* SQL run after the renames, in order, inside the swap */
-    handover_fk *validate; /* after the commit: VALIDATE CONSTRAINT, from names */
+    handover_fk *validate; /* after the commit, in order: foreign key steps, from names */
     int nvalidate;
     pgs_strlist notes;    /* "view public.v: re-created to read the new table" */
     pgs_strlist problems; /* why the cutover would refuse, each with its fix */

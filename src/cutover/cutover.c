@@ -325,10 +325,11 @@ static char *state_json(cutover *c, const char *stats_json, handover *h)
            *tables = json_array();
     for (int i = 0; i < c->m->ntables; i++)
         for (int j = 0; j < h[i].nvalidate; j++)
-            json_array_append_new(steps, json_pack("{s:s,s:s,s:s,s:s}", "step", "validate",
-                                                   "schema", h[i].validate[j].nspname, "table",
-                                                   h[i].validate[j].relname, "constraint",
-                                                   h[i].validate[j].conname));
+            json_array_append_new(
+                steps, json_pack("{s:s,s:s,s:s,s:s}", "step",
+                                 h[i].validate[j].kind == 'p' ? "fk_parent" : "validate", "schema",
+                                 h[i].validate[j].nspname, "table", h[i].validate[j].relname,
+                                 "constraint", h[i].validate[j].conname));
     for (int i = 0; i < c->m->ntables; i++) {
         pgs_mtable *t = &c->m->tables[i];
         /* After the renames the new table has the source's name. Analyzed
@@ -478,6 +479,37 @@ static void refuse_stored_sql(const pgs_migration *m, json_t *o)
               m->plan->name);
 }
 
+/* The "fk_parent" step: the foreign key `con` added to partitioned table
+ * `qt`, defined as on its partitions (which carry it validated), unless
+ * it has it already (a rerun). */
+static char *fk_parent_sql(PGconn *conn, const char *qt, const char *con, const char **what)
+{
+    PGresult *r =
+        pg_query(conn, "reading a foreign key of the partitions",
+                 "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = $1::regclass"
+                 "                 AND conname = $2 AND contype = 'f'),"
+                 "  (SELECT pg_get_constraintdef(c.oid) FROM pg_constraint c"
+                 "     JOIN pg_inherits h ON h.inhrelid = c.conrelid"
+                 "    WHERE h.inhparent = $1::regclass AND c.conname = $2"
+                 "      AND c.contype = 'f' LIMIT 1)",
+                 2, (const char *[]){qt, con});
+    char *sql = NULL, *qc = NULL;
+    if (r == NULL || PQntuples(r) != 1)
+        goto done;
+    if (PQgetvalue(r, 0, 0)[0] == 't') {
+        *what = "checking a foreign key";
+        sql = strdup("SELECT 'the foreign key is on the table already'");
+    } else if (!PQgetisnull(r, 0, 1) && (qc = pg_ident(conn, con)) != NULL) {
+        *what = "adding a foreign key to the partitioned table";
+        if (asprintf(&sql, "ALTER TABLE %s ADD CONSTRAINT %s %s", qt, qc, PQgetvalue(r, 0, 1)) < 0)
+            sql = NULL;
+    }
+done:
+    PQclear(r);
+    free(qc);
+    return sql;
+}
+
 /* One step of "post_steps" as a single statement built from its names. */
 static char *step_sql(PGconn *conn, json_t *step, const char **what)
 {
@@ -492,6 +524,8 @@ static char *step_sql(PGconn *conn, json_t *step, const char **what)
         *what = "validating a foreign key";
         if (asprintf(&sql, "ALTER TABLE %s VALIDATE CONSTRAINT %s", qt, qc) < 0)
             sql = NULL;
+    } else if (qt && strcmp(kind, "fk_parent") == 0 && con) {
+        sql = fk_parent_sql(conn, qt, con, what);
     } else if (qt && strcmp(kind, "analyze") == 0) {
         *what = "analyzing the new table";
         if (asprintf(&sql, "ANALYZE %s", qt) < 0)

@@ -34,13 +34,15 @@ static bool left_behind(const pgs_mtable *t, const char *name)
     return false;
 }
 
-static bool add_validate(handover *h, const char *nspname, const char *relname, const char *conname)
+static bool add_fk_step(handover *h, char kind, const char *nspname, const char *relname,
+                        const char *conname)
 {
     handover_fk *v = realloc(h->validate, sizeof *v * (size_t)(h->nvalidate + 1));
     if (v == NULL)
         return false;
     h->validate = v;
     handover_fk *f = &v[h->nvalidate];
+    f->kind = kind;
     f->nspname = strdup(nspname);
     f->relname = strdup(relname);
     f->conname = strdup(conname);
@@ -174,14 +176,72 @@ static bool fks_in(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mta
                  (strlist_contains(&h->lock, tab) || strlist_push(&h->lock, tab)) &&
                  addf(&h->after, "ALTER TABLE %s DROP CONSTRAINT %s", tab, qcon) &&
                  addf(&h->after, "ALTER TABLE %s ADD CONSTRAINT %s %s NOT VALID", tab, qcon, def) &&
-                 add_validate(h, V(r, i, 7), V(r, i, 8), con);
+                 add_fk_step(h, 'v', V(r, i, 7), V(r, i, 8), con);
         free(qcon);
     }
     PQclear(r);
     return ok;
 }
 
-/* The source's own foreign keys: the target must already have them. */
+/* The leaves of the target (quoted, and their schema and name), for a
+ * foreign key the server cannot add NOT VALID to the partitioned table. */
+static PGresult *target_leaves(PGconn *conn, const char *const *p)
+{
+    return pg_query(conn, "reading the target's partitions",
+                    "SELECT format('%I.%I', n.nspname, c.relname), n.nspname, c.relname"
+                    "  FROM pg_partition_tree($1::oid) t JOIN pg_class c ON c.oid = t.relid"
+                    "  JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " WHERE c.relkind = 'r' ORDER BY 1",
+                    1, (const char *[]){p[1]});
+}
+
+/* A foreign key of the source missing on the target, carried by the swap:
+ * added NOT VALID (the application's new rows are checked from the
+ * commit on), validated after the commit (no lock that stops writes).
+ * Not before the cutover: until then the target lags the referenced
+ * table, so a key there could refuse the application's own deletes. On a
+ * partitioned target before 18, which cannot take it NOT VALID: NOT VALID
+ * on each partition, each validated, then added to the table itself. */
+static bool fk_carry(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h,
+                     const char *con, const char *def)
+{
+    bool parted = t->tgt.exists ? t->tgt.relkind == 'p' : t->spec->partition_column != NULL;
+    char *qcon = pg_ident(conn, con);
+    if (qcon == NULL)
+        return false;
+    bool ok;
+    if (!parted || PQserverVersion(conn) >= 180000) {
+        ok = addf(&h->notes,
+                  "foreign key %s (%s): added to the new table by the swap (NOT VALID), "
+                  "validated after it",
+                  con, def) &&
+             addf(&h->after, "ALTER TABLE %s ADD CONSTRAINT %s %s NOT VALID", p[2], qcon, def) &&
+             add_fk_step(h, 'v', t->src.nspname, t->src.relname, con);
+    } else if (!t->tgt.exists) {
+        ok = addf(&h->notes,
+                  "foreign key %s (%s): added by the swap to each partition of the new table "
+                  "(NOT VALID), validated after it, then to the table itself",
+                  con, def);
+    } else {
+        PGresult *leaves = target_leaves(conn, p);
+        ok = leaves != NULL &&
+             addf(&h->notes,
+                  "foreign key %s (%s): added by the swap to each of the %d partitions of the "
+                  "new table (NOT VALID), validated after it, then to the table itself",
+                  con, def, PQntuples(leaves));
+        for (int i = 0; ok && i < PQntuples(leaves); i++)
+            ok = addf(&h->after, "ALTER TABLE %s ADD CONSTRAINT %s %s NOT VALID", V(leaves, i, 0),
+                      qcon, def) &&
+                 add_fk_step(h, 'v', V(leaves, i, 1), V(leaves, i, 2), con);
+        ok = ok && add_fk_step(h, 'p', t->src.nspname, t->src.relname, con);
+        PQclear(leaves);
+    }
+    free(qcon);
+    return ok;
+}
+
+/* The source's own foreign keys: already on the target, left behind, or
+ * carried by the swap (fk_carry). */
 static bool fks_out(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
 {
     PGresult *r = pg_query(conn, "reading the source's foreign keys",
@@ -202,12 +262,7 @@ static bool fks_out(PGconn *conn, const char *const *p, pgs_mtable *t, handover 
         else if (left_behind(t, con))
             ok = addf(&h->notes, "foreign key %s (%s): left behind on the old table", con, def);
         else
-            ok = addf(&h->problems,
-                      "foreign key %s of the source (%s) is not on the target; fix: add it to "
-                      "%s during the catch-up (ALTER TABLE %s ADD CONSTRAINT ... %s; while it "
-                      "validates it blocks only pgshift's apply), or leave_behind: [%s]",
-                      con, def, t->tgt.qname ? t->tgt.qname : t->spec->target,
-                      t->tgt.qname ? t->tgt.qname : t->spec->target, def, con);
+            ok = fk_carry(conn, p, t, h, con, def);
     }
     PQclear(r);
     return ok;

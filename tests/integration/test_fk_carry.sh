@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# A source's own foreign keys that the target lacks are carried by the
+# cutover instead of refusing it (issue #13): added NOT VALID in the swap,
+# validated after the commit; on a partitioned target before 18, NOT VALID
+# on each partition, validated, then added to the table itself. Three
+# shapes in one plan, `run --auto-cutover` under writes:
+#  - a partitioned target the operator made without the key (LIKE ...
+#    INCLUDING DEFAULTS INCLUDING CONSTRAINTS never copies foreign keys)
+#  - a plain target, without the key
+#  - a target pgshift creates from a partition spec
+# Afterwards every new table has its key, validated, on the table and on
+# each partition; it refuses an orphan row; the old tables keep theirs;
+# the rows are the source's. `plan` lists what the swap will do.
+source "$(dirname "$0")/lib/common.sh"
+sqlf - <<'SQL' || fail setup
+CREATE TABLE sites (id int PRIMARY KEY, name text);
+INSERT INTO sites SELECT g, 's' || g FROM generate_series(1, 20) g;
+CREATE TABLE a (id bigint PRIMARY KEY, created_at date NOT NULL,
+  site int CONSTRAINT a_site_fk REFERENCES sites (id) ON DELETE CASCADE, v text);
+CREATE TABLE b (id int PRIMARY KEY, site int CONSTRAINT b_site_fk REFERENCES sites (id), v text);
+CREATE TABLE c (id bigint PRIMARY KEY, created_at date NOT NULL,
+  site int CONSTRAINT c_site_fk REFERENCES sites (id), v text);
+INSERT INTO a SELECT g, date '2025-01-01' + g % 120, 1 + g % 20, 'a' FROM generate_series(1, 6000) g;
+INSERT INTO b SELECT g, 1 + g % 20, 'b' FROM generate_series(1, 6000) g;
+INSERT INTO c SELECT g, date '2025-01-01' + g % 120, 1 + g % 20, 'c' FROM generate_series(1, 6000) g;
+CREATE TABLE a_new (LIKE a INCLUDING DEFAULTS INCLUDING CONSTRAINTS) PARTITION BY RANGE (created_at);
+ALTER TABLE a_new ADD PRIMARY KEY (id, created_at);
+CREATE TABLE a_new_1 PARTITION OF a_new FOR VALUES FROM ('2025-01-01') TO ('2025-03-01');
+CREATE TABLE a_new_2 PARTITION OF a_new FOR VALUES FROM ('2025-03-01') TO ('2026-01-01');
+CREATE TABLE b_new (id int PRIMARY KEY, site int, v text);
+SQL
+cat >"$WORK/plan.yaml" <<Y
+$(plan_header fkc)
+state_dir: $WORK
+tables:
+  - {source: a, target: a_new}
+  - {source: b, target: b_new}
+  - source: c
+    target: c_new
+    partition: {by: range (created_at), interval: 1 month}
+Y
+"$PGSHIFT" plan --plan "$WORK/plan.yaml" >"$WORK/plan.out" 2>&1 || fail "plan failed: $(tail -20 "$WORK/plan.out")"
+grep -qE 'foreign key a_site_fk \(FOREIGN KEY \(site\) REFERENCES (public\.)?sites\(id\) ON DELETE CASCADE\): added' "$WORK/plan.out" ||
+  fail "plan does not say the key of a is carried: $(grep -i 'foreign' "$WORK/plan.out")"
+grep -qE 'foreign key b_site_fk \(FOREIGN KEY \(site\) REFERENCES (public\.)?sites\(id\)\): added to the new table by the swap \(NOT VALID\), validated after it' "$WORK/plan.out" ||
+  fail "plan does not say the key of b is carried: $(grep -i 'foreign' "$WORK/plan.out")"
+grep -q 'BLOCK' "$WORK/plan.out" && fail "plan blocks: $(grep BLOCK "$WORK/plan.out")"
+pass "plan lists each missing foreign key as carried by the swap"
+
+"$PGSHIFT" run --plan "$WORK/plan.yaml" --auto-cutover >"$WORK/run.log" 2>&1 &
+RUN_PID=$!
+RUN_PIDS+=("$RUN_PID")
+wait_streaming "$WORK/run.log"
+sql "INSERT INTO a SELECT g, date '2025-02-01', 3, 'late' FROM generate_series(7001, 7100) g;
+     UPDATE b SET v = 'upd', site = 5 WHERE id % 97 = 0;
+     INSERT INTO c SELECT g, date '2025-04-01', 4, 'late' FROM generate_series(7001, 7100) g;
+     DELETE FROM a WHERE id % 311 = 0" || fail dml
+wait_for 120 "the run to cut over and exit" gone "$RUN_PID"
+wait "$RUN_PID" || fail "run --auto-cutover exited $?"
+log_has "$WORK/run.log" "VALIDATE CONSTRAINT" || fail "no validation ran after the swap"
+
+for t in a b c; do
+  [ "$(sql "SELECT count(*) FROM pg_constraint WHERE conrelid = '$t'::regclass AND contype = 'f' AND convalidated")" = 1 ] ||
+    fail "new $t lacks its validated foreign key: $(sql "SELECT conname, convalidated FROM pg_constraint WHERE conrelid = '$t'::regclass AND contype = 'f'")"
+  [ "$(sql "SELECT count(*) FROM pg_constraint WHERE conrelid = '${t}_old'::regclass AND contype = 'f'")" = 1 ] ||
+    fail "old ${t}_old lost its foreign key"
+  # every partition carries it, validated and attached to the table's
+  [ "$(sql "SELECT count(*) FROM pg_inherits h WHERE h.inhparent = '$t'::regclass AND NOT EXISTS (
+              SELECT 1 FROM pg_constraint k WHERE k.conrelid = h.inhrelid AND k.contype = 'f'
+                 AND k.convalidated AND k.conparentid <> 0)")" = 0 ] ||
+    fail "a partition of $t lacks the attached, validated key: $(sql "SELECT conrelid::regclass, conname, convalidated, conparentid FROM pg_constraint WHERE contype = 'f' ORDER BY 1")"
+  [ "$(sql "SELECT count(*) FROM pg_constraint k JOIN pg_inherits h ON h.inhrelid = k.conrelid
+             WHERE h.inhparent = '$t'::regclass AND k.contype = 'f'")" = "$(sql "SELECT count(*) FROM pg_inherits WHERE inhparent = '$t'::regclass")" ] ||
+    fail "a partition of $t has the key twice"
+done
+same_rows a_old a
+same_rows b_old b "id, site, v"
+same_rows c_old c
+pass "every new table has its foreign key, validated, on the table and each partition; rows identical"
+
+sql "INSERT INTO a VALUES (-1, '2025-02-02', 999, 'orphan')" 2>/dev/null && fail "new a accepts an orphan row"
+sql "INSERT INTO b VALUES (-1, 999, 'orphan')" 2>/dev/null && fail "new b accepts an orphan row"
+sql "INSERT INTO c VALUES (-1, '2025-02-02', 999, 'orphan')" 2>/dev/null && fail "new c accepts an orphan row"
+# A site only the new tables reference (the old ones keep their keys and rows).
+sql "INSERT INTO sites VALUES (21, 'n'), (22, 'n');
+     INSERT INTO a VALUES (-2, '2025-02-02', 21, 'x'), (-3, '2025-05-05', 21, 'y');
+     INSERT INTO c VALUES (-2, '2025-02-02', 22, 'x')" || fail "rows for new sites"
+sql "DELETE FROM sites WHERE id = 21" || fail "delete of a site"
+[ "$(sql "SELECT count(*) FROM a WHERE site = 21")" = 0 ] || fail "ON DELETE CASCADE did not follow the key"
+sql "DELETE FROM sites WHERE id = 22" 2>/dev/null && fail "new c did not restrict the delete of a referenced site"
+pass "the carried keys enforce: orphans refused, the cascade acts"
+finish
