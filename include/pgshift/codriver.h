@@ -55,6 +55,7 @@ typedef struct codriver_info {
     double last_window_ms;          /* what the application waited in the last attempt */
     const cutover_blocker *blocker; /* NULL: none seen */
     bool postponed;
+    const char *blocked; /* why an automatic cutover waits for the operator, or NULL */
 } codriver_info;
 
 codriver *codriver_new(uv_loop_t *loop, pgs_migration *m, const codriver_ops *ops);

@@ -83,6 +83,7 @@ typedef struct pgs_plan_hooks {
     char *cutover_started; /* the first lock attempt of a cutover */
     char *cutover_done;    /* the swap committed */
     char *failed;          /* the run stopped on an error */
+    char *blocked;         /* an automatic cutover waits for the operator (each new reason) */
 } pgs_plan_hooks;
 
 typedef struct pgs_plan {

@@ -60,6 +60,7 @@ typedef struct status_live {
     int cutover_attempts;
     double cutover_lock_wait_ms, cutover_write_block_ms;
     const struct cutover_blocker *blocker; /* NULL: none */
+    const char *cutover_blocked; /* why an automatic cutover waits for the operator, or NULL */
     bool postponed, paused;
     const double *copy_rows_per_second; /* per table, or NULL */
     /* the source: server_version as it reports it (NULL: not known) and

@@ -79,6 +79,9 @@ struct codriver {
     bool postpone;
     char *postpone_file;
     char postpone_why[512];
+    /* what an automatic cutover waits for the operator to fix (the first
+     * problem cutover_check found), or empty */
+    char blocked[1024];
 };
 
 static double now_ms(void)
@@ -309,11 +312,25 @@ void codriver_source_lsn(codriver *d, pgs_lsn source_lsn)
     if (problems != 0) {
         /* An automatic cutover waits for the operator to fix it; a
          * requested one answers now. */
-        if (d->requested || problems < 0)
+        if (d->requested || problems < 0) {
             give_up(d, problems < 0 ? "reading the dependent objects failed" : first);
-        else /* the catalog reads are not free: look again in a while */
-            d->next_try_ms = t + 5000;
+            return;
+        }
+        /* Shown by status, /metrics and the dashboard for as long as it
+         * lasts; the `blocked` hook fires for each new reason. */
+        if (strcmp(d->blocked, first) != 0) {
+            snprintf(d->blocked, sizeof d->blocked, "%s", first);
+            log_warn("the automatic cutover waits for the operator: %s (it goes ahead once "
+                     "that is fixed; `pgshift status` shows it meanwhile)",
+                     first);
+            d->ops.event(d->ops.arg, "blocked");
+        }
+        d->next_try_ms = t + 5000; /* the catalog reads are not free: look again in a while */
         return;
+    }
+    if (d->blocked[0]) {
+        log_info("the automatic cutover is no longer blocked (%s)", d->blocked);
+        d->blocked[0] = '\0';
     }
     rest(d);
 }
@@ -565,5 +582,6 @@ codriver_info codriver_get_info(const codriver *d)
         .last_window_ms = d->last_window_ms,
         .blocker = d->have_blocker ? &d->blocker : NULL,
         .postponed = d->postpone_why[0] != '\0' || d->hold_cmd > 0,
+        .blocked = d->blocked[0] ? d->blocked : NULL,
     };
 }

@@ -42,6 +42,7 @@ void pgs_plan_free(pgs_plan *plan)
     free(plan->hooks.cutover_started);
     free(plan->hooks.cutover_done);
     free(plan->hooks.failed);
+    free(plan->hooks.blocked);
     free(plan->state_dir);
     free(plan->target);
     free(plan->source);

@@ -72,6 +72,8 @@ static const plan_field hooks_fields[] = {
     {"cutover_done", F_TEXT, offsetof(pgs_plan_hooks, cutover_done), false, 0, 0,
      "'notify-chat cutover done'", NULL},
     {"failed", F_TEXT, offsetof(pgs_plan_hooks, failed), false, 0, 0, "'page-oncall'", NULL},
+    {"blocked", F_TEXT, offsetof(pgs_plan_hooks, blocked), false, 0, 0,
+     "'notify-chat cutover blocked'", NULL},
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 

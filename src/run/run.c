@@ -38,6 +38,7 @@ bool engine_snapshot(engine *e, status_snapshot *x)
         .cutover_lock_wait_ms = ci.lock_wait_ms,
         .cutover_write_block_ms = ci.last_window_ms,
         .blocker = ci.blocker,
+        .cutover_blocked = ci.blocked,
         .postponed = ci.postponed,
         .paused = e->paused,
         .server_version = PQparameterStatus(e->m->src, "server_version"),

@@ -27,6 +27,8 @@ static const char *hook_command(const pgs_plan *plan, const char *event)
         return h->cutover_done;
     if (strcmp(event, "failed") == 0)
         return h->failed;
+    if (strcmp(event, "blocked") == 0)
+        return h->blocked;
     return NULL;
 }
 

@@ -178,6 +178,14 @@ char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len)
         gauge(&b, "cutover_write_block_seconds",
               "The last cutover's write-blocking window (lock wait + lock held).", st,
               st->cutover->write_block_ms / 1000.0);
+        const char *why = st->cutover->blocked ? st->cutover->blocked : "";
+        head(&b, "cutover_blocked", "gauge",
+             "1 while an automatic cutover waits for the operator to fix what `reason` says.");
+        put(&b, "pgshift_cutover_blocked{migration=\"");
+        label(&b, st->migration);
+        put(&b, "\",reason=\"");
+        label(&b, why);
+        put(&b, "\"} %d\n", why[0] ? 1 : 0);
     }
     if (b.oom) {
         free(b.p);
@@ -245,6 +253,7 @@ static json_t *snapshot_object(const Pgshift__StatusSnapshot *st)
             json_pack("{s:i,s:f,s:f,s:f,s:I}", "attempts", (int)c->attempts, "lock_wait_ms",
                       c->lock_wait_ms, "fence_ms", c->fence_latency_ms, "write_block_ms",
                       c->write_block_ms, "done_at_unix_ms", (json_int_t)c->done_at_unix_ms);
+        json_object_set_new(co, "blocked", json_string(c->blocked ? c->blocked : ""));
         if (c->last_blocker && c->last_blocker->pid)
             json_object_set_new(co, "last_blocker",
                                 json_pack("{s:i,s:s,s:s,s:f}", "pid", c->last_blocker->pid,
@@ -440,6 +449,9 @@ void status_text(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE
     if (st->slot)
         text_slot(st, o, f);
     const Pgshift__CutoverInfo *c = st->cutover;
+    if (c && c->blocked && c->blocked[0] && !done)
+        fprintf(f, "  cutover blocked: the automatic cutover waits for the operator: %s\n",
+                c->blocked);
     if (c && c->attempts > 0 && !done) {
         fprintf(f, "  cutover: %u attempt(s)", c->attempts);
         if (c->last_blocker)

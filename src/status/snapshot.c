@@ -110,6 +110,8 @@ bool status_snapshot_build(const pgs_migration *m, const status_live *live, stat
     x->co.attempts = (uint32_t)live->cutover_attempts;
     x->co.lock_wait_ms = live->cutover_lock_wait_ms;
     x->co.write_block_ms = live->cutover_write_block_ms;
+    if (live->cutover_blocked && live->cutover_blocked[0])
+        x->co.blocked = (char *)live->cutover_blocked;
     if (live->blocker) {
         pgshift__blocker__init(&x->bl);
         x->bl.pid = live->blocker->pid;
