@@ -47,6 +47,8 @@ typedef struct rel {
     char **names; /* quoted target column names, in relation attribute order */
     int *match;   /* relation attribute index of each match column */
     int nmatch;
+    bool whole_row;    /* no key: match is every attribute (sqlgen_rel) */
+    char **text_types; /* whole_row: per attribute, NULL or the type compared as text */
     stmt *stmts;
     /* set-based apply (fold.h): only for targets where reordering changes
      * within a batch cannot trip a constraint */
@@ -61,7 +63,13 @@ typedef struct rel {
 /* What the statement generator needs to know of a relation. */
 static inline sqlgen_rel rel_shape(const rel *r)
 {
-    return (sqlgen_rel){r->t->tgt.qname, r->natts, r->names, r->match, r->nmatch};
+    return (sqlgen_rel){r->t->tgt.qname,
+                        r->natts,
+                        r->names,
+                        r->match,
+                        r->nmatch,
+                        r->whole_row,
+                        (const char *const *)r->text_types};
 }
 
 typedef struct inflight {

@@ -80,10 +80,11 @@ static bool check_change(apply_ctx *a, const rel *r, char op, const decode_tuple
     }
     for (int k = 0; op != 'I' && k < r->nmatch; k++) {
         const decode_col *c = &keytup->cols[r->match[k]];
-        if (c->kind == DECODE_COL_UNCHANGED || c->kind == DECODE_COL_NULL) {
+        if (c->kind == DECODE_COL_UNCHANGED || (c->kind == DECODE_COL_NULL && !r->whole_row)) {
             log_error("apply: %s on %s: key column \"%s\" was not sent (%s); cannot identify the "
                       "row (transaction at %s)",
-                      pipe_op_name(op), r->t->src.qname, r->t->match.v[k],
+                      pipe_op_name(op), r->t->src.qname,
+                      r->whole_row ? r->sent->attrs[r->match[k]].name : r->t->match.v[k],
                       c->kind == DECODE_COL_NULL ? "NULL" : "unchanged TOAST",
                       decode_lsn_format(a->xact_final_lsn, lsn));
             return false;

@@ -21,6 +21,9 @@ void relmap_free_rel(rel *r)
     fold_free(&r->fold);
     free(r->names);
     free(r->match);
+    for (int i = 0; r->text_types && i < r->natts; i++)
+        free(r->text_types[i]);
+    free(r->text_types);
     for (stmt *s = r->stmts, *n; s; s = n) {
         n = s->next;
         free(s->mask);
@@ -54,7 +57,7 @@ static char *type_name(apply_ctx *a, uint32_t oid, int32_t typmod)
 static bool setup_setbased(apply_ctx *a, rel *r, const decode_relation *dr)
 {
     r->setbased = false;
-    if (r->nmatch == 0 || dr->natts == 0)
+    if (r->nmatch == 0 || r->whole_row || dr->natts == 0)
         return true;
     char oid[16];
     snprintf(oid, sizeof oid, "%u", r->t->tgt.oid);
@@ -195,6 +198,43 @@ static bool check_unsent_columns(const pgs_mtable *t, const decode_relation *dr)
     return true;
 }
 
+/* A table without a key (REPLICA IDENTITY FULL): its rows are found by
+ * the whole old row, every attribute; a type without an = operator (json,
+ * point, ...) is compared by its text. */
+static bool whole_row(apply_ctx *a, rel *r, const pgs_mtable *t, const decode_relation *dr)
+{
+    if (dr->replident != 'f') {
+        log_error("apply: %s has no key and is no longer REPLICA IDENTITY FULL: its updates and "
+                  "deletes cannot name their row; fix: ALTER TABLE %s REPLICA IDENTITY FULL "
+                  "(or add a primary key), then run `pgshift run` again",
+                  t->src.qname, t->src.qname);
+        return false;
+    }
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->tgt.oid);
+    PGresult *res = pg_query(
+        a->m->tgt, "reading the target's column types",
+        "SELECT a.attname, CASE WHEN EXISTS (SELECT 1 FROM pg_operator o WHERE o.oprname = '='"
+        "   AND o.oprleft = a.atttypid AND o.oprright = a.atttypid) THEN NULL"
+        "   ELSE format_type(a.atttypid, a.atttypmod) END"
+        "  FROM pg_attribute a WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped",
+        1, (const char *[]){oid});
+    r->text_types = res ? calloc((size_t)(r->natts ? r->natts : 1), sizeof(char *)) : NULL;
+    bool ok = r->text_types != NULL;
+    for (int i = 0; ok && i < r->natts; i++) {
+        r->match[i] = i;
+        for (int j = 0; j < PQntuples(res); j++)
+            if (strcmp(PQgetvalue(res, j, 0), dr->attrs[i].name) == 0 && !PQgetisnull(res, j, 1))
+                ok = (r->text_types[i] = strdup(PQgetvalue(res, j, 1))) != NULL;
+    }
+    PQclear(res);
+    if (!ok)
+        return false;
+    r->nmatch = r->natts;
+    r->whole_row = true;
+    return true;
+}
+
 /* The mapping: quoted column names per attribute, and the attribute of
  * each key column. NULL on failure. */
 static rel *build_rel(apply_ctx *a, pgs_mtable *t, const decode_relation *dr)
@@ -205,7 +245,7 @@ static rel *build_rel(apply_ctx *a, pgs_mtable *t, const decode_relation *dr)
     r->relid = dr->relid;
     r->t = t;
     r->names = calloc(dr->natts ? dr->natts : 1, sizeof(char *));
-    r->match = calloc((size_t)(t->match.n ? t->match.n : 1), sizeof(int));
+    r->match = calloc((size_t)(t->match.n ? t->match.n : dr->natts ? dr->natts : 1), sizeof(int));
     if (r->names == NULL || r->match == NULL) {
         relmap_free_rel(r);
         return NULL;
@@ -233,6 +273,10 @@ static rel *build_rel(apply_ctx *a, pgs_mtable *t, const decode_relation *dr)
         }
     }
     r->nmatch = t->match.n;
+    if (t->match.n == 0 && !whole_row(a, r, t, dr)) {
+        relmap_free_rel(r);
+        return NULL;
+    }
     return r;
 }
 

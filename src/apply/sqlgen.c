@@ -77,12 +77,52 @@ static void row_insert(buf *b, const sqlgen_rel *r, const uint8_t *mask, int *p)
     add(b, ")");
 }
 
+/* " FROM|USING (SELECT one row equal to the old one) AS pgshift_row WHERE
+ * t is that row": the key parameters are $(*p + 1)... */
+static void whole_row_match(buf *b, const sqlgen_rel *r, int *p)
+{
+    char num[48];
+    add(b, " (SELECT s.tableoid AS o, s.ctid AS c FROM ");
+    add(b, r->table);
+    add(b, " AS s WHERE ");
+    for (int k = 0; k < r->nmatch; k++) {
+        int att = r->match[k];
+        const char *tt = r->text_types ? r->text_types[att] : NULL;
+        add(b, k ? " AND s." : "s.");
+        add(b, r->names[att]);
+        snprintf(num, sizeof num, "$%d", ++*p);
+        if (tt == NULL) {
+            add(b, " IS NOT DISTINCT FROM ");
+            add(b, num);
+        } else {
+            add(b, "::text IS NOT DISTINCT FROM (");
+            add(b, num);
+            add(b, "::");
+            add(b, tt);
+            add(b, ")::text");
+        }
+    }
+    add(b, " LIMIT 1) AS pgshift_row WHERE t.tableoid = pgshift_row.o AND t.ctid = pgshift_row.c");
+}
+
 char *sqlgen_row(const sqlgen_rel *r, char op, const uint8_t *mask, int *nparams)
 {
     buf b = {.ok = true};
     int p = 0;
     if (op == 'I') {
         row_insert(&b, r, mask, &p);
+    } else if (r->whole_row) {
+        add(&b, op == 'U' ? "UPDATE " : "DELETE FROM ");
+        add(&b, r->table);
+        add(&b, op == 'U' ? " AS t SET " : " AS t USING");
+        for (int i = 0; op == 'U' && i < r->natts; i++)
+            if (mask[i]) {
+                add(&b, p ? ", " : "");
+                add_param_eq(&b, r->names[i], ++p);
+            }
+        if (op == 'U')
+            add(&b, " FROM");
+        whole_row_match(&b, r, &p);
     } else {
         if (op == 'U') {
             add(&b, "UPDATE ");

@@ -16,6 +16,13 @@ typedef struct sqlgen_rel {
     char *const *names; /* the quoted target column of each attribute */
     const int *match;   /* the attribute of each key column */
     int nmatch;
+    /* No key (REPLICA IDENTITY FULL): the key is the whole old row, every
+     * attribute in order, and an UPDATE or DELETE hits one row equal to it
+     * (identical rows are interchangeable). `text_types`, per attribute:
+     * NULL where the type has an = operator (compared with IS NOT DISTINCT
+     * FROM), else the type's name, to compare the text of both. */
+    bool whole_row;
+    const char *const *text_types;
 } sqlgen_rel;
 
 /* True when attribute `att` is a key column. */
@@ -25,7 +32,9 @@ bool sqlgen_is_key(const sqlgen_rel *r, int att);
  * attributes set in `mask`; UPDATE setting them where the key matches;
  * DELETE where the key matches. Parameters: the masked attributes in
  * order, then (UPDATE, DELETE) the key columns; *nparams says how many.
- * UPDATE and DELETE come bare: see sqlgen_expect. */
+ * With whole_row, UPDATE and DELETE find one row equal to the old one
+ * (LIMIT 1) and act on it by (tableoid, ctid). UPDATE and DELETE come
+ * bare: see sqlgen_expect. */
 char *sqlgen_row(const sqlgen_rel *r, char op, const uint8_t *mask, int *nparams);
 
 /* The set-based statement for op 'i', 'u' or 'd' over unnest($1::<table>[])

@@ -502,9 +502,13 @@ static void check_keys(pgs_migration *m, pgs_mtable *t, report *r)
         return;
     }
     if (t->match.n == 0) {
-        say(r, "BLOCK",
-            "%s has REPLICA IDENTITY FULL but no primary key: pgshift cannot tell rows apart; "
-            "fix: add a primary key or list unique NOT NULL columns as `key:` in the plan",
+        say(r, "ok",
+            "rows identified by the whole row (REPLICA IDENTITY FULL, no key): an UPDATE or "
+            "DELETE changes one row equal to the old one (identical rows are interchangeable)");
+        say(r, "warn",
+            "%s has no key: every applied UPDATE and DELETE searches the target for its row, "
+            "one at a time (a scan where no index helps); for a table with many updates, add a "
+            "primary key or list unique NOT NULL columns as `key:` in the plan",
             t->src.qname);
         return;
     }
@@ -524,6 +528,8 @@ static void check_keys(pgs_migration *m, pgs_mtable *t, report *r)
 
 static void check_target_index(pgs_migration *m, pgs_mtable *t, report *r)
 {
+    if (t->match.n == 0) /* the whole row: check_keys warned */
+        return;
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->tgt.oid);
     PGresult *res =

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "sqlgen.h"
@@ -13,12 +14,19 @@
 /* Single key: (id, v, big), key id. */
 static char *const t_names[] = {"\"id\"", "\"v\"", "\"big\""};
 static const int t_match[] = {0};
-static const sqlgen_rel t_rel = {"\"public\".\"t\"", 3, t_names, t_match, 1};
+static const sqlgen_rel t_rel = {"\"public\".\"t\"", 3, t_names, t_match, 1, false, NULL};
 
 /* Composite key (k2, id), not in attribute order, and a mixed-case column. */
 static char *const o_names[] = {"\"a\"", "\"k2\"", "\"Note\"", "\"id\""};
 static const int o_match[] = {3, 1};
-static const sqlgen_rel o_rel = {"\"s\".\"orders\"", 4, o_names, o_match, 2};
+static const sqlgen_rel o_rel = {"\"s\".\"orders\"", 4, o_names, o_match, 2, false, NULL};
+
+/* No key (REPLICA IDENTITY FULL): the whole row, (ts, doc json, msg); json
+ * has no = operator and is compared as text. */
+static char *const w_names[] = {"\"ts\"", "\"doc\"", "\"msg\""};
+static const int w_match[] = {0, 1, 2};
+static const char *const w_text[] = {NULL, "json", NULL};
+static const sqlgen_rel w_rel = {"\"public\".\"logs\"", 3, w_names, w_match, 3, true, w_text};
 
 static void check_row(const sqlgen_rel *r, char op, const uint8_t *mask, const char *want,
                       int want_params)
@@ -52,6 +60,24 @@ static void test_row_single_key(void **state)
     check_row(&t_rel, 'U', no_big,
               "UPDATE \"public\".\"t\" SET \"id\" = $1, \"v\" = $2 WHERE \"id\" = $3", 3);
     check_row(&t_rel, 'D', none, "DELETE FROM \"public\".\"t\" WHERE \"id\" = $1", 1);
+}
+
+static void test_row_whole_row(void **state)
+{
+    (void)state;
+    const uint8_t msg_only[] = {0, 0, 1}, none[] = {0, 0, 0};
+    const char *find =
+        " (SELECT s.tableoid AS o, s.ctid AS c FROM \"public\".\"logs\" AS s WHERE"
+        " s.\"ts\" IS NOT DISTINCT FROM $%d AND s.\"doc\"::text IS NOT DISTINCT FROM"
+        " ($%d::json)::text AND s.\"msg\" IS NOT DISTINCT FROM $%d LIMIT 1) AS pgshift_row"
+        " WHERE t.tableoid = pgshift_row.o AND t.ctid = pgshift_row.c";
+    char want[1024], tail[600];
+    snprintf(tail, sizeof tail, find, 2, 3, 4);
+    snprintf(want, sizeof want, "UPDATE \"public\".\"logs\" AS t SET \"msg\" = $1 FROM%s", tail);
+    check_row(&w_rel, 'U', msg_only, want, 4);
+    snprintf(tail, sizeof tail, find, 1, 2, 3);
+    snprintf(want, sizeof want, "DELETE FROM \"public\".\"logs\" AS t USING%s", tail);
+    check_row(&w_rel, 'D', none, want, 3);
 }
 
 static void test_row_composite_key(void **state)
@@ -154,7 +180,7 @@ int main(void)
         cmocka_unit_test(test_row_single_key), cmocka_unit_test(test_row_composite_key),
         cmocka_unit_test(test_set_single_key), cmocka_unit_test(test_set_composite_key),
         cmocka_unit_test(test_is_key),         cmocka_unit_test(test_expect),
-        cmocka_unit_test(test_truncate),
+        cmocka_unit_test(test_truncate),       cmocka_unit_test(test_row_whole_row),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
