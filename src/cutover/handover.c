@@ -248,7 +248,9 @@ static bool fks_out(PGconn *conn, const char *const *p, pgs_mtable *t, handover 
                            "SELECT c.conname, pg_get_constraintdef(c.oid),"
                            "       EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conrelid = $2::oid"
                            "                 AND x.contype = 'f' AND pg_get_constraintdef(x.oid) ="
-                           "                     pg_get_constraintdef(c.oid))"
+                           "                     pg_get_constraintdef(c.oid)),"
+                           "       (SELECT pg_get_constraintdef(x.oid) FROM pg_constraint x"
+                           "         WHERE x.conrelid = $2::oid AND x.conname = c.conname)"
                            "  FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = $1::oid"
                            "   AND c.conparentid = 0 ORDER BY 1",
                            2, p);
@@ -261,6 +263,12 @@ static bool fks_out(PGconn *conn, const char *const *p, pgs_mtable *t, handover 
             ok = addf(&h->notes, "foreign key %s (%s): already on the target", con, def);
         else if (left_behind(t, con))
             ok = addf(&h->notes, "foreign key %s (%s): left behind on the old table", con, def);
+        else if (!PQgetisnull(r, i, 3))
+            ok = addf(&h->problems,
+                      "foreign key %s of the source (%s) cannot be added to %s: it has a "
+                      "constraint of that name already (%s); fix: drop or rename it there, or "
+                      "leave_behind: [%s]",
+                      con, def, t->tgt.qname ? t->tgt.qname : t->spec->target, V(r, i, 3), con);
         else
             ok = fk_carry(conn, p, t, h, con, def);
     }

@@ -92,6 +92,9 @@ static const char TARGET_SQL[] =
     "    THEN 'it has no partitions'"
     "  ELSE '' END FROM pg_class r WHERE r.oid = $1::oid";
 
+/* How long the swap waits for a lock on the target or its partitions. */
+#define SHADOW_LOCK_TIMEOUT "30s"
+
 static void oid_text(uint32_t oid, char out[16])
 {
     snprintf(out, 16, "%u", oid);
@@ -400,7 +403,12 @@ bool shadow_finish(pgs_migration *m, pgs_mtable *t)
         log_info("table %s: %d partitions of %s made LOGGED in %.1f s, indexes built in %.1f s",
                  t->src.qname, PQntuples(pr), t->copy_into, t1 - t0, t2 - t1);
     /* The swap: all leaves or none. */
-    bool swapped = ok && paired && pg_exec(m->tgt, "swapping in the copied partitions", "BEGIN");
+    /* Nothing but pgshift should use the target yet; a session that holds
+     * a lock on it anyway makes the swap give up (and insert instead)
+     * rather than wait unseen. */
+    bool swapped = ok && paired &&
+                   pg_exec(m->tgt, "swapping in the copied partitions",
+                           "BEGIN; SET LOCAL lock_timeout = '" SHADOW_LOCK_TIMEOUT "'");
     for (int k = 0; swapped && k < PQntuples(pr); k++)
         swapped = swap_leaf(m, t, pr, k);
     swapped = swapped && pg_exec(m->tgt, "swapping in the copied partitions", "COMMIT");

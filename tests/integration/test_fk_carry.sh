@@ -3,7 +3,7 @@
 # cutover instead of refusing it (issue #13): added NOT VALID in the swap,
 # validated after the commit; on a partitioned target before 18, NOT VALID
 # on each partition, validated, then added to the table itself. Three
-# shapes in one plan, `run --auto-cutover` under writes:
+# shapes in one plan, streamed changes, then `pgshift cutover`:
 #  - a partitioned target the operator made without the key (LIKE ...
 #    INCLUDING DEFAULTS INCLUDING CONSTRAINTS never copies foreign keys)
 #  - a plain target, without the key
@@ -47,16 +47,16 @@ grep -qE 'foreign key b_site_fk \(FOREIGN KEY \(site\) REFERENCES (public\.)?sit
 grep -q 'BLOCK' "$WORK/plan.out" && fail "plan blocks: $(grep BLOCK "$WORK/plan.out")"
 pass "plan lists each missing foreign key as carried by the swap"
 
-"$PGSHIFT" run --plan "$WORK/plan.yaml" --auto-cutover >"$WORK/run.log" 2>&1 &
-RUN_PID=$!
-RUN_PIDS+=("$RUN_PID")
+start_run "$WORK/plan.yaml" "$WORK/run.log"
 wait_streaming "$WORK/run.log"
 sql "INSERT INTO a SELECT g, date '2025-02-01', 3, 'late' FROM generate_series(7001, 7100) g;
      UPDATE b SET v = 'upd', site = 5 WHERE id % 97 = 0;
      INSERT INTO c SELECT g, date '2025-04-01', 4, 'late' FROM generate_series(7001, 7100) g;
      DELETE FROM a WHERE id % 311 = 0" || fail dml
-wait_for 120 "the run to cut over and exit" gone "$RUN_PID"
-wait "$RUN_PID" || fail "run --auto-cutover exited $?"
+wait_applied pgshift_fkc
+"$PGSHIFT" cutover --plan "$WORK/plan.yaml" >"$WORK/cutover.log" 2>&1 || fail "cutover failed: $(tail -5 "$WORK/cutover.log")"
+wait_for 120 "the run to exit after the cutover" gone "$RUN_PID"
+wait "$RUN_PID" || fail "run exited $? after the cutover"
 log_has "$WORK/run.log" "VALIDATE CONSTRAINT" || fail "no validation ran after the swap"
 
 for t in a b c; do
@@ -89,4 +89,19 @@ sql "DELETE FROM sites WHERE id = 21" || fail "delete of a site"
 [ "$(sql "SELECT count(*) FROM a WHERE site = 21")" = 0 ] || fail "ON DELETE CASCADE did not follow the key"
 sql "DELETE FROM sites WHERE id = 22" 2>/dev/null && fail "new c did not restrict the delete of a referenced site"
 pass "the carried keys enforce: orphans refused, the cascade acts"
+
+# A target with another constraint of the key's name: refused, named.
+sqlf - <<'SQL' || fail setup2
+CREATE TABLE d (id int PRIMARY KEY, site int CONSTRAINT d_site_fk REFERENCES sites (id));
+CREATE TABLE d_new (id int PRIMARY KEY, site int CONSTRAINT d_site_fk CHECK (site > 0));
+SQL
+cat >"$WORK/plan2.yaml" <<Y
+$(plan_header fkc2)
+state_dir: $WORK
+tables: [{source: d, target: d_new}]
+Y
+"$PGSHIFT" plan --plan "$WORK/plan2.yaml" >"$WORK/plan2.out" 2>&1
+grep -qE 'the cutover would refuse: foreign key d_site_fk of the source .* cannot be added to "public"."d_new": it has a constraint of that name already \(CHECK' "$WORK/plan2.out" ||
+  fail "a name clash is not refused: $(grep -i d_site_fk "$WORK/plan2.out")"
+pass "a constraint of the same name on the target is refused with the fix"
 finish
