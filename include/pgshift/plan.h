@@ -15,6 +15,8 @@
 typedef enum pgs_partition_method {
     PGS_PARTITION_NONE = 0,
     PGS_PARTITION_RANGE,
+    PGS_PARTITION_LIST,
+    PGS_PARTITION_HASH,
 } pgs_partition_method;
 
 typedef struct pgs_plan_table {
@@ -26,10 +28,15 @@ typedef struct pgs_plan_table {
 
     /* Optional `partition:` block: pgshift creates the target. */
     pgs_partition_method partition_method; /* NONE when there is no block */
-    char *partition_column;                /* from `by: range (created_at)`, resolved (see below) */
-    char *partition_interval; /* `interval: 1 month` as written (validated by the server) */
-    bool partition_default;   /* `default: true`: add a DEFAULT partition */
-    int partition_ahead;      /* `ahead: N` partitions past the newest row; default 3 */
+    char *partition_column;   /* from `by: range|list|hash (created_at)`, resolved (see below) */
+    char *partition_interval; /* range: `interval: 1 month` as written (validated by the server) */
+    bool partition_default;   /* range, list: `default: true`: add a DEFAULT partition */
+    int partition_ahead;      /* range: `ahead: N` partitions past the newest row; default 3 */
+    int partition_modulus;    /* hash: `modulus: N` partitions */
+    /* list: `values: [eu, [de, fr], ...]`, one partition per item (a value
+     * or a list of values), the values as written (cast by the server);
+     * NULL-terminated lists, or NULL: one partition per value found. */
+    char ***partition_values;
 
     /* Column and object names (partition_column, key, leave_behind) are
      * stored as the server knows them, unlike the table names above: a

@@ -32,6 +32,9 @@ void pgs_plan_free(pgs_plan *plan)
         free(t->target);
         free(t->partition_column);
         free(t->partition_interval);
+        for (char ***g = t->partition_values; g && *g; g++)
+            free_list(*g);
+        free(t->partition_values);
         free_list(t->key);
         free_list(t->leave_behind);
     }

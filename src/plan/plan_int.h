@@ -133,15 +133,16 @@ typedef enum field_type {
     F_CONNINFO, /* libpq conninfo or URI; never echoed */
     F_TEXT,     /* any non-empty text */
     F_BOOL,
-    F_INT,          /* int, min..max */
-    F_SIZE,         /* uint64_t bytes, at least min */
-    F_DURATION,     /* int ms, min..max */
-    F_SECTION,      /* a mapping filling the struct at offset */
-    F_TABLES,       /* the list of tables */
-    F_TABLE_NAME,   /* schema.table or table, kept as written */
-    F_PARTITION,    /* the partition mapping, filling the same table */
-    F_PARTITION_BY, /* range (<column>) */
-    F_NAME_LIST,    /* list of single identifiers, resolved */
+    F_INT,              /* int, min..max */
+    F_SIZE,             /* uint64_t bytes, at least min */
+    F_DURATION,         /* int ms, min..max */
+    F_SECTION,          /* a mapping filling the struct at offset */
+    F_TABLES,           /* the list of tables */
+    F_TABLE_NAME,       /* schema.table or table, kept as written */
+    F_PARTITION,        /* the partition mapping, filling the same table */
+    F_PARTITION_BY,     /* range|list|hash (<column>) */
+    F_PARTITION_VALUES, /* list partitions: values or lists of values */
+    F_NAME_LIST,        /* list of single identifiers, resolved */
 } field_type;
 
 typedef struct plan_field {
@@ -194,6 +195,8 @@ bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan
                          pgs_plan_table *t);
 bool plan_fill_partition_by(plan_ctx *c, const ynode *v, const char *kp, const char *s,
                             pgs_plan_table *t);
+bool plan_fill_partition_values(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
+                                pgs_plan_table *t);
 bool plan_fill_name_list(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
                          char ***dst);
 

@@ -10,6 +10,8 @@
 
 static const plan_field partition_fields[] = {
     {"by", F_PARTITION_BY, 0, true, 0, 0, "range (created_at)", NULL},
+    {"modulus", F_INT, offsetof(pgs_plan_table, partition_modulus), false, 1, 1000, "8", NULL},
+    {"values", F_PARTITION_VALUES, 0, false, 0, 0, "[eu, [de, fr], us]", NULL},
     {"interval", F_TEXT, offsetof(pgs_plan_table, partition_interval), false, 0, 0, "1 month",
      NULL},
     {"default", F_BOOL, offsetof(pgs_plan_table, partition_default), false, 0, 0, "true", NULL},
@@ -212,6 +214,8 @@ static bool fill_field(plan_ctx *c, const plan_field *f, const ynode *v, const c
         return plan_fill_partition(c, v, kp, f, (pgs_plan_table *)base);
     case F_NAME_LIST:
         return plan_fill_name_list(c, v, kp, f, dst);
+    case F_PARTITION_VALUES:
+        return plan_fill_partition_values(c, v, kp, f, (pgs_plan_table *)base);
     default:
         break;
     }

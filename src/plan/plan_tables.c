@@ -52,25 +52,34 @@ static bool resolve_ident(plan_ctx *c, const ynode *v, const char *kp, const cha
 bool plan_fill_partition_by(plan_ctx *c, const ynode *v, const char *kp, const char *s,
                             pgs_plan_table *t)
 {
-    static const char fix[] = "use \"range (<column>)\", e.g. \"range (created_at)\"";
+    static const char fix[] = "use \"range (<column>)\", \"list (<column>)\" or \"hash "
+                              "(<column>)\", e.g. \"range (created_at)\"";
+    static const struct {
+        const char *word;
+        pgs_partition_method method;
+    } methods[] = {
+        {"range", PGS_PARTITION_RANGE}, {"list", PGS_PARTITION_LIST}, {"hash", PGS_PARTITION_HASH}};
     char q[QUOTE_LEN], col[256];
     const char *p = s, *start;
     bool inq = false;
-    size_t n;
+    size_t n, w = 0;
+    pgs_partition_method method = PGS_PARTITION_NONE;
 
     while (isspace((unsigned char)*p))
         p++;
-    if (strncasecmp(p, "range", 5) != 0 || sql_ident_cont((unsigned char)p[5])) {
-        size_t w = 0;
-        while (sql_ident_cont((unsigned char)p[w]))
-            w++;
+    while (sql_ident_cont((unsigned char)p[w]))
+        w++;
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (w == strlen(methods[i].word) && strncasecmp(p, methods[i].word, w) == 0)
+            method = methods[i].method;
+    if (method == PGS_PARTITION_NONE) {
         if (w > 0 && (p[w] == '\0' || p[w] == ' ' || p[w] == '('))
-            return plan_fail(c, v->line, kp, "%s is not supported; use \"range (<column>)\"",
-                             plan_quoted(q, sizeof q, s));
+            return plan_fail(c, v->line, kp, "%s is not supported; %s", plan_quoted(q, sizeof q, s),
+                             fix);
         return plan_fail(c, v->line, kp, "%s is not a partition method; %s",
                          plan_quoted(q, sizeof q, s), fix);
     }
-    for (p += 5; isspace((unsigned char)*p); p++)
+    for (p += w; isspace((unsigned char)*p); p++)
         ;
     if (*p != '(')
         return plan_fail(c, v->line, kp, "%s lacks the column in parentheses; %s",
@@ -105,7 +114,63 @@ bool plan_fill_partition_by(plan_ctx *c, const ynode *v, const char *kp, const c
     col[n] = '\0';
     if (!resolve_ident(c, v, kp, "a column", col, &t->partition_column))
         return false;
-    t->partition_method = PGS_PARTITION_RANGE;
+    t->partition_method = method;
+    return true;
+}
+
+/* `values:` of a list partition spec: a list whose items are a value or a
+ * list of values, one partition each; no value twice. */
+bool plan_fill_partition_values(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
+                                pgs_plan_table *t)
+{
+    char ikp[KEYPATH_LEN], jkp[KEYPATH_LEN], q[QUOTE_LEN];
+    static const char fix[] = "write e.g. \"values: [eu, [de, fr], us]\": one partition per "
+                              "item, a value or a list of values";
+    if (!plan_want_kind(c, v, YN_SEQ, kp, fix))
+        return false;
+    if (v->nkids == 0)
+        return plan_fail(c, v->line, kp,
+                         "is empty; %s, or remove it for one partition per value "
+                         "found",
+                         fix);
+    if (!(t->partition_values = calloc(v->nkids + 1, sizeof *t->partition_values)))
+        return plan_oom(c);
+    for (size_t i = 0; i < v->nkids; i++) {
+        const ynode *item = v->kids[i];
+        plan_keypath_index(ikp, kp, i);
+        bool one = item->kind == YN_SCALAR;
+        size_t nv = one ? 1 : item->nkids;
+        if (!one && !plan_want_kind(c, item, YN_SEQ, ikp, fix))
+            return false;
+        if (nv == 0)
+            return plan_fail(c, item->line, ikp, "is an empty list; %s", fix);
+        char **group = calloc(nv + 1, sizeof *group);
+        if (!group)
+            return plan_oom(c);
+        t->partition_values[i] = group;
+        for (size_t j = 0; j < nv; j++) {
+            const ynode *val = one ? item : item->kids[j];
+            if (one)
+                snprintf(jkp, sizeof jkp, "%s", ikp);
+            else
+                plan_keypath_index(jkp, ikp, j);
+            if (val->kind == YN_SCALAR && val->null)
+                return plan_fail(c, val->line, jkp,
+                                 "has no value; rows whose partition column is NULL go to the "
+                                 "DEFAULT partition (default: true)");
+            const char *sv = plan_want_scalar(c, val, jkp, f);
+            if (!sv)
+                return false;
+            if (!(group[j] = strdup(sv)))
+                return plan_oom(c);
+            for (size_t gi = 0; gi <= i; gi++)
+                for (char **o = t->partition_values[gi]; *o && o != &group[j]; o++)
+                    if (!strcmp(*o, sv))
+                        return plan_fail(c, val->line, jkp,
+                                         "%s is listed twice; a value belongs to one partition",
+                                         plan_quoted(q, sizeof q, sv));
+        }
+    }
     return true;
 }
 
@@ -143,6 +208,18 @@ bool plan_fill_name_list(plan_ctx *c, const ynode *v, const char *kp, const plan
     return true;
 }
 
+/* A key of the partition block that the method does not take. */
+static bool not_for(plan_ctx *c, const ynode *v, const char *kp, const char *key,
+                    const char *method, const char *fix)
+{
+    char ikp[KEYPATH_LEN];
+    const ynode *k = ymap_get(v, key);
+    if (!k)
+        return true;
+    plan_keypath_join(ikp, kp, key);
+    return plan_fail(c, k->line, ikp, "is not used by %s partitioning; %s", method, fix);
+}
+
 bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
                          pgs_plan_table *t)
 {
@@ -154,11 +231,42 @@ bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan
         return false;
     if (!plan_fill_map(c, v, kp, f->sub, (char *)t))
         return false;
-    if (!t->partition_interval && !t->partition_default) {
-        plan_keypath_join(ikp, kp, "interval");
-        return plan_fail(c, v->line, ikp,
-                         "is missing; add e.g. \"interval: 1 month\", or \"default: true\" for "
-                         "only a DEFAULT partition");
+    switch (t->partition_method) {
+    case PGS_PARTITION_RANGE:
+        if (!not_for(c, v, kp, "modulus", "range", "it is for \"by: hash (...)\"") ||
+            !not_for(c, v, kp, "values", "range", "it is for \"by: list (...)\""))
+            return false;
+        if (!t->partition_interval && !t->partition_default) {
+            plan_keypath_join(ikp, kp, "interval");
+            return plan_fail(c, v->line, ikp,
+                             "is missing; add e.g. \"interval: 1 month\", or \"default: true\" "
+                             "for only a DEFAULT partition");
+        }
+        break;
+    case PGS_PARTITION_LIST:
+        if (!not_for(c, v, kp, "modulus", "list", "it is for \"by: hash (...)\"") ||
+            !not_for(c, v, kp, "interval", "list", "list the values with \"values:\"") ||
+            !not_for(c, v, kp, "ahead", "list", "it is for \"by: range (...)\""))
+            return false;
+        break;
+    case PGS_PARTITION_HASH:
+        if (!not_for(c, v, kp, "interval", "hash",
+                     "give the number of partitions as "
+                     "\"modulus: N\"") ||
+            !not_for(c, v, kp, "values", "hash", "it is for \"by: list (...)\"") ||
+            !not_for(c, v, kp, "ahead", "hash", "it is for \"by: range (...)\"") ||
+            !not_for(c, v, kp, "default", "hash",
+                     "a hash-partitioned table has no DEFAULT partition: every row has one"))
+            return false;
+        if (t->partition_modulus < 2) {
+            plan_keypath_join(ikp, kp, "modulus");
+            return plan_fail(c, v->line, ikp,
+                             "is missing or below 2; add e.g. \"modulus: 8\" (the number of "
+                             "partitions)");
+        }
+        break;
+    default:
+        break;
     }
     return true;
 }

@@ -394,6 +394,80 @@ static void check_partition_count(pgs_migration *m, pgs_mtable *t, const pgs_col
 
 /* Partition spec: the column exists and has a type we can range over;
  * rows with a NULL key need a DEFAULT partition. */
+/* A list spec: with values, every existing row has a partition (or a
+ * DEFAULT one takes it); without, the values found make one partition
+ * each, within PGS_MAX_PARTITIONS. */
+static void check_list_spec(pgs_migration *m, pgs_mtable *t, const pgs_column *c, report *r)
+{
+    const pgs_plan_table *s = t->spec;
+    char *col = pg_ident(m->src, c->name);
+    char *sql = NULL;
+    if (col == NULL)
+        return;
+    if (s->partition_values == NULL) {
+        if (asprintf(&sql, "SELECT count(DISTINCT %s) + bool_or(%s IS NULL)::int FROM %s", col, col,
+                     t->src.qname) >= 0) {
+            char *n = pg_query_value(m->src, "counting the partition column's values", sql, 0, NULL,
+                                     NULL);
+            if (n && atoi(n) > PGS_MAX_PARTITIONS)
+                say(r, "BLOCK",
+                    "partition column \"%s\" has %s distinct values, more than %d partitions; "
+                    "fix: list the partitions' values with `values:`, or use hash partitioning",
+                    c->name, n, PGS_MAX_PARTITIONS);
+            else if (n)
+                say(r, "ok", "one partition per value of \"%s\" found: %s", c->name,
+                    n[0] ? n : "0");
+            free(n);
+        }
+        if (!s->partition_default)
+            say(r, "warn",
+                "a value of \"%s\" that no row has yet, written during the migration, has no "
+                "partition and stops the apply; fix: add `default: true`",
+                c->name);
+        free(sql);
+        free(col);
+        return;
+    }
+    if (s->partition_default) {
+        free(col);
+        return;
+    }
+    /* Rows whose value no partition lists: the values cast to the column's type. */
+    int nv = 0;
+    for (char ***g = s->partition_values; *g; g++)
+        for (char **v = *g; *v; v++)
+            nv++;
+    const char **vals = calloc((size_t)nv + 1, sizeof *vals);
+    char *list = strdup("");
+    int k = 0;
+    for (char ***g = s->partition_values; vals && list && *g; g++)
+        for (char **v = *g; list && *v; v++) {
+            vals[k++] = *v;
+            char *nl = NULL;
+            if (asprintf(&nl, "%s%s$%d::%s", list, k > 1 ? ", " : "", k, c->type) < 0)
+                nl = NULL;
+            free(list);
+            list = nl;
+        }
+    if (vals && list &&
+        asprintf(&sql, "SELECT count(*), min(%s::text) FROM %s WHERE %s <> ALL (ARRAY[%s])", col,
+                 t->src.qname, col, list) >= 0) {
+        PGresult *res = pg_query(m->src, "checking the listed values", sql, nv, vals);
+        if (res == NULL)
+            say(r, "BLOCK", "partition.values: a value is not a valid %s (see the log)", c->type);
+        else if (strcmp(PQgetvalue(res, 0, 0), "0") != 0)
+            say(r, "BLOCK",
+                "%s rows of %s have a value of \"%s\" that no partition lists (e.g. %s); fix: "
+                "add it to `values:`, or `default: true`",
+                PQgetvalue(res, 0, 0), t->src.qname, c->name, PQgetvalue(res, 0, 1));
+        PQclear(res);
+    }
+    free(vals);
+    free(list);
+    free(sql);
+    free(col);
+}
+
 static void check_partition_spec(pgs_migration *m, pgs_mtable *t, report *r)
 {
     const pgs_plan_table *s = t->spec;
@@ -406,14 +480,16 @@ static void check_partition_spec(pgs_migration *m, pgs_mtable *t, report *r)
     bool timeish = strcmp(c->type, "date") == 0 || strncmp(c->type, "timestamp", 9) == 0;
     bool intish = strcmp(c->type, "integer") == 0 || strcmp(c->type, "bigint") == 0 ||
                   strcmp(c->type, "smallint") == 0;
-    if (!timeish && !intish) {
+    if (s->partition_method == PGS_PARTITION_LIST)
+        check_list_spec(m, t, c, r);
+    else if (s->partition_method == PGS_PARTITION_RANGE && !timeish && !intish) {
         say(r, "BLOCK",
             "partition column \"%s\" has type %s; pgshift creates range partitions over dates, "
             "timestamps and integers; create the target yourself instead",
             c->name, c->type);
         return;
     }
-    if (s->partition_interval) {
+    if (s->partition_method == PGS_PARTITION_RANGE && s->partition_interval) {
         char *sql = NULL;
         int ok = asprintf(&sql, "SELECT ($1::%s) > %s", timeish ? "interval" : "bigint",
                           timeish ? "'0'::interval" : "0");
@@ -434,7 +510,11 @@ static void check_partition_spec(pgs_migration *m, pgs_mtable *t, report *r)
     }
     /* With a primary key the target's key becomes (pk..., column), which
      * makes the column NOT NULL: no DEFAULT partition can take those rows. */
-    if (!c->notnull && (!s->partition_default || t->src.pk.n)) {
+    /* Where a NULL partition key goes: a DEFAULT partition, hash's
+     * remainder 0, or list's own partition for NULL found in the rows. */
+    bool null_home = s->partition_default || s->partition_method == PGS_PARTITION_HASH ||
+                     (s->partition_method == PGS_PARTITION_LIST && !s->partition_values);
+    if (!c->notnull && (!null_home || t->src.pk.n)) {
         char *sql = NULL;
         char *col = pg_ident(m->src, c->name);
         if (col &&
@@ -628,10 +708,24 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
                 "target %s already exists but the plan asks pgshift to create it (partition:); "
                 "fix: drop it, or remove the partition block to use it as it is",
                 t->tgt.qname);
-        if (!t->tgt.exists)
-            say(r, "ok", "target %s will be created: LIKE the source, PARTITION BY RANGE (%s)%s",
-                t->tgt.qname, t->spec->partition_column,
-                t->spec->partition_default ? ", with a DEFAULT partition" : "");
+        if (!t->tgt.exists) {
+            const pgs_plan_table *s = t->spec;
+            int ngroups = 0;
+            for (char ***g = s->partition_values; g && *g; g++)
+                ngroups++;
+            char how[96] = "";
+            if (s->partition_method == PGS_PARTITION_HASH)
+                snprintf(how, sizeof how, ", %d partitions (MODULUS %d)", s->partition_modulus,
+                         s->partition_modulus);
+            else if (s->partition_method == PGS_PARTITION_LIST && ngroups)
+                snprintf(how, sizeof how, ", %d partitions of the listed values", ngroups);
+            say(r, "ok", "target %s will be created: LIKE the source, PARTITION BY %s (%s)%s%s",
+                t->tgt.qname,
+                s->partition_method == PGS_PARTITION_LIST   ? "LIST"
+                : s->partition_method == PGS_PARTITION_HASH ? "HASH"
+                                                            : "RANGE",
+                s->partition_column, how, s->partition_default ? ", with a DEFAULT partition" : "");
+        }
         check_partition_spec(m, t, r);
     } else if (!t->tgt.exists) {
         say(r, "BLOCK",

@@ -9,6 +9,7 @@
 #include "pgshift/prepare.h"
 #include "prepare_int.h"
 
+#include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,130 @@ static void partition_name(const char *base, const char *suffix, char out[64])
     snprintf(out, 64, "%.*s_%s", (int)(strlen(base) < room ? strlen(base) : room), base, suffix);
 }
 
+/* One UNLOGGED partition "<target>_<suffix>" of the target: `bound` is its
+ * FOR VALUES clause. */
+static bool add_partition(pgs_migration *m, pgs_mtable *t, const char *suffix, const char *bound)
+{
+    char name[64];
+    partition_name(t->tgt.relname, suffix, name);
+    char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
+    bool ok =
+        part && exec_fmt(m->tgt, "creating a partition",
+                         "CREATE UNLOGGED TABLE %s PARTITION OF %s %s", part, t->tgt.qname, bound);
+    free(part);
+    return ok;
+}
+
+/* Hash: partitions h0 .. h<modulus - 1>. */
+static bool create_hash(pgs_migration *m, pgs_mtable *t)
+{
+    int mod = t->spec->partition_modulus;
+    for (int i = 0; i < mod; i++) {
+        char suffix[16], bound[96];
+        snprintf(suffix, sizeof suffix, "h%d", i);
+        snprintf(bound, sizeof bound, "FOR VALUES WITH (MODULUS %d, REMAINDER %d)", mod, i);
+        if (!add_partition(m, t, suffix, bound))
+            return false;
+    }
+    log_info("table %s: created %s with %d hash partitions", t->src.qname, t->tgt.qname, mod);
+    return true;
+}
+
+/* A partition name's suffix from a value: its letters and digits, lower
+ * case, at most 40 bytes; "_<n>" where that is empty or already taken. */
+static void value_suffix(const char *v, int n, char used[][48], int nused, char out[48])
+{
+    size_t k = 0;
+    for (const char *p = v; *p && k < 40; p++) {
+        unsigned char ch = (unsigned char)*p;
+        if (isalnum(ch))
+            out[k++] = (char)tolower(ch);
+        else if (k > 0 && out[k - 1] != '_')
+            out[k++] = '_';
+    }
+    while (k > 0 && out[k - 1] == '_')
+        k--;
+    out[k] = '\0';
+    bool taken = k == 0;
+    for (int i = 0; !taken && i < nused; i++)
+        taken = strcmp(used[i], out) == 0;
+    if (taken)
+        snprintf(out + k, 48 - k, "%s%d", k ? "_" : "v", n);
+}
+
+/* List: one partition per item of `values:`, or per value of the column
+ * found in the source (NULL included), named after its first value. */
+static bool create_list(pgs_migration *m, pgs_mtable *t, const char *col)
+{
+    const pgs_plan_table *s = t->spec;
+    PGresult *found = NULL;
+    int n = 0;
+    if (s->partition_values) {
+        while (s->partition_values[n])
+            n++;
+    } else {
+        char *sql = NULL;
+        if (asprintf(
+                &sql,
+                "SELECT DISTINCT %s::text COLLATE \"C\" FROM %s ORDER BY 1 NULLS LAST LIMIT %d",
+                col, t->src.qname, PGS_MAX_PARTITIONS + 1) < 0)
+            return false;
+        found = pg_query(m->src, "reading the partition column's values", sql, 0, NULL);
+        free(sql);
+        if (found == NULL)
+            return false;
+        n = PQntuples(found);
+        if (n > PGS_MAX_PARTITIONS) {
+            log_error("table %s: more than %d values of the partition column; fix: list the "
+                      "partitions' values with `values:`",
+                      t->src.qname, PGS_MAX_PARTITIONS);
+            PQclear(found);
+            return false;
+        }
+    }
+    char(*used)[48] = calloc((size_t)(n ? n : 1), sizeof *used);
+    bool ok = used != NULL;
+    for (int i = 0; ok && i < n; i++) {
+        char *bound = strdup("FOR VALUES IN (");
+        const char *first = NULL;
+        for (int j = 0; bound; j++) {
+            const char *v;
+            bool null = false;
+            if (found) {
+                if (j > 0)
+                    break;
+                null = PQgetisnull(found, i, 0);
+                v = null ? "null" : PQgetvalue(found, i, 0);
+            } else if ((v = s->partition_values[i][j]) == NULL) {
+                break;
+            }
+            if (first == NULL)
+                first = v;
+            char *lit = null ? NULL : PQescapeLiteral(m->tgt, v, strlen(v));
+            char *nb = NULL;
+            if ((null || lit) &&
+                asprintf(&nb, "%s%s%s", bound, j ? ", " : "", null ? "NULL" : lit) < 0)
+                nb = NULL;
+            PQfreemem(lit);
+            free(bound);
+            bound = nb;
+        }
+        char *full = NULL;
+        if (bound == NULL || asprintf(&full, "%s)", bound) < 0)
+            full = NULL;
+        free(bound);
+        value_suffix(first ? first : "", i, used, i, used[i]);
+        ok = full && add_partition(m, t, used[i], full);
+        free(full);
+    }
+    if (ok)
+        log_info("table %s: created %s with %d list partitions%s", t->src.qname, t->tgt.qname, n,
+                 found ? " (one per value found)" : "");
+    free(used);
+    PQclear(found);
+    return ok;
+}
+
 /* A target pgshift creates gets UNLOGGED partitions for the copy: the COPY
  * writes no WAL. set_logged() later rewrites each partition into the WAL,
  * row by row, and logical decoding reads those inserts before dropping
@@ -113,8 +238,12 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
     if (!exec_fmt(m->tgt, "creating the target",
                   "CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
                   " INCLUDING GENERATED INCLUDING IDENTITY INCLUDING STORAGE"
-                  " INCLUDING COMPRESSION INCLUDING COMMENTS) PARTITION BY RANGE (%s)",
-                  t->tgt.qname, t->src.qname, col))
+                  " INCLUDING COMPRESSION INCLUDING COMMENTS) PARTITION BY %s (%s)",
+                  t->tgt.qname, t->src.qname,
+                  t->spec->partition_method == PGS_PARTITION_LIST   ? "LIST"
+                  : t->spec->partition_method == PGS_PARTITION_HASH ? "HASH"
+                                                                    : "RANGE",
+                  col))
         goto rollback;
     /* pgshift writes the source's values into identity columns; the
      * cutover makes them GENERATED ALWAYS again like the source. */
@@ -129,7 +258,11 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
         if (!iok)
             goto rollback;
     }
-    if (t->spec->partition_interval) {
+    if (t->spec->partition_method == PGS_PARTITION_HASH && !create_hash(m, t))
+        goto rollback;
+    if (t->spec->partition_method == PGS_PARTITION_LIST && !create_list(m, t, col))
+        goto rollback;
+    if (t->spec->partition_method == PGS_PARTITION_RANGE && t->spec->partition_interval) {
         bounds = partition_bounds(m, t, col, c);
         if (bounds == NULL)
             goto rollback;

@@ -144,6 +144,41 @@ static void defaults(void **state)
     pgs_plan_free(p);
 }
 
+static void partition_methods(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    pgs_plan *p = parse("name: petri\n"
+                        "source: host=db1\n"
+                        "tables:\n"
+                        "  - {source: a, target: a_new, partition: {by: hash (id), modulus: 8}}\n"
+                        "  - source: b\n"
+                        "    target: b_new\n"
+                        "    partition:\n"
+                        "      by: LIST (\"Region\")\n"
+                        "      values: [eu, [de, fr], 'n/a']\n"
+                        "      default: true\n"
+                        "  - {source: c, target: c_new, partition: {by: list (kind)}}\n",
+                        err, sizeof err);
+    if (!p)
+        fail_msg("%s", err);
+    assert_int_equal(p->tables[0].partition_method, PGS_PARTITION_HASH);
+    assert_string_equal(p->tables[0].partition_column, "id");
+    assert_int_equal(p->tables[0].partition_modulus, 8);
+    assert_int_equal(p->tables[1].partition_method, PGS_PARTITION_LIST);
+    assert_string_equal(p->tables[1].partition_column, "Region");
+    assert_string_equal(p->tables[1].partition_values[0][0], "eu");
+    assert_null(p->tables[1].partition_values[0][1]);
+    assert_string_equal(p->tables[1].partition_values[1][0], "de");
+    assert_string_equal(p->tables[1].partition_values[1][1], "fr");
+    assert_string_equal(p->tables[1].partition_values[2][0], "n/a");
+    assert_null(p->tables[1].partition_values[3]);
+    assert_true(p->tables[1].partition_default);
+    assert_int_equal(p->tables[2].partition_method, PGS_PARTITION_LIST);
+    assert_null(p->tables[2].partition_values); /* one partition per value found */
+    pgs_plan_free(p);
+}
+
 /* The example shipped in tests/plans/, found next to this file. */
 static void example_file(void **state)
 {
@@ -376,18 +411,39 @@ static const struct bad_plan {
      "table cannot be both a source and a target"},
     /* partition */
     {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
+          "      by: spline (id)\n      interval: 1 month\n",
+     "plan.yaml:7: tables[0].partition.by: \"spline (id)\" is not supported; use \"range "
+     "(<column>)\", \"list (<column>)\" or \"hash (<column>)\", e.g. \"range (created_at)\""},
+    {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
           "      by: hash (id)\n      interval: 1 month\n",
-     "plan.yaml:7: tables[0].partition.by: \"hash (id)\" is not supported; use \"range "
-     "(<column>)\""},
+     "plan.yaml:8: tables[0].partition.interval: is not used by hash partitioning; give the "
+     "number of partitions as \"modulus: N\""},
+    {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
+          "      by: hash (id)\n",
+     "plan.yaml:7: tables[0].partition.modulus: is missing or below 2; add e.g. \"modulus: 8\" "
+     "(the number of partitions)"},
+    {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
+          "      by: hash (id)\n      modulus: 4\n      default: true\n",
+     "plan.yaml:9: tables[0].partition.default: is not used by hash partitioning; a "
+     "hash-partitioned table has no DEFAULT partition: every row has one"},
+    {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
+          "      by: list (region)\n      values: [eu, [de, eu]]\n",
+     "plan.yaml:8: tables[0].partition.values[1][1]: \"eu\" is listed twice; a value belongs to "
+     "one partition"},
+    {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
+          "      by: list (region)\n      modulus: 3\n",
+     "plan.yaml:8: tables[0].partition.modulus: is not used by list partitioning; it is for "
+     "\"by: hash (...)\""},
     {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
           "      by: range (tenant, created_at)\n      interval: 1 month\n",
      "plan.yaml:7: tables[0].partition.by: \"range (tenant, created_at)\": partitioning by "
-     "several columns or an expression is not supported; use \"range (<column>)\", e.g. "
-     "\"range (created_at)\""},
+     "several columns or an expression is not supported; use \"range (<column>)\", \"list "
+     "(<column>)\" or \"hash (<column>)\", e.g. \"range (created_at)\""},
     {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
           "      by: range created_at\n",
      "plan.yaml:7: tables[0].partition.by: \"range created_at\" lacks the column in "
-     "parentheses; use \"range (<column>)\", e.g. \"range (created_at)\""},
+     "parentheses; use \"range (<column>)\", \"list (<column>)\" or \"hash (<column>)\", e.g. "
+     "\"range (created_at)\""},
     {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
           "      by: range (created_at)\n",
      "plan.yaml:7: tables[0].partition.interval: is missing; add e.g. \"interval: 1 month\", or "
@@ -780,6 +836,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(full),
         cmocka_unit_test(defaults),
+        cmocka_unit_test(partition_methods),
         cmocka_unit_test(example_file),
         cmocka_unit_test(load_missing),
         cmocka_unit_test(bad),
