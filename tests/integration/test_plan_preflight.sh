@@ -191,13 +191,16 @@ expect_block b_nothing '"public"."rnothing" has REPLICA IDENTITY NOTHING'
 grep -qF 'fix: ALTER TABLE "public"."rnothing" REPLICA IDENTITY DEFAULT' "$OUT" || fail "b_nothing: fix text"
 pass "REPLICA IDENTITY NOTHING: BLOCK"
 
-write_plan b_full <<<'  - {source: rfull, target: rfull_new}'
-expect_block b_full '"public"."rfull" has REPLICA IDENTITY FULL but no primary key'
-grep -qF 'list unique NOT NULL columns as `key:` in the plan' "$OUT" || fail "b_full: fix text"
+# No key but REPLICA IDENTITY FULL: accepted (the whole row finds it), with
+# a warning about the cost and how to avoid it.
+write_plan ok_full <<<'  - {source: rfull, target: rfull_new}'
+expect_ok ok_full
+grep -qF 'rows identified by the whole row (REPLICA IDENTITY FULL, no key)' "$OUT" || fail "ok_full: how rows are found: $(show)"
+grep -qF 'list unique NOT NULL columns as `key:` in the plan' "$OUT" || fail "ok_full: fix text"
 write_plan ok_fullkey <<<'  - {source: rfull, target: rfull_new, key: [id]}'
 expect_ok ok_fullkey
 grep -qF 'ok     rows identified by plan key (id); replica identity full' "$OUT" || fail "ok_fullkey: $(grep identified "$OUT")"
-pass "REPLICA IDENTITY FULL without primary key: BLOCK without key:, ok with key: [id]"
+pass "REPLICA IDENTITY FULL without primary key: ok by the whole row (with a warning), or by key: [id]"
 
 write_plan b_ridx_gone <<<'  - {source: ridx_gone, target: ridx_gone_new}'
 expect_block b_ridx_gone '"public"."ridx_gone" has REPLICA IDENTITY USING INDEX but that index no longer exists'
