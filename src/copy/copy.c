@@ -35,6 +35,7 @@ typedef struct copy_task {
     pgs_mtable *t;
     int64_t lo; /* first page */
     int64_t hi; /* page past the last, or -1 = to the end */
+    int stage;  /* starts once every task of a lower stage finished (copy_stages) */
 } copy_task;
 
 typedef struct copy_shared {
@@ -53,7 +54,18 @@ typedef struct copy_shared {
     pthread_cond_t cv;
     _Atomic int64_t *rows;  /* per table, live (approximate until each range ends) */
     _Atomic int64_t *bytes; /* per table */
+    int *stage_left;        /* per stage: tasks not finished */
+    int nstages;
 } copy_shared;
+
+/* Tasks of stages before `stage` not finished yet (caller holds s->mu). */
+static int earlier_left(const copy_shared *s, int stage)
+{
+    int n = 0;
+    for (int i = 0; i < stage && i < s->nstages; i++)
+        n += s->stage_left[i];
+    return n;
+}
 
 static void mark_failed(copy_shared *s)
 {
@@ -268,11 +280,23 @@ static void *copy_worker(void *arg)
 
     while (ok) {
         pthread_mutex_lock(&s->mu);
-        copy_task *k = (!s->failed && s->next < s->ntasks) ? &s->tasks[s->next++] : NULL;
+        copy_task *k = NULL;
+        while (!s->failed && s->next < s->ntasks) {
+            if (earlier_left(s, s->tasks[s->next].stage) == 0) {
+                k = &s->tasks[s->next++];
+                break;
+            }
+            pthread_cond_wait(&s->cv, &s->mu);
+        }
         pthread_mutex_unlock(&s->mu);
         if (k == NULL)
             break;
-        if (!copy_range(s, src, tgt, k)) {
+        bool done = copy_range(s, src, tgt, k);
+        pthread_mutex_lock(&s->mu);
+        s->stage_left[k->stage]--;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        if (!done) {
             mark_failed(s);
             break;
         }
@@ -418,6 +442,85 @@ static bool plan_tasks(copy_shared *s)
     return true;
 }
 
+static int task_cmp(const void *a, const void *b)
+{
+    const copy_task *x = a, *y = b;
+    if (x->stage != y->stage)
+        return x->stage < y->stage ? -1 : 1;
+    if (x->t->ord != y->t->ord) /* the plan's order within a stage */
+        return x->t->ord < y->t->ord ? -1 : 1;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+/* A target with a foreign key to another target of the plan is copied
+ * after it (its rows would reference rows not there yet): stage = one past
+ * the stages of the targets it references. A cycle (or a key to itself)
+ * cannot be ordered: everything stays in one stage, and preflight warned.
+ * Copies into a shadow (no keys) are not ordered. */
+static bool copy_stages(copy_shared *s)
+{
+    pgs_migration *m = s->m;
+    size_t cap = 16 + (size_t)m->ntables * 12, used = 0;
+    char *dests = malloc(cap);
+    int *stage = calloc((size_t)m->ntables, sizeof *stage);
+    bool ok = dests && stage;
+    if (ok) {
+        used += (size_t)snprintf(dests, cap, "{");
+        for (int i = 0; i < m->ntables; i++) {
+            const pgs_mtable *t = &m->tables[i];
+            used += (size_t)snprintf(dests + used, cap - used, "%s%u", i ? "," : "",
+                                     t->tgt.exists && !t->copy_into ? t->tgt.oid : 0u);
+        }
+        snprintf(dests + used, cap - used, "}");
+    }
+    PGresult *res =
+        ok ? pg_query(m->tgt, "ordering the copy by foreign keys",
+                      "SELECT array_position($1::oid[], conrelid) - 1,"
+                      "       array_position($1::oid[], confrelid) - 1 FROM pg_constraint"
+                      " WHERE contype = 'f' AND conparentid = 0 AND conrelid = ANY ($1::oid[])"
+                      "   AND confrelid = ANY ($1::oid[]) AND conrelid <> confrelid",
+                      1, (const char *[]){dests})
+           : NULL;
+    ok = res != NULL;
+    bool changed = true;
+    for (int round = 0; ok && changed && round <= m->ntables; round++) {
+        changed = false;
+        for (int e = 0; e < PQntuples(res); e++) {
+            int from = atoi(PQgetvalue(res, e, 0)), to = atoi(PQgetvalue(res, e, 1));
+            if (stage[from] < stage[to] + 1) {
+                stage[from] = stage[to] + 1;
+                changed = true;
+            }
+        }
+    }
+    if (ok && changed) {
+        log_warn("copy: the targets' foreign keys form a cycle; copying every table at once "
+                 "(a key may refuse rows that arrive before the ones they reference)");
+        memset(stage, 0, sizeof *stage * (size_t)m->ntables);
+    }
+    s->nstages = 1;
+    for (int i = 0; ok && i < m->ntables; i++)
+        if (stage[i] + 1 > s->nstages)
+            s->nstages = stage[i] + 1;
+    s->stage_left = ok ? calloc((size_t)s->nstages, sizeof *s->stage_left) : NULL;
+    ok = ok && s->stage_left;
+    for (int k = 0; ok && k < s->ntasks; k++) {
+        s->tasks[k].stage = stage[s->tasks[k].t->ord];
+        s->stage_left[s->tasks[k].stage]++;
+    }
+    if (ok && s->nstages > 1) {
+        qsort(s->tasks, (size_t)s->ntasks, sizeof *s->tasks, task_cmp);
+        for (int i = 0; i < m->ntables; i++)
+            if (stage[i] > 0)
+                log_info("table %s: copied after the tables its target's foreign keys reference",
+                         m->tables[i].src.qname);
+    }
+    PQclear(res);
+    free(dests);
+    free(stage);
+    return ok;
+}
+
 /* Allocates the shared state's per-table arrays, quotes the snapshot and
  * splits the tables into ranges. */
 static bool shared_init(copy_shared *s, const char *snapshot)
@@ -429,7 +532,8 @@ static bool shared_init(copy_shared *s, const char *snapshot)
     char *lit = PQescapeLiteral(m->src, snapshot, strlen(snapshot));
     s->snapshot_literal = lit ? strdup(lit) : NULL;
     PQfreemem(lit);
-    return s->rows && s->bytes && s->col_lists && s->snapshot_literal && plan_tasks(s);
+    return s->rows && s->bytes && s->col_lists && s->snapshot_literal && plan_tasks(s) &&
+           copy_stages(s);
 }
 
 static void shared_free(copy_shared *s)
@@ -439,6 +543,7 @@ static void shared_free(copy_shared *s)
             free(s->col_lists[i]);
     free(s->col_lists);
     free(s->tasks);
+    free(s->stage_left);
     free(s->rows);
     free(s->bytes);
     free(s->snapshot_literal);

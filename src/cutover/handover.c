@@ -150,11 +150,13 @@ static bool fks_in(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mta
                       "foreign key %s on %s: left behind, keeps referencing the old table", con,
                       tab);
         else if (in_plan)
-            ok = addf(&h->problems,
-                      "foreign key %s links %s and %s, both moved by this plan; the cutover "
-                      "cannot re-point it yet; fix: drop it before the cutover and add it "
-                      "between the new tables after, or leave_behind: [%s]",
-                      con, tab, t->src.qname, con);
+            /* A key follows its table's OID: the old tables keep it between
+             * them, and the referencing table's own hand-over (fks_out)
+             * gives its new table the key to this one's new table. */
+            ok = addf(&h->notes,
+                      "foreign key %s links %s and %s, both moved by this plan: the old tables "
+                      "keep it between them, and the new ones get it between them",
+                      con, tab, t->src.qname);
         else if (!unique_ok)
             ok = addf(&h->problems,
                       "foreign key %s on %s references (%s), but the new table has no unique key "
@@ -240,20 +242,71 @@ static bool fk_carry(PGconn *conn, const char *const *p, pgs_mtable *t, handover
     return ok;
 }
 
-/* The source's own foreign keys: already on the target, left behind, or
- * carried by the swap (fk_carry). */
-static bool fks_out(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+/* "{src oids}" and "{target oids}" of the plan's tables, for SQL that maps
+ * a table of the plan to its target (0: not created yet). */
+static bool plan_oid_arrays(const pgs_migration *m, char **srcs, char **tgts)
 {
+    size_t cap = 16 + (size_t)m->ntables * 12;
+    *srcs = malloc(cap);
+    *tgts = malloc(cap);
+    if (*srcs == NULL || *tgts == NULL)
+        return false;
+    size_t a = (size_t)snprintf(*srcs, cap, "{"), b = (size_t)snprintf(*tgts, cap, "{");
+    for (int i = 0; i < m->ntables; i++) {
+        const pgs_mtable *x = &m->tables[i];
+        a += (size_t)snprintf(*srcs + a, cap - a, "%s%u", i ? "," : "", x->src.oid);
+        b += (size_t)snprintf(*tgts + b, cap - b, "%s%u", i ? "," : "",
+                              x->tgt.exists ? x->tgt.oid : 0u);
+    }
+    snprintf(*srcs + a, cap - a, "}");
+    snprintf(*tgts + b, cap - b, "}");
+    return true;
+}
+
+/* Whether foreign key x (on the target) is the source's c: the same
+ * columns by name, referencing the same table or, for a table of the plan
+ * ($3 sources, $4 their targets), its target, with the same actions. */
+#define FK_SAME_SQL                                                                                \
+    "x.contype = 'f' AND x.confupdtype = c.confupdtype AND x.confdeltype = c.confdeltype"          \
+    " AND x.confmatchtype = c.confmatchtype AND x.condeferrable = c.condeferrable"                 \
+    " AND x.condeferred = c.condeferred"                                                           \
+    " AND (x.confrelid = c.confrelid OR (c.confrelid = ANY ($3::oid[]) AND x.confrelid ="          \
+    "      ($4::oid[])[array_position($3::oid[], c.confrelid)]))"                                  \
+    " AND (SELECT array_agg(a.attname ORDER BY k.o) FROM unnest(x.conkey) WITH ORDINALITY k(n, o)" \
+    "      JOIN pg_attribute a ON a.attrelid = x.conrelid AND a.attnum = k.n) ="                   \
+    "     (SELECT array_agg(a.attname ORDER BY k.o) FROM unnest(c.conkey) WITH ORDINALITY k(n, o)" \
+    "      JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n)"                     \
+    " AND (SELECT array_agg(a.attname ORDER BY k.o) FROM unnest(x.confkey) WITH ORDINALITY k(n, "  \
+    "o)"                                                                                           \
+    "      JOIN pg_attribute a ON a.attrelid = x.confrelid AND a.attnum = k.n) ="                  \
+    "     (SELECT array_agg(a.attname ORDER BY k.o) FROM unnest(c.confkey) WITH ORDINALITY k(n, "  \
+    "o)"                                                                                           \
+    "      JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n)"
+
+/* The source's own foreign keys: already on the target (the same key, or
+ * one to the target of a table of the plan), left behind, or carried by
+ * the swap (fk_carry; to a table of the plan, its definition names the
+ * source, which is the new table once the renames ran). */
+static bool fks_out(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mtable *t,
+                    handover *h)
+{
+    char *srcs = NULL, *tgts = NULL;
+    if (!plan_oid_arrays(m, &srcs, &tgts)) {
+        free(srcs);
+        free(tgts);
+        return false;
+    }
     PGresult *r = pg_query(conn, "reading the source's foreign keys",
                            "SELECT c.conname, pg_get_constraintdef(c.oid),"
                            "       EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conrelid = $2::oid"
-                           "                 AND x.contype = 'f' AND pg_get_constraintdef(x.oid) ="
-                           "                     pg_get_constraintdef(c.oid)),"
+                           "                 AND " FK_SAME_SQL "),"
                            "       (SELECT pg_get_constraintdef(x.oid) FROM pg_constraint x"
                            "         WHERE x.conrelid = $2::oid AND x.conname = c.conname)"
                            "  FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = $1::oid"
                            "   AND c.conparentid = 0 ORDER BY 1",
-                           2, p);
+                           4, (const char *[]){p[0], p[1], srcs, tgts});
+    free(srcs);
+    free(tgts);
     if (r == NULL)
         return false;
     bool ok = true;
@@ -618,7 +671,7 @@ bool handover_build(PGconn *conn, pgs_migration *m, pgs_mtable *t, handover *h)
     const char *p[4] = {soid, toid, t->src.qname, m->publication};
     bool ok = names(conn, m, t, h) && grants(conn, p, t, h) && sequences(conn, p, t, h) &&
               triggers_policies_rules(conn, p, t, h) && views(conn, p, t, h) &&
-              fks_in(conn, p, m, t, h) && fks_out(conn, p, t, h);
+              fks_in(conn, p, m, t, h) && fks_out(conn, p, m, t, h);
     if (!ok)
         handover_free(h);
     return ok;

@@ -631,6 +631,48 @@ static void check_target_index(pgs_migration *m, pgs_mtable *t, report *r)
             t->tgt.qname, t->match.n ? t->match.v[0] : "?");
 }
 
+/* The target's own foreign keys, before the cutover: to itself (the copy
+ * may insert a row before the one it references), to another target of
+ * the plan (copied after it), or to a table the application writes
+ * (the target lags it). The cutover carries the source's keys itself. */
+static void check_target_fks(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->tgt.oid);
+    PGresult *res = pg_query(m->tgt, "reading the target's foreign keys",
+                             "SELECT quote_ident(conname), confrelid::regclass::text,"
+                             "       confrelid = conrelid, confrelid::int8"
+                             "  FROM pg_constraint WHERE contype = 'f' AND conrelid = $1::oid"
+                             "   AND conparentid = 0 ORDER BY conname",
+                             1, (const char *[]){oid});
+    for (int i = 0; res && i < PQntuples(res); i++) {
+        const char *con = PQgetvalue(res, i, 0), *ref = PQgetvalue(res, i, 1);
+        uint32_t roid = (uint32_t)strtoul(PQgetvalue(res, i, 3), NULL, 10);
+        bool in_plan = false;
+        for (int j = 0; j < m->ntables; j++)
+            in_plan |= m->tables[j].tgt.exists && m->tables[j].tgt.oid == roid;
+        if (PQgetvalue(res, i, 2)[0] == 't')
+            say(r, "warn",
+                "target %s has foreign key %s to itself: the copy may insert a row before the "
+                "one it references, and fail; fix: ALTER TABLE %s DROP CONSTRAINT %s (the "
+                "cutover adds the source's keys, NOT VALID, then validated)",
+                t->tgt.qname, con, t->tgt.qname, con);
+        else if (in_plan)
+            say(r, "ok",
+                "target %s has foreign key %s to %s, a target of this plan: copied after it",
+                t->tgt.qname, con, ref);
+        else
+            say(r, "warn",
+                "target %s has foreign key %s to %s, which the application keeps writing: until "
+                "the cutover the target lags it, so a delete or key change there can fail for "
+                "the application (or cascade into the target, which stops the run); fix: ALTER "
+                "TABLE %s DROP CONSTRAINT %s (the cutover adds the source's keys, NOT VALID, "
+                "then validated)",
+                t->tgt.qname, con, ref, t->tgt.qname, con);
+    }
+    PQclear(res);
+}
+
 static void check_target_empty(pgs_migration *m, pgs_mtable *t, report *r)
 {
     char *sql = NULL;
@@ -739,6 +781,7 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
     } else {
         check_columns(m, t, r);
         check_target_index(m, t, r);
+        check_target_fks(m, t, r);
         if (t->tgt.relkind == 'p') {
             say(r, "ok", "target is partitioned: %s", t->tgt.partkey);
             char *why = prepare_shadow_why_not(m, t);

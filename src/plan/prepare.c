@@ -324,18 +324,28 @@ done:
 
 bool prepare_targets(pgs_migration *m)
 {
-    for (int i = 0; i < m->ntables; i++) {
+    /* The operator's targets in one TRUNCATE: one may reference another. */
+    char *list = strdup("");
+    for (int i = 0; list && i < m->ntables; i++) {
         pgs_mtable *t = &m->tables[i];
-        if (t->create_target) {
-            if (!create_target(m, t))
-                return false;
-        } else if (!exec_fmt(m->tgt, "emptying the target after an interrupted copy", "TRUNCATE %s",
-                             t->tgt.qname) ||
-                   !shadow_prepare(m, t)) {
-            return false;
+        char *nl = NULL;
+        if (!t->create_target &&
+            asprintf(&nl, "%s%s%s", list, list[0] ? ", " : "", t->tgt.qname) < 0)
+            nl = NULL;
+        if (!t->create_target) {
+            free(list);
+            list = nl;
         }
     }
-    return true;
+    bool ok = list != NULL &&
+              (!list[0] || exec_fmt(m->tgt, "emptying the target after an interrupted copy",
+                                    "TRUNCATE %s", list));
+    free(list);
+    for (int i = 0; ok && i < m->ntables; i++) {
+        pgs_mtable *t = &m->tables[i];
+        ok = t->create_target ? create_target(m, t) : shadow_prepare(m, t);
+    }
+    return ok;
 }
 
 bool prepare_publication(pgs_migration *m)

@@ -88,6 +88,8 @@ static const char TARGET_SQL[] =
     "    THEN 'it has generated columns'"
     "  WHEN NOT pg_has_role(r.relowner, 'MEMBER')"
     "    THEN 'the current role does not own it, so it cannot swap its partitions'"
+    "  WHEN EXISTS (SELECT 1 FROM pg_constraint k WHERE k.confrelid = r.oid AND k.contype = 'f')"
+    "    THEN 'a foreign key references it, so its rows must be in it while the copy runs'"
     "  WHEN NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhparent = r.oid)"
     "    THEN 'it has no partitions'"
     "  ELSE '' END FROM pg_class r WHERE r.oid = $1::oid";
