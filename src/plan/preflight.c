@@ -631,6 +631,92 @@ static void check_target_index(pgs_migration *m, pgs_mtable *t, report *r)
             t->tgt.qname, t->match.n ? t->match.v[0] : "?");
 }
 
+/* What the table carries besides its columns, as rows of (kind, key,
+ * value) on one side: check constraints (key: the definition), column
+ * defaults other than a sequence's (the hand-over moves those), comments,
+ * statistics targets, storage parameters and the replica identity. */
+static const char SHAPE_SQL[] =
+    "SELECT 'check', pg_get_constraintdef(k.oid), k.conname FROM pg_constraint k"
+    "  WHERE k.conrelid = $1::oid AND k.contype = 'c'"
+    " UNION ALL SELECT 'default', a.attname, pg_get_expr(d.adbin, d.adrelid)"
+    "  FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum"
+    "  WHERE d.adrelid = $1::oid AND a.attgenerated = ''"
+    "    AND pg_get_expr(d.adbin, d.adrelid) NOT LIKE 'nextval(%'"
+    " UNION ALL SELECT 'comment', coalesce(a.attname, ''), ds.description FROM pg_description ds"
+    "  LEFT JOIN pg_attribute a ON a.attrelid = ds.objoid AND a.attnum = ds.objsubid"
+    "  WHERE ds.classoid = 'pg_class'::regclass AND ds.objoid = $1::oid"
+    " UNION ALL SELECT 'statistics', a.attname, a.attstattarget::text FROM pg_attribute a"
+    "  WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped"
+    "    AND coalesce(a.attstattarget::int, -1) >= 0"
+    " UNION ALL SELECT 'storage', '', array_to_string(reloptions, ', ') FROM pg_class"
+    "  WHERE oid = $1::oid AND reloptions IS NOT NULL"
+    " UNION ALL SELECT 'identity', '', CASE relreplident WHEN 'f' THEN 'FULL' WHEN 'n' THEN"
+    "  'NOTHING' WHEN 'i' THEN 'USING INDEX' END FROM pg_class"
+    "  WHERE oid = $1::oid AND relreplident <> 'd'";
+
+static const char *shape_what(const char *kind)
+{
+    return strcmp(kind, "default") == 0      ? "default of column"
+           : strcmp(kind, "comment") == 0    ? "comment"
+           : strcmp(kind, "statistics") == 0 ? "statistics target of column"
+           : strcmp(kind, "storage") == 0    ? "storage parameters"
+                                             : "replica identity";
+}
+
+/* The value of (kind, key) in a SHAPE_SQL result, or NULL. */
+static const char *shape_get(const PGresult *res, const char *kind, const char *key)
+{
+    for (int i = 0; i < PQntuples(res); i++)
+        if (strcmp(PQgetvalue(res, i, 0), kind) == 0 && strcmp(PQgetvalue(res, i, 1), key) == 0)
+            return PQgetvalue(res, i, 2);
+    return NULL;
+}
+
+/* An operator-made target against its source: what differs besides the
+ * columns, and what that means (nothing of it is changed by pgshift). */
+static void check_target_shape(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    char so[16], to[16];
+    snprintf(so, sizeof so, "%u", t->src.oid);
+    snprintf(to, sizeof to, "%u", t->tgt.oid);
+    PGresult *s = pg_query(m->src, "reading the source's constraints and settings", SHAPE_SQL, 1,
+                           (const char *[]){so});
+    PGresult *d = s ? pg_query(m->tgt, "reading the target's constraints and settings", SHAPE_SQL,
+                               1, (const char *[]){to})
+                    : NULL;
+    for (int i = 0; d && i < PQntuples(s); i++) {
+        const char *kind = PQgetvalue(s, i, 0), *key = PQgetvalue(s, i, 1),
+                   *val = PQgetvalue(s, i, 2), *tv = shape_get(d, kind, key);
+        if (strcmp(kind, "check") == 0) {
+            if (tv == NULL)
+                say(r, "note",
+                    "check constraint %s (%s) of the source is not on target %s: the new table "
+                    "will not check it after the cutover",
+                    val, key, t->tgt.qname);
+        } else if (tv == NULL || strcmp(tv, val) != 0) {
+            say(r, "note",
+                "%s%s%s%s: the source has %s, target %s %s%s; the new table keeps the target's",
+                shape_what(kind), key[0] ? " \"" : "", key, key[0] ? "\"" : "", val, t->tgt.qname,
+                tv ? "has " : "has none", tv ? tv : "");
+        }
+    }
+    for (int i = 0; d && i < PQntuples(d); i++) {
+        const char *kind = PQgetvalue(d, i, 0), *key = PQgetvalue(d, i, 1);
+        if (strcmp(kind, "check") == 0 && shape_get(s, kind, key) == NULL)
+            say(r, "warn",
+                "target %s has check constraint %s (%s), which the source lacks: a source row "
+                "that breaks it stops the copy or the apply; fix: drop it on the target, or add "
+                "it (NOT VALID, then VALIDATE) to the source",
+                t->tgt.qname, PQgetvalue(d, i, 2), key);
+        else if (strcmp(kind, "check") != 0 && shape_get(s, kind, key) == NULL)
+            say(r, "note", "%s%s%s%s: target %s has %s, the source none; the new table keeps it",
+                shape_what(kind), key[0] ? " \"" : "", key, key[0] ? "\"" : "", t->tgt.qname,
+                PQgetvalue(d, i, 2));
+    }
+    PQclear(s);
+    PQclear(d);
+}
+
 /* The target's own foreign keys, before the cutover: to itself (the copy
  * may insert a row before the one it references), to another target of
  * the plan (copied after it), or to a table the application writes
@@ -782,6 +868,7 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
         check_columns(m, t, r);
         check_target_index(m, t, r);
         check_target_fks(m, t, r);
+        check_target_shape(m, t, r);
         if (t->tgt.relkind == 'p') {
             say(r, "ok", "target is partitioned: %s", t->tgt.partkey);
             char *why = prepare_shadow_why_not(m, t);

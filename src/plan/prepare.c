@@ -213,6 +213,61 @@ static bool create_list(pgs_migration *m, pgs_mtable *t, const char *col)
     return ok;
 }
 
+/* What LIKE does not copy: the columns' statistics targets, the storage
+ * parameters (on each partition: a partitioned table has none), the
+ * table's own comment and a FULL replica identity (the table and each
+ * partition). Read from the source's
+ * catalog and applied at once. */
+static bool copy_settings(pgs_migration *m, pgs_mtable *t)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->src.oid);
+    PGresult *st = pg_query(m->src, "reading the source's settings",
+                            "SELECT quote_ident(attname), attstattarget FROM pg_attribute"
+                            " WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped"
+                            "   AND coalesce(attstattarget::int, -1) >= 0",
+                            1, (const char *[]){oid});
+    PGresult *rel = st ? pg_query(m->src, "reading the source's settings",
+                                  "SELECT array_to_string(reloptions, ', '), relreplident = 'f',"
+                                  "       obj_description(oid, 'pg_class')"
+                                  "  FROM pg_class WHERE oid = $1::oid",
+                                  1, (const char *[]){oid})
+                       : NULL;
+    PGresult *leaves =
+        rel ? pg_query(m->tgt, "listing the new partitions",
+                       "SELECT relid::regclass::text FROM pg_partition_tree($1::regclass)"
+                       " WHERE isleaf",
+                       1, (const char *[]){t->tgt.qname})
+            : NULL;
+    bool ok = leaves != NULL && PQntuples(rel) == 1;
+    for (int i = 0; ok && i < PQntuples(st); i++)
+        ok = exec_fmt(m->tgt, "setting a statistics target",
+                      "ALTER TABLE %s ALTER COLUMN %s SET STATISTICS %s", t->tgt.qname,
+                      PQgetvalue(st, i, 0), PQgetvalue(st, i, 1));
+    const char *opts = ok ? PQgetvalue(rel, 0, 0) : "";
+    bool full = ok && PQgetvalue(rel, 0, 1)[0] == 't';
+    for (int i = 0; ok && opts[0] && i < PQntuples(leaves); i++)
+        ok = exec_fmt(m->tgt, "setting storage parameters", "ALTER TABLE %s SET (%s)",
+                      PQgetvalue(leaves, i, 0), opts);
+    if (ok && !PQgetisnull(rel, 0, 2)) {
+        const char *c = PQgetvalue(rel, 0, 2);
+        char *lit = PQescapeLiteral(m->tgt, c, strlen(c));
+        ok = lit && exec_fmt(m->tgt, "copying the table's comment", "COMMENT ON TABLE %s IS %s",
+                             t->tgt.qname, lit);
+        PQfreemem(lit);
+    }
+    if (ok && full)
+        ok = exec_fmt(m->tgt, "setting the replica identity",
+                      "ALTER TABLE %s REPLICA IDENTITY FULL", t->tgt.qname);
+    for (int i = 0; ok && full && i < PQntuples(leaves); i++)
+        ok = exec_fmt(m->tgt, "setting the replica identity",
+                      "ALTER TABLE %s REPLICA IDENTITY FULL", PQgetvalue(leaves, i, 0));
+    PQclear(st);
+    PQclear(rel);
+    PQclear(leaves);
+    return ok;
+}
+
 /* A target pgshift creates gets UNLOGGED partitions for the copy: the COPY
  * writes no WAL. set_logged() later rewrites each partition into the WAL,
  * row by row, and logical decoding reads those inserts before dropping
@@ -309,6 +364,8 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
         if (!pok)
             goto rollback;
     }
+    if (!copy_settings(m, t))
+        goto rollback;
     if (!pg_exec(m->tgt, "creating the target", "COMMIT"))
         goto done;
     catalog_relinfo_free(&t->tgt);
