@@ -113,6 +113,29 @@ static bool setup_setbased(apply_ctx *a, rel *r, const decode_relation *dr)
     return true;
 }
 
+/* Whether the relation is a partition (at any depth) of a source of the
+ * plan: asked of the source's catalog. */
+static bool is_partition_of_plan(apply_ctx *a, const decode_relation *dr)
+{
+    char relid[16];
+    snprintf(relid, sizeof relid, "%u", dr->relid);
+    for (int i = 0; i < a->m->ntables; i++) {
+        const pgs_mtable *t = &a->m->tables[i];
+        if (t->src.relkind != 'p')
+            continue;
+        char root[16];
+        snprintf(root, sizeof root, "%u", t->src.oid);
+        char *v = pg_query_value(a->m->src, "checking a partition of the source",
+                                 "SELECT $1::oid IN (SELECT relid FROM pg_partition_tree($2::oid))",
+                                 2, (const char *[]){relid, root}, NULL);
+        bool yes = v && v[0] == 't';
+        free(v);
+        if (yes)
+            return true;
+    }
+    return false;
+}
+
 /* The plan table a Relation message is about, with its target read afresh
  * (the operator may have just fixed it). NULL when it cannot be applied. */
 static pgs_mtable *fresh_target(apply_ctx *a, const decode_relation *dr)
@@ -306,6 +329,17 @@ bool relmap_on_relation(apply_ctx *a, const decode_relation *dr)
     rel *known = relmap_find(a, dr->relid);
     if (known && known->sent && same_relation(known->sent, dr))
         return true;
+    /* Publishing a partitioned source through its root, pgoutput sends
+     * the partition's own Relation message after the root's: only the
+     * root's is ever used by a change. A change of a relation with no
+     * mapping stops the run (change_apply). */
+    const char *nsp = dr->nspname[0] ? dr->nspname : "pg_catalog";
+    if (migration_find_source(a->m, nsp, dr->relname) == NULL && is_partition_of_plan(a, dr)) {
+        log_debug("apply: relation %u (%s.%s) is a partition of a source; its changes arrive as "
+                  "the source's",
+                  dr->relid, nsp, dr->relname);
+        return true;
+    }
     if (!folds_flush(a))
         return false;
     pgs_mtable *t = fresh_target(a, dr);

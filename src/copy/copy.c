@@ -33,9 +33,10 @@
 
 typedef struct copy_task {
     pgs_mtable *t;
-    int64_t lo; /* first page */
-    int64_t hi; /* page past the last, or -1 = to the end */
-    int stage;  /* starts once every task of a lower stage finished (copy_stages) */
+    const char *from; /* the table read: the source, or one of its partitions (quoted) */
+    int64_t lo;       /* first page */
+    int64_t hi;       /* page past the last, or -1 = to the end */
+    int stage;        /* starts once every task of a lower stage finished (copy_stages) */
 } copy_task;
 
 typedef struct copy_shared {
@@ -54,6 +55,7 @@ typedef struct copy_shared {
     pthread_cond_t cv;
     _Atomic int64_t *rows;  /* per table, live (approximate until each range ends) */
     _Atomic int64_t *bytes; /* per table */
+    PGresult **parts;       /* per table: the tables read (pg_partition_tree's leaves) */
     int *stage_left;        /* per stage: tasks not finished */
     int nstages;
 } copy_shared;
@@ -95,7 +97,7 @@ static bool range_sql(copy_shared *s, const copy_task *k, char **out_sql, char *
     else if (k->lo > 0)
         snprintf(where, sizeof where, " WHERE ctid >= '(%lld,0)'::tid", (long long)k->lo);
     return asprintf(out_sql, "COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT binary)", cols,
-                    t->src.qname, where) >= 0 &&
+                    k->from, where) >= 0 &&
            asprintf(in_sql, "COPY %s (%s) FROM STDIN (FORMAT binary)",
                     t->copy_into ? t->copy_into : t->tgt.qname, cols) >= 0;
 }
@@ -401,27 +403,40 @@ static bool plan_tasks(copy_shared *s)
         pgs_mtable *t = &m->tables[i];
         char oid[16];
         snprintf(oid, sizeof oid, "%u", t->src.oid);
-        char *v = pg_query_value(m->src, "measuring the source",
-                                 "SELECT pg_relation_size($1::oid) /"
-                                 " current_setting('block_size')::bigint",
-                                 1, (const char *[]){oid}, NULL);
-        if (v == NULL)
+        /* A plain table is read itself; a partitioned one partition by
+         * partition (its changes arrive as the root's). */
+        PGresult *parts = pg_query(m->src, "measuring the source",
+                                   "SELECT format('%I.%I', n.nspname, c.relname),"
+                                   "       pg_relation_size(c.oid) /"
+                                   "       current_setting('block_size')::bigint"
+                                   "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                                   " WHERE c.relkind = 'r' AND (c.oid = $1::oid OR c.oid IN"
+                                   "   (SELECT relid FROM pg_partition_tree($1::oid) WHERE isleaf))"
+                                   " ORDER BY 1",
+                                   1, (const char *[]){oid});
+        if (parts == NULL)
             return false;
-        int64_t pages = strtoll(v, NULL, 10);
-        free(v);
-        int64_t n = pages / (int64_t)chunk_pages + 1;
-        for (int64_t c = 0; c < n; c++) {
-            if (s->ntasks == cap) {
-                cap = cap ? cap * 2 : 64;
-                copy_task *nt = realloc(s->tasks, sizeof(copy_task) * (size_t)cap);
-                if (nt == NULL)
-                    return false;
-                s->tasks = nt;
+        s->parts[i] = parts;
+        int64_t pages = 0, ranges = 0;
+        for (int p = 0; p < PQntuples(parts); p++) {
+            int64_t pp = strtoll(PQgetvalue(parts, p, 1), NULL, 10);
+            int64_t n = pp / (int64_t)chunk_pages + 1;
+            pages += pp;
+            ranges += n;
+            for (int64_t c = 0; c < n; c++) {
+                if (s->ntasks == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    copy_task *nt = realloc(s->tasks, sizeof(copy_task) * (size_t)cap);
+                    if (nt == NULL)
+                        return false;
+                    s->tasks = nt;
+                }
+                copy_task *k = &s->tasks[s->ntasks++];
+                k->t = t;
+                k->from = PQgetvalue(parts, p, 0);
+                k->lo = c * (int64_t)chunk_pages;
+                k->hi = c == n - 1 ? -1 : (c + 1) * (int64_t)chunk_pages;
             }
-            copy_task *k = &s->tasks[s->ntasks++];
-            k->t = t;
-            k->lo = c * (int64_t)chunk_pages;
-            k->hi = c == n - 1 ? -1 : (c + 1) * (int64_t)chunk_pages;
         }
         char *cols = strdup("");
         for (int c = 0; cols && c < t->cols.n; c++) {
@@ -436,8 +451,12 @@ static bool plan_tasks(copy_shared *s)
         if (cols == NULL)
             return false;
         s->col_lists[i] = cols;
-        log_info("table %s: %lld pages in %lld range(s)", t->src.qname, (long long)pages,
-                 (long long)n);
+        if (PQntuples(parts) > 1)
+            log_info("table %s: %lld pages in %d partitions, %lld range(s)", t->src.qname,
+                     (long long)pages, PQntuples(parts), (long long)ranges);
+        else
+            log_info("table %s: %lld pages in %lld range(s)", t->src.qname, (long long)pages,
+                     (long long)ranges);
     }
     return true;
 }
@@ -529,11 +548,12 @@ static bool shared_init(copy_shared *s, const char *snapshot)
     s->rows = calloc((size_t)m->ntables, sizeof *s->rows);
     s->bytes = calloc((size_t)m->ntables, sizeof *s->bytes);
     s->col_lists = calloc((size_t)m->ntables, sizeof(char *));
+    s->parts = calloc((size_t)m->ntables, sizeof *s->parts);
     char *lit = PQescapeLiteral(m->src, snapshot, strlen(snapshot));
     s->snapshot_literal = lit ? strdup(lit) : NULL;
     PQfreemem(lit);
-    return s->rows && s->bytes && s->col_lists && s->snapshot_literal && plan_tasks(s) &&
-           copy_stages(s);
+    return s->rows && s->bytes && s->col_lists && s->parts && s->snapshot_literal &&
+           plan_tasks(s) && copy_stages(s);
 }
 
 static void shared_free(copy_shared *s)
@@ -542,6 +562,10 @@ static void shared_free(copy_shared *s)
         for (int i = 0; i < s->m->ntables; i++)
             free(s->col_lists[i]);
     free(s->col_lists);
+    if (s->parts)
+        for (int i = 0; i < s->m->ntables; i++)
+            PQclear(s->parts[i]);
+    free(s->parts);
     free(s->tasks);
     free(s->stage_left);
     free(s->rows);

@@ -79,7 +79,18 @@ static bool read_names(PGconn *conn, const char *what, const char *sql, const ch
 
 static const char *const SQL_REL =
     "SELECT c.oid, n.nspname, c.relname, c.relkind, c.relreplident,"
-    "       c.reltuples::bigint, pg_total_relation_size(c.oid), c.relpages,"
+    /* a partitioned table: its leaves' sums (-1: none counted yet) */
+    "       CASE WHEN c.relkind <> 'p' THEN c.reltuples::bigint ELSE"
+    "         (SELECT CASE WHEN coalesce(bool_and(l.reltuples < 0), true) THEN -1"
+    "                 ELSE sum(greatest(l.reltuples, 0)) END::bigint"
+    "            FROM pg_partition_tree(c.oid) t JOIN pg_class l ON l.oid = t.relid"
+    "           WHERE t.isleaf) END,"
+    "       CASE WHEN c.relkind <> 'p' THEN pg_total_relation_size(c.oid) ELSE"
+    "         (SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0)::bigint"
+    "            FROM pg_partition_tree(c.oid) t WHERE t.isleaf) END,"
+    "       CASE WHEN c.relkind <> 'p' THEN c.relpages::bigint ELSE"
+    "         (SELECT coalesce(sum(l.relpages), 0)::bigint FROM pg_partition_tree(c.oid) t"
+    "            JOIN pg_class l ON l.oid = t.relid WHERE t.isleaf) END,"
     "       CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END"
     "  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
     " WHERE c.oid = to_regclass($1)";

@@ -717,6 +717,45 @@ static void check_target_shape(pgs_migration *m, pgs_mtable *t, report *r)
     PQclear(d);
 }
 
+/* A source that is partitioned already: its changes are published as the
+ * root's (publish_via_partition_root), each partition is copied, and the
+ * cutover swaps the roots. Every partition must be a plain table. */
+static bool check_partitioned_source(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->src.oid);
+    PGresult *res =
+        pg_query(m->src, "reading the source's partitions",
+                 "SELECT count(*) FILTER (WHERE c.relkind = 'r'),"
+                 "  string_agg(format('%I.%I', n.nspname, c.relname), ', ')"
+                 "    FILTER (WHERE c.relkind NOT IN ('r', 'p'))"
+                 "  FROM pg_partition_tree($1::oid) p JOIN pg_class c ON c.oid = p.relid"
+                 "  JOIN pg_namespace n ON n.oid = c.relnamespace WHERE p.isleaf",
+                 1, (const char *[]){oid});
+    if (res == NULL)
+        return false;
+    bool ok = PQgetisnull(res, 0, 1);
+    if (!ok)
+        say(r, "BLOCK",
+            "partitions of %s that are not plain tables (foreign tables?) cannot be copied: %s; "
+            "fix: move their rows into plain partitions, or migrate without them",
+            t->src.qname, PQgetvalue(res, 0, 1));
+    else
+        say(r, "ok",
+            "source is partitioned (%s, %s leaf partitions): each partition is copied, its "
+            "changes arrive as the table's (publish_via_partition_root), and the cutover swaps "
+            "the partitioned tables",
+            t->src.partkey ? t->src.partkey : "?", PQgetvalue(res, 0, 0));
+    if (ok)
+        say(r, "warn",
+            "until the cutover, TRUNCATE, DETACH or DROP of one partition of %s is not streamed "
+            "(the server publishes a partition's TRUNCATE only as its own, not through the "
+            "table): its rows would stay in the target; use DELETE, or TRUNCATE %s itself",
+            t->src.qname, t->src.qname);
+    PQclear(res);
+    return ok;
+}
+
 /* The target's own foreign keys, before the cutover: to itself (the copy
  * may insert a row before the one it references), to another target of
  * the plan (copied after it), or to a table the application writes
@@ -800,11 +839,12 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
             t->spec->source);
         return;
     }
-    if (t->src.relkind != 'r') {
-        say(r, "BLOCK", "source %s is %s; pgshift migrates plain tables", t->src.qname,
-            t->src.relkind == 'p' ? "a partitioned table" : "not a table");
+    if (t->src.relkind != 'r' && t->src.relkind != 'p') {
+        say(r, "BLOCK", "source %s is not a table; pgshift migrates tables", t->src.qname);
         return;
     }
+    if (t->src.relkind == 'p' && !check_partitioned_source(m, t, r))
+        return;
     char size[32];
     human_bytes(t->src.bytes, size, sizeof size);
     if (t->src.rows_known)

@@ -426,9 +426,15 @@ bool prepare_publication(pgs_migration *m)
         goto done;
     bool have = strcmp(exists, "0") != 0;
     free(exists);
+    /* A partitioned source's changes are published as its own, whatever
+     * partition they touch (harmless for plain tables). */
     ok = have ? exec_fmt(m->src, "updating the publication", "ALTER PUBLICATION %s SET TABLE %s",
-                         pub, list)
-              : exec_fmt(m->src, "creating the publication", "CREATE PUBLICATION %s FOR TABLE %s",
+                         pub, list) &&
+                    exec_fmt(m->src, "updating the publication",
+                             "ALTER PUBLICATION %s SET (publish_via_partition_root = true)", pub)
+              : exec_fmt(m->src, "creating the publication",
+                         "CREATE PUBLICATION %s FOR TABLE %s WITH (publish_via_partition_root = "
+                         "true)",
                          pub, list);
 done:
     free(pub);
