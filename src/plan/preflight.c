@@ -756,6 +756,61 @@ static bool check_partitioned_source(pgs_migration *m, pgs_mtable *t, report *r)
     return ok;
 }
 
+/* A range-partitioned target on a date or timestamp: how far its
+ * partitions reach, and whether rows past that have a home (a DEFAULT
+ * partition). After the cutover the application's next rows need one. */
+static void check_partition_horizon(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    if (t->tgt.partcols.n != 1 || t->tgt.partkey == NULL ||
+        strncmp(t->tgt.partkey, "RANGE", 5) != 0)
+        return;
+    const pgs_column *c = catalog_column(&t->tgt, t->tgt.partcols.v[0]);
+    if (c == NULL || (strcmp(c->type, "date") != 0 && strncmp(c->type, "timestamp", 9) != 0))
+        return;
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->tgt.oid);
+    PGresult *res =
+        pg_query(m->tgt, "reading how far the target's partitions reach",
+                 "WITH b AS (SELECT pg_get_expr(c.relpartbound, c.oid) AS bound FROM pg_inherits h"
+                 "             JOIN pg_class c ON c.oid = h.inhrelid WHERE h.inhparent = $1::oid),"
+                 " u AS (SELECT CASE WHEN bound ~ 'TO \\(MAXVALUE\\)$' THEN 'infinity'::timestamptz"
+                 "                   ELSE substring(bound FROM 'TO "
+                 "\\(''([^'']*)''\\)$')::timestamptz END AS hi"
+                 "         FROM b WHERE bound <> 'DEFAULT')"
+                 " SELECT EXISTS (SELECT 1 FROM b WHERE bound = 'DEFAULT'), max(hi)::text,"
+                 "        floor(extract(epoch FROM max(hi) - now()) / 86400)::bigint FROM u",
+                 1, (const char *[]){oid});
+    if (res == NULL || PQntuples(res) != 1 || PQgetisnull(res, 0, 1)) {
+        PQclear(res);
+        return;
+    }
+    bool dflt = PQgetvalue(res, 0, 0)[0] == 't';
+    const char *hi = PQgetvalue(res, 0, 1);
+    long days = PQgetisnull(res, 0, 2) ? 1000000 : atol(PQgetvalue(res, 0, 2));
+    if (dflt)
+        say(r, "ok", "partitions of %s reach %s; later rows go to its DEFAULT partition",
+            t->tgt.qname, hi);
+    else if (days < 0)
+        say(r, "warn",
+            "the last partition of %s ended at %s, %ld days ago: a row written now has no "
+            "partition and stops the apply (after the cutover, the application's insert fails); "
+            "fix: create the partitions up to now and ahead (pg_partman, or a scheduled job), or "
+            "a DEFAULT partition",
+            t->tgt.qname, hi, -days);
+    else if (days < 30)
+        say(r, "warn",
+            "the last partition of %s ends at %s, in %ld days: after that a row has no "
+            "partition (the apply stops; after the cutover the application's insert fails); fix: "
+            "create partitions ahead (pg_partman, or a scheduled job), or a DEFAULT partition",
+            t->tgt.qname, hi, days);
+    else
+        say(r, "ok",
+            "partitions of %s reach %s (%ld days ahead); create more before then (pg_partman, "
+            "or a scheduled job)",
+            t->tgt.qname, hi, days);
+    PQclear(res);
+}
+
 /* The target's own foreign keys, before the cutover: to itself (the copy
  * may insert a row before the one it references), to another target of
  * the plan (copied after it), or to a table the application writes
@@ -909,6 +964,7 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
         check_target_index(m, t, r);
         check_target_fks(m, t, r);
         check_target_shape(m, t, r);
+        check_partition_horizon(m, t, r);
         if (t->tgt.relkind == 'p') {
             say(r, "ok", "target is partitioned: %s", t->tgt.partkey);
             char *why = prepare_shadow_why_not(m, t);

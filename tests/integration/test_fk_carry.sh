@@ -45,6 +45,9 @@ grep -qE 'foreign key a_site_fk \(FOREIGN KEY \(site\) REFERENCES (public\.)?sit
 grep -qE 'foreign key b_site_fk \(FOREIGN KEY \(site\) REFERENCES (public\.)?sites\(id\)\): added to the new table by the swap \(NOT VALID\), validated after it' "$WORK/plan.out" ||
   fail "plan does not say the key of b is carried: $(grep -i 'foreign' "$WORK/plan.out")"
 grep -q 'BLOCK' "$WORK/plan.out" && fail "plan blocks: $(grep BLOCK "$WORK/plan.out")"
+# a_new's last partition ends 2026-01-01 and it has no DEFAULT partition
+grep -qE 'warn +the last partition of "public"."a_new" (ended at 2026-01-01 00:00:00\+00, [0-9]+ days ago|ends at 2026-01-01 00:00:00\+00, in [0-9]+ days)' "$WORK/plan.out" ||
+  fail "plan does not say how far a_new's partitions reach: $(grep -i 'partition' "$WORK/plan.out")"
 pass "plan lists each missing foreign key as carried by the swap"
 
 start_run "$WORK/plan.yaml" "$WORK/run.log"

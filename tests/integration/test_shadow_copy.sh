@@ -67,6 +67,8 @@ Y
 "$PGSHIFT" plan --plan "$WORK/plan.yaml" >"$WORK/plan1.out" 2>&1 || fail "plan failed: $(tail -5 "$WORK/plan1.out")"
 grep -q 'the copy fills UNLOGGED shadow partitions without indexes, then builds "public"."obs_new".s indexes' "$WORK/plan1.out" ||
   fail "plan does not say the copy goes through a shadow: $(grep -i partition "$WORK/plan1.out")"
+grep -q 'ok     partitions of "public"."obs_new" reach 2024-05-01 00:00:00+00; later rows go to its DEFAULT partition' "$WORK/plan1.out" ||
+  fail "plan does not say how far the partitions reach: $(grep -i reach "$WORK/plan1.out")"
 start_run "$WORK/plan.yaml" "$WORK/run1.log"
 wait_streaming "$WORK/run1.log"
 log_has "$WORK/run1.log" 'the copy writes into "pgshift"."shadow_[0-9]+" \(5 UNLOGGED partitions' ||
