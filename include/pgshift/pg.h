@@ -42,6 +42,8 @@ char *pg_ident(PGconn *conn, const char *name);
 
 /* "schema"."name", both escaped; malloc'd. */
 char *pg_qualified(PGconn *conn, const char *schema, const char *name);
+/* The names quoted and joined with ", " (malloc'd); NULL on failure. */
+char *pg_ident_list(PGconn *conn, char *const *names, int n);
 
 /* The server's error fields of a failed result, joined into one line
  * (message, detail, hint) into buf. */

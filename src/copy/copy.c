@@ -438,16 +438,7 @@ static bool plan_tasks(copy_shared *s)
                 k->hi = c == n - 1 ? -1 : (c + 1) * (int64_t)chunk_pages;
             }
         }
-        char *cols = strdup("");
-        for (int c = 0; cols && c < t->cols.n; c++) {
-            char *q = pg_ident(m->src, t->cols.v[c]);
-            char *nc = NULL;
-            if (q == NULL || asprintf(&nc, "%s%s%s", cols, c ? ", " : "", q) < 0)
-                nc = NULL;
-            free(q);
-            free(cols);
-            cols = nc;
-        }
+        char *cols = pg_ident_list(m->src, t->cols.v, t->cols.n);
         if (cols == NULL)
             return false;
         s->col_lists[i] = cols;

@@ -153,6 +153,21 @@ char *pg_qualified(PGconn *conn, const char *schema, const char *name)
     return out;
 }
 
+char *pg_ident_list(PGconn *conn, char *const *names, int n)
+{
+    char *out = strdup("");
+    for (int i = 0; out && i < n; i++) {
+        char *q = pg_ident(conn, names[i]);
+        char *nx = NULL;
+        if (q == NULL || asprintf(&nx, "%s%s%s", out, i ? ", " : "", q) < 0)
+            nx = NULL;
+        free(q);
+        free(out);
+        out = nx;
+    }
+    return out;
+}
+
 bool pg_origin_session(PGconn *conn, const char *name, char *why, size_t whylen)
 {
     const char *sql[] = {"SELECT pg_replication_origin_create($1) WHERE NOT EXISTS"

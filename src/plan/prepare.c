@@ -268,6 +268,46 @@ static bool copy_settings(pgs_migration *m, pgs_mtable *t)
     return ok;
 }
 
+/* Range by interval: the partitions that cover the source's rows and
+ * `ahead` more. */
+static bool create_range(pgs_migration *m, pgs_mtable *t, const char *col, const pgs_column *c)
+{
+    PGresult *bounds = partition_bounds(m, t, col, c);
+    bool ok = false;
+    if (bounds == NULL)
+        goto out;
+    if (PQntuples(bounds) > PGS_MAX_PARTITIONS) {
+        log_error("table %s: interval %s makes %d partitions (more than %d); fix: choose a "
+                  "larger partition.interval",
+                  t->src.qname, t->spec->partition_interval, PQntuples(bounds), PGS_MAX_PARTITIONS);
+        goto out;
+    }
+    for (int i = 0; i < PQntuples(bounds); i++) {
+        char suffix[48];
+        snprintf(suffix, sizeof suffix, "p%s", PQgetvalue(bounds, i, 0));
+        char *lo =
+            PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 1), strlen(PQgetvalue(bounds, i, 1)));
+        char *hi =
+            PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 2), strlen(PQgetvalue(bounds, i, 2)));
+        char *bound = NULL;
+        if (lo && hi && asprintf(&bound, "FOR VALUES FROM (%s) TO (%s)", lo, hi) < 0)
+            bound = NULL;
+        bool pok = bound && add_partition(m, t, suffix, bound);
+        free(bound);
+        PQfreemem(lo);
+        PQfreemem(hi);
+        if (!pok)
+            goto out;
+    }
+    log_info("table %s: created %s with %d partitions (%s to %s)", t->src.qname, t->tgt.qname,
+             PQntuples(bounds), PQntuples(bounds) ? PQgetvalue(bounds, 0, 1) : "-",
+             PQntuples(bounds) ? PQgetvalue(bounds, PQntuples(bounds) - 1, 2) : "-");
+    ok = true;
+out:
+    PQclear(bounds);
+    return ok;
+}
+
 /* A target pgshift creates gets UNLOGGED partitions for the copy: the COPY
  * writes no WAL. set_logged() later rewrites each partition into the WAL,
  * row by row, and logical decoding reads those inserts before dropping
@@ -284,7 +324,6 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
         return false;
     }
     char *col = pg_ident(m->tgt, c->name);
-    PGresult *bounds = NULL;
     bool ok = false;
     if (col == NULL)
         goto done;
@@ -317,53 +356,11 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
         goto rollback;
     if (t->spec->partition_method == PGS_PARTITION_LIST && !create_list(m, t, col))
         goto rollback;
-    if (t->spec->partition_method == PGS_PARTITION_RANGE && t->spec->partition_interval) {
-        bounds = partition_bounds(m, t, col, c);
-        if (bounds == NULL)
-            goto rollback;
-        if (PQntuples(bounds) > PGS_MAX_PARTITIONS) {
-            log_error("table %s: interval %s makes %d partitions (more than %d); fix: choose a "
-                      "larger partition.interval",
-                      t->src.qname, t->spec->partition_interval, PQntuples(bounds),
-                      PGS_MAX_PARTITIONS);
-            goto rollback;
-        }
-        for (int i = 0; i < PQntuples(bounds); i++) {
-            char name[64];
-            char suffix[48];
-            snprintf(suffix, sizeof suffix, "p%s", PQgetvalue(bounds, i, 0));
-            partition_name(t->tgt.relname, suffix, name);
-            char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
-            char *lo =
-                PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 1), strlen(PQgetvalue(bounds, i, 1)));
-            char *hi =
-                PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 2), strlen(PQgetvalue(bounds, i, 2)));
-            bool pok =
-                part && lo && hi &&
-                exec_fmt(m->tgt, "creating a partition",
-                         "CREATE UNLOGGED TABLE %s PARTITION OF %s FOR VALUES FROM (%s) TO (%s)",
-                         part, t->tgt.qname, lo, hi);
-            free(part);
-            PQfreemem(lo);
-            PQfreemem(hi);
-            if (!pok)
-                goto rollback;
-        }
-        log_info("table %s: created %s with %d partitions (%s to %s)", t->src.qname, t->tgt.qname,
-                 PQntuples(bounds), PQntuples(bounds) ? PQgetvalue(bounds, 0, 1) : "-",
-                 PQntuples(bounds) ? PQgetvalue(bounds, PQntuples(bounds) - 1, 2) : "-");
-    }
-    if (t->spec->partition_default) {
-        char name[64];
-        partition_name(t->tgt.relname, "default", name);
-        char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
-        bool pok = part &&
-                   exec_fmt(m->tgt, "creating the default partition",
-                            "CREATE UNLOGGED TABLE %s PARTITION OF %s DEFAULT", part, t->tgt.qname);
-        free(part);
-        if (!pok)
-            goto rollback;
-    }
+    if (t->spec->partition_method == PGS_PARTITION_RANGE && t->spec->partition_interval &&
+        !create_range(m, t, col, c))
+        goto rollback;
+    if (t->spec->partition_default && !add_partition(m, t, "default", "DEFAULT"))
+        goto rollback;
     if (!copy_settings(m, t))
         goto rollback;
     if (!pg_exec(m->tgt, "creating the target", "COMMIT"))
@@ -374,7 +371,6 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
 rollback:
     pg_exec(m->tgt, "rolling back", "ROLLBACK");
 done:
-    PQclear(bounds);
     free(col);
     return ok;
 }

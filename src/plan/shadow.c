@@ -345,16 +345,7 @@ static bool swap_leaf(pgs_migration *m, pgs_mtable *t, const PGresult *pr, int k
 /* The shadow's rows into the target by INSERT, when the swap failed. */
 static bool insert_instead(pgs_migration *m, pgs_mtable *t)
 {
-    char *cols = strdup("");
-    for (int i = 0; cols && i < t->cols.n; i++) {
-        char *q = pg_ident(m->tgt, t->cols.v[i]);
-        char *nc = NULL;
-        if (q == NULL || asprintf(&nc, "%s%s%s", cols, i ? ", " : "", q) < 0)
-            nc = NULL;
-        free(q);
-        free(cols);
-        cols = nc;
-    }
+    char *cols = pg_ident_list(m->tgt, t->cols.v, t->cols.n);
     double t0 = now_s();
     bool ok =
         cols != NULL && exec_fmt(m->tgt, "inserting the copied rows into the target",
