@@ -48,14 +48,13 @@ python3 -c 'import json,sys; sys.exit(0 if "m_mv" in json.load(open(sys.argv[1])
 gone "$RUN_PID" && fail "the run exited while blocked"
 pass "a blocked automatic cutover shows in status, status --json, /metrics, /status and the blocked hook"
 
-# Still blocked a few checks later: the hook fired once for the reason.
-wait_for 30 "a second cutover check (log)" sql_is t "SELECT now() > '$(date -u +%FT%T)Z'::timestamptz + interval '6 s'"
-[ "$(grep -c '^blocked$' "$WORK/hook.out")" = 1 ] || fail "the blocked hook fired $(grep -c '^blocked$' "$WORK/hook.out") times for one reason"
-
 sql "DROP MATERIALIZED VIEW m_mv" || fail "drop the view"
 wait_for 60 "the run to cut over and exit once unblocked" gone "$RUN_PID"
 wait "$RUN_PID" || fail "run exited $? after the fix"
 log_has "$WORK/run.log" 'the automatic cutover is no longer blocked' || fail "the unblock is not logged"
 same_rows m_old m
+# Blocked through the checks above (the driver looks again every 5 s), the
+# hook fired once for the one reason.
+[ "$(grep -c '^blocked$' "$WORK/hook.out")" = 1 ] || fail "the blocked hook fired $(grep -c '^blocked$' "$WORK/hook.out") times for one reason"
 pass "after the fix the automatic cutover goes ahead by itself; the blocked hook fired once"
 finish
