@@ -32,8 +32,11 @@ wait_for 120 "the slot synchronized" standby_is t \
 psql -XAtq -c "SET application_name = 'holder'" -c BEGIN -c "LOCK TABLE mig_part IN SHARE MODE" \
   -c "SELECT pg_sleep(600)" >/dev/null 2>&1 &
 RUN_PIDS+=($!)
+X0=$(sql "SELECT applied_xacts FROM pgshift.migrations WHERE name = 'ip'")
 for i in $(seq 1 20); do
   sql "INSERT INTO mig VALUES (-$i, '2025-03-01', 7, 'x'); INSERT INTO shadow VALUES (-$i, '2025-03-01', 7, 'x')" || fail insert
+  # Past the first one's commit, before the second's.
+  [ "$i" = 1 ] && FIRST=$(sql "SELECT pg_current_wal_insert_lsn()")
 done
 wait_for 30 "the apply to wait on the lock" sql_is t \
   "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE application_name = 'pgshift apply' AND wait_event_type = 'Lock')"
@@ -45,10 +48,18 @@ kill -STOP "$WR"
 # The apply goes on; the target's commit stays on the primary.
 sql "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'holder'" >/dev/null
 wait_for 60 "the 20 rows applied on the primary" sql_is 20 "SELECT count(*) FROM mig_part WHERE id < 0"
-wait_for 60 "pgshift's state past $END" sql_is t "SELECT applied_lsn >= '$END' FROM pgshift.migrations WHERE name = 'ip'"
-# The batch's result has come back; its feedback would have gone with it.
-[ "$(sql "SELECT confirmed_flush_lsn < '$END' FROM pg_replication_slots WHERE slot_name = 'pgshift_ip'")" = t ] ||
-  fail "the slot confirmed the 20 transactions while the standby lacks the target's commit of them"
+# The batch's progress row commits with it. (Its position is the last source
+# commit's end, not END: WAL written after that commit, a running_xacts
+# record of the bgwriter for one, puts END past anything pgshift can apply.)
+wait_for 60 "pgshift's state to count the 20 transactions" sql_is t \
+  "SELECT applied_xacts >= $X0 + 20 FROM pgshift.migrations WHERE name = 'ip'"
+# The batch's result has come back and a feedback has gone since (one a
+# second): the walsender, waiting on the standby, still reads replies.
+T=$(sql "SELECT clock_timestamp()")
+wait_for 30 "a feedback from pgshift after $T" sql_is t \
+  "SELECT r.reply_time > '$T' FROM pg_stat_replication r JOIN pg_replication_slots s ON s.active_pid = r.pid WHERE s.slot_name = 'pgshift_ip'"
+[ "$(sql "SELECT confirmed_flush_lsn < '$FIRST' FROM pg_replication_slots WHERE slot_name = 'pgshift_ip'")" = t ] ||
+  fail "the slot confirmed $(sql "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pgshift_ip'") (the first of the 20 transactions ends before $FIRST) while the standby lacks the target's commit of them"
 pass "nothing the standby lacks is confirmed"
 "${PG_AS[@]}" "$PGBIN/pg_ctl" -D "$PGSHIFT_TEST_PGDATA" -m immediate -w stop >/dev/null
 kill -KILL "$WR" # what it holds in its socket buffer must not arrive
