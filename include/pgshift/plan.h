@@ -19,6 +19,24 @@ typedef enum pgs_partition_method {
     PGS_PARTITION_HASH,
 } pgs_partition_method;
 
+/* A `partition:` block (or its `subpartition:`): how pgshift partitions a
+ * target it creates. */
+typedef struct pgs_partition_spec {
+    pgs_partition_method method; /* NONE when there is no block */
+    char *column;                /* from `by: range|list|hash (created_at)`, resolved (see below) */
+    char *interval;    /* range: `interval: 1 month` as written (validated by the server) */
+    bool with_default; /* range, list: `default: true`: add a DEFAULT partition */
+    int ahead;         /* range: `ahead: N` partitions past the newest row; default 3 */
+    int modulus;       /* hash: `modulus: N` partitions */
+    /* list: `values: [eu, [de, fr], ...]`, one partition per item (a value
+     * or a list of values), the values as written (cast by the server);
+     * NULL-terminated lists, or NULL: one partition per value found. */
+    char ***values;
+    /* `subpartition:`: each partition partitioned again by this spec (one
+     * level deep: its own `sub` is NULL), or NULL. */
+    struct pgs_partition_spec *sub;
+} pgs_partition_spec;
+
 typedef struct pgs_plan_table {
     /* Names exactly as written in the plan ("public.petri_observations",
      * or "petri_observations" meaning the search path). The server resolves
@@ -27,16 +45,7 @@ typedef struct pgs_plan_table {
     char *target;
 
     /* Optional `partition:` block: pgshift creates the target. */
-    pgs_partition_method partition_method; /* NONE when there is no block */
-    char *partition_column;   /* from `by: range|list|hash (created_at)`, resolved (see below) */
-    char *partition_interval; /* range: `interval: 1 month` as written (validated by the server) */
-    bool partition_default;   /* range, list: `default: true`: add a DEFAULT partition */
-    int partition_ahead;      /* range: `ahead: N` partitions past the newest row; default 3 */
-    int partition_modulus;    /* hash: `modulus: N` partitions */
-    /* list: `values: [eu, [de, fr], ...]`, one partition per item (a value
-     * or a list of values), the values as written (cast by the server);
-     * NULL-terminated lists, or NULL: one partition per value found. */
-    char ***partition_values;
+    pgs_partition_spec part;
 
     /* Column and object names (partition_column, key, leave_behind) are
      * stored as the server knows them, unlike the table names above: a

@@ -132,13 +132,16 @@ static bool fks_in(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mta
         const char *con = V(r, i, 0), *tab = V(r, i, 1), *def = V(r, i, 2);
         char *qcon = pg_ident(conn, con);
         bool unique_ok = V(r, i, 4)[0] == 't';
-        /* A target pgshift creates has the source's keys plus the partition column. */
-        if (!t->tgt.exists && t->spec->partition_column) {
+        /* A target pgshift creates has the source's keys plus the partition
+         * columns (of both levels). */
+        if (!t->tgt.exists && t->spec->part.column) {
             char cols[512];
             snprintf(cols, sizeof cols, ", %s, ", V(r, i, 5));
-            char want[160];
-            snprintf(want, sizeof want, ", %s, ", t->spec->partition_column);
-            unique_ok = strstr(cols, want) != NULL;
+            for (const pgs_partition_spec *sp = &t->spec->part; sp; sp = sp->sub) {
+                char want[160];
+                snprintf(want, sizeof want, ", %s, ", sp->column);
+                unique_ok = unique_ok && strstr(cols, want) != NULL;
+            }
         }
         bool in_plan = false;
         for (int j = 0; j < m->ntables; j++)
@@ -207,7 +210,7 @@ static PGresult *target_leaves(PGconn *conn, const char *const *p)
 static bool fk_carry(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h,
                      const char *con, const char *def)
 {
-    bool parted = t->tgt.exists ? t->tgt.relkind == 'p' : t->spec->partition_column != NULL;
+    bool parted = t->tgt.exists ? t->tgt.relkind == 'p' : t->spec->part.column != NULL;
     char *qcon = pg_ident(conn, con);
     if (qcon == NULL)
         return false;

@@ -68,7 +68,7 @@ pgs_migration *migration_open(pgs_plan *plan)
         pgs_mtable *t = &m->tables[i];
         t->spec = &plan->tables[i];
         t->ord = (int)i;
-        t->create_target = t->spec->partition_method != PGS_PARTITION_NONE;
+        t->create_target = t->spec->part.method != PGS_PARTITION_NONE;
         m->ntables++;
         if (!catalog_read_rel(m->src, t->spec->source, &t->src) ||
             !catalog_read_rel(m->tgt, t->spec->target, &t->tgt) || !resolve_columns(t))

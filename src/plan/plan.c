@@ -22,6 +22,19 @@ static void free_list(char **list)
     free(list);
 }
 
+static void partition_spec_free(pgs_partition_spec *p)
+{
+    free(p->column);
+    free(p->interval);
+    for (char ***g = p->values; g && *g; g++)
+        free_list(*g);
+    free(p->values);
+    if (p->sub) {
+        partition_spec_free(p->sub);
+        free(p->sub);
+    }
+}
+
 void pgs_plan_free(pgs_plan *plan)
 {
     if (!plan)
@@ -30,11 +43,7 @@ void pgs_plan_free(pgs_plan *plan)
         pgs_plan_table *t = &plan->tables[i];
         free(t->source);
         free(t->target);
-        free(t->partition_column);
-        free(t->partition_interval);
-        for (char ***g = t->partition_values; g && *g; g++)
-            free_list(*g);
-        free(t->partition_values);
+        partition_spec_free(&t->part);
         free_list(t->key);
         free_list(t->leave_behind);
     }

@@ -139,7 +139,8 @@ typedef enum field_type {
     F_SECTION,          /* a mapping filling the struct at offset */
     F_TABLES,           /* the list of tables */
     F_TABLE_NAME,       /* schema.table or table, kept as written */
-    F_PARTITION,        /* the partition mapping, filling the same table */
+    F_PARTITION,        /* the partition mapping, filling the spec at offset */
+    F_SUBPARTITION,     /* the partition mapping one level down (allocated) */
     F_PARTITION_BY,     /* range|list|hash (<column>) */
     F_PARTITION_VALUES, /* list partitions: values or lists of values */
     F_NAME_LIST,        /* list of single identifiers, resolved */
@@ -192,11 +193,13 @@ bool plan_fill_tables(plan_ctx *c, const ynode *v, const char *kp, const plan_fi
                       pgs_plan *plan);
 bool plan_fill_table_name(plan_ctx *c, const ynode *v, const char *kp, const char *s, char **dst);
 bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
-                         pgs_plan_table *t);
+                         pgs_partition_spec *t);
+bool plan_fill_subpartition(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
+                            pgs_partition_spec **dst);
 bool plan_fill_partition_by(plan_ctx *c, const ynode *v, const char *kp, const char *s,
-                            pgs_plan_table *t);
+                            pgs_partition_spec *t);
 bool plan_fill_partition_values(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
-                                pgs_plan_table *t);
+                                pgs_partition_spec *t);
 bool plan_fill_name_list(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
                          char ***dst);
 

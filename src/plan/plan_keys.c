@@ -10,12 +10,13 @@
 
 static const plan_field partition_fields[] = {
     {"by", F_PARTITION_BY, 0, true, 0, 0, "range (created_at)", NULL},
-    {"modulus", F_INT, offsetof(pgs_plan_table, partition_modulus), false, 1, 1000, "8", NULL},
+    {"modulus", F_INT, offsetof(pgs_partition_spec, modulus), false, 1, 1000, "8", NULL},
     {"values", F_PARTITION_VALUES, 0, false, 0, 0, "[eu, [de, fr], us]", NULL},
-    {"interval", F_TEXT, offsetof(pgs_plan_table, partition_interval), false, 0, 0, "1 month",
-     NULL},
-    {"default", F_BOOL, offsetof(pgs_plan_table, partition_default), false, 0, 0, "true", NULL},
-    {"ahead", F_INT, offsetof(pgs_plan_table, partition_ahead), false, 0, INT_MAX, "3", NULL},
+    {"interval", F_TEXT, offsetof(pgs_partition_spec, interval), false, 0, 0, "1 month", NULL},
+    {"default", F_BOOL, offsetof(pgs_partition_spec, with_default), false, 0, 0, "true", NULL},
+    {"ahead", F_INT, offsetof(pgs_partition_spec, ahead), false, 0, INT_MAX, "3", NULL},
+    {"subpartition", F_SUBPARTITION, offsetof(pgs_partition_spec, sub), false, 0, 0,
+     "{by: hash (site_id), modulus: 4}", partition_fields},
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 
@@ -24,8 +25,8 @@ static const plan_field table_fields[] = {
      "public.petri_observations", NULL},
     {"target", F_TABLE_NAME, offsetof(pgs_plan_table, target), true, 0, 0,
      "public.petri_observations_partitioned", NULL},
-    {"partition", F_PARTITION, 0, false, 0, 0, "{by: range (created_at), interval: 1 month}",
-     partition_fields},
+    {"partition", F_PARTITION, offsetof(pgs_plan_table, part), false, 0, 0,
+     "{by: range (created_at), interval: 1 month}", partition_fields},
     {"key", F_NAME_LIST, offsetof(pgs_plan_table, key), false, 0, 0, "[id]", NULL},
     {"leave_behind", F_NAME_LIST, offsetof(pgs_plan_table, leave_behind), false, 0, 0,
      "[audit_trigger]", NULL},
@@ -211,11 +212,13 @@ static bool fill_field(plan_ctx *c, const plan_field *f, const ynode *v, const c
     case F_TABLES:
         return plan_fill_tables(c, v, kp, f, (pgs_plan *)base);
     case F_PARTITION:
-        return plan_fill_partition(c, v, kp, f, (pgs_plan_table *)base);
+        return plan_fill_partition(c, v, kp, f, dst);
+    case F_SUBPARTITION:
+        return plan_fill_subpartition(c, v, kp, f, dst);
     case F_NAME_LIST:
         return plan_fill_name_list(c, v, kp, f, dst);
     case F_PARTITION_VALUES:
-        return plan_fill_partition_values(c, v, kp, f, (pgs_plan_table *)base);
+        return plan_fill_partition_values(c, v, kp, f, (pgs_partition_spec *)base);
     default:
         break;
     }
@@ -240,7 +243,7 @@ static bool fill_field(plan_ctx *c, const plan_field *f, const ynode *v, const c
     case F_TABLE_NAME:
         return plan_fill_table_name(c, v, kp, s, dst);
     case F_PARTITION_BY:
-        return plan_fill_partition_by(c, v, kp, s, (pgs_plan_table *)base);
+        return plan_fill_partition_by(c, v, kp, s, (pgs_partition_spec *)base);
     default:
         break;
     }

@@ -50,7 +50,7 @@ static bool resolve_ident(plan_ctx *c, const ynode *v, const char *kp, const cha
 }
 
 bool plan_fill_partition_by(plan_ctx *c, const ynode *v, const char *kp, const char *s,
-                            pgs_plan_table *t)
+                            pgs_partition_spec *t)
 {
     static const char fix[] = "use \"range (<column>)\", \"list (<column>)\" or \"hash "
                               "(<column>)\", e.g. \"range (created_at)\"";
@@ -112,16 +112,16 @@ bool plan_fill_partition_by(plan_ctx *c, const ynode *v, const char *kp, const c
         return plan_fail(c, v->line, kp, "the column name is too long; %s", fix);
     memcpy(col, start, n);
     col[n] = '\0';
-    if (!resolve_ident(c, v, kp, "a column", col, &t->partition_column))
+    if (!resolve_ident(c, v, kp, "a column", col, &t->column))
         return false;
-    t->partition_method = method;
+    t->method = method;
     return true;
 }
 
 /* `values:` of a list partition spec: a list whose items are a value or a
  * list of values, one partition each; no value twice. */
 bool plan_fill_partition_values(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
-                                pgs_plan_table *t)
+                                pgs_partition_spec *t)
 {
     char ikp[KEYPATH_LEN], jkp[KEYPATH_LEN], q[QUOTE_LEN];
     static const char fix[] = "write e.g. \"values: [eu, [de, fr], us]\": one partition per "
@@ -133,7 +133,7 @@ bool plan_fill_partition_values(plan_ctx *c, const ynode *v, const char *kp, con
                          "is empty; %s, or remove it for one partition per value "
                          "found",
                          fix);
-    if (!(t->partition_values = calloc(v->nkids + 1, sizeof *t->partition_values)))
+    if (!(t->values = calloc(v->nkids + 1, sizeof *t->values)))
         return plan_oom(c);
     for (size_t i = 0; i < v->nkids; i++) {
         const ynode *item = v->kids[i];
@@ -147,7 +147,7 @@ bool plan_fill_partition_values(plan_ctx *c, const ynode *v, const char *kp, con
         char **group = calloc(nv + 1, sizeof *group);
         if (!group)
             return plan_oom(c);
-        t->partition_values[i] = group;
+        t->values[i] = group;
         for (size_t j = 0; j < nv; j++) {
             const ynode *val = one ? item : item->kids[j];
             if (one)
@@ -164,7 +164,7 @@ bool plan_fill_partition_values(plan_ctx *c, const ynode *v, const char *kp, con
             if (!(group[j] = strdup(sv)))
                 return plan_oom(c);
             for (size_t gi = 0; gi <= i; gi++)
-                for (char **o = t->partition_values[gi]; *o && o != &group[j]; o++)
+                for (char **o = t->values[gi]; *o && o != &group[j]; o++)
                     if (!strcmp(*o, sv))
                         return plan_fail(c, val->line, jkp,
                                          "%s is listed twice; a value belongs to one partition",
@@ -221,7 +221,7 @@ static bool not_for(plan_ctx *c, const ynode *v, const char *kp, const char *key
 }
 
 bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
-                         pgs_plan_table *t)
+                         pgs_partition_spec *t)
 {
     char ikp[KEYPATH_LEN];
 
@@ -231,12 +231,12 @@ bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan
         return false;
     if (!plan_fill_map(c, v, kp, f->sub, (char *)t))
         return false;
-    switch (t->partition_method) {
+    switch (t->method) {
     case PGS_PARTITION_RANGE:
         if (!not_for(c, v, kp, "modulus", "range", "it is for \"by: hash (...)\"") ||
             !not_for(c, v, kp, "values", "range", "it is for \"by: list (...)\""))
             return false;
-        if (!t->partition_interval && !t->partition_default) {
+        if (!t->interval && !t->with_default) {
             plan_keypath_join(ikp, kp, "interval");
             return plan_fail(c, v->line, ikp,
                              "is missing; add e.g. \"interval: 1 month\", or \"default: true\" "
@@ -258,7 +258,7 @@ bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan
             !not_for(c, v, kp, "default", "hash",
                      "a hash-partitioned table has no DEFAULT partition: every row has one"))
             return false;
-        if (t->partition_modulus < 2) {
+        if (t->modulus < 2) {
             plan_keypath_join(ikp, kp, "modulus");
             return plan_fail(c, v->line, ikp,
                              "is missing or below 2; add e.g. \"modulus: 8\" (the number of "
@@ -269,6 +269,26 @@ bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan
         break;
     }
     return true;
+}
+
+/* `subpartition:`: the same keys as `partition:`, one level deep. */
+bool plan_fill_subpartition(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
+                            pgs_partition_spec **dst)
+{
+    char ikp[KEYPATH_LEN];
+    const ynode *k = v->kind == YN_MAP ? ymap_get(v, "subpartition") : NULL;
+    if (k) {
+        plan_keypath_join(ikp, kp, "subpartition");
+        return plan_fail(c, k->line, ikp,
+                         "partitions go one level deep at most; remove this block (or "
+                         "make the target yourself and name it as the target)");
+    }
+    pgs_partition_spec *sp = calloc(1, sizeof *sp);
+    if (!sp)
+        return plan_oom(c);
+    *dst = sp;
+    sp->ahead = 3;
+    return plan_fill_partition(c, v, kp, f, sp);
 }
 
 /* Checks table i against itself and the ones before it. */
@@ -340,7 +360,7 @@ bool plan_fill_tables(plan_ctx *c, const ynode *v, const char *kp, const plan_fi
         pgs_plan_table *t = &plan->tables[i];
 
         plan_keypath_index(ikp, kp, i);
-        t->partition_ahead = 3;
+        t->part.ahead = 3;
         if (item->kind == YN_SCALAR && item->null) {
             plan_fail(c, item->line, ikp, "is empty; remove the \"-\" line or %s", item_fix);
             goto done;

@@ -355,16 +355,38 @@ static void check_partition_coverage(pgs_migration *m, pgs_mtable *t, report *r)
     free(n);
 }
 
+/* "PARTITION BY HASH (id), 4 partitions (MODULUS 4), with a DEFAULT
+ * partition": one level of a spec, for the plan's report. */
+static void spec_desc(const pgs_partition_spec *sp, char *out, size_t n)
+{
+    int ngroups = 0;
+    for (char ***g = sp->values; g && *g; g++)
+        ngroups++;
+    char how[96] = "";
+    if (sp->method == PGS_PARTITION_HASH)
+        snprintf(how, sizeof how, ", %d partitions (MODULUS %d)", sp->modulus, sp->modulus);
+    else if (sp->method == PGS_PARTITION_LIST && ngroups)
+        snprintf(how, sizeof how, ", %d partitions of the listed values", ngroups);
+    else if (sp->method == PGS_PARTITION_LIST)
+        snprintf(how, sizeof how, ", one partition per value found");
+    else if (sp->interval)
+        snprintf(how, sizeof how, ", one partition per %s", sp->interval);
+    snprintf(out, n, "PARTITION BY %s (%s)%s%s",
+             sp->method == PGS_PARTITION_LIST   ? "LIST"
+             : sp->method == PGS_PARTITION_HASH ? "HASH"
+                                                : "RANGE",
+             sp->column, how, sp->with_default ? ", with a DEFAULT partition" : "");
+}
+
 /* How many partitions the spec makes for the existing rows (plus `ahead`):
  * more than PGS_MAX_PARTITIONS is refused here, before anything is created. */
-static void check_partition_count(pgs_migration *m, pgs_mtable *t, const pgs_column *c,
-                                  bool timeish, report *r)
+static void check_partition_count(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
+                                  const char *kp, const pgs_column *c, bool timeish, report *r)
 {
-    const pgs_plan_table *s = t->spec;
     char *col = pg_ident(m->src, c->name);
     char *sql = NULL;
     char ahead[16];
-    snprintf(ahead, sizeof ahead, "%d", s->partition_ahead);
+    snprintf(ahead, sizeof ahead, "%d", sp->ahead);
     int ok =
         col ? (timeish ? asprintf(&sql,
                                   "SELECT coalesce(ceil(extract(epoch FROM max(%s)::timestamptz"
@@ -380,15 +402,15 @@ static void check_partition_count(pgs_migration *m, pgs_mtable *t, const pgs_col
     if (ok < 0)
         return;
     char *n = pg_query_value(m->src, "counting the partitions of the spec", sql, 2,
-                             (const char *[]){s->partition_interval, ahead}, NULL);
+                             (const char *[]){sp->interval, ahead}, NULL);
     free(sql);
     if (n && atof(n) > PGS_MAX_PARTITIONS)
         say(r, "BLOCK",
-            "partition.interval \"%s\" would make about %.0f partitions for the existing rows of "
+            "%s.interval \"%s\" would make about %.0f partitions for the existing rows of "
             "%s (at most %d); fix: choose a larger interval",
-            s->partition_interval, atof(n), t->src.qname, PGS_MAX_PARTITIONS);
+            kp, sp->interval, atof(n), t->src.qname, PGS_MAX_PARTITIONS);
     else if (n)
-        say(r, "ok", "about %.0f partitions of %s", atof(n), s->partition_interval);
+        say(r, "ok", "about %.0f partitions of %s", atof(n), sp->interval);
     free(n);
 }
 
@@ -397,14 +419,14 @@ static void check_partition_count(pgs_migration *m, pgs_mtable *t, const pgs_col
 /* A list spec: with values, every existing row has a partition (or a
  * DEFAULT one takes it); without, the values found make one partition
  * each, within PGS_MAX_PARTITIONS. */
-static void check_list_spec(pgs_migration *m, pgs_mtable *t, const pgs_column *c, report *r)
+static void check_list_spec(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
+                            const char *kp, const pgs_column *c, report *r)
 {
-    const pgs_plan_table *s = t->spec;
     char *col = pg_ident(m->src, c->name);
     char *sql = NULL;
     if (col == NULL)
         return;
-    if (s->partition_values == NULL) {
+    if (sp->values == NULL) {
         if (asprintf(&sql, "SELECT count(DISTINCT %s) + bool_or(%s IS NULL)::int FROM %s", col, col,
                      t->src.qname) >= 0) {
             char *n = pg_query_value(m->src, "counting the partition column's values", sql, 0, NULL,
@@ -419,7 +441,7 @@ static void check_list_spec(pgs_migration *m, pgs_mtable *t, const pgs_column *c
                     n[0] ? n : "0");
             free(n);
         }
-        if (!s->partition_default)
+        if (!sp->with_default)
             say(r, "warn",
                 "a value of \"%s\" that no row has yet, written during the migration, has no "
                 "partition and stops the apply; fix: add `default: true`",
@@ -428,19 +450,19 @@ static void check_list_spec(pgs_migration *m, pgs_mtable *t, const pgs_column *c
         free(col);
         return;
     }
-    if (s->partition_default) {
+    if (sp->with_default) {
         free(col);
         return;
     }
     /* Rows whose value no partition lists: the values cast to the column's type. */
     int nv = 0;
-    for (char ***g = s->partition_values; *g; g++)
+    for (char ***g = sp->values; *g; g++)
         for (char **v = *g; *v; v++)
             nv++;
     const char **vals = calloc((size_t)nv + 1, sizeof *vals);
     char *list = strdup("");
     int k = 0;
-    for (char ***g = s->partition_values; vals && list && *g; g++)
+    for (char ***g = sp->values; vals && list && *g; g++)
         for (char **v = *g; list && *v; v++) {
             vals[k++] = *v;
             char *nl = NULL;
@@ -454,7 +476,7 @@ static void check_list_spec(pgs_migration *m, pgs_mtable *t, const pgs_column *c
                  t->src.qname, col, list) >= 0) {
         PGresult *res = pg_query(m->src, "checking the listed values", sql, nv, vals);
         if (res == NULL)
-            say(r, "BLOCK", "partition.values: a value is not a valid %s (see the log)", c->type);
+            say(r, "BLOCK", "%s.values: a value is not a valid %s (see the log)", kp, c->type);
         else if (strcmp(PQgetvalue(res, 0, 0), "0") != 0)
             say(r, "BLOCK",
                 "%s rows of %s have a value of \"%s\" that no partition lists (e.g. %s); fix: "
@@ -468,52 +490,53 @@ static void check_list_spec(pgs_migration *m, pgs_mtable *t, const pgs_column *c
     free(col);
 }
 
-static void check_partition_spec(pgs_migration *m, pgs_mtable *t, report *r)
+/* `kp` is the spec's place in the plan: "partition", or
+ * "partition.subpartition". */
+static void check_partition_spec(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
+                                 const char *kp, report *r)
 {
-    const pgs_plan_table *s = t->spec;
-    const pgs_column *c = catalog_column(&t->src, s->partition_column);
+    const pgs_column *c = catalog_column(&t->src, sp->column);
     if (c == NULL) {
-        say(r, "BLOCK", "partition.by names column \"%s\" which %s does not have",
-            s->partition_column, t->src.qname);
+        say(r, "BLOCK", "%s.by names column \"%s\" which %s does not have", kp, sp->column,
+            t->src.qname);
         return;
     }
     bool timeish = strcmp(c->type, "date") == 0 || strncmp(c->type, "timestamp", 9) == 0;
     bool intish = strcmp(c->type, "integer") == 0 || strcmp(c->type, "bigint") == 0 ||
                   strcmp(c->type, "smallint") == 0;
-    if (s->partition_method == PGS_PARTITION_LIST)
-        check_list_spec(m, t, c, r);
-    else if (s->partition_method == PGS_PARTITION_RANGE && !timeish && !intish) {
+    if (sp->method == PGS_PARTITION_LIST)
+        check_list_spec(m, t, sp, kp, c, r);
+    else if (sp->method == PGS_PARTITION_RANGE && !timeish && !intish) {
         say(r, "BLOCK",
             "partition column \"%s\" has type %s; pgshift creates range partitions over dates, "
             "timestamps and integers; create the target yourself instead",
             c->name, c->type);
         return;
     }
-    if (s->partition_method == PGS_PARTITION_RANGE && s->partition_interval) {
+    if (sp->method == PGS_PARTITION_RANGE && sp->interval) {
         char *sql = NULL;
         int ok = asprintf(&sql, "SELECT ($1::%s) > %s", timeish ? "interval" : "bigint",
                           timeish ? "'0'::interval" : "0");
-        PGresult *res = ok < 0
-                            ? NULL
-                            : PQexecParams(m->src, sql, 1, NULL,
-                                           (const char *[]){s->partition_interval}, NULL, NULL, 0);
+        PGresult *res = ok < 0 ? NULL
+                               : PQexecParams(m->src, sql, 1, NULL, (const char *[]){sp->interval},
+                                              NULL, NULL, 0);
         free(sql);
         bool valid =
             res && PQresultStatus(res) == PGRES_TUPLES_OK && PQgetvalue(res, 0, 0)[0] == 't';
         if (!valid)
-            say(r, "BLOCK", "partition.interval \"%s\" is not a positive %s; fix: write e.g. %s",
-                s->partition_interval, timeish ? "interval" : "integer",
+            say(r, "BLOCK", "%s.interval \"%s\" is not a positive %s; fix: write e.g. %s", kp,
+                sp->interval, timeish ? "interval" : "integer",
                 timeish ? "\"1 month\"" : "\"1000000\"");
         PQclear(res);
         if (valid)
-            check_partition_count(m, t, c, timeish, r);
+            check_partition_count(m, t, sp, kp, c, timeish, r);
     }
     /* With a primary key the target's key becomes (pk..., column), which
      * makes the column NOT NULL: no DEFAULT partition can take those rows. */
     /* Where a NULL partition key goes: a DEFAULT partition, hash's
      * remainder 0, or list's own partition for NULL found in the rows. */
-    bool null_home = s->partition_default || s->partition_method == PGS_PARTITION_HASH ||
-                     (s->partition_method == PGS_PARTITION_LIST && !s->partition_values);
+    bool null_home = sp->with_default || sp->method == PGS_PARTITION_HASH ||
+                     (sp->method == PGS_PARTITION_LIST && !sp->values);
     if (!c->notnull && (!null_home || t->src.pk.n)) {
         char *sql = NULL;
         char *col = pg_ident(m->src, c->name);
@@ -932,24 +955,16 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
                 "fix: drop it, or remove the partition block to use it as it is",
                 t->tgt.qname);
         if (!t->tgt.exists) {
-            const pgs_plan_table *s = t->spec;
-            int ngroups = 0;
-            for (char ***g = s->partition_values; g && *g; g++)
-                ngroups++;
-            char how[96] = "";
-            if (s->partition_method == PGS_PARTITION_HASH)
-                snprintf(how, sizeof how, ", %d partitions (MODULUS %d)", s->partition_modulus,
-                         s->partition_modulus);
-            else if (s->partition_method == PGS_PARTITION_LIST && ngroups)
-                snprintf(how, sizeof how, ", %d partitions of the listed values", ngroups);
-            say(r, "ok", "target %s will be created: LIKE the source, PARTITION BY %s (%s)%s%s",
-                t->tgt.qname,
-                s->partition_method == PGS_PARTITION_LIST   ? "LIST"
-                : s->partition_method == PGS_PARTITION_HASH ? "HASH"
-                                                            : "RANGE",
-                s->partition_column, how, s->partition_default ? ", with a DEFAULT partition" : "");
+            char how[192] = "", sub[192] = "";
+            spec_desc(&t->spec->part, how, sizeof how);
+            if (t->spec->part.sub)
+                spec_desc(t->spec->part.sub, sub, sizeof sub);
+            say(r, "ok", "target %s will be created: LIKE the source, %s%s%s", t->tgt.qname, how,
+                sub[0] ? "; each partition in turn " : "", sub);
         }
-        check_partition_spec(m, t, r);
+        check_partition_spec(m, t, &t->spec->part, "partition", r);
+        if (t->spec->part.sub)
+            check_partition_spec(m, t, t->spec->part.sub, "partition.subpartition", r);
     } else if (!t->tgt.exists) {
         say(r, "BLOCK",
             "target table %s does not exist; fix: create it, or add a `partition:` block so "

@@ -42,13 +42,13 @@ bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
 
 /* Rows of (name suffix, lower bound, upper bound) for the partitions that
  * cover the source's existing keys plus `ahead` more. */
-static PGresult *partition_bounds(pgs_migration *m, pgs_mtable *t, const char *col,
-                                  const pgs_column *c)
+static PGresult *partition_bounds(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
+                                  const char *col, const pgs_column *c)
 {
     bool intish = strcmp(c->type, "integer") == 0 || strcmp(c->type, "bigint") == 0 ||
                   strcmp(c->type, "smallint") == 0;
     char ahead[16];
-    snprintf(ahead, sizeof ahead, "%d", t->spec->partition_ahead);
+    snprintf(ahead, sizeof ahead, "%d", sp->ahead);
     char *sql = NULL;
     int n;
     if (intish)
@@ -77,45 +77,46 @@ static PGresult *partition_bounds(pgs_migration *m, pgs_mtable *t, const char *c
     if (n < 0)
         return NULL;
     PGresult *res = pg_query(m->src, "computing the partition bounds", sql, 2,
-                             (const char *[]){t->spec->partition_interval, ahead});
+                             (const char *[]){sp->interval, ahead});
     free(sql);
     return res;
 }
 
-/* "<base>_<suffix>", the base cut so the whole fits PostgreSQL's 63 bytes. */
+/* "<base>_<suffix>", the base cut (on a UTF-8 character's boundary) so the
+ * whole fits PostgreSQL's 63 bytes; a suffix keeps at most 54 of them. */
 static void partition_name(const char *base, const char *suffix, char out[64])
 {
-    size_t room = 63 - strlen(suffix) - 1;
-    snprintf(out, 64, "%.*s_%s", (int)(strlen(base) < room ? strlen(base) : room), base, suffix);
+    size_t sl = strlen(suffix) > 54 ? 54 : strlen(suffix);
+    size_t bl = strlen(base), room = 63 - sl - 1;
+    if (bl > room) {
+        bl = room;
+        while (bl > 0 && ((unsigned char)base[bl] & 0xC0) == 0x80)
+            bl--;
+    }
+    snprintf(out, 64, "%.*s_%.*s", (int)bl, base, (int)sl, suffix);
 }
 
-/* One UNLOGGED partition "<target>_<suffix>" of the target: `bound` is its
- * FOR VALUES clause. */
-static bool add_partition(pgs_migration *m, pgs_mtable *t, const char *suffix, const char *bound)
+/* The partitions one spec makes, each a name suffix and a FOR VALUES
+ * clause; computed once, and for a sub-partition spec used under every
+ * partition of the level above. */
+typedef struct part_set {
+    stmt_list suffix, bound;
+} part_set;
+
+static void part_set_free(part_set *ps)
 {
-    char name[64];
-    partition_name(t->tgt.relname, suffix, name);
-    char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
-    bool ok =
-        part && exec_fmt(m->tgt, "creating a partition",
-                         "CREATE UNLOGGED TABLE %s PARTITION OF %s %s", part, t->tgt.qname, bound);
-    free(part);
-    return ok;
+    stmt_free(&ps->suffix);
+    stmt_free(&ps->bound);
 }
 
 /* Hash: partitions h0 .. h<modulus - 1>. */
-static bool create_hash(pgs_migration *m, pgs_mtable *t)
+static bool hash_set(const pgs_partition_spec *sp, part_set *ps)
 {
-    int mod = t->spec->partition_modulus;
-    for (int i = 0; i < mod; i++) {
-        char suffix[16], bound[96];
-        snprintf(suffix, sizeof suffix, "h%d", i);
-        snprintf(bound, sizeof bound, "FOR VALUES WITH (MODULUS %d, REMAINDER %d)", mod, i);
-        if (!add_partition(m, t, suffix, bound))
-            return false;
-    }
-    log_info("table %s: created %s with %d hash partitions", t->src.qname, t->tgt.qname, mod);
-    return true;
+    bool ok = true;
+    for (int i = 0; ok && i < sp->modulus; i++)
+        ok = stmt_add(&ps->suffix, "h%d", i) &&
+             stmt_add(&ps->bound, "FOR VALUES WITH (MODULUS %d, REMAINDER %d)", sp->modulus, i);
+    return ok;
 }
 
 /* A partition name's suffix from a value: its letters and digits, lower
@@ -142,13 +143,13 @@ static void value_suffix(const char *v, int n, char used[][48], int nused, char 
 
 /* List: one partition per item of `values:`, or per value of the column
  * found in the source (NULL included), named after its first value. */
-static bool create_list(pgs_migration *m, pgs_mtable *t, const char *col)
+static bool list_set(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp, const char *col,
+                     part_set *ps)
 {
-    const pgs_plan_table *s = t->spec;
     PGresult *found = NULL;
     int n = 0;
-    if (s->partition_values) {
-        while (s->partition_values[n])
+    if (sp->values) {
+        while (sp->values[n])
             n++;
     } else {
         char *sql = NULL;
@@ -183,7 +184,7 @@ static bool create_list(pgs_migration *m, pgs_mtable *t, const char *col)
                     break;
                 null = PQgetisnull(found, i, 0);
                 v = null ? "null" : PQgetvalue(found, i, 0);
-            } else if ((v = s->partition_values[i][j]) == NULL) {
+            } else if ((v = sp->values[i][j]) == NULL) {
                 break;
             }
             if (first == NULL)
@@ -197,17 +198,10 @@ static bool create_list(pgs_migration *m, pgs_mtable *t, const char *col)
             free(bound);
             bound = nb;
         }
-        char *full = NULL;
-        if (bound == NULL || asprintf(&full, "%s)", bound) < 0)
-            full = NULL;
-        free(bound);
         value_suffix(first ? first : "", i, used, i, used[i]);
-        ok = full && add_partition(m, t, used[i], full);
-        free(full);
+        ok = bound && stmt_add(&ps->suffix, "%s", used[i]) && stmt_add(&ps->bound, "%s)", bound);
+        free(bound);
     }
-    if (ok)
-        log_info("table %s: created %s with %d list partitions%s", t->src.qname, t->tgt.qname, n,
-                 found ? " (one per value found)" : "");
     free(used);
     PQclear(found);
     return ok;
@@ -270,41 +264,120 @@ static bool copy_settings(pgs_migration *m, pgs_mtable *t)
 
 /* Range by interval: the partitions that cover the source's rows and
  * `ahead` more. */
-static bool create_range(pgs_migration *m, pgs_mtable *t, const char *col, const pgs_column *c)
+static bool range_set(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
+                      const char *col, const pgs_column *c, part_set *ps)
 {
-    PGresult *bounds = partition_bounds(m, t, col, c);
-    bool ok = false;
-    if (bounds == NULL)
-        goto out;
-    if (PQntuples(bounds) > PGS_MAX_PARTITIONS) {
+    PGresult *bounds = partition_bounds(m, t, sp, col, c);
+    bool ok = bounds != NULL;
+    if (ok && PQntuples(bounds) > PGS_MAX_PARTITIONS) {
         log_error("table %s: interval %s makes %d partitions (more than %d); fix: choose a "
-                  "larger partition.interval",
-                  t->src.qname, t->spec->partition_interval, PQntuples(bounds), PGS_MAX_PARTITIONS);
-        goto out;
+                  "larger interval",
+                  t->src.qname, sp->interval, PQntuples(bounds), PGS_MAX_PARTITIONS);
+        ok = false;
     }
-    for (int i = 0; i < PQntuples(bounds); i++) {
-        char suffix[48];
-        snprintf(suffix, sizeof suffix, "p%s", PQgetvalue(bounds, i, 0));
+    for (int i = 0; ok && i < PQntuples(bounds); i++) {
         char *lo =
             PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 1), strlen(PQgetvalue(bounds, i, 1)));
         char *hi =
             PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 2), strlen(PQgetvalue(bounds, i, 2)));
-        char *bound = NULL;
-        if (lo && hi && asprintf(&bound, "FOR VALUES FROM (%s) TO (%s)", lo, hi) < 0)
-            bound = NULL;
-        bool pok = bound && add_partition(m, t, suffix, bound);
-        free(bound);
+        ok = lo && hi && stmt_add(&ps->suffix, "p%s", PQgetvalue(bounds, i, 0)) &&
+             stmt_add(&ps->bound, "FOR VALUES FROM (%s) TO (%s)", lo, hi);
         PQfreemem(lo);
         PQfreemem(hi);
-        if (!pok)
-            goto out;
     }
-    log_info("table %s: created %s with %d partitions (%s to %s)", t->src.qname, t->tgt.qname,
-             PQntuples(bounds), PQntuples(bounds) ? PQgetvalue(bounds, 0, 1) : "-",
-             PQntuples(bounds) ? PQgetvalue(bounds, PQntuples(bounds) - 1, 2) : "-");
-    ok = true;
-out:
     PQclear(bounds);
+    return ok;
+}
+
+static const char *method_sql(pgs_partition_method pm)
+{
+    return pm == PGS_PARTITION_LIST ? "LIST" : pm == PGS_PARTITION_HASH ? "HASH" : "RANGE";
+}
+
+/* The partitions of one level: `sp` on the source's column `c` (`col`
+ * quoted), a DEFAULT partition last where asked. */
+static bool spec_set(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
+                     const pgs_column *c, const char *col, part_set *ps)
+{
+    bool ok = sp->method == PGS_PARTITION_HASH   ? hash_set(sp, ps)
+              : sp->method == PGS_PARTITION_LIST ? list_set(m, t, sp, col, ps)
+              : sp->interval                     ? range_set(m, t, sp, col, c, ps)
+                                                 : true;
+    if (ok && sp->with_default)
+        ok = stmt_add(&ps->suffix, "default") && stmt_add(&ps->bound, "DEFAULT");
+    return ok;
+}
+
+/* The partitions of `parent` from `ps`, named "<base>_<prefix>_<suffix>"
+ * (the suffixes of both levels kept whole when the base is cut): UNLOGGED
+ * leaves, or with a sub-partition set, partitioned tables (a partitioned
+ * table is never UNLOGGED) each with the leaves of `sub` under it. */
+static bool create_parts(pgs_migration *m, const pgs_mtable *t, const char *parent,
+                         const char *prefix, const part_set *ps, const char *subby,
+                         const part_set *sub)
+{
+    bool ok = true;
+    for (int i = 0; ok && i < ps->suffix.n; i++) {
+        char suffix[112], name[64];
+        snprintf(suffix, sizeof suffix, "%s%s%s", prefix ? prefix : "", prefix ? "_" : "",
+                 ps->suffix.v[i]);
+        partition_name(t->tgt.relname, suffix, name);
+        char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
+        ok = part &&
+             exec_fmt(m->tgt, "creating a partition", "CREATE %sTABLE %s PARTITION OF %s %s%s%s",
+                      sub ? "" : "UNLOGGED ", part, parent, ps->bound.v[i],
+                      sub ? " PARTITION BY " : "", sub ? subby : "");
+        if (ok && sub)
+            ok = create_parts(m, t, part, suffix, sub, NULL, NULL);
+        free(part);
+    }
+    return ok;
+}
+
+/* A spec's column on the source, quoted for the target, or NULL (said). */
+static const pgs_column *spec_column(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
+                                     char **quoted)
+{
+    const pgs_column *c = catalog_column(&t->src, sp->column);
+    if (c == NULL) {
+        log_error("table %s: partition column \"%s\" does not exist", t->src.qname, sp->column);
+        return NULL;
+    }
+    *quoted = pg_ident(m->tgt, c->name);
+    return *quoted ? c : NULL;
+}
+
+/* Every partition of a created target, its sub-partitions too. */
+static bool create_partitions(pgs_migration *m, pgs_mtable *t)
+{
+    const pgs_partition_spec *sp = &t->spec->part, *sub = sp->sub;
+    char *col = NULL, *scol = NULL, *subby = NULL;
+    part_set top = {0}, low = {0};
+    const pgs_column *c = spec_column(m, t, sp, &col);
+    const pgs_column *sc = c && sub ? spec_column(m, t, sub, &scol) : NULL;
+    bool ok = c && (!sub || sc) && spec_set(m, t, sp, c, col, &top) &&
+              (!sub || spec_set(m, t, sub, sc, scol, &low));
+    if (ok && sub && (long)top.suffix.n * low.suffix.n > 10L * PGS_MAX_PARTITIONS) {
+        log_error("table %s: %d partitions of %d sub-partitions each is more than %d tables; fix: "
+                  "a larger interval or fewer sub-partitions",
+                  t->src.qname, top.suffix.n, low.suffix.n, 10 * PGS_MAX_PARTITIONS);
+        ok = false;
+    }
+    if (ok && sub && asprintf(&subby, "%s (%s)", method_sql(sub->method), scol) < 0)
+        subby = NULL, ok = false;
+    ok = ok && create_parts(m, t, t->tgt.qname, NULL, &top, subby, sub ? &low : NULL);
+    if (ok && sub)
+        log_info("table %s: created %s with %d partitions by %s of %d sub-partitions by %s each",
+                 t->src.qname, t->tgt.qname, top.suffix.n, sp->column, low.suffix.n, sub->column);
+    else if (ok)
+        log_info("table %s: created %s with %d %s partitions by %s%s", t->src.qname, t->tgt.qname,
+                 top.suffix.n, method_sql(sp->method), sp->column,
+                 sp->method == PGS_PARTITION_LIST && !sp->values ? " (one per value found)" : "");
+    part_set_free(&top);
+    part_set_free(&low);
+    free(col);
+    free(scol);
+    free(subby);
     return ok;
 }
 
@@ -317,15 +390,10 @@ out:
  * copy, so unlogged data is never relied on. */
 static bool create_target(pgs_migration *m, pgs_mtable *t)
 {
-    const pgs_column *c = catalog_column(&t->src, t->spec->partition_column);
-    if (c == NULL) {
-        log_error("table %s: partition column \"%s\" does not exist", t->src.qname,
-                  t->spec->partition_column);
-        return false;
-    }
-    char *col = pg_ident(m->tgt, c->name);
+    const pgs_partition_spec *sp = &t->spec->part;
+    char *col = NULL;
     bool ok = false;
-    if (col == NULL)
+    if (spec_column(m, t, sp, &col) == NULL)
         goto done;
     if (!exec_fmt(m->tgt, "creating the target", "BEGIN; DROP TABLE IF EXISTS %s", t->tgt.qname))
         goto done;
@@ -333,11 +401,7 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
                   "CREATE TABLE %s (LIKE %s INCLUDING DEFAULTS INCLUDING CONSTRAINTS"
                   " INCLUDING GENERATED INCLUDING IDENTITY INCLUDING STORAGE"
                   " INCLUDING COMPRESSION INCLUDING COMMENTS) PARTITION BY %s (%s)",
-                  t->tgt.qname, t->src.qname,
-                  t->spec->partition_method == PGS_PARTITION_LIST   ? "LIST"
-                  : t->spec->partition_method == PGS_PARTITION_HASH ? "HASH"
-                                                                    : "RANGE",
-                  col))
+                  t->tgt.qname, t->src.qname, method_sql(sp->method), col))
         goto rollback;
     /* pgshift writes the source's values into identity columns; the
      * cutover makes them GENERATED ALWAYS again like the source. */
@@ -352,16 +416,7 @@ static bool create_target(pgs_migration *m, pgs_mtable *t)
         if (!iok)
             goto rollback;
     }
-    if (t->spec->partition_method == PGS_PARTITION_HASH && !create_hash(m, t))
-        goto rollback;
-    if (t->spec->partition_method == PGS_PARTITION_LIST && !create_list(m, t, col))
-        goto rollback;
-    if (t->spec->partition_method == PGS_PARTITION_RANGE && t->spec->partition_interval &&
-        !create_range(m, t, col, c))
-        goto rollback;
-    if (t->spec->partition_default && !add_partition(m, t, "default", "DEFAULT"))
-        goto rollback;
-    if (!copy_settings(m, t))
+    if (!create_partitions(m, t) || !copy_settings(m, t))
         goto rollback;
     if (!pg_exec(m->tgt, "creating the target", "COMMIT"))
         goto done;
@@ -573,7 +628,7 @@ typedef struct src_index {
     enum { IX_SKIP, IX_PRIMARY, IX_UNIQUE, IX_INDEX } kind;
     bool unique;
     const char *cols, *rest; /* key columns (quoted); "btree (...)" etc. */
-    bool has_pcol;
+    const char *missing;     /* partition columns not among them, quoted, or "" */
 } src_index;
 
 static src_index classify(pgs_mtable *t, const PGresult *res, int i)
@@ -582,16 +637,16 @@ static src_index classify(pgs_mtable *t, const PGresult *res, int i)
     src_index x = {.unique = PQgetvalue(res, i, 1)[0] == 't',
                    .cols = PQgetvalue(res, i, 4),
                    .rest = PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
-                   .has_pcol = PQgetvalue(res, i, 5)[0] == 't'};
+                   .missing = PQgetvalue(res, i, 5)};
     bool complex = PQgetvalue(res, i, 2)[0] == 't';
     const char *iname = PQgetvalue(res, i, 6);
     if (contype == 'p') {
         x.kind = IX_PRIMARY;
-    } else if (contype == 'u' || (x.unique && !x.has_pcol)) {
+    } else if (contype == 'u' || (x.unique && x.missing[0])) {
         x.kind = IX_UNIQUE;
         if (complex) {
             log_warn("table %s: unique index %s has expressions, a predicate or INCLUDE "
-                     "columns and lacks the partition column; not built on %s",
+                     "columns and lacks a partition column; not built on %s",
                      t->src.qname, iname, t->tgt.qname);
             x.kind = IX_SKIP;
         }
@@ -610,13 +665,14 @@ static src_index classify(pgs_mtable *t, const PGresult *res, int i)
 }
 
 /* The statement that gives `rel` (the partitioned table, or one of its
- * leaves) index `x`. Keys and unique constraints that lack the partition
- * column get it appended (a partitioned table's unique keys must contain
- * it; a leaf gets the same, so that the parent's attaches it). */
-static bool index_stmt(stmt_list *l, const src_index *x, const char *rel, const char *pcol)
+ * leaves) index `x`. Keys and unique constraints that lack partition
+ * columns (of either level) get them appended (a partitioned table's unique
+ * keys must contain them; a leaf gets the same, so that the parent's
+ * attaches it). */
+static bool index_stmt(stmt_list *l, const src_index *x, const char *rel)
 {
-    const char *extra = x->has_pcol ? "" : ", ";
-    const char *extra_col = x->has_pcol ? "" : pcol;
+    const char *extra = x->missing[0] ? ", " : "";
+    const char *extra_col = x->missing;
     switch (x->kind) {
     case IX_PRIMARY:
         return stmt_add(l, "ALTER TABLE %s ADD PRIMARY KEY (%s%s%s)", rel, x->cols, extra,
@@ -637,6 +693,7 @@ static bool index_stmt(stmt_list *l, const src_index *x, const char *rel, const 
  * instead of building them again. */
 static bool build_indexes(pgs_migration *m, pgs_mtable *t, const PGresult *leaves)
 {
+    const pgs_partition_spec *sp = &t->spec->part, *sub = sp->sub;
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->src.oid);
     PGresult *res = pg_query(
@@ -649,9 +706,11 @@ static bool build_indexes(pgs_migration *m, pgs_mtable *t, const PGresult *leave
         "     FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)"
         "     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
         "    WHERE k.ord <= i.indnkeyatts),"
-        "  (SELECT bool_or(a.attname = $2)"
-        "     FROM unnest(i.indkey) k(attnum)"
-        "     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),"
+        "  (SELECT coalesce(string_agg(quote_ident(p), ', ' ORDER BY o), '')"
+        "     FROM unnest(ARRAY[$2::text, $3::text]) WITH ORDINALITY u(p, o)"
+        "    WHERE p IS NOT NULL AND NOT EXISTS (SELECT FROM unnest(i.indkey) k(attnum)"
+        "      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+        "     WHERE a.attname = p)),"
         "  ic.relname"
         " FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
         " JOIN pg_class tc ON tc.oid = i.indrelid JOIN pg_namespace n ON n.oid = tc.relnamespace"
@@ -660,24 +719,24 @@ static bool build_indexes(pgs_migration *m, pgs_mtable *t, const PGresult *leave
         "   format('CREATE %sINDEX %I ON %I.%I USING ', CASE WHEN i.indisunique THEN 'UNIQUE '"
         "     ELSE '' END, ic.relname, n.nspname, tc.relname) AS prefix) d"
         " WHERE i.indrelid = $1::oid ORDER BY i.indisprimary DESC, ic.relname",
-        2, (const char *[]){oid, t->spec->partition_column});
+        3,
+        (const char *[]){oid, sp->column,
+                         sub && strcmp(sub->column, sp->column) ? sub->column : NULL});
     if (res == NULL)
         return false;
-    char *pcol = pg_ident(m->tgt, t->spec->partition_column);
     stmt_list leaf = {0}, parent = {0};
-    bool ok = pcol != NULL;
+    bool ok = true;
     for (int i = 0; ok && i < PQntuples(res); i++) {
         src_index x = classify(t, res, i);
         for (int k = 0; ok && k < PQntuples(leaves); k++)
-            ok = index_stmt(&leaf, &x, PQgetvalue(leaves, k, 0), pcol);
-        ok = ok && index_stmt(&parent, &x, t->tgt.qname, pcol);
+            ok = index_stmt(&leaf, &x, PQgetvalue(leaves, k, 0));
+        ok = ok && index_stmt(&parent, &x, t->tgt.qname);
     }
     ok = ok && run_parallel(m, "building an index", "SET maintenance_work_mem = '256MB'", &leaf);
     for (int i = 0; ok && i < parent.n; i++)
         ok = exec_fmt(m->tgt, "attaching the partitions' indexes", "%s", parent.v[i]);
     stmt_free(&leaf);
     stmt_free(&parent);
-    free(pcol);
     PQclear(res);
     return ok;
 }

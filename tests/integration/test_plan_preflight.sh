@@ -141,7 +141,7 @@ Y
 before=$(snapshot) || fail "snapshot"
 case "$before" in "0 slots, 0 publications, 0 pgshift schemas, no good_part, "*) ;; *) fail "unexpected start: $before" ;; esac
 expect_ok good
-grep -qF 'target "public"."good_part" will be created: LIKE the source, PARTITION BY RANGE (created_at), with a DEFAULT partition' "$OUT" ||
+grep -qF 'target "public"."good_part" will be created: LIKE the source, PARTITION BY RANGE (created_at), one partition per 1 month, with a DEFAULT partition' "$OUT" ||
   fail "good: the partition-spec target is not announced"
 grep -qF '1. publication pgshift_good FOR TABLE "public"."good", "public"."good2"' "$OUT" || fail "good: steps not listed"
 [ ! -s "$ERR" ] || fail "good: stderr: $(cat "$ERR")"

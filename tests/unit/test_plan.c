@@ -73,11 +73,11 @@ static void full(void **state)
     const pgs_plan_table *t = &p->tables[0];
     assert_string_equal(t->source, "public.petri_observations");
     assert_string_equal(t->target, "public.petri_observations_partitioned");
-    assert_int_equal(t->partition_method, PGS_PARTITION_RANGE);
-    assert_string_equal(t->partition_column, "CreatedAt"); /* quoted: kept, unquoted */
-    assert_string_equal(t->partition_interval, "1 month");
-    assert_true(t->partition_default);
-    assert_int_equal(t->partition_ahead, 6);
+    assert_int_equal(t->part.method, PGS_PARTITION_RANGE);
+    assert_string_equal(t->part.column, "CreatedAt"); /* quoted: kept, unquoted */
+    assert_string_equal(t->part.interval, "1 month");
+    assert_true(t->part.with_default);
+    assert_int_equal(t->part.ahead, 6);
     assert_non_null(t->key);
     assert_string_equal(t->key[0], "id");
     assert_string_equal(t->key[1], "Tenant");
@@ -89,11 +89,11 @@ static void full(void **state)
     t = &p->tables[1];
     assert_string_equal(t->source, "gasifier_observations");
     assert_string_equal(t->target, "\"Archive\".gasifier_observations"); /* as written */
-    assert_int_equal(t->partition_method, PGS_PARTITION_NONE);
-    assert_null(t->partition_column);
-    assert_null(t->partition_interval);
-    assert_false(t->partition_default);
-    assert_int_equal(t->partition_ahead, 3);
+    assert_int_equal(t->part.method, PGS_PARTITION_NONE);
+    assert_null(t->part.column);
+    assert_null(t->part.interval);
+    assert_false(t->part.with_default);
+    assert_int_equal(t->part.ahead, 3);
     assert_null(t->key);
     assert_null(t->leave_behind);
 
@@ -127,11 +127,11 @@ static void defaults(void **state)
     assert_null(p->target); /* NULL = same as source */
     assert_string_equal(p->state_dir, "/tmp");
     assert_int_equal(p->ntables, 1);
-    assert_int_equal(p->tables[0].partition_method, PGS_PARTITION_RANGE);
-    assert_string_equal(p->tables[0].partition_column, "created_at");
-    assert_null(p->tables[0].partition_interval); /* allowed with default: true */
-    assert_true(p->tables[0].partition_default);
-    assert_int_equal(p->tables[0].partition_ahead, 3);
+    assert_int_equal(p->tables[0].part.method, PGS_PARTITION_RANGE);
+    assert_string_equal(p->tables[0].part.column, "created_at");
+    assert_null(p->tables[0].part.interval); /* allowed with default: true */
+    assert_true(p->tables[0].part.with_default);
+    assert_int_equal(p->tables[0].part.ahead, 3);
     assert_int_equal(p->cutover.max_lag_bytes, 8 * MB);
     assert_int_equal(p->cutover.lock_timeout_ms, 500);
     assert_int_equal(p->cutover.attempts, 20);
@@ -162,20 +162,43 @@ static void partition_methods(void **state)
                         err, sizeof err);
     if (!p)
         fail_msg("%s", err);
-    assert_int_equal(p->tables[0].partition_method, PGS_PARTITION_HASH);
-    assert_string_equal(p->tables[0].partition_column, "id");
-    assert_int_equal(p->tables[0].partition_modulus, 8);
-    assert_int_equal(p->tables[1].partition_method, PGS_PARTITION_LIST);
-    assert_string_equal(p->tables[1].partition_column, "Region");
-    assert_string_equal(p->tables[1].partition_values[0][0], "eu");
-    assert_null(p->tables[1].partition_values[0][1]);
-    assert_string_equal(p->tables[1].partition_values[1][0], "de");
-    assert_string_equal(p->tables[1].partition_values[1][1], "fr");
-    assert_string_equal(p->tables[1].partition_values[2][0], "n/a");
-    assert_null(p->tables[1].partition_values[3]);
-    assert_true(p->tables[1].partition_default);
-    assert_int_equal(p->tables[2].partition_method, PGS_PARTITION_LIST);
-    assert_null(p->tables[2].partition_values); /* one partition per value found */
+    assert_int_equal(p->tables[0].part.method, PGS_PARTITION_HASH);
+    assert_string_equal(p->tables[0].part.column, "id");
+    assert_int_equal(p->tables[0].part.modulus, 8);
+    assert_int_equal(p->tables[1].part.method, PGS_PARTITION_LIST);
+    assert_string_equal(p->tables[1].part.column, "Region");
+    assert_string_equal(p->tables[1].part.values[0][0], "eu");
+    assert_null(p->tables[1].part.values[0][1]);
+    assert_string_equal(p->tables[1].part.values[1][0], "de");
+    assert_string_equal(p->tables[1].part.values[1][1], "fr");
+    assert_string_equal(p->tables[1].part.values[2][0], "n/a");
+    assert_null(p->tables[1].part.values[3]);
+    assert_true(p->tables[1].part.with_default);
+    assert_int_equal(p->tables[2].part.method, PGS_PARTITION_LIST);
+    assert_null(p->tables[2].part.values); /* one partition per value found */
+    assert_null(p->tables[2].part.sub);
+    pgs_plan_free(p);
+    p = parse("name: petri\n"
+              "source: host=db1\n"
+              "tables:\n"
+              "  - source: a\n"
+              "    target: a_new\n"
+              "    partition:\n"
+              "      by: range (created_at)\n"
+              "      interval: 1 month\n"
+              "      subpartition: {by: list (\"Region\"), values: [eu, us], default: true}\n",
+              err, sizeof err);
+    if (!p)
+        fail_msg("%s", err);
+    const pgs_partition_spec *sub = p->tables[0].part.sub;
+    assert_non_null(sub);
+    assert_int_equal(sub->method, PGS_PARTITION_LIST);
+    assert_string_equal(sub->column, "Region");
+    assert_string_equal(sub->values[1][0], "us");
+    assert_true(sub->with_default);
+    assert_int_equal(sub->ahead, 3);
+    assert_null(sub->sub);
+    assert_false(p->tables[0].part.with_default);
     pgs_plan_free(p);
 }
 
@@ -196,11 +219,11 @@ static void example_file(void **state)
     assert_string_equal(p->name, "petri");
     assert_string_equal(p->target, "host=db2 dbname=app user=pgshift");
     assert_int_equal(p->ntables, 2);
-    assert_string_equal(p->tables[0].partition_column, "created_at");
-    assert_string_equal(p->tables[0].partition_interval, "1 month");
+    assert_string_equal(p->tables[0].part.column, "created_at");
+    assert_string_equal(p->tables[0].part.interval, "1 month");
     assert_string_equal(p->tables[0].key[0], "id");
     assert_string_equal(p->tables[0].leave_behind[0], "audit_trigger");
-    assert_int_equal(p->tables[1].partition_method, PGS_PARTITION_NONE);
+    assert_int_equal(p->tables[1].part.method, PGS_PARTITION_NONE);
     assert_int_equal(p->cutover.max_lag_bytes, 8 * MB);
     assert_string_equal(p->cutover.postpone_file, "/tmp/petri.postpone");
     assert_int_equal(p->cutover.fence_timeout_ms, 2000);
@@ -455,6 +478,17 @@ static const struct bad_plan {
           "      by: range (created_at)\n      interval: 1 month\n      ahead: -1\n",
      "plan.yaml:9: tables[0].partition.ahead: \"-1\" is out of range; use a number from 0 to "
      "2147483647"},
+    {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
+          "      by: range (created_at)\n      interval: 1 month\n      subpartition:\n"
+          "        by: hash (site)\n        modulus: 4\n        subpartition: {by: hash (id), "
+          "modulus: 2}\n",
+     "plan.yaml:12: tables[0].partition.subpartition.subpartition: partitions go one level deep "
+     "at most; remove this block (or make the target yourself and name it as the target)"},
+    {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
+          "      by: range (created_at)\n      interval: 1 month\n"
+          "      subpartition: {by: hash (site)}\n",
+     "plan.yaml:9: tables[0].partition.subpartition.modulus: is missing or below 2; add e.g. "
+     "\"modulus: 8\" (the number of partitions)"},
     {HEAD "tables:\n  - source: public.a\n    target: public.b\n    key: [id, ID]\n",
      "plan.yaml:6: tables[0].key[1]: \"ID\" is listed twice; keep one"},
     {HEAD "tables:\n  - source: public.a\n    target: public.b\n    leave_behind: [audit;x]\n",
