@@ -13,6 +13,10 @@
 #include <time.h>
 #include <unistd.h>
 
+/* Tries of one step after the cutover whose lock wait timed out (pauses
+ * of 0.2 s doubling to 5 s: about 2 minutes in all). */
+#define POST_LOCK_ATTEMPTS 30
+
 struct cutover {
     pgs_migration *m;
     PGconn *conn; /* the attempt's transaction: locks, fence, swap */
@@ -325,11 +329,13 @@ static char *state_json(cutover *c, const char *stats_json, handover *h)
            *tables = json_array();
     for (int i = 0; i < c->m->ntables; i++)
         for (int j = 0; j < h[i].nvalidate; j++)
-            json_array_append_new(
-                steps, json_pack("{s:s,s:s,s:s,s:s}", "step",
-                                 h[i].validate[j].kind == 'p' ? "fk_parent" : "validate", "schema",
-                                 h[i].validate[j].nspname, "table", h[i].validate[j].relname,
-                                 "constraint", h[i].validate[j].conname));
+            json_array_append_new(steps, json_pack("{s:s,s:s,s:s,s:s}", "step",
+                                                   h[i].validate[j].kind == 'p'   ? "fk_parent"
+                                                   : h[i].validate[j].kind == 'd' ? "fk_drop_old"
+                                                                                  : "validate",
+                                                   "schema", h[i].validate[j].nspname, "table",
+                                                   h[i].validate[j].relname, "constraint",
+                                                   h[i].validate[j].conname));
     for (int i = 0; i < c->m->ntables; i++) {
         pgs_mtable *t = &c->m->tables[i];
         /* After the renames the new table has the source's name. Analyzed
@@ -526,6 +532,11 @@ static char *step_sql(PGconn *conn, json_t *step, const char **what)
             sql = NULL;
     } else if (qt && strcmp(kind, "fk_parent") == 0 && con) {
         sql = fk_parent_sql(conn, qt, con, what);
+    } else if (qt && strcmp(kind, "fk_drop_old") == 0 && con &&
+               (qc = pg_ident(conn, con)) != NULL) {
+        *what = "dropping a foreign key of the old table";
+        if (asprintf(&sql, "ALTER TABLE IF EXISTS %s DROP CONSTRAINT IF EXISTS %s", qt, qc) < 0)
+            sql = NULL;
     } else if (qt && strcmp(kind, "analyze") == 0) {
         *what = "analyzing the new table";
         if (asprintf(&sql, "ANALYZE %s", qt) < 0)
@@ -534,6 +545,51 @@ static char *step_sql(PGconn *conn, json_t *step, const char **what)
     free(qt);
     free(qc);
     return sql;
+}
+
+/* One step after the cutover, one statement in the extended protocol
+ * (nothing else can ride along; a constraint validated before a crash
+ * validates again in no time). A step that locks out the application
+ * (`guarded`: adding or dropping a foreign key locks the referenced table
+ * SHARE ROW or ACCESS EXCLUSIVE, and the application's statements on it
+ * queue behind the wait) runs under the cutover's lock_timeout, and a wait
+ * that times out is tried again after a pause. VALIDATE and ANALYZE take
+ * SHARE UPDATE EXCLUSIVE, which the application's reads and writes do not
+ * wait for: they wait as long as it takes (an autovacuum is cancelled for
+ * them after deadlock_timeout). */
+static bool post_step_run(PGconn *conn, pgs_migration *m, const char *what, const char *sql,
+                          bool guarded)
+{
+    int timeout = guarded ? m->plan->cutover.lock_timeout_ms : 0, pause_ms = 200;
+    char set[64];
+    snprintf(set, sizeof set, "SET lock_timeout = %d", timeout);
+    if (!pg_exec(conn, "setting lock_timeout", set))
+        return false;
+    for (int attempt = 1;; attempt++) {
+        PGresult *r = PQexecParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+            PQclear(r);
+            return true;
+        }
+        char line[1024];
+        if (r)
+            pg_result_error_line(r, line, sizeof line);
+        else
+            snprintf(line, sizeof line, "%s", PQerrorMessage(conn));
+        bool lock = strcmp(pg_sqlstate(r), "55P03") == 0;
+        PQclear(r);
+        if (!lock || attempt >= POST_LOCK_ATTEMPTS) {
+            log_error("%s: %s%s", what, line,
+                      lock ? " (every attempt; the application holds the table)" : "");
+            return false;
+        }
+        log_info("%s: no lock within %d ms (attempt %d of %d), the application goes first; "
+                 "again in %d ms",
+                 what, timeout, attempt, POST_LOCK_ATTEMPTS, pause_ms);
+        usleep((useconds_t)pause_ms * 1000);
+        pause_ms = pause_ms * 2 > 5000 ? 5000 : pause_ms * 2;
+    }
 }
 
 bool cutover_finish(pgs_migration *m)
@@ -583,11 +639,10 @@ bool cutover_finish(pgs_migration *m)
         }
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        /* One statement, extended protocol: nothing else can ride along. A
-         * constraint validated before a crash validates again in no time. */
-        PGresult *r = pg_query(conn, what, sql, 0, NULL);
-        ok = r != NULL;
-        PQclear(r);
+        const char *kind = json_string_value(json_object_get(v, "step"));
+        ok = post_step_run(
+            conn, m, what, sql,
+            kind && (strcmp(kind, "fk_drop_old") == 0 || strcmp(kind, "fk_parent") == 0));
         clock_gettime(CLOCK_MONOTONIC, &t1);
         if (ok)
             log_info("%s: done in %.1f s", sql,

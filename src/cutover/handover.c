@@ -304,7 +304,8 @@ static bool fks_out(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mt
                            "       EXISTS (SELECT 1 FROM pg_constraint x WHERE x.conrelid = $2::oid"
                            "                 AND " FK_SAME_SQL "),"
                            "       (SELECT pg_get_constraintdef(x.oid) FROM pg_constraint x"
-                           "         WHERE x.conrelid = $2::oid AND x.conname = c.conname)"
+                           "         WHERE x.conrelid = $2::oid AND x.conname = c.conname),"
+                           "       c.confrelid = ANY ($3::oid[])"
                            "  FROM pg_constraint c WHERE c.contype = 'f' AND c.conrelid = $1::oid"
                            "   AND c.conparentid = 0 ORDER BY 1",
                            4, (const char *[]){p[0], p[1], srcs, tgts});
@@ -313,10 +314,14 @@ static bool fks_out(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mt
     if (r == NULL)
         return false;
     bool ok = true;
+    char old[80];
+    snprintf(old, sizeof old, "%s_old", t->src.relname);
     for (int i = 0; ok && i < PQntuples(r); i++) {
         const char *con = V(r, i, 0), *def = V(r, i, 1);
+        bool carried = false;
         if (V(r, i, 2)[0] == 't')
-            ok = addf(&h->notes, "foreign key %s (%s): already on the target", con, def);
+            ok = addf(&h->notes, "foreign key %s (%s): already on the target", con, def),
+            carried = true;
         else if (left_behind(t, con))
             ok = addf(&h->notes, "foreign key %s (%s): left behind on the old table", con, def);
         else if (!PQgetisnull(r, i, 3))
@@ -326,7 +331,17 @@ static bool fks_out(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mt
                       "leave_behind: [%s]",
                       con, def, t->tgt.qname ? t->tgt.qname : t->spec->target, V(r, i, 3), con);
         else
-            ok = fk_carry(conn, p, t, h, con, def);
+            ok = fk_carry(conn, p, t, h, con, def), carried = true;
+        /* The old table is frozen after the swap: its copy of the key
+         * would only refuse the application's deletes (NO ACTION,
+         * RESTRICT) of rows the new table no longer references. Dropped
+         * after the commit (the drop locks the referenced table ACCESS
+         * EXCLUSIVE, so not inside the swap's window). A key to another
+         * table of the plan stays: old references old, both frozen. */
+        if (ok && carried && V(r, i, 4)[0] != 't' && strlen(t->src.relname) + 4 <= 63)
+            ok =
+                addf(&h->notes, "foreign key %s: dropped from the old table after the swap", con) &&
+                add_fk_step(h, 'd', t->src.nspname, old, con);
     }
     PQclear(r);
     return ok;
