@@ -104,7 +104,8 @@ typedef struct engine {
     control_server *ctl;
     bool paused, pausing;
     control_call *pause_call;
-    control_call *co_call; /* a `pgshift cutover` waiting for the outcome */
+    control_call *resume_call; /* answered by engine_stop if the resume finds the slot lost */
+    control_call *co_call;     /* a `pgshift cutover` waiting for the outcome */
     codriver *drv;
 } engine;
 

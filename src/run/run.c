@@ -140,6 +140,8 @@ void engine_stop(engine *e, int code)
         reply_pending(e, &e->co_call,
                       e->m->phase == PGS_PHASE_DONE ? "cut over" : "pgshift run stopped");
         reply_pending(e, &e->pause_call, "pgshift run stopped");
+        reply_pending(e, &e->resume_call,
+                      "the slot can stream no more; pgshift stops (its log says what to do)");
         control_close(e->ctl);
         e->ctl = NULL;
         uv_timer_stop(&e->batch_timer);
@@ -231,11 +233,28 @@ static void do_resume(engine *e, control_call *call)
         reply_with_status(e, call, false, "pgshift stopped (see the log)");
         return;
     }
-    if (!flow_connect(e))
+    /* The reply says what the connect found: streaming, a slot that can
+     * stream no more (the run stops, and engine_stop answers), or a
+     * stream not back yet. */
+    e->resume_call = call;
+    bool streaming = flow_connect(e);
+    if (e->resume_call == NULL)
+        return;
+    e->resume_call = NULL;
+    if (!streaming)
         flow_schedule_reconnect(e);
     log_info("resumed");
     engine_publish(e);
-    reply_with_status(e, call, true, "resumed: streaming again");
+    char lsn[18], msg[200];
+    if (streaming)
+        snprintf(msg, sizeof msg, "resumed: streaming again from %s",
+                 decode_lsn_format(e->m->applied_lsn, lsn));
+    else
+        snprintf(msg, sizeof msg,
+                 "resumed, but the source did not take the stream yet (see the log); pgshift "
+                 "tries again in %d ms",
+                 e->backoff_ms);
+    reply_with_status(e, call, true, msg);
 }
 
 /* ---- control commands ---- */

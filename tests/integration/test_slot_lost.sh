@@ -67,11 +67,16 @@ wait_applied pgshift_lost
 same_rows l l_new
 pass "after abort, run starts over (new copy) and the target equals the source"
 
-# Paused: the stream is closed; the slot-health sample notices.
+# Paused: the stream is closed; the slot-health sample notices, or the
+# resume asked right away does: either way `pgshift resume` must not say
+# it streams again (it used to reply before it knew).
 "$PGSHIFT" pause --plan "$WORK/plan.yaml" >/dev/null 2>&1 || fail pause
 WAIT_INTERVAL=0.02 wait_for 10 "the slot to be dropped" drop_slot
+"$PGSHIFT" resume --plan "$WORK/plan.yaml" >"$WORK/resume_lost.out" 2>&1 &&
+  fail "resume with the slot gone exited 0: $(cat "$WORK/resume_lost.out")"
+grep -q "streaming again" "$WORK/resume_lost.out" && fail "resume with the slot gone: $(cat "$WORK/resume_lost.out")"
 expect_lost "$WORK/run3.log" "$MISSING" "slot dropped while paused"
-pass "slot dropped while paused: exit 1 with the same line"
+pass "slot dropped while paused: exit 1 with the same line; resume says so ($(head -c 100 "$WORK/resume_lost.out"))"
 
 if [ "$PGSHIFT_TEST_PG" -ge 18 ]; then
   "$PGSHIFT" abort --plan "$WORK/plan.yaml" --confirm >"$WORK/abort2.log" 2>&1 || fail "abort: $(cat "$WORK/abort2.log")"
