@@ -318,10 +318,10 @@ static bool fks_out(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mt
     snprintf(old, sizeof old, "%s_old", t->src.relname);
     for (int i = 0; ok && i < PQntuples(r); i++) {
         const char *con = V(r, i, 0), *def = V(r, i, 1);
-        bool carried = false;
+        /* On the new table after the swap: there already, or carried. */
+        bool carried = V(r, i, 2)[0] == 't' || (!left_behind(t, con) && PQgetisnull(r, i, 3));
         if (V(r, i, 2)[0] == 't')
-            ok = addf(&h->notes, "foreign key %s (%s): already on the target", con, def),
-            carried = true;
+            ok = addf(&h->notes, "foreign key %s (%s): already on the target", con, def);
         else if (left_behind(t, con))
             ok = addf(&h->notes, "foreign key %s (%s): left behind on the old table", con, def);
         else if (!PQgetisnull(r, i, 3))
@@ -331,7 +331,7 @@ static bool fks_out(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mt
                       "leave_behind: [%s]",
                       con, def, t->tgt.qname ? t->tgt.qname : t->spec->target, V(r, i, 3), con);
         else
-            ok = fk_carry(conn, p, t, h, con, def), carried = true;
+            ok = fk_carry(conn, p, t, h, con, def);
         /* The old table is frozen after the swap: its copy of the key
          * would only refuse the application's deletes (NO ACTION,
          * RESTRICT) of rows the new table no longer references. Dropped

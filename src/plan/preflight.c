@@ -8,6 +8,7 @@
 #include "pgshift/pg.h"
 #include "pgshift/preflight.h"
 #include "pgshift/prepare.h"
+#include "prepare_int.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -569,11 +570,45 @@ static void check_partition_spec(pgs_migration *m, pgs_mtable *t, const pgs_part
         free(sql);
         free(col);
     }
-    if (t->src.pk.n && !strlist_contains(&t->src.pk, c->name))
-        say(r, "note",
-            "the target's primary key becomes (%s, %s): a partitioned table's unique keys must "
-            "contain the partition key",
-            t->src.pk.v[0], c->name);
+}
+
+/* What a created target gets of each of the source's indexes and key
+ * constraints: a unique one without the partition columns is only unique
+ * together with them after the cutover, and some are not built at all. */
+static void check_created_indexes(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    PGresult *res = source_indexes(m, t);
+    if (res == NULL) {
+        say(r, "BLOCK", "cannot read the indexes of %s (see the log)", t->src.qname);
+        return;
+    }
+    int plain = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        src_index x = source_index(res, i);
+        const char *what = x.kind == IX_PRIMARY ? "primary key"
+                           : x.constraint       ? "unique constraint"
+                                                : "unique index";
+        if (x.kind == IX_SKIP)
+            say(r, "warn", "index %s of %s is not built on the target: %s", x.name, t->src.qname,
+                x.why);
+        else if (x.kind == IX_PRIMARY && x.missing[0])
+            say(r, "note",
+                "primary key (%s) becomes (%s, %s) on the target: a partitioned table's unique "
+                "keys must contain the partition key",
+                x.cols, x.cols, x.missing);
+        else if (x.kind == IX_UNIQUE && x.missing[0])
+            say(r, "warn",
+                "%s %s on (%s) becomes unique on (%s, %s) on the target: after the cutover (%s) "
+                "alone is no longer unique (the source keeps it so until then); fix, if the "
+                "application relies on it: partition by a column of that key",
+                what, x.name, x.cols, x.cols, x.missing, x.cols);
+        else
+            plain++;
+    }
+    if (plain)
+        say(r, "ok", "%d other index(es) and key(s) of %s built as they are, after the copy", plain,
+            t->src.qname);
+    PQclear(res);
 }
 
 static void check_keys(pgs_migration *m, pgs_mtable *t, report *r)
@@ -965,6 +1000,8 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
         check_partition_spec(m, t, &t->spec->part, "partition", r);
         if (t->spec->part.sub)
             check_partition_spec(m, t, t->spec->part.sub, "partition.subpartition", r);
+        if (!t->tgt.exists)
+            check_created_indexes(m, t, r);
     } else if (!t->tgt.exists) {
         say(r, "BLOCK",
             "target table %s does not exist; fix: create it, or add a `partition:` block so "

@@ -623,41 +623,65 @@ static bool set_logged(pgs_migration *m, pgs_mtable *t, const PGresult *leaves)
     return ok;
 }
 
-/* One index of the source, as the target's partitioned table gets it. */
-typedef struct src_index {
-    enum { IX_SKIP, IX_PRIMARY, IX_UNIQUE, IX_INDEX } kind;
-    bool unique;
-    const char *cols, *rest; /* key columns (quoted); "btree (...)" etc. */
-    const char *missing;     /* partition columns not among them, quoted, or "" */
-} src_index;
+/* The source's indexes, one row each, for source_index() (prepare_int.h). */
+PGresult *source_indexes(pgs_migration *m, const pgs_mtable *t)
+{
+    const pgs_partition_spec *sp = &t->spec->part, *sub = sp->sub;
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->src.oid);
+    return pg_query(
+        m->src, "reading the source indexes",
+        "SELECT coalesce(c.contype, ''), i.indisunique, i.indexprs IS NOT NULL OR"
+        "       i.indpred IS NOT NULL OR i.indnkeyatts <> i.indnatts,"
+        "  CASE WHEN left(d.def, length(d.prefix)) = d.prefix"
+        "       THEN substr(d.def, length(d.prefix) + 1) END,"
+        "  (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)"
+        "     FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)"
+        "     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+        "    WHERE k.ord <= i.indnkeyatts),"
+        "  (SELECT coalesce(string_agg(quote_ident(p), ', ' ORDER BY o), '')"
+        "     FROM unnest(ARRAY[$2::text, $3::text]) WITH ORDINALITY u(p, o)"
+        "    WHERE p IS NOT NULL AND NOT EXISTS (SELECT FROM unnest(i.indkey) k(attnum)"
+        "      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
+        "     WHERE a.attname = p)),"
+        "  ic.relname"
+        " FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
+        " JOIN pg_class tc ON tc.oid = i.indrelid JOIN pg_namespace n ON n.oid = tc.relnamespace"
+        " LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid"
+        " CROSS JOIN LATERAL (SELECT pg_get_indexdef(i.indexrelid) AS def,"
+        "   format('CREATE %sINDEX %I ON %I.%I USING ', CASE WHEN i.indisunique THEN 'UNIQUE '"
+        "     ELSE '' END, ic.relname, n.nspname, tc.relname) AS prefix) d"
+        " WHERE i.indrelid = $1::oid ORDER BY i.indisprimary DESC, ic.relname",
+        3,
+        (const char *[]){oid, sp->column,
+                         sub && strcmp(sub->column, sp->column) ? sub->column : NULL});
+}
 
-static src_index classify(pgs_mtable *t, const PGresult *res, int i)
+src_index source_index(const PGresult *res, int i)
 {
     char contype = PQgetvalue(res, i, 0)[0];
     src_index x = {.unique = PQgetvalue(res, i, 1)[0] == 't',
                    .cols = PQgetvalue(res, i, 4),
                    .rest = PQgetisnull(res, i, 3) ? NULL : PQgetvalue(res, i, 3),
-                   .missing = PQgetvalue(res, i, 5)};
+                   .missing = PQgetvalue(res, i, 5),
+                   .name = PQgetvalue(res, i, 6),
+                   .constraint = contype == 'p' || contype == 'u' || contype == 'x'};
     bool complex = PQgetvalue(res, i, 2)[0] == 't';
-    const char *iname = PQgetvalue(res, i, 6);
     if (contype == 'p') {
         x.kind = IX_PRIMARY;
     } else if (contype == 'u' || (x.unique && x.missing[0])) {
         x.kind = IX_UNIQUE;
         if (complex) {
-            log_warn("table %s: unique index %s has expressions, a predicate or INCLUDE "
-                     "columns and lacks a partition column; not built on %s",
-                     t->src.qname, iname, t->tgt.qname);
             x.kind = IX_SKIP;
+            x.why = "it has expressions, a predicate or INCLUDE columns and lacks a partition "
+                    "column, which a partitioned table's unique index must contain";
         }
     } else if (contype == 'x') {
-        log_warn("table %s: exclusion constraint on index %s is not built on %s", t->src.qname,
-                 iname, t->tgt.qname);
         x.kind = IX_SKIP;
+        x.why = "pgshift does not build exclusion constraints on a partitioned target";
     } else if (x.rest == NULL) {
-        log_warn("table %s: cannot read the definition of index %s; not built on %s", t->src.qname,
-                 iname, t->tgt.qname);
         x.kind = IX_SKIP;
+        x.why = "its definition cannot be read";
     } else {
         x.kind = IX_INDEX;
     }
@@ -693,41 +717,16 @@ static bool index_stmt(stmt_list *l, const src_index *x, const char *rel)
  * instead of building them again. */
 static bool build_indexes(pgs_migration *m, pgs_mtable *t, const PGresult *leaves)
 {
-    const pgs_partition_spec *sp = &t->spec->part, *sub = sp->sub;
-    char oid[16];
-    snprintf(oid, sizeof oid, "%u", t->src.oid);
-    PGresult *res = pg_query(
-        m->src, "reading the source indexes",
-        "SELECT coalesce(c.contype, ''), i.indisunique, i.indexprs IS NOT NULL OR"
-        "       i.indpred IS NOT NULL OR i.indnkeyatts <> i.indnatts,"
-        "  CASE WHEN left(d.def, length(d.prefix)) = d.prefix"
-        "       THEN substr(d.def, length(d.prefix) + 1) END,"
-        "  (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.ord)"
-        "     FROM unnest(i.indkey) WITH ORDINALITY k(attnum, ord)"
-        "     JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
-        "    WHERE k.ord <= i.indnkeyatts),"
-        "  (SELECT coalesce(string_agg(quote_ident(p), ', ' ORDER BY o), '')"
-        "     FROM unnest(ARRAY[$2::text, $3::text]) WITH ORDINALITY u(p, o)"
-        "    WHERE p IS NOT NULL AND NOT EXISTS (SELECT FROM unnest(i.indkey) k(attnum)"
-        "      JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum"
-        "     WHERE a.attname = p)),"
-        "  ic.relname"
-        " FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid"
-        " JOIN pg_class tc ON tc.oid = i.indrelid JOIN pg_namespace n ON n.oid = tc.relnamespace"
-        " LEFT JOIN pg_constraint c ON c.conindid = i.indexrelid AND c.conrelid = i.indrelid"
-        " CROSS JOIN LATERAL (SELECT pg_get_indexdef(i.indexrelid) AS def,"
-        "   format('CREATE %sINDEX %I ON %I.%I USING ', CASE WHEN i.indisunique THEN 'UNIQUE '"
-        "     ELSE '' END, ic.relname, n.nspname, tc.relname) AS prefix) d"
-        " WHERE i.indrelid = $1::oid ORDER BY i.indisprimary DESC, ic.relname",
-        3,
-        (const char *[]){oid, sp->column,
-                         sub && strcmp(sub->column, sp->column) ? sub->column : NULL});
+    PGresult *res = source_indexes(m, t);
     if (res == NULL)
         return false;
     stmt_list leaf = {0}, parent = {0};
     bool ok = true;
     for (int i = 0; ok && i < PQntuples(res); i++) {
-        src_index x = classify(t, res, i);
+        src_index x = source_index(res, i);
+        if (x.kind == IX_SKIP)
+            log_warn("table %s: index %s is not built on %s: %s", t->src.qname, x.name,
+                     t->tgt.qname, x.why);
         for (int k = 0; ok && k < PQntuples(leaves); k++)
             ok = index_stmt(&leaf, &x, PQgetvalue(leaves, k, 0));
         ok = ok && index_stmt(&parent, &x, t->tgt.qname);

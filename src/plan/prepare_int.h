@@ -28,6 +28,23 @@ void stmt_free(stmt_list *l);
  * so the walsender drops what they write unread, like the copy's rows). */
 bool run_parallel(pgs_migration *m, const char *what, const char *setup, stmt_list *l);
 
+/* One index of the source, as a target pgshift creates gets it: built as
+ * it is, a key or unique constraint with the partition columns it lacks
+ * appended (`missing`: a partitioned table's unique keys must contain
+ * them), or not built (`why`). Strings point into the PGresult. */
+typedef struct src_index {
+    enum { IX_SKIP, IX_PRIMARY, IX_UNIQUE, IX_INDEX } kind;
+    bool unique, constraint;
+    const char *name;        /* the index's name */
+    const char *cols, *rest; /* key columns (quoted); "btree (...)" etc. */
+    const char *missing;     /* partition columns not among them, quoted, or "" */
+    const char *why;         /* IX_SKIP: why */
+} src_index;
+
+/* The source's indexes (one row each) and index i of them. */
+PGresult *source_indexes(pgs_migration *m, const pgs_mtable *t);
+src_index source_index(const PGresult *res, int i);
+
 /* shadow.c: the copy into an operator-made partitioned target without its
  * indexes. shadow_prepare() drops what an interrupted run left and, when
  * every leaf of the target can be swapped, makes the shadow and points

@@ -12,10 +12,11 @@ source "$(dirname "$0")/lib/common.sh"
 sqlf - <<'SQL' || fail setup
 CREATE TABLE la (id bigint PRIMARY KEY, region text NOT NULL, v text);
 INSERT INTO la SELECT g, (ARRAY['eu', 'de', 'fr', 'us', 'jp'])[1 + g % 5], 'v' FROM generate_series(1, 3000) g;
-CREATE TABLE hb (id bigint PRIMARY KEY, customer int NOT NULL, v text);
-INSERT INTO hb SELECT g, g % 97, 'v' FROM generate_series(1, 3000) g;
-CREATE TABLE lc (id bigint PRIMARY KEY, kind text NOT NULL, v text);
-INSERT INTO lc SELECT g, (ARRAY['Sensor A', 'sensor-b', 'ĉ'])[1 + g % 3], 'v' FROM generate_series(1, 3000) g;
+CREATE TABLE hb (id bigint PRIMARY KEY, customer int NOT NULL, v text, code text UNIQUE);
+INSERT INTO hb SELECT g, g % 97, 'v', 'c' || g FROM generate_series(1, 3000) g;
+CREATE TABLE lc (id bigint PRIMARY KEY, kind text NOT NULL, v text, during int4range,
+  EXCLUDE USING gist (during WITH &&));
+INSERT INTO lc SELECT g, (ARRAY['Sensor A', 'sensor-b', 'ĉ'])[1 + g % 3], 'v', int4range(g * 10, g * 10 + 5) FROM generate_series(1, 3000) g;
 CREATE TABLE sp (id bigint PRIMARY KEY, at date NOT NULL, site int NOT NULL, v text);
 CREATE INDEX ON sp (site, at);
 INSERT INTO sp SELECT g, date '2025-01-01' + g % 90, g % 11, 'v' FROM generate_series(1, 3000) g;
@@ -49,6 +50,14 @@ grep -q 'one partition per value of "kind" found: 3' "$WORK/plan.out" || fail "p
 grep -qF 'target "public"."sp_new" will be created: LIKE the source, PARTITION BY RANGE (at), one partition per 1 month; each partition in turn PARTITION BY HASH (site), 3 partitions (MODULUS 3)' "$WORK/plan.out" ||
   fail "plan does not describe the sub-partitioned target: $(grep sp_new "$WORK/plan.out")"
 pass "plan describes list, hash, list-by-values-found and sub-partitioned targets"
+# The fate of each key and index on a created target.
+grep -qE 'warn +unique constraint hb_code_key on \(code\) becomes unique on \(code, customer\) on the target: after the cutover \(code\) alone is no longer unique' "$WORK/plan.out" ||
+  fail "plan does not warn that a unique key loses its meaning: $(grep -E 'hb_code|unique' "$WORK/plan.out")"
+grep -qE 'warn +index lc_during_excl of "public"."lc" is not built on the target: pgshift does not build exclusion constraints' "$WORK/plan.out" ||
+  fail "plan does not say an exclusion constraint is not built: $(grep -E 'excl' "$WORK/plan.out")"
+grep -qE 'note +primary key \(id\) becomes \(id, at, site\) on the target' "$WORK/plan.out" ||
+  fail "plan does not give the sub-partitioned target's key: $(grep -E 'primary key' "$WORK/plan.out")"
+pass "plan gives the fate of each key and index on the created targets"
 
 # Sub-partitions go one level deep.
 sed 's/subpartition: {by: hash (site), modulus: 3}/subpartition: {by: hash (site), modulus: 3, subpartition: {by: hash (id), modulus: 2}}/' "$WORK/plan.yaml" >"$WORK/plan_deep.yaml"
