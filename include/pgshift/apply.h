@@ -91,6 +91,11 @@ pgs_lsn apply_origin_clean(const apply_ctx *a, const char **foreign);
 /* Queues a probe of the target's WAL flush position between batches (for
  * apply_durable_lsn); no-op while a batch is open or a probe is out. */
 bool apply_probe_flush(apply_ctx *a);
+
+/* A stop or pause with no batch left to commit: asynchronous commits made
+ * durable at once (a synchronous one-row commit, then a flush probe), so
+ * the final confirmed position covers them. */
+bool apply_sync_point(apply_ctx *a);
 /* Sends one statement on the state (pgshift.*) through the apply
  * connection, in order with the batches: inside the open batch it commits
  * with it, else on its own. Never waits. */

@@ -231,6 +231,41 @@ bool apply_probe_flush(apply_ctx *a)
     return true;
 }
 
+/* Makes every committed batch durable now, for a stop or a pause whose last
+ * batches were committed asynchronously (their flush would otherwise wait
+ * for the target's walwriter, and the final position confirmed to the slot
+ * would stop short of them): a synchronous commit of a one-row write
+ * flushes the target's WAL past all of them, and the flush probe read
+ * after it says so. Only between batches; nothing when all are durable. */
+bool apply_sync_point(apply_ctx *a)
+{
+    if (a->failed || a->batch_open || a->probing || durable_pending(&a->durable) == 0)
+        return true;
+    log_info("apply: %d batch(es) committed asynchronously made durable by a synchronous "
+             "commit, so that the position confirmed last covers them",
+             durable_pending(&a->durable));
+    static const char *const stmts[] = {
+        "BEGIN", "SET LOCAL synchronous_commit = local",
+        "UPDATE pgshift.migrations SET updated_at = now() WHERE name = $1", "COMMIT"};
+    for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
+        int np = strchr(stmts[i], '$') ? 1 : 0;
+        if (!pipe_sent(a,
+                       PQsendQueryParams(a->conn, stmts[i], np, NULL,
+                                         np ? (const char *[]){a->m->plan->name} : NULL, NULL, NULL,
+                                         0),
+                       'W', NULL))
+            return false;
+    }
+    if (!pipe_sent(a,
+                   PQsendQueryParams(a->conn, "SELECT pg_current_wal_flush_lsn(), " STANDBY_FLUSH,
+                                     0, NULL, NULL, NULL, NULL, 0),
+                   'F', NULL) ||
+        !pipe_sync(a))
+        return false;
+    a->probing = true;
+    return true;
+}
+
 bool apply_send_state(apply_ctx *a, const char *sql, int nparams, const char *const *params)
 {
     if (a->failed)

@@ -264,11 +264,15 @@ void flow_settle(engine *e, bool failed)
     eager_abandon(e, false, true, "the stream stops");
     if (failed || apply_failed(e->apply))
         apply_rollback_batch(e->apply);
-    else if (apply_batch_open(e->apply)) {
-        if (apply_in_xact(e->apply))
+    else if (apply_batch_open(e->apply) && !apply_in_xact(e->apply))
+        apply_commit_batch(e->apply, true); /* synchronous: durable with all before it */
+    else {
+        if (apply_batch_open(e->apply))
             apply_rollback_batch(e->apply);
-        else
-            apply_commit_batch(e->apply, true);
+        /* Batches still in flight were committed asynchronously. */
+        if (!apply_sync_point(e->apply))
+            log_warn("could not make the last batches durable at once; the slot is confirmed "
+                     "up to what the target has flushed");
     }
     flow_update_poll(e);
 }

@@ -20,6 +20,9 @@ wait "$RUN_PID"; rc=$?
 [ "$rc" = 143 ] || fail "exit $rc, want 143"
 applied=$(sql "SELECT applied_lsn FROM pgshift.migrations WHERE name = 'stopc'")
 confirmed=$(sql "SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = 'pgshift_stopc'")
+# Batches still in flight at the signal were committed asynchronously: the
+# stop makes them durable with one synchronous commit before confirming.
+grep -E 'made durable' "$WORK/run1.log" | sed 's/^/  /'
 [ "$(sql "SELECT '$confirmed'::pg_lsn >= '$applied'::pg_lsn")" = t ] ||
   fail "after SIGTERM the slot confirmed $confirmed, the applied position is $applied"
 pass "SIGTERM under load: the slot confirmed the final applied position $applied"
