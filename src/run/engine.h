@@ -105,6 +105,7 @@ typedef struct engine {
     bool paused, pausing;
     control_call *pause_call;
     control_call *resume_call; /* answered by engine_stop if the resume finds the slot lost */
+    bool sync_point_sent;      /* this stop or pause made its batches durable (flow_settled) */
     control_call *co_call;     /* a `pgshift cutover` waiting for the outcome */
     codriver *drv;
 } engine;
@@ -135,6 +136,7 @@ pgs_lsn flow_flush_position(engine *e);
 
 void flow_continue(engine *e);
 bool flow_busy(const engine *e);
+bool flow_settled(engine *e);
 
 /* eager.c */
 int eager_streamed(void *arg, const decode_msg *msg);

@@ -147,6 +147,27 @@ bool flow_busy(const engine *e)
     return apply_busy(e->apply) || eager_busy(e);
 }
 
+/* A stop or a pause whose applier has drained: may it finish? Batches
+ * committed asynchronously (those in flight when the stop came, whose
+ * results arrived since) may not be known flushed yet, and the final
+ * position confirmed would stop short of them: once, a synchronous
+ * one-row commit and a flush probe (apply_sync_point) make them durable
+ * first. */
+bool flow_settled(engine *e)
+{
+    if (flow_busy(e))
+        return false;
+    if (apply_failed(e->apply) || e->sync_point_sent)
+        return true;
+    e->sync_point_sent = true;
+    if (!apply_sync_point(e->apply))
+        return true;
+    if (!apply_busy(e->apply))
+        return true;
+    flow_update_poll(e);
+    return false;
+}
+
 /* May the stream deliver another message? */
 static bool flow_ready(engine *e)
 {
@@ -158,7 +179,7 @@ static bool flow_ready(engine *e)
 void flow_continue(engine *e)
 {
     if (e->stopping) {
-        if (!flow_busy(e) || apply_failed(e->apply))
+        if (apply_failed(e->apply) || flow_settled(e))
             engine_stop(e, e->exit_code); /* finishes the stop */
         else
             flow_update_poll(e);
@@ -168,7 +189,7 @@ void flow_continue(engine *e)
     eager_step(e);
     if (e->stopping)
         return;
-    if (!flow_busy(e)) {
+    if (e->pausing ? flow_settled(e) : !flow_busy(e)) {
         if (e->pausing)
             engine_finish_pause(e);
         else
@@ -264,16 +285,13 @@ void flow_settle(engine *e, bool failed)
     eager_abandon(e, false, true, "the stream stops");
     if (failed || apply_failed(e->apply))
         apply_rollback_batch(e->apply);
-    else if (apply_batch_open(e->apply) && !apply_in_xact(e->apply))
-        apply_commit_batch(e->apply, true); /* synchronous: durable with all before it */
-    else {
-        if (apply_batch_open(e->apply))
+    else if (apply_batch_open(e->apply)) {
+        if (apply_in_xact(e->apply))
             apply_rollback_batch(e->apply);
-        /* Batches still in flight were committed asynchronously. */
-        if (!apply_sync_point(e->apply))
-            log_warn("could not make the last batches durable at once; the slot is confirmed "
-                     "up to what the target has flushed");
+        else
+            apply_commit_batch(e->apply, true);
     }
+    e->sync_point_sent = false;
     flow_update_poll(e);
 }
 

@@ -153,7 +153,7 @@ void engine_stop(engine *e, int code)
         flow_settle(e, code == 1);
         uv_timer_start(&e->stop_timer, on_stop_deadline, STOP_WAIT_MS, 0);
     }
-    if (!flow_busy(e) || apply_failed(e->apply))
+    if (apply_failed(e->apply) || flow_settled(e))
         finish_stop(e);
 }
 
@@ -190,7 +190,7 @@ static void do_pause(engine *e, control_call *call)
         /* Nothing more is delivered while pausing; engine_finish_pause
          * confirms the final position and closes the stream. */
         flow_settle(e, false);
-        if (!flow_busy(e))
+        if (flow_settled(e))
             engine_finish_pause(e);
     }
 }
