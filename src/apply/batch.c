@@ -214,13 +214,10 @@ long apply_batch_changes(const apply_ctx *a)
     return a->batch_changes;
 }
 
-/* Asks the target where its WAL is flushed, so that asynchronously
- * committed batches can be confirmed (apply_durable_lsn); only between
- * batches, and one probe at a time. */
-bool apply_probe_flush(apply_ctx *a)
+/* Queues the query for where the target's WAL is flushed (and what the
+ * standbys in synchronized_standby_slots have), its result read as 'F'. */
+static bool send_flush_probe(apply_ctx *a)
 {
-    if (a->failed || a->batch_open || a->probing || durable_pending(&a->durable) == 0)
-        return true;
     if (!pipe_sent(a,
                    PQsendQueryParams(a->conn, "SELECT pg_current_wal_flush_lsn(), " STANDBY_FLUSH,
                                      0, NULL, NULL, NULL, NULL, 0),
@@ -229,6 +226,16 @@ bool apply_probe_flush(apply_ctx *a)
         return false;
     a->probing = true;
     return true;
+}
+
+/* Asks the target where its WAL is flushed, so that asynchronously
+ * committed batches can be confirmed (apply_durable_lsn); only between
+ * batches, and one probe at a time. */
+bool apply_probe_flush(apply_ctx *a)
+{
+    if (a->failed || a->batch_open || a->probing || durable_pending(&a->durable) == 0)
+        return true;
+    return send_flush_probe(a);
 }
 
 /* Makes every committed batch durable now, for a stop or a pause whose last
@@ -244,26 +251,11 @@ bool apply_sync_point(apply_ctx *a)
     log_info("apply: %d batch(es) committed asynchronously made durable by a synchronous "
              "commit, so that the position confirmed last covers them",
              durable_pending(&a->durable));
-    static const char *const stmts[] = {
-        "BEGIN", "SET LOCAL synchronous_commit = local",
-        "UPDATE pgshift.migrations SET updated_at = now() WHERE name = $1", "COMMIT"};
-    for (size_t i = 0; i < sizeof stmts / sizeof stmts[0]; i++) {
-        int np = strchr(stmts[i], '$') ? 1 : 0;
-        if (!pipe_sent(a,
-                       PQsendQueryParams(a->conn, stmts[i], np, NULL,
-                                         np ? (const char *[]){a->m->plan->name} : NULL, NULL, NULL,
-                                         0),
-                       'W', NULL))
-            return false;
-    }
-    if (!pipe_sent(a,
-                   PQsendQueryParams(a->conn, "SELECT pg_current_wal_flush_lsn(), " STANDBY_FLUSH,
-                                     0, NULL, NULL, NULL, NULL, 0),
-                   'F', NULL) ||
-        !pipe_sync(a))
-        return false;
-    a->probing = true;
-    return true;
+    return pipe_send_sql(a, "BEGIN", 0, NULL) &&
+           pipe_send_sql(a, "SET LOCAL synchronous_commit = local", 0, NULL) &&
+           pipe_send_sql(a, "UPDATE pgshift.migrations SET updated_at = now() WHERE name = $1", 1,
+                         (const char *[]){a->m->plan->name}) &&
+           pipe_send_sql(a, "COMMIT", 0, NULL) && send_flush_probe(a);
 }
 
 bool apply_send_state(apply_ctx *a, const char *sql, int nparams, const char *const *params)
