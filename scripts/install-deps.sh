@@ -6,7 +6,7 @@
 # `apt-get update` at most once, never asks a question.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config clang libclang-rt-14-dev
-      postgresql-15 postgresql-contrib libpq-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler
+      postgresql-15 postgresql-contrib postgresql-15-partman libpq-dev libuv1-dev libprotobuf-c-dev protobuf-c-compiler
       libyaml-dev libjansson-dev libhttp-parser-dev libcmocka-dev util-linux procps python3 docker-compose
       prometheus chromium)
 missing=()

@@ -19,6 +19,8 @@
  *      The swap records these steps in migrations.cutover as data,
  *      "post_steps": [{"step": "validate", "schema", "table", "constraint"},
  *      {"step": "fk_parent", "schema", "table", "constraint"},
+ *      {"step": "partman", "schema", "table", "column", "interval", "premake"},
+ *      {"step": "partman_default", "schema", "table"} (partman.h),
  *      {"step": "analyze", "schema", "table"}]; each statement is built from
  *      the names (PQescapeIdentifier) when it runs, one statement per call.
  *      A record of an earlier version ("post": SQL text) is not executed:

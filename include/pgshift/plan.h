@@ -28,6 +28,11 @@ typedef struct pgs_partition_spec {
     bool with_default; /* range, list: `default: true`: add a DEFAULT partition */
     int ahead;         /* range: `ahead: N` partitions past the newest row; default 3 */
     int modulus;       /* hash: `modulus: N` partitions */
+    /* range, top level only: `manager: pg_partman`: the partitions are
+     * named in pg_partman's way for the table's final name, and after the
+     * cutover pgshift registers the table with pg_partman (create_parent),
+     * whose maintenance then creates the partitions ahead. NULL: none. */
+    char *manager;
     /* list: `values: [eu, [de, fr], ...]`, one partition per item (a value
      * or a list of values), the values as written (cast by the server);
      * NULL-terminated lists, or NULL: one partition per value found. */

@@ -2,6 +2,7 @@
 #include "pgshift/cutover.h"
 
 #include "pgshift/log.h"
+#include "pgshift/partman.h"
 #include "pgshift/pg.h"
 #include "pgshift/store.h"
 #include "pgshift/state.h"
@@ -338,6 +339,18 @@ static char *state_json(cutover *c, const char *stats_json, handover *h)
                                                    h[i].validate[j].conname));
     for (int i = 0; i < c->m->ntables; i++) {
         pgs_mtable *t = &c->m->tables[i];
+        const pgs_partition_spec *sp = &t->spec->part;
+        if (sp->manager) {
+            char premake[16];
+            snprintf(premake, sizeof premake, "%d", sp->ahead);
+            json_array_append_new(steps, json_pack("{s:s,s:s,s:s,s:s,s:s,s:s}", "step", "partman",
+                                                   "schema", t->src.nspname, "table",
+                                                   t->src.relname, "column", sp->column, "interval",
+                                                   sp->interval, "premake", premake));
+            json_array_append_new(steps,
+                                  json_pack("{s:s,s:s,s:s}", "step", "partman_default", "schema",
+                                            t->src.nspname, "table", t->src.relname));
+        }
         /* After the renames the new table has the source's name. Analyzed
          * after its copy by this process and changed by at most a tenth
          * since (autovacuum's own threshold): its statistics stand, and a
@@ -516,57 +529,159 @@ done:
     return sql;
 }
 
-/* One step of "post_steps" as a single statement built from its names. */
-static char *step_sql(PGconn *conn, json_t *step, const char **what)
+/* A step after the cutover as it runs: one statement in the extended
+ * protocol with its parameters, or (`simple`) statements made of quoted
+ * names only, run together in one implicit transaction. */
+typedef struct post_stmt {
+    char *sql;
+    const char *what;
+    const char *params[5];
+    int nparams;
+    bool simple;
+    const char *notices; /* client_min_messages for the step, or NULL */
+    bool said;           /* sql NULL: the reason is logged already */
+} post_stmt;
+
+/* pg_partman's steps (partman.h): registering the table, then its DEFAULT
+ * partition where create_parent made none. */
+static bool partman_step(PGconn *conn, json_t *step, const char *kind, const char *qt,
+                         post_stmt *ps)
+{
+    pgs_partman pm;
+    int found = partman_find(conn, &pm);
+    if (found != 1) {
+        if (found == 0)
+            log_error("registering %s with pg_partman: the extension is no longer installed; "
+                      "fix: CREATE EXTENSION pg_partman and run again, or register the table "
+                      "yourself and record the steps as done (cutover->post_done in "
+                      "pgshift.migrations)",
+                      qt);
+        ps->said = true;
+        return false;
+    }
+    char *sq = pg_ident(conn, pm.schema);
+    if (sq == NULL) {
+        ps->said = true;
+        return false;
+    }
+    const char *table = json_string_value(json_object_get(step, "table"));
+    if (strcmp(kind, "partman") == 0) {
+        ps->what = "registering the table with pg_partman";
+        /* Its WARNING when every partition it would make exists ("No
+         * child tables created ... review schema and config") is what
+         * pgshift expects; the next step adds the DEFAULT partition. */
+        ps->notices = "error";
+        ps->sql = partman_register_sql(sq);
+        char *name = NULL;
+        const char *schema = json_string_value(json_object_get(step, "schema"));
+        if (asprintf(&name, "%s.%s", schema, table) < 0)
+            name = NULL;
+        /* Freed by the caller with the statement: params[0] and [4]. */
+        ps->params[0] = name;
+        ps->params[1] = json_string_value(json_object_get(step, "column"));
+        ps->params[2] = json_string_value(json_object_get(step, "interval"));
+        ps->params[3] = json_string_value(json_object_get(step, "premake"));
+        ps->params[4] = strdup(qt);
+        ps->nparams = 5;
+        for (int i = 0; i < 5; i++)
+            if (ps->params[i] == NULL) {
+                free(ps->sql);
+                ps->sql = NULL;
+            }
+    } else {
+        ps->what = "adding pg_partman's DEFAULT partition";
+        char *dname = partman_default_name(conn, sq, table);
+        const char *schema = json_string_value(json_object_get(step, "schema"));
+        char *qd = dname ? pg_qualified(conn, schema, dname) : NULL;
+        char *has = pg_query_value(conn, "looking for the DEFAULT partition",
+                                   "SELECT count(*) FROM pg_inherits h JOIN pg_class c"
+                                   " ON c.oid = h.inhrelid WHERE h.inhparent = $1::regclass"
+                                   " AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'",
+                                   1, (const char *[]){qt}, NULL);
+        if (has && strcmp(has, "0") != 0) {
+            ps->sql = strdup("SELECT 'a DEFAULT partition exists'");
+        } else if (has && qd &&
+                   asprintf(&ps->sql,
+                            "CREATE TABLE IF NOT EXISTS %s (LIKE %s INCLUDING DEFAULTS INCLUDING "
+                            "CONSTRAINTS INCLUDING STORAGE INCLUDING COMMENTS INCLUDING "
+                            "GENERATED); ALTER TABLE %s ATTACH PARTITION %s DEFAULT",
+                            qd, qt, qt, qd) < 0)
+            ps->sql = NULL;
+        ps->simple = true;
+        if (ps->sql == NULL)
+            ps->said = has == NULL || dname == NULL;
+        free(has);
+        free(qd);
+        free(dname);
+    }
+    free(sq);
+    return ps->sql != NULL;
+}
+
+/* One step of "post_steps" built from its names. */
+static bool step_sql(PGconn *conn, json_t *step, post_stmt *ps)
 {
     const char *kind = json_string_value(json_object_get(step, "step"));
     const char *schema = json_string_value(json_object_get(step, "schema"));
     const char *table = json_string_value(json_object_get(step, "table"));
     const char *con = json_string_value(json_object_get(step, "constraint"));
     if (kind == NULL || schema == NULL || table == NULL)
-        return NULL;
-    char *qt = pg_qualified(conn, schema, table), *qc = NULL, *sql = NULL;
+        return false;
+    char *qt = pg_qualified(conn, schema, table), *qc = NULL;
     if (qt && strcmp(kind, "validate") == 0 && con && (qc = pg_ident(conn, con)) != NULL) {
-        *what = "validating a foreign key";
-        if (asprintf(&sql, "ALTER TABLE %s VALIDATE CONSTRAINT %s", qt, qc) < 0)
-            sql = NULL;
+        ps->what = "validating a foreign key";
+        if (asprintf(&ps->sql, "ALTER TABLE %s VALIDATE CONSTRAINT %s", qt, qc) < 0)
+            ps->sql = NULL;
     } else if (qt && strcmp(kind, "fk_parent") == 0 && con) {
-        sql = fk_parent_sql(conn, qt, con, what);
+        ps->sql = fk_parent_sql(conn, qt, con, &ps->what);
     } else if (qt && strcmp(kind, "fk_drop_old") == 0 && con &&
                (qc = pg_ident(conn, con)) != NULL) {
-        *what = "dropping a foreign key of the old table";
-        if (asprintf(&sql, "ALTER TABLE IF EXISTS %s DROP CONSTRAINT IF EXISTS %s", qt, qc) < 0)
-            sql = NULL;
+        ps->what = "dropping a foreign key of the old table";
+        if (asprintf(&ps->sql, "ALTER TABLE IF EXISTS %s DROP CONSTRAINT IF EXISTS %s", qt, qc) < 0)
+            ps->sql = NULL;
     } else if (qt && strcmp(kind, "analyze") == 0) {
-        *what = "analyzing the new table";
-        if (asprintf(&sql, "ANALYZE %s", qt) < 0)
-            sql = NULL;
+        ps->what = "analyzing the new table";
+        if (asprintf(&ps->sql, "ANALYZE %s", qt) < 0)
+            ps->sql = NULL;
+    } else if (qt && (strcmp(kind, "partman") == 0 || strcmp(kind, "partman_default") == 0)) {
+        partman_step(conn, step, kind, qt, ps);
     }
     free(qt);
     free(qc);
-    return sql;
+    return ps->sql != NULL;
 }
 
-/* One step after the cutover, one statement in the extended protocol
- * (nothing else can ride along; a constraint validated before a crash
- * validates again in no time). A step that locks out the application
- * (`guarded`: adding or dropping a foreign key locks the referenced table
- * SHARE ROW or ACCESS EXCLUSIVE, and the application's statements on it
- * queue behind the wait) runs under the cutover's lock_timeout, and a wait
- * that times out is tried again after a pause. VALIDATE and ANALYZE take
- * SHARE UPDATE EXCLUSIVE, which the application's reads and writes do not
- * wait for: they wait as long as it takes (an autovacuum is cancelled for
- * them after deadlock_timeout). */
-static bool post_step_run(PGconn *conn, pgs_migration *m, const char *what, const char *sql,
-                          bool guarded)
+static void post_stmt_free(post_stmt *ps)
+{
+    free(ps->sql);
+    if (ps->nparams == 5) {
+        free((char *)ps->params[0]);
+        free((char *)ps->params[4]);
+    }
+}
+
+/* One step after the cutover (nothing else rides along; a constraint
+ * validated before a crash validates again in no time). A step that locks
+ * out the application (`guarded`: adding or dropping a foreign key locks
+ * the referenced table SHARE ROW or ACCESS EXCLUSIVE, and the application's
+ * statements on it queue behind the wait) runs under the cutover's
+ * lock_timeout, and a wait that times out is tried again after a pause.
+ * VALIDATE, ANALYZE and pg_partman's steps (ATTACH) take SHARE UPDATE
+ * EXCLUSIVE, which the application's reads and writes do not wait for:
+ * they wait as long as it takes (an autovacuum is cancelled for them after
+ * deadlock_timeout). */
+static bool post_step_run(PGconn *conn, pgs_migration *m, const post_stmt *ps, bool guarded)
 {
     int timeout = guarded ? m->plan->cutover.lock_timeout_ms : 0, pause_ms = 200;
-    char set[64];
-    snprintf(set, sizeof set, "SET lock_timeout = %d", timeout);
+    char set[96];
+    snprintf(set, sizeof set, "SET lock_timeout = %d; SET client_min_messages = %s", timeout,
+             ps->notices ? ps->notices : "notice");
     if (!pg_exec(conn, "setting lock_timeout", set))
         return false;
     for (int attempt = 1;; attempt++) {
-        PGresult *r = PQexecParams(conn, sql, 0, NULL, NULL, NULL, NULL, 0);
+        PGresult *r =
+            ps->simple ? PQexec(conn, ps->sql)
+                       : PQexecParams(conn, ps->sql, ps->nparams, NULL, ps->params, NULL, NULL, 0);
         ExecStatusType st = PQresultStatus(r);
         if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
             PQclear(r);
@@ -580,13 +695,13 @@ static bool post_step_run(PGconn *conn, pgs_migration *m, const char *what, cons
         bool lock = strcmp(pg_sqlstate(r), "55P03") == 0;
         PQclear(r);
         if (!lock || attempt >= POST_LOCK_ATTEMPTS) {
-            log_error("%s: %s%s", what, line,
+            log_error("%s: %s%s", ps->what, line,
                       lock ? " (every attempt; the application holds the table)" : "");
             return false;
         }
         log_info("%s: no lock within %d ms (attempt %d of %d), the application goes first; "
                  "again in %d ms",
-                 what, timeout, attempt, POST_LOCK_ATTEMPTS, pause_ms);
+                 ps->what, timeout, attempt, POST_LOCK_ATTEMPTS, pause_ms);
         usleep((useconds_t)pause_ms * 1000);
         pause_ms = pause_ms * 2 > 5000 ? 5000 : pause_ms * 2;
     }
@@ -625,9 +740,12 @@ bool cutover_finish(pgs_migration *m)
     {
         if (!ok)
             break;
-        const char *what = NULL;
-        char *sql = step_sql(conn, v, &what);
-        if (sql == NULL) {
+        post_stmt ps = {0};
+        if (!step_sql(conn, v, &ps)) {
+            if (ps.said) {
+                ok = false;
+                break;
+            }
             char *bad = json_dumps(v, JSON_COMPACT);
             log_error("migration %s: step %zu after the cutover is not one pgshift knows (%s); "
                       "nothing more is run; fix: do it by hand, then record the steps as done "
@@ -641,13 +759,13 @@ bool cutover_finish(pgs_migration *m)
         clock_gettime(CLOCK_MONOTONIC, &t0);
         const char *kind = json_string_value(json_object_get(v, "step"));
         ok = post_step_run(
-            conn, m, what, sql,
+            conn, m, &ps,
             kind && (strcmp(kind, "fk_drop_old") == 0 || strcmp(kind, "fk_parent") == 0));
         clock_gettime(CLOCK_MONOTONIC, &t1);
         if (ok)
-            log_info("%s: done in %.1f s", sql,
+            log_info("%s: done in %.1f s", ps.nparams ? ps.what : ps.sql,
                      (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
-        free(sql);
+        post_stmt_free(&ps);
     }
     if (ok)
         ok = state_merge_cutover(m, "{\"post_done\": true}");

@@ -26,6 +26,7 @@ static void partition_spec_free(pgs_partition_spec *p)
 {
     free(p->column);
     free(p->interval);
+    free(p->manager);
     for (char ***g = p->values; g && *g; g++)
         free_list(*g);
     free(p->values);

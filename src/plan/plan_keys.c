@@ -15,6 +15,7 @@ static const plan_field partition_fields[] = {
     {"interval", F_TEXT, offsetof(pgs_partition_spec, interval), false, 0, 0, "1 month", NULL},
     {"default", F_BOOL, offsetof(pgs_partition_spec, with_default), false, 0, 0, "true", NULL},
     {"ahead", F_INT, offsetof(pgs_partition_spec, ahead), false, 0, INT_MAX, "3", NULL},
+    {"manager", F_TEXT, offsetof(pgs_partition_spec, manager), false, 0, 0, "pg_partman", NULL},
     {"subpartition", F_SUBPARTITION, offsetof(pgs_partition_spec, sub), false, 0, 0,
      "{by: hash (site_id), modulus: 4}", partition_fields},
     {NULL, 0, 0, false, 0, 0, NULL, NULL},

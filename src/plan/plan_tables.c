@@ -220,6 +220,36 @@ static bool not_for(plan_ctx *c, const ynode *v, const char *kp, const char *key
     return plan_fail(c, k->line, ikp, "is not used by %s partitioning; %s", method, fix);
 }
 
+/* `manager: pg_partman`: range partitions by an interval, one level, and
+ * no DEFAULT partition of pgshift's (pg_partman makes its own when it
+ * registers the table, under a name it fixes). */
+static bool check_manager(plan_ctx *c, const ynode *v, const char *kp, const pgs_partition_spec *t)
+{
+    char ikp[KEYPATH_LEN];
+    const ynode *k = ymap_get(v, "manager");
+    if (!t->manager || !k)
+        return true;
+    plan_keypath_join(ikp, kp, "manager");
+    if (strcmp(t->manager, "pg_partman") != 0)
+        return plan_fail(c, k->line, ikp,
+                         "\"%s\" is not a partition manager pgshift knows; write \"manager: "
+                         "pg_partman\" or remove the key",
+                         t->manager);
+    if (t->method != PGS_PARTITION_RANGE || !t->interval)
+        return plan_fail(c, k->line, ikp,
+                         "pg_partman manages range partitions by an interval; use it with "
+                         "\"by: range (<column>)\" and \"interval:\", or remove the key");
+    if (t->sub)
+        return plan_fail(c, k->line, ikp,
+                         "pgshift registers one level with pg_partman; remove \"subpartition:\" "
+                         "or the manager");
+    if (t->with_default)
+        return plan_fail(c, k->line, ikp,
+                         "pg_partman makes the DEFAULT partition itself when pgshift registers "
+                         "the table after the cutover; remove \"default: true\"");
+    return true;
+}
+
 bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
                          pgs_partition_spec *t)
 {
@@ -268,7 +298,7 @@ bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan
     default:
         break;
     }
-    return true;
+    return check_manager(c, v, kp, t);
 }
 
 /* `subpartition:`: the same keys as `partition:`, one level deep. */
@@ -288,7 +318,14 @@ bool plan_fill_subpartition(plan_ctx *c, const ynode *v, const char *kp, const p
         return plan_oom(c);
     *dst = sp;
     sp->ahead = 3;
-    return plan_fill_partition(c, v, kp, f, sp);
+    if (!plan_fill_partition(c, v, kp, f, sp))
+        return false;
+    if (sp->manager) {
+        plan_keypath_join(ikp, kp, "manager");
+        return plan_fail(c, ymap_get(v, "manager")->line, ikp,
+                         "belongs under \"partition:\" (pg_partman manages the top level)");
+    }
+    return true;
 }
 
 /* Checks table i against itself and the ones before it. */

@@ -5,6 +5,7 @@
 
 #include "pgshift/cutover.h"
 #include "pgshift/log.h"
+#include "pgshift/partman.h"
 #include "pgshift/pg.h"
 #include "pgshift/preflight.h"
 #include "pgshift/prepare.h"
@@ -36,6 +37,33 @@ static void say(report *r, const char *tag, const char *fmt, ...)
     vfprintf(r->out, fmt, ap);
     va_end(ap);
     fputc('\n', r->out);
+}
+
+/* How far `table`'s partitions reach (`hi`, `days` from now) and what
+ * happens to a row past that. */
+static void say_horizon(report *r, const char *table, const char *hi, long days, bool dflt)
+{
+    if (dflt)
+        say(r, "ok", "partitions of %s reach %s; later rows go to its DEFAULT partition", table,
+            hi);
+    else if (days < 0)
+        say(r, "warn",
+            "the last partition of %s ended at %s, %ld days ago: a row written now has no "
+            "partition and stops the apply (after the cutover, the application's insert fails); "
+            "fix: create the partitions up to now and ahead (pg_partman, or a scheduled job), or "
+            "a DEFAULT partition",
+            table, hi, -days);
+    else if (days < 30)
+        say(r, "warn",
+            "the last partition of %s ends at %s, in %ld days: after that a row has no "
+            "partition (the apply stops; after the cutover the application's insert fails); fix: "
+            "create partitions ahead (pg_partman, or a scheduled job), or a DEFAULT partition",
+            table, hi, days);
+    else
+        say(r, "ok",
+            "partitions of %s reach %s (%ld days ahead); create more before then (pg_partman, "
+            "or a scheduled job)",
+            table, hi, days);
 }
 
 static void human_bytes(int64_t b, char *buf, size_t len)
@@ -493,6 +521,26 @@ static void check_list_spec(pgs_migration *m, pgs_mtable *t, const pgs_partition
 
 /* `kp` is the spec's place in the plan: "partition", or
  * "partition.subpartition". */
+/* How far the partitions of a range spec by time will reach: the last
+ * partition pgshift creates, from the rows of now. */
+static void check_spec_horizon(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
+                               const pgs_column *c, report *r)
+{
+    char *col = pg_ident(m->src, c->name);
+    PGresult *b = col ? prepare_partition_bounds(m, t, sp, col, c, NULL) : NULL;
+    free(col);
+    int n = b ? PQntuples(b) : 0;
+    char *days = NULL;
+    if (n > 0)
+        days = pg_query_value(m->src, "reading how far the partitions reach",
+                              "SELECT floor(extract(epoch FROM $1::timestamptz - now()) / 86400)",
+                              1, (const char *[]){PQgetvalue(b, n - 1, 2)}, NULL);
+    if (days)
+        say_horizon(r, t->tgt.qname, PQgetvalue(b, n - 1, 2), atol(days), sp->with_default);
+    free(days);
+    PQclear(b);
+}
+
 static void check_partition_spec(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
                                  const char *kp, report *r)
 {
@@ -531,6 +579,8 @@ static void check_partition_spec(pgs_migration *m, pgs_mtable *t, const pgs_part
         PQclear(res);
         if (valid)
             check_partition_count(m, t, sp, kp, c, timeish, r);
+        if (valid && timeish && sp == &t->spec->part && !sp->manager && !t->tgt.exists)
+            check_spec_horizon(m, t, sp, c, r);
     }
     /* With a primary key the target's key becomes (pk..., column), which
      * makes the column NOT NULL: no DEFAULT partition can take those rows. */
@@ -570,6 +620,154 @@ static void check_partition_spec(pgs_migration *m, pgs_mtable *t, const pgs_part
         free(sql);
         free(col);
     }
+}
+
+/* A source pg_partman manages: its part_config row is by name, so after
+ * the swap it would name the new table, with the old interval. */
+static void check_partman_source(pgs_migration *m, pgs_mtable *t, const pgs_partman *pm,
+                                 const char *pmq, report *r)
+{
+    char *sql = NULL, name[160];
+    snprintf(name, sizeof name, "%s.%s", t->src.nspname, t->src.relname);
+    if (asprintf(&sql, "SELECT count(*) FROM %s.part_config WHERE parent_table = $1", pmq) < 0)
+        return;
+    char *n = pg_query_value(m->tgt, "reading pg_partman's configuration", sql, 1,
+                             (const char *[]){name}, NULL);
+    free(sql);
+    if (n && strcmp(n, "0") != 0)
+        say(r, "BLOCK",
+            "pg_partman %s manages %s (%s.part_config names it): after the swap that row would "
+            "name the new table, with the old table's interval; fix: before the cutover, DELETE "
+            "FROM %s.part_config WHERE parent_table = '%s' (its maintenance of the old table "
+            "ends)%s",
+            pm->version, t->src.qname, pmq, pmq, name,
+            t->spec->part.manager ? "; pgshift registers the new table itself"
+                                  : ", then register the new table after the cutover, or add "
+                                    "`manager: pg_partman` to the partition spec");
+    free(n);
+}
+
+/* Names pg_partman would give: none may exist already. `bounds` from
+ * prepare_partition_bounds; says the first that does. */
+static void check_partman_names(pgs_migration *m, pgs_mtable *t, PGresult *bounds, const char *dflt,
+                                report *r)
+{
+    size_t len = 3 + strlen(dflt) * 2 + 3;
+    for (int i = 0; i < PQntuples(bounds); i++)
+        len += strlen(PQgetvalue(bounds, i, 0)) * 2 + 3;
+    char *arr = malloc(len), *p = arr;
+    if (arr == NULL)
+        return;
+    *p++ = '{';
+    for (int i = 0; i <= PQntuples(bounds); i++) {
+        const char *v = i < PQntuples(bounds) ? PQgetvalue(bounds, i, 0) : dflt;
+        *p++ = '"';
+        for (; *v; v++) {
+            if (*v == '"' || *v == '\\')
+                *p++ = '\\';
+            *p++ = *v;
+        }
+        *p++ = '"';
+        *p++ = i < PQntuples(bounds) ? ',' : '}';
+    }
+    *p = '\0';
+    PGresult *res = pg_query(m->tgt, "looking for tables of pg_partman's names",
+                             "SELECT c.relname FROM pg_class c JOIN pg_namespace n"
+                             " ON n.oid = c.relnamespace WHERE n.nspname = $1"
+                             " AND c.relname = ANY ($2::name[]) ORDER BY 1",
+                             2, (const char *[]){t->tgt.nspname, arr});
+    free(arr);
+    if (res && PQntuples(res) > 0)
+        say(r, "BLOCK",
+            "%d table(s) of the names pg_partman gives the partitions of %s exist already in "
+            "schema %s (e.g. %s); fix: rename or drop them, or remove `manager:`",
+            PQntuples(res), t->src.qname, t->tgt.nspname, PQgetvalue(res, 0, 0));
+    PQclear(res);
+}
+
+/* `manager: pg_partman`: installed, a version pgshift knows, names free,
+ * and something that runs its maintenance. */
+static void check_partman(pgs_migration *m, pgs_mtable *t, report *r)
+{
+    const pgs_partition_spec *sp = &t->spec->part;
+    pgs_partman pm;
+    int found = partman_find(m->tgt, &pm);
+    if (found < 0)
+        return;
+    if (found == 0) {
+        char *v = pg_query_value(m->tgt, "looking for pg_partman on the server",
+                                 "SELECT max(default_version) FROM pg_available_extensions"
+                                 " WHERE name = 'pg_partman'",
+                                 0, NULL, NULL);
+        say(r, "BLOCK",
+            "partition.manager: pg_partman is not installed in this database%s; fix: CREATE "
+            "SCHEMA partman; CREATE EXTENSION pg_partman SCHEMA partman%s",
+            v && v[0] ? "" : " (nor available on the server)",
+            v && v[0] ? "" : ", after installing the server's package (postgresql-NN-partman)");
+        free(v);
+        return;
+    }
+    if (!partman_supported(&pm)) {
+        say(r, "BLOCK",
+            "pg_partman %s is installed; pgshift registers tables with pg_partman 4 (5 changed "
+            "create_parent's arguments and the partition names); fix: remove `manager:` and "
+            "register %s with %s.create_parent after the cutover",
+            pm.version, t->src.qname, pm.schema);
+        return;
+    }
+    if (strchr(t->src.nspname, '.') || strchr(t->src.relname, '.')) {
+        say(r, "BLOCK", "pg_partman does not take a table whose name has a period (%s)",
+            t->src.qname);
+        return;
+    }
+    const pgs_column *c = catalog_column(&t->src, sp->column);
+    if (c == NULL)
+        return;
+    bool timeish = strcmp(c->type, "date") == 0 || strncmp(c->type, "timestamp", 9) == 0;
+    if (timeish) {
+        char *big =
+            pg_query_value(m->src, "reading the interval", "SELECT $1::interval >= '10 years'", 1,
+                           (const char *[]){sp->interval}, NULL);
+        bool refuse = big && big[0] == 't';
+        free(big);
+        if (refuse) {
+            say(r, "BLOCK",
+                "partition.interval \"%s\": pg_partman aligns intervals of 10 years or more to "
+                "decades; fix: a smaller interval, or remove `manager:`",
+                sp->interval);
+            return;
+        }
+    }
+    char *pmq = pg_ident(m->tgt, pm.schema), *col = pg_ident(m->src, c->name);
+    char *dflt = pmq ? partman_default_name(m->tgt, pmq, t->src.relname) : NULL;
+    PGresult *b = pmq && col && dflt ? prepare_partition_bounds(m, t, sp, col, c, pmq) : NULL;
+    if (b && PQntuples(b) > 0) {
+        check_partman_source(m, t, &pm, pmq, r);
+        if (!t->tgt.exists) /* when resuming, the names are its own */
+            check_partman_names(m, t, b, dflt, r);
+        say(r, "ok",
+            "after the cutover pgshift registers %s with pg_partman %s (%s.create_parent: "
+            "interval %s, premake %d, from the first partition): partitions named as "
+            "pg_partman names them (%s .. %s), its DEFAULT partition %s",
+            t->src.qname, pm.version, pm.schema, sp->interval, sp->ahead, PQgetvalue(b, 0, 0),
+            PQgetvalue(b, PQntuples(b) - 1, 0), dflt);
+        char *bgw = pg_query_value(m->tgt, "reading shared_preload_libraries",
+                                   "SELECT current_setting('shared_preload_libraries')"
+                                   " ~ 'pg_partman_bgw'",
+                                   0, NULL, NULL);
+        if (bgw && bgw[0] != 't')
+            say(r, "warn",
+                "pg_partman_bgw is not in shared_preload_libraries: nothing on this server runs "
+                "%s.run_maintenance() by itself, and without it no partition is made after %s; "
+                "fix: load pg_partman_bgw, or schedule CALL %s.run_maintenance_proc() (cron, "
+                "pg_cron)",
+                pmq, PQgetvalue(b, PQntuples(b) - 1, 2), pmq);
+        free(bgw);
+    }
+    PQclear(b);
+    free(pmq);
+    free(col);
+    free(dflt);
 }
 
 /* What a created target gets of each of the source's indexes and key
@@ -843,29 +1041,8 @@ static void check_partition_horizon(pgs_migration *m, pgs_mtable *t, report *r)
         return;
     }
     bool dflt = PQgetvalue(res, 0, 0)[0] == 't';
-    const char *hi = PQgetvalue(res, 0, 1);
     long days = PQgetisnull(res, 0, 2) ? 1000000 : atol(PQgetvalue(res, 0, 2));
-    if (dflt)
-        say(r, "ok", "partitions of %s reach %s; later rows go to its DEFAULT partition",
-            t->tgt.qname, hi);
-    else if (days < 0)
-        say(r, "warn",
-            "the last partition of %s ended at %s, %ld days ago: a row written now has no "
-            "partition and stops the apply (after the cutover, the application's insert fails); "
-            "fix: create the partitions up to now and ahead (pg_partman, or a scheduled job), or "
-            "a DEFAULT partition",
-            t->tgt.qname, hi, -days);
-    else if (days < 30)
-        say(r, "warn",
-            "the last partition of %s ends at %s, in %ld days: after that a row has no "
-            "partition (the apply stops; after the cutover the application's insert fails); fix: "
-            "create partitions ahead (pg_partman, or a scheduled job), or a DEFAULT partition",
-            t->tgt.qname, hi, days);
-    else
-        say(r, "ok",
-            "partitions of %s reach %s (%ld days ahead); create more before then (pg_partman, "
-            "or a scheduled job)",
-            t->tgt.qname, hi, days);
+    say_horizon(r, t->tgt.qname, PQgetvalue(res, 0, 1), days, dflt);
     PQclear(res);
 }
 
@@ -982,6 +1159,13 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
     free(owner);
 
     check_keys(m, t, r);
+    pgs_partman pm;
+    if (!t->spec->part.manager && partman_find(m->tgt, &pm) == 1) {
+        char *pmq = pg_ident(m->tgt, pm.schema);
+        if (pmq)
+            check_partman_source(m, t, &pm, pmq, r);
+        free(pmq);
+    }
 
     if (t->create_target) {
         if (t->tgt.exists && !resuming)
@@ -1000,6 +1184,8 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
         check_partition_spec(m, t, &t->spec->part, "partition", r);
         if (t->spec->part.sub)
             check_partition_spec(m, t, t->spec->part.sub, "partition.subpartition", r);
+        if (t->spec->part.manager)
+            check_partman(m, t, r);
         if (!t->tgt.exists)
             check_created_indexes(m, t, r);
     } else if (!t->tgt.exists) {

@@ -5,6 +5,7 @@
 
 #include "pgshift/log.h"
 #include "pgshift/parallel.h"
+#include "pgshift/partman.h"
 #include "pgshift/pg.h"
 #include "pgshift/prepare.h"
 #include "prepare_int.h"
@@ -41,24 +42,36 @@ bool exec_fmt(PGconn *conn, const char *what, const char *fmt, ...)
 }
 
 /* Rows of (name suffix, lower bound, upper bound) for the partitions that
- * cover the source's existing keys plus `ahead` more. */
-static PGresult *partition_bounds(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
-                                  const char *col, const pgs_column *c)
+ * cover the source's existing keys plus `ahead` more. With `pmq` (pg_partman's
+ * quoted schema), the first column is the partition's whole name, the one
+ * pg_partman gives it under the source's name (partman.h). */
+PGresult *prepare_partition_bounds(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
+                                   const char *col, const pgs_column *c, const char *pmq)
 {
     bool intish = strcmp(c->type, "integer") == 0 || strcmp(c->type, "bigint") == 0 ||
                   strcmp(c->type, "smallint") == 0;
     char ahead[16];
     snprintf(ahead, sizeof ahead, "%d", sp->ahead);
-    char *sql = NULL;
+    char *name = NULL, *sql = NULL;
     int n;
+    if (pmq)
+        n = asprintf(&name, "%s.check_name_length($3, %s, true)", pmq,
+                     intish ? "s::text" : "to_char(s, " PARTMAN_FORMAT_SQL ")");
+    else
+        n = asprintf(&name, "%s",
+                     intish ? "s::text"
+                            : "to_char(s, CASE unit WHEN 'year' THEN 'YYYY' WHEN 'month' THEN "
+                              "'YYYYMM' WHEN 'hour' THEN 'YYYYMMDD_HH24' ELSE 'YYYYMMDD' END)");
+    if (n < 0)
+        return NULL;
     if (intish)
         n = asprintf(&sql,
                      "WITH b AS (SELECT min(%s)::numeric AS lo, max(%s)::numeric AS hi FROM %s)"
-                     " SELECT s::text, s::text, (s + $1::bigint)::text FROM b,"
+                     " SELECT %s, s::text, (s + $1::bigint)::text FROM b,"
                      "  generate_series(floor(coalesce(lo, 0) / $1::bigint)::bigint * $1::bigint,"
                      "    floor(coalesce(hi, 0) / $1::bigint)::bigint * $1::bigint"
                      "      + $2::int * $1::bigint, $1::bigint) s",
-                     col, col, t->src.qname);
+                     col, col, t->src.qname, name);
     else
         n = asprintf(
             &sql,
@@ -68,16 +81,15 @@ static PGresult *partition_bounds(pgs_migration *m, pgs_mtable *t, const pgs_par
             "   WHEN $1::interval >= '7 days' THEN 'week' WHEN $1::interval >= '1 day' THEN 'day'"
             "   ELSE 'hour' END AS unit),"
             " b AS (SELECT min(%s)::timestamptz AS lo, max(%s)::timestamptz AS hi FROM %s)"
-            " SELECT to_char(s, CASE unit WHEN 'year' THEN 'YYYY' WHEN 'month' THEN 'YYYYMM'"
-            "          WHEN 'hour' THEN 'YYYYMMDD_HH24' ELSE 'YYYYMMDD' END),"
-            "        s::%s::text, (s + step)::%s::text"
+            " SELECT %s, s::%s::text, (s + step)::%s::text"
             "   FROM u, b, generate_series(date_trunc(unit, coalesce(lo, now())),"
             "        date_trunc(unit, coalesce(hi, now())) + $2::int * step, step) s",
-            col, col, t->src.qname, c->type, c->type);
+            col, col, t->src.qname, name, c->type, c->type);
+    free(name);
     if (n < 0)
         return NULL;
-    PGresult *res = pg_query(m->src, "computing the partition bounds", sql, 2,
-                             (const char *[]){sp->interval, ahead});
+    PGresult *res = pg_query(m->src, "computing the partition bounds", sql, pmq ? 3 : 2,
+                             (const char *[]){sp->interval, ahead, t->src.relname});
     free(sql);
     return res;
 }
@@ -101,6 +113,7 @@ static void partition_name(const char *base, const char *suffix, char out[64])
  * partition of the level above. */
 typedef struct part_set {
     stmt_list suffix, bound;
+    bool whole; /* the suffixes are whole names (pg_partman's) */
 } part_set;
 
 static void part_set_free(part_set *ps)
@@ -267,7 +280,20 @@ static bool copy_settings(pgs_migration *m, pgs_mtable *t)
 static bool range_set(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
                       const char *col, const pgs_column *c, part_set *ps)
 {
-    PGresult *bounds = partition_bounds(m, t, sp, col, c);
+    pgs_partman pm;
+    char *pmq = NULL;
+    if (sp->manager) {
+        if (partman_find(m->src, &pm) != 1) {
+            log_error("table %s: pg_partman is not installed in the source's database",
+                      t->src.qname);
+            return false;
+        }
+        if ((pmq = pg_ident(m->src, pm.schema)) == NULL)
+            return false;
+        ps->whole = true;
+    }
+    PGresult *bounds = prepare_partition_bounds(m, t, sp, col, c, pmq);
+    free(pmq);
     bool ok = bounds != NULL;
     if (ok && PQntuples(bounds) > PGS_MAX_PARTITIONS) {
         log_error("table %s: interval %s makes %d partitions (more than %d); fix: choose a "
@@ -280,7 +306,8 @@ static bool range_set(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec 
             PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 1), strlen(PQgetvalue(bounds, i, 1)));
         char *hi =
             PQescapeLiteral(m->tgt, PQgetvalue(bounds, i, 2), strlen(PQgetvalue(bounds, i, 2)));
-        ok = lo && hi && stmt_add(&ps->suffix, "p%s", PQgetvalue(bounds, i, 0)) &&
+        ok = lo && hi &&
+             stmt_add(&ps->suffix, "%s%s", ps->whole ? "" : "p", PQgetvalue(bounds, i, 0)) &&
              stmt_add(&ps->bound, "FOR VALUES FROM (%s) TO (%s)", lo, hi);
         PQfreemem(lo);
         PQfreemem(hi);
@@ -321,7 +348,10 @@ static bool create_parts(pgs_migration *m, const pgs_mtable *t, const char *pare
         char suffix[112], name[64];
         snprintf(suffix, sizeof suffix, "%s%s%s", prefix ? prefix : "", prefix ? "_" : "",
                  ps->suffix.v[i]);
-        partition_name(t->tgt.relname, suffix, name);
+        if (ps->whole)
+            snprintf(name, sizeof name, "%s", ps->suffix.v[i]);
+        else
+            partition_name(t->tgt.relname, suffix, name);
         char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
         ok = part &&
              exec_fmt(m->tgt, "creating a partition", "CREATE %sTABLE %s PARTITION OF %s %s%s%s",

@@ -26,6 +26,11 @@ void stmt_free(stmt_list *l);
 /* Runs the statements on up to copy.workers connections of the target's
  * database (in the source's database on 16+ under origins <slot>_copy<N>,
  * so the walsender drops what they write unread, like the copy's rows). */
+/* The partitions a range spec makes: rows of (name suffix, or with `pmq`
+ * pg_partman's whole name; lower bound; upper bound), or NULL (said). */
+PGresult *prepare_partition_bounds(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
+                                   const char *col, const pgs_column *c, const char *pmq);
+
 bool run_parallel(pgs_migration *m, const char *what, const char *setup, stmt_list *l);
 
 /* One index of the source, as a target pgshift creates gets it: built as

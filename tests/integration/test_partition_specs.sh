@@ -49,7 +49,9 @@ grep -q 'PARTITION BY HASH (customer), 4 partitions (MODULUS 4)' "$WORK/plan.out
 grep -q 'one partition per value of "kind" found: 3' "$WORK/plan.out" || fail "plan does not count the values found"
 grep -qF 'target "public"."sp_new" will be created: LIKE the source, PARTITION BY RANGE (at), one partition per 1 month; each partition in turn PARTITION BY HASH (site), 3 partitions (MODULUS 3)' "$WORK/plan.out" ||
   fail "plan does not describe the sub-partitioned target: $(grep sp_new "$WORK/plan.out")"
-pass "plan describes list, hash, list-by-values-found and sub-partitioned targets"
+grep -qE 'warn +the last partition of "public"."sp_new" ended at 2025-05-01, [0-9]+ days ago: a row written now has no partition' "$WORK/plan.out" ||
+  fail "plan does not say how far the created range partitions reach: $(grep -E 'sp_new' "$WORK/plan.out")"
+pass "plan describes list, hash, list-by-values-found and sub-partitioned targets, and how far the range partitions reach"
 # The fate of each key and index on a created target.
 grep -qE 'warn +unique constraint hb_code_key on \(code\) becomes unique on \(code, customer\) on the target: after the cutover \(code\) alone is no longer unique' "$WORK/plan.out" ||
   fail "plan does not warn that a unique key loses its meaning: $(grep -E 'hb_code|unique' "$WORK/plan.out")"

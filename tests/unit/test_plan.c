@@ -199,6 +199,19 @@ static void partition_methods(void **state)
     assert_int_equal(sub->ahead, 3);
     assert_null(sub->sub);
     assert_false(p->tables[0].part.with_default);
+    assert_null(p->tables[0].part.manager);
+    pgs_plan_free(p);
+    p = parse("name: petri\n"
+              "source: host=db1\n"
+              "tables:\n"
+              "  - source: a\n"
+              "    target: a_new\n"
+              "    partition: {by: range (at), interval: 1 month, ahead: 6, manager: pg_partman}\n",
+              err, sizeof err);
+    if (!p)
+        fail_msg("%s", err);
+    assert_string_equal(p->tables[0].part.manager, "pg_partman");
+    assert_int_equal(p->tables[0].part.ahead, 6);
     pgs_plan_free(p);
 }
 
@@ -489,6 +502,24 @@ static const struct bad_plan {
           "      subpartition: {by: hash (site)}\n",
      "plan.yaml:9: tables[0].partition.subpartition.modulus: is missing or below 2; add e.g. "
      "\"modulus: 8\" (the number of partitions)"},
+    {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
+          "      by: list (region)\n      manager: pg_partman\n",
+     "plan.yaml:8: tables[0].partition.manager: pg_partman manages range partitions by an "
+     "interval; use it with \"by: range (<column>)\" and \"interval:\", or remove the key"},
+    {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
+          "      by: range (at)\n      interval: 1 day\n      manager: cron\n",
+     "plan.yaml:9: tables[0].partition.manager: \"cron\" is not a partition manager pgshift "
+     "knows; write \"manager: pg_partman\" or remove the key"},
+    {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
+          "      by: range (at)\n      interval: 1 day\n      manager: pg_partman\n"
+          "      default: true\n",
+     "plan.yaml:9: tables[0].partition.manager: pg_partman makes the DEFAULT partition itself "
+     "when pgshift registers the table after the cutover; remove \"default: true\""},
+    {HEAD "tables:\n  - source: public.a\n    target: public.b\n    partition:\n"
+          "      by: hash (site)\n      modulus: 4\n"
+          "      subpartition: {by: range (at), interval: 1 day, manager: pg_partman}\n",
+     "plan.yaml:9: tables[0].partition.subpartition.manager: belongs under \"partition:\" "
+     "(pg_partman manages the top level)"},
     {HEAD "tables:\n  - source: public.a\n    target: public.b\n    key: [id, ID]\n",
      "plan.yaml:6: tables[0].key[1]: \"ID\" is listed twice; keep one"},
     {HEAD "tables:\n  - source: public.a\n    target: public.b\n    leave_behind: [audit;x]\n",
