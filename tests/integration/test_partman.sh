@@ -12,8 +12,9 @@
 #    pg_partman's maintenance then makes the next ids' partitions
 # `plan` refuses what cannot work: the extension missing, a method or key
 # pg_partman does not take, a name taken, a source pg_partman manages.
-# pg_partman comes from Debian's postgresql-15-partman: on other versions the
-# server has no pg_partman and only the refusal is tested.
+# pg_partman 4.7.2 comes from Debian's postgresql-15-partman; its SQL-only
+# extension files are copied into the other servers' builds by
+# scripts/install-pg.sh. Where a server has none, only the refusal is tested.
 source "$(dirname "$0")/lib/common.sh"
 source "$(dirname "$0")/lib/mirror.sh"
 mirror_setup 20000
