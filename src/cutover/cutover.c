@@ -213,14 +213,10 @@ void cutover_release(cutover *c)
 
 /* Runs one statement of the attempt's transaction; on failure returns the
  * SQLSTATE class: 'L' lock not granted in time, 'E' anything else. */
-static char run(cutover *c, const char *sql, char *err, size_t errlen)
+/* A statement's failure: 'L' for a lock wait that timed out, else 'E';
+ * `err` gets the message and as much of the statement as fits. */
+static char failed(PGresult *r, const char *sql, char *err, size_t errlen)
 {
-    PGresult *r = PQexec(c->conn, sql);
-    ExecStatusType st = PQresultStatus(r);
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-        PQclear(r);
-        return 0;
-    }
     char line[1024];
     pg_result_error_line(r, line, sizeof line);
     char kind = strcmp(pg_sqlstate(r), "55P03") == 0 ? 'L' : 'E';
@@ -230,8 +226,82 @@ static char run(cutover *c, const char *sql, char *err, size_t errlen)
         if (n >= 0 && (size_t)n + 16 < errlen)
             snprintf(err + n, errlen - (size_t)n, " (running: %.*s)", 200, sql);
     }
-    PQclear(r);
     return kind;
+}
+
+static char run(cutover *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *r = PQexec(c->conn, sql);
+    ExecStatusType st = PQresultStatus(r);
+    char k = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK ? 0 : failed(r, sql, err, errlen);
+    PQclear(r);
+    return k;
+}
+
+/* In the swap, before the renames: pg_partman's configuration of a source
+ * it manages ends (part_config is by name: after the renames its row would
+ * name the new table, with the old interval; the old table is frozen from
+ * now on, and part_config_sub follows by its ON DELETE CASCADE). `*ended`
+ * counts. With `manager: pg_partman`, the source's DEFAULT partition of
+ * the name pg_partman gives the new table's is renamed for the old table
+ * (under the swap's lock on the source, which covers its partitions). */
+static char partman_forget(cutover *c, const pgs_mtable *t, int *ended, char *err, size_t errlen)
+{
+    pgs_partman pm;
+    int found = partman_find(c->conn, &pm);
+    if (found == 0)
+        return 0;
+    if (found < 0) {
+        snprintf(err, errlen, "looking for pg_partman failed (see the log)");
+        return 'E';
+    }
+    char *sq = pg_ident(c->conn, pm.schema), *sql = NULL, name[160];
+    snprintf(name, sizeof name, "%s.%s", t->src.nspname, t->src.relname);
+    char k = 'E';
+    if (sq && asprintf(&sql, "DELETE FROM %s.part_config WHERE parent_table = $1", sq) >= 0) {
+        PGresult *r = PQexecParams(c->conn, sql, 1, NULL, (const char *[]){name}, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_COMMAND_OK) {
+            *ended += atoi(PQcmdTuples(r));
+            k = 0;
+        } else
+            k = failed(r, sql, err, errlen);
+        PQclear(r);
+    }
+    free(sql);
+    sql = NULL;
+    char *dflt = k == 0 && t->spec->part.manager && t->src.relkind == 'p'
+                     ? partman_default_name(c->conn, sq, t->src.relname)
+                     : NULL;
+    char *has = NULL;
+    if (dflt)
+        has =
+            pg_query_value(c->conn, "looking for the old table's DEFAULT partition",
+                           "SELECT count(*) FROM pg_inherits h JOIN pg_class c"
+                           " ON c.oid = h.inhrelid WHERE h.inhparent = $1::regclass"
+                           " AND c.relname = $2 AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'",
+                           2, (const char *[]){t->src.qname, dflt}, NULL);
+    if (has && strcmp(has, "0") != 0) {
+        char oldname[160];
+        snprintf(oldname, sizeof oldname, "%s_old", t->src.relname);
+        char *odflt = partman_default_name(c->conn, sq, oldname);
+        char *from = pg_qualified(c->conn, t->src.nspname, dflt);
+        char *to = odflt ? pg_ident(c->conn, odflt) : NULL;
+        if (from && to && asprintf(&sql, "ALTER TABLE %s RENAME TO %s", from, to) >= 0)
+            k = run(c, sql, err, errlen);
+        else
+            k = 'E';
+        if (k == 0)
+            log_info("cutover: the old table's DEFAULT partition %s becomes %s", dflt, odflt);
+        free(sql);
+        free(odflt);
+        free(from);
+        free(to);
+    } else if (dflt && has == NULL)
+        k = 'E';
+    free(has);
+    free(dflt);
+    free(sq);
+    return k;
 }
 
 int cutover_lock(cutover *c, cutover_blocker *blocker, bool *have_blocker)
@@ -418,6 +488,9 @@ int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
             goto out;
         }
     }
+    int partman_ended = 0;
+    for (int i = 0; k == 0 && i < m->ntables; i++)
+        k = partman_forget(c, &m->tables[i], &partman_ended, err, errlen);
     for (int i = 0; k == 0 && i < m->ntables; i++) {
         pgs_mtable *t = &m->tables[i];
         char oldname[160];
@@ -457,6 +530,10 @@ int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
          * (logged as a bug), memory still follows what committed. */
         if (!state_transition_committed(m, PGS_EV_SWAPPED, "renames committed"))
             m->phase = done;
+        if (partman_ended)
+            log_info("cutover: pg_partman's configuration of %d old table(s) ended with the swap "
+                     "(part_config rows removed: the old tables are frozen)",
+                     partman_ended);
         rc = 1;
     } else
         rc = k == 'L' ? 0 : -1;

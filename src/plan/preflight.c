@@ -623,7 +623,8 @@ static void check_partition_spec(pgs_migration *m, pgs_mtable *t, const pgs_part
 }
 
 /* A source pg_partman manages: its part_config row is by name, so after
- * the swap it would name the new table, with the old interval. */
+ * the renames it would name the new table, with the old interval. The swap
+ * removes it (cutover.c, partman_forget): the old table is frozen then. */
 static void check_partman_source(pgs_migration *m, pgs_mtable *t, const pgs_partman *pm,
                                  const char *pmq, report *r)
 {
@@ -634,16 +635,19 @@ static void check_partman_source(pgs_migration *m, pgs_mtable *t, const pgs_part
     char *n = pg_query_value(m->tgt, "reading pg_partman's configuration", sql, 1,
                              (const char *[]){name}, NULL);
     free(sql);
-    if (n && strcmp(n, "0") != 0)
-        say(r, "BLOCK",
-            "pg_partman %s manages %s (%s.part_config names it): after the swap that row would "
-            "name the new table, with the old table's interval; fix: before the cutover, DELETE "
-            "FROM %s.part_config WHERE parent_table = '%s' (its maintenance of the old table "
-            "ends)%s",
-            pm->version, t->src.qname, pmq, pmq, name,
-            t->spec->part.manager ? "; pgshift registers the new table itself"
-                                  : ", then register the new table after the cutover, or add "
-                                    "`manager: pg_partman` to the partition spec");
+    if (n && strcmp(n, "0") != 0 && t->spec->part.manager)
+        say(r, "ok",
+            "pg_partman %s manages %s: the swap removes its row of %s.part_config (the old "
+            "table is frozen from then on), and pgshift registers the new table after it",
+            pm->version, t->src.qname, pmq);
+    else if (n && strcmp(n, "0") != 0)
+        say(r, "warn",
+            "pg_partman %s manages %s: the swap removes its row of %s.part_config (the old "
+            "table is frozen from then on), and nothing registers the new table, so no "
+            "partition is made for it ahead; fix: add `manager: pg_partman` to the partition "
+            "%sregister it yourself after the cutover",
+            pm->version, t->src.qname, pmq,
+            t->create_target ? "spec, or " : "spec of a target pgshift creates, or ");
     free(n);
 }
 
@@ -671,11 +675,18 @@ static void check_partman_names(pgs_migration *m, pgs_mtable *t, PGresult *bound
         *p++ = i < PQntuples(bounds) ? ',' : '}';
     }
     *p = '\0';
+    /* The source's own DEFAULT partition of that name is renamed by the
+     * swap (cutover.c, partman_forget). */
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->src.oid);
     PGresult *res = pg_query(m->tgt, "looking for tables of pg_partman's names",
                              "SELECT c.relname FROM pg_class c JOIN pg_namespace n"
                              " ON n.oid = c.relnamespace WHERE n.nspname = $1"
-                             " AND c.relname = ANY ($2::name[]) ORDER BY 1",
-                             2, (const char *[]){t->tgt.nspname, arr});
+                             " AND c.relname = ANY ($2::name[]) AND NOT (c.relname = $3"
+                             "   AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT' AND EXISTS"
+                             "   (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = c.oid"
+                             "     AND h.inhparent = $4::oid)) ORDER BY 1",
+                             4, (const char *[]){t->tgt.nspname, arr, dflt, oid});
     free(arr);
     if (res && PQntuples(res) > 0)
         say(r, "BLOCK",

@@ -7,11 +7,14 @@
 #  - mig: by month, under the mirrored pgbench load, cut over with 0 failed
 #    transactions and equal to its shadow; create_parent makes the months up
 #    to now + premake and the DEFAULT partition itself
+#  - reg: pg_partman's already (by year), moved by month: the swap ends its
+#    registration and renames its DEFAULT partition, the new one takes both
 #  - ev: by integer id, every partition pg_partman would make exists
 #    already, so create_parent makes none and pgshift adds the DEFAULT one;
 #    pg_partman's maintenance then makes the next ids' partitions
 # `plan` refuses what cannot work: the extension missing, a method or key
-# pg_partman does not take, a name taken, a source pg_partman manages.
+# pg_partman does not take, a name taken; it warns when a source pg_partman
+# manages would be left without it.
 # pg_partman 4.7.2 comes from Debian's postgresql-15-partman; its SQL-only
 # extension files are copied into the other servers' builds by
 # scripts/install-pg.sh. Where a server has none, only the refusal is tested.
@@ -70,6 +73,8 @@ sql "DROP TABLE mig_p2025_03"
 sqlf - >/dev/null <<'SQL' || fail "a table pg_partman manages"
 CREATE TABLE reg (id bigint NOT NULL, at timestamptz NOT NULL, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
 SELECT partman.create_parent('public.reg', 'at', 'native', 'yearly');
+INSERT INTO reg SELECT g, timestamptz '2025-01-01' + g * interval '1 hour' FROM generate_series(1, 12000) g;
+CREATE TABLE reg_shadow AS SELECT * FROM reg;
 SQL
 cat >"$WORK/reg.yaml" <<Y
 $(plan_header reg)
@@ -77,16 +82,23 @@ state_dir: $WORK
 tables:
   - {source: reg, target: reg_new, partition: {by: range (at), interval: 1 month}}
 Y
-"$PGSHIFT" plan --plan "$WORK/reg.yaml" >"$WORK/reg.out" 2>&1 && fail "plan accepted a source pg_partman manages"
-grep -qF "pg_partman $version manages \"public\".\"reg\" (\"partman\".part_config names it): after the swap that row would name the new table, with the old table's interval; fix: before the cutover, DELETE FROM \"partman\".part_config WHERE parent_table = 'public.reg'" "$WORK/reg.out" ||
-  fail "a source pg_partman manages is not refused: $(grep -E 'BLOCK' "$WORK/reg.out")"
-pass "plan refuses a taken partition name and a source pg_partman manages, naming the fix"
+"$PGSHIFT" plan --plan "$WORK/reg.yaml" >"$WORK/reg.out" 2>&1 || fail "plan refused reg: $(grep -E 'BLOCK' "$WORK/reg.out")"
+grep -qE "warn +pg_partman $version manages \"public\".\"reg\": the swap removes its row of \"partman\".part_config \(the old table is frozen from then on\), and nothing registers the new table" "$WORK/reg.out" ||
+  fail "plan does not warn that the new reg would be left without pg_partman: $(grep -E 'partman' "$WORK/reg.out")"
+pass "plan refuses a taken partition name, and warns when a source pg_partman manages would leave it"
+cat >>"$WORK/plan.yaml" <<Y
+  - source: reg
+    target: reg_new
+    partition: {by: range (at), interval: 1 month, manager: pg_partman}
+Y
 
 "$PGSHIFT" plan --plan "$WORK/plan.yaml" >"$WORK/plan.out" 2>&1 || fail "plan refused: $(grep -E 'BLOCK|error' "$WORK/plan.out")"
 grep -qF "after the cutover pgshift registers \"public\".\"mig\" with pg_partman $version (partman.create_parent: interval 1 month, premake 12, from the first partition): partitions named as pg_partman names them (mig_p2025_01 .. " "$WORK/plan.out" ||
   fail "plan does not say what pg_partman will do: $(grep -E 'partman' "$WORK/plan.out")"
 grep -qF "its DEFAULT partition mig_default" "$WORK/plan.out" || fail "plan does not name the DEFAULT partition"
 grep -qE 'warn +pg_partman_bgw is not in shared_preload_libraries' "$WORK/plan.out" || fail "plan does not warn that nothing runs the maintenance"
+grep -qE "ok +pg_partman $version manages \"public\".\"reg\": the swap removes its row of \"partman\".part_config \(the old table is frozen from then on\), and pgshift registers the new table after it" "$WORK/plan.out" ||
+  fail "plan does not say what becomes of reg's registration: $(grep -E 'reg' "$WORK/plan.out")"
 pass "plan says what pg_partman will manage and that nothing runs its maintenance here"
 
 mirror_load 40 150 "$WORK/pgbench.log"
@@ -103,12 +115,21 @@ wait "$RUN_PID" || fail "run exited $? after the cutover"
 mirror_check_load "$WORK/pgbench.log"
 same_rows mig shadow
 same_rows ev ev_shadow
+same_rows reg reg_shadow
 pass "cut over under load: 0 failed transactions, the new tables equal their shadows"
 
 cfg=$(sql "SELECT parent_table || ' ' || control || ' ' || partition_interval || ' ' || premake FROM partman.part_config ORDER BY 1")
 [ "$cfg" = "public.ev id 1000 2
 public.mig created_at 1 mon 12
-public.reg at 1 year 4" ] || fail "pg_partman's configuration: $cfg"
+public.reg at 1 mon 3" ] || fail "pg_partman's configuration: $cfg"
+# reg was pg_partman's by year: the swap ended that, its DEFAULT partition
+# became reg_old_default, and the monthly table is registered in its place.
+[ "$(sql "SELECT c.relname FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid WHERE h.inhparent = 'reg_old'::regclass AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'")" = reg_old_default ] ||
+  fail "the old reg's DEFAULT partition: $(parts reg_old)"
+[ "$(sql "SELECT c.relname FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid WHERE h.inhparent = 'reg'::regclass AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'")" = reg_default ] ||
+  fail "the new reg has no DEFAULT partition reg_default: $(parts reg)"
+log_has "$WORK/run.log" "the old table's DEFAULT partition reg_default becomes reg_old_default" || fail "the rename is not logged"
+log_has "$WORK/run.log" "pg_partman's configuration of 1 old table\(s\) ended with the swap" || fail "the end of reg's registration is not logged"
 log_has "$WORK/run.log" 'registering the table with pg_partman: done' || fail "the run does not log the registration"
 # mig: create_parent made the months up to now + 12 and its DEFAULT partition.
 next=$(sql "SELECT 'mig_p' || to_char(now() + interval '11 months', 'YYYY_MM')")
