@@ -701,6 +701,13 @@ static void check_partman_names(pgs_migration *m, pgs_mtable *t, PGresult *bound
 static void check_partman(pgs_migration *m, pgs_mtable *t, report *r)
 {
     const pgs_partition_spec *sp = &t->spec->part;
+    if (m->plan->target) {
+        say(r, "BLOCK",
+            "partition.manager: pg_partman registers %s after the cutover, which needs the new "
+            "table in the source's database; the plan has a separate `target:`",
+            t->src.qname);
+        return;
+    }
     pgs_partman pm;
     int found = partman_find(m->tgt, &pm);
     if (found < 0)

@@ -62,7 +62,11 @@ refused "{by: hash (id), modulus: 4, manager: pg_partman}" "tables[1].partition.
 refused "{by: range (id), interval: 1000, default: true, manager: pg_partman}" "pg_partman makes the DEFAULT partition itself when pgshift registers the table after the cutover; remove \"default: true\""
 refused "{by: range (id), interval: 1000, manager: partman}" "\"partman\" is not a partition manager pgshift knows"
 refused "{by: range (id), interval: 1000, manager: pg_partman, subpartition: {by: hash (n), modulus: 2}}" "pgshift registers one level with pg_partman"
-pass "plan refuses hash, a DEFAULT partition of pgshift's, an unknown manager and sub-partitions with pg_partman"
+sed "s|^source: .*|&\ntarget: \"dbname=${PGDATABASE}\"|" "$WORK/plan.yaml" >"$WORK/tdb.yaml"
+"$PGSHIFT" plan --plan "$WORK/tdb.yaml" >"$WORK/tdb.out" 2>&1 && fail "plan accepted a manager with a separate target database"
+grep -qE 'BLOCK +partition.manager: pg_partman registers "public"."mig" after the cutover, which needs the new table in the source.s database; the plan has a separate `target:`' "$WORK/tdb.out" ||
+  fail "no clear refusal of a manager with a separate target: $(grep -E 'BLOCK|partman' "$WORK/tdb.out")"
+pass "plan refuses hash, a DEFAULT partition of pgshift's, an unknown manager, sub-partitions and a separate target database with pg_partman"
 
 # A name pg_partman would give, taken; a source pg_partman manages already.
 sql "CREATE TABLE mig_p2025_03 (x int)" || fail "create a table of a partition's name"
