@@ -23,6 +23,7 @@
 
 typedef struct pgs_partman {
     char schema[64]; /* the extension's schema, as in the catalog */
+    char q[132];     /* the same, always double-quoted, for SQL text */
     char version[32];
     int major;
 } pgs_partman;
@@ -51,6 +52,10 @@ bool partman_supported(const pgs_partman *pm);
  * premake count and the table's quoted qualified name. `sq` is the
  * extension's quoted schema. */
 char *partman_register_sql(const char *sq);
+
+/* The name of `table`'s (quoted, qualified) DEFAULT partition, "" when it
+ * has none, or NULL (said). */
+char *partman_default_of(PGconn *conn, const char *table);
 
 /* The name pg_partman 4 gives `relname`'s DEFAULT partition, or NULL (said). */
 char *partman_default_name(PGconn *conn, const char *sq, const char *relname);

@@ -255,10 +255,10 @@ static char partman_forget(cutover *c, const pgs_mtable *t, int *ended, char *er
         snprintf(err, errlen, "looking for pg_partman failed (see the log)");
         return 'E';
     }
-    char *sq = pg_ident(c->conn, pm.schema), *sql = NULL, name[160];
+    char *sql = NULL, name[160];
     snprintf(name, sizeof name, "%s.%s", t->src.nspname, t->src.relname);
     char k = 'E';
-    if (sq && asprintf(&sql, "DELETE FROM %s.part_config WHERE parent_table = $1", sq) >= 0) {
+    if (asprintf(&sql, "DELETE FROM %s.part_config WHERE parent_table = $1", pm.q) >= 0) {
         PGresult *r = PQexecParams(c->conn, sql, 1, NULL, (const char *[]){name}, NULL, NULL, 0);
         if (PQresultStatus(r) == PGRES_COMMAND_OK) {
             *ended += atoi(PQcmdTuples(r));
@@ -270,20 +270,13 @@ static char partman_forget(cutover *c, const pgs_mtable *t, int *ended, char *er
     free(sql);
     sql = NULL;
     char *dflt = k == 0 && t->spec->part.manager && t->src.relkind == 'p'
-                     ? partman_default_name(c->conn, sq, t->src.relname)
+                     ? partman_default_name(c->conn, pm.q, t->src.relname)
                      : NULL;
-    char *has = NULL;
-    if (dflt)
-        has =
-            pg_query_value(c->conn, "looking for the old table's DEFAULT partition",
-                           "SELECT count(*) FROM pg_inherits h JOIN pg_class c"
-                           " ON c.oid = h.inhrelid WHERE h.inhparent = $1::regclass"
-                           " AND c.relname = $2 AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'",
-                           2, (const char *[]){t->src.qname, dflt}, NULL);
-    if (has && strcmp(has, "0") != 0) {
+    char *has = dflt ? partman_default_of(c->conn, t->src.qname) : NULL;
+    if (has && strcmp(has, dflt) == 0) {
         char oldname[160];
         snprintf(oldname, sizeof oldname, "%s_old", t->src.relname);
-        char *odflt = partman_default_name(c->conn, sq, oldname);
+        char *odflt = partman_default_name(c->conn, pm.q, oldname);
         char *from = pg_qualified(c->conn, t->src.nspname, dflt);
         char *to = odflt ? pg_ident(c->conn, odflt) : NULL;
         if (from && to && asprintf(&sql, "ALTER TABLE %s RENAME TO %s", from, to) >= 0)
@@ -300,7 +293,6 @@ static char partman_forget(cutover *c, const pgs_mtable *t, int *ended, char *er
         k = 'E';
     free(has);
     free(dflt);
-    free(sq);
     return k;
 }
 
@@ -636,11 +628,6 @@ static bool partman_step(PGconn *conn, json_t *step, const char *kind, const cha
         ps->said = true;
         return false;
     }
-    char *sq = pg_ident(conn, pm.schema);
-    if (sq == NULL) {
-        ps->said = true;
-        return false;
-    }
     const char *table = json_string_value(json_object_get(step, "table"));
     if (strcmp(kind, "partman") == 0) {
         ps->what = "registering the table with pg_partman";
@@ -648,7 +635,7 @@ static bool partman_step(PGconn *conn, json_t *step, const char *kind, const cha
          * child tables created ... review schema and config") is what
          * pgshift expects; the next step adds the DEFAULT partition. */
         ps->notices = "error";
-        ps->sql = partman_register_sql(sq);
+        ps->sql = partman_register_sql(pm.q);
         char *name = NULL;
         const char *schema = json_string_value(json_object_get(step, "schema"));
         if (asprintf(&name, "%s.%s", schema, table) < 0)
@@ -667,15 +654,11 @@ static bool partman_step(PGconn *conn, json_t *step, const char *kind, const cha
             }
     } else {
         ps->what = "adding pg_partman's DEFAULT partition";
-        char *dname = partman_default_name(conn, sq, table);
+        char *dname = partman_default_name(conn, pm.q, table);
         const char *schema = json_string_value(json_object_get(step, "schema"));
         char *qd = dname ? pg_qualified(conn, schema, dname) : NULL;
-        char *has = pg_query_value(conn, "looking for the DEFAULT partition",
-                                   "SELECT count(*) FROM pg_inherits h JOIN pg_class c"
-                                   " ON c.oid = h.inhrelid WHERE h.inhparent = $1::regclass"
-                                   " AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'",
-                                   1, (const char *[]){qt}, NULL);
-        if (has && strcmp(has, "0") != 0) {
+        char *has = partman_default_of(conn, qt);
+        if (has && has[0]) {
             ps->sql = strdup("SELECT 'a DEFAULT partition exists'");
         } else if (has && qd &&
                    asprintf(&ps->sql,
@@ -691,7 +674,6 @@ static bool partman_step(PGconn *conn, json_t *step, const char *kind, const cha
         free(qd);
         free(dname);
     }
-    free(sq);
     return ps->sql != NULL;
 }
 

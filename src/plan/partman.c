@@ -11,7 +11,9 @@
 int partman_find(PGconn *conn, pgs_partman *pm)
 {
     PGresult *res = pg_query(conn, "looking for pg_partman",
-                             "SELECT n.nspname, e.extversion FROM pg_extension e"
+                             "SELECT n.nspname, '\"' || replace(n.nspname, '\"', '\"\"') || '\"',"
+                             " e.extversion"
+                             " FROM pg_extension e"
                              " JOIN pg_namespace n ON n.oid = e.extnamespace"
                              " WHERE e.extname = 'pg_partman'",
                              0, NULL);
@@ -20,7 +22,8 @@ int partman_find(PGconn *conn, pgs_partman *pm)
     int found = PQntuples(res) == 1;
     if (found) {
         snprintf(pm->schema, sizeof pm->schema, "%s", PQgetvalue(res, 0, 0));
-        snprintf(pm->version, sizeof pm->version, "%s", PQgetvalue(res, 0, 1));
+        snprintf(pm->q, sizeof pm->q, "%s", PQgetvalue(res, 0, 1));
+        snprintf(pm->version, sizeof pm->version, "%s", PQgetvalue(res, 0, 2));
         pm->major = atoi(pm->version);
     }
     PQclear(res);
@@ -62,4 +65,13 @@ char *partman_default_name(PGconn *conn, const char *sq, const char *relname)
                              (const char *[]){relname}, NULL);
     free(sql);
     return v;
+}
+
+char *partman_default_of(PGconn *conn, const char *table)
+{
+    return pg_query_value(conn, "looking for the DEFAULT partition",
+                          "SELECT coalesce(max(c.relname), '') FROM pg_inherits h"
+                          " JOIN pg_class c ON c.oid = h.inhrelid WHERE h.inhparent = $1::regclass"
+                          " AND pg_get_expr(c.relpartbound, c.oid) = 'DEFAULT'",
+                          1, (const char *[]){table}, NULL);
 }

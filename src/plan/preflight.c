@@ -756,9 +756,10 @@ static void check_partman(pgs_migration *m, pgs_mtable *t, report *r)
             return;
         }
     }
-    char *pmq = pg_ident(m->tgt, pm.schema), *col = pg_ident(m->src, c->name);
-    char *dflt = pmq ? partman_default_name(m->tgt, pmq, t->src.relname) : NULL;
-    PGresult *b = pmq && col && dflt ? prepare_partition_bounds(m, t, sp, col, c, pmq) : NULL;
+    const char *pmq = pm.q;
+    char *col = pg_ident(m->src, c->name);
+    char *dflt = partman_default_name(m->tgt, pmq, t->src.relname);
+    PGresult *b = col && dflt ? prepare_partition_bounds(m, t, sp, col, c, pmq) : NULL;
     if (b && PQntuples(b) > 0) {
         check_partman_source(m, t, &pm, pmq, r);
         if (!t->tgt.exists) /* when resuming, the names are its own */
@@ -783,7 +784,6 @@ static void check_partman(pgs_migration *m, pgs_mtable *t, report *r)
         free(bgw);
     }
     PQclear(b);
-    free(pmq);
     free(col);
     free(dflt);
 }
@@ -1137,6 +1137,31 @@ static void list_dependents(pgs_migration *m, pgs_mtable *t, report *r)
     handover_free(&h);
 }
 
+/* A target pgshift creates from the plan's partition spec. */
+static void check_created_target(pgs_migration *m, pgs_mtable *t, bool resuming, report *r)
+{
+    if (t->tgt.exists && !resuming)
+        say(r, "BLOCK",
+            "target %s already exists but the plan asks pgshift to create it (partition:); "
+            "fix: drop it, or remove the partition block to use it as it is",
+            t->tgt.qname);
+    if (!t->tgt.exists) {
+        char how[192] = "", sub[192] = "";
+        spec_desc(&t->spec->part, how, sizeof how);
+        if (t->spec->part.sub)
+            spec_desc(t->spec->part.sub, sub, sizeof sub);
+        say(r, "ok", "target %s will be created: LIKE the source, %s%s%s", t->tgt.qname, how,
+            sub[0] ? "; each partition in turn " : "", sub);
+    }
+    check_partition_spec(m, t, &t->spec->part, "partition", r);
+    if (t->spec->part.sub)
+        check_partition_spec(m, t, t->spec->part.sub, "partition.subpartition", r);
+    if (t->spec->part.manager)
+        check_partman(m, t, r);
+    if (!t->tgt.exists)
+        check_created_indexes(m, t, r);
+}
+
 static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *r)
 {
     fprintf(r->out, "\nTable %s -> %s\n", t->spec->source, t->spec->target);
@@ -1178,34 +1203,11 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
 
     check_keys(m, t, r);
     pgs_partman pm;
-    if (!t->spec->part.manager && partman_find(m->tgt, &pm) == 1) {
-        char *pmq = pg_ident(m->tgt, pm.schema);
-        if (pmq)
-            check_partman_source(m, t, &pm, pmq, r);
-        free(pmq);
-    }
+    if (!t->spec->part.manager && partman_find(m->tgt, &pm) == 1)
+        check_partman_source(m, t, &pm, pm.q, r);
 
     if (t->create_target) {
-        if (t->tgt.exists && !resuming)
-            say(r, "BLOCK",
-                "target %s already exists but the plan asks pgshift to create it (partition:); "
-                "fix: drop it, or remove the partition block to use it as it is",
-                t->tgt.qname);
-        if (!t->tgt.exists) {
-            char how[192] = "", sub[192] = "";
-            spec_desc(&t->spec->part, how, sizeof how);
-            if (t->spec->part.sub)
-                spec_desc(t->spec->part.sub, sub, sizeof sub);
-            say(r, "ok", "target %s will be created: LIKE the source, %s%s%s", t->tgt.qname, how,
-                sub[0] ? "; each partition in turn " : "", sub);
-        }
-        check_partition_spec(m, t, &t->spec->part, "partition", r);
-        if (t->spec->part.sub)
-            check_partition_spec(m, t, t->spec->part.sub, "partition.subpartition", r);
-        if (t->spec->part.manager)
-            check_partman(m, t, r);
-        if (!t->tgt.exists)
-            check_created_indexes(m, t, r);
+        check_created_target(m, t, resuming, r);
     } else if (!t->tgt.exists) {
         say(r, "BLOCK",
             "target table %s does not exist; fix: create it, or add a `partition:` block so "

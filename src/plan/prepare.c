@@ -281,19 +281,12 @@ static bool range_set(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec 
                       const char *col, const pgs_column *c, part_set *ps)
 {
     pgs_partman pm;
-    char *pmq = NULL;
-    if (sp->manager) {
-        if (partman_find(m->src, &pm) != 1) {
-            log_error("table %s: pg_partman is not installed in the source's database",
-                      t->src.qname);
-            return false;
-        }
-        if ((pmq = pg_ident(m->src, pm.schema)) == NULL)
-            return false;
-        ps->whole = true;
+    if (sp->manager && partman_find(m->src, &pm) != 1) {
+        log_error("table %s: pg_partman is not installed in the source's database", t->src.qname);
+        return false;
     }
-    PGresult *bounds = prepare_partition_bounds(m, t, sp, col, c, pmq);
-    free(pmq);
+    ps->whole = sp->manager != NULL;
+    PGresult *bounds = prepare_partition_bounds(m, t, sp, col, c, sp->manager ? pm.q : NULL);
     bool ok = bounds != NULL;
     if (ok && PQntuples(bounds) > PGS_MAX_PARTITIONS) {
         log_error("table %s: interval %s makes %d partitions (more than %d); fix: choose a "
