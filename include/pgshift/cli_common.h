@@ -14,6 +14,8 @@ typedef struct cli_opts {
     bool watch;
     const char *http;       /* --http ADDR */
     bool http_show_queries; /* --http-show-queries */
+    const char *table;      /* --table T (verify) */
+    bool repair;            /* --repair (verify) */
     bool help;
 } cli_opts;
 

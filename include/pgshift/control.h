@@ -20,6 +20,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/types.h>
 #include <uv.h>
 
@@ -64,6 +65,9 @@ control_server *control_listen(uv_loop_t *loop, const char *path, control_handle
  * either way `call` is freed and must not be used again. */
 void control_reply(control_call *call, bool ok, const char *message,
                    const Pgshift__StatusSnapshot *status);
+/* control_reply with the reply's `lsn` field set (the verify commands). */
+void control_reply_lsn(control_call *call, bool ok, const char *message,
+                       const Pgshift__StatusSnapshot *status, uint64_t lsn);
 
 /* Stops listening, unlinks the socket file and closes every client
  * connection. Calls still waiting for their reply are answered at once with

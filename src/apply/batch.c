@@ -128,7 +128,9 @@ bool apply_commit_batch(apply_ctx *a, bool sync)
 {
     if (!a->batch_open)
         return true;
-    if (a->in_xact) {
+    /* A transaction begun with no change yet has put nothing in the batch
+     * (it opens at the first change): the batch holds whole transactions. */
+    if (a->in_xact && a->xact_changed) {
         log_error("apply: internal error: commit requested inside a source transaction");
         return false;
     }
@@ -190,7 +192,7 @@ failed:
  * batch has completed and the stream is between source transactions. */
 void batch_commit_deferred(apply_ctx *a)
 {
-    if (!a->commit_wanted || a->ninflight > 0 || a->in_xact || a->failed)
+    if (!a->commit_wanted || a->ninflight > 0 || (a->in_xact && a->xact_changed) || a->failed)
         return;
     if (!a->batch_open) {
         a->commit_wanted = a->commit_wanted_sync = false;

@@ -28,6 +28,8 @@ static const struct option cli_options[] = {
     {"watch", no_argument, NULL, 'w'},
     {"http", required_argument, NULL, 'H'},
     {"http-show-queries", no_argument, NULL, 'Q'},
+    {"table", required_argument, NULL, 't'},
+    {"repair", no_argument, NULL, 'r'},
     {"log-level", required_argument, NULL, 'l'},
     {"log-format", required_argument, NULL, 'f'},
     {"help", no_argument, NULL, 'h'},
@@ -57,6 +59,12 @@ static const char *command_option(int c, cli_opts *out)
     case 'Q':
         out->http_show_queries = true;
         return "http-show-queries";
+    case 't':
+        out->table = optarg;
+        return "table";
+    case 'r':
+        out->repair = true;
+        return "repair";
     default:
         return NULL;
     }

@@ -13,6 +13,7 @@ int cmd_pause(int argc, char **argv);
 int cmd_resume(int argc, char **argv);
 int cmd_postpone(int argc, char **argv);
 int cmd_unpostpone(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 const pgs_command pgs_commands[] = {
     {"plan", "dry run: check the server and tables, print what run would do", cmd_plan},
@@ -24,6 +25,7 @@ const pgs_command pgs_commands[] = {
     {"postpone", "hold back the automatic cutover until unpostpone", cmd_postpone},
     {"unpostpone", "let the automatic cutover proceed (overrides the plan's postpone)",
      cmd_unpostpone},
+    {"verify", "compare source and target at one LSN, name the rows that differ", cmd_verify},
     {"cleanup", "after the cutover: drop the old tables, slot and publication (--confirm)",
      cmd_cleanup},
     {"abort", "drop the slot, publication, state and created targets (--confirm)", cmd_abort},
@@ -44,5 +46,5 @@ void pgs_usage(void *stream)
         fprintf(out, "  %-10s %s\n", c->name, c->summary);
     fprintf(out, "\nRun `pgshift COMMAND --help` for the options of a command.\n"
                  "Exit codes: 0 success, 1 runtime failure, 2 usage or plan-file error,\n"
-                 "3 preflight found blocking problems.\n");
+                 "3 preflight found blocking problems, 4 verify found differences.\n");
 }

@@ -39,6 +39,20 @@
 /* A monitor query unanswered this long: the connection is replaced. */
 #define MONITOR_STUCK_MS 30000
 
+/* `pgshift verify` holding the applier (vhold.c). */
+typedef enum vhold_state {
+    VH_NONE,
+    VH_SETTLING,    /* VERIFY_HOLD: the current transaction ends, the batch commits */
+    VH_HELD,        /* at rest at the applied position; the verifier makes its source snapshot */
+    VH_TO_LSN,      /* VERIFY_AT: applying every source commit below vh_lsn */
+    VH_AT_SETTLING, /* the first commit at or past vh_lsn came: the batch before it commits */
+    VH_AT,          /* at rest at vh_lsn; the verifier takes its target snapshot */
+} vhold_state;
+/* How long a hold lasts without the verifier's next command (it died, or
+ * its source snapshot waits on a long transaction): then the stream goes
+ * on and a late VERIFY_AT is refused. */
+#define VHOLD_LEASE_MS 60000
+
 typedef enum eager_state {
     EG_NONE,             /* no streamed transaction applied early */
     EG_WAIT_MAIN,        /* a block of it came: the main applier commits first */
@@ -108,6 +122,12 @@ typedef struct engine {
     bool sync_point_sent;      /* this stop or pause made its batches durable (flow_settled) */
     control_call *co_call;     /* a `pgshift cutover` waiting for the outcome */
     codriver *drv;
+
+    /* `pgshift verify` (vhold.c) */
+    vhold_state vh;
+    pgs_lsn vh_lsn;
+    control_call *vh_call; /* answered once the applier is at rest */
+    uv_timer_t vh_timer;   /* the lease */
 } engine;
 
 double engine_now_ms(void);
@@ -146,6 +166,19 @@ void eager_step(engine *e);
 void eager_watch(engine *e);
 void eager_abandon(engine *e, bool disable, bool session_ends, const char *why);
 void eager_free(engine *e);
+
+/* vhold.c */
+void vhold_init(engine *e);
+void vhold_command(engine *e, control_call *call, int command, pgs_lsn lsn);
+/* Does the hold keep the stream from delivering now? */
+bool vhold_holds(const engine *e);
+/* Before a message is applied: the first commit at or past the verify
+ * LSN (or the verifier's message) ends VH_TO_LSN. False: stop. */
+bool vhold_before(engine *e, const decode_msg *msg);
+/* After a message was applied, and when the applier made progress. */
+void vhold_progress(engine *e);
+/* The run stops: a waiting verifier is answered. */
+void vhold_stop(engine *e);
 
 /* sample.c */
 void sample_start(engine *e);

@@ -171,7 +171,8 @@ bool flow_settled(engine *e)
 /* May the stream deliver another message? */
 static bool flow_ready(engine *e)
 {
-    return !e->stopping && !e->pausing && !e->hold && apply_ready(e->apply) && eager_ready(e);
+    return !e->stopping && !e->pausing && !e->hold && !vhold_holds(e) && apply_ready(e->apply) &&
+           eager_ready(e);
 }
 
 /* An applier made progress (results, room to write): whatever waited for
@@ -189,6 +190,7 @@ void flow_continue(engine *e)
     eager_step(e);
     if (e->stopping)
         return;
+    vhold_progress(e);
     if (e->pausing ? flow_settled(e) : !flow_busy(e)) {
         if (e->pausing)
             engine_finish_pause(e);
@@ -228,9 +230,10 @@ static bool on_ready(void *arg)
 static bool on_message(void *arg, const decode_msg *msg)
 {
     engine *e = arg;
-    if (!apply_message(e->apply, msg))
+    if (!vhold_before(e, msg) || !apply_message(e->apply, msg))
         return false;
     codriver_message(e->drv, msg);
+    vhold_progress(e);
     if (msg->kind == DECODE_COMMIT && !e->hold &&
         (apply_batch_changes(e->apply) >= e->m->plan->apply.batch_changes ||
          apply_batch_age_ms(e->apply) >= e->m->plan->apply.batch_ms))

@@ -140,6 +140,7 @@ void engine_stop(engine *e, int code)
         reply_pending(e, &e->co_call,
                       e->m->phase == PGS_PHASE_DONE ? "cut over" : "pgshift run stopped");
         reply_pending(e, &e->pause_call, "pgshift run stopped");
+        vhold_stop(e);
         reply_pending(e, &e->resume_call,
                       "the slot can stream no more; pgshift stops (its log says what to do)");
         control_close(e->ctl);
@@ -180,6 +181,9 @@ static void do_pause(engine *e, control_call *call)
         reply_with_status(e, call, false, "a pause is already settling the applier");
     else if (codriver_busy(e->drv))
         reply_with_status(e, call, false, "a cutover holds its locks right now; pause refused");
+    else if (e->vh != VH_NONE)
+        reply_with_status(e, call, false,
+                          "`pgshift verify` holds the applier for a moment; try again");
     else if (!phase_next(e->m->phase, PGS_EV_PAUSE, &to, NULL))
         reply_with_status(e, call, false,
                           "not streaming yet (the first lag sample comes within 2 s); try again");
@@ -330,6 +334,11 @@ static void on_control(void *arg, control_call *call, const Pgshift__ControlRequ
     case PGSHIFT__COMMAND__COMMAND_ABORT:
         do_abort(e, call, req->confirm);
         return;
+    case PGSHIFT__COMMAND__COMMAND_VERIFY_HOLD:
+    case PGSHIFT__COMMAND__COMMAND_VERIFY_AT:
+    case PGSHIFT__COMMAND__COMMAND_VERIFY_RELEASE:
+        vhold_command(e, call, req->command, req->lsn);
+        return;
     default:
         control_reply(call, false, "unknown command", NULL);
     }
@@ -370,7 +379,7 @@ static bool op_can_start(void *arg)
     /* Only from a streaming phase (a rerun still shows its last phase until
      * the first sample), between source transactions, with the ANALYZE of
      * a fresh copy done. */
-    return !e->stopping && !e->paused && !e->pausing && stream_is_open(e->rs) &&
+    return !e->stopping && !e->paused && !e->pausing && e->vh == VH_NONE && stream_is_open(e->rs) &&
            (ph == PGS_PHASE_READY || ph == PGS_PHASE_CATCHING_UP) &&
            !atomic_load(&e->m->analyzing) && !apply_in_xact(e->apply);
 }
@@ -443,6 +452,7 @@ static bool engine_open(engine *e)
     e->sigint.data = e->sigterm.data = e;
     uv_signal_start(&e->sigint, on_signal, SIGINT);
     uv_signal_start(&e->sigterm, on_signal, SIGTERM);
+    vhold_init(e);
     codriver_ops ops = {
         e,          op_hold,           op_commit,  op_at_rest, op_apply_failed, op_can_start,
         op_applied, op_apply_capacity, op_ask_lsn, op_phase,   op_event,        op_outcome,

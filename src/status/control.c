@@ -242,10 +242,12 @@ static void on_write(uv_write_t *req, int status)
 }
 
 /* Writes a reply; the connection closes when the write is done. */
-static void send_reply(conn *c, bool ok, const char *message, const Pgshift__StatusSnapshot *status)
+static void send_reply(conn *c, bool ok, const char *message, const Pgshift__StatusSnapshot *status,
+                       uint64_t lsn)
 {
     Pgshift__ControlReply r = PGSHIFT__CONTROL_REPLY__INIT;
     r.ok = ok;
+    r.lsn = lsn;
     r.message = (char *)(message ? message : "");
     r.status = (Pgshift__StatusSnapshot *)status; /* only read by pack */
     size_t n = pgshift__control_reply__get_packed_size(&r);
@@ -282,6 +284,12 @@ static void send_reply(conn *c, bool ok, const char *message, const Pgshift__Sta
 void control_reply(control_call *call, bool ok, const char *message,
                    const Pgshift__StatusSnapshot *status)
 {
+    control_reply_lsn(call, ok, message, status, 0);
+}
+
+void control_reply_lsn(control_call *call, bool ok, const char *message,
+                       const Pgshift__StatusSnapshot *status, uint64_t lsn)
+{
     if (call == NULL)
         return;
     conn *c = call->c;
@@ -290,7 +298,7 @@ void control_reply(control_call *call, bool ok, const char *message,
         return;
     c->call = NULL;
     c->state = CONN_WRITING;
-    send_reply(c, ok, message, status);
+    send_reply(c, ok, message, status, lsn);
 }
 
 static void drop(conn *c, const char *why)
@@ -589,7 +597,7 @@ void control_close(control_server *s)
             c->state = CONN_WRITING;
             /* uv_write goes to the kernel at once; closing right after
              * still delivers what was written. */
-            send_reply(c, false, "pgshift run stopped", NULL);
+            send_reply(c, false, "pgshift run stopped", NULL, 0);
         }
         conn_close(c);
     }

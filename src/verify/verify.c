@@ -1,0 +1,936 @@
+/* verify.c: `pgshift verify` (verify.h).
+ *
+ * The consistent point. While a `pgshift run` streams, source and target
+ * are read as of one source LSN: the run commits what it applied and holds
+ * (VERIFY_HOLD, src/run/vhold.c); a temporary logical slot exports a
+ * snapshot that sees exactly the commits whose commit record starts below
+ * its consistent point L; the source session imports it and the slot goes;
+ * a non-transactional message is emitted past L; the run applies up to the
+ * first commit at or past L (or that message) and holds again
+ * (VERIFY_AT); the target session takes its snapshot; the run goes on
+ * (VERIFY_RELEASE). Each hold lasts milliseconds except while the slot is
+ * made (it waits for transactions open on the source), and at most
+ * VHOLD_LEASE_MS. With no run alive the two sides are read as they are,
+ * and the report says the comparison is not at one LSN (a row changed in
+ * between shows as a difference). After the cutover, the live table is
+ * compared with <t>_old in one snapshot of their database.
+ *
+ * The comparison. Keyed tables are walked in key order (the source key's
+ * collations on both sides) in chunks of VERIFY_CHUNK_ROWS: the source
+ * returns the chunk's count, the XOR of its rows' 64-bit hashes and its
+ * last key; the target the count and XOR over the same key range; the
+ * target's query for one chunk runs while the source reads the next.
+ * A row's hash is hashtextextended() of its copied columns as a record's
+ * text, under the same output settings on both sides (UTC, ISO dates,
+ * shortest exact floats, hex bytea), so equal values hash equal whatever
+ * the column's type on either side (int vs bigint, json text). A chunk
+ * that differs is narrowed afterwards: keys and hashes of its rows, in
+ * byte order of the key's JSON on both sides, merged here. Tables without
+ * a key compare count and sum of hashes, and on a difference the multiset
+ * of row texts, streamed one row at a time from both sides. */
+#include "pgshift/verify.h"
+
+#include "pgshift/cli.h"
+#include "pgshift/control.h"
+#include "pgshift/log.h"
+#include "pgshift/pg.h"
+#include "pgshift/state.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SESSION_SETTINGS                                                                           \
+    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';"            \
+    " SET extra_float_digits = 3; SET bytea_output = 'hex'; SET statement_timeout = 0;"            \
+    " SET lock_timeout = 0"
+
+typedef struct vsample {
+    const char *kind; /* "missing", "extra", "different" */
+    char *key;        /* JSON text */
+} vsample;
+
+/* A key range: after `lo` (NULL: from the start) up to and including `hi`
+ * (NULL: to the end); each holds one text per key column. */
+typedef struct vrange {
+    char **lo, **hi;
+} vrange;
+
+typedef struct vtable {
+    const pgs_mtable *t;
+    char display[300];
+    char *src_q, *tgt_q; /* the two sides, quoted */
+    /* SQL pieces */
+    int nk;
+    char **kcol;   /* quoted key column */
+    char **ktype;  /* the source column's type */
+    char **kcoll;  /* " COLLATE <source collation>" or "" */
+    char *hash;    /* the row's hash, bigint */
+    char *keyjson; /* the key as JSON text */
+    char *rowtext; /* the row as text (tables without a key) */
+    /* results */
+    long long rows_src, rows_tgt, missing, extra, different, chunks;
+    vsample samples[VERIFY_MAX_SAMPLES];
+    int nsamples;
+    vrange *diff; /* chunks to narrow */
+    int ndiff, capdiff;
+    double secs;
+} vtable;
+
+typedef struct verifier {
+    pgs_migration *m;
+    const verify_opts *o;
+    PGconn *src, *tgt;
+    bool consistent;
+    bool after_cutover;
+    char lsn[18];
+    char note[512];
+    vtable *tabs;
+    int ntabs;
+} verifier;
+
+static void strv_free(char **v, int n)
+{
+    if (v)
+        for (int i = 0; i < n; i++)
+            free(v[i]);
+    free(v);
+}
+
+/* ---- SQL pieces ---- */
+
+/* "(a COLLATE x, b) OP ($i::ta COLLATE x, $i+1::tb)" */
+static void put_cmp(FILE *f, const vtable *vt, const char *op, int first)
+{
+    fputs(vt->nk > 1 ? "ROW(" : "(", f);
+    for (int i = 0; i < vt->nk; i++)
+        fprintf(f, "%s%s%s", i ? ", " : "", vt->kcol[i], vt->kcoll[i]);
+    fprintf(f, ") %s %s", op, vt->nk > 1 ? "ROW(" : "(");
+    for (int i = 0; i < vt->nk; i++)
+        fprintf(f, "%s$%d::%s%s", i ? ", " : "", first + i, vt->ktype[i], vt->kcoll[i]);
+    fputc(')', f);
+}
+
+static void put_order(FILE *f, const vtable *vt, bool desc)
+{
+    for (int i = 0; i < vt->nk; i++)
+        fprintf(f, "%s%s%s%s", i ? ", " : "", vt->kcol[i], vt->kcoll[i], desc ? " DESC" : "");
+}
+
+/* " WHERE lo < key <= hi" for the range (either end may be open) */
+static void put_where(FILE *f, const vtable *vt, const vrange *r)
+{
+    if (r->lo == NULL && r->hi == NULL)
+        return;
+    fputs(" WHERE ", f);
+    if (r->lo)
+        put_cmp(f, vt, ">", 1);
+    if (r->hi) {
+        if (r->lo)
+            fputs(" AND ", f);
+        put_cmp(f, vt, "<=", r->lo ? vt->nk + 1 : 1);
+    }
+}
+
+static const char **range_params(const vtable *vt, const vrange *r)
+{
+    const char **p = calloc((size_t)vt->nk * 2 + 1, sizeof *p);
+    int n = 0;
+    if (p == NULL)
+        return NULL;
+    for (int i = 0; r->lo && i < vt->nk; i++)
+        p[n++] = r->lo[i];
+    for (int i = 0; r->hi && i < vt->nk; i++)
+        p[n++] = r->hi[i];
+    return p;
+}
+
+static int range_nparams(const vtable *vt, const vrange *r)
+{
+    return (r->lo ? vt->nk : 0) + (r->hi ? vt->nk : 0);
+}
+
+static char *close_sql(FILE *f, char **buf)
+{
+    if (fclose(f) != 0) {
+        free(*buf);
+        return NULL;
+    }
+    return *buf;
+}
+
+/* The source's next chunk after `lo`: count, XOR of hashes, last key. */
+static char *sql_src_chunk(const vtable *vt, bool has_lo)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return NULL;
+    fputs("WITH c AS MATERIALIZED (SELECT ", f);
+    for (int i = 0; i < vt->nk; i++)
+        fprintf(f, "%s AS k%d, ", vt->kcol[i], i);
+    fprintf(f, "%s AS h FROM %s", vt->hash, vt->src_q);
+    if (has_lo) {
+        fputs(" WHERE ", f);
+        put_cmp(f, vt, ">", 1);
+    }
+    fputs(" ORDER BY ", f);
+    put_order(f, vt, false);
+    fprintf(f, " LIMIT %d) SELECT a.n, a.x", VERIFY_CHUNK_ROWS);
+    for (int i = 0; i < vt->nk; i++)
+        fprintf(f, ", l.t%d", i);
+    fputs(" FROM (SELECT count(*) AS n, coalesce(bit_xor(h), 0) AS x FROM c) a LEFT JOIN (SELECT ",
+          f);
+    for (int i = 0; i < vt->nk; i++)
+        fprintf(f, "%sk%d::text AS t%d", i ? ", " : "", i,
+                i); /* not k%d: ORDER BY would sort the text */
+    fputs(" FROM c ORDER BY ", f);
+    for (int i = 0; i < vt->nk; i++)
+        fprintf(f, "%sk%d%s DESC", i ? ", " : "", i, vt->kcoll[i]);
+    fputs(" LIMIT 1) l ON true", f);
+    return close_sql(f, &buf);
+}
+
+/* The target's count and XOR over a range. */
+static char *sql_tgt_chunk(const vtable *vt, const vrange *r)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return NULL;
+    fprintf(f, "SELECT count(*), coalesce(bit_xor(%s), 0) FROM %s", vt->hash, vt->tgt_q);
+    put_where(f, vt, r);
+    return close_sql(f, &buf);
+}
+
+/* Keys and hashes of a range, in byte order of the key's JSON. */
+static char *sql_rows(const vtable *vt, const char *q, const vrange *r)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return NULL;
+    fprintf(f, "SELECT k, h FROM (SELECT %s AS k, (%s)::text AS h FROM %s", vt->keyjson, vt->hash,
+            q);
+    put_where(f, vt, r);
+    fputs(") s ORDER BY k COLLATE \"C\"", f);
+    return close_sql(f, &buf);
+}
+
+/* Builds the SQL pieces of a table: its key columns with the source's
+ * types and collations, the row hash and the key as JSON. */
+static bool vtable_prepare(verifier *v, vtable *vt)
+{
+    const pgs_mtable *t = vt->t;
+    PGconn *c = v->src;
+    vt->nk = t->match.n;
+    /* A key from the plan (`key:` of a FULL table) need not be unique:
+     * only a real key walks in chunks. */
+    if (t->src.pk.n == 0 && !(t->src.replident == 'i' && t->src.ri.n))
+        vt->nk = 0;
+    vt->kcol = calloc((size_t)vt->nk + 1, sizeof(char *));
+    vt->ktype = calloc((size_t)vt->nk + 1, sizeof(char *));
+    vt->kcoll = calloc((size_t)vt->nk + 1, sizeof(char *));
+    if (!vt->kcol || !vt->ktype || !vt->kcoll)
+        return false;
+    for (int i = 0; i < vt->nk; i++) {
+        const pgs_column *col = catalog_column(&t->src, t->match.v[i]);
+        vt->kcol[i] = pg_ident(c, t->match.v[i]);
+        if (col == NULL || vt->kcol[i] == NULL)
+            return false;
+        vt->ktype[i] = strdup(col->type);
+        /* The key's collation on the source, named the same way on both sides. */
+        PGresult *res =
+            pg_query(c, "reading a key column's collation",
+                     "SELECT CASE WHEN a.attcollation = 0 THEN '' ELSE ' COLLATE ' ||"
+                     " quote_ident(n.nspname) || '.' || quote_ident(co.collname) END"
+                     " FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation"
+                     " LEFT JOIN pg_namespace n ON n.oid = co.collnamespace"
+                     " WHERE a.attrelid = $1::regclass AND a.attname = $2",
+                     2, (const char *[]){t->src.qname, t->match.v[i]});
+        if (res == NULL || PQntuples(res) != 1) {
+            PQclear(res);
+            return false;
+        }
+        vt->kcoll[i] = strdup(PQgetvalue(res, 0, 0));
+        PQclear(res);
+        if (!vt->ktype[i] || !vt->kcoll[i])
+            return false;
+    }
+    char *cols = pg_ident_list(c, t->cols.v, t->cols.n);
+    if (cols == NULL)
+        return false;
+    bool ok = asprintf(&vt->rowtext, "ROW(%s)::text", cols) >= 0 &&
+              asprintf(&vt->hash, "hashtextextended(ROW(%s)::text, 0)", cols) >= 0;
+    free(cols);
+    if (!ok)
+        return false;
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return false;
+    fputs("json_build_object(", f);
+    for (int i = 0; i < vt->nk; i++) {
+        char *lit = PQescapeLiteral(c, t->match.v[i], strlen(t->match.v[i]));
+        fprintf(f, "%s%s, %s", i ? ", " : "", lit ? lit : "''", vt->kcol[i]);
+        PQfreemem(lit);
+    }
+    fputs(")::text", f);
+    vt->keyjson = close_sql(f, &buf);
+    return vt->keyjson != NULL;
+}
+
+static void vtable_free(vtable *vt)
+{
+    strv_free(vt->kcol, vt->nk);
+    strv_free(vt->ktype, vt->nk);
+    strv_free(vt->kcoll, vt->nk);
+    free(vt->hash);
+    free(vt->keyjson);
+    free(vt->rowtext);
+    free(vt->src_q);
+    free(vt->tgt_q);
+    for (int i = 0; i < vt->nsamples; i++)
+        free(vt->samples[i].key);
+    for (int i = 0; i < vt->ndiff; i++) {
+        strv_free(vt->diff[i].lo, vt->diff[i].lo ? vt->nk : 0);
+        strv_free(vt->diff[i].hi, vt->diff[i].hi ? vt->nk : 0);
+    }
+    free(vt->diff);
+}
+
+static void add_sample(vtable *vt, const char *kind, const char *key)
+{
+    if (vt->nsamples < VERIFY_MAX_SAMPLES) {
+        vt->samples[vt->nsamples].kind = kind;
+        vt->samples[vt->nsamples].key = strdup(key);
+        if (vt->samples[vt->nsamples].key)
+            vt->nsamples++;
+    }
+}
+
+/* ---- streaming two ordered results and merging them ---- */
+
+typedef struct cursor {
+    PGconn *c;
+    PGresult *row; /* the current row, or NULL at the end */
+    bool failed;
+} cursor;
+
+static bool cursor_open(cursor *cu, PGconn *c, const char *sql, int n, const char *const *p)
+{
+    cu->c = c;
+    cu->row = NULL;
+    cu->failed = false;
+    if (!PQsendQueryParams(c, sql, n, NULL, p, NULL, NULL, 0) || !PQsetSingleRowMode(c)) {
+        log_error("verify: %s", PQerrorMessage(c));
+        cu->failed = true;
+        return false;
+    }
+    return true;
+}
+
+/* Moves to the next row; false at the end (or on an error: cu->failed). */
+static bool cursor_next(cursor *cu)
+{
+    PQclear(cu->row);
+    cu->row = NULL;
+    if (cu->failed)
+        return false;
+    PGresult *r;
+    while ((r = PQgetResult(cu->c)) != NULL) {
+        ExecStatusType st = PQresultStatus(r);
+        if (st == PGRES_SINGLE_TUPLE) {
+            cu->row = r;
+            return true;
+        }
+        if (st != PGRES_TUPLES_OK) {
+            char line[1024];
+            log_error("verify: reading rows: %s", pg_result_error_line(r, line, sizeof line));
+            cu->failed = true;
+        }
+        PQclear(r);
+    }
+    return false;
+}
+
+static void cursor_close(cursor *cu)
+{
+    PQclear(cu->row);
+    cu->row = NULL;
+    PGresult *r;
+    while ((r = PQgetResult(cu->c)) != NULL)
+        PQclear(r);
+}
+
+/* Merges (k, v) rows of the source and the target, both in byte order of
+ * k. Keyed (multiset false): k only in the source is missing, only in the
+ * target extra, in both with another v different. Multiset: v is a count,
+ * and the difference of counts is missing or extra. */
+static bool merge(vtable *vt, cursor *s, cursor *t, bool multiset)
+{
+    bool hs = cursor_next(s), ht = cursor_next(t);
+    while (hs || ht) {
+        int cmp = !hs ? 1 : !ht ? -1 : strcmp(PQgetvalue(s->row, 0, 0), PQgetvalue(t->row, 0, 0));
+        if (cmp < 0) {
+            long long n = multiset ? atoll(PQgetvalue(s->row, 0, 1)) : 1;
+            vt->missing += n;
+            add_sample(vt, "missing", PQgetvalue(s->row, 0, 0));
+            hs = cursor_next(s);
+        } else if (cmp > 0) {
+            long long n = multiset ? atoll(PQgetvalue(t->row, 0, 1)) : 1;
+            vt->extra += n;
+            add_sample(vt, "extra", PQgetvalue(t->row, 0, 0));
+            ht = cursor_next(t);
+        } else {
+            const char *a = PQgetvalue(s->row, 0, 1), *b = PQgetvalue(t->row, 0, 1);
+            if (strcmp(a, b) != 0) {
+                if (!multiset) {
+                    vt->different++;
+                    add_sample(vt, "different", PQgetvalue(s->row, 0, 0));
+                } else if (atoll(a) > atoll(b)) {
+                    vt->missing += atoll(a) - atoll(b);
+                    add_sample(vt, "missing", PQgetvalue(s->row, 0, 0));
+                } else {
+                    vt->extra += atoll(b) - atoll(a);
+                    add_sample(vt, "extra", PQgetvalue(s->row, 0, 0));
+                }
+            }
+            hs = cursor_next(s);
+            ht = cursor_next(t);
+        }
+    }
+    bool ok = !s->failed && !t->failed;
+    cursor_close(s);
+    cursor_close(t);
+    return ok;
+}
+
+/* ---- one table ---- */
+
+static char **dup_key(const PGresult *res, int col, int nk)
+{
+    char **k = calloc((size_t)nk, sizeof(char *));
+    for (int i = 0; k && i < nk; i++)
+        if ((k[i] = strdup(PQgetvalue(res, 0, col + i))) == NULL) {
+            strv_free(k, i);
+            return NULL;
+        }
+    return k;
+}
+
+static char **copy_key(char **k, int nk)
+{
+    if (k == NULL)
+        return NULL;
+    char **c = calloc((size_t)nk, sizeof(char *));
+    for (int i = 0; c && i < nk; i++)
+        if ((c[i] = strdup(k[i])) == NULL) {
+            strv_free(c, i);
+            return NULL;
+        }
+    return c;
+}
+
+static bool note_diff(vtable *vt, char **lo, char **hi)
+{
+    if (vt->ndiff == vt->capdiff) {
+        int cap = vt->capdiff ? vt->capdiff * 2 : 8;
+        vrange *d = realloc(vt->diff, sizeof *d * (size_t)cap);
+        if (d == NULL)
+            return false;
+        vt->diff = d;
+        vt->capdiff = cap;
+    }
+    vt->diff[vt->ndiff++] = (vrange){copy_key(lo, vt->nk), copy_key(hi, vt->nk)};
+    return true;
+}
+
+static void progress(const verifier *v, const vtable *vt)
+{
+    if (!v->o->progress)
+        return;
+    long long est = vt->t->src.rows_est;
+    if (est > 0 && vt->rows_src <= est)
+        fprintf(stderr, "\rverify %s: %lld of ~%lld rows (%.0f%%)   ", vt->display, vt->rows_src,
+                est, 100.0 * (double)vt->rows_src / (double)est);
+    else
+        fprintf(stderr, "\rverify %s: %lld rows   ", vt->display, vt->rows_src);
+}
+
+/* Walks a keyed table chunk by chunk. */
+static bool walk_keyed(verifier *v, vtable *vt)
+{
+    char *q_first = sql_src_chunk(vt, false), *q_next = sql_src_chunk(vt, true);
+    char **lo = NULL;
+    bool ok = false;
+    if (!q_first || !q_next)
+        goto out;
+    if (!PQsendQueryParams(v->src, q_first, 0, NULL, NULL, NULL, NULL, 0))
+        goto sendfail;
+    for (;;) {
+        PGresult *sres = PQgetResult(v->src);
+        PGresult *extra;
+        while ((extra = PQgetResult(v->src)) != NULL)
+            PQclear(extra);
+        if (PQresultStatus(sres) != PGRES_TUPLES_OK || PQntuples(sres) != 1) {
+            char line[1024];
+            log_error("verify %s: reading the source: %s", vt->display,
+                      pg_result_error_line(sres, line, sizeof line));
+            PQclear(sres);
+            goto out;
+        }
+        long long n = atoll(PQgetvalue(sres, 0, 0));
+        char sx[32];
+        snprintf(sx, sizeof sx, "%s", PQgetvalue(sres, 0, 1));
+        bool last = n < VERIFY_CHUNK_ROWS;
+        char **hi = last ? NULL : dup_key(sres, 2, vt->nk);
+        PQclear(sres);
+        if (!last && hi == NULL)
+            goto out;
+        /* The source reads the next chunk while the target sums this one. */
+        if (!last && !PQsendQueryParams(v->src, q_next, vt->nk, NULL, (const char *const *)hi, NULL,
+                                        NULL, 0)) {
+            strv_free(hi, vt->nk);
+            goto sendfail;
+        }
+        vrange r = {lo, hi};
+        char *tq = sql_tgt_chunk(vt, &r);
+        const char **p = range_params(vt, &r);
+        PGresult *tres =
+            tq && p ? pg_query(v->tgt, "verify: reading the target", tq, range_nparams(vt, &r), p)
+                    : NULL;
+        free(tq);
+        free(p);
+        if (tres == NULL) {
+            strv_free(hi, vt->nk);
+            if (!last)
+                while ((extra = PQgetResult(v->src)) != NULL)
+                    PQclear(extra);
+            goto out;
+        }
+        long long tn = atoll(PQgetvalue(tres, 0, 0));
+        bool same = tn == n && strcmp(PQgetvalue(tres, 0, 1), sx) == 0;
+        PQclear(tres);
+        vt->rows_src += n;
+        vt->rows_tgt += tn;
+        vt->chunks++;
+        if (!same && !note_diff(vt, lo, hi)) {
+            strv_free(hi, vt->nk);
+            goto out;
+        }
+        progress(v, vt);
+        strv_free(lo, vt->nk);
+        lo = hi;
+        if (last)
+            break;
+    }
+    ok = true;
+    goto out;
+sendfail:
+    log_error("verify %s: %s", vt->display, PQerrorMessage(v->src));
+out:
+    strv_free(lo, lo ? vt->nk : 0);
+    free(q_first);
+    free(q_next);
+    return ok;
+}
+
+/* Names the rows of the chunks that differed. */
+static bool narrow(verifier *v, vtable *vt)
+{
+    for (int i = 0; i < vt->ndiff; i++) {
+        vrange *r = &vt->diff[i];
+        char *qs = sql_rows(vt, vt->src_q, r), *qt = sql_rows(vt, vt->tgt_q, r);
+        const char **p = range_params(vt, r);
+        cursor s, t;
+        bool ok = qs && qt && p && cursor_open(&s, v->src, qs, range_nparams(vt, r), p) &&
+                  cursor_open(&t, v->tgt, qt, range_nparams(vt, r), p) && merge(vt, &s, &t, false);
+        free(qs);
+        free(qt);
+        free(p);
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
+/* A table without a key: count and sum of hashes, then the multiset. */
+static bool walk_keyless(verifier *v, vtable *vt)
+{
+    char *q = NULL;
+    if (asprintf(&q, "SELECT count(*), coalesce(sum((%s)::numeric), 0)::text FROM %%s", vt->hash) <
+        0)
+        return false;
+    char *qs = NULL, *qt = NULL;
+    bool ok = asprintf(&qs, q, vt->src_q) >= 0 && asprintf(&qt, q, vt->tgt_q) >= 0;
+    free(q);
+    PGresult *a = ok ? pg_query(v->src, "verify: reading the source", qs, 0, NULL) : NULL;
+    PGresult *b = a ? pg_query(v->tgt, "verify: reading the target", qt, 0, NULL) : NULL;
+    free(qs);
+    free(qt);
+    if (a == NULL || b == NULL) {
+        PQclear(a);
+        return false;
+    }
+    vt->rows_src = atoll(PQgetvalue(a, 0, 0));
+    vt->rows_tgt = atoll(PQgetvalue(b, 0, 0));
+    vt->chunks = 1;
+    bool same =
+        vt->rows_src == vt->rows_tgt && strcmp(PQgetvalue(a, 0, 1), PQgetvalue(b, 0, 1)) == 0;
+    PQclear(a);
+    PQclear(b);
+    if (same)
+        return true;
+    const char *fmt =
+        "SELECT r, count(*)::text FROM (SELECT json_build_object('row', %s)::text AS r"
+        " FROM %s) s GROUP BY r ORDER BY r COLLATE \"C\"";
+    ok = asprintf(&qs, fmt, vt->rowtext, vt->src_q) >= 0 &&
+         asprintf(&qt, fmt, vt->rowtext, vt->tgt_q) >= 0;
+    cursor s, t;
+    ok = ok && cursor_open(&s, v->src, qs, 0, NULL) && cursor_open(&t, v->tgt, qt, 0, NULL) &&
+         merge(vt, &s, &t, true);
+    free(qs);
+    free(qt);
+    return ok;
+}
+
+static bool verify_table(verifier *v, vtable *vt)
+{
+    double t0 = pgs_now_ms();
+    if (!vtable_prepare(v, vt))
+        return false;
+    bool ok = vt->nk > 0 ? walk_keyed(v, vt) && narrow(v, vt) : walk_keyless(v, vt);
+    vt->secs = (pgs_now_ms() - t0) / 1000.0;
+    if (v->o->progress)
+        fputs("\r\033[K", stderr);
+    return ok;
+}
+
+/* ---- the consistent point ---- */
+
+static int ask(verifier *v, int command, pgs_lsn lsn, int timeout_ms, pgs_lsn *out, char *msg,
+               size_t msglen)
+{
+    char *path = control_socket_path(v->m->plan->state_dir, v->m->plan->name);
+    if (path == NULL)
+        return -2;
+    Pgshift__ControlRequest req = PGSHIFT__CONTROL_REQUEST__INIT;
+    req.command = (Pgshift__Command)command;
+    req.lsn = lsn;
+    Pgshift__ControlReply *r = NULL;
+    int rc = control_request(path, &req, &r, timeout_ms, msg, msglen);
+    free(path);
+    if (rc != 0)
+        return rc;
+    snprintf(msg, msglen, "%s", r->message);
+    if (out)
+        *out = r->lsn;
+    rc = r->ok ? 0 : -3;
+    pgshift__control_reply__free_unpacked(r, NULL);
+    return rc;
+}
+
+static void release(verifier *v)
+{
+    char msg[256];
+    ask(v, PGSHIFT__COMMAND__COMMAND_VERIFY_RELEASE, 0, 5000, NULL, msg, sizeof msg);
+}
+
+/* A temporary slot's exported snapshot, imported by the source session
+ * (which begins its transaction); *lsn its consistent point. */
+static bool source_snapshot_at_lsn(verifier *v, pgs_lsn *lsn)
+{
+    PGconn *rc = pg_connect(v->m->plan->source, "source (replication)", true);
+    if (rc == NULL)
+        return false;
+    char slot[64], *sql = NULL;
+    snprintf(slot, sizeof slot, "pgshift_verify_%d_%lld", (int)getpid(), (long long)time(NULL));
+    int version = PQserverVersion(rc);
+    bool ok = false;
+    if (asprintf(&sql, "CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput %s", slot,
+                 version >= 150000 ? "(SNAPSHOT 'export')" : "EXPORT_SNAPSHOT") < 0) {
+        PQfinish(rc);
+        return false;
+    }
+    PGresult *res = PQexec(rc, sql);
+    free(sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1 ||
+        !decode_lsn_parse(PQgetvalue(res, 0, 1), lsn)) {
+        char line[1024];
+        log_error("verify: a temporary slot for the source snapshot: %s",
+                  pg_result_error_line(res, line, sizeof line));
+    } else {
+        /* SET TRANSACTION SNAPSHOT must come before any query of the transaction. */
+        char *q = NULL;
+        char *lit = PQescapeLiteral(v->src, PQgetvalue(res, 0, 2), strlen(PQgetvalue(res, 0, 2)));
+        ok = lit && asprintf(&q, "SET TRANSACTION SNAPSHOT %s", lit) >= 0 &&
+             pg_exec(v->src, "verify: beginning the source snapshot",
+                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") &&
+             pg_exec(v->src, "verify: importing the source snapshot", q);
+        PQfreemem(lit);
+        free(q);
+    }
+    PQclear(res);
+    /* The imported snapshot outlives the slot, which goes with its session. */
+    PQfinish(rc);
+    return ok;
+}
+
+/* A message past the snapshot's LSN, flushed, so that an idle source still
+ * brings the run to it. */
+static bool emit_marker(verifier *v)
+{
+    PGconn *c = pg_connect(v->m->plan->source, "source", false);
+    bool ok = c && pg_exec(c, "verify: emitting a marker past the snapshot",
+                           "SELECT pg_logical_emit_message(false, 'pgshift_verify', '');"
+                           " BEGIN; SET LOCAL synchronous_commit = on;"
+                           " SELECT pg_logical_emit_message(true, 'pgshift_flush', ''); COMMIT");
+    PQfinish(c);
+    return ok;
+}
+
+static int consistent_point(verifier *v)
+{
+    char msg[512];
+    pgs_lsn held = 0, at = 0, l = 0;
+    int rc = ask(v, PGSHIFT__COMMAND__COMMAND_VERIFY_HOLD, 0, 30000, &held, msg, sizeof msg);
+    if (rc == -1)
+        return -1; /* no run */
+    if (rc != 0) {
+        log_error("verify: the run did not hold: %s", msg);
+        return 1;
+    }
+    double t0 = pgs_now_ms();
+    bool ok = source_snapshot_at_lsn(v, &l);
+    double made = pgs_now_ms() - t0;
+    if (ok && !emit_marker(v))
+        ok = false;
+    if (!ok) {
+        release(v);
+        return 1;
+    }
+    char ls[18];
+    log_info("verify: source snapshot at %s (made in %.0f ms); the run applies up to it",
+             decode_lsn_format(l, ls), made);
+    rc = ask(v, PGSHIFT__COMMAND__COMMAND_VERIFY_AT, l, 0, &at, msg, sizeof msg);
+    if (rc != 0) {
+        log_error("verify: the run could not come to the snapshot's LSN: %s", msg);
+        release(v);
+        return 1;
+    }
+    ok = pg_exec(v->tgt, "verify: beginning the target snapshot",
+                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") &&
+         pg_exec(v->tgt, "verify: taking the target snapshot", "SELECT 1");
+    release(v);
+    if (!ok)
+        return 1;
+    decode_lsn_format(l, v->lsn);
+    v->consistent = true;
+    snprintf(v->note, sizeof v->note,
+             "source and target read as of source LSN %s (the run held there for a moment)",
+             v->lsn);
+    return 0;
+}
+
+/* ---- the report ---- */
+
+static json_t *report_json(const verifier *v)
+{
+    json_t *tabs = json_array();
+    for (int i = 0; i < v->ntabs; i++) {
+        const vtable *vt = &v->tabs[i];
+        json_t *samples = json_array();
+        for (int j = 0; j < vt->nsamples; j++) {
+            json_t *k = json_loads(vt->samples[j].key, 0, NULL);
+            json_array_append_new(samples, json_pack("{s:s,s:o}", "kind", vt->samples[j].kind,
+                                                     "key", k ? k : json_null()));
+        }
+        json_array_append_new(tabs,
+                              json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:I,s:f}", "table",
+                                        vt->display, "rows_source", (json_int_t)vt->rows_src,
+                                        "rows_target", (json_int_t)vt->rows_tgt, "missing",
+                                        (json_int_t)vt->missing, "extra", (json_int_t)vt->extra,
+                                        "different", (json_int_t)vt->different, "samples", samples,
+                                        "chunks", (json_int_t)vt->chunks, "seconds", vt->secs));
+    }
+    return json_pack("{s:s?,s:b,s:b,s:s,s:o}", "lsn", v->lsn[0] ? v->lsn : NULL, "consistent",
+                     v->consistent, "after_cutover", v->after_cutover, "note", v->note, "tables",
+                     tabs);
+}
+
+static long long ndiff(const vtable *vt)
+{
+    return vt->missing + vt->extra + vt->different;
+}
+
+static void report_text(const verifier *v)
+{
+    printf("verify: %s\n", v->note);
+    int bad = 0;
+    for (int i = 0; i < v->ntabs; i++) {
+        const vtable *vt = &v->tabs[i];
+        printf("  %-32s rows %lld source, %lld target", vt->display, vt->rows_src, vt->rows_tgt);
+        if (ndiff(vt) == 0) {
+            printf("  identical (%.1f s)\n", vt->secs);
+            continue;
+        }
+        bad++;
+        printf("  %lld missing, %lld extra, %lld different\n", vt->missing, vt->extra,
+               vt->different);
+        for (int j = 0; j < vt->nsamples; j++)
+            printf("      %-9s %s\n", vt->samples[j].kind, vt->samples[j].key);
+        if (ndiff(vt) > vt->nsamples)
+            printf("      ... and %lld more\n", ndiff(vt) - vt->nsamples);
+    }
+    if (bad)
+        printf("verify: %d of %d table%s differ%s\n", bad, v->ntabs, v->ntabs == 1 ? "" : "s",
+               v->consistent ? "" : " (not read at one LSN: see above)");
+    else
+        printf("verify: %d table%s identical\n", v->ntabs, v->ntabs == 1 ? "" : "s");
+}
+
+/* ---- the command ---- */
+
+static bool wanted(const verify_opts *o, const pgs_mtable *t)
+{
+    if (o->table == NULL)
+        return true;
+    char q[300];
+    snprintf(q, sizeof q, "%s.%s", t->src.nspname, t->src.relname);
+    return strcmp(o->table, q) == 0 || strcmp(o->table, t->src.relname) == 0 ||
+           strcmp(o->table, t->spec->source) == 0;
+}
+
+static bool set_sides(verifier *v, vtable *vt)
+{
+    const pgs_mtable *t = vt->t;
+    snprintf(vt->display, sizeof vt->display, "%s.%s", t->src.nspname, t->src.relname);
+    if (v->after_cutover) {
+        char old[200];
+        snprintf(old, sizeof old, "%s_old", t->src.relname);
+        vt->tgt_q = strdup(t->src.qname); /* the live table: the target under the source's name */
+        vt->src_q = pg_qualified(v->src, t->src.nspname, old);
+    } else {
+        vt->src_q = strdup(t->src.qname);
+        vt->tgt_q = strdup(t->tgt.qname);
+    }
+    return vt->src_q && vt->tgt_q;
+}
+
+int verify_main(pgs_migration *m, const verify_opts *o)
+{
+    verifier v = {.m = m, .o = o, .src = m->src, .tgt = m->tgt};
+    if (!state_load(m))
+        return PGS_EXIT_FAILURE;
+    if (m->has_state && m->phase == PGS_PHASE_COPYING) {
+        log_error("verify: migration %s is copying; verify once it streams (`pgshift status`)",
+                  m->plan->name);
+        return PGS_EXIT_FAILURE;
+    }
+    v.after_cutover = m->has_state && m->phase == PGS_PHASE_DONE;
+    v.tabs = calloc((size_t)m->ntables, sizeof *v.tabs);
+    if (v.tabs == NULL)
+        return PGS_EXIT_FAILURE;
+    for (int i = 0; i < m->ntables; i++)
+        if (wanted(o, &m->tables[i]))
+            v.tabs[v.ntabs++].t = &m->tables[i];
+    int rc = PGS_EXIT_FAILURE;
+    if (v.ntabs == 0) {
+        log_error("verify: the plan has no table %s", o->table);
+        rc = PGS_EXIT_USAGE;
+        goto out;
+    }
+    for (int i = 0; i < v.ntabs; i++)
+        if (!set_sides(&v, &v.tabs[i]))
+            goto out;
+    if (!v.after_cutover)
+        for (int i = 0; i < v.ntabs; i++)
+            if (!v.tabs[i].t->tgt.exists) {
+                log_error("verify: the target of %s does not exist yet", v.tabs[i].display);
+                goto out;
+            }
+    if (!pg_exec(v.src, "verify: configuring the source session", SESSION_SETTINGS) ||
+        !pg_exec(v.tgt, "verify: configuring the target session", SESSION_SETTINGS))
+        goto out;
+    int cp = -1;
+    if (m->has_state && !v.after_cutover)
+        cp = consistent_point(&v);
+    if (cp > 0)
+        goto out;
+    if (cp < 0) {
+        /* No run to hold: each side as it is now. */
+        if (v.after_cutover && v.src != v.tgt &&
+            strcmp(m->plan->target ? m->plan->target : m->plan->source, m->plan->source) == 0) {
+            /* One database: one snapshot for both tables. */
+            char *snap = NULL;
+            if (pg_exec(v.src, "verify: beginning the snapshot",
+                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+                snap = pg_query_value(v.src, "verify: exporting the snapshot",
+                                      "SELECT pg_export_snapshot()", 0, NULL, NULL);
+            char *lit = snap ? PQescapeLiteral(v.tgt, snap, strlen(snap)) : NULL;
+            char *q = NULL;
+            bool ok = lit && asprintf(&q, "SET TRANSACTION SNAPSHOT %s", lit) >= 0 &&
+                      pg_exec(v.tgt, "verify: beginning the snapshot",
+                              "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") &&
+                      pg_exec(v.tgt, "verify: importing the snapshot", q);
+            free(snap);
+            PQfreemem(lit);
+            free(q);
+            if (!ok)
+                goto out;
+            v.consistent = true;
+            snprintf(v.note, sizeof v.note,
+                     "after the cutover: each live table compared with its <table>_old, in one "
+                     "snapshot (writes since the cutover show as differences)");
+        } else {
+            if (!pg_exec(v.src, "verify: beginning", "BEGIN ISOLATION LEVEL REPEATABLE READ") ||
+                !pg_exec(v.tgt, "verify: beginning", "BEGIN ISOLATION LEVEL REPEATABLE READ"))
+                goto out;
+            char al[18];
+            snprintf(v.note, sizeof v.note,
+                     m->has_state ? "no `pgshift run` is serving this migration, so source and "
+                                    "target are read as they are now, not at one LSN: the target "
+                                    "holds the changes up to %s, and a row changed since shows "
+                                    "as a difference; verify while `pgshift run` streams"
+                                  : "the migration has not started: source and target read as "
+                                    "they are now",
+                     decode_lsn_format(m->applied_lsn, al));
+        }
+        char *cur = pg_query_value(v.src, "verify: the source's position",
+                                   "SELECT pg_current_wal_lsn()", 0, NULL, NULL);
+        if (cur)
+            snprintf(v.lsn, sizeof v.lsn, "%s", cur);
+        free(cur);
+    }
+    for (int i = 0; i < v.ntabs; i++)
+        if (!verify_table(&v, &v.tabs[i]))
+            goto out;
+    pg_exec(v.src, "verify: ending", "COMMIT");
+    pg_exec(v.tgt, "verify: ending", "COMMIT");
+    if (o->json) {
+        json_t *j = report_json(&v);
+        char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+        if (s)
+            printf("%s\n", s);
+        free(s);
+        json_decref(j);
+    } else
+        report_text(&v);
+    rc = PGS_EXIT_OK;
+    for (int i = 0; i < v.ntabs; i++)
+        if (ndiff(&v.tabs[i]) > 0)
+            rc = PGS_EXIT_DIFFERENT;
+out:
+    for (int i = 0; i < v.ntabs; i++)
+        vtable_free(&v.tabs[i]);
+    free(v.tabs);
+    return rc;
+}
