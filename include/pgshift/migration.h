@@ -47,6 +47,15 @@ typedef struct pgs_timings {
     double copy_s, index_build_s, backlog_s, ready_s, cutover_s, after_swap_s;
 } pgs_timings;
 
+/* The last `pgshift verify` (migrations.verify; status shows it). */
+typedef struct pgs_verify_info {
+    bool has;
+    char at[32];
+    char lsn[24];
+    bool consistent, identical;
+    uint64_t differences;
+} pgs_verify_info;
+
 typedef struct pgs_migration {
     pgs_plan *plan;
     PGconn *src; /* source database: catalog reads, publication, WAL position */
@@ -68,6 +77,7 @@ typedef struct pgs_migration {
     bool just_copied;      /* this run did the copy (the copy_done hook fires) */
     atomic_bool analyzing; /* the background ANALYZE of fresh targets still runs */
     pgs_timings timings;
+    pgs_verify_info verify;
     /* This process's clocks (pgs_now_ms): its start, its streaming start. */
     double run_started_ms, streaming_since_ms;
     bool ready_timed; /* this run's first ready is recorded */

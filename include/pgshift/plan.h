@@ -77,6 +77,8 @@ typedef struct pgs_plan_cutover {
                                held no longer than it before the swap; default 100 */
     bool postpone;          /* `postpone: true` holds back --auto-cutover */
     char *postpone_file;    /* `postpone_file: /path`: while it exists, auto cutover waits */
+    bool verify;            /* `verify: true`: no cutover without a passing `pgshift verify` of
+                               every table at or after the copy (one at one LSN, while run streams) */
 } pgs_plan_cutover;
 
 typedef struct pgs_plan_copy {
@@ -107,6 +109,14 @@ typedef struct pgs_plan_hooks {
     char *blocked;         /* an automatic cutover waits for the operator (each new reason) */
 } pgs_plan_hooks;
 
+/* `verify:` (pgshift verify, src/verify/verify.c) */
+typedef struct pgs_plan_verify {
+    int max_snapshot_age_ms; /* `max_snapshot_age: 5min`: no snapshot held longer; default 5 min */
+    int max_rate;            /* `max_rate: N` rows/s read per side; 0 (default): no limit */
+    int chunk_rows;          /* `chunk_rows: N` rows per key range of walk; default 20000 */
+    char *method;            /* `method: scan|walk|auto` (default auto, see verify.h) */
+} pgs_plan_verify;
+
 typedef struct pgs_plan {
     char *path;   /* the file it was read from */
     char *name;   /* [a-z0-9_]+, at most 40 characters */
@@ -118,6 +128,7 @@ typedef struct pgs_plan {
     pgs_plan_copy copy;
     pgs_plan_apply apply;
     pgs_plan_hooks hooks;
+    pgs_plan_verify verify;
     bool password_exposed; /* set by pgs_plan_load: source or target holds a password and
                               the file has group or world access (the caller warns) */
     char *state_dir;       /* `state_dir:` holds the control socket's private directory

@@ -57,6 +57,8 @@ void state_timing_json(pgs_migration *m, const char *key, double seconds, char *
 size_t timings_text(const pgs_timings *t, char *buf, size_t len);
 /* The timings of a migrations.timings JSON text (unknown keys ignored). */
 void timings_parse(const char *json, pgs_timings *t);
+/* The summary of a migrations.verify JSON text (v->has false when none). */
+void verify_info_parse(const char *json, pgs_verify_info *v);
 /* migrations.cutover = cutover || json (after the swap: timings). */
 bool state_merge_cutover(pgs_migration *m, const char *json);
 /* migrations.cutover as JSON text, malloc'd; NULL on failure (logged). */

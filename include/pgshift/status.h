@@ -83,6 +83,8 @@ typedef struct status_snapshot {
     Pgshift__CutoverInfo co;
     Pgshift__Blocker bl;
     Pgshift__Timings tm;
+    Pgshift__VerifyInfo vi;
+    pgs_verify_info vinfo; /* the strings vi points into */
     char src_lsn[18], applied[18], confirmed[18];
     status_origin origin; /* live, or what the state tables add */
     char *own[12];        /* strings of a snapshot from the state */
@@ -113,6 +115,7 @@ typedef struct status_state {
     double age_s;                            /* since the run last wrote the row */
     const char *cutover_record, *cutover_at; /* NULL or "": none */
     const char *timings;                     /* migrations.timings (JSON); NULL or "": none */
+    const char *verify;                      /* migrations.verify (JSON); NULL or "": none */
     long long cutover_at_unix_ms;
     const char *slot_name, *plan_path;
     /* the source now (the status command's connection); NULL: not known */

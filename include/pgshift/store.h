@@ -71,6 +71,19 @@ bool store_merge_cutover(PGconn *conn, const char *migration, const char *json);
 const char *store_sql_merge_timings(void);
 bool store_merge_timings(PGconn *conn, const char *migration, const char *json);
 
+/* The last `pgshift verify`: migrations.verify = summary (a JSON object:
+ * at, lsn, consistent, identical, ...) with its "tables" merged with
+ * tables_json (an object: source table -> {lsn, consistent, identical,
+ * missing, extra, different, ...}), so a verify of one table keeps the
+ * others' results. */
+bool store_record_verify(PGconn *conn, const char *migration, const char *summary_json,
+                         const char *tables_json);
+/* cutover.verify: the first of `tables_array` (a text[] literal of source
+ * tables as verify names them) with no identical, consistent verify at or
+ * after the copy's consistent point, malloc'd; "" when every one has one;
+ * NULL on failure (logged). */
+char *store_verify_gate(PGconn *conn, const char *migration, const char *tables_array);
+
 /* The targets pgshift created, as recorded when the copy began
  * (tables.target_table, quoted qualified names). */
 bool store_created_targets(PGconn *conn, const char *migration, pgs_strlist *out);

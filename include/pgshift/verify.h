@@ -11,15 +11,32 @@
 /* Exit code: differences found. */
 #define PGS_EXIT_DIFFERENT 4
 
-/* Rows per chunk: a chunk whose count or hash differs is narrowed to its
- * rows (their keys and hashes only). */
-#define VERIFY_CHUNK_ROWS 20000
+/* How a keyed table is compared (plan verify.method):
+ *   scan  one pass per side, source and target at once, each in one
+ *         snapshot: per bucket of the key's hash (about 2000 rows each),
+ *         count and XOR of row hashes; the buckets that differ are narrowed
+ *         to their rows in one more pass. Sequential reads: the cost of a
+ *         whole-table hash, whatever the key's order in the heap.
+ *   walk  key ranges of verify.chunk_rows (default 20000) in key order (index scans), a
+ *         range that differs narrowed at once, and a fresh consistent point
+ *         whenever the snapshots are older than verify.max_snapshot_age, so
+ *         no snapshot outlives it on a table of any size. Random heap reads
+ *         where the key is not in the heap's order (a uuid key: about 3x a
+ *         scan's time).
+ *   auto  (default) scan when the source's heap can be read within
+ *         verify.max_snapshot_age at VERIFY_SCAN_BYTES_PER_S, else walk. */
+/* A conservative scan rate for auto: what one core hashed here (bench/). */
+#define VERIFY_SCAN_BYTES_PER_S (100.0 * 1024 * 1024)
 /* Differing rows named per table. */
 #define VERIFY_MAX_SAMPLES 20
+/* --repair rewrites at most this many rows per table (beyond it, a new
+ * copy is the better repair). */
+#define VERIFY_REPAIR_MAX 100000
 
 typedef struct verify_opts {
     const char *table; /* only this source table ("schema.name" or "name"); NULL: all */
     bool json;
+    bool repair;   /* --repair: rewrite the differing rows from the source, then verify again */
     bool progress; /* a progress line on stderr */
 } verify_opts;
 

@@ -84,6 +84,7 @@ static void read_state(const pgs_migration *m, const PGresult *res, const PGresu
         .slot_safe = PQgetisnull(res, 0, 16) ? -1 : atoll(PQgetvalue(res, 0, 16)),
         .cutover_at_unix_ms = atoll(PQgetvalue(res, 0, 17)),
         .timings = PQgetvalue(res, 0, 18),
+        .verify = PQgetvalue(res, 0, 19),
         .slot_name = m->slot,
         .plan_path = m->plan->path,
         .server_version = PQparameterStatus(m->src, "server_version"),

@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 static const char usage[] =
-    "Usage: pgshift verify --plan FILE [--table T] [--json]\n\n"
+    "Usage: pgshift verify --plan FILE [--table T] [--json] [--repair]\n\n"
     "Compares every source table of the plan with its target and names the rows\n"
     "that differ: missing (in the source, not in the target), extra (in the\n"
     "target only) and different (same key, other values).\n\n"
@@ -31,7 +31,12 @@ static const char usage[] =
     "  --table T     only this source table (schema.name or name)\n"
     "  --json        one JSON object: lsn, consistent, note, and per table: table,\n"
     "                rows_source, rows_target, missing, extra, different, samples\n"
-    "                (up to 20: kind and key as an object of column -> value)\n\n"
+    "                (up to 20: kind and key as an object of column -> value)\n"
+    "  --repair      rewrite the rows that differ from the source, then verify\n"
+    "                again: the live run holds at a fresh LSN while every differing\n"
+    "                row is deleted from the target and inserted as the source has\n"
+    "                it at that LSN, in one transaction; the changes after it then\n"
+    "                apply on top (needs the live run; tables with a key)\n\n"
     "Exit codes: 0 identical, 4 differences found, 1 runtime failure, 2 usage or\n"
     "plan-file error.\n";
 
@@ -41,10 +46,11 @@ int cmd_verify(int argc, char **argv)
 {
     cli_opts o;
     int rc;
-    pgs_migration *m = cli_open(argc, argv, "json,table", usage, &o, &rc);
+    pgs_migration *m = cli_open(argc, argv, "json,table,repair", usage, &o, &rc);
     if (m == NULL)
         return rc;
-    verify_opts vo = {.table = o.table, .json = o.json, .progress = !o.json && isatty(2)};
+    verify_opts vo = {
+        .table = o.table, .json = o.json, .repair = o.repair, .progress = !o.json && isatty(2)};
     rc = verify_main(m, &vo);
     cli_close(m);
     return rc;

@@ -95,11 +95,74 @@ bool cutover_locked(const cutover *c)
     return c->locked;
 }
 
+/* The source tables as a text[] literal, named as `pgshift verify` names
+ * them (schema.name). */
+static char *tables_array(const pgs_migration *m)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return NULL;
+    fputc('{', f);
+    for (int i = 0; i < m->ntables; i++) {
+        const pgs_relinfo *r = &m->tables[i].src;
+        fputs(i ? ",\"" : "\"", f);
+        for (const char *p = r->nspname; *p; p++)
+            fprintf(f, "%s%c", *p == '"' || *p == '\\' ? "\\" : "", *p);
+        fputc('.', f);
+        for (const char *p = r->relname; *p; p++)
+            fprintf(f, "%s%c", *p == '"' || *p == '\\' ? "\\" : "", *p);
+        fputc('"', f);
+    }
+    fputc('}', f);
+    return fclose(f) == 0 ? buf : NULL;
+}
+
+/* cutover.verify: the first table without a passing verify since the copy,
+ * as a problem (1), or 0, or -1 when the state cannot be read. The state
+ * is in the target database: c->conn's when the plan has no `target:`. */
+static int verify_gate(cutover *c, char *why, size_t whylen)
+{
+    const pgs_migration *m = c->m;
+    if (!m->plan->cutover.verify)
+        return 0;
+    PGconn *st = m->plan->target ? pg_connect(m->plan->target, "target (cutover)", false) : c->conn;
+    char *arr = tables_array(m);
+    char *t = st && arr ? store_verify_gate(st, m->plan->name, arr) : NULL;
+    if (st != c->conn)
+        PQfinish(st);
+    free(arr);
+    if (t == NULL)
+        return -1;
+    int rc = t[0] != '\0';
+    if (rc)
+        snprintf(why, whylen,
+                 "cutover.verify: %s has no passing `pgshift verify` since the copy (identical, "
+                 "at one LSN while the run streamed); run `pgshift verify --plan %s`",
+                 t, m->plan->path);
+    free(t);
+    return rc;
+}
+
 int cutover_check(cutover *c, bool log_them, char *first, size_t firstlen)
 {
     int problems = 0;
     if (first && firstlen)
         first[0] = '\0';
+    char why[1024];
+    int g = verify_gate(c, why, sizeof why);
+    if (g < 0)
+        return -1;
+    if (g > 0) {
+        if (first && firstlen)
+            snprintf(first, firstlen, "%s", why);
+        problems++;
+        if (log_them && !strlist_contains(&c->logged, why)) {
+            log_error("cutover refused: %s", why);
+            strlist_push(&c->logged, why);
+        }
+    }
     strlist_free(&c->extra_locks);
     for (int i = 0; i < c->m->ntables; i++) {
         handover h;

@@ -56,6 +56,7 @@ void pgs_plan_free(pgs_plan *plan)
     free(plan->hooks.cutover_done);
     free(plan->hooks.failed);
     free(plan->hooks.blocked);
+    free(plan->verify.method);
     free(plan->state_dir);
     free(plan->target);
     free(plan->source);
@@ -95,8 +96,17 @@ pgs_plan *pgs_plan_parse(const char *yaml, size_t len, const char *path, char *e
     plan->apply.batch_changes = 20000;
     plan->apply.batch_ms = 200;
     plan->apply.idle_commit_ms = 20;
+    plan->verify.max_snapshot_age_ms = 5 * 60 * 1000;
+    plan->verify.chunk_rows = 20000;
     if (!plan_fill_plan(&c, root, plan))
         goto failed;
+    if (plan->verify.method && strcmp(plan->verify.method, "auto") != 0 &&
+        strcmp(plan->verify.method, "scan") != 0 && strcmp(plan->verify.method, "walk") != 0) {
+        plan_fail(&c, root->line, "verify.method",
+                  "must be scan (one pass per side, in one snapshot), walk (key ranges, a fresh "
+                  "snapshot every verify.max_snapshot_age) or auto");
+        goto failed;
+    }
     if (!plan->state_dir && !(plan->state_dir = strdup("/tmp"))) {
         plan_oom(&c);
         goto failed;

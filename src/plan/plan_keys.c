@@ -44,6 +44,7 @@ static const plan_field cutover_fields[] = {
     {"max_block", F_DURATION, offsetof(pgs_plan_cutover, max_block_ms), false, 1, 600000, "100ms",
      NULL},
     {"postpone", F_BOOL, offsetof(pgs_plan_cutover, postpone), false, 0, 0, "false", NULL},
+    {"verify", F_BOOL, offsetof(pgs_plan_cutover, verify), false, 0, 0, "true", NULL},
     {"postpone_file", F_TEXT, offsetof(pgs_plan_cutover, postpone_file), false, 0, 0,
      "/tmp/petri.postpone", NULL},
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
@@ -81,6 +82,16 @@ static const plan_field hooks_fields[] = {
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 
+static const plan_field verify_fields[] = {
+    {"max_snapshot_age", F_DURATION, offsetof(pgs_plan_verify, max_snapshot_age_ms), false, 0,
+     INT_MAX, "5min", NULL},
+    {"chunk_rows", F_INT, offsetof(pgs_plan_verify, chunk_rows), false, 100, 10000000, "20000",
+     NULL},
+    {"max_rate", F_INT, offsetof(pgs_plan_verify, max_rate), false, 1, INT_MAX, "100000", NULL},
+    {"method", F_TEXT, offsetof(pgs_plan_verify, method), false, 0, 0, "walk", NULL},
+    {NULL, 0, 0, false, 0, 0, NULL, NULL},
+};
+
 static const plan_field top_fields[] = {
     {"name", F_NAME, offsetof(pgs_plan, name), true, 0, 0, "petri", NULL},
     {"source", F_CONNINFO, offsetof(pgs_plan, source), true, 0, 0, "'host=db1 dbname=app'", NULL},
@@ -94,6 +105,8 @@ static const plan_field top_fields[] = {
      apply_fields},
     {"hooks", F_SECTION, offsetof(pgs_plan, hooks), false, 0, 0, "{failed: 'page-oncall'}",
      hooks_fields},
+    {"verify", F_SECTION, offsetof(pgs_plan, verify), false, 0, 0, "{max_snapshot_age: 5min}",
+     verify_fields},
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 
@@ -108,6 +121,7 @@ static const struct {
     {cutover_fields, "move it under \"cutover:\""},
     {copy_fields, "move it under \"copy:\""},
     {apply_fields, "move it under \"apply:\""},
+    {verify_fields, "move it under \"verify:\""},
     {hooks_fields, "move it under \"hooks:\""},
 };
 

@@ -339,6 +339,11 @@ static void on_control(void *arg, control_call *call, const Pgshift__ControlRequ
     case PGSHIFT__COMMAND__COMMAND_VERIFY_RELEASE:
         vhold_command(e, call, req->command, req->lsn);
         return;
+    case PGSHIFT__COMMAND__COMMAND_VERIFY_DONE:
+        verify_info_parse(req->verify_json, &e->m->verify);
+        engine_publish(e);
+        control_reply(call, true, "recorded", NULL);
+        return;
     default:
         control_reply(call, false, "unknown command", NULL);
     }

@@ -80,7 +80,8 @@ bool state_load(pgs_migration *m)
     PGresult *res =
         pg_query(m->tgt, "reading the state",
                  "SELECT phase, consistent_lsn, applied_lsn, applied_xacts,"
-                 "       applied_changes, coalesce((to_jsonb(m)->'timings')::text, '{}')"
+                 "       applied_changes, coalesce((to_jsonb(m)->'timings')::text, '{}'),"
+                 "       coalesce((to_jsonb(m)->'verify')::text, '')"
                  "  FROM pgshift.migrations m WHERE name = $1",
                  1, p);
     if (res == NULL)
@@ -97,6 +98,7 @@ bool state_load(pgs_migration *m)
         m->applied_xacts = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
         m->applied_changes = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
         timings_parse(PQgetvalue(res, 0, 5), &m->timings);
+        verify_info_parse(PQgetvalue(res, 0, 6), &m->verify);
     }
     PQclear(res);
     if (!m->has_state)
@@ -351,6 +353,24 @@ void timings_parse(const char *json, pgs_timings *t)
         json_t *v = json_object_get(o, TIMING_KEYS[i].key);
         if (json_is_number(v))
             *(double *)((char *)t + TIMING_KEYS[i].off) = json_number_value(v);
+    }
+    json_decref(o);
+}
+
+void verify_info_parse(const char *json, pgs_verify_info *v)
+{
+    *v = (pgs_verify_info){0};
+    json_t *o = json && json[0] ? json_loads(json, 0, NULL) : NULL;
+    const char *at = json_string_value(json_object_get(o, "at"));
+    const char *lsn = json_string_value(json_object_get(o, "lsn"));
+    if (at && lsn) {
+        v->has = true;
+        snprintf(v->at, sizeof v->at, "%s", at);
+        snprintf(v->lsn, sizeof v->lsn, "%s", lsn);
+        v->consistent = json_is_true(json_object_get(o, "consistent"));
+        v->identical = json_is_true(json_object_get(o, "identical"));
+        json_int_t d = json_integer_value(json_object_get(o, "differences"));
+        v->differences = d > 0 ? (uint64_t)d : 0;
     }
     json_decref(o);
 }

@@ -39,7 +39,8 @@ static const char *const SQL_TABLES =
     "  PRIMARY KEY (migration, ord));"
     "ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS cutover jsonb,"
     "  ADD COLUMN IF NOT EXISTS cutover_at timestamptz,"
-    "  ADD COLUMN IF NOT EXISTS timings jsonb;"
+    "  ADD COLUMN IF NOT EXISTS timings jsonb,"
+    "  ADD COLUMN IF NOT EXISTS verify jsonb;"
     /* Nobody but pgshift's role reads or writes the state, whatever
      * default privileges say. */
     "REVOKE ALL ON SCHEMA pgshift FROM PUBLIC;"
@@ -219,6 +220,29 @@ bool store_merge_cutover(PGconn *conn, const char *migration, const char *json)
                2, (const char *[]){migration, json});
 }
 
+bool store_record_verify(PGconn *conn, const char *migration, const char *summary_json,
+                         const char *tables_json)
+{
+    return run(conn, "recording the verify",
+               "UPDATE pgshift.migrations SET verify = $2::jsonb || jsonb_build_object('tables',"
+               " coalesce(verify->'tables', '{}') || $3::jsonb) WHERE name = $1",
+               3, (const char *[]){migration, summary_json, tables_json});
+}
+
+char *store_verify_gate(PGconn *conn, const char *migration, const char *tables_array)
+{
+    char *v = pg_query_value(
+        conn, "reading the last verify",
+        "SELECT coalesce((SELECT t.name FROM unnest($2::text[]) WITH ORDINALITY t(name, i)"
+        " WHERE NOT EXISTS (SELECT 1 FROM pgshift.migrations g,"
+        "   jsonb_each(coalesce(g.verify->'tables', '{}')) e(k, v)"
+        "   WHERE g.name = $1 AND e.k = t.name AND (e.v->>'identical')::bool"
+        "   AND (e.v->>'consistent')::bool AND (e.v->>'lsn')::pg_lsn >= g.consistent_lsn)"
+        " ORDER BY t.i LIMIT 1), '')",
+        2, (const char *[]){migration, tables_array}, NULL);
+    return v;
+}
+
 static bool column(PGresult *r, int col, pgs_strlist *out)
 {
     for (int i = 0; i < PQntuples(r); i++)
@@ -278,7 +302,8 @@ static const char *const SQL_READ_STATUS =
     "  coalesce((to_jsonb(m)->'cutover')::text, ''), coalesce(to_jsonb(m)->>'cutover_at', ''),"
     "  coalesce(s.confirmed_flush_lsn::text, ''), s.safe_wal_size,"
     "  coalesce((extract(epoch FROM (to_jsonb(m)->>'cutover_at')::timestamptz) * 1000)::bigint, 0),"
-    "  coalesce((to_jsonb(m)->'timings')::text, '')"
+    "  coalesce((to_jsonb(m)->'timings')::text, ''),"
+    "  coalesce((to_jsonb(m)->'verify')::text, '')"
     " FROM pgshift.migrations m LEFT JOIN pg_replication_slots s ON s.slot_name = m.slot_name"
     " WHERE m.name = $1";
 

@@ -271,6 +271,13 @@ static json_t *snapshot_object(const Pgshift__StatusSnapshot *st)
                                       t->ready_seconds, "cutover_seconds", t->cutover_seconds,
                                       "after_swap_seconds", t->after_swap_seconds));
     }
+    if (st->verify) {
+        const Pgshift__VerifyInfo *v = st->verify;
+        json_object_set_new(o, "verify",
+                            json_pack("{s:s,s:s,s:b,s:b,s:I}", "at", v->at, "lsn", v->lsn,
+                                      "consistent", v->consistent, "identical", v->identical,
+                                      "differences", (json_int_t)v->differences));
+    }
     return o;
 }
 
@@ -468,6 +475,18 @@ void status_text(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE
                 (unsigned long long)t->changes_applied);
     }
     text_timings(st, f);
+    if (st->verify) {
+        const Pgshift__VerifyInfo *v = st->verify;
+        if (v->identical)
+            fprintf(f, "  last verify: identical, at %s %s (%s)\n", v->lsn,
+                    v->consistent ? "on both sides" : "(not at one LSN: no run was streaming)",
+                    v->at);
+        else
+            fprintf(f,
+                    "  last verify: %llu rows differ, at %s%s (%s): `pgshift verify` names them\n",
+                    (unsigned long long)v->differences, v->lsn,
+                    v->consistent ? "" : " (not at one LSN: no run was streaming)", v->at);
+    }
     if (o && !o->live && o->running && o->state_age_s > 30)
         fprintf(f, "  note: the state was last refreshed %.0f s ago\n", o->state_age_s);
 }

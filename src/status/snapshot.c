@@ -58,6 +58,20 @@ static void set_timings(status_snapshot *x, const pgs_timings *t)
     x->st.timings = &x->tm;
 }
 
+static void set_verify(status_snapshot *x, const pgs_verify_info *v)
+{
+    if (!v->has)
+        return;
+    x->vinfo = *v;
+    pgshift__verify_info__init(&x->vi);
+    x->vi.at = x->vinfo.at;
+    x->vi.lsn = x->vinfo.lsn;
+    x->vi.consistent = v->consistent;
+    x->vi.identical = v->identical;
+    x->vi.differences = v->differences;
+    x->st.verify = &x->vi;
+}
+
 bool status_snapshot_build(const pgs_migration *m, const status_live *live, status_snapshot *x)
 {
     if (!alloc_tables(x, m->ntables))
@@ -65,6 +79,7 @@ bool status_snapshot_build(const pgs_migration *m, const status_live *live, stat
     x->origin.live = true;
     Pgshift__StatusSnapshot *st = &x->st;
     set_timings(x, &m->timings);
+    set_verify(x, &m->verify);
     st->migration = m->plan->name;
     st->phase = (Pgshift__Phase)phase_to_proto(m->phase);
     st->source_lsn = (char *)decode_lsn_format(live->source_lsn, x->src_lsn);
@@ -245,6 +260,9 @@ bool status_snapshot_from_state(const status_state *s, status_snapshot *x)
     pgs_timings t;
     timings_parse(s->timings, &t);
     set_timings(x, &t);
+    pgs_verify_info vi;
+    verify_info_parse(s->verify, &vi);
+    set_verify(x, &vi);
     st->migration = keep(x, s->migration);
     st->phase = (Pgshift__Phase)phase_to_proto(pgs_phase_parse(s->phase ? s->phase : ""));
     st->error = s->error && s->error[0] ? keep(x, s->error) : NULL;

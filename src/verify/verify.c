@@ -16,7 +16,7 @@
  * compared with <t>_old in one snapshot of their database.
  *
  * The comparison. Keyed tables are walked in key order (the source key's
- * collations on both sides) in chunks of VERIFY_CHUNK_ROWS: the source
+ * collations on both sides) in chunks of verify.chunk_rows: the source
  * returns the chunk's count, the XOR of its rows' 64-bit hashes and its
  * last key; the target the count and XOR over the same key range; the
  * target's query for one chunk runs while the source reads the next.
@@ -35,8 +35,10 @@
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 #include "pgshift/state.h"
+#include "pgshift/store.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +48,10 @@
 #define SESSION_SETTINGS                                                                           \
     "SET TimeZone = 'UTC'; SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres';"            \
     " SET extra_float_digits = 3; SET bytea_output = 'hex'; SET statement_timeout = 0;"            \
-    " SET lock_timeout = 0"
+    " SET lock_timeout = 0;" /* the planner cannot tell a bucket has few values: with the default  \
+                              * work_mem it sorts every row instead of hashing a few thousand      \
+                              * groups */                                                          \
+    " SET work_mem = '64MB'"
 
 typedef struct vsample {
     const char *kind; /* "missing", "extra", "different" */
@@ -64,6 +69,7 @@ typedef struct vtable {
     char display[300];
     char *src_q, *tgt_q; /* the two sides, quoted */
     /* SQL pieces */
+    int chunk_rows; /* walk */
     int nk;
     char **kcol;   /* quoted key column */
     char **ktype;  /* the source column's type */
@@ -75,8 +81,11 @@ typedef struct vtable {
     long long rows_src, rows_tgt, missing, extra, different, chunks;
     vsample samples[VERIFY_MAX_SAMPLES];
     int nsamples;
-    vrange *diff; /* chunks to narrow */
-    int ndiff, capdiff;
+    const char *method; /* scan, walk or multiset */
+    bool keep_keys;     /* --repair: every differing key, not only the samples */
+    char **keys;
+    int nkeys, capkeys;
+    long long repaired;
     double secs;
 } vtable;
 
@@ -86,11 +95,16 @@ typedef struct verifier {
     PGconn *src, *tgt;
     bool consistent;
     bool after_cutover;
+    bool repaired_at; /* --repair rewrote rows, and this is the verify after it */
+    double snap_ms;   /* when the current snapshots were taken */
+    int snapshots;    /* points taken (walk renews them) */
     char lsn[18];
     char note[512];
     vtable *tabs;
     int ntabs;
 } verifier;
+
+static bool renew_point(verifier *v);
 
 static void strv_free(char **v, int n)
 {
@@ -180,7 +194,7 @@ static char *sql_src_chunk(const vtable *vt, bool has_lo)
     }
     fputs(" ORDER BY ", f);
     put_order(f, vt, false);
-    fprintf(f, " LIMIT %d) SELECT a.n, a.x", VERIFY_CHUNK_ROWS);
+    fprintf(f, " LIMIT %d) SELECT a.n, a.x", vt->chunk_rows);
     for (int i = 0; i < vt->nk; i++)
         fprintf(f, ", l.t%d", i);
     fputs(" FROM (SELECT count(*) AS n, coalesce(bit_xor(h), 0) AS x FROM c) a LEFT JOIN (SELECT ",
@@ -229,6 +243,7 @@ static bool vtable_prepare(verifier *v, vtable *vt)
 {
     const pgs_mtable *t = vt->t;
     PGconn *c = v->src;
+    vt->chunk_rows = v->m->plan->verify.chunk_rows;
     vt->nk = t->match.n;
     /* A key from the plan (`key:` of a FULL table) need not be unique:
      * only a real key walks in chunks. */
@@ -299,15 +314,24 @@ static void vtable_free(vtable *vt)
     free(vt->tgt_q);
     for (int i = 0; i < vt->nsamples; i++)
         free(vt->samples[i].key);
-    for (int i = 0; i < vt->ndiff; i++) {
-        strv_free(vt->diff[i].lo, vt->diff[i].lo ? vt->nk : 0);
-        strv_free(vt->diff[i].hi, vt->diff[i].hi ? vt->nk : 0);
-    }
-    free(vt->diff);
+    strv_free(vt->keys, vt->nkeys);
 }
 
 static void add_sample(vtable *vt, const char *kind, const char *key)
 {
+    /* --repair rewrites every differing row: keep every key (bounded). */
+    if (vt->keep_keys && vt->nkeys < VERIFY_REPAIR_MAX) {
+        if (vt->nkeys == vt->capkeys) {
+            int cap = vt->capkeys ? vt->capkeys * 2 : 64;
+            char **k = realloc(vt->keys, sizeof *k * (size_t)cap);
+            if (k) {
+                vt->keys = k;
+                vt->capkeys = cap;
+            }
+        }
+        if (vt->nkeys < vt->capkeys && (vt->keys[vt->nkeys] = strdup(key)) != NULL)
+            vt->nkeys++;
+    }
     if (vt->nsamples < VERIFY_MAX_SAMPLES) {
         vt->samples[vt->nsamples].kind = kind;
         vt->samples[vt->nsamples].key = strdup(key);
@@ -426,33 +450,6 @@ static char **dup_key(const PGresult *res, int col, int nk)
     return k;
 }
 
-static char **copy_key(char **k, int nk)
-{
-    if (k == NULL)
-        return NULL;
-    char **c = calloc((size_t)nk, sizeof(char *));
-    for (int i = 0; c && i < nk; i++)
-        if ((c[i] = strdup(k[i])) == NULL) {
-            strv_free(c, i);
-            return NULL;
-        }
-    return c;
-}
-
-static bool note_diff(vtable *vt, char **lo, char **hi)
-{
-    if (vt->ndiff == vt->capdiff) {
-        int cap = vt->capdiff ? vt->capdiff * 2 : 8;
-        vrange *d = realloc(vt->diff, sizeof *d * (size_t)cap);
-        if (d == NULL)
-            return false;
-        vt->diff = d;
-        vt->capdiff = cap;
-    }
-    vt->diff[vt->ndiff++] = (vrange){copy_key(lo, vt->nk), copy_key(hi, vt->nk)};
-    return true;
-}
-
 static void progress(const verifier *v, const vtable *vt)
 {
     if (!v->o->progress)
@@ -465,41 +462,76 @@ static void progress(const verifier *v, const vtable *vt)
         fprintf(stderr, "\rverify %s: %lld rows   ", vt->display, vt->rows_src);
 }
 
-/* Walks a keyed table chunk by chunk. */
+/* Names the rows of one differing range (keys and hashes of both sides,
+ * merged), in the snapshots the range was found in. */
+static bool narrow_range(verifier *v, vtable *vt, const vrange *r)
+{
+    char *qs = sql_rows(vt, vt->src_q, r), *qt = sql_rows(vt, vt->tgt_q, r);
+    const char **p = range_params(vt, r);
+    cursor s, t;
+    bool ok = qs && qt && p && cursor_open(&s, v->src, qs, range_nparams(vt, r), p) &&
+              cursor_open(&t, v->tgt, qt, range_nparams(vt, r), p) && merge(vt, &s, &t, false);
+    free(qs);
+    free(qt);
+    free(p);
+    return ok;
+}
+
+/* The one result of the query in flight on `c`. */
+static PGresult *get_tuples(PGconn *c, const char *what)
+{
+    PGresult *res = PQgetResult(c), *extra;
+    while ((extra = PQgetResult(c)) != NULL)
+        PQclear(extra);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        char line[1024];
+        log_error("verify: %s: %s", what, pg_result_error_line(res, line, sizeof line));
+        PQclear(res);
+        return NULL;
+    }
+    return res;
+}
+
+static bool send_sql(PGconn *c, const char *sql, int n, const char *const *p)
+{
+    if (PQsendQueryParams(c, sql, n, NULL, p, NULL, NULL, 0))
+        return true;
+    log_error("verify: %s", PQerrorMessage(c));
+    return false;
+}
+
+/* walk: key ranges of verify.chunk_rows in key order; the target sums one
+ * range while the source reads the next; a range that differs is narrowed
+ * at once, and after verify.max_snapshot_age both snapshots are replaced
+ * by a fresh point before the next range. */
 static bool walk_keyed(verifier *v, vtable *vt)
 {
     char *q_first = sql_src_chunk(vt, false), *q_next = sql_src_chunk(vt, true);
     char **lo = NULL;
     bool ok = false;
-    if (!q_first || !q_next)
+    PGresult *pending = NULL;
+    if (!q_first || !q_next || !send_sql(v->src, q_first, 0, NULL))
         goto out;
-    if (!PQsendQueryParams(v->src, q_first, 0, NULL, NULL, NULL, NULL, 0))
-        goto sendfail;
     for (;;) {
-        PGresult *sres = PQgetResult(v->src);
-        PGresult *extra;
-        while ((extra = PQgetResult(v->src)) != NULL)
-            PQclear(extra);
-        if (PQresultStatus(sres) != PGRES_TUPLES_OK || PQntuples(sres) != 1) {
-            char line[1024];
-            log_error("verify %s: reading the source: %s", vt->display,
-                      pg_result_error_line(sres, line, sizeof line));
+        PGresult *sres = pending ? pending : get_tuples(v->src, "reading the source");
+        pending = NULL;
+        if (sres == NULL || PQntuples(sres) != 1) {
             PQclear(sres);
             goto out;
         }
         long long n = atoll(PQgetvalue(sres, 0, 0));
         char sx[32];
         snprintf(sx, sizeof sx, "%s", PQgetvalue(sres, 0, 1));
-        bool last = n < VERIFY_CHUNK_ROWS;
+        bool last = n < vt->chunk_rows;
         char **hi = last ? NULL : dup_key(sres, 2, vt->nk);
         PQclear(sres);
         if (!last && hi == NULL)
             goto out;
-        /* The source reads the next chunk while the target sums this one. */
-        if (!last && !PQsendQueryParams(v->src, q_next, vt->nk, NULL, (const char *const *)hi, NULL,
-                                        NULL, 0)) {
+        /* The source reads the next range while the target sums this one. */
+        bool sent = !last && send_sql(v->src, q_next, vt->nk, (const char *const *)hi);
+        if (!last && !sent) {
             strv_free(hi, vt->nk);
-            goto sendfail;
+            goto out;
         }
         vrange r = {lo, hi};
         char *tq = sql_tgt_chunk(vt, &r);
@@ -509,11 +541,11 @@ static bool walk_keyed(verifier *v, vtable *vt)
                     : NULL;
         free(tq);
         free(p);
-        if (tres == NULL) {
+        if (sent)
+            pending = get_tuples(v->src, "reading the source");
+        if (tres == NULL || (sent && pending == NULL)) {
+            PQclear(tres);
             strv_free(hi, vt->nk);
-            if (!last)
-                while ((extra = PQgetResult(v->src)) != NULL)
-                    PQclear(extra);
             goto out;
         }
         long long tn = atoll(PQgetvalue(tres, 0, 0));
@@ -522,44 +554,146 @@ static bool walk_keyed(verifier *v, vtable *vt)
         vt->rows_src += n;
         vt->rows_tgt += tn;
         vt->chunks++;
-        if (!same && !note_diff(vt, lo, hi)) {
+        if (!same && !narrow_range(v, vt, &r)) {
             strv_free(hi, vt->nk);
             goto out;
         }
         progress(v, vt);
-        strv_free(lo, vt->nk);
+        strv_free(lo, lo ? vt->nk : 0);
         lo = hi;
         if (last)
             break;
+        if (pgs_now_ms() - v->snap_ms > v->m->plan->verify.max_snapshot_age_ms) {
+            /* The next range was read in the old snapshot: read it again. */
+            PQclear(pending);
+            pending = NULL;
+            if (!renew_point(v) || !send_sql(v->src, q_next, vt->nk, (const char *const *)lo))
+                goto out;
+        }
     }
     ok = true;
-    goto out;
-sendfail:
-    log_error("verify %s: %s", vt->display, PQerrorMessage(v->src));
 out:
+    PQclear(pending);
     strv_free(lo, lo ? vt->nk : 0);
     free(q_first);
     free(q_next);
     return ok;
 }
 
-/* Names the rows of the chunks that differed. */
-static bool narrow(verifier *v, vtable *vt)
+/* The bucket of a row, from its key's hash, the same on both sides. */
+static char *bucket_expr(const vtable *vt, int nb)
 {
-    for (int i = 0; i < vt->ndiff; i++) {
-        vrange *r = &vt->diff[i];
-        char *qs = sql_rows(vt, vt->src_q, r), *qt = sql_rows(vt, vt->tgt_q, r);
-        const char **p = range_params(vt, r);
-        cursor s, t;
-        bool ok = qs && qt && p && cursor_open(&s, v->src, qs, range_nparams(vt, r), p) &&
-                  cursor_open(&t, v->tgt, qt, range_nparams(vt, r), p) && merge(vt, &s, &t, false);
-        free(qs);
-        free(qt);
-        free(p);
-        if (!ok)
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return NULL;
+    /* The key's own hash (int4 and int8 hash alike, as for hash joins);
+     * keys of types that hash differently on the two sides only make
+     * every bucket differ, and the narrowing pass then compares all rows. */
+    fputs("((hash_record_extended(ROW(", f);
+    for (int i = 0; i < vt->nk; i++)
+        fprintf(f, "%s%s", i ? ", " : "", vt->kcol[i]);
+    fprintf(f, "), 1) & 2147483647) %% %d)::int", nb);
+    return close_sql(f, &buf);
+}
+
+/* One side's buckets: count and XOR of row hashes per bucket number. */
+typedef struct buckets {
+    long long *n;
+    long long *x;
+} buckets;
+
+static bool buckets_read(buckets *b, const PGresult *r, int nb)
+{
+    b->n = calloc((size_t)nb, sizeof *b->n);
+    b->x = calloc((size_t)nb, sizeof *b->x);
+    if (!b->n || !b->x)
+        return false;
+    for (int i = 0; i < PQntuples(r); i++) {
+        int k = atoi(PQgetvalue(r, i, 0));
+        if (k < 0 || k >= nb)
             return false;
+        b->n[k] = atoll(PQgetvalue(r, i, 1));
+        b->x[k] = strtoll(PQgetvalue(r, i, 2), NULL, 10);
     }
     return true;
+}
+
+/* The counts add up; the buckets that differ go into `df` as an int[]
+ * literal. Returns how many differ. */
+static int compare_buckets(vtable *vt, const buckets *a, const buckets *b, int nb, FILE *df)
+{
+    int nd = 0;
+    fputc('{', df);
+    for (int k = 0; k < nb; k++) {
+        vt->rows_src += a->n[k];
+        vt->rows_tgt += b->n[k];
+        if (a->n[k] != b->n[k] || a->x[k] != b->x[k])
+            fprintf(df, "%s%d", nd++ ? "," : "", k);
+    }
+    fputc('}', df);
+    return nd;
+}
+
+/* scan: one pass per side, both at once, each in its snapshot: per bucket
+ * of the key's hash, the count and XOR of row hashes; the buckets that
+ * differ are narrowed in one more pass per side. */
+static bool scan_keyed(verifier *v, vtable *vt)
+{
+    long long est = vt->t->src.rows_est;
+    int nb = est / 2000 < 16 ? 16 : est / 2000 > 100000 ? 100000 : (int)(est / 2000);
+    char *be = bucket_expr(vt, nb);
+    char *qs = NULL, *qt = NULL, *diff = NULL;
+    size_t dlen = 0;
+    /* Not sorted: the planner takes the bucket for a value of its own (one
+     * group per row) and would sort every row; with enable_sort off it
+     * hashes the few thousand groups, in parallel workers where it can. */
+    const char *fmt = "SELECT %s AS b, count(*), bit_xor(%s)::text FROM %s GROUP BY 1";
+    bool ok = be && asprintf(&qs, fmt, be, vt->hash, vt->src_q) >= 0 &&
+              asprintf(&qt, fmt, be, vt->hash, vt->tgt_q) >= 0;
+    if (v->o->progress)
+        fprintf(stderr, "\rverify %s: one pass per side (~%lld rows)   ", vt->display, est);
+    PGresult *a = NULL, *b = NULL;
+    ok = ok && pg_exec(v->src, "verify: planning the pass", "SET enable_sort = off") &&
+         pg_exec(v->tgt, "verify: planning the pass", "SET enable_sort = off");
+    if (ok && send_sql(v->src, qs, 0, NULL)) {
+        if (send_sql(v->tgt, qt, 0, NULL))
+            b = get_tuples(v->tgt, "reading the target");
+        a = get_tuples(v->src, "reading the source");
+    }
+    free(qs);
+    free(qt);
+    qs = qt = NULL;
+    buckets ba = {0}, bb = {0};
+    FILE *df = a && b && buckets_read(&ba, a, nb) && buckets_read(&bb, b, nb)
+                   ? open_memstream(&diff, &dlen)
+                   : NULL;
+    int nd = df ? compare_buckets(vt, &ba, &bb, nb, df) : 0;
+    ok = df && fclose(df) == 0 && pg_exec(v->src, "verify", "RESET enable_sort") &&
+         pg_exec(v->tgt, "verify", "RESET enable_sort");
+    free(ba.n);
+    free(ba.x);
+    free(bb.n);
+    free(bb.x);
+    vt->chunks = nb;
+    PQclear(a);
+    PQclear(b);
+    if (ok && nd > 0) {
+        const char *rf = "SELECT k, h FROM (SELECT %s AS k, (%s)::text AS h FROM %s WHERE %s = "
+                         "ANY($1::int[])) s ORDER BY k COLLATE \"C\"";
+        ok = asprintf(&qs, rf, vt->keyjson, vt->hash, vt->src_q, be) >= 0 &&
+             asprintf(&qt, rf, vt->keyjson, vt->hash, vt->tgt_q, be) >= 0;
+        cursor s, t;
+        const char *p[] = {diff};
+        ok = ok && cursor_open(&s, v->src, qs, 1, p) && cursor_open(&t, v->tgt, qt, 1, p) &&
+             merge(vt, &s, &t, false);
+    }
+    free(qs);
+    free(qt);
+    free(diff);
+    free(be);
+    return ok;
 }
 
 /* A table without a key: count and sum of hashes, then the multiset. */
@@ -602,12 +736,27 @@ static bool walk_keyless(verifier *v, vtable *vt)
     return ok;
 }
 
+/* scan unless told otherwise or the source's heap is too large to read
+ * within verify.max_snapshot_age at VERIFY_SCAN_BYTES_PER_S. */
+static bool use_scan(const verifier *v, const vtable *vt)
+{
+    const char *m = v->m->plan->verify.method;
+    if (m && strcmp(m, "auto") != 0)
+        return strcmp(m, "scan") == 0;
+    double secs = (double)vt->t->src.pages * 8192.0 / VERIFY_SCAN_BYTES_PER_S;
+    return secs * 1000.0 <= v->m->plan->verify.max_snapshot_age_ms;
+}
+
 static bool verify_table(verifier *v, vtable *vt)
 {
     double t0 = pgs_now_ms();
-    if (!vtable_prepare(v, vt))
+    if (vt->hash == NULL && !vtable_prepare(v, vt))
         return false;
-    bool ok = vt->nk > 0 ? walk_keyed(v, vt) && narrow(v, vt) : walk_keyless(v, vt);
+    vt->keep_keys = v->o->repair && vt->nk > 0;
+    vt->method = vt->nk == 0 ? "multiset" : use_scan(v, vt) ? "scan" : "walk";
+    bool ok = vt->nk == 0                       ? walk_keyless(v, vt)
+              : strcmp(vt->method, "scan") == 0 ? scan_keyed(v, vt)
+                                                : walk_keyed(v, vt);
     vt->secs = (pgs_now_ms() - t0) / 1000.0;
     if (v->o->progress)
         fputs("\r\033[K", stderr);
@@ -616,8 +765,8 @@ static bool verify_table(verifier *v, vtable *vt)
 
 /* ---- the consistent point ---- */
 
-static int ask(verifier *v, int command, pgs_lsn lsn, int timeout_ms, pgs_lsn *out, char *msg,
-               size_t msglen)
+static int ask_json(verifier *v, int command, pgs_lsn lsn, const char *json, int timeout_ms,
+                    pgs_lsn *out, char *msg, size_t msglen)
 {
     char *path = control_socket_path(v->m->plan->state_dir, v->m->plan->name);
     if (path == NULL)
@@ -625,6 +774,7 @@ static int ask(verifier *v, int command, pgs_lsn lsn, int timeout_ms, pgs_lsn *o
     Pgshift__ControlRequest req = PGSHIFT__CONTROL_REQUEST__INIT;
     req.command = (Pgshift__Command)command;
     req.lsn = lsn;
+    req.verify_json = (char *)(json ? json : "");
     Pgshift__ControlReply *r = NULL;
     int rc = control_request(path, &req, &r, timeout_ms, msg, msglen);
     free(path);
@@ -636,6 +786,12 @@ static int ask(verifier *v, int command, pgs_lsn lsn, int timeout_ms, pgs_lsn *o
     rc = r->ok ? 0 : -3;
     pgshift__control_reply__free_unpacked(r, NULL);
     return rc;
+}
+
+static int ask(verifier *v, int command, pgs_lsn lsn, int timeout_ms, pgs_lsn *out, char *msg,
+               size_t msglen)
+{
+    return ask_json(v, command, lsn, NULL, timeout_ms, out, msg, msglen);
 }
 
 static void release(verifier *v)
@@ -697,7 +853,17 @@ static bool emit_marker(verifier *v)
     return ok;
 }
 
+static int consistent_point_ex(verifier *v, bool release_it);
+
 static int consistent_point(verifier *v)
+{
+    return consistent_point_ex(v, true);
+}
+
+/* As consistent_point; with release false the run stays held at the LSN
+ * (at most VHOLD_LEASE_MS) and no target snapshot is taken: --repair
+ * writes the target there. */
+static int consistent_point_ex(verifier *v, bool release_it)
 {
     char msg[512];
     pgs_lsn held = 0, at = 0, l = 0;
@@ -726,6 +892,9 @@ static int consistent_point(verifier *v)
         release(v);
         return 1;
     }
+    decode_lsn_format(l, v->lsn);
+    if (!release_it)
+        return 0;
     ok = pg_exec(v->tgt, "verify: beginning the target snapshot",
                  "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") &&
          pg_exec(v->tgt, "verify: taking the target snapshot", "SELECT 1");
@@ -738,6 +907,80 @@ static int consistent_point(verifier *v)
              "source and target read as of source LSN %s (the run held there for a moment)",
              v->lsn);
     return 0;
+}
+
+/* Source and target snapshots: at one LSN through the live run, else each
+ * as it is (v->consistent says which). 0, or 1 on failure. Called again
+ * for a fresh point (walk, verify.max_snapshot_age). */
+static int begin_point(verifier *v)
+{
+    pgs_migration *m = v->m;
+    int cp = -1;
+    v->snap_ms = pgs_now_ms();
+    v->snapshots++;
+    if (m->has_state && !v->after_cutover)
+        cp = consistent_point(v);
+    if (cp > 0)
+        return 1;
+    if (cp == 0)
+        return 0;
+    /* No run to hold: each side as it is now. */
+    if (v->after_cutover &&
+        strcmp(m->plan->target ? m->plan->target : m->plan->source, m->plan->source) == 0) {
+        /* One database: one snapshot for both tables. */
+        char *snap = NULL;
+        if (pg_exec(v->src, "verify: beginning the snapshot",
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+            snap = pg_query_value(v->src, "verify: exporting the snapshot",
+                                  "SELECT pg_export_snapshot()", 0, NULL, NULL);
+        char *lit = snap ? PQescapeLiteral(v->tgt, snap, strlen(snap)) : NULL;
+        char *q = NULL;
+        bool ok = lit && asprintf(&q, "SET TRANSACTION SNAPSHOT %s", lit) >= 0 &&
+                  pg_exec(v->tgt, "verify: beginning the snapshot",
+                          "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") &&
+                  pg_exec(v->tgt, "verify: importing the snapshot", q);
+        free(snap);
+        PQfreemem(lit);
+        free(q);
+        if (!ok)
+            return 1;
+        v->consistent = true;
+        snprintf(v->note, sizeof v->note,
+                 "after the cutover: each live table compared with its <table>_old, in one "
+                 "snapshot (writes since the cutover show as differences)");
+    } else {
+        if (!pg_exec(v->src, "verify: beginning",
+                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") ||
+            !pg_exec(v->tgt, "verify: beginning",
+                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
+            return 1;
+        char al[18];
+        snprintf(v->note, sizeof v->note,
+                 m->has_state ? "no `pgshift run` is serving this migration, so source and "
+                                "target are read as they are now, not at one LSN: the target "
+                                "holds the changes up to %s, and a row changed since shows "
+                                "as a difference; verify while `pgshift run` streams"
+                              : "the migration has not started: source and target read as "
+                                "they are now",
+                 decode_lsn_format(m->applied_lsn, al));
+    }
+    char *cur = pg_query_value(v->src, "verify: the source's position",
+                               "SELECT pg_current_wal_lsn()", 0, NULL, NULL);
+    if (cur)
+        snprintf(v->lsn, sizeof v->lsn, "%s", cur);
+    free(cur);
+    return 0;
+}
+
+/* Ends both snapshots and takes a fresh point. */
+static bool renew_point(verifier *v)
+{
+    if (!pg_exec(v->src, "verify: ending a snapshot", "COMMIT") ||
+        !pg_exec(v->tgt, "verify: ending a snapshot", "COMMIT"))
+        return false;
+    log_info("verify: snapshots held %.0f s (verify.max_snapshot_age); taking a fresh point",
+             (pgs_now_ms() - v->snap_ms) / 1000.0);
+    return begin_point(v) == 0;
 }
 
 /* ---- the report ---- */
@@ -753,16 +996,19 @@ static json_t *report_json(const verifier *v)
             json_array_append_new(samples, json_pack("{s:s,s:o}", "kind", vt->samples[j].kind,
                                                      "key", k ? k : json_null()));
         }
-        json_array_append_new(tabs,
-                              json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:I,s:f}", "table",
-                                        vt->display, "rows_source", (json_int_t)vt->rows_src,
-                                        "rows_target", (json_int_t)vt->rows_tgt, "missing",
-                                        (json_int_t)vt->missing, "extra", (json_int_t)vt->extra,
-                                        "different", (json_int_t)vt->different, "samples", samples,
-                                        "chunks", (json_int_t)vt->chunks, "seconds", vt->secs));
+        json_t *t = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:s,s:I,s:f}", "table", vt->display,
+                              "rows_source", (json_int_t)vt->rows_src, "rows_target",
+                              (json_int_t)vt->rows_tgt, "missing", (json_int_t)vt->missing, "extra",
+                              (json_int_t)vt->extra, "different", (json_int_t)vt->different,
+                              "samples", samples, "method", vt->method ? vt->method : "", "chunks",
+                              (json_int_t)vt->chunks, "seconds", vt->secs);
+        if (t && v->repaired_at)
+            json_object_set_new(t, "repaired", json_integer(vt->repaired));
+        json_array_append_new(tabs, t);
     }
-    return json_pack("{s:s?,s:b,s:b,s:s,s:o}", "lsn", v->lsn[0] ? v->lsn : NULL, "consistent",
-                     v->consistent, "after_cutover", v->after_cutover, "note", v->note, "tables",
+    return json_pack("{s:s?,s:b,s:b,s:s,s:i,s:b,s:o}", "lsn", v->lsn[0] ? v->lsn : NULL,
+                     "consistent", v->consistent, "after_cutover", v->after_cutover, "note",
+                     v->note, "snapshots", v->snapshots, "repaired", v->repaired_at, "tables",
                      tabs);
 }
 
@@ -773,6 +1019,12 @@ static long long ndiff(const vtable *vt)
 
 static void report_text(const verifier *v)
 {
+    if (v->repaired_at) {
+        long long n = 0;
+        for (int i = 0; i < v->ntabs; i++)
+            n += v->tabs[i].repaired;
+        printf("verify --repair: %lld rows rewritten from the source; verified again:\n", n);
+    }
     printf("verify: %s\n", v->note);
     int bad = 0;
     for (int i = 0; i < v->ntabs; i++) {
@@ -795,6 +1047,178 @@ static void report_text(const verifier *v)
                v->consistent ? "" : " (not read at one LSN: see above)");
     else
         printf("verify: %d table%s identical\n", v->ntabs, v->ntabs == 1 ? "" : "s");
+}
+
+/* The result in the state (migrations.verify): `status` shows it, and
+ * cutover.verify asks it. A failure to record is logged, not fatal. */
+static void record(const verifier *v)
+{
+    char at[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
+    long long total = 0;
+    json_t *tabs = json_object();
+    for (int i = 0; i < v->ntabs; i++) {
+        const vtable *vt = &v->tabs[i];
+        total += ndiff(vt);
+        json_object_set_new(tabs, vt->display,
+                            json_pack("{s:s,s:s,s:b,s:b,s:I,s:I,s:I,s:I}", "at", at, "lsn", v->lsn,
+                                      "consistent", v->consistent, "identical", ndiff(vt) == 0,
+                                      "rows_source", (json_int_t)vt->rows_src, "missing",
+                                      (json_int_t)vt->missing, "extra", (json_int_t)vt->extra,
+                                      "different", (json_int_t)vt->different));
+    }
+    json_t *sum = json_pack("{s:s,s:s,s:b,s:b,s:I,s:b}", "at", at, "lsn", v->lsn, "consistent",
+                            v->consistent, "identical", total == 0, "differences",
+                            (json_int_t)total, "after_cutover", v->after_cutover);
+    char *a = sum ? json_dumps(sum, JSON_COMPACT) : NULL;
+    char *b = tabs ? json_dumps(tabs, JSON_COMPACT) : NULL;
+    if (a && b)
+        store_record_verify(v->m->tgt, v->m->plan->name, a, b);
+    /* A live run shows it in its status from now on. */
+    char msg[256];
+    if (a)
+        ask_json((verifier *)v, PGSHIFT__COMMAND__COMMAND_VERIFY_DONE, 0, a, 5000, NULL, msg,
+                 sizeof msg);
+    free(a);
+    free(b);
+    json_decref(sum);
+    json_decref(tabs);
+}
+
+/* ---- --repair ---- */
+
+/* Rewrites the rows of `keys` (a JSON array of key objects) on the target
+ * from the source's snapshot: deleted, then inserted as the source has
+ * them (not at all when the source has none). */
+static bool repair_batch(verifier *v, vtable *vt, const char *keys)
+{
+    char *kl = NULL, *cols = pg_ident_list(v->src, vt->t->cols.v, vt->t->cols.n);
+    char *qs = NULL, *qd = NULL, *qi = NULL;
+    for (int i = 0; i < vt->nk; i++) {
+        char *nx = NULL;
+        if (asprintf(&nx, "%s%s%s", kl ? kl : "", i ? ", " : "", vt->kcol[i]) < 0)
+            nx = NULL;
+        free(kl);
+        kl = nx;
+    }
+    bool ok =
+        cols && kl &&
+        asprintf(&qs,
+                 "SELECT coalesce(json_agg(row_to_json(s)), '[]')::text FROM (SELECT %s FROM "
+                 "%s WHERE (%s) IN (SELECT %s FROM json_populate_recordset(NULL::%s, $1::json)))"
+                 " s",
+                 cols, vt->src_q, kl, kl, vt->src_q) >= 0 &&
+        asprintf(&qd,
+                 "DELETE FROM %s WHERE (%s) IN (SELECT %s FROM json_populate_recordset(NULL::%s,"
+                 " $1::json))",
+                 vt->tgt_q, kl, kl, vt->tgt_q) >= 0 &&
+        asprintf(&qi,
+                 "INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM "
+                 "json_populate_recordset(NULL::%s, $1::json)",
+                 vt->tgt_q, cols, cols, vt->tgt_q) >= 0;
+    char *rows = ok ? pg_query_value(v->src, "verify --repair: reading the source rows", qs, 1,
+                                     (const char *[]){keys}, NULL)
+                    : NULL;
+    PGresult *d = rows ? pg_query(v->tgt, "verify --repair: deleting the target rows", qd, 1,
+                                  (const char *[]){keys})
+                       : NULL;
+    PGresult *ins = d ? pg_query(v->tgt, "verify --repair: writing the source rows", qi, 1,
+                                 (const char *[]){rows})
+                      : NULL;
+    ok = ins != NULL;
+    if (ok)
+        log_debug("verify --repair: %s rows deleted, %s inserted", PQcmdTuples(d),
+                  PQcmdTuples(ins));
+    PQclear(d);
+    PQclear(ins);
+    free(rows);
+    free(qs);
+    free(qd);
+    free(qi);
+    free(kl);
+    free(cols);
+    return ok;
+}
+
+static bool repair_table(verifier *v, vtable *vt)
+{
+    for (int i = 0; i < vt->nkeys; i += 500) {
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&buf, &len);
+        if (f == NULL)
+            return false;
+        fputc('[', f);
+        for (int j = i; j < vt->nkeys && j < i + 500; j++)
+            fprintf(f, "%s%s", j > i ? "," : "", vt->keys[j]);
+        fputc(']', f);
+        bool ok = fclose(f) == 0 && repair_batch(v, vt, buf);
+        free(buf);
+        if (!ok)
+            return false;
+        vt->repaired += (i + 500 < vt->nkeys ? i + 500 : vt->nkeys) - i;
+    }
+    return true;
+}
+
+/* The run held at a fresh LSN, every differing row of every table
+ * rewritten from the source as of that LSN in one target transaction, the
+ * run released: the changes after it apply on top. */
+static bool repair(verifier *v)
+{
+    for (int i = 0; i < v->ntabs; i++)
+        if (v->tabs[i].nk == 0 && ndiff(&v->tabs[i]) > 0) {
+            log_error("verify --repair: %s has no key, so its rows cannot be told apart to be "
+                      "rewritten; abort and run the migration again for a new copy",
+                      v->tabs[i].display);
+            return false;
+        } else if (v->tabs[i].nkeys < ndiff(&v->tabs[i])) {
+            log_error("verify --repair: %s has %lld differing rows, more than %d to rewrite one "
+                      "by one; abort and run the migration again for a new copy",
+                      v->tabs[i].display, ndiff(&v->tabs[i]), VERIFY_REPAIR_MAX);
+            return false;
+        }
+    if (consistent_point_ex(v, false) != 0)
+        return false;
+    bool ok = pg_exec(v->tgt, "verify --repair: beginning", "BEGIN");
+    for (int i = 0; ok && i < v->ntabs; i++)
+        ok = repair_table(v, &v->tabs[i]);
+    ok = ok && pg_exec(v->tgt, "verify --repair: committing", "COMMIT");
+    if (!ok && PQtransactionStatus(v->tgt) != PQTRANS_IDLE)
+        pg_exec(v->tgt, "verify --repair: rolling back", "ROLLBACK");
+    pg_exec(v->src, "verify --repair: ending the source snapshot", "COMMIT");
+    release(v);
+    for (int i = 0; ok && i < v->ntabs; i++)
+        if (v->tabs[i].repaired)
+            log_info("verify --repair: %s: %lld rows rewritten from the source as of %s",
+                     v->tabs[i].display, v->tabs[i].repaired, v->lsn);
+    return ok;
+}
+
+/* Forgets a pass's results (not what --repair did). */
+static void reset_results(vtable *vt)
+{
+    for (int i = 0; i < vt->nsamples; i++)
+        free(vt->samples[i].key);
+    strv_free(vt->keys, vt->nkeys);
+    vt->keys = NULL;
+    vt->nkeys = vt->capkeys = vt->nsamples = 0;
+    vt->rows_src = vt->rows_tgt = vt->missing = vt->extra = vt->different = vt->chunks = 0;
+}
+
+/* Every table compared, from a fresh point. */
+static bool compare_all(verifier *v)
+{
+    if (begin_point(v) != 0)
+        return false;
+    for (int i = 0; i < v->ntabs; i++)
+        if (!verify_table(v, &v->tabs[i]))
+            return false;
+    pg_exec(v->src, "verify: ending", "COMMIT");
+    pg_exec(v->tgt, "verify: ending", "COMMIT");
+    return true;
 }
 
 /* ---- the command ---- */
@@ -860,61 +1284,32 @@ int verify_main(pgs_migration *m, const verify_opts *o)
     if (!pg_exec(v.src, "verify: configuring the source session", SESSION_SETTINGS) ||
         !pg_exec(v.tgt, "verify: configuring the target session", SESSION_SETTINGS))
         goto out;
-    int cp = -1;
-    if (m->has_state && !v.after_cutover)
-        cp = consistent_point(&v);
-    if (cp > 0)
+    if (!compare_all(&v))
         goto out;
-    if (cp < 0) {
-        /* No run to hold: each side as it is now. */
-        if (v.after_cutover && v.src != v.tgt &&
-            strcmp(m->plan->target ? m->plan->target : m->plan->source, m->plan->source) == 0) {
-            /* One database: one snapshot for both tables. */
-            char *snap = NULL;
-            if (pg_exec(v.src, "verify: beginning the snapshot",
-                        "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
-                snap = pg_query_value(v.src, "verify: exporting the snapshot",
-                                      "SELECT pg_export_snapshot()", 0, NULL, NULL);
-            char *lit = snap ? PQescapeLiteral(v.tgt, snap, strlen(snap)) : NULL;
-            char *q = NULL;
-            bool ok = lit && asprintf(&q, "SET TRANSACTION SNAPSHOT %s", lit) >= 0 &&
-                      pg_exec(v.tgt, "verify: beginning the snapshot",
-                              "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") &&
-                      pg_exec(v.tgt, "verify: importing the snapshot", q);
-            free(snap);
-            PQfreemem(lit);
-            free(q);
-            if (!ok)
-                goto out;
-            v.consistent = true;
-            snprintf(v.note, sizeof v.note,
-                     "after the cutover: each live table compared with its <table>_old, in one "
-                     "snapshot (writes since the cutover show as differences)");
-        } else {
-            if (!pg_exec(v.src, "verify: beginning", "BEGIN ISOLATION LEVEL REPEATABLE READ") ||
-                !pg_exec(v.tgt, "verify: beginning", "BEGIN ISOLATION LEVEL REPEATABLE READ"))
-                goto out;
-            char al[18];
-            snprintf(v.note, sizeof v.note,
-                     m->has_state ? "no `pgshift run` is serving this migration, so source and "
-                                    "target are read as they are now, not at one LSN: the target "
-                                    "holds the changes up to %s, and a row changed since shows "
-                                    "as a difference; verify while `pgshift run` streams"
-                                  : "the migration has not started: source and target read as "
-                                    "they are now",
-                     decode_lsn_format(m->applied_lsn, al));
-        }
-        char *cur = pg_query_value(v.src, "verify: the source's position",
-                                   "SELECT pg_current_wal_lsn()", 0, NULL, NULL);
-        if (cur)
-            snprintf(v.lsn, sizeof v.lsn, "%s", cur);
-        free(cur);
-    }
+    long long found = 0;
     for (int i = 0; i < v.ntabs; i++)
-        if (!verify_table(&v, &v.tabs[i]))
+        found += ndiff(&v.tabs[i]);
+    if (o->repair && found > 0) {
+        if (!v.consistent || v.after_cutover || !m->has_state) {
+            report_text(&v);
+            log_error("verify --repair: rows are rewritten while the live `pgshift run` holds at "
+                      "one LSN, so that the changes after it apply on top; %s",
+                      v.after_cutover ? "after the cutover the live table is the truth"
+                                      : "start `pgshift run` and verify again");
             goto out;
-    pg_exec(v.src, "verify: ending", "COMMIT");
-    pg_exec(v.tgt, "verify: ending", "COMMIT");
+        }
+        if (!o->json)
+            report_text(&v);
+        if (!repair(&v))
+            goto out;
+        v.repaired_at = true;
+        for (int i = 0; i < v.ntabs; i++)
+            reset_results(&v.tabs[i]);
+        if (!compare_all(&v))
+            goto out;
+    }
+    if (m->has_state)
+        record(&v);
     if (o->json) {
         json_t *j = report_json(&v);
         char *s = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;

@@ -26,6 +26,7 @@ name: ver
 source: "dbname=${PGDATABASE}"
 state_dir: $WORK
 apply: {batch_time: 200ms}
+cutover: {verify: true}
 tables:
   - source: public.mig
     target: public.mig_part
@@ -33,6 +34,9 @@ tables:
   - {source: public.kl, target: public.kl_new}
 Y
 P="$WORK/plan.yaml"
+# The same migration, compared by key ranges of 1000 rows with a fresh
+# consistent point before each (verify.max_snapshot_age: 0s).
+{ cat "$P"; echo "verify: {method: walk, chunk_rows: 1000, max_snapshot_age: 0s}"; } >"$WORK/walk.yaml"
 
 # Before any run: the migration has not started, nothing to compare yet.
 "$PGSHIFT" verify --plan "$P" >"$WORK/v0.out" 2>&1; rc=$?
@@ -46,9 +50,9 @@ start_run "$P" "$WORK/run.log"
 wait_streaming "$WORK/run.log"
 wait_for 30 "a stats sample: live phase catching_up or ready" live_phase_is "$P" catching_up ready
 
-# verify_json OUT: a verify --json; its exit code in VRC.
+# verify_json OUT [PLAN]: a verify --json; its exit code in VRC.
 verify_json() {
-  "$PGSHIFT" verify --plan "$P" --json >"$1" 2>"$1.err"
+  "$PGSHIFT" verify --plan "${2:-$P}" --json >"$1" 2>"$1.err"
   VRC=$?
 }
 for i in 1 2; do
@@ -78,35 +82,55 @@ INSERT INTO mig_part VALUES (150099, timestamptz '2025-02-01', 0, 'extra', NULL)
 UPDATE mig_part SET big = blob(7) WHERE id = 150004;
 INSERT INTO kl_new VALUES (3, 'x3');
 SQL
-verify_json "$WORK/v3.json"
-[ "$VRC" = 4 ] || fail "verify with planted differences: exit $VRC $(cat "$WORK/v3.json" "$WORK/v3.json.err")"
-python3 - "$WORK/v3.json" <<'PY' || fail "planted differences: $(cat "$WORK/v3.json")"
+for how in scan walk; do
+  plan=$P
+  [ "$how" = walk ] && plan=$WORK/walk.yaml
+  verify_json "$WORK/v3-$how.json" "$plan"
+  [ "$VRC" = 4 ] || fail "verify ($how) with planted differences: exit $VRC $(cat "$WORK/v3-$how.json" "$WORK/v3-$how.json.err")"
+  python3 - "$WORK/v3-$how.json" "$how" <<'PY' || fail "planted differences ($how): $(cat "$WORK/v3-$how.json")"
 import json, sys
 r = json.load(open(sys.argv[1]))
+how = sys.argv[2]
 t = {x["table"]: x for x in r["tables"]}
 m = t["public.mig"]
+assert m["method"] == how, m
+assert r["consistent"] is True, r
+if how == "walk":
+    assert r["snapshots"] > 10 and m["chunks"] > 10, (r["snapshots"], m["chunks"])
 assert (m["missing"], m["extra"], m["different"]) == (1, 1, 2), m
 got = sorted((s["kind"], s["key"]["id"]) for s in m["samples"])
 assert got == [("different", 150001), ("different", 150004), ("extra", 150099), ("missing", 150002)], got
 assert set(m["samples"][0]["key"]) == {"id", "created_at"}, m["samples"]
 k = t["public.kl"]
-assert (k["missing"], k["extra"], k["different"]) == (0, 1, 0), k
+assert k["method"] == "multiset" and (k["missing"], k["extra"], k["different"]) == (0, 1, 0), k
 assert k["rows_target"] == k["rows_source"] + 1, k
 PY
+done
 "$PGSHIFT" verify --plan "$P" --table mig >"$WORK/v4.out" 2>&1; rc=$?
 [ "$rc" = 4 ] || fail "verify --table mig text: $rc $(cat "$WORK/v4.out")"
 grep -qE 'missing +\{"id" *: *150002' "$WORK/v4.out" && grep -q "1 missing, 1 extra, 2 different" "$WORK/v4.out" &&
   ! grep -q "public.kl" "$WORK/v4.out" || fail "verify --table mig text: $(cat "$WORK/v4.out")"
-pass "planted differences named exactly by key (missing 150002, extra 150099, different 150001 and the TOAST value of 150004; one extra duplicate in the keyless table), exit 4"
+pass "planted differences named exactly by key, by one pass per side and by key ranges with a fresh point before each $(python3 -c 'import json,sys; print("(%d points)" % json.load(open(sys.argv[1]))["snapshots"])' "$WORK/v3-walk.json"): missing 150002, extra 150099, different 150001 and the TOAST value of 150004; one extra duplicate in the keyless table; exit 4"
 
-# Undo them; the load goes on, nothing it wrote was lost while verify held.
-sqlf - <<'SQL' || fail "undoing"
-UPDATE mig_part SET note = 'quiet' WHERE id = 150001;
-INSERT INTO mig_part SELECT * FROM mig WHERE id = 150002;
-DELETE FROM mig_part WHERE id = 150099;
-UPDATE mig_part SET big = blob(150004) WHERE id = 150004;
-DELETE FROM kl_new WHERE ctid = (SELECT max(ctid) FROM kl_new WHERE a = 3 AND b = 'x3');
-SQL
+"$PGSHIFT" status --plan "$P" --json >"$WORK/st1.json" 2>&1 || fail "status: $(cat "$WORK/st1.json")"
+python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))["verify"]; assert v["identical"] is False and v["differences"] == 4 and v["consistent"], v' "$WORK/st1.json" ||
+  fail "live status after a verify: $(cat "$WORK/st1.json")"
+"$PGSHIFT" verify --plan "$P" --repair >"$WORK/rep0.out" 2>&1; rc=$?
+[ "$rc" = 1 ] && grep -q "public.kl has no key" "$WORK/rep0.out" || fail "--repair with a keyless difference: $rc $(cat "$WORK/rep0.out")"
+"$PGSHIFT" verify --plan "$P" --table public.mig --repair --json >"$WORK/rep.json" 2>"$WORK/rep.err"; rc=$?
+[ "$rc" = 0 ] || fail "verify --repair: exit $rc $(cat "$WORK/rep.json" "$WORK/rep.err")"
+python3 - "$WORK/rep.json" <<'PY' || fail "verify --repair json: $(cat "$WORK/rep.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+m = r["tables"][0]
+assert r["repaired"] is True and m["repaired"] == 4 and m["missing"] == m["extra"] == m["different"] == 0, r
+PY
+grep -q "verify --repair: public.mig: 4 rows rewritten" "$WORK/rep.err" || fail "repair log: $(cat "$WORK/rep.err")"
+pass "status shows the last verify (4 differences); --repair refuses a table without a key, then rewrites the 4 rows of mig under load and verifies again: identical"
+
+# The keyless table's planted row goes by hand; the load goes on, and
+# nothing it wrote was lost while verify held or repaired.
+sql "DELETE FROM kl_new WHERE ctid = (SELECT max(ctid) FROM kl_new WHERE a = 3 AND b = 'x3')" || fail "undoing"
 mirror_check_load "$WORK/pgbench.log"
 wait_applied pgshift_ver 120
 same_rows mig_part shadow
@@ -123,10 +147,22 @@ python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["consisten
   fail "verify without a run: $(cat "$WORK/v6.json")"
 pass "without a run: compared as they are, marked not consistent"
 
-# After the cutover: the live table against <t>_old.
+"$PGSHIFT" status --plan "$P" --json >"$WORK/st2.json" 2>&1 || fail "status: $(cat "$WORK/st2.json")"
+python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))["verify"]; assert v["identical"] is True and v["consistent"] is False, v' "$WORK/st2.json" ||
+  fail "status from the state after a verify: $(cat "$WORK/st2.json")"
+pass "status from the state shows the last verify (identical, not at one LSN)"
+
+# cutover.verify: the last verify was not at one LSN, so no cutover until
+# one is; then the live table against <t>_old.
 start_run "$P" "$WORK/run2.log"
 wait_streaming "$WORK/run2.log"
 wait_applied pgshift_ver
+"$PGSHIFT" cutover --plan "$P" >"$WORK/co0.out" 2>&1; rc=$?
+[ "$rc" = 1 ] && grep -q "cutover.verify: public.mig has no passing \`pgshift verify\` since the copy" "$WORK/co0.out" ||
+  fail "cutover without a passing verify: $rc $(cat "$WORK/co0.out")"
+[ -z "$(sql "SELECT to_regclass('mig_old')")" ] || fail "cut over without a passing verify"
+verify_json "$WORK/v6b.json"
+[ "$VRC" = 0 ] || fail "verify before the cutover: exit $VRC $(cat "$WORK/v6b.json")"
 "$PGSHIFT" cutover --plan "$P" >"$WORK/co.out" 2>&1 || fail "cutover: $(cat "$WORK/co.out")"
 wait_for 30 "the run to exit after the cutover" gone "$RUN_PID"
 verify_json "$WORK/v7.json"
@@ -136,5 +172,5 @@ python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["after_cut
 sql "UPDATE mig SET v = v + 100 WHERE id = 150003" || fail "write after the cutover"
 verify_json "$WORK/v8.json"
 [ "$VRC" = 4 ] || fail "verify after a write to the live table: exit $VRC $(cat "$WORK/v8.json")"
-pass "after the cutover: the live table equals <t>_old, and a later write shows"
+pass "cutover.verify refused the cutover until a verify at one LSN passed; after it the live table equals <t>_old, and a later write shows"
 finish
