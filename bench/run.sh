@@ -32,7 +32,10 @@
 # (BENCH_AFTER_FIRST=1: "after" first), each on a server of its own: each
 # catch-up ratio compares pgshift with the native apply worker of the same
 # run. 4 runs both binaries one after the other on one server.
-# BENCH_PARTS=main, bigxact or ready (comma-separated) runs only 1-3, 4 or 5;
+# and on a fourth (bench/verify-inner.sh, BENCH_VERIFY_ROWS, default 2M):
+#   6. `pgshift verify` while `run` streams under 200 inserts/s, against
+#      count(*), sum(hashtext(t::text)) over the source and then the target
+# BENCH_PARTS=main, bigxact, ready or verify (comma-separated) runs only 1-3, 4, 5 or 6;
 # with PGSHIFT_BIN_BEFORE, 5 runs once per binary too.
 # BENCH_INNER_BIGXACT=0 leaves out 3 (4 measures the same thing more closely).
 # Results print as they come and are written to bench/results/<timestamp>-pg<N>[-side].txt.
@@ -52,7 +55,7 @@ mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 export PGSHIFT_TEST_DURABLE=1
 export PGSHIFT_TEST_PGCONF="max_wal_size=16GB;checkpoint_timeout=1h;max_connections=100"
-parts=${BENCH_PARTS:-main,bigxact,ready}
+parts=${BENCH_PARTS:-main,bigxact,ready,verify}
 
 if [[ ,$parts, == *,main,* ]]; then
   if [ -z "$PGSHIFT_BIN_BEFORE" ]; then
@@ -85,6 +88,10 @@ if [[ ,$parts, == *,ready,* ]]; then
       BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG$suffix.txt \
       bash tests/lib/with-pg.sh bash bench/ready-inner.sh
   done
+fi
+if [[ ,$parts, == *,verify,* ]]; then
+  BENCH_ROWS=${BENCH_VERIFY_ROWS:-2000000} BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG-verify.txt \
+    bash tests/lib/with-pg.sh bash bench/verify-inner.sh
 fi
 if [[ ,$parts, == *,bigxact,* ]]; then
   BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG-bigxact.txt \

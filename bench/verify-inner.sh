@@ -10,7 +10,9 @@
 #   base: SELECT count(*), sum(hashtext(t::text)) FROM <table> t, on the
 #         source and then on the target (one snapshot each, blind to the lag)
 #   verify: `pgshift verify --json`, consistent at one LSN, chunked
-# each BENCH_VERIFY_REPEAT times (default 2), and the ratio of the medians.
+# each BENCH_VERIFY_REPEAT times (default 2), and the ratio of the medians;
+# then once `verify.method: walk` (key ranges in key order, for reference:
+# the uuid key is not in the heap's order). BENCH_VERIFY_WALK=0 skips it.
 set -euo pipefail
 ROWS=${BENCH_ROWS:-2000000}
 TPS=${BENCH_VERIFY_TPS:-200}
@@ -71,10 +73,18 @@ for i in $(seq "$REPEAT"); do
   out "verify $i: $(el "$t0" "$t1") s, exit $rc, $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); t=r["tables"][0]; print("consistent %s at %s, %d rows, %d chunks, %d missing, %d extra, %d different" % (r["consistent"], r["lsn"], t["rows_source"], t["chunks"], t["missing"], t["extra"], t["different"]))' "$W/v.json")"
   [ "$rc" = 0 ] || { cat "$W/v.err"; exit 1; }
 done
-kill -TERM "$load_pid" 2>/dev/null || true
 b=$(printf '%s\n' "${base[@]}" | median)
 v=$(printf '%s\n' "${ver[@]}" | median)
 out "median: base $b s, verify $v s, ratio $(awk "BEGIN {printf \"%.2f\", $v / $b}") (goal <= 1.5)"
+if [ "${BENCH_VERIFY_WALK:-1}" != 0 ]; then
+  { cat "$W/plan.yaml"; echo "verify: {method: walk}"; } >"$W/walk.yaml"
+  t0=$(now)
+  rc=0
+  "$PGSHIFT_BIN" verify --plan "$W/walk.yaml" --json >"$W/w.json" 2>"$W/w.err" || rc=$?
+  t1=$(now)
+  out "walk: $(el "$t0" "$t1") s, exit $rc, $(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); t=r["tables"][0]; print("%d rows, %d ranges, %d points, %d differences" % (t["rows_source"], t["chunks"], r["snapshots"], t["missing"] + t["extra"] + t["different"]))' "$W/w.json"); ratio to the base median $(awk "BEGIN {printf \"%.2f\", $(el "$t0" "$t1") / $b}")"
+fi
+kill -TERM "$load_pid" 2>/dev/null || true
 kill -TERM "$run_pid" 2>/dev/null || true
 wait "$run_pid" 2>/dev/null || true
 "$PGSHIFT_BIN" abort --plan "$W/plan.yaml" --confirm >/dev/null 2>&1 || true

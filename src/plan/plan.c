@@ -100,13 +100,6 @@ pgs_plan *pgs_plan_parse(const char *yaml, size_t len, const char *path, char *e
     plan->verify.chunk_rows = 20000;
     if (!plan_fill_plan(&c, root, plan))
         goto failed;
-    if (plan->verify.method && strcmp(plan->verify.method, "auto") != 0 &&
-        strcmp(plan->verify.method, "scan") != 0 && strcmp(plan->verify.method, "walk") != 0) {
-        plan_fail(&c, root->line, "verify.method",
-                  "must be scan (one pass per side, in one snapshot), walk (key ranges, a fresh "
-                  "snapshot every verify.max_snapshot_age) or auto");
-        goto failed;
-    }
     if (!plan->state_dir && !(plan->state_dir = strdup("/tmp"))) {
         plan_oom(&c);
         goto failed;

@@ -88,7 +88,7 @@ static const plan_field verify_fields[] = {
     {"chunk_rows", F_INT, offsetof(pgs_plan_verify, chunk_rows), false, 100, 10000000, "20000",
      NULL},
     {"max_rate", F_INT, offsetof(pgs_plan_verify, max_rate), false, 1, INT_MAX, "100000", NULL},
-    {"method", F_TEXT, offsetof(pgs_plan_verify, method), false, 0, 0, "walk", NULL},
+    {"method", F_TEXT, offsetof(pgs_plan_verify, method), false, 0, 0, "auto|scan|walk", NULL},
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 

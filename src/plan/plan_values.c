@@ -179,6 +179,20 @@ bool plan_fill_text(plan_ctx *c, const ynode *v, const char *kp, const plan_fiel
     if (!*s)
         return plan_fail(c, v->line, kp, "is empty; use e.g. \"%s: %s\" or remove the key", f->key,
                          f->example);
+    /* An example of words joined by '|' lists the only values allowed. */
+    if (strchr(f->example, '|')) {
+        size_t n = strlen(s);
+        const char *w = f->example;
+        bool found = false;
+        while (!found && w) {
+            const char *e = strchr(w, '|');
+            size_t len = e ? (size_t)(e - w) : strlen(w);
+            found = len == n && strncmp(w, s, n) == 0;
+            w = e ? e + 1 : NULL;
+        }
+        if (!found)
+            return plan_fail(c, v->line, kp, "\"%s\" is not one of %s", s, f->example);
+    }
     *dst = strdup(s);
     return *dst ? true : plan_oom(c);
 }

@@ -96,8 +96,12 @@ typedef struct verifier {
     bool consistent;
     bool after_cutover;
     bool repaired_at; /* --repair rewrote rows, and this is the verify after it */
-    double snap_ms;   /* when the current snapshots were taken */
-    int snapshots;    /* points taken (walk renews them) */
+    bool paused;      /* the live run is paused (run_paused) */
+    double paused_asked_ms;
+    double rows_done_ms0; /* verify.max_rate: when reading began */
+    long long rows_read;  /* rows read on the source before the current table */
+    double snap_ms;       /* when the current snapshots were taken */
+    int snapshots;        /* points taken (walk renews them) */
     char lsn[18];
     char note[512];
     vtable *tabs;
@@ -500,6 +504,47 @@ static bool send_sql(PGconn *c, const char *sql, int n, const char *const *p)
     return false;
 }
 
+/* Whether the live run is paused (`pgshift pause`), asked at most once a
+ * second; no run: not paused. */
+static bool run_paused(verifier *v)
+{
+    double now = pgs_now_ms();
+    if (now - v->paused_asked_ms < 1000)
+        return v->paused;
+    v->paused_asked_ms = now;
+    char *path = control_socket_path(v->m->plan->state_dir, v->m->plan->name);
+    Pgshift__ControlRequest req = PGSHIFT__CONTROL_REQUEST__INIT;
+    req.command = PGSHIFT__COMMAND__COMMAND_STATUS;
+    Pgshift__ControlReply *r = NULL;
+    char err[256];
+    v->paused = path && control_request(path, &req, &r, 5000, err, sizeof err) == 0 && r->status &&
+                r->status->paused;
+    if (r)
+        pgshift__control_reply__free_unpacked(r, NULL);
+    free(path);
+    return v->paused;
+}
+
+/* Between two ranges of walk: verify.max_rate (rows per second read on
+ * each side) and `pgshift pause`, which holds the verify as it holds the
+ * run (the snapshots are then replaced once it resumes, being old). */
+static void gentle(verifier *v, const vtable *vt)
+{
+    int rate = v->m->plan->verify.max_rate;
+    if (rate > 0) {
+        double due = v->rows_done_ms0 + 1000.0 * (double)(v->rows_read + vt->rows_src) / rate;
+        double wait = due - pgs_now_ms();
+        if (wait > 0)
+            usleep((useconds_t)(wait * 1000));
+    }
+    if (v->m->has_state && !v->after_cutover && run_paused(v)) {
+        log_info("verify: the run is paused; the verify waits for `pgshift resume`");
+        while (run_paused(v))
+            usleep(200000);
+        log_info("verify: the run resumed; the verify goes on");
+    }
+}
+
 /* walk: key ranges of verify.chunk_rows in key order; the target sums one
  * range while the source reads the next; a range that differs is narrowed
  * at once, and after verify.max_snapshot_age both snapshots are replaced
@@ -563,6 +608,7 @@ static bool walk_keyed(verifier *v, vtable *vt)
         lo = hi;
         if (last)
             break;
+        gentle(v, vt);
         if (pgs_now_ms() - v->snap_ms > v->m->plan->verify.max_snapshot_age_ms) {
             /* The next range was read in the old snapshot: read it again. */
             PQclear(pending);
@@ -743,6 +789,10 @@ static bool use_scan(const verifier *v, const vtable *vt)
     const char *m = v->m->plan->verify.method;
     if (m && strcmp(m, "auto") != 0)
         return strcmp(m, "scan") == 0;
+    /* A rate limit or `pgshift pause` can hold walk between two ranges,
+     * not one pass. */
+    if (v->m->plan->verify.max_rate > 0)
+        return false;
     double secs = (double)vt->t->src.pages * 8192.0 / VERIFY_SCAN_BYTES_PER_S;
     return secs * 1000.0 <= v->m->plan->verify.max_snapshot_age_ms;
 }
@@ -753,11 +803,14 @@ static bool verify_table(verifier *v, vtable *vt)
     if (vt->hash == NULL && !vtable_prepare(v, vt))
         return false;
     vt->keep_keys = v->o->repair && vt->nk > 0;
+    if (v->rows_done_ms0 == 0)
+        v->rows_done_ms0 = t0;
     vt->method = vt->nk == 0 ? "multiset" : use_scan(v, vt) ? "scan" : "walk";
     bool ok = vt->nk == 0                       ? walk_keyless(v, vt)
               : strcmp(vt->method, "scan") == 0 ? scan_keyed(v, vt)
                                                 : walk_keyed(v, vt);
     vt->secs = (pgs_now_ms() - t0) / 1000.0;
+    v->rows_read += vt->rows_src;
     if (v->o->progress)
         fputs("\r\033[K", stderr);
     return ok;
@@ -872,6 +925,7 @@ static int consistent_point_ex(verifier *v, bool release_it)
         return -1; /* no run */
     if (rc != 0) {
         log_error("verify: the run did not hold: %s", msg);
+        release(v); /* a hold that comes after all must not wait for its lease */
         return 1;
     }
     double t0 = pgs_now_ms();
@@ -886,9 +940,16 @@ static int consistent_point_ex(verifier *v, bool release_it)
     char ls[18];
     log_info("verify: source snapshot at %s (made in %.0f ms); the run applies up to it",
              decode_lsn_format(l, ls), made);
-    rc = ask(v, PGSHIFT__COMMAND__COMMAND_VERIFY_AT, l, 0, &at, msg, sizeof msg);
+    /* The run applies what it is behind by first; the source snapshot is
+     * held meanwhile, so not longer than verify.max_snapshot_age. */
+    int wait_ms = v->m->plan->verify.max_snapshot_age_ms;
+    rc = ask(v, PGSHIFT__COMMAND__COMMAND_VERIFY_AT, l, wait_ms < 60000 ? 60000 : wait_ms, &at, msg,
+             sizeof msg);
     if (rc != 0) {
-        log_error("verify: the run could not come to the snapshot's LSN: %s", msg);
+        log_error("verify: the run did not come to the snapshot's LSN: %s%s", msg,
+                  rc == -2 ? " (it is too far behind: verify once `pgshift status` shows it "
+                             "caught up)"
+                           : "");
         release(v);
         return 1;
     }

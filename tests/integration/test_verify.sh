@@ -45,7 +45,7 @@ P="$WORK/plan.yaml"
 [ "$rc" = 2 ] || fail "verify --table nosuch: $rc $(cat "$WORK/v0b.out")"
 pass "verify before the run: no target yet (exit 1); an unknown --table is a usage error (exit 2)"
 
-mirror_load 25 300 "$WORK/pgbench.log"
+mirror_load 15 300 "$WORK/pgbench.log"
 start_run "$P" "$WORK/run.log"
 wait_streaming "$WORK/run.log"
 wait_for 30 "a stats sample: live phase catching_up or ready" live_phase_is "$P" catching_up ready
@@ -138,6 +138,31 @@ same_rows kl_new kl
 verify_json "$WORK/v5.json"
 [ "$VRC" = 0 ] || fail "verify after the load: exit $VRC $(cat "$WORK/v5.json")"
 pass "the load lost nothing across $(grep -c "applying up to the verifier's snapshot" "$WORK/run.log") holds; verify identical after it ($(grep -oE 'number of transactions actually processed: [0-9]+' "$WORK/pgbench.log" | grep -oE '[0-9]+$') load transactions)"
+
+# verify.max_rate holds a walk to 8000 rows/s on each side, and `pgshift
+# pause` holds the verify with the run until `pgshift resume`.
+{ cat "$P"; echo "verify: {chunk_rows: 1000, max_rate: 8000}"; } >"$WORK/slow.yaml"
+t0=$(date +%s.%N)
+"$PGSHIFT" verify --plan "$WORK/slow.yaml" --json >"$WORK/vs.json" 2>"$WORK/vs.err" &
+VPID=$!; RUN_PIDS+=("$VPID")
+wait_for 20 "the slow verify to start" log_has "$WORK/vs.err" "source snapshot at"
+"$PGSHIFT" pause --plan "$P" >"$WORK/pause.out" 2>&1 || fail "pause: $(cat "$WORK/pause.out")"
+wait_for 20 "the verify to wait for the paused run" log_has "$WORK/vs.err" "the verify waits for"
+gone "$VPID" && fail "verify ended while the run was paused"
+"$PGSHIFT" resume --plan "$P" >"$WORK/resume.out" 2>&1 || fail "resume: $(cat "$WORK/resume.out")"
+wait "$VPID"; rc=$?
+t1=$(date +%s.%N)
+[ "$rc" = 0 ] || fail "slow verify: exit $rc $(cat "$WORK/vs.json" "$WORK/vs.err")"
+python3 - "$WORK/vs.json" "$t0" "$t1" <<'PY' || fail "slow verify: $(cat "$WORK/vs.json")"
+import json, sys
+r = json.load(open(sys.argv[1]))
+m = r["tables"][0]
+took = float(sys.argv[3]) - float(sys.argv[2])
+assert m["method"] == "walk", m
+assert took >= m["rows_source"] / 8000.0 * 0.9, (took, m["rows_source"])
+PY
+grep -q "the run resumed; the verify goes on" "$WORK/vs.err" || fail "no resume line: $(cat "$WORK/vs.err")"
+pass "verify.max_rate: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tables"][0]["rows_source"])' "$WORK/vs.json") rows at most 8000/s; pause holds the verify until resume"
 
 # Without a run: read as they are, and said so.
 stop_run

@@ -243,6 +243,11 @@ static void example_file(void **state)
     assert_int_equal(p->copy.workers, 4);
     assert_int_equal(p->apply.batch_ms, 200);
     assert_string_equal(p->hooks.failed, "logger -t pgshift -p user.err failed");
+    assert_false(p->cutover.verify);
+    assert_string_equal(p->verify.method, "auto");
+    assert_int_equal(p->verify.max_snapshot_age_ms, 5 * 60 * 1000);
+    assert_int_equal(p->verify.chunk_rows, 20000);
+    assert_int_equal(p->verify.max_rate, 100000);
     pgs_plan_free(p);
 }
 
@@ -367,7 +372,7 @@ static const struct bad_plan {
      "\"partition:\""},
     {HEAD ONE_TABLE "colour: red\n",
      "plan.yaml:6: colour: unknown key; the keys here are name, source, target, state_dir, "
-     "tables, cutover, copy, apply, hooks"},
+     "tables, cutover, copy, apply, hooks, verify"},
     {HEAD ONE_TABLE "copy:\n  workers: 2\n  workers: 3\n",
      "plan.yaml:8: copy.workers: is given twice (first on line 7); keep one"},
     {"source: host=db1\n" ONE_TABLE, "plan.yaml:1: name: is missing; add e.g. \"name: petri\""},
@@ -394,7 +399,7 @@ static const struct bad_plan {
      "source: schema.table\" with \"target: schema.table\" below it"},
     {HEAD ONE_TABLE "cutover: [max_lag]\n",
      "plan.yaml:6: cutover: expected a mapping, found a list; indent its keys (max_lag, "
-     "lock_timeout, attempts, fence_timeout, max_block, postpone, postpone_file) under "
+     "lock_timeout, attempts, fence_timeout, max_block, postpone, verify, postpone_file) under "
      "\"cutover:\""},
     {HEAD "tables:\n  - source: public.a\n    target: public.b\n    key: id\n",
      "plan.yaml:6: tables[0].key: expected a list, found a single value; write e.g. \"key: "
@@ -564,6 +569,10 @@ static const struct bad_plan {
      "ms, s, min or h, e.g. 200ms"},
     {HEAD ONE_TABLE "apply:\n  batch_time: 0ms\n",
      "plan.yaml:7: apply.batch_time: \"0ms\" is out of range; use at least 1ms, e.g. 200ms"},
+    {HEAD ONE_TABLE "verify:\n  method: fast\n",
+     "plan.yaml:7: verify.method: \"fast\" is not one of auto|scan|walk"},
+    {HEAD ONE_TABLE "verify:\n  chunk_rows: 10\n",
+     "plan.yaml:7: verify.chunk_rows: \"10\" is out of range; use a number from 100 to 10000000"},
     {HEAD ONE_TABLE "state_dir: ''\n",
      "plan.yaml:6: state_dir: is empty; use e.g. \"state_dir: /var/run/pgshift\" or remove the "
      "key"},
