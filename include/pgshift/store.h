@@ -78,6 +78,10 @@ bool store_merge_timings(PGconn *conn, const char *migration, const char *json);
  * others' results. */
 bool store_record_verify(PGconn *conn, const char *migration, const char *summary_json,
                          const char *tables_json);
+/* migrations.verify_progress: where an interrupted verify resumes (JSON;
+ * NULL clears it). The read gives "" when there is none; NULL on failure. */
+bool store_verify_progress(PGconn *conn, const char *migration, const char *json);
+char *store_read_verify_progress(PGconn *conn, const char *migration);
 /* cutover.verify: the first of `tables_array` (a text[] literal of source
  * tables as verify names them) with no identical, consistent verify at or
  * after the copy's consistent point, malloc'd; "" when every one has one;

@@ -40,7 +40,8 @@ static const char *const SQL_TABLES =
     "ALTER TABLE pgshift.migrations ADD COLUMN IF NOT EXISTS cutover jsonb,"
     "  ADD COLUMN IF NOT EXISTS cutover_at timestamptz,"
     "  ADD COLUMN IF NOT EXISTS timings jsonb,"
-    "  ADD COLUMN IF NOT EXISTS verify jsonb;"
+    "  ADD COLUMN IF NOT EXISTS verify jsonb,"
+    "  ADD COLUMN IF NOT EXISTS verify_progress jsonb;"
     /* Nobody but pgshift's role reads or writes the state, whatever
      * default privileges say. */
     "REVOKE ALL ON SCHEMA pgshift FROM PUBLIC;"
@@ -227,6 +228,21 @@ bool store_record_verify(PGconn *conn, const char *migration, const char *summar
                "UPDATE pgshift.migrations SET verify = $2::jsonb || jsonb_build_object('tables',"
                " coalesce(verify->'tables', '{}') || $3::jsonb) WHERE name = $1",
                3, (const char *[]){migration, summary_json, tables_json});
+}
+
+bool store_verify_progress(PGconn *conn, const char *migration, const char *json)
+{
+    return run(conn, "recording the verify's progress",
+               "UPDATE pgshift.migrations SET verify_progress = $2::jsonb WHERE name = $1", 2,
+               (const char *[]){migration, json});
+}
+
+char *store_read_verify_progress(PGconn *conn, const char *migration)
+{
+    return pg_query_value(conn, "reading the verify's progress",
+                          "SELECT coalesce((SELECT verify_progress::text FROM pgshift.migrations"
+                          " WHERE name = $1), '')",
+                          1, (const char *[]){migration}, NULL);
 }
 
 char *store_verify_gate(PGconn *conn, const char *migration, const char *tables_array)

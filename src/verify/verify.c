@@ -64,6 +64,8 @@ typedef struct vrange {
     char **lo, **hi;
 } vrange;
 
+typedef struct verifier verifier;
+
 typedef struct vtable {
     const pgs_mtable *t;
     char display[300];
@@ -83,19 +85,23 @@ typedef struct vtable {
     int nsamples;
     const char *method; /* scan, walk or multiset */
     bool keep_keys;     /* --repair: every differing key, not only the samples */
+    bool finished;      /* compared (or restored as compared by an interrupted verify) */
+    bool restored;      /* its result comes from verify_progress */
+    char **resume_lo;   /* walk resumes after this key (verify_progress) */
     char **keys;
     int nkeys, capkeys;
     long long repaired;
     double secs;
 } vtable;
 
-typedef struct verifier {
+struct verifier {
     pgs_migration *m;
     const verify_opts *o;
     PGconn *src, *tgt;
     bool consistent;
     bool after_cutover;
     bool repaired_at; /* --repair rewrote rows, and this is the verify after it */
+    PGconn *st;       /* the state (verify_progress), or NULL */
     bool paused;      /* the live run is paused (run_paused) */
     double paused_asked_ms;
     double rows_done_ms0; /* verify.max_rate: when reading began */
@@ -106,9 +112,11 @@ typedef struct verifier {
     char note[512];
     vtable *tabs;
     int ntabs;
-} verifier;
+};
 
 static bool renew_point(verifier *v);
+struct vtable;
+static void save_progress(struct verifier *v, const struct vtable *cur, char **lo);
 
 static void strv_free(char **v, int n)
 {
@@ -319,6 +327,7 @@ static void vtable_free(vtable *vt)
     for (int i = 0; i < vt->nsamples; i++)
         free(vt->samples[i].key);
     strv_free(vt->keys, vt->nkeys);
+    strv_free(vt->resume_lo, vt->resume_lo ? vt->nk : 0);
 }
 
 static void add_sample(vtable *vt, const char *kind, const char *key)
@@ -552,10 +561,13 @@ static void gentle(verifier *v, const vtable *vt)
 static bool walk_keyed(verifier *v, vtable *vt)
 {
     char *q_first = sql_src_chunk(vt, false), *q_next = sql_src_chunk(vt, true);
-    char **lo = NULL;
+    char **lo = vt->resume_lo; /* an interrupted verify's last range */
+    vt->resume_lo = NULL;
     bool ok = false;
     PGresult *pending = NULL;
-    if (!q_first || !q_next || !send_sql(v->src, q_first, 0, NULL))
+    if (!q_first || !q_next ||
+        !(lo ? send_sql(v->src, q_next, vt->nk, (const char *const *)lo)
+             : send_sql(v->src, q_first, 0, NULL)))
         goto out;
     for (;;) {
         PGresult *sres = pending ? pending : get_tuples(v->src, "reading the source");
@@ -608,6 +620,7 @@ static bool walk_keyed(verifier *v, vtable *vt)
         lo = hi;
         if (last)
             break;
+        save_progress(v, vt, lo);
         gentle(v, vt);
         if (pgs_now_ms() - v->snap_ms > v->m->plan->verify.max_snapshot_age_ms) {
             /* The next range was read in the old snapshot: read it again. */
@@ -782,6 +795,19 @@ static bool walk_keyless(verifier *v, vtable *vt)
     return ok;
 }
 
+/* Forgets a pass's results (not what --repair did). */
+static void reset_results(vtable *vt)
+{
+    for (int i = 0; i < vt->nsamples; i++)
+        free(vt->samples[i].key);
+    strv_free(vt->keys, vt->nkeys);
+    vt->keys = NULL;
+    vt->nkeys = vt->capkeys = vt->nsamples = 0;
+    vt->rows_src = vt->rows_tgt = vt->missing = vt->extra = vt->different = vt->chunks = 0;
+    vt->secs = 0;
+    vt->finished = vt->restored = false;
+}
+
 /* scan unless told otherwise or the source's heap is too large to read
  * within verify.max_snapshot_age at VERIFY_SCAN_BYTES_PER_S. */
 static bool use_scan(const verifier *v, const vtable *vt)
@@ -800,17 +826,27 @@ static bool use_scan(const verifier *v, const vtable *vt)
 static bool verify_table(verifier *v, vtable *vt)
 {
     double t0 = pgs_now_ms();
+    if (vt->restored)
+        return true;
     if (vt->hash == NULL && !vtable_prepare(v, vt))
         return false;
     vt->keep_keys = v->o->repair && vt->nk > 0;
     if (v->rows_done_ms0 == 0)
         v->rows_done_ms0 = t0;
     vt->method = vt->nk == 0 ? "multiset" : use_scan(v, vt) ? "scan" : "walk";
+    if (vt->resume_lo && strcmp(vt->method, "walk") != 0) {
+        strv_free(vt->resume_lo, vt->nk);
+        vt->resume_lo = NULL;
+        reset_results(vt);
+    }
     bool ok = vt->nk == 0                       ? walk_keyless(v, vt)
               : strcmp(vt->method, "scan") == 0 ? scan_keyed(v, vt)
                                                 : walk_keyed(v, vt);
-    vt->secs = (pgs_now_ms() - t0) / 1000.0;
+    vt->secs += (pgs_now_ms() - t0) / 1000.0;
     v->rows_read += vt->rows_src;
+    vt->finished = ok;
+    if (ok)
+        save_progress(v, NULL, NULL);
     if (v->o->progress)
         fputs("\r\033[K", stderr);
     return ok;
@@ -1046,31 +1082,157 @@ static bool renew_point(verifier *v)
 
 /* ---- the report ---- */
 
+/* One table's result (report, progress). */
+static json_t *table_json(const verifier *v, const vtable *vt)
+{
+    json_t *samples = json_array();
+    for (int j = 0; j < vt->nsamples; j++) {
+        json_t *k = json_loads(vt->samples[j].key, 0, NULL);
+        json_array_append_new(samples, json_pack("{s:s,s:o}", "kind", vt->samples[j].kind, "key",
+                                                 k ? k : json_null()));
+    }
+    json_t *t = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:s,s:I,s:f}", "table", vt->display,
+                          "rows_source", (json_int_t)vt->rows_src, "rows_target",
+                          (json_int_t)vt->rows_tgt, "missing", (json_int_t)vt->missing, "extra",
+                          (json_int_t)vt->extra, "different", (json_int_t)vt->different, "samples",
+                          samples, "method", vt->method ? vt->method : "", "chunks",
+                          (json_int_t)vt->chunks, "seconds", vt->secs);
+    if (t && v->repaired_at)
+        json_object_set_new(t, "repaired", json_integer(vt->repaired));
+    return t;
+}
+
 static json_t *report_json(const verifier *v)
 {
     json_t *tabs = json_array();
-    for (int i = 0; i < v->ntabs; i++) {
-        const vtable *vt = &v->tabs[i];
-        json_t *samples = json_array();
-        for (int j = 0; j < vt->nsamples; j++) {
-            json_t *k = json_loads(vt->samples[j].key, 0, NULL);
-            json_array_append_new(samples, json_pack("{s:s,s:o}", "kind", vt->samples[j].kind,
-                                                     "key", k ? k : json_null()));
-        }
-        json_t *t = json_pack("{s:s,s:I,s:I,s:I,s:I,s:I,s:o,s:s,s:I,s:f}", "table", vt->display,
-                              "rows_source", (json_int_t)vt->rows_src, "rows_target",
-                              (json_int_t)vt->rows_tgt, "missing", (json_int_t)vt->missing, "extra",
-                              (json_int_t)vt->extra, "different", (json_int_t)vt->different,
-                              "samples", samples, "method", vt->method ? vt->method : "", "chunks",
-                              (json_int_t)vt->chunks, "seconds", vt->secs);
-        if (t && v->repaired_at)
-            json_object_set_new(t, "repaired", json_integer(vt->repaired));
-        json_array_append_new(tabs, t);
-    }
+    for (int i = 0; i < v->ntabs; i++)
+        json_array_append_new(tabs, table_json(v, &v->tabs[i]));
     return json_pack("{s:s?,s:b,s:b,s:s,s:i,s:b,s:o}", "lsn", v->lsn[0] ? v->lsn : NULL,
                      "consistent", v->consistent, "after_cutover", v->after_cutover, "note",
                      v->note, "snapshots", v->snapshots, "repaired", v->repaired_at, "tables",
                      tabs);
+}
+
+/* ---- resuming an interrupted verify (migrations.verify_progress) ---- */
+
+static char *selection(const verifier *v)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return NULL;
+    for (int i = 0; i < v->ntabs; i++)
+        fprintf(f, "%s%s", i ? "," : "", v->tabs[i].display);
+    return fclose(f) == 0 ? buf : NULL;
+}
+
+/* The tables compared so far, and the one under way with the last key
+ * of its last range. Written after each range of walk and each table. */
+static void save_progress(verifier *v, const vtable *cur, char **lo)
+{
+    if (v->st == NULL)
+        return;
+    json_t *done = json_array();
+    for (int i = 0; i < v->ntabs; i++)
+        if (v->tabs[i].finished)
+            json_array_append_new(done, table_json(v, &v->tabs[i]));
+    char *sel = selection(v);
+    json_t *o = json_pack("{s:s,s:o}", "selection", sel ? sel : "", "done", done);
+    free(sel);
+    if (o && cur && lo) {
+        json_t *k = json_array();
+        for (int i = 0; i < cur->nk; i++)
+            json_array_append_new(k, json_string(lo[i]));
+        json_object_set_new(o, "current",
+                            json_pack("{s:o,s:o}", "lo", k, "result", table_json(v, cur)));
+    }
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    if (s && !store_verify_progress(v->st, v->m->plan->name, s)) {
+        PQfinish(v->st); /* logged; the verify goes on without it */
+        v->st = NULL;
+    }
+    free(s);
+    json_decref(o);
+}
+
+static void restore_result(vtable *vt, const json_t *r)
+{
+    vt->rows_src = json_integer_value(json_object_get(r, "rows_source"));
+    vt->rows_tgt = json_integer_value(json_object_get(r, "rows_target"));
+    vt->missing = json_integer_value(json_object_get(r, "missing"));
+    vt->extra = json_integer_value(json_object_get(r, "extra"));
+    vt->different = json_integer_value(json_object_get(r, "different"));
+    vt->chunks = json_integer_value(json_object_get(r, "chunks"));
+    vt->secs = json_number_value(json_object_get(r, "seconds"));
+    const char *m = json_string_value(json_object_get(r, "method"));
+    vt->method = m == NULL                    ? NULL
+                 : strcmp(m, "scan") == 0     ? "scan"
+                 : strcmp(m, "multiset") == 0 ? "multiset"
+                                              : "walk";
+    size_t i;
+    json_t *s;
+    json_array_foreach(json_object_get(r, "samples"), i, s)
+    {
+        const char *kind = json_string_value(json_object_get(s, "kind"));
+        char *key = json_dumps(json_object_get(s, "key"), JSON_COMPACT | JSON_ENCODE_ANY);
+        if (kind && key)
+            add_sample(vt,
+                       strcmp(kind, "missing") == 0 ? "missing"
+                       : strcmp(kind, "extra") == 0 ? "extra"
+                                                    : "different",
+                       key);
+        free(key);
+    }
+}
+
+static vtable *find_vtable(verifier *v, const char *display)
+{
+    for (int i = 0; display && i < v->ntabs; i++)
+        if (strcmp(v->tabs[i].display, display) == 0)
+            return &v->tabs[i];
+    return NULL;
+}
+
+/* An interrupted verify of the same tables: what it compared is kept,
+ * and walk goes on after its last range. */
+static void resume_progress(verifier *v)
+{
+    char *text = store_read_verify_progress(v->st, v->m->plan->name);
+    json_t *o = text && text[0] ? json_loads(text, 0, NULL) : NULL;
+    char *sel = selection(v);
+    const char *was = json_string_value(json_object_get(o, "selection"));
+    if (o && sel && was && strcmp(was, sel) == 0) {
+        size_t i;
+        json_t *r;
+        int ndone = 0;
+        json_array_foreach(json_object_get(o, "done"), i, r)
+        {
+            vtable *vt = find_vtable(v, json_string_value(json_object_get(r, "table")));
+            if (vt && !vt->restored) {
+                restore_result(vt, r);
+                vt->finished = vt->restored = true;
+                ndone++;
+            }
+        }
+        json_t *cur = json_object_get(o, "current");
+        json_t *res = json_object_get(cur, "result");
+        vtable *vt = find_vtable(v, json_string_value(json_object_get(res, "table")));
+        json_t *lo = json_object_get(cur, "lo");
+        if (vt && !vt->restored && vtable_prepare(v, vt) && json_array_size(lo) == (size_t)vt->nk &&
+            (vt->resume_lo = calloc((size_t)vt->nk, sizeof(char *))) != NULL) {
+            for (int k = 0; k < vt->nk; k++)
+                vt->resume_lo[k] = strdup(json_string_value(json_array_get(lo, (size_t)k)));
+            restore_result(vt, res);
+        }
+        if (ndone || vt)
+            log_info("verify: resuming the verify interrupted %s%s%s (%d table%s already compared)",
+                     vt ? "in " : "", vt ? vt->display : "at a table's end",
+                     vt ? " after its last range" : "", ndone, ndone == 1 ? "" : "s");
+    }
+    free(sel);
+    json_decref(o);
+    free(text);
 }
 
 static long long ndiff(const vtable *vt)
@@ -1135,8 +1297,8 @@ static void record(const verifier *v)
                             (json_int_t)total, "after_cutover", v->after_cutover);
     char *a = sum ? json_dumps(sum, JSON_COMPACT) : NULL;
     char *b = tabs ? json_dumps(tabs, JSON_COMPACT) : NULL;
-    if (a && b)
-        store_record_verify(v->m->tgt, v->m->plan->name, a, b);
+    if (a && b && store_record_verify(v->m->tgt, v->m->plan->name, a, b) && v->st)
+        store_verify_progress(v->st, v->m->plan->name, NULL);
     /* A live run shows it in its status from now on. */
     char msg[256];
     if (a)
@@ -1258,17 +1420,6 @@ static bool repair(verifier *v)
     return ok;
 }
 
-/* Forgets a pass's results (not what --repair did). */
-static void reset_results(vtable *vt)
-{
-    for (int i = 0; i < vt->nsamples; i++)
-        free(vt->samples[i].key);
-    strv_free(vt->keys, vt->nkeys);
-    vt->keys = NULL;
-    vt->nkeys = vt->capkeys = vt->nsamples = 0;
-    vt->rows_src = vt->rows_tgt = vt->missing = vt->extra = vt->different = vt->chunks = 0;
-}
-
 /* Every table compared, from a fresh point. */
 static bool compare_all(verifier *v)
 {
@@ -1345,6 +1496,12 @@ int verify_main(pgs_migration *m, const verify_opts *o)
     if (!pg_exec(v.src, "verify: configuring the source session", SESSION_SETTINGS) ||
         !pg_exec(v.tgt, "verify: configuring the target session", SESSION_SETTINGS))
         goto out;
+    /* Progress for a verify interrupted later (not --repair: it compares
+     * everything twice). */
+    if (m->has_state && !v.after_cutover && !o->repair &&
+        (v.st = pg_connect(m->plan->target ? m->plan->target : m->plan->source, "target (state)",
+                           false)) != NULL)
+        resume_progress(&v);
     if (!compare_all(&v))
         goto out;
     long long found = 0;
@@ -1385,6 +1542,7 @@ int verify_main(pgs_migration *m, const verify_opts *o)
         if (ndiff(&v.tabs[i]) > 0)
             rc = PGS_EXIT_DIFFERENT;
 out:
+    PQfinish(v.st);
     for (int i = 0; i < v.ntabs; i++)
         vtable_free(&v.tabs[i]);
     free(v.tabs);

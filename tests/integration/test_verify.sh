@@ -164,6 +164,22 @@ PY
 grep -q "the run resumed; the verify goes on" "$WORK/vs.err" || fail "no resume line: $(cat "$WORK/vs.err")"
 pass "verify.max_rate: $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tables"][0]["rows_source"])' "$WORK/vs.json") rows at most 8000/s; pause holds the verify until resume"
 
+# An interrupted verify resumes: SIGKILL after a few ranges of a slow walk,
+# then the same verify goes on from its last range.
+"$PGSHIFT" verify --plan "$WORK/slow.yaml" --json >"$WORK/vk.json" 2>"$WORK/vk.err" &
+VPID=$!; RUN_PIDS+=("$VPID")
+wait_for 20 "the verify to record a few ranges" sql_is t \
+  "SELECT coalesce((verify_progress->'current'->'result'->>'chunks')::int >= 3, false) FROM pgshift.migrations WHERE name = 'ver'"
+kill -KILL "$VPID"; wait "$VPID" 2>/dev/null
+"$PGSHIFT" verify --plan "$WORK/slow.yaml" --json >"$WORK/vr.json" 2>"$WORK/vr.err"; rc=$?
+[ "$rc" = 0 ] || fail "resumed verify: exit $rc $(cat "$WORK/vr.json" "$WORK/vr.err")"
+grep -q "resuming the verify interrupted in public.mig after its last range" "$WORK/vr.err" || fail "did not resume: $(cat "$WORK/vr.err")"
+n=$(sql "SELECT count(*) FROM mig")
+python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); t=r["tables"][0]; assert t["rows_source"] == int(sys.argv[2]) == t["rows_target"], (t, sys.argv[2])' "$WORK/vr.json" "$n" ||
+  fail "resumed verify counts: $(cat "$WORK/vr.json")"
+[ "$(sql "SELECT verify_progress IS NULL FROM pgshift.migrations WHERE name = 'ver'")" = t ] || fail "progress left after a complete verify"
+pass "a verify killed after a few ranges resumes from its last range ($n rows in all)"
+
 # Without a run: read as they are, and said so.
 stop_run
 verify_json "$WORK/v6.json"
