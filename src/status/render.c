@@ -187,6 +187,14 @@ char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len)
         label(&b, why);
         put(&b, "\"} %d\n", why[0] ? 1 : 0);
     }
+    if (st->verify) {
+        gauge(&b, "verify_differences",
+              "Rows the last `pgshift verify` found missing, extra or different.", st,
+              (double)st->verify->differences);
+        gauge(&b, "verify_consistent",
+              "1 when the last `pgshift verify` read both sides at one source LSN.", st,
+              st->verify->consistent);
+    }
     if (b.oom) {
         free(b.p);
         return NULL;

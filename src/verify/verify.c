@@ -42,6 +42,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/select.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -695,6 +696,36 @@ static int compare_buckets(vtable *vt, const buckets *a, const buckets *b, int n
     return nd;
 }
 
+/* While both passes run: the progress line, once a second, on a terminal. */
+static void wait_passes(verifier *v, const vtable *vt)
+{
+    if (!v->o->progress)
+        return;
+    double t0 = pgs_now_ms();
+    for (;;) {
+        bool bs = PQisBusy(v->src), bt = PQisBusy(v->tgt);
+        if (!bs && !bt)
+            return;
+        fprintf(stderr, "\rverify %s: one pass per side (~%lld rows): %s%s%.0f s   ", vt->display,
+                (long long)vt->t->src.rows_est, bs ? "source " : "", bt ? "target " : "",
+                (pgs_now_ms() - t0) / 1000.0);
+        fd_set r;
+        FD_ZERO(&r);
+        int ns = PQsocket(v->src), nt = PQsocket(v->tgt);
+        if (ns < 0 || nt < 0)
+            return;
+        if (bs)
+            FD_SET(ns, &r);
+        if (bt)
+            FD_SET(nt, &r);
+        struct timeval tv = {1, 0};
+        if (select((ns > nt ? ns : nt) + 1, &r, NULL, NULL, &tv) < 0 ||
+            (bs && FD_ISSET(ns, &r) && !PQconsumeInput(v->src)) ||
+            (bt && FD_ISSET(nt, &r) && !PQconsumeInput(v->tgt)))
+            return; /* get_tuples reports it */
+    }
+}
+
 /* scan: one pass per side, both at once, each in its snapshot: per bucket
  * of the key's hash, the count and XOR of row hashes; the buckets that
  * differ are narrowed in one more pass per side. */
@@ -711,13 +742,14 @@ static bool scan_keyed(verifier *v, vtable *vt)
     const char *fmt = "SELECT %s AS b, count(*), bit_xor(%s)::text FROM %s GROUP BY 1";
     bool ok = be && asprintf(&qs, fmt, be, vt->hash, vt->src_q) >= 0 &&
               asprintf(&qt, fmt, be, vt->hash, vt->tgt_q) >= 0;
-    if (v->o->progress)
-        fprintf(stderr, "\rverify %s: one pass per side (~%lld rows)   ", vt->display, est);
     PGresult *a = NULL, *b = NULL;
     ok = ok && pg_exec(v->src, "verify: planning the pass", "SET enable_sort = off") &&
          pg_exec(v->tgt, "verify: planning the pass", "SET enable_sort = off");
     if (ok && send_sql(v->src, qs, 0, NULL)) {
-        if (send_sql(v->tgt, qt, 0, NULL))
+        bool sent = send_sql(v->tgt, qt, 0, NULL);
+        if (sent)
+            wait_passes(v, vt);
+        if (sent)
             b = get_tuples(v->tgt, "reading the target");
         a = get_tuples(v->src, "reading the source");
     }

@@ -195,15 +195,22 @@ pass "status from the state shows the last verify (identical, not at one LSN)"
 
 # cutover.verify: the last verify was not at one LSN, so no cutover until
 # one is; then the live table against <t>_old.
-start_run "$P" "$WORK/run2.log"
+"$PGSHIFT" run --plan "$P" --http 127.0.0.1:0 >"$WORK/run2.log" 2>&1 &
+RUN_PID=$!; RUN_PIDS+=("$RUN_PID")
 wait_streaming "$WORK/run2.log"
 wait_applied pgshift_ver
+PORT=$(sed -n 's/.*HTTP on .* (port \([0-9]*\)).*/\1/p' "$WORK/run2.log" | head -n 1)
+[ -n "$PORT" ] || fail "the run did not log its HTTP port"
 "$PGSHIFT" cutover --plan "$P" >"$WORK/co0.out" 2>&1; rc=$?
 [ "$rc" = 1 ] && grep -q "cutover.verify: public.mig has no passing \`pgshift verify\` since the copy" "$WORK/co0.out" ||
   fail "cutover without a passing verify: $rc $(cat "$WORK/co0.out")"
 [ -z "$(sql "SELECT to_regclass('mig_old')")" ] || fail "cut over without a passing verify"
 verify_json "$WORK/v6b.json"
 [ "$VRC" = 0 ] || fail "verify before the cutover: exit $VRC $(cat "$WORK/v6b.json")"
+curl -sf --max-time 5 "http://127.0.0.1:$PORT/metrics" >"$WORK/metrics.txt" || fail "GET /metrics"
+grep -qx 'pgshift_verify_differences{migration="ver"} 0' "$WORK/metrics.txt" &&
+  grep -qx 'pgshift_verify_consistent{migration="ver"} 1' "$WORK/metrics.txt" ||
+  fail "verify metrics: $(grep verify "$WORK/metrics.txt")"
 "$PGSHIFT" cutover --plan "$P" >"$WORK/co.out" 2>&1 || fail "cutover: $(cat "$WORK/co.out")"
 wait_for 30 "the run to exit after the cutover" gone "$RUN_PID"
 verify_json "$WORK/v7.json"
