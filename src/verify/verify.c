@@ -1298,8 +1298,8 @@ static void report_text(const verifier *v)
             printf("      ... and %lld more\n", ndiff(vt) - vt->nsamples);
     }
     if (bad)
-        printf("verify: %d of %d table%s differ%s\n", bad, v->ntabs, v->ntabs == 1 ? "" : "s",
-               v->consistent ? "" : " (not read at one LSN: see above)");
+        printf("verify: %d of %d table%s differ%s%s\n", bad, v->ntabs, v->ntabs == 1 ? "" : "s",
+               bad == 1 ? "s" : "", v->consistent ? "" : " (not read at one LSN: see above)");
     else
         printf("verify: %d table%s identical\n", v->ntabs, v->ntabs == 1 ? "" : "s");
 }
