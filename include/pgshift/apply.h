@@ -37,6 +37,8 @@ bool apply_message(apply_ctx *a, const decode_msg *msg);
 
 /* True between a source Begin and its Commit. */
 bool apply_in_xact(const apply_ctx *a);
+/* Inside a source transaction that has put a change in the batch. */
+bool apply_in_changed_xact(const apply_ctx *a);
 /* True while a target transaction holds applied but uncommitted changes. */
 bool apply_batch_open(const apply_ctx *a);
 /* Milliseconds since the open batch began, and its change count. */

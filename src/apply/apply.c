@@ -98,6 +98,11 @@ bool apply_in_xact(const apply_ctx *a)
     return a->in_xact;
 }
 
+bool apply_in_changed_xact(const apply_ctx *a)
+{
+    return a->in_xact && a->xact_changed;
+}
+
 const apply_stats *apply_get_stats(const apply_ctx *a)
 {
     return &a->stats;

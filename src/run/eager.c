@@ -229,7 +229,7 @@ static int on_stream_start(engine *e, const decode_msg *msg)
     e->eg_block_xid = msg->xid;
     if (e->eg == EG_NONE && !e->eg_disabled && e->m->plan->apply.early_streamed &&
         msg->u.stream_start.first_segment && !e->hold && !e->stopping && !e->pausing &&
-        ea_open(e)) {
+        e->vh == VH_NONE && ea_open(e)) {
         e->eg_xid = msg->xid;
         e->eg_began = false;
         e->eg = EG_WAIT_MAIN;

@@ -125,6 +125,7 @@ typedef struct engine {
 
     /* `pgshift verify` (vhold.c) */
     vhold_state vh;
+    uint64_t vh_token; /* the verifier's, from VERIFY_HOLD */
     pgs_lsn vh_lsn;
     control_call *vh_call; /* answered once the applier is at rest */
     uv_timer_t vh_timer;   /* the lease */
@@ -169,7 +170,7 @@ void eager_free(engine *e);
 
 /* vhold.c */
 void vhold_init(engine *e);
-void vhold_command(engine *e, control_call *call, int command, pgs_lsn lsn);
+void vhold_command(engine *e, control_call *call, int command, pgs_lsn lsn, uint64_t token);
 /* Does the hold keep the stream from delivering now? */
 bool vhold_holds(const engine *e);
 /* Before a message is applied: the first commit at or past the verify

@@ -337,7 +337,8 @@ static void on_control(void *arg, control_call *call, const Pgshift__ControlRequ
     case PGSHIFT__COMMAND__COMMAND_VERIFY_HOLD:
     case PGSHIFT__COMMAND__COMMAND_VERIFY_AT:
     case PGSHIFT__COMMAND__COMMAND_VERIFY_RELEASE:
-        vhold_command(e, call, req->command, req->lsn);
+    case PGSHIFT__COMMAND__COMMAND_VERIFY_RENEW:
+        vhold_command(e, call, req->command, req->lsn, req->token);
         return;
     case PGSHIFT__COMMAND__COMMAND_VERIFY_DONE:
         verify_info_parse(req->verify_json, &e->m->verify);

@@ -14,6 +14,10 @@
  *                   batch before it commits (VH_TO_LSN -> VH_AT_SETTLING
  *                   -> VH_AT); reply once at rest.
  *   VERIFY_RELEASE  the verifier holds its target snapshot: stream on.
+ *   VERIFY_RENEW    at VH_AT: the lease starts again (--repair writes the
+ *                   target while the run holds there).
+ * Every command after VERIFY_HOLD carries the token it came with: another
+ * verify cannot move or end this one's hold.
  *
  * A hold without the verifier's next command for VHOLD_LEASE_MS ends by
  * itself (the verifier died, or its snapshot waits on a long transaction),
@@ -82,17 +86,9 @@ static const char *refusal(engine *e)
     return NULL;
 }
 
-void vhold_command(engine *e, control_call *call, int command, pgs_lsn lsn)
+void vhold_command(engine *e, control_call *call, int command, pgs_lsn lsn, uint64_t token)
 {
     char lsnbuf[18];
-    if (command == PGSHIFT__COMMAND__COMMAND_VERIFY_RELEASE) {
-        if (e->vh != VH_NONE)
-            log_info("verify: snapshots taken; the stream goes on");
-        answer(e, false, "released", 0);
-        release(e);
-        control_reply(call, true, "released", NULL);
-        return;
-    }
     if (command == PGSHIFT__COMMAND__COMMAND_VERIFY_HOLD) {
         const char *no = refusal(e);
         if (no) {
@@ -100,18 +96,36 @@ void vhold_command(engine *e, control_call *call, int command, pgs_lsn lsn)
             return;
         }
         e->vh = VH_SETTLING;
+        e->vh_token = token;
         e->vh_call = call;
         eager_abandon(e, false, false, "`pgshift verify` holds the stream");
         uv_timer_start(&e->vh_timer, on_lease, VHOLD_LEASE_MS, 0);
         vhold_progress(e);
         return;
     }
+    /* The others only move the hold their own verifier made. */
+    if (e->vh == VH_NONE || token != e->vh_token) {
+        control_reply(call, command == PGSHIFT__COMMAND__COMMAND_VERIFY_RELEASE,
+                      "no hold of this verify (it expired, or the run restarted)", NULL);
+        return;
+    }
+    if (command == PGSHIFT__COMMAND__COMMAND_VERIFY_RELEASE) {
+        log_info("verify: snapshots taken; the stream goes on");
+        answer(e, false, "released", 0);
+        release(e);
+        control_reply(call, true, "released", NULL);
+        return;
+    }
+    if (command == PGSHIFT__COMMAND__COMMAND_VERIFY_RENEW) {
+        bool at = e->vh == VH_AT;
+        if (at)
+            uv_timer_start(&e->vh_timer, on_lease, VHOLD_LEASE_MS, 0);
+        control_reply(call, at, at ? "held" : "not at rest at the LSN", NULL);
+        return;
+    }
     /* VERIFY_AT */
     if (e->vh != VH_HELD) {
-        control_reply(call, false,
-                      e->vh == VH_NONE ? "no hold to go on from (it expired, or the run restarted)"
-                                       : "the hold is not at rest yet",
-                      NULL);
+        control_reply(call, false, "the hold is not at rest yet", NULL);
         return;
     }
     e->vh = VH_TO_LSN;
@@ -149,7 +163,9 @@ void vhold_progress(engine *e)
         return; /* the stream delivers the rest of it */
     if (apply_batch_open(e->apply) && !flow_commit(e, false))
         return;
-    if (flow_busy(e) || apply_batch_open(e->apply))
+    /* No streamed transaction is applied early meanwhile (eager.c waits
+     * for VH_NONE; VERIFY_HOLD abandoned any under way). */
+    if (flow_busy(e) || apply_batch_open(e->apply) || e->eg != EG_NONE)
         return;
     char lsn[18], msg[160];
     pgs_lsn at = e->m->applied_lsn;

@@ -253,7 +253,8 @@ char *store_verify_gate(PGconn *conn, const char *migration, const char *tables_
         " WHERE NOT EXISTS (SELECT 1 FROM pgshift.migrations g,"
         "   jsonb_each(coalesce(g.verify->'tables', '{}')) e(k, v)"
         "   WHERE g.name = $1 AND e.k = t.name AND (e.v->>'identical')::bool"
-        "   AND (e.v->>'consistent')::bool AND (e.v->>'lsn')::pg_lsn >= g.consistent_lsn)"
+        "   AND (e.v->>'consistent')::bool"
+        "   AND NULLIF(e.v->>'lsn', '')::pg_lsn >= g.consistent_lsn)"
         " ORDER BY t.i LIMIT 1), '')",
         2, (const char *[]){migration, tables_array}, NULL);
     return v;

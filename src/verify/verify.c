@@ -87,6 +87,8 @@ typedef struct vtable {
     const char *method; /* scan, walk or multiset */
     bool keep_keys;     /* --repair: every differing key, not only the samples */
     bool finished;      /* compared (or restored as compared by an interrupted verify) */
+    char lsn[24];       /* where it was compared (the last point, for walk) */
+    bool consistent;    /* every point it was compared at was at one LSN */
     bool restored;      /* its result comes from verify_progress */
     char **resume_lo;   /* walk resumes after this key (verify_progress) */
     char **keys;
@@ -103,12 +105,14 @@ struct verifier {
     bool after_cutover;
     bool repaired_at; /* --repair rewrote rows, and this is the verify after it */
     PGconn *st;       /* the state (verify_progress), or NULL */
+    uint64_t token;   /* this verify's, on every hold command */
     bool paused;      /* the live run is paused (run_paused) */
     double paused_asked_ms;
     double rows_done_ms0; /* verify.max_rate: when reading began */
     long long rows_read;  /* rows read on the source before the current table */
     double snap_ms;       /* when the current snapshots were taken */
     int snapshots;        /* points taken (walk renews them) */
+    int incons;           /* of which not at one LSN */
     char lsn[18];
     char note[512];
     vtable *tabs;
@@ -415,7 +419,7 @@ static void cursor_close(cursor *cu)
 static bool merge(vtable *vt, cursor *s, cursor *t, bool multiset)
 {
     bool hs = cursor_next(s), ht = cursor_next(t);
-    while (hs || ht) {
+    while ((hs || ht) && !s->failed && !t->failed) {
         int cmp = !hs ? 1 : !ht ? -1 : strcmp(PQgetvalue(s->row, 0, 0), PQgetvalue(t->row, 0, 0));
         if (cmp < 0) {
             long long n = multiset ? atoll(PQgetvalue(s->row, 0, 1)) : 1;
@@ -451,6 +455,24 @@ static bool merge(vtable *vt, cursor *s, cursor *t, bool multiset)
     return ok;
 }
 
+/* Runs the two ordered queries (source, target) and merges them; a query
+ * that could not be sent leaves nothing in flight on the other side. */
+static bool merge_queries(verifier *v, vtable *vt, const char *qs, const char *qt, int n,
+                          const char *const *p, bool multiset)
+{
+    cursor s, t;
+    if (!cursor_open(&s, v->src, qs, n, p)) {
+        cursor_close(&s);
+        return false;
+    }
+    if (!cursor_open(&t, v->tgt, qt, n, p)) {
+        cursor_close(&s);
+        cursor_close(&t);
+        return false;
+    }
+    return merge(vt, &s, &t, multiset);
+}
+
 /* ---- one table ---- */
 
 static char **dup_key(const PGresult *res, int col, int nk)
@@ -482,9 +504,7 @@ static bool narrow_range(verifier *v, vtable *vt, const vrange *r)
 {
     char *qs = sql_rows(vt, vt->src_q, r), *qt = sql_rows(vt, vt->tgt_q, r);
     const char **p = range_params(vt, r);
-    cursor s, t;
-    bool ok = qs && qt && p && cursor_open(&s, v->src, qs, range_nparams(vt, r), p) &&
-              cursor_open(&t, v->tgt, qt, range_nparams(vt, r), p) && merge(vt, &s, &t, false);
+    bool ok = qs && qt && p && merge_queries(v, vt, qs, qt, range_nparams(vt, r), p, false);
     free(qs);
     free(qt);
     free(p);
@@ -548,9 +568,14 @@ static void gentle(verifier *v, const vtable *vt)
             usleep((useconds_t)(wait * 1000));
     }
     if (v->m->has_state && !v->after_cutover && run_paused(v)) {
+        /* The snapshots are not held meanwhile (a pause can last days, and
+         * they would hold back vacuum): walk takes a fresh point after. */
         log_info("verify: the run is paused; the verify waits for `pgshift resume`");
+        pg_exec(v->src, "verify: ending a snapshot", "COMMIT");
+        pg_exec(v->tgt, "verify: ending a snapshot", "COMMIT");
         while (run_paused(v))
             usleep(200000);
+        v->snap_ms = -1e18; /* renewed before the next range */
         log_info("verify: the run resumed; the verify goes on");
     }
 }
@@ -775,10 +800,8 @@ static bool scan_keyed(verifier *v, vtable *vt)
                          "ANY($1::int[])) s ORDER BY k COLLATE \"C\"";
         ok = asprintf(&qs, rf, vt->keyjson, vt->hash, vt->src_q, be) >= 0 &&
              asprintf(&qt, rf, vt->keyjson, vt->hash, vt->tgt_q, be) >= 0;
-        cursor s, t;
         const char *p[] = {diff};
-        ok = ok && cursor_open(&s, v->src, qs, 1, p) && cursor_open(&t, v->tgt, qt, 1, p) &&
-             merge(vt, &s, &t, false);
+        ok = ok && merge_queries(v, vt, qs, qt, 1, p, false);
     }
     free(qs);
     free(qt);
@@ -790,13 +813,10 @@ static bool scan_keyed(verifier *v, vtable *vt)
 /* A table without a key: count and sum of hashes, then the multiset. */
 static bool walk_keyless(verifier *v, vtable *vt)
 {
-    char *q = NULL;
-    if (asprintf(&q, "SELECT count(*), coalesce(sum((%s)::numeric), 0)::text FROM %%s", vt->hash) <
-        0)
-        return false;
+    const char *q = "SELECT count(*), coalesce(sum((%s)::numeric), 0)::text FROM %s";
     char *qs = NULL, *qt = NULL;
-    bool ok = asprintf(&qs, q, vt->src_q) >= 0 && asprintf(&qt, q, vt->tgt_q) >= 0;
-    free(q);
+    bool ok =
+        asprintf(&qs, q, vt->hash, vt->src_q) >= 0 && asprintf(&qt, q, vt->hash, vt->tgt_q) >= 0;
     PGresult *a = ok ? pg_query(v->src, "verify: reading the source", qs, 0, NULL) : NULL;
     PGresult *b = a ? pg_query(v->tgt, "verify: reading the target", qt, 0, NULL) : NULL;
     free(qs);
@@ -819,9 +839,7 @@ static bool walk_keyless(verifier *v, vtable *vt)
         " FROM %s) s GROUP BY r ORDER BY r COLLATE \"C\"";
     ok = asprintf(&qs, fmt, vt->rowtext, vt->src_q) >= 0 &&
          asprintf(&qt, fmt, vt->rowtext, vt->tgt_q) >= 0;
-    cursor s, t;
-    ok = ok && cursor_open(&s, v->src, qs, 0, NULL) && cursor_open(&t, v->tgt, qt, 0, NULL) &&
-         merge(vt, &s, &t, true);
+    ok = ok && merge_queries(v, vt, qs, qt, 0, NULL, true);
     free(qs);
     free(qt);
     return ok;
@@ -860,8 +878,12 @@ static bool verify_table(verifier *v, vtable *vt)
     double t0 = pgs_now_ms();
     if (vt->restored)
         return true;
-    if (vt->hash == NULL && !vtable_prepare(v, vt))
+    /* Prepared once (resume_progress may have done it); a failed one is
+     * not tried again. */
+    if (vt->hash == NULL && (vt->kcol != NULL || !vtable_prepare(v, vt)))
         return false;
+    bool was_consistent = v->consistent;
+    int incons0 = v->incons;
     vt->keep_keys = v->o->repair && vt->nk > 0;
     if (v->rows_done_ms0 == 0)
         v->rows_done_ms0 = t0;
@@ -877,6 +899,8 @@ static bool verify_table(verifier *v, vtable *vt)
     vt->secs += (pgs_now_ms() - t0) / 1000.0;
     v->rows_read += vt->rows_src;
     vt->finished = ok;
+    vt->consistent = was_consistent && v->consistent && v->incons == incons0;
+    snprintf(vt->lsn, sizeof vt->lsn, "%s", v->lsn);
     if (ok)
         save_progress(v, NULL, NULL);
     if (v->o->progress)
@@ -896,6 +920,7 @@ static int ask_json(verifier *v, int command, pgs_lsn lsn, const char *json, int
     req.command = (Pgshift__Command)command;
     req.lsn = lsn;
     req.verify_json = (char *)(json ? json : "");
+    req.token = v->token;
     Pgshift__ControlReply *r = NULL;
     int rc = control_request(path, &req, &r, timeout_ms, msg, msglen);
     free(path);
@@ -993,7 +1018,8 @@ static int consistent_point_ex(verifier *v, bool release_it)
         return -1; /* no run */
     if (rc != 0) {
         log_error("verify: the run did not hold: %s", msg);
-        release(v); /* a hold that comes after all must not wait for its lease */
+        if (rc != -3)
+            release(v); /* a hold that comes after all must not wait for its lease */
         return 1;
     }
     double t0 = pgs_now_ms();
@@ -1047,12 +1073,14 @@ static int begin_point(verifier *v)
     int cp = -1;
     v->snap_ms = pgs_now_ms();
     v->snapshots++;
+    v->consistent = false;
     if (m->has_state && !v->after_cutover)
         cp = consistent_point(v);
     if (cp > 0)
         return 1;
     if (cp == 0)
         return 0;
+    v->incons++;
     /* No run to hold: each side as it is now. */
     if (v->after_cutover &&
         strcmp(m->plan->target ? m->plan->target : m->plan->source, m->plan->source) == 0) {
@@ -1131,18 +1159,24 @@ static json_t *table_json(const verifier *v, const vtable *vt)
                           (json_int_t)vt->chunks, "seconds", vt->secs);
     if (t && v->repaired_at)
         json_object_set_new(t, "repaired", json_integer(vt->repaired));
+    if (t && vt->finished) {
+        json_object_set_new(t, "lsn", json_string(vt->lsn));
+        json_object_set_new(t, "consistent", json_boolean(vt->consistent));
+    }
     return t;
 }
 
 static json_t *report_json(const verifier *v)
 {
     json_t *tabs = json_array();
-    for (int i = 0; i < v->ntabs; i++)
+    bool all = v->consistent;
+    for (int i = 0; i < v->ntabs; i++) {
         json_array_append_new(tabs, table_json(v, &v->tabs[i]));
+        all = all && v->tabs[i].consistent;
+    }
     return json_pack("{s:s?,s:b,s:b,s:s,s:i,s:b,s:o}", "lsn", v->lsn[0] ? v->lsn : NULL,
-                     "consistent", v->consistent, "after_cutover", v->after_cutover, "note",
-                     v->note, "snapshots", v->snapshots, "repaired", v->repaired_at, "tables",
-                     tabs);
+                     "consistent", all, "after_cutover", v->after_cutover, "note", v->note,
+                     "snapshots", v->snapshots, "repaired", v->repaired_at, "tables", tabs);
 }
 
 /* ---- resuming an interrupted verify (migrations.verify_progress) ---- */
@@ -1197,6 +1231,9 @@ static void restore_result(vtable *vt, const json_t *r)
     vt->different = json_integer_value(json_object_get(r, "different"));
     vt->chunks = json_integer_value(json_object_get(r, "chunks"));
     vt->secs = json_number_value(json_object_get(r, "seconds"));
+    const char *lsn = json_string_value(json_object_get(r, "lsn"));
+    snprintf(vt->lsn, sizeof vt->lsn, "%s", lsn ? lsn : "");
+    vt->consistent = json_is_true(json_object_get(r, "consistent"));
     const char *m = json_string_value(json_object_get(r, "method"));
     vt->method = m == NULL                    ? NULL
                  : strcmp(m, "scan") == 0     ? "scan"
@@ -1253,8 +1290,10 @@ static void resume_progress(verifier *v)
         json_t *lo = json_object_get(cur, "lo");
         if (vt && !vt->restored && vtable_prepare(v, vt) && json_array_size(lo) == (size_t)vt->nk &&
             (vt->resume_lo = calloc((size_t)vt->nk, sizeof(char *))) != NULL) {
-            for (int k = 0; k < vt->nk; k++)
-                vt->resume_lo[k] = strdup(json_string_value(json_array_get(lo, (size_t)k)));
+            for (int k = 0; k < vt->nk; k++) {
+                const char *s = json_string_value(json_array_get(lo, (size_t)k));
+                vt->resume_lo[k] = strdup(s ? s : "");
+            }
             restore_result(vt, res);
         }
         if (ndone || vt)
@@ -1313,24 +1352,28 @@ static void record(const verifier *v)
     struct tm tm;
     strftime(at, sizeof at, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
     long long total = 0;
+    bool all = true;
     json_t *tabs = json_object();
     for (int i = 0; i < v->ntabs; i++) {
         const vtable *vt = &v->tabs[i];
         total += ndiff(vt);
+        all = all && vt->consistent;
+        /* Each table as it was compared: one restored from an interrupted
+         * verify keeps its own LSN and consistency. */
         json_object_set_new(tabs, vt->display,
-                            json_pack("{s:s,s:s,s:b,s:b,s:I,s:I,s:I,s:I}", "at", at, "lsn", v->lsn,
-                                      "consistent", v->consistent, "identical", ndiff(vt) == 0,
+                            json_pack("{s:s,s:s,s:b,s:b,s:I,s:I,s:I,s:I}", "at", at, "lsn", vt->lsn,
+                                      "consistent", vt->consistent, "identical", ndiff(vt) == 0,
                                       "rows_source", (json_int_t)vt->rows_src, "missing",
                                       (json_int_t)vt->missing, "extra", (json_int_t)vt->extra,
                                       "different", (json_int_t)vt->different));
     }
-    json_t *sum = json_pack("{s:s,s:s,s:b,s:b,s:I,s:b}", "at", at, "lsn", v->lsn, "consistent",
-                            v->consistent, "identical", total == 0, "differences",
-                            (json_int_t)total, "after_cutover", v->after_cutover);
+    json_t *sum = json_pack("{s:s,s:s,s:b,s:b,s:I,s:b}", "at", at, "lsn", v->lsn, "consistent", all,
+                            "identical", total == 0, "differences", (json_int_t)total,
+                            "after_cutover", v->after_cutover);
     char *a = sum ? json_dumps(sum, JSON_COMPACT) : NULL;
     char *b = tabs ? json_dumps(tabs, JSON_COMPACT) : NULL;
-    if (a && b && store_record_verify(v->m->tgt, v->m->plan->name, a, b) && v->st)
-        store_verify_progress(v->st, v->m->plan->name, NULL);
+    if (a && b && store_record_verify(v->m->tgt, v->m->plan->name, a, b))
+        store_verify_progress(v->m->tgt, v->m->plan->name, NULL);
     /* A live run shows it in its status from now on. */
     char msg[256];
     if (a)
@@ -1347,54 +1390,105 @@ static void record(const verifier *v)
 /* Rewrites the rows of `keys` (a JSON array of key objects) on the target
  * from the source's snapshot: deleted, then inserted as the source has
  * them (not at all when the source has none). */
+/* "a, b" of a list of names with a prefix ("t.a, t.b"), quoted. */
+static char *cols_with(PGconn *c, char *const *names, int n, const char *prefix, bool skip_key,
+                       const vtable *vt)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return NULL;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (skip_key && strlist_contains(&vt->t->match, names[i]))
+            continue;
+        char *q = pg_ident(c, names[i]);
+        fprintf(f, "%s%s%s", k++ ? ", " : "", prefix, q ? q : "\"?\"");
+        free(q);
+    }
+    return fclose(f) == 0 ? buf : NULL;
+}
+
+/* Makes the target's rows of `keys` (a JSON array of key objects) what
+ * the source has as of the held LSN, whatever each one's difference was:
+ * a key the source no longer has is deleted, one the target has is
+ * updated (its key stays: no foreign-key action fires), one it lacks is
+ * inserted. */
 static bool repair_batch(verifier *v, vtable *vt, const char *keys)
 {
-    char *kl = NULL, *cols = pg_ident_list(v->src, vt->t->cols.v, vt->t->cols.n);
-    char *qs = NULL, *qd = NULL, *qi = NULL;
-    for (int i = 0; i < vt->nk; i++) {
-        char *nx = NULL;
-        if (asprintf(&nx, "%s%s%s", kl ? kl : "", i ? ", " : "", vt->kcol[i]) < 0)
-            nx = NULL;
-        free(kl);
-        kl = nx;
-    }
+    PGconn *c = v->src;
+    char *cols = cols_with(c, vt->t->cols.v, vt->t->cols.n, "", false, vt);
+    char *kl = cols_with(c, vt->t->match.v, vt->t->match.n, "", false, vt);
+    char *tk = cols_with(c, vt->t->match.v, vt->t->match.n, "t.", false, vt);
+    char *sk = cols_with(c, vt->t->match.v, vt->t->match.n, "s.", false, vt);
+    char *nk = cols_with(c, vt->t->cols.v, vt->t->cols.n, "", true, vt);
+    char *snk = cols_with(c, vt->t->cols.v, vt->t->cols.n, "s.", true, vt);
+    char *qs = NULL, *qd = NULL, *qu = NULL, *qi = NULL;
+    const char *T = vt->tgt_q;
     bool ok =
-        cols && kl &&
+        cols && kl && tk && sk && nk && snk &&
         asprintf(&qs,
-                 "SELECT coalesce(json_agg(row_to_json(s)), '[]')::text FROM (SELECT %s FROM "
-                 "%s WHERE (%s) IN (SELECT %s FROM json_populate_recordset(NULL::%s, $1::json)))"
-                 " s",
+                 "SELECT coalesce(json_agg(row_to_json(s)), '[]')::text FROM (SELECT %s FROM %s"
+                 " WHERE (%s) IN (SELECT %s FROM json_populate_recordset(NULL::%s, $1::json))) s",
                  cols, vt->src_q, kl, kl, vt->src_q) >= 0 &&
         asprintf(&qd,
-                 "DELETE FROM %s WHERE (%s) IN (SELECT %s FROM json_populate_recordset(NULL::%s,"
-                 " $1::json))",
-                 vt->tgt_q, kl, kl, vt->tgt_q) >= 0 &&
+                 "DELETE FROM %s t WHERE (%s) IN (SELECT %s FROM json_populate_recordset(NULL::%s,"
+                 " $1::json)) AND (%s) NOT IN (SELECT %s FROM json_populate_recordset(NULL::%s,"
+                 " $2::json))",
+                 T, tk, kl, T, tk, kl, T) >= 0 &&
+        (nk[0] == '\0' ||
+         asprintf(&qu,
+                  "UPDATE %s t SET (%s) = ROW(%s) FROM json_populate_recordset(NULL::%s, $1::json)"
+                  " s WHERE (%s) = (%s)",
+                  T, nk, snk, T, tk, sk) >= 0) &&
         asprintf(&qi,
-                 "INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM "
-                 "json_populate_recordset(NULL::%s, $1::json)",
-                 vt->tgt_q, cols, cols, vt->tgt_q) >= 0;
+                 "INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM"
+                 " json_populate_recordset(NULL::%s, $1::json) s WHERE NOT EXISTS (SELECT 1 FROM"
+                 " %s t WHERE (%s) = (%s))",
+                 T, cols, cols, T, T, tk, sk) >= 0;
     char *rows = ok ? pg_query_value(v->src, "verify --repair: reading the source rows", qs, 1,
                                      (const char *[]){keys}, NULL)
                     : NULL;
-    PGresult *d = rows ? pg_query(v->tgt, "verify --repair: deleting the target rows", qd, 1,
-                                  (const char *[]){keys})
+    PGresult *d = rows ? pg_query(v->tgt, "verify --repair: deleting what the source no longer has",
+                                  qd, 2, (const char *[]){keys, rows})
                        : NULL;
-    PGresult *ins = d ? pg_query(v->tgt, "verify --repair: writing the source rows", qi, 1,
-                                 (const char *[]){rows})
-                      : NULL;
+    PGresult *u = d && qu ? pg_query(v->tgt, "verify --repair: updating the target rows", qu, 1,
+                                     (const char *[]){rows})
+                          : NULL;
+    PGresult *ins = d && (u || !qu) ? pg_query(v->tgt, "verify --repair: inserting missing rows",
+                                               qi, 1, (const char *[]){rows})
+                                    : NULL;
     ok = ins != NULL;
     if (ok)
-        log_debug("verify --repair: %s rows deleted, %s inserted", PQcmdTuples(d),
-                  PQcmdTuples(ins));
+        log_debug("verify --repair: %s rows deleted, %s updated, %s inserted", PQcmdTuples(d),
+                  u ? PQcmdTuples(u) : "0", PQcmdTuples(ins));
     PQclear(d);
+    PQclear(u);
     PQclear(ins);
     free(rows);
     free(qs);
     free(qd);
+    free(qu);
     free(qi);
-    free(kl);
     free(cols);
+    free(kl);
+    free(tk);
+    free(sk);
+    free(nk);
+    free(snk);
     return ok;
+}
+
+/* The run still holds at the LSN, for another lease (VHOLD_LEASE_MS). */
+static bool renew(verifier *v)
+{
+    char msg[256];
+    int rc = ask(v, PGSHIFT__COMMAND__COMMAND_VERIFY_RENEW, 0, 10000, NULL, msg, sizeof msg);
+    if (rc != 0)
+        log_error("verify --repair: the run no longer holds at %s (%s); nothing is rewritten",
+                  v->lsn, rc == -3 ? msg : "no answer");
+    return rc == 0;
 }
 
 static bool repair_table(verifier *v, vtable *vt)
@@ -1409,7 +1503,7 @@ static bool repair_table(verifier *v, vtable *vt)
         for (int j = i; j < vt->nkeys && j < i + 500; j++)
             fprintf(f, "%s%s", j > i ? "," : "", vt->keys[j]);
         fputc(']', f);
-        bool ok = fclose(f) == 0 && repair_batch(v, vt, buf);
+        bool ok = fclose(f) == 0 && renew(v) && repair_batch(v, vt, buf);
         free(buf);
         if (!ok)
             return false;
@@ -1437,10 +1531,14 @@ static bool repair(verifier *v)
         }
     if (consistent_point_ex(v, false) != 0)
         return false;
-    bool ok = pg_exec(v->tgt, "verify --repair: beginning", "BEGIN");
+    /* Locks: a session holding target rows would hold the run with it. */
+    bool ok =
+        pg_exec(v->tgt, "verify --repair: beginning", "BEGIN; SET LOCAL lock_timeout = '10s'");
     for (int i = 0; ok && i < v->ntabs; i++)
         ok = repair_table(v, &v->tabs[i]);
-    ok = ok && pg_exec(v->tgt, "verify --repair: committing", "COMMIT");
+    /* Nothing commits unless the run still holds (it applies nothing
+     * until the release after this COMMIT). */
+    ok = ok && renew(v) && pg_exec(v->tgt, "verify --repair: committing", "COMMIT");
     if (!ok && PQtransactionStatus(v->tgt) != PQTRANS_IDLE)
         pg_exec(v->tgt, "verify --repair: rolling back", "ROLLBACK");
     pg_exec(v->src, "verify --repair: ending the source snapshot", "COMMIT");
@@ -1495,7 +1593,14 @@ static bool set_sides(verifier *v, vtable *vt)
 
 int verify_main(pgs_migration *m, const verify_opts *o)
 {
-    verifier v = {.m = m, .o = o, .src = m->src, .tgt = m->tgt};
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    verifier v = {.m = m,
+                  .o = o,
+                  .src = m->src,
+                  .tgt = m->tgt,
+                  .token = ((uint64_t)getpid() << 40) ^ ((uint64_t)ts.tv_sec << 20) ^
+                           (uint64_t)ts.tv_nsec};
     if (!state_load(m))
         return PGS_EXIT_FAILURE;
     if (m->has_state && m->phase == PGS_PHASE_COPYING) {

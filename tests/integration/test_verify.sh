@@ -71,6 +71,23 @@ assert t["public.kl"]["rows_source"] == 3000, t["public.kl"]
 PY
 done
 grep -q "verify: source snapshot at" "$WORK/v2.json.err" || fail "no snapshot line: $(cat "$WORK/v2.json.err")"
+# Two at once: each holds the run with its own token; one that finds the
+# other's hold says so and leaves it alone.
+"$PGSHIFT" verify --plan "$P" --json >"$WORK/va.json" 2>"$WORK/va.err" &
+VA=$!
+"$PGSHIFT" verify --plan "$P" --json >"$WORK/vb.json" 2>"$WORK/vb.err"; rb=$?
+wait "$VA"; ra=$?
+for x in a:$ra b:$rb; do
+  n=${x%%:*} r=${x##*:}
+  if [ "$r" = 0 ]; then
+    python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); assert r["consistent"] and all(t["missing"] + t["extra"] + t["different"] == 0 for t in r["tables"]), r' "$WORK/v$n.json" ||
+      fail "concurrent verify $n: $(cat "$WORK/v$n.json")"
+  else
+    [ "$r" = 1 ] && grep -q "another \`pgshift verify\` holds the applier" "$WORK/v$n.err" ||
+      fail "concurrent verify $n: exit $r $(cat "$WORK/v$n.err")"
+  fi
+done
+[ "$ra" = 0 ] || [ "$rb" = 0 ] || fail "neither concurrent verify passed"
 grep -q "verify: applying up to the verifier's snapshot" "$WORK/run.log" || fail "the run did not log the hold"
 pass "verify under load, twice: consistent at one LSN, identical ($(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["tables"][0]["rows_source"])' "$WORK/v2.json") rows)"
 
