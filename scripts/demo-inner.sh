@@ -10,7 +10,7 @@
 set -euo pipefail
 ROWS=${DEMO_ROWS:-300000}
 # The load must outlive the swap by a good margin; a bigger table copies longer.
-LOAD_S=${DEMO_LOAD_SECONDS:-$((15 + ROWS / 30000))}
+LOAD_S=${DEMO_LOAD_SECONDS:-$((20 + ROWS / 30000))}
 W=$(mktemp -d /tmp/pgshift-demo.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 say() { printf '\n== %s\n' "$*"; }
@@ -35,6 +35,7 @@ cp "$(dirname "$0")/../docker/load.sql" "$W/load.sql"
 
 # While $W/hold exists the automatic cutover waits (cutover.postpone_file):
 # the demo lets it stream a few seconds first, so status can be seen.
+# cutover.verify: no swap until `pgshift verify` found both tables identical.
 cat >"$W/plan.yaml" <<Y
 name: demo
 source: "dbname=$PGDATABASE"
@@ -49,6 +50,7 @@ cutover:
   max_lag: 8MB
   lock_timeout: 500ms
   postpone_file: $W/hold
+  verify: true
 Y
 touch "$W/hold"
 
@@ -78,6 +80,12 @@ t_ready=$(now)
 sleep 3
 say "pgshift status: caught up, the load still writing, the swap held back by $W/hold"
 "$PGS" status --plan "$W/plan.yaml" | sed 's/^/   /'
+
+say "pgshift verify: source and target compared at one source LSN while the load writes"
+vrc=0
+"$PGS" verify --plan "$W/plan.yaml" >"$W/verify.out" 2>&1 || vrc=$?
+sed 's/^/   /' "$W/verify.out"
+[ "$vrc" = 0 ] || die "pgshift verify exited $vrc (4: differences)"
 left=$(awk "BEGIN {printf \"%d\", $LOAD_S - ($(now) - $t_load)}")
 [ "$left" -ge 8 ] || die "only $left s of load left before the swap; set DEMO_LOAD_SECONDS higher"
 

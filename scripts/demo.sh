@@ -4,7 +4,9 @@
 # creates a demo observations table (300k rows, with a view and a serial id
 # table beside it), starts a write load, runs the migration with
 # --auto-cutover (observations becomes a table partitioned by month while the
-# load keeps writing), and prints the outcome: rows compared equal, the
+# load keeps writing; `pgshift verify` compares both sides at one LSN under
+# the load first, and the plan's cutover.verify holds the swap until it
+# passed), and prints the outcome: rows compared equal, the
 # cutover's write-blocking window, where the old tables are. It then runs
 # `pgshift cleanup --confirm`; the throwaway server is removed at the end.
 #   DEMO_ROWS=1000000 bash scripts/demo.sh        # a bigger table

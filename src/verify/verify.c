@@ -107,6 +107,7 @@ struct verifier {
     PGconn *st;       /* the state (verify_progress), or NULL */
     uint64_t token;   /* this verify's, on every hold command */
     bool paused;      /* the live run is paused (run_paused) */
+    bool renew_now;   /* the snapshots were ended (a pause): a fresh point first */
     double paused_asked_ms;
     double rows_done_ms0; /* verify.max_rate: when reading began */
     long long rows_read;  /* rows read on the source before the current table */
@@ -120,6 +121,7 @@ struct verifier {
 };
 
 static bool renew_point(verifier *v);
+static bool end_snapshots(verifier *v);
 struct vtable;
 static void save_progress(struct verifier *v, const struct vtable *cur, char **lo);
 
@@ -571,11 +573,10 @@ static void gentle(verifier *v, const vtable *vt)
         /* The snapshots are not held meanwhile (a pause can last days, and
          * they would hold back vacuum): walk takes a fresh point after. */
         log_info("verify: the run is paused; the verify waits for `pgshift resume`");
-        pg_exec(v->src, "verify: ending a snapshot", "COMMIT");
-        pg_exec(v->tgt, "verify: ending a snapshot", "COMMIT");
+        end_snapshots(v);
         while (run_paused(v))
             usleep(200000);
-        v->snap_ms = -1e18; /* renewed before the next range */
+        v->renew_now = true; /* before the next range */
         log_info("verify: the run resumed; the verify goes on");
     }
 }
@@ -648,7 +649,7 @@ static bool walk_keyed(verifier *v, vtable *vt)
             break;
         save_progress(v, vt, lo);
         gentle(v, vt);
-        if (pgs_now_ms() - v->snap_ms > v->m->plan->verify.max_snapshot_age_ms) {
+        if (v->renew_now || pgs_now_ms() - v->snap_ms > v->m->plan->verify.max_snapshot_age_ms) {
             /* The next range was read in the old snapshot: read it again. */
             PQclear(pending);
             pending = NULL;
@@ -1130,13 +1131,24 @@ static int begin_point(verifier *v)
 }
 
 /* Ends both snapshots and takes a fresh point. */
+static bool end_snapshots(verifier *v)
+{
+    return (PQtransactionStatus(v->src) == PQTRANS_IDLE ||
+            pg_exec(v->src, "verify: ending a snapshot", "COMMIT")) &&
+           (PQtransactionStatus(v->tgt) == PQTRANS_IDLE ||
+            pg_exec(v->tgt, "verify: ending a snapshot", "COMMIT"));
+}
+
 static bool renew_point(verifier *v)
 {
-    if (!pg_exec(v->src, "verify: ending a snapshot", "COMMIT") ||
-        !pg_exec(v->tgt, "verify: ending a snapshot", "COMMIT"))
+    if (!end_snapshots(v))
         return false;
-    log_info("verify: snapshots held %.0f s (verify.max_snapshot_age); taking a fresh point",
-             (pgs_now_ms() - v->snap_ms) / 1000.0);
+    if (v->renew_now)
+        log_info("verify: taking a fresh point after the pause");
+    else
+        log_info("verify: snapshots held %.0f s (verify.max_snapshot_age); taking a fresh point",
+                 (pgs_now_ms() - v->snap_ms) / 1000.0);
+    v->renew_now = false;
     return begin_point(v) == 0;
 }
 
