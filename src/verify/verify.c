@@ -947,6 +947,21 @@ static void release(verifier *v)
     ask(v, PGSHIFT__COMMAND__COMMAND_VERIFY_RELEASE, 0, 5000, NULL, msg, sizeof msg);
 }
 
+/* Begins a read-only REPEATABLE READ transaction on `c` in the exported
+ * snapshot `name` (SET TRANSACTION SNAPSHOT comes before any query). */
+static bool import_snapshot(PGconn *c, const char *name)
+{
+    char *q = NULL;
+    char *lit = PQescapeLiteral(c, name, strlen(name));
+    bool ok = lit && asprintf(&q, "SET TRANSACTION SNAPSHOT %s", lit) >= 0 &&
+              pg_exec(c, "verify: beginning the snapshot",
+                      "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") &&
+              pg_exec(c, "verify: importing the snapshot", q);
+    PQfreemem(lit);
+    free(q);
+    return ok;
+}
+
 /* A temporary slot's exported snapshot, imported by the source session
  * (which begins its transaction); *lsn its consistent point. */
 static bool source_snapshot_at_lsn(verifier *v, pgs_lsn *lsn)
@@ -971,15 +986,7 @@ static bool source_snapshot_at_lsn(verifier *v, pgs_lsn *lsn)
         log_error("verify: a temporary slot for the source snapshot: %s",
                   pg_result_error_line(res, line, sizeof line));
     } else {
-        /* SET TRANSACTION SNAPSHOT must come before any query of the transaction. */
-        char *q = NULL;
-        char *lit = PQescapeLiteral(v->src, PQgetvalue(res, 0, 2), strlen(PQgetvalue(res, 0, 2)));
-        ok = lit && asprintf(&q, "SET TRANSACTION SNAPSHOT %s", lit) >= 0 &&
-             pg_exec(v->src, "verify: beginning the source snapshot",
-                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") &&
-             pg_exec(v->src, "verify: importing the source snapshot", q);
-        PQfreemem(lit);
-        free(q);
+        ok = import_snapshot(v->src, PQgetvalue(res, 0, 2));
     }
     PQclear(res);
     /* The imported snapshot outlives the slot, which goes with its session. */
@@ -1091,15 +1098,8 @@ static int begin_point(verifier *v)
                     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"))
             snap = pg_query_value(v->src, "verify: exporting the snapshot",
                                   "SELECT pg_export_snapshot()", 0, NULL, NULL);
-        char *lit = snap ? PQescapeLiteral(v->tgt, snap, strlen(snap)) : NULL;
-        char *q = NULL;
-        bool ok = lit && asprintf(&q, "SET TRANSACTION SNAPSHOT %s", lit) >= 0 &&
-                  pg_exec(v->tgt, "verify: beginning the snapshot",
-                          "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") &&
-                  pg_exec(v->tgt, "verify: importing the snapshot", q);
+        bool ok = snap && import_snapshot(v->tgt, snap);
         free(snap);
-        PQfreemem(lit);
-        free(q);
         if (!ok)
             return 1;
         v->consistent = true;
