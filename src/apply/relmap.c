@@ -114,7 +114,10 @@ static bool setup_setbased(apply_ctx *a, rel *r, const decode_relation *dr)
 }
 
 /* Whether the relation is a partition (at any depth) of a source of the
- * plan: asked of the source's catalog. */
+ * plan: asked of the source's catalog, pg_inherits read as a table (no lock
+ * on the relations: a cutover may hold the source ACCESS EXCLUSIVE while
+ * this message arrives, and pg_partition_tree() would wait for it on the
+ * loop, with the locks held). */
 static bool is_partition_of_plan(apply_ctx *a, const decode_relation *dr)
 {
     char relid[16];
@@ -125,9 +128,12 @@ static bool is_partition_of_plan(apply_ctx *a, const decode_relation *dr)
             continue;
         char root[16];
         snprintf(root, sizeof root, "%u", t->src.oid);
-        char *v = pg_query_value(a->m->src, "checking a partition of the source",
-                                 "SELECT $1::oid IN (SELECT relid FROM pg_partition_tree($2::oid))",
-                                 2, (const char *[]){relid, root}, NULL);
+        char *v =
+            pg_query_value(a->m->src, "checking a partition of the source",
+                           "WITH RECURSIVE t(relid) AS (SELECT $2::oid UNION ALL"
+                           "  SELECT i.inhrelid FROM pg_inherits i JOIN t ON i.inhparent = t.relid)"
+                           " SELECT $1::oid IN (SELECT relid FROM t)",
+                           2, (const char *[]){relid, root}, NULL);
         bool yes = v && v[0] == 't';
         free(v);
         if (yes)
