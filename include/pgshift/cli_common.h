@@ -48,4 +48,8 @@ void cli_close(struct pgs_migration *m);
 int cli_ask_run(const pgs_plan *plan, int command, bool confirm, int timeout_ms, bool quiet,
                 void **reply);
 
+/* Asks the live `pgshift run` of the plan, if any, to stop (as for
+ * `abort`); true when none answers or it stops, false when it refused. */
+bool cli_stop_live_run(const pgs_plan *plan);
+
 #endif

@@ -71,6 +71,11 @@ typedef struct handover {
  * must have search_path = pg_catalog (definitions come out fully
  * qualified). With t->tgt not existing yet (the plan of a created target)
  * only what can be told from the source is listed. False on query failure. */
+/* The name the source takes at the swap (in its schema): "<source>_old",
+ * or the plan table's rename_to (the reverse migration's swap back gives
+ * the live table its name from before the cutover). */
+void cutover_old_name(const pgs_mtable *t, char *buf, size_t len);
+
 bool handover_build(PGconn *conn, pgs_migration *m, pgs_mtable *t, handover *h);
 void handover_free(handover *h);
 

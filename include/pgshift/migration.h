@@ -62,6 +62,13 @@ typedef struct pgs_migration {
     PGconn *tgt; /* target database: target tables and the pgshift state schema */
     pgs_mtable *tables;
     int ntables;
+    /* Its row in pgshift.migrations: the plan's name, or "<name>/reverse"
+     * for the reverse stream of a rollback window (src/run/reverse.c),
+     * which shares the plan's name for its lock and control socket. */
+    char row[64];
+    bool reverse;
+    double window_end;    /* reverse: when the rollback window ends (unix seconds) */
+    bool window_over;     /* reverse: the run stopped because the window ended */
     char slot[64];        /* pgshift_<name> */
     char publication[64]; /* pgshift_<name> */
     /* state (pgshift.migrations) */
@@ -73,6 +80,8 @@ typedef struct pgs_migration {
     int64_t applied_changes;
     /* run options */
     bool auto_cutover;     /* `run --auto-cutover` */
+    bool cutover_once;     /* with auto_cutover: asked for like `pgshift cutover` (never
+                              postponed), and the run stops when it is given up */
     const char *http_addr; /* `run --http ADDR`, or NULL */
     bool just_copied;      /* this run did the copy (the copy_done hook fires) */
     atomic_bool analyzing; /* the background ANALYZE of fresh targets still runs */

@@ -30,20 +30,25 @@ typedef enum pgs_phase {
     PGS_PHASE_DONE,
     PGS_PHASE_PAUSED,
     PGS_PHASE_FAILED,
+    PGS_PHASE_REVERSIBLE,  /* cut over; the reverse stream keeps the old tables current */
+    PGS_PHASE_ROLLED_BACK, /* swapped back during the rollback window */
     PGS_PHASE_COUNT
 } pgs_phase;
 
 typedef enum pgs_event {
-    PGS_EV_COPY_START = 0,   /* the snapshot copy starts (or starts over) */
-    PGS_EV_COPY_DONE,        /* every table copied, indexes built */
-    PGS_EV_LAG_OK,           /* a lag sample at or under cutover.max_lag */
-    PGS_EV_LAG_HIGH,         /* a lag sample over cutover.max_lag */
-    PGS_EV_PAUSE,            /* `pgshift pause` */
-    PGS_EV_RESUME,           /* `pgshift resume` */
-    PGS_EV_CUTOVER_LOCK,     /* a cutover attempt starts taking its locks */
-    PGS_EV_CUTOVER_RELEASED, /* the attempt ended without a swap, locks released */
-    PGS_EV_SWAPPED,          /* the swap transaction committed */
-    PGS_EV_ERROR,            /* the run stops on an error */
+    PGS_EV_COPY_START = 0,     /* the snapshot copy starts (or starts over) */
+    PGS_EV_COPY_DONE,          /* every table copied, indexes built */
+    PGS_EV_LAG_OK,             /* a lag sample at or under cutover.max_lag */
+    PGS_EV_LAG_HIGH,           /* a lag sample over cutover.max_lag */
+    PGS_EV_PAUSE,              /* `pgshift pause` */
+    PGS_EV_RESUME,             /* `pgshift resume` */
+    PGS_EV_CUTOVER_LOCK,       /* a cutover attempt starts taking its locks */
+    PGS_EV_CUTOVER_RELEASED,   /* the attempt ended without a swap, locks released */
+    PGS_EV_SWAPPED,            /* the swap transaction committed */
+    PGS_EV_ERROR,              /* the run stops on an error */
+    PGS_EV_SWAPPED_REVERSIBLE, /* the swap committed, with a rollback window */
+    PGS_EV_WINDOW_END,         /* the rollback window ended (or `cleanup` ended it) */
+    PGS_EV_ROLLED_BACK,        /* the swap back committed */
     PGS_EV_COUNT
 } pgs_event;
 

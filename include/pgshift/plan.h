@@ -64,6 +64,11 @@ typedef struct pgs_plan_table {
     /* Dependent objects the operator allows the cutover to leave behind
      * (`leave_behind: [trigger_name, policy_name, ...]`); NULL-terminated, or NULL. */
     char **leave_behind;
+
+    /* Not from the file: the name the source takes at the swap, in its
+     * schema; NULL: "<source>_old". The reverse migration's (reverse.c)
+     * gives the live table its name from before the cutover back. */
+    char *rename_to;
 } pgs_plan_table;
 
 typedef struct pgs_plan_cutover {
@@ -117,6 +122,13 @@ typedef struct pgs_plan_verify {
     char *method;            /* `method: scan|walk|auto` (default auto, see verify.h) */
 } pgs_plan_verify;
 
+/* `rollback:` the reverse stream after the cutover (src/run/reverse.c) */
+typedef struct pgs_plan_rollback {
+    int window_ms; /* `window: 24h`: after the swap the old tables are kept current (changes on
+                      the new tables streamed back) this long; `pgshift rollback` swaps back
+                      meanwhile. 0 (default): off, `run` exits after the cutover */
+} pgs_plan_rollback;
+
 typedef struct pgs_plan {
     char *path;   /* the file it was read from */
     char *name;   /* [a-z0-9_]+, at most 40 characters */
@@ -129,6 +141,7 @@ typedef struct pgs_plan {
     pgs_plan_apply apply;
     pgs_plan_hooks hooks;
     pgs_plan_verify verify;
+    pgs_plan_rollback rollback;
     bool password_exposed; /* set by pgs_plan_load: source or target holds a password and
                               the file has group or world access (the caller warns) */
     char *state_dir;       /* `state_dir:` holds the control socket's private directory
@@ -152,7 +165,7 @@ void pgs_plan_free(pgs_plan *plan);
  * in postgresql.conf. False on anything else or overflow. */
 bool pgs_parse_size(const char *text, uint64_t *out);
 
-/* "500ms", "2s", "1min", "250" (ms). False on anything else or overflow. */
+/* "500ms", "2s", "1min", "24h", "7d", "250" (ms). False on anything else or overflow. */
 bool pgs_parse_duration_ms(const char *text, int *out);
 
 /* A conninfo string or URI made safe to print: parsed by libpq

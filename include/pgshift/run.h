@@ -10,4 +10,11 @@
  * Returns the process exit code. */
 int run_engine(pgs_migration *m);
 
+/* After a cutover with a rollback window (phase reversible), or to finish
+ * a swap back (rolled_back): streams the new tables' changes back into the
+ * old ones until the window ends, `pgshift cleanup` stops it, or the swap
+ * back (`pgshift rollback`, or `rollback_now`: at once, as that command
+ * does when no run is there to ask). Returns the process exit code. */
+int reverse_run(pgs_migration *fwd, bool rollback_now);
+
 #endif

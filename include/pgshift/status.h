@@ -84,6 +84,7 @@ typedef struct status_snapshot {
     Pgshift__Blocker bl;
     Pgshift__Timings tm;
     Pgshift__VerifyInfo vi;
+    Pgshift__ReverseInfo rv;
     pgs_verify_info vinfo; /* the strings vi points into */
     char src_lsn[18], applied[18], confirmed[18];
     status_origin origin; /* live, or what the state tables add */
@@ -116,6 +117,11 @@ typedef struct status_state {
     const char *cutover_record, *cutover_at; /* NULL or "": none */
     const char *timings;                     /* migrations.timings (JSON); NULL or "": none */
     const char *verify;                      /* migrations.verify (JSON); NULL or "": none */
+    /* phase reversible: the reverse slot's lag now and the window left */
+    bool has_reverse;
+    long long reverse_lag_bytes;
+    double window_left_s;
+    const char *reverse_slot;
     long long cutover_at_unix_ms;
     const char *slot_name, *plan_path;
     /* the source now (the status command's connection); NULL: not known */

@@ -60,6 +60,18 @@ apply_ctx *apply_new(pgs_migration *m, const char *origin)
                  " SET lock_timeout = '30s'"))
         goto failed;
     setup_origin(a, origin);
+    /* The reverse stream writes into the old tables what the application
+     * wrote into the new ones, where their triggers (and foreign keys) ran
+     * already: as a replica, as logical replication's own workers do. A
+     * role that may not set it goes on with them firing. */
+    if (m->reverse) {
+        PGresult *r = PQexec(a->conn, "SET session_replication_role = replica");
+        if (PQresultStatus(r) != PGRES_COMMAND_OK)
+            log_warn("apply: the reverse stream cannot run as a replica (%s); the old tables' "
+                     "triggers fire on the changes it applies",
+                     PQresultErrorMessage(r));
+        PQclear(r);
+    }
     if (PQenterPipelineMode(a->conn) != 1 || PQsetnonblocking(a->conn, 1) != 0) {
         log_error("apply: cannot configure the target session: %s", PQerrorMessage(a->conn));
         goto failed;
@@ -194,6 +206,15 @@ bool apply_message(apply_ctx *a, const decode_msg *msg)
         batch_commit_deferred(a);
         break;
     case DECODE_RELATION:
+        /* A transaction skipped whole may name a table by a name it no
+         * longer has (the reverse stream of a rollback window starts in
+         * the cutover's renames): not mapped, and a change of it later
+         * comes after a Relation message of its own. */
+        if (a->skipping &&
+            migration_find_source(
+                a->m, msg->u.relation.nspname[0] ? msg->u.relation.nspname : "pg_catalog",
+                msg->u.relation.relname) == NULL)
+            break;
         ok = relmap_on_relation(a, &msg->u.relation);
         break;
     case DECODE_INSERT:

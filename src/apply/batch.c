@@ -105,7 +105,7 @@ static bool send_progress(apply_ctx *a)
     snprintf(xacts, sizeof xacts, "%ld", a->batch_xacts);
     snprintf(changes, sizeof changes, "%ld", a->batch_changes);
     if (!pipe_send_sql(a, store_sql_advance_applied(), 6,
-                       (const char *[]){a->m->plan->name, lsn, ts, xacts, changes, prev}))
+                       (const char *[]){a->m->row, lsn, ts, xacts, changes, prev}))
         return false;
     for (int i = 0; i < a->m->ntables; i++) {
         if (a->table_changes[i] == 0)
@@ -114,7 +114,7 @@ static bool send_progress(apply_ctx *a)
         snprintf(ord, sizeof ord, "%d", i);
         snprintf(n, sizeof n, "%ld", a->table_changes[i]);
         if (!pipe_send_sql(a, store_sql_add_table_changes(), 3,
-                           (const char *[]){a->m->plan->name, ord, n}))
+                           (const char *[]){a->m->row, ord, n}))
             return false;
     }
     return true;
@@ -256,7 +256,7 @@ bool apply_sync_point(apply_ctx *a)
     return pipe_send_sql(a, "BEGIN", 0, NULL) &&
            pipe_send_sql(a, "SET LOCAL synchronous_commit = local", 0, NULL) &&
            pipe_send_sql(a, "UPDATE pgshift.migrations SET updated_at = now() WHERE name = $1", 1,
-                         (const char *[]){a->m->plan->name}) &&
+                         (const char *[]){a->m->row}) &&
            pipe_send_sql(a, "COMMIT", 0, NULL) && send_flush_probe(a);
 }
 

@@ -218,3 +218,18 @@ int cli_ask_run(const pgs_plan *plan, int command, bool confirm, int timeout_ms,
     *reply = r;
     return rc;
 }
+
+bool cli_stop_live_run(const pgs_plan *plan)
+{
+    void *r = NULL;
+    if (cli_ask_run(plan, PGSHIFT__COMMAND__COMMAND_ABORT, true, 10000, true, &r) != 0)
+        return true;
+    Pgshift__ControlReply *reply = r;
+    if (reply->ok)
+        log_info("the running pgshift run of %s stops: %s", plan->name, reply->message);
+    else
+        log_error("the running pgshift run refused to stop: %s", reply->message);
+    bool ok = reply->ok;
+    pgshift__control_reply__free_unpacked(reply, NULL);
+    return ok;
+}

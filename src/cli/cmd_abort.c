@@ -33,21 +33,6 @@ int cmd_abort(int argc, char **argv);
 
 /* A live run of the plan is asked to stop first (its lock is then free).
  * False when it refused; no run listening is not a refusal. */
-static bool stop_live_run(pgs_plan *plan)
-{
-    void *r = NULL;
-    if (cli_ask_run(plan, PGSHIFT__COMMAND__COMMAND_ABORT, true, 10000, true, &r) != 0)
-        return true;
-    Pgshift__ControlReply *reply = r;
-    if (reply->ok)
-        log_info("the running pgshift run of %s stops: %s", plan->name, reply->message);
-    else
-        log_error("the running pgshift run refused to stop: %s", reply->message);
-    bool ok = reply->ok;
-    pgshift__control_reply__free_unpacked(reply, NULL);
-    return ok;
-}
-
 /* Whether the source still has the migration's slot and publication. */
 static void find_slot_and_publication(pgs_migration *m, bool *have_slot, bool *have_pub)
 {
@@ -140,12 +125,25 @@ int cmd_abort(int argc, char **argv)
         return rc;
     pgs_plan *plan = m->plan;
     rc = PGS_EXIT_FAILURE;
-    if (o.confirm && !stop_live_run(plan))
+    /* A cut-over migration keeps its run (a rollback window streams). */
+    if (o.confirm &&
+        (!state_load(m) || m->phase == PGS_PHASE_DONE || m->phase == PGS_PHASE_REVERSIBLE)) {
+        if (m->phase == PGS_PHASE_DONE || m->phase == PGS_PHASE_REVERSIBLE)
+            log_error("migration %s is already cut over: its target is now the live table, and "
+                      "abort would drop it; %s",
+                      plan->name,
+                      m->phase == PGS_PHASE_REVERSIBLE
+                          ? "its rollback window is open: `pgshift rollback` swaps back, "
+                            "`pgshift cleanup --confirm` ends the window"
+                          : "use `pgshift cleanup --confirm` to drop the old tables");
+        goto done;
+    }
+    if (o.confirm && !cli_stop_live_run(plan))
         goto done;
     /* Listing only reads; dropping needs the migration to itself. */
     if ((o.confirm && !state_lock(m)) || !state_load(m))
         goto done;
-    if (m->phase == PGS_PHASE_DONE) {
+    if (m->phase == PGS_PHASE_DONE || m->phase == PGS_PHASE_REVERSIBLE) {
         log_error("migration %s is already cut over: its target is now the live table, and abort "
                   "would drop it; use `pgshift cleanup --plan %s --confirm` to drop the old "
                   "tables, slot and publication",

@@ -8,6 +8,7 @@
 #include "pgshift/pg.h"
 #include "pgshift/store.h"
 #include "pgshift/prepare.h"
+#include "pgshift/rollback.h"
 #include "pgshift/state.h"
 
 #include <stdio.h>
@@ -17,6 +18,8 @@
 static const char usage[] =
     "Usage: pgshift cleanup --plan FILE --confirm\n\n"
     "After the cutover, when you are sure: drops the old tables (<table>_old),\n"
+    "ends a rollback window that is still open (its run stops, its slot and\n"
+    "publication pgshiftr_<name> are dropped: no rollback after this),\n"
     "the replication slot (it retains WAL until dropped), the publication and\n"
     "the migration's state rows. Refuses before the cutover (use `pgshift\n"
     "abort` to abandon a migration) and while a `pgshift run` of the plan runs.\n"
@@ -40,9 +43,14 @@ int cmd_cleanup(int argc, char **argv)
     pgs_plan *plan = m->plan;
     rc = PGS_EXIT_FAILURE;
     pgs_strlist old_s = {0}, old_t = {0}, old_e = {0};
+    /* A rollback window's run streams until the cleanup stops it. */
+    if (o.confirm && (!state_load(m) || (m->has_state && m->phase == PGS_PHASE_REVERSIBLE &&
+                                         !cli_stop_live_run(plan))))
+        goto done;
     if (!state_lock(m) || !state_load(m))
         goto done;
-    if (!m->has_state || m->phase != PGS_PHASE_DONE) {
+    bool window = m->has_state && m->phase == PGS_PHASE_REVERSIBLE;
+    if (!m->has_state || (m->phase != PGS_PHASE_DONE && !window)) {
         log_error("migration %s is not cut over (phase %s): nothing is dropped before the "
                   "cutover; to abandon it, use `pgshift abort --plan %s --confirm`",
                   plan->name, m->has_state ? pgs_phase_name(m->phase) : "none", plan->path);
@@ -66,12 +74,22 @@ int cmd_cleanup(int argc, char **argv)
     }
     printf("  replication slot %s: %s\n", m->slot, have_slot ? "drop" : "absent");
     printf("  publication %s: drop if present\n", m->publication);
+    if (window) {
+        char rs[64];
+        rollback_slot_name(plan->name, rs, sizeof rs);
+        printf("  rollback window: ended (slot and publication %s dropped; the old tables "
+               "stop following the new ones)\n",
+               rs);
+    }
     printf("  state rows: delete\n");
     if (!o.confirm) {
         printf("Nothing was changed; add --confirm to drop.\n");
         rc = PGS_EXIT_USAGE;
         goto done;
     }
+    if (window && (!rollback_drop(m->tgt, plan->name) ||
+                   !store_write_phase(m->tgt, m->row, PGS_PHASE_DONE, NULL)))
+        goto done;
     if (!prepare_drop_slot(m))
         goto done;
     bool ok = prepare_drop_publication(m);

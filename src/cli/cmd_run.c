@@ -12,6 +12,7 @@
 #include "pgshift/status.h"
 #include "pgshift/copy.h"
 #include "pgshift/preflight.h"
+#include "pgshift/rollback.h"
 #include "pgshift/prepare.h"
 #include "pgshift/run.h"
 #include "pgshift/state.h"
@@ -79,8 +80,9 @@ static bool all_copied(const pgs_migration *m)
 static bool prepare_and_copy(pgs_migration *m)
 {
     if (m->has_state) {
-        log_info("migration %s: the previous copy did not finish; starting it again",
-                 m->plan->name);
+        if (m->phase != PGS_PHASE_ROLLED_BACK)
+            log_info("migration %s: the previous copy did not finish; starting it again",
+                     m->plan->name);
         if (!prepare_drop_slot(m))
             return false;
     }
@@ -187,8 +189,15 @@ static int after_cutover(pgs_migration *m)
                   m->plan->name);
         return PGS_EXIT_FAILURE;
     }
-    PGresult *r = store_read_cutover_summary(m->tgt, m->plan->name);
-    if (r && PQntuples(r) == 1) {
+    PGresult *r = store_read_cutover_summary(m->tgt, m->row);
+    if (r && PQntuples(r) == 1 && m->phase == PGS_PHASE_REVERSIBLE) {
+        log_info("migration %s cut over at %s%s%s%s; the old tables are %s, kept current for the "
+                 "rollback window",
+                 m->plan->name, PQgetvalue(r, 0, 2),
+                 PQgetisnull(r, 0, 0) ? "" : " (write-blocking window ",
+                 PQgetisnull(r, 0, 0) ? "" : PQgetvalue(r, 0, 0),
+                 PQgetisnull(r, 0, 0) ? "" : " ms)", PQgetvalue(r, 0, 1));
+    } else if (r && PQntuples(r) == 1) {
         log_info("migration %s cut over at %s%s%s%s; the old tables are %s (kept; `pgshift cleanup "
                  "--plan %s --confirm` drops them with slot %s, which retains WAL until then)",
                  m->plan->name, PQgetvalue(r, 0, 2),
@@ -228,6 +237,16 @@ int cmd_run(int argc, char **argv)
         rc = after_cutover(m);
         goto done;
     }
+    if (m->phase == PGS_PHASE_REVERSIBLE) {
+        log_info("migration %s is cut over; its rollback window is open", plan->name);
+        rc = after_cutover(m);
+        if (rc == PGS_EXIT_OK)
+            rc = reverse_run(m, false);
+        goto done;
+    }
+    if (m->phase == PGS_PHASE_ROLLED_BACK && (rc = reverse_run(m, false)) != PGS_EXIT_OK)
+        goto done;
+    rc = PGS_EXIT_FAILURE;
     int blocking = preflight_run(m, m->has_state, stdout);
     fflush(stdout);
     if (blocking != 0) {
@@ -252,7 +271,10 @@ int cmd_run(int argc, char **argv)
                                        : "; not loopback, so a cutover blocker's query is "
                                          "hidden (--http-show-queries shows it)");
     }
-    bool copied_now = !all_copied(m);
+    /* Rolled back: the tables move again, from a new copy. */
+    bool copied_now = !all_copied(m) || m->phase == PGS_PHASE_ROLLED_BACK;
+    if (m->phase == PGS_PHASE_ROLLED_BACK)
+        log_info("migration %s was rolled back; it starts again from a new copy", plan->name);
     if (copied_now && !prepare_and_copy(m)) {
         log_error("migration %s: the copy failed; fix the cause and run again (the copy "
                   "restarts)",
@@ -261,14 +283,20 @@ int cmd_run(int argc, char **argv)
                    "{\"phase\": \"failed\", \"error\": \"the copy failed; see the log\"}");
         goto done;
     }
+    /* A reverse slot left by an attempt that never swapped would hold WAL
+     * while this run streams; the cutover makes it again. */
+    if (rollback_slot_exists(m->src, plan->name) > 0 && !rollback_drop(m->src, plan->name))
+        goto done;
     analyzer z = {0};
     m->just_copied = copied_now;
     if (copied_now)
         analyzer_start(&z, m);
     rc = run_engine(m);
     analyzer_finish(&z);
-    if (rc == 0 && m->phase == PGS_PHASE_DONE)
+    if (rc == 0 && (m->phase == PGS_PHASE_DONE || m->phase == PGS_PHASE_REVERSIBLE))
         rc = after_cutover(m);
+    if (rc == 0 && m->phase == PGS_PHASE_REVERSIBLE)
+        rc = reverse_run(m, false);
 done:
     board_stop();
     cli_close(m);

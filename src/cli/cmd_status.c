@@ -7,6 +7,7 @@
 #include "pgshift/control.h"
 #include "pgshift/migration.h"
 #include "pgshift/pg.h"
+#include "pgshift/rollback.h"
 #include "pgshift/status.h"
 #include "pgshift/state.h"
 #include "pgshift/store.h"
@@ -99,7 +100,7 @@ static void read_state(const pgs_migration *m, const PGresult *res, const PGresu
  * run's last snapshot) give the rates only while a run streams. */
 static int show_state(pgs_migration *m, bool as_json)
 {
-    PGresult *res = NULL, *tres = NULL;
+    PGresult *res = NULL, *tres = NULL, *rres = NULL;
     status_state_table *tt = NULL;
     int rc = PGS_EXIT_FAILURE;
     if (!state_load(m))
@@ -121,6 +122,27 @@ static int show_state(pgs_migration *m, bool as_json)
         goto done;
     status_state s;
     read_state(m, res, tres, tt, &s);
+    /* The rollback window: the reverse slot's lag now, and the time left. */
+    char rslot[64];
+    rollback_slot_name(m->plan->name, rslot, sizeof rslot);
+    if (s.phase && strcmp(s.phase, "reversible") == 0) {
+        char win[32];
+        snprintf(win, sizeof win, "%d", m->plan->rollback.window_ms);
+        rres = pg_query(m->tgt, "reading the rollback window",
+                        "SELECT (SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_insert_lsn(),"
+                        "         confirmed_flush_lsn), 0)::bigint FROM pg_replication_slots"
+                        "         WHERE slot_name = $1),"
+                        "       extract(epoch FROM cutover_at + $3::bigint * interval '1 ms'"
+                        "         - now())"
+                        "  FROM pgshift.migrations WHERE name = $2",
+                        3, (const char *[]){rslot, m->row, win});
+        if (rres && PQntuples(rres) == 1) {
+            s.has_reverse = true;
+            s.reverse_lag_bytes = atoll(PQgetvalue(rres, 0, 0));
+            s.window_left_s = atof(PQgetvalue(rres, 0, 1));
+            s.reverse_slot = rslot;
+        }
+    }
     status_snapshot x;
     if (!status_snapshot_from_state(&s, &x))
         goto done;
@@ -129,6 +151,7 @@ static int show_state(pgs_migration *m, bool as_json)
     rc = PGS_EXIT_OK;
 done:
     free(tt);
+    PQclear(rres);
     PQclear(res);
     PQclear(tres);
     return rc;

@@ -14,6 +14,7 @@ int cmd_resume(int argc, char **argv);
 int cmd_postpone(int argc, char **argv);
 int cmd_unpostpone(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_rollback(int argc, char **argv);
 
 const pgs_command pgs_commands[] = {
     {"plan", "dry run: check the server and tables, print what run would do", cmd_plan},
@@ -26,6 +27,7 @@ const pgs_command pgs_commands[] = {
     {"unpostpone", "let the automatic cutover proceed (overrides the plan's postpone)",
      cmd_unpostpone},
     {"verify", "compare source and target at one LSN, name the rows that differ", cmd_verify},
+    {"rollback", "during the rollback window: swap back, the old tables live again", cmd_rollback},
     {"cleanup", "after the cutover: drop the old tables, slot and publication (--confirm)",
      cmd_cleanup},
     {"abort", "drop the slot, publication, state and created targets (--confirm)", cmd_abort},

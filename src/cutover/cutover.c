@@ -4,6 +4,7 @@
 #include "pgshift/log.h"
 #include "pgshift/partman.h"
 #include "pgshift/pg.h"
+#include "pgshift/rollback.h"
 #include "pgshift/store.h"
 #include "pgshift/state.h"
 
@@ -129,7 +130,7 @@ static int verify_gate(cutover *c, char *why, size_t whylen)
         return 0;
     PGconn *st = m->plan->target ? pg_connect(m->plan->target, "target (cutover)", false) : c->conn;
     char *arr = tables_array(m);
-    char *t = st && arr ? store_verify_gate(st, m->plan->name, arr) : NULL;
+    char *t = st && arr ? store_verify_gate(st, m->row, arr) : NULL;
     if (st != c->conn)
         PQfinish(st);
     free(arr);
@@ -445,6 +446,11 @@ bool cutover_fence(cutover *c, char *nonce, size_t noncelen, pgs_lsn *lsn)
  * data (names, never SQL), and where the tables went. "old_tables" and
  * "new_tables" (quoted names) are for people and `status`; nothing runs
  * them. */
+static bool m_reverse(const cutover *c)
+{
+    return c->m->reverse;
+}
+
 static char *state_json(cutover *c, const char *stats_json, handover *h)
 {
     json_error_t jerr;
@@ -482,7 +488,9 @@ static char *state_json(cutover *c, const char *stats_json, handover *h)
          * second ANALYZE would only make the run exit later. */
         int64_t since = t->changes_applied - t->changes_at_analyze;
         int64_t base = t->rows_copied > 1000 ? t->rows_copied : 1000;
-        if (t->analyzed && since * 10 <= base)
+        if (m_reverse(c))
+            ; /* swapped back: the old table's statistics are its own */
+        else if (t->analyzed && since * 10 <= base)
             log_info("%s: analyzed after its copy, %lld change(s) applied since (%lld rows "
                      "copied): no second ANALYZE after the swap",
                      t->src.qname, (long long)since, (long long)t->rows_copied);
@@ -490,7 +498,7 @@ static char *state_json(cutover *c, const char *stats_json, handover *h)
             json_array_append_new(steps, json_pack("{s:s,s:s,s:s}", "step", "analyze", "schema",
                                                    t->src.nspname, "table", t->src.relname));
         char oldname[160];
-        snprintf(oldname, sizeof oldname, "%s_old", t->src.relname);
+        cutover_old_name(t, oldname, sizeof oldname);
         json_array_append_new(old,
                               json_pack("{s:s,s:s}", "schema", t->src.nspname, "table", oldname));
         char *qo = pg_qualified(c->conn, t->src.nspname, oldname);
@@ -525,7 +533,11 @@ int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
                  "renames and the phase together");
         goto out;
     }
-    if (!state_transition_check(m, PGS_EV_SWAPPED, &done)) {
+    /* With a rollback window the forward swap leaves the migration
+     * `reversible` and starts the reverse stream's state in its transaction. */
+    bool window = !m->reverse && m->plan->rollback.window_ms > 0;
+    pgs_event ev = window ? PGS_EV_SWAPPED_REVERSIBLE : PGS_EV_SWAPPED;
+    if (!state_transition_check(m, ev, &done)) {
         snprintf(err, errlen, "phase %s cannot be swapped (a bug; see the log)",
                  pgs_phase_name(m->phase));
         goto out;
@@ -549,7 +561,7 @@ int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
     for (int i = 0; k == 0 && i < m->ntables; i++) {
         pgs_mtable *t = &m->tables[i];
         char oldname[160];
-        snprintf(oldname, sizeof oldname, "%s_old", t->src.relname);
+        cutover_old_name(t, oldname, sizeof oldname);
         char *qold = pg_ident(c->conn, oldname), *qnew = pg_ident(c->conn, t->src.relname);
         char *sql = NULL;
         if (qold && qnew && asprintf(&sql, "ALTER TABLE %s RENAME TO %s", t->src.qname, qold) >= 0)
@@ -571,9 +583,17 @@ int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
         }
     char *js = k == 0 ? state_json(c, stats_json, h) : NULL;
     /* Phase `done` commits with the renames, or neither does. */
-    if (k == 0 && !store_record_swap(c->conn, m->plan->name, done, js ? js : "{}")) {
+    if (k == 0 && !store_record_swap(c->conn, m->row, done, js ? js : "{}")) {
         k = 'E';
         snprintf(err, errlen, "recording the cutover in pgshift.migrations failed");
+    }
+    if (k == 0 && window && !rollback_record(c->conn, m, err, errlen))
+        k = 'E';
+    /* The swap back: the migration is rolled back in the same transaction. */
+    if (k == 0 && m->reverse &&
+        !store_write_phase(c->conn, m->plan->name, PGS_PHASE_ROLLED_BACK, NULL)) {
+        k = 'E';
+        snprintf(err, errlen, "recording the rollback in pgshift.migrations failed");
     }
     free(js);
     cutover_crash_point("commit");
@@ -583,7 +603,7 @@ int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
         c->locked = false;
         /* Checked at the start of the swap, so it holds; if it did not
          * (logged as a bug), memory still follows what committed. */
-        if (!state_transition_committed(m, PGS_EV_SWAPPED, "renames committed"))
+        if (!state_transition_committed(m, ev, "renames committed"))
             m->phase = done;
         if (partman_ended)
             log_info("cutover: pg_partman's configuration of %d old table(s) ended with the swap "

@@ -160,9 +160,10 @@ static void blocker_text(const codriver *d, char *buf, size_t len)
 /* Ends the current request without a swap: the migration keeps streaming. */
 static void give_up(codriver *d, const char *why)
 {
-    log_error("cutover not done: %s; the migration keeps streaming, and `pgshift cutover --plan "
-              "%s` tries again",
-              why, d->m->plan->path);
+    log_error("%s not done: %s; the migration keeps streaming, and `pgshift %s --plan %s` "
+              "tries again",
+              d->m->reverse ? "rollback" : "cutover", why, d->m->reverse ? "rollback" : "cutover",
+              d->m->plan->path);
     answer(d, false, why);
     d->state = CO_NONE;
     d->attempts = 0;
@@ -484,9 +485,10 @@ static void swapped(codriver *d, json_t *o, double t0, double done)
     state_set_timing(d->m, "cutover_s", (done - d->wanted_at_ms) / 1000.0);
     char msg[512];
     snprintf(msg, sizeof msg,
-             "cut over after %d attempt(s): write-blocking window %.0f ms (lock wait %.0f ms, "
+             "%s after %d attempt(s): write-blocking window %.0f ms (lock wait %.0f ms, "
              "fence reached in %.0f ms, swap %.0f ms)",
-             d->attempts, window, d->lock_wait_ms, d->fence_ms, done - t0);
+             d->m->reverse ? "swapped back" : "cut over", d->attempts, window, d->lock_wait_ms,
+             d->fence_ms, done - t0);
     log_info("%s", msg);
     d->state = CO_NONE;
     answer(d, true, msg);

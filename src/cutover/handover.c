@@ -314,8 +314,8 @@ static bool fks_out(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mt
     if (r == NULL)
         return false;
     bool ok = true;
-    char old[80];
-    snprintf(old, sizeof old, "%s_old", t->src.relname);
+    char old[160];
+    cutover_old_name(t, old, sizeof old);
     for (int i = 0; ok && i < PQntuples(r); i++) {
         const char *con = V(r, i, 0), *def = V(r, i, 1);
         /* On the new table after the swap: there already, or carried. */
@@ -653,13 +653,13 @@ static bool names(PGconn *conn, pgs_migration *m, pgs_mtable *t, handover *h)
                   t->tgt.qname, t->tgt.nspname, t->src.nspname, t->src.nspname);
     if (!ok)
         return false;
-    if (strlen(t->src.relname) + 4 > 63)
+    if (t->spec->rename_to == NULL && strlen(t->src.relname) + 4 > 63)
         return addf(&h->problems,
                     "%s_old would be longer than 63 bytes, so the old table cannot keep a "
                     "recognisable name; fix: rename the source to something shorter first",
                     t->src.relname);
-    char old[80];
-    snprintf(old, sizeof old, "%s_old", t->src.relname);
+    char old[160];
+    cutover_old_name(t, old, sizeof old);
     PGresult *r = pg_query(conn, "checking the old table's name",
                            "SELECT format('%I.%I', $1::text, $2::text), EXISTS (SELECT 1 FROM"
                            " pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -676,6 +676,14 @@ static bool names(PGconn *conn, pgs_migration *m, pgs_mtable *t, handover *h)
                     t->tgt.qname ? t->tgt.qname : t->spec->target, t->src.qname);
     PQclear(r);
     return ok;
+}
+
+void cutover_old_name(const pgs_mtable *t, char *buf, size_t len)
+{
+    if (t->spec->rename_to)
+        snprintf(buf, len, "%s", t->spec->rename_to);
+    else
+        snprintf(buf, len, "%s_old", t->src.relname);
 }
 
 bool handover_build(PGconn *conn, pgs_migration *m, pgs_mtable *t, handover *h)

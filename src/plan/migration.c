@@ -46,6 +46,7 @@ pgs_migration *migration_open(pgs_plan *plan)
     if (m == NULL)
         return NULL;
     m->plan = plan;
+    snprintf(m->row, sizeof m->row, "%s", plan->name);
     snprintf(m->slot, sizeof m->slot, "pgshift_%s", plan->name);
     snprintf(m->publication, sizeof m->publication, "pgshift_%s", plan->name);
     m->src = pg_connect(plan->source, "source", false);

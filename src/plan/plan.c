@@ -47,6 +47,7 @@ void pgs_plan_free(pgs_plan *plan)
         partition_spec_free(&t->part);
         free_list(t->key);
         free_list(t->leave_behind);
+        free(t->rename_to);
     }
     free(plan->tables);
     free(plan->cutover.postpone_file);

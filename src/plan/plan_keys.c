@@ -92,6 +92,11 @@ static const plan_field verify_fields[] = {
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 
+static const plan_field rollback_fields[] = {
+    {"window", F_DURATION, offsetof(pgs_plan_rollback, window_ms), false, 0, INT_MAX, "24h", NULL},
+    {NULL, 0, 0, false, 0, 0, NULL, NULL},
+};
+
 static const plan_field top_fields[] = {
     {"name", F_NAME, offsetof(pgs_plan, name), true, 0, 0, "petri", NULL},
     {"source", F_CONNINFO, offsetof(pgs_plan, source), true, 0, 0, "'host=db1 dbname=app'", NULL},
@@ -107,6 +112,8 @@ static const plan_field top_fields[] = {
      hooks_fields},
     {"verify", F_SECTION, offsetof(pgs_plan, verify), false, 0, 0, "{max_snapshot_age: 5min}",
      verify_fields},
+    {"rollback", F_SECTION, offsetof(pgs_plan, rollback), false, 0, 0, "{window: 24h}",
+     rollback_fields},
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 
@@ -122,6 +129,7 @@ static const struct {
     {copy_fields, "move it under \"copy:\""},
     {apply_fields, "move it under \"apply:\""},
     {verify_fields, "move it under \"verify:\""},
+    {rollback_fields, "move it under \"rollback:\""},
     {hooks_fields, "move it under \"hooks:\""},
 };
 

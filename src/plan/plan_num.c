@@ -23,7 +23,8 @@ static const unit size_units[] = {
 };
 
 static const unit duration_units[] = {
-    {"ms", 1}, {"s", 1000}, {"min", 60 * 1000}, {"h", 60 * 60 * 1000}, {NULL, 0},
+    {"ms", 1}, {"s", 1000}, {"min", 60 * 1000}, {"h", 60 * 60 * 1000}, {"d", 24 * 60 * 60 * 1000},
+    {NULL, 0},
 };
 
 /* "<digits>[ ]<unit>" or "<digits>" (in the plain unit), unit names

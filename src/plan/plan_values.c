@@ -148,7 +148,7 @@ bool plan_fill_duration(plan_ctx *c, const ynode *v, const char *kp, const plan_
     switch (plan_duration_parse(s, &n)) {
     case NUM_SYNTAX:
         return plan_fail(c, v->line, kp,
-                         "%s is not a duration; use a whole number with a unit ms, s, min or h, "
+                         "%s is not a duration; use a whole number with a unit ms, s, min, h or d, "
                          "e.g. %s",
                          plan_quoted(q, sizeof q, s), f->example);
     case NUM_RANGE:

@@ -336,6 +336,22 @@ static void check_columns(pgs_migration *m, pgs_mtable *t, report *r)
 }
 
 /* Rows of the source that no leaf partition of the (existing) target accepts. */
+/* rollback.window: after the cutover the reverse stream writes every
+ * column of the new table into the old one, which must have each. */
+static void check_rollback_columns(pgs_mtable *t, report *r)
+{
+    for (int i = 0; i < t->tgt.ncols; i++) {
+        const pgs_column *d = &t->tgt.cols[i];
+        if (d->generated || catalog_column(&t->src, d->name) != NULL)
+            continue;
+        say(r, "BLOCK",
+            "rollback.window: column \"%s\" of target %s has no place in %s, so the reverse "
+            "stream could not write it back after the cutover; fix: add it to the source, drop "
+            "it from the target, or leave out rollback.window",
+            d->name, t->tgt.qname, t->src.qname);
+    }
+}
+
 static void check_partition_coverage(pgs_migration *m, pgs_mtable *t, report *r)
 {
     char oid[16];
@@ -1219,6 +1235,8 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
         say(r, "BLOCK", "source and target are the same table %s", t->src.qname);
     } else {
         check_columns(m, t, r);
+        if (m->plan->rollback.window_ms > 0)
+            check_rollback_columns(t, r);
         check_target_index(m, t, r);
         check_target_fks(m, t, r);
         check_target_shape(m, t, r);
@@ -1277,6 +1295,13 @@ int preflight_run(pgs_migration *m, bool resuming, FILE *out)
             m->ntables, (long long)rows, unk, size);
     fprintf(out, "  4. stream the changes made since and apply them in commit order, until "
                  "cutover\n");
+    if (m->plan->rollback.window_ms > 0)
+        fprintf(out,
+                "  5. rollback window of %.1f h: before the cutover's first lock, publication "
+                "and slot pgshiftr_%s on the targets; after the swap every change to them is "
+                "streamed back into <table>_old until the window ends (`pgshift rollback` swaps "
+                "back meanwhile, `pgshift cleanup --confirm` ends it)\n",
+                m->plan->rollback.window_ms / 3600000.0, m->plan->name);
     fprintf(out, "  state: schema pgshift in the target database (resumable from any machine)\n");
     fprintf(out, "\n%d blocking problem(s), %d warning(s)%s\n", r.blocking, r.warnings,
             r.blocking ? ": fix them and run `pgshift plan` again" : ": ready to run");

@@ -129,6 +129,15 @@ typedef struct engine {
     pgs_lsn vh_lsn;
     control_call *vh_call; /* answered once the applier is at rest */
     uv_timer_t vh_timer;   /* the lease */
+
+    /* the rollback window (reverse.c): on a forward run, the reverse
+     * publication and slot made before the first lock; on the reverse
+     * run, the end of the window */
+    aquery *rq;
+    int rq_step;
+    bool rq_have_slot;
+    double rq_since_ms, rq_retry_ms, rq_logged_ms;
+    uv_timer_t window_timer;
 } engine;
 
 double engine_now_ms(void);
@@ -180,6 +189,15 @@ bool vhold_before(engine *e, const decode_msg *msg);
 void vhold_progress(engine *e);
 /* The run stops: a waiting verifier is answered. */
 void vhold_stop(engine *e);
+
+/* reverse.c */
+/* A forward run with a rollback window: are the reverse publication and
+ * slot there? If not, they are made (once, without waiting) and a cutover
+ * attempt waits. True without a window. */
+bool reverse_slot_ready(engine *e);
+void reverse_engine_close(engine *e);
+/* The reverse run: the window's end stops it (m->window_over). */
+void reverse_engine_start(engine *e);
 
 /* sample.c */
 void sample_start(engine *e);

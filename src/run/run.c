@@ -138,7 +138,9 @@ void engine_stop(engine *e, int code)
         e->exit_code = code;
         codriver_abandon(e->drv);
         reply_pending(e, &e->co_call,
-                      e->m->phase == PGS_PHASE_DONE ? "cut over" : "pgshift run stopped");
+                      e->m->phase != PGS_PHASE_DONE ? "pgshift run stopped"
+                      : e->m->reverse               ? "rolled back"
+                                                    : "cut over");
         reply_pending(e, &e->pause_call, "pgshift run stopped");
         vhold_stop(e);
         reply_pending(e, &e->resume_call,
@@ -265,12 +267,35 @@ static void do_resume(engine *e, control_call *call)
 
 static void do_cutover(engine *e, control_call *call)
 {
-    if (e->co_call)
+    if (e->m->reverse)
+        reply_with_status(e, call, false,
+                          "the migration is cut over; the rollback window is open, and `pgshift "
+                          "rollback` swaps back");
+    else if (e->co_call)
         control_reply(call, false, "a cutover request is already waiting", NULL);
     else if (e->paused)
         reply_with_status(e, call, false, "paused; `pgshift resume` first");
     else {
         log_info("cutover requested over the control socket");
+        e->co_call = call;
+        codriver_want(e->drv, true);
+    }
+}
+
+/* `pgshift rollback`: the reverse run's cutover is the swap back. */
+static void do_rollback(engine *e, control_call *call)
+{
+    if (!e->m->reverse)
+        reply_with_status(e, call, false,
+                          "no rollback window is open (the migration is not cut over yet, or has "
+                          "no `rollback: {window}`); `pgshift abort` ends a migration before its "
+                          "cutover");
+    else if (e->co_call)
+        control_reply(call, false, "a rollback request is already waiting", NULL);
+    else if (e->paused)
+        reply_with_status(e, call, false, "paused; `pgshift resume` first");
+    else {
+        log_info("rollback requested over the control socket");
         e->co_call = call;
         codriver_want(e->drv, true);
     }
@@ -317,6 +342,9 @@ static void on_control(void *arg, control_call *call, const Pgshift__ControlRequ
     switch (req->command) {
     case PGSHIFT__COMMAND__COMMAND_CUTOVER:
         do_cutover(e, call);
+        return;
+    case PGSHIFT__COMMAND__COMMAND_ROLLBACK:
+        do_rollback(e, call);
         return;
     case PGSHIFT__COMMAND__COMMAND_STATUS:
         reply_with_status(e, call, true, pgs_phase_name(e->m->phase));
@@ -387,7 +415,7 @@ static bool op_can_start(void *arg)
      * a fresh copy done. */
     return !e->stopping && !e->paused && !e->pausing && e->vh == VH_NONE && stream_is_open(e->rs) &&
            (ph == PGS_PHASE_READY || ph == PGS_PHASE_CATCHING_UP) &&
-           !atomic_load(&e->m->analyzing) && !apply_in_xact(e->apply);
+           !atomic_load(&e->m->analyzing) && !apply_in_xact(e->apply) && reverse_slot_ready(e);
 }
 
 static pgs_lsn op_applied(void *arg)
@@ -438,6 +466,8 @@ static void op_outcome(void *arg, bool ok, const char *msg)
         control_reply(e->co_call, ok, msg, NULL);
         e->co_call = NULL;
     }
+    if (!ok && e->m->cutover_once)
+        engine_stop(e, 1);
 }
 
 static void op_stop(void *arg, int code)
@@ -467,6 +497,7 @@ static bool engine_open(engine *e)
     if (e->drv == NULL || !flow_init(e))
         return false;
     sample_start(e);
+    reverse_engine_start(e);
     char *sock = control_socket_path(e->m->plan->state_dir, e->m->plan->name);
     e->ctl = sock ? control_listen(&e->loop, sock, on_control, e) : NULL;
     if (e->ctl)
@@ -482,6 +513,7 @@ static bool engine_open(engine *e)
 /* Closes every handle, runs their close callbacks, frees what is left. */
 static void engine_close(engine *e)
 {
+    reverse_engine_close(e);
     aquery_close(e->mon);
     e->mon = NULL;
     control_close(e->ctl);
@@ -510,7 +542,7 @@ int run_engine(pgs_migration *m)
         if (m->just_copied)
             engine_fire(e, "copy_done");
         if (m->auto_cutover)
-            codriver_want(e->drv, false);
+            codriver_want(e->drv, m->cutover_once);
         if (!flow_connect(e))
             flow_schedule_reconnect(e);
         uv_run(&e->loop, UV_RUN_DEFAULT);

@@ -72,7 +72,7 @@ static void write_stats(engine *e)
     }
     if (js && apply_ready(e->apply)) {
         if (!apply_send_state(e->apply, store_sql_write_stats(), 2,
-                              (const char *[]){e->m->plan->name, js}))
+                              (const char *[]){e->m->row, js}))
             engine_stop(e, 1);
         flow_update_poll(e);
     }
@@ -159,7 +159,7 @@ static void time_ready(engine *e)
         char json[128];
         state_timing_json(m, keys[i], secs[i], json, sizeof json);
         if (!apply_send_state(e->apply, store_sql_merge_timings(), 2,
-                              (const char *[]){m->plan->name, json})) {
+                              (const char *[]){m->row, json})) {
             engine_stop(e, 1);
             return;
         }

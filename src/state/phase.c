@@ -24,6 +24,8 @@ static const struct {
     [PGS_PHASE_DONE] = {"done", PGSHIFT__PHASE__PHASE_DONE, 5},
     [PGS_PHASE_PAUSED] = {"paused", PGSHIFT__PHASE__PHASE_PAUSED, 6},
     [PGS_PHASE_FAILED] = {"failed", PGSHIFT__PHASE__PHASE_FAILED, 7},
+    [PGS_PHASE_REVERSIBLE] = {"reversible", PGSHIFT__PHASE__PHASE_REVERSIBLE, 8},
+    [PGS_PHASE_ROLLED_BACK] = {"rolled_back", PGSHIFT__PHASE__PHASE_ROLLED_BACK, 9},
 };
 
 static const char *const events[PGS_EV_COUNT] = {
@@ -37,6 +39,9 @@ static const char *const events[PGS_EV_COUNT] = {
     [PGS_EV_CUTOVER_RELEASED] = "cutover_released",
     [PGS_EV_SWAPPED] = "swapped",
     [PGS_EV_ERROR] = "error",
+    [PGS_EV_SWAPPED_REVERSIBLE] = "swapped_reversible",
+    [PGS_EV_WINDOW_END] = "window_end",
+    [PGS_EV_ROLLED_BACK] = "rolled_back",
 };
 
 /* The transitions. Anything not here is refused. */
@@ -72,6 +77,13 @@ static const struct {
     {PGS_PHASE_READY, PGS_EV_CUTOVER_LOCK, PGS_PHASE_CUTTING_OVER, false},
     {PGS_PHASE_CUTTING_OVER, PGS_EV_CUTOVER_RELEASED, PGS_PHASE_READY, false},
     {PGS_PHASE_CUTTING_OVER, PGS_EV_SWAPPED, PGS_PHASE_DONE, true},
+    /* With rollback.window: the old tables are kept current until the
+     * window ends (then done), or the swap back (src/run/reverse.c). A
+     * migration rolled back can be run forward again from a new copy. */
+    {PGS_PHASE_CUTTING_OVER, PGS_EV_SWAPPED_REVERSIBLE, PGS_PHASE_REVERSIBLE, true},
+    {PGS_PHASE_REVERSIBLE, PGS_EV_WINDOW_END, PGS_PHASE_DONE, true},
+    {PGS_PHASE_REVERSIBLE, PGS_EV_ROLLED_BACK, PGS_PHASE_ROLLED_BACK, true},
+    {PGS_PHASE_ROLLED_BACK, PGS_EV_COPY_START, PGS_PHASE_COPYING, true},
 
     {PGS_PHASE_COPYING, PGS_EV_ERROR, PGS_PHASE_FAILED, true},
     {PGS_PHASE_CATCHING_UP, PGS_EV_ERROR, PGS_PHASE_FAILED, true},

@@ -76,7 +76,7 @@ bool state_load(pgs_migration *m)
     if (!have_table)
         return true;
 
-    const char *p[1] = {m->plan->name};
+    const char *p[1] = {m->row};
     PGresult *res =
         pg_query(m->tgt, "reading the state",
                  "SELECT phase, consistent_lsn, applied_lsn, applied_xacts,"
@@ -129,7 +129,7 @@ bool state_begin_copy(pgs_migration *m)
     pgs_phase to;
     if (!state_transition_check(m, PGS_EV_COPY_START, &to))
         return false;
-    const char *p[4] = {m->plan->name, m->slot, m->publication, pgs_phase_name(to)};
+    const char *p[4] = {m->row, m->slot, m->publication, pgs_phase_name(to)};
     if (!pg_exec(m->tgt, "starting the state", "BEGIN"))
         return false;
     PGresult *res =
@@ -150,9 +150,8 @@ bool state_begin_copy(pgs_migration *m)
         snprintf(ord, sizeof ord, "%d", t->ord);
         snprintf(rows, sizeof rows, "%lld", (long long)t->src.rows_est);
         snprintf(bytes, sizeof bytes, "%lld", (long long)t->src.bytes);
-        const char *tp[7] = {
-            m->plan->name, ord,  t->src.qname, t->tgt.qname, t->create_target ? "t" : "f",
-            rows,          bytes};
+        const char *tp[7] = {m->row, ord,  t->src.qname, t->tgt.qname, t->create_target ? "t" : "f",
+                             rows,   bytes};
         res = pg_query(m->tgt, "writing the table state",
                        "INSERT INTO pgshift.tables (migration, ord, source_table, target_table,"
                        "  target_created, rows_estimated, bytes_estimated)"
@@ -184,7 +183,7 @@ failed:
 bool state_set_consistent_lsn(pgs_migration *m, pgs_lsn lsn)
 {
     char buf[18];
-    const char *p[2] = {m->plan->name, decode_lsn_format(lsn, buf)};
+    const char *p[2] = {m->row, decode_lsn_format(lsn, buf)};
     PGresult *res = pg_query(m->tgt, "writing the consistent point",
                              "UPDATE pgshift.migrations SET consistent_lsn = $2,"
                              "  applied_lsn = $2, updated_at = now() WHERE name = $1",
@@ -201,7 +200,7 @@ bool state_copy_done(pgs_migration *m)
     pgs_phase to;
     if (!state_transition_check(m, PGS_EV_COPY_DONE, &to))
         return false;
-    const char *p[2] = {m->plan->name, pgs_phase_name(to)};
+    const char *p[2] = {m->row, pgs_phase_name(to)};
     PGresult *res = pg_query(m->tgt, "recording the end of the copy",
                              "WITH t AS (UPDATE pgshift.tables SET copy_done = true"
                              "             WHERE migration = $1)"
@@ -218,7 +217,7 @@ bool state_copy_done(pgs_migration *m)
 
 bool state_delete(pgs_migration *m)
 {
-    const char *p[1] = {m->plan->name};
+    const char *p[1] = {m->row};
     PGresult *res = pg_query(m->tgt, "deleting the state",
                              "DELETE FROM pgshift.migrations WHERE name = $1", 1, p);
     if (res == NULL)
@@ -259,7 +258,7 @@ static bool transition(pgs_migration *m, pgs_event ev, const char *detail, bool 
     }
     /* The error column says why a migration failed, and only then. */
     if (persist && write &&
-        !store_write_phase(m->tgt, m->plan->name, to, to == PGS_PHASE_FAILED ? detail : NULL))
+        !store_write_phase(m->tgt, m->row, to, to == PGS_PHASE_FAILED ? detail : NULL))
         return false;
     pgs_log(level, "phase %s -> %s (%s%s%s)", pgs_phase_name(from), pgs_phase_name(to),
             pgs_event_name(ev), detail ? ": " : "", detail ? detail : "");
@@ -279,7 +278,7 @@ bool state_transition_async(pgs_migration *m, pgs_event ev, const char *detail, 
     if (persist) {
         w->sql = store_sql_write_phase();
         w->nparams = 3;
-        w->params[0] = m->plan->name;
+        w->params[0] = m->row;
         w->params[1] = pgs_phase_name(to);
         w->params[2] = to == PGS_PHASE_FAILED ? detail : NULL;
     }
@@ -301,8 +300,7 @@ bool state_set_phase(pgs_migration *m, pgs_phase phase, const char *error)
     /* The old interface: a re-write of the phase it already has (stream.c
      * sets m->phase itself before resuming) is stored as it was. */
     if (m->phase == phase)
-        return store_write_phase(m->tgt, m->plan->name, phase,
-                                 phase == PGS_PHASE_FAILED ? error : NULL);
+        return store_write_phase(m->tgt, m->row, phase, phase == PGS_PHASE_FAILED ? error : NULL);
     for (int ev = 0; ev < PGS_EV_COUNT; ev++) {
         pgs_phase to;
         if (phase_next(m->phase, (pgs_event)ev, &to, NULL) && to == phase)
@@ -316,7 +314,7 @@ bool state_set_phase(pgs_migration *m, pgs_phase phase, const char *error)
 
 bool state_write_stats(pgs_migration *m, const char *stats_json)
 {
-    return store_write_stats(m->tgt, m->plan->name, stats_json);
+    return store_write_stats(m->tgt, m->row, stats_json);
 }
 
 /* Each timing: its key in migrations.timings, its words in timings_text. */
@@ -387,16 +385,16 @@ void state_set_timing(pgs_migration *m, const char *key, double seconds)
 {
     char json[128];
     state_timing_json(m, key, seconds, json, sizeof json);
-    if (!store_merge_timings(m->tgt, m->plan->name, json))
+    if (!store_merge_timings(m->tgt, m->row, json))
         log_warn("could not record %s in the state (see above); status will not show it", key);
 }
 
 bool state_merge_cutover(pgs_migration *m, const char *json)
 {
-    return store_merge_cutover(m->tgt, m->plan->name, json);
+    return store_merge_cutover(m->tgt, m->row, json);
 }
 
 char *state_read_cutover(pgs_migration *m)
 {
-    return store_read_cutover(m->tgt, m->plan->name);
+    return store_read_cutover(m->tgt, m->row);
 }

@@ -187,6 +187,17 @@ char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len)
         label(&b, why);
         put(&b, "\"} %d\n", why[0] ? 1 : 0);
     }
+    if (st->reverse) {
+        gauge(&b, "reverse_lag_bytes",
+              "Rollback window: WAL of the new tables' changes not yet applied to the old ones.",
+              st, (double)st->reverse->lag_bytes);
+        gauge(&b, "reverse_lag_seconds",
+              "Rollback window: age of the oldest change not yet applied to the old tables.", st,
+              st->reverse->lag_seconds);
+        gauge(&b, "rollback_window_seconds_left",
+              "Rollback window: seconds until it ends (`pgshift rollback` works until then).", st,
+              st->reverse->window_left_seconds);
+    }
     if (st->verify) {
         gauge(&b, "verify_differences",
               "Rows the last `pgshift verify` found missing, extra or different.", st,
@@ -278,6 +289,13 @@ static json_t *snapshot_object(const Pgshift__StatusSnapshot *st)
                                       "backlog_seconds", t->backlog_seconds, "ready_seconds",
                                       t->ready_seconds, "cutover_seconds", t->cutover_seconds,
                                       "after_swap_seconds", t->after_swap_seconds));
+    }
+    if (st->reverse) {
+        const Pgshift__ReverseInfo *r = st->reverse;
+        json_object_set_new(o, "reverse",
+                            json_pack("{s:I,s:f,s:f,s:s}", "lag_bytes", (json_int_t)r->lag_bytes,
+                                      "lag_seconds", r->lag_seconds, "window_left_seconds",
+                                      r->window_left_seconds, "slot", r->slot));
     }
     if (st->verify) {
         const Pgshift__VerifyInfo *v = st->verify;
@@ -483,6 +501,12 @@ void status_text(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE
                 (unsigned long long)t->changes_applied);
     }
     text_timings(st, f);
+    if (st->reverse)
+        fprintf(f,
+                "  rollback window: %.0f min left; the old tables are %.1f kB (%.1f s) behind "
+                "the live ones (slot %s); `pgshift rollback` swaps back\n",
+                st->reverse->window_left_seconds / 60.0, (double)st->reverse->lag_bytes / 1024.0,
+                st->reverse->lag_seconds, st->reverse->slot);
     if (st->verify) {
         const Pgshift__VerifyInfo *v = st->verify;
         if (v->identical)

@@ -82,6 +82,23 @@ bool status_snapshot_build(const pgs_migration *m, const status_live *live, stat
     set_verify(x, &m->verify);
     st->migration = m->plan->name;
     st->phase = (Pgshift__Phase)phase_to_proto(m->phase);
+    if (m->reverse) {
+        /* The reverse stream of a rollback window: the migration is cut
+         * over (reversible), swapping back, or rolled back. */
+        st->phase =
+            (Pgshift__Phase)phase_to_proto(m->phase == PGS_PHASE_CUTTING_OVER ? m->phase
+                                           : m->phase == PGS_PHASE_DONE ? PGS_PHASE_ROLLED_BACK
+                                                                        : PGS_PHASE_REVERSIBLE);
+        pgshift__reverse_info__init(&x->rv);
+        x->rv.lag_bytes = live->lag_bytes > 0 ? (uint64_t)live->lag_bytes : 0;
+        x->rv.lag_seconds = live->lag_seconds;
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double left = m->window_end - ((double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+        x->rv.window_left_seconds = left > 0 ? left : 0;
+        x->rv.slot = (char *)m->slot;
+        st->reverse = &x->rv;
+    }
     st->source_lsn = (char *)decode_lsn_format(live->source_lsn, x->src_lsn);
     st->applied_lsn = (char *)decode_lsn_format(m->applied_lsn, x->applied);
     st->confirmed_lsn = (char *)decode_lsn_format(live->confirmed_lsn, x->confirmed);
@@ -265,6 +282,13 @@ bool status_snapshot_from_state(const status_state *s, status_snapshot *x)
     set_verify(x, &vi);
     st->migration = keep(x, s->migration);
     st->phase = (Pgshift__Phase)phase_to_proto(pgs_phase_parse(s->phase ? s->phase : ""));
+    if (s->has_reverse) {
+        pgshift__reverse_info__init(&x->rv);
+        x->rv.lag_bytes = (uint64_t)(s->reverse_lag_bytes > 0 ? s->reverse_lag_bytes : 0);
+        x->rv.window_left_seconds = s->window_left_s > 0 ? s->window_left_s : 0;
+        x->rv.slot = keep(x, s->reverse_slot ? s->reverse_slot : "");
+        st->reverse = &x->rv;
+    }
     st->error = s->error && s->error[0] ? keep(x, s->error) : NULL;
     snprintf(x->src_lsn, sizeof x->src_lsn, "%s", s->source_lsn ? s->source_lsn : "");
     snprintf(x->applied, sizeof x->applied, "%s", s->applied_lsn ? s->applied_lsn : "");

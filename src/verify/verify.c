@@ -103,6 +103,10 @@ struct verifier {
     PGconn *src, *tgt;
     bool consistent;
     bool after_cutover;
+    /* The rollback window is open: the live table is the truth (the
+     * source side), <t>_old the copy the reverse stream keeps; the live
+     * run (the reverse one) holds at one LSN as before the cutover. */
+    bool window;
     bool repaired_at; /* --repair rewrote rows, and this is the verify after it */
     PGconn *st;       /* the state (verify_progress), or NULL */
     uint64_t token;   /* this verify's, on every hold command */
@@ -1591,11 +1595,13 @@ static bool set_sides(verifier *v, vtable *vt)
 {
     const pgs_mtable *t = vt->t;
     snprintf(vt->display, sizeof vt->display, "%s.%s", t->src.nspname, t->src.relname);
-    if (v->after_cutover) {
+    if (v->after_cutover || v->window) {
         char old[200];
         snprintf(old, sizeof old, "%s_old", t->src.relname);
-        vt->tgt_q = strdup(t->src.qname); /* the live table: the target under the source's name */
-        vt->src_q = pg_qualified(v->src, t->src.nspname, old);
+        char *live = strdup(t->src.qname); /* the new table, under the source's name */
+        char *q = pg_qualified(v->src, t->src.nspname, old);
+        vt->tgt_q = v->window ? q : live;
+        vt->src_q = v->window ? live : q;
     } else {
         vt->src_q = strdup(t->src.qname);
         vt->tgt_q = strdup(t->tgt.qname);
@@ -1621,6 +1627,13 @@ int verify_main(pgs_migration *m, const verify_opts *o)
         return PGS_EXIT_FAILURE;
     }
     v.after_cutover = m->has_state && m->phase == PGS_PHASE_DONE;
+    v.window = m->has_state && m->phase == PGS_PHASE_REVERSIBLE;
+    if (v.window && o->repair) {
+        log_error("verify --repair: during the rollback window the live table is the truth and "
+                  "the reverse stream keeps <table>_old; verify without --repair names what "
+                  "differs");
+        return PGS_EXIT_USAGE;
+    }
     v.tabs = calloc((size_t)m->ntables, sizeof *v.tabs);
     if (v.tabs == NULL)
         return PGS_EXIT_FAILURE;
@@ -1636,7 +1649,7 @@ int verify_main(pgs_migration *m, const verify_opts *o)
     for (int i = 0; i < v.ntabs; i++)
         if (!set_sides(&v, &v.tabs[i]))
             goto out;
-    if (!v.after_cutover)
+    if (!v.after_cutover && !v.window)
         for (int i = 0; i < v.ntabs; i++)
             if (!v.tabs[i].t->tgt.exists) {
                 log_error("verify: the target of %s does not exist yet", v.tabs[i].display);

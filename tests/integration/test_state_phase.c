@@ -26,6 +26,7 @@ static int setup(void **state)
     fixture *f = calloc(1, sizeof *f);
     f->plan.name = "phases";
     f->m.plan = &f->plan;
+    snprintf(f->m.row, sizeof f->m.row, "phases");
     snprintf(f->m.slot, sizeof f->m.slot, "pgshift_phases");
     snprintf(f->m.publication, sizeof f->m.publication, "pgshift_phases");
     f->m.tgt = pgt_connect(NULL);

@@ -372,7 +372,7 @@ static const struct bad_plan {
      "\"partition:\""},
     {HEAD ONE_TABLE "colour: red\n",
      "plan.yaml:6: colour: unknown key; the keys here are name, source, target, state_dir, "
-     "tables, cutover, copy, apply, hooks, verify"},
+     "tables, cutover, copy, apply, hooks, verify, rollback"},
     {HEAD ONE_TABLE "copy:\n  workers: 2\n  workers: 3\n",
      "plan.yaml:8: copy.workers: is given twice (first on line 7); keep one"},
     {"source: host=db1\n" ONE_TABLE, "plan.yaml:1: name: is missing; add e.g. \"name: petri\""},
@@ -541,7 +541,7 @@ static const struct bad_plan {
      "plan.yaml:7: cutover.max_lag: \"16777216TB\" is too large; use e.g. 8MB"},
     {HEAD ONE_TABLE "cutover:\n  lock_timeout: 5 seconds\n",
      "plan.yaml:7: cutover.lock_timeout: \"5 seconds\" is not a duration; use a whole number "
-     "with a unit ms, s, min or h, e.g. 500ms"},
+     "with a unit ms, s, min, h or d, e.g. 500ms"},
     {HEAD ONE_TABLE "cutover:\n  lock_timeout: 0\n",
      "plan.yaml:7: cutover.lock_timeout: \"0\" is out of range; use a duration from 1ms to 60s"},
     {HEAD ONE_TABLE "cutover:\n  lock_timeout: 2min\n",
@@ -564,9 +564,11 @@ static const struct bad_plan {
     {HEAD ONE_TABLE "apply:\n  batch_changes: 0\n",
      "plan.yaml:7: apply.batch_changes: \"0\" is out of range; use a number from 1 to "
      "2147483647"},
-    {HEAD ONE_TABLE "apply:\n  batch_time: 1d\n",
-     "plan.yaml:7: apply.batch_time: \"1d\" is not a duration; use a whole number with a unit "
-     "ms, s, min or h, e.g. 200ms"},
+    {HEAD ONE_TABLE "apply:\n  batch_time: 1w\n",
+     "plan.yaml:7: apply.batch_time: \"1w\" is not a duration; use a whole number with a unit "
+     "ms, s, min, h or d, e.g. 200ms"},
+    {HEAD ONE_TABLE "rollback:\n  window: 30d\n",
+     "plan.yaml:7: rollback.window: \"30d\" is too large; use e.g. 24h"},
     {HEAD ONE_TABLE "apply:\n  batch_time: 0ms\n",
      "plan.yaml:7: apply.batch_time: \"0ms\" is out of range; use at least 1ms, e.g. 200ms"},
     {HEAD ONE_TABLE "verify:\n  method: fast\n",
@@ -730,12 +732,13 @@ static void durations(void **state)
         {"1min", 60000},
         {"1 MIN", 60000},
         {"1h", 3600000},
+        {"24d", 2073600000},
         {"596h", 2145600000},
         {"2147483647", INT32_MAX},
         {"2147483s", 2147483000},
     };
     static const char *const bad_durations[] = {
-        "",           "ms",   "1m",       "1d",
+        "",           "ms",   "1m",       "1w",
         "1us",        "-1",   "+1",       "1.5s",
         "2  s",       "2s ",  " 2s",      "1 hour",
         "2147483648", "597h", "2147484s", "99999999999999999999999h",
