@@ -10,6 +10,8 @@ STEADY_S=${CUTOVER_STEADY_S:-15}
 RELEASE_AT=${CUTOVER_RELEASE_AT:-analyzed} # analyzed | streaming
 TARGET=${CUTOVER_TARGET:-created}          # created | operator
 LOAD_S=${CUTOVER_LOAD_S:-60}
+ROLLBACK=${CUTOVER_ROLLBACK:-0}             # 1: a rollback window, and `pgshift rollback` after the cutover
+ROLLBACK_AFTER_S=${CUTOVER_ROLLBACK_AFTER_S:-12}
 BASE_S=10 # the "normal" window: the BASE_S seconds before the first lock attempt
 W=$(mktemp -d /tmp/pgshift-cutbench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
@@ -41,18 +43,26 @@ import glob, json, re, sys
 from datetime import datetime, timezone
 
 rd, base_s = sys.argv[1], float(sys.argv[2])
+# "rollback": the swap back after the cutover (its attempts follow the
+# cutover's "cut over after" line and end with "swapped back after").
+mode = sys.argv[3] if len(sys.argv) > 3 else "cutover"
 
 def log_ts(line):
     return datetime.strptime(line[:24], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
 
 first_lock = cut_end = None
 attempt_lines = []
+seen_cut = mode == "cutover"
+end_text = "cut over after" if mode == "cutover" else "swapped back after"
 for line in open(f"{rd}/pgshift.log"):
-    if re.search(r"cutover attempt \d+/\d+: locking", line):
+    if not seen_cut:
+        seen_cut = "cut over after" in line
+        continue
+    if re.search(r"cutover attempt \d+/\d+: locking", line) and cut_end is None:
         attempt_lines.append(log_ts(line))
         if first_lock is None:
             first_lock = log_ts(line)
-    elif "cut over after" in line:
+    elif end_text in line and cut_end is None:
         cut_end = log_ts(line)
 if first_lock is None or cut_end is None:
     sys.exit(f"{rd}/pgshift.log: no cutover start or end line")
@@ -84,7 +94,13 @@ during = [t for t in tx if t[0] <= cut_end and t[1] >= first_lock]
 after = [t for t in tx if t[0] > cut_end and t[1] <= cut_end + 5]
 normal_worst = max(t[2] for t in base)
 worst = max(t[2] for t in during) if during else 0.0
-st = json.load(open(f"{rd}/status.json")).get("cutover", {})
+st = json.load(open(f"{rd}/status.json")).get("cutover", {}) if mode == "cutover" else {}
+if mode == "rollback":  # the swap back's own figures, from its log line
+    m = re.search(r"swapped back after (\d+) attempt\(s\): write-blocking window (\d+) ms \(lock wait (\d+) ms, "
+                  r"fence reached in (\d+) ms, swap (\d+) ms\)", open(f"{rd}/pgshift.log").read())
+    if m:
+        st = dict(zip(("attempts", "write_block_ms", "lock_wait_ms", "fence_ms", "swap_ms"),
+                      (int(x) for x in m.groups())))
 at = st.get("at")
 res = {
     "transactions": len(tx),
@@ -183,6 +199,7 @@ name: cut$i
 source: "dbname=$DB"
 state_dir: $W
 cutover: {postpone_file: $hold}
+$([ "$ROLLBACK" = 1 ] && echo "rollback: {window: 1h}" || true)
 tables:
   - source: public.obs
     target: public.obs_part
@@ -205,12 +222,26 @@ Y
     sleep "$STEADY_S"
   fi
   rm -f "$hold"
+  if [ "$ROLLBACK" = 1 ]; then
+    # The run stays for the window: the cutover's record now, then the
+    # swap back after ROLLBACK_AFTER_S s of the load on the new table.
+    until grep -q "rollback window: streaming" "$RD/pgshift.log"; do
+      kill -0 $run 2>/dev/null || { out "run $i: pgshift run failed:"; tail -n 20 "$RD/pgshift.log" | tee -a "$CUTOVER_OUT"; exit 1; }
+      sleep 0.05
+    done
+    "$PGSHIFT_BIN" status --plan "$RD/plan.yaml" --json >"$RD/status-window.json"
+    sleep "$ROLLBACK_AFTER_S"
+    "$PGSHIFT_BIN" rollback --plan "$RD/plan.yaml" >"$RD/rollback.log" 2>&1 ||
+      { out "run $i: pgshift rollback failed: $(tail -n 5 "$RD/rollback.log")"; exit 1; }
+  fi
   if ! wait $run; then
     out "run $i: pgshift run failed:"; tail -n 20 "$RD/pgshift.log" | tee -a "$CUTOVER_OUT"; exit 1
   fi
   cut_t=$(now)
   noise_during=$(others)
   "$PGSHIFT_BIN" status --plan "$RD/plan.yaml" --json >"$RD/status.json"
+  # With a rollback, the cutover's record was read during the window.
+  [ "$ROLLBACK" = 1 ] && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); c=json.load(open(sys.argv[2])); d['cutover']=c.get('cutover', {}); json.dump(d, open(sys.argv[1], 'w'))" "$RD/status.json" "$RD/status-window.json"
   left=$(awk "BEGIN {printf \"%.1f\", $load_t0 + $LOAD_S - $cut_t}")
   pgb_rc=0; wait $load || pgb_rc=$?
   [ "$pgb_rc" = 0 ] || out "run $i: pgbench exited $pgb_rc: $(tail -n 3 "$RD/pgbench.out")"
@@ -224,10 +255,25 @@ Y
   out "run $i: pgbench $pgb_tps tps, $failed failed, $lag; $(grep -oE 'cut over after .*' "$RD/pgshift.log")"
   out "       client side: $(echo "$r" | python3 -c "import json,sys; r=json.load(sys.stdin); print('normal worst %.1f ms (p99 %.1f, %.0f tps), worst during %.1f ms over %d transactions (%d above normal worst), window %.1f ms; cutover span %.0f ms from the first lock; attempts at %s ms; next 5 s: p99 %.1f, max %.1f ms' % (r['normal_worst_ms'], r['base_p99_ms'], r['base_tps'], r['worst_during_ms'], r['during_n'], r['during_over_normal_worst'], r['window_ms'], r['cutover_span_ms'], r['attempt_starts'], r['after5s_p99_ms'], r['after5s_max_ms']))")"
   out "       noise: before: $noise_before; after: $noise_during"
-  "$PGSHIFT_BIN" cleanup --plan "$RD/plan.yaml" --confirm >"$RD/cleanup.log" 2>&1 || out "run $i: cleanup failed: $(tail -n 3 "$RD/cleanup.log")"
+  if [ "$ROLLBACK" = 1 ]; then
+    rb=$(python3 "$W/analyze.py" "$RD" "$BASE_S" rollback)
+    echo "$rb" | python3 -c "import json,sys; r=json.load(sys.stdin); r.update(run=$i, failed='$failed'); print(json.dumps(r))" \
+      >>"$CUTOVER_RAW/rollback.jsonl"
+    out "       rollback: $(grep -oE 'swapped back after .*' "$RD/pgshift.log"); client side: $(echo "$rb" | python3 -c "import json,sys; r=json.load(sys.stdin); print('normal worst %.1f ms, worst during %.1f ms over %d transactions, window %.1f ms' % (r['normal_worst_ms'], r['worst_during_ms'], r['during_n'], r['window_ms']))")"
+  fi
+  if [ "$ROLLBACK" = 1 ]; then
+    "$PGSHIFT_BIN" abort --plan "$RD/plan.yaml" --confirm >"$RD/cleanup.log" 2>&1 || out "run $i: abort after the rollback failed: $(tail -n 3 "$RD/cleanup.log")"
+  else
+    "$PGSHIFT_BIN" cleanup --plan "$RD/plan.yaml" --confirm >"$RD/cleanup.log" 2>&1 || out "run $i: cleanup failed: $(tail -n 3 "$RD/cleanup.log")"
+  fi
   dropdb "$DB"
   gzip -f "$RD"/pgbench_log.*
 done
 out ""
 python3 "$W/summary.py" "$CUTOVER_RAW/results.jsonl" | tee -a "$CUTOVER_OUT"
+if [ "$ROLLBACK" = 1 ]; then
+  out ""
+  out "the swap back (pgshift rollback, $ROLLBACK_AFTER_S s after the cutover, same load):"
+  python3 "$W/summary.py" "$CUTOVER_RAW/rollback.jsonl" | sed 's/cutover span = first lock attempt to commit/span = first lock attempt of the swap back to its commit/' | tee -a "$CUTOVER_OUT"
+fi
 out "results: $CUTOVER_OUT; raw: $CUTOVER_RAW/"

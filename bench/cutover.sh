@@ -18,7 +18,10 @@
 # to apply: the lock must wait until what is left fits cutover.max_block),
 # CUTOVER_TARGET=operator (a target made before the run with LIKE ...
 # INCLUDING ALL, monthly partitions and a default one, instead of one pgshift
-# creates), PGSHIFT_BIN (a prebuilt binary), PGSHIFT_PG (14..18, default 15).
+# creates), CUTOVER_ROLLBACK=1 (the plan has a rollback window; after the
+# cutover and CUTOVER_ROLLBACK_AFTER_S (12) s of the load on the new table,
+# `pgshift rollback` swaps back, and its window is measured the same way),
+# PGSHIFT_BIN (a prebuilt binary), PGSHIFT_PG (14..18, default 15).
 # Summary: bench/results/cutover-<timestamp>.txt; raw logs (pgbench
 # per-transaction logs, pgshift log, status --json) in
 # bench/results/cutover-<timestamp>/run<N>/.

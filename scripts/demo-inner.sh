@@ -7,6 +7,8 @@
 # stations into a plain copy created here. Every load transaction makes the
 # same change to a migrated table and to its shadow table, which pgshift
 # never touches, so after the cutover the new tables must equal the shadows.
+# The plan keeps a rollback window: after the checks, `pgshift rollback`
+# swaps back, and the old tables must equal the shadows too.
 set -euo pipefail
 ROWS=${DEMO_ROWS:-300000}
 # The load must outlive the swap by a good margin; a bigger table copies longer.
@@ -51,6 +53,8 @@ cutover:
   lock_timeout: 500ms
   postpone_file: $W/hold
   verify: true
+rollback:
+  window: 1h
 Y
 touch "$W/hold"
 
@@ -92,13 +96,18 @@ left=$(awk "BEGIN {printf \"%d\", $LOAD_S - ($(now) - $t_load)}")
 say "releasing the automatic cutover (rm $W/hold); the load keeps writing for another ~$left s"
 t_release=$(now)
 rm -f "$W/hold"
-wait "$run" || true
+# With rollback.window the run stays after the swap: it streams every
+# change to the new tables back into the old ones.
+deadline=$(($(date +%s) + 120))
+until grep -q "rollback window: streaming" "$W/run.log"; do
+  [ -e "$W/run.rc" ] && die "pgshift run exited $(cat "$W/run.rc") before the window: $(tail -n 20 "$W/run.log")"
+  [ "$(date +%s)" -lt "$deadline" ] || die "no cutover within 120 s: $(tail -n 5 "$W/run.log")"
+  sleep 0.2
+done
 t_done=$(now)
-[ "$(cat "$W/run.rc" 2>/dev/null)" = 0 ] ||
-  die "pgshift run exited $(cat "$W/run.rc" 2>/dev/null || echo '?'): $(tail -n 20 "$W/run.log")"
 grep -q "cut over after" "$W/run.log" || die "pgshift run ended without cutting over"
 kill -0 "$load" 2>/dev/null || die "the write load ended before the swap; set DEMO_LOAD_SECONDS higher"
-echo "   run exited 0; the write load is still running"
+echo "   cut over; run keeps the old tables current for the rollback window; the load is still running"
 
 say "waiting for the write load to finish"
 wait "$load" || die "pgbench exited non-zero: $(tail -n 5 "$W/load.log")"
@@ -144,6 +153,8 @@ echo "   view observations_with_names reads $deps: $v_rows rows, same as the joi
 
 s_max=$(q "SELECT max(id) FROM stations")
 s_new=$(q "INSERT INTO stations (name) VALUES ('added after the cutover') RETURNING id")
+# The shadow gets it too: the rollback below must carry it back.
+q "INSERT INTO stations_shadow SELECT * FROM stations WHERE id = $s_new"
 [ "$s_new" -gt "$s_max" ] || die "new stations id $s_new is not above the highest $s_max"
 echo "   a station inserted now gets id $s_new (highest before: $s_max; stations_old ended at $s_oldmax)"
 
@@ -162,14 +173,34 @@ echo "                           during and after the swap"
 echo "   observations now:       partitioned by month, $parts partitions; the view reads it"
 echo "   cutover:                write-blocking window $wb ms, $attempts attempt(s)"
 echo "                           (lock wait $lw ms, fence reached in $fence ms, swap $swap ms)"
-echo "   timings:                copy + catch-up $(secs "$t0" "$t_ready") s; released to run's exit"
-echo "                           $(secs "$t_release" "$t_done") s (swap, foreign key checks, ANALYZE)"
-echo "   old tables:             ${old_tables//,/, } (kept until cleanup)"
-echo "   clean-up:               pgshift cleanup --plan $W/plan.yaml --confirm (run next)"
+echo "   timings:                copy + catch-up $(secs "$t0" "$t_ready") s; released to the reverse"
+echo "                           stream $(secs "$t_release" "$t_done") s (swap, foreign key checks)"
+echo "   old tables:             ${old_tables//,/, } (kept current for the rollback window)"
 
-say "pgshift cleanup --confirm: drop the old tables, the slot, the publication and the state"
-"$PGS" cleanup --plan "$W/plan.yaml" --confirm 2>&1 | sed 's/^/   /'
-left=$(q "SELECT count(*) FROM pg_class WHERE relname IN ('observations_old', 'stations_old')")
+say "pgshift status: cut over, the rollback window open"
+"$PGS" status --plan "$W/plan.yaml" | sed 's/^/   /'
+
+say "pgshift rollback: the way back (the old tables live again, nothing the load wrote lost)"
+"$PGS" rollback --plan "$W/plan.yaml" 2>&1 | sed 's/^/   /'
+wait "$run" || true
+[ "$(cat "$W/run.rc" 2>/dev/null)" = 0 ] ||
+  die "pgshift run exited $(cat "$W/run.rc" 2>/dev/null || echo '?') after the rollback: $(tail -n 20 "$W/run.log")"
+[ "$(q "SELECT relkind FROM pg_class WHERE oid = 'observations'::regclass")" = r ] ||
+  die "observations is not the old table after the rollback"
+read -r o_miss o_extra <<<"$(diff_rows observations_shadow observations)"
+read -r s_miss s_extra <<<"$(diff_rows stations_shadow stations)"
+[ "$o_miss $o_extra $s_miss $s_extra" = "0 0 0 0" ] ||
+  die "after the rollback the old tables differ from the shadows: $o_miss/$o_extra, $s_miss/$s_extra"
+s_back=$(q "INSERT INTO stations (name) VALUES ('added after the rollback') RETURNING id")
+[ "$s_back" -gt "$s_new" ] || die "after the rollback a new station got id $s_back, not above $s_new"
+rb=$(grep -oE "swapped back after .*" "$W/run.log" || true)
+echo "   observations is the old (plain) table again: $(q "SELECT count(*) FROM observations") rows,"
+echo "   EQUAL to its shadow, every write made to the new table carried back; stations too;"
+echo "   a station inserted now gets id $s_back (above $s_new, the last id of the new table)"
+echo "   $rb"
+
+say "pgshift abort --confirm: end the rolled-back migration (drop the table it created, the state)"
+"$PGS" abort --plan "$W/plan.yaml" --confirm 2>&1 | sed 's/^/   /'
 slots=$(q "SELECT count(*) FROM pg_replication_slots")
-[ "$left$slots" = 00 ] || die "cleanup left $left old tables and $slots slots"
-echo "   old tables and slot gone; the throwaway server is removed next"
+[ "$slots" = 0 ] || die "abort left $slots slots"
+echo "   slots gone; the throwaway server is removed next"

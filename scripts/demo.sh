@@ -7,8 +7,10 @@
 # load keeps writing; `pgshift verify` compares both sides at one LSN under
 # the load first, and the plan's cutover.verify holds the swap until it
 # passed), and prints the outcome: rows compared equal, the
-# cutover's write-blocking window, where the old tables are. It then runs
-# `pgshift cleanup --confirm`; the throwaway server is removed at the end.
+# cutover's write-blocking window, where the old tables are. The plan keeps
+# a rollback window, so it then shows the way back: `pgshift rollback`, the
+# old tables compared equal with the shadows again, then `pgshift abort
+# --confirm`; the throwaway server is removed at the end.
 #   DEMO_ROWS=1000000 bash scripts/demo.sh        # a bigger table
 #   DEMO_LOAD_SECONDS=60 bash scripts/demo.sh     # a longer write load
 set -euo pipefail
