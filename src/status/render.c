@@ -495,6 +495,11 @@ void status_text(const Pgshift__StatusSnapshot *st, const status_origin *o, FILE
     }
     for (size_t i = 0; i < st->n_tables; i++) {
         const Pgshift__TableProgress *t = st->tables[i];
+        if (st->reverse) { /* the rollback window: no copy, changes carried back */
+            fprintf(f, "  %s -> %s: %llu changes carried back\n", t->source, t->target,
+                    (unsigned long long)t->changes_applied);
+            continue;
+        }
         fprintf(f, "  %s -> %s: copy %s, %llu of ~%llu rows; %llu changes applied\n", t->source,
                 t->target, t->copy_done ? "done" : "in progress",
                 (unsigned long long)t->rows_copied, (unsigned long long)t->rows_estimated,
