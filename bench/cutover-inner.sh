@@ -240,8 +240,12 @@ Y
   cut_t=$(now)
   noise_during=$(others)
   "$PGSHIFT_BIN" status --plan "$RD/plan.yaml" --json >"$RD/status.json"
-  # With a rollback, the cutover's record was read during the window.
-  [ "$ROLLBACK" = 1 ] && python3 -c "import json,sys; d=json.load(open(sys.argv[1])); c=json.load(open(sys.argv[2])); d['cutover']=c.get('cutover', {}); json.dump(d, open(sys.argv[1], 'w'))" "$RD/status.json" "$RD/status-window.json"
+  # With a rollback the status is the swap back's: the cutover's own
+  # record is in the state.
+  if [ "$ROLLBACK" = 1 ]; then
+    q "SELECT cutover FROM pgshift.migrations WHERE name = 'cut$i'" >"$RD/cutover.json"
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); d['cutover']=json.load(open(sys.argv[2])); json.dump(d, open(sys.argv[1], 'w'))" "$RD/status.json" "$RD/cutover.json"
+  fi
   left=$(awk "BEGIN {printf \"%.1f\", $load_t0 + $LOAD_S - $cut_t}")
   pgb_rc=0; wait $load || pgb_rc=$?
   [ "$pgb_rc" = 0 ] || out "run $i: pgbench exited $pgb_rc: $(tail -n 3 "$RD/pgbench.out")"
