@@ -356,8 +356,15 @@ int reverse_run(pgs_migration *fwd, bool rollback_now)
                   fwd->plan->name);
         return PGS_EXIT_FAILURE;
     }
-    if (end <= now_epoch())
-        return end_window(fwd, "the rollback window has ended");
+    if (end <= now_epoch()) {
+        int rc = end_window(fwd, "the rollback window has ended");
+        if (rollback_now) {
+            log_error("migration %s: no rollback: its window ended %.0f s ago", fwd->plan->name,
+                      now_epoch() - end);
+            rc = PGS_EXIT_FAILURE;
+        }
+        return rc;
+    }
     /* The forward slot has nothing more to give and would hold the WAL of
      * the whole window. */
     if (!prepare_drop_slot(fwd))

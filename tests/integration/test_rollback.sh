@@ -72,7 +72,7 @@ tables:
     partition: {by: range (created_at), interval: 1 month, default: true}
 Y
 
-"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -M prepared -f "$WORK/load.sql" -c 4 -j 2 -T 50 -R 250 \
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -M prepared -f "$WORK/load.sql" -c 4 -j 2 -T 35 -R 250 \
   --max-tries=20 >"$WORK/pgbench.log" 2>&1 &
 LOAD_PID=$!
 RUN_PIDS+=("$LOAD_PID")

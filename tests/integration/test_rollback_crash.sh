@@ -120,4 +120,23 @@ grep -q "the rollback window has ended" "$WORK/k_end-run.log" || fail "no end of
 "$PGSHIFT" rollback --plan "$WORK/k_end.yaml" >"$WORK/k_end-rollback.log" 2>&1 && fail "rollback after the window succeeded"
 grep -q "no rollback window open (phase done)" "$WORK/k_end-rollback.log" || fail "rollback after the window: $(cat "$WORK/k_end-rollback.log")"
 pass "the window ended: run exited 0, phase done, reverse slot dropped, the old table current to the end; rollback refused after it"
+
+# A window that ended while no run streamed it: `rollback` ends it, and says no.
+sed -e 's/k_end/k_late/g' -e 's/window: 5s/window: 3s/' "$WORK/k_end.yaml" >"$WORK/k_late.yaml"
+sql "CREATE TABLE k_late (id bigserial PRIMARY KEY, created_at timestamptz NOT NULL);
+     INSERT INTO k_late (created_at) SELECT timestamptz '2025-01-01' + i * interval '1 day' FROM generate_series(1, 500) i" ||
+  fail "setup k_late"
+"$PGSHIFT" run --plan "$WORK/k_late.yaml" --auto-cutover >"$WORK/k_late-run.log" 2>&1 &
+RUN_PID=$!
+RUN_PIDS+=("$RUN_PID")
+wait_for 60 "k_late: the window's stream" log_has "$WORK/k_late-run.log" "rollback window: streaming"
+kill -KILL "$RUN_PID"
+wait "$RUN_PID" 2>/dev/null
+wait_for 30 "k_late: the window to pass" sql_is t \
+  "SELECT cutover_at + interval '3 s' < now() FROM pgshift.migrations WHERE name = 'k_late'"
+"$PGSHIFT" rollback --plan "$WORK/k_late.yaml" >"$WORK/k_late-rollback.log" 2>&1 && fail "rollback after the window succeeded"
+grep -q "no rollback: its window ended" "$WORK/k_late-rollback.log" || fail "k_late: $(cat "$WORK/k_late-rollback.log")"
+[ "$(sql "SELECT phase FROM pgshift.migrations WHERE name = 'k_late'")" = done ] || fail "k_late: phase is not done"
+[ "$(sql "SELECT relkind FROM pg_class WHERE oid = 'public.k_late'::regclass")" = p ] || fail "k_late: not the new table"
+pass "a window that ended with no run: rollback refused it and ended it (phase done)"
 finish
