@@ -70,8 +70,15 @@ static void on_rq(void *arg, const PGresult *res)
          * the loop goes on meanwhile (the applier's batches among them). */
         e->rq_step = RQ_SLOT;
         e->rq_since_ms = engine_now_ms();
-        if (!aquery_send(e->rq, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", 1,
-                         (const char *[]){name}, on_rq, e))
+        /* FAILOVER on 17+, as the forward slot: a standby that syncs
+         * slots keeps the window across a failover. */
+        bool failover = PQserverVersion(e->m->src) >= 170000;
+        if (!aquery_send(e->rq,
+                         failover
+                             ? "SELECT pg_create_logical_replication_slot($1, 'pgoutput', false, "
+                               "false, true)"
+                             : "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                         1, (const char *[]){name}, on_rq, e))
             rq_fail(e, "cannot send the slot statement");
         return;
     }

@@ -96,6 +96,10 @@ grep -q "rollback window: slot pgshiftr_rb made" "$WORK/run1.log" || fail "no re
 [ "$(sql "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'pgshift_rb'")" = 0 ] ||
   fail "the forward slot still holds WAL during the window"
 kill -0 "$RUN_PID" || fail "run exited after the cutover despite the window"
+if [ "$(sql "SHOW server_version_num")" -ge 170000 ]; then
+  [ "$(sql "SELECT failover FROM pg_replication_slots WHERE slot_name = 'pgshiftr_rb'")" = t ] ||
+    fail "the reverse slot is not FAILOVER on 17+"
+fi
 wait_for 20 "status to say reversible" field_is 'd["phase"]' reversible
 wait_for 20 "status to show the reverse lag" field_is '"reverse" in d and d["reverse"]["slot"]' pgshiftr_rb
 left=$(status_field 'int(d["reverse"]["window_left_seconds"])')
