@@ -48,6 +48,11 @@ void cli_close(struct pgs_migration *m);
 int cli_ask_run(const pgs_plan *plan, int command, bool confirm, int timeout_ms, bool quiet,
                 void **reply);
 
+/* Sends `command` to the live run and waits for its answer, logged (a
+ * refusal as "<what>: <why>"): PGS_EXIT_OK done, PGS_EXIT_FAILURE refused
+ * or the socket failed, -1 no run answers (logged unless quiet). */
+int cli_ask_outcome(const pgs_plan *plan, int command, bool quiet, const char *what);
+
 /* Asks the live `pgshift run` of the plan, if any, to stop (as for
  * `abort`); true when none answers or it stops, false when it refused. */
 bool cli_stop_live_run(const pgs_plan *plan);

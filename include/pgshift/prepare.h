@@ -24,6 +24,9 @@ char *prepare_shadow_why_not(pgs_migration *m, pgs_mtable *t);
 bool prepare_drop_shadows(pgs_migration *m);
 /* Drops the slot if it exists (interrupted copy, abort). */
 bool prepare_drop_slot(pgs_migration *m);
+/* The same for any slot: waits up to 30 s for it to be free, drops it and
+ * its replication origins (on origin_conn, 16+). */
+bool prepare_drop_slot_on(PGconn *conn, PGconn *origin_conn, const char *slot);
 /* Drops the publication if it exists (abort, cleanup). */
 bool prepare_drop_publication(pgs_migration *m);
 

@@ -233,3 +233,19 @@ bool cli_stop_live_run(const pgs_plan *plan)
     pgshift__control_reply__free_unpacked(reply, NULL);
     return ok;
 }
+
+int cli_ask_outcome(const pgs_plan *plan, int command, bool quiet, const char *what)
+{
+    void *r = NULL;
+    int ar = cli_ask_run(plan, command, false, 0, quiet, &r);
+    Pgshift__ControlReply *reply = r;
+    int rc = ar == -1 ? -1 : PGS_EXIT_FAILURE;
+    if (ar == 0 && reply->ok) {
+        log_info("%s", reply->message);
+        rc = PGS_EXIT_OK;
+    } else if (ar == 0)
+        log_error("%s: %s", what, reply->message);
+    if (reply)
+        pgshift__control_reply__free_unpacked(reply, NULL);
+    return rc;
+}

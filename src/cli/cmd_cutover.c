@@ -66,22 +66,11 @@ static int ask(int argc, char **argv, const char *usage, Pgshift__Command comman
     pgs_plan *plan = cli_load_plan(&o);
     if (plan == NULL)
         return PGS_EXIT_USAGE;
-    void *r = NULL;
-    int ar = cli_ask_run(plan, command, false, 0, false, &r);
-    Pgshift__ControlReply *reply = r;
-    if (ar == -1 && hint)
+    rc = cli_ask_outcome(plan, command, false, argv[0]);
+    if (rc == -1 && hint)
         log_error("%s", hint);
-    if (ar != 0)
+    if (rc == -1)
         rc = PGS_EXIT_FAILURE;
-    else if (reply->ok) {
-        log_info("%s", reply->message);
-        rc = PGS_EXIT_OK;
-    } else {
-        log_error("%s: %s", argv[0], reply->message);
-        rc = PGS_EXIT_FAILURE;
-    }
-    if (reply)
-        pgshift__control_reply__free_unpacked(reply, NULL);
     pgs_plan_free(plan);
     return rc;
 }

@@ -47,23 +47,10 @@ int cmd_rollback(int argc, char **argv)
     pgs_plan *plan = cli_load_plan(&o);
     if (plan == NULL)
         return PGS_EXIT_USAGE;
-    void *r = NULL;
-    int ar = cli_ask_run(plan, PGSHIFT__COMMAND__COMMAND_ROLLBACK, false, 0, true, &r);
+    rc = cli_ask_outcome(plan, PGSHIFT__COMMAND__COMMAND_ROLLBACK, true, "rollback");
     pgs_plan_free(plan);
-    Pgshift__ControlReply *reply = r;
-    if (ar == 0) {
-        if (reply->ok)
-            log_info("%s", reply->message);
-        else
-            log_error("rollback: %s", reply->message);
-        rc = reply->ok ? PGS_EXIT_OK : PGS_EXIT_FAILURE;
-        pgshift__control_reply__free_unpacked(reply, NULL);
+    if (rc != -1)
         return rc;
-    }
-    if (reply)
-        pgshift__control_reply__free_unpacked(reply, NULL);
-    if (ar != -1)
-        return PGS_EXIT_FAILURE;
     /* No run answers: the reverse stream runs here, up to the swap back. */
     pgs_migration *m = cli_open(argc, argv, "", usage, &o, &rc);
     if (m == NULL)

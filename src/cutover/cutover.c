@@ -516,6 +516,29 @@ static char *state_json(cutover *c, const char *stats_json, handover *h)
     return s;
 }
 
+/* In the swap's transaction: the phase and the record (`done` commits with
+ * the renames, or neither does); with a window the reverse stream's row;
+ * for the swap back, the migration `rolled_back`. 0 or 'E'. */
+static char record_swap(cutover *c, pgs_phase done, bool window, const char *stats_json,
+                        handover *h, char *err, size_t errlen)
+{
+    pgs_migration *m = c->m;
+    char *js = state_json(c, stats_json, h);
+    bool ok = store_record_swap(c->conn, m->row, done, js ? js : "{}");
+    free(js);
+    if (!ok) {
+        snprintf(err, errlen, "recording the cutover in pgshift.migrations failed");
+        return 'E';
+    }
+    if (window && !rollback_record(c->conn, m, err, errlen))
+        return 'E';
+    if (m->reverse && !store_write_phase(c->conn, m->plan->name, PGS_PHASE_ROLLED_BACK, NULL)) {
+        snprintf(err, errlen, "recording the rollback in pgshift.migrations failed");
+        return 'E';
+    }
+    return 0;
+}
+
 int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
 {
     pgs_migration *m = c->m;
@@ -581,21 +604,8 @@ int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
             log_debug("cutover: %s", h[i].after.v[j]);
             k = run(c, h[i].after.v[j], err, errlen);
         }
-    char *js = k == 0 ? state_json(c, stats_json, h) : NULL;
-    /* Phase `done` commits with the renames, or neither does. */
-    if (k == 0 && !store_record_swap(c->conn, m->row, done, js ? js : "{}")) {
-        k = 'E';
-        snprintf(err, errlen, "recording the cutover in pgshift.migrations failed");
-    }
-    if (k == 0 && window && !rollback_record(c->conn, m, err, errlen))
-        k = 'E';
-    /* The swap back: the migration is rolled back in the same transaction. */
-    if (k == 0 && m->reverse &&
-        !store_write_phase(c->conn, m->plan->name, PGS_PHASE_ROLLED_BACK, NULL)) {
-        k = 'E';
-        snprintf(err, errlen, "recording the rollback in pgshift.migrations failed");
-    }
-    free(js);
+    if (k == 0)
+        k = record_swap(c, done, window, stats_json, h, err, errlen);
     cutover_crash_point("commit");
     if (k == 0)
         k = run(c, "COMMIT", err, errlen);

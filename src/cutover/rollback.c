@@ -3,11 +3,11 @@
 
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
+#include "pgshift/prepare.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 void rollback_slot_name(const char *plan_name, char *buf, size_t len)
 {
@@ -107,40 +107,13 @@ bool rollback_drop(PGconn *conn, const char *plan_name)
     char name[64], row[80];
     rollback_slot_name(plan_name, name, sizeof name);
     rollback_row_name(plan_name, row, sizeof row);
-    const char *p[1] = {name};
-    /* A run killed a moment ago: its walsender may not have noticed yet. */
-    for (int i = 0; i < 50; i++) {
-        char *v = pg_query_value(conn, "looking for the reverse slot",
-                                 "SELECT count(*) FROM pg_replication_slots"
-                                 " WHERE slot_name = $1 AND active",
-                                 1, p, NULL);
-        bool active = v && atoi(v) > 0;
-        free(v);
-        if (!active)
-            break;
-        usleep(200000);
-    }
-    PGresult *r = pg_query(conn, "dropping the reverse slot",
-                           "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots"
-                           " WHERE slot_name = $1",
-                           1, p);
-    bool ok = r != NULL;
-    if (r && PQntuples(r) > 0)
-        log_info("rollback window: slot %s dropped", name);
-    PQclear(r);
     char *pub = pg_ident(conn, name), *sql = NULL;
-    ok = ok && pub && asprintf(&sql, "DROP PUBLICATION IF EXISTS %s", pub) >= 0 &&
-         pg_exec(conn, "dropping the reverse publication", sql);
+    bool ok = prepare_drop_slot_on(conn, conn, name) && pub &&
+              asprintf(&sql, "DROP PUBLICATION IF EXISTS %s", pub) >= 0 &&
+              pg_exec(conn, "dropping the reverse publication", sql);
     free(sql);
     free(pub);
-    if (ok && PQserverVersion(conn) >= 160000) {
-        r = pg_query(conn, "dropping the reverse stream's replication origin",
-                     "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin"
-                     " WHERE " PG_SQL_OWN_ORIGIN("$1"),
-                     1, p);
-        ok = r != NULL;
-        PQclear(r);
-    }
+    PGresult *r;
     char *st =
         ok ? pg_query_value(conn, "reading the state",
                             "SELECT to_regclass('pgshift.migrations') IS NOT NULL", 0, NULL, NULL)

@@ -520,36 +520,35 @@ done:
  * (16+): <slot>, <slot>_stream (eager.c), <slot>_copy<N> (copy.c, dropped
  * by each worker at its end unless it died); they live in the target's
  * cluster. */
-static bool drop_origin(pgs_migration *m)
+static bool drop_origin(PGconn *c, const char *slot)
 {
-    PGconn *c = m->tgt ? m->tgt : m->src;
     if (PQserverVersion(c) < 160000)
         return true;
     PGresult *res = pg_query(c, "dropping the replication origin",
                              "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin"
                              " WHERE " PG_SQL_OWN_ORIGIN("$1"),
-                             1, (const char *[]){m->slot});
+                             1, (const char *[]){slot});
     if (res && PQntuples(res) > 0)
-        log_info("dropped replication origin(s) %s", m->slot);
+        log_info("dropped replication origin(s) %s", slot);
     PQclear(res);
     return res != NULL;
 }
 
-bool prepare_drop_slot(pgs_migration *m)
+bool prepare_drop_slot_on(PGconn *conn, PGconn *origin_conn, const char *slot)
 {
     /* After a crash of pgshift the server may need a moment to notice the
      * dead replication connection: wait up to 30 s for the slot to free up. */
     PGresult *res = NULL;
     for (int i = 0; i < 150; i++) {
         PQclear(res);
-        res = pg_query(m->src, "looking for the slot",
+        res = pg_query(conn, "looking for the slot",
                        "SELECT active, active_pid FROM pg_replication_slots"
                        " WHERE slot_name = $1",
-                       1, (const char *[]){m->slot});
+                       1, (const char *[]){slot});
         if (res == NULL || PQntuples(res) == 0 || PQgetvalue(res, 0, 0)[0] != 't')
             break;
         if (i == 0)
-            log_info("slot %s is still in use by backend %s; waiting for it to end", m->slot,
+            log_info("slot %s is still in use by backend %s; waiting for it to end", slot,
                      PQgetvalue(res, 0, 1));
         usleep(200000);
     }
@@ -557,21 +556,26 @@ bool prepare_drop_slot(pgs_migration *m)
         return false;
     if (PQntuples(res) == 0) {
         PQclear(res);
-        return drop_origin(m);
+        return drop_origin(origin_conn, slot);
     }
     if (PQgetvalue(res, 0, 0)[0] == 't') {
-        log_error("slot %s is in use by backend %s (another pgshift run?); stop it first", m->slot,
+        log_error("slot %s is in use by backend %s (another pgshift run?); stop it first", slot,
                   PQgetvalue(res, 0, 1));
         PQclear(res);
         return false;
     }
     PQclear(res);
-    res = pg_query(m->src, "dropping the slot", "SELECT pg_drop_replication_slot($1)", 1,
-                   (const char *[]){m->slot});
+    res = pg_query(conn, "dropping the slot", "SELECT pg_drop_replication_slot($1)", 1,
+                   (const char *[]){slot});
     PQclear(res);
     if (res)
-        log_info("dropped replication slot %s", m->slot);
-    return res != NULL && drop_origin(m);
+        log_info("dropped replication slot %s", slot);
+    return res != NULL && drop_origin(origin_conn, slot);
+}
+
+bool prepare_drop_slot(pgs_migration *m)
+{
+    return prepare_drop_slot_on(m->src, m->tgt ? m->tgt : m->src, m->slot);
 }
 
 bool stmt_add(stmt_list *l, const char *fmt, ...)

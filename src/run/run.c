@@ -13,6 +13,7 @@
 #include "pgshift/state.h"
 
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -265,37 +266,26 @@ static void do_resume(engine *e, control_call *call)
 
 /* ---- control commands ---- */
 
-static void do_cutover(engine *e, control_call *call)
+/* `pgshift cutover`, or `pgshift rollback` (the reverse run's cutover is
+ * the swap back): each only where it applies. */
+static void do_swap(engine *e, control_call *call, bool rollback)
 {
-    if (e->m->reverse)
+    const char *what = rollback ? "rollback" : "cutover";
+    if (e->m->reverse != rollback)
         reply_with_status(e, call, false,
-                          "the migration is cut over; the rollback window is open, and `pgshift "
-                          "rollback` swaps back");
-    else if (e->co_call)
-        control_reply(call, false, "a cutover request is already waiting", NULL);
-    else if (e->paused)
+                          rollback ? "no rollback window is open (the migration is not cut over "
+                                     "yet, or has no `rollback: {window}`); `pgshift abort` ends "
+                                     "a migration before its cutover"
+                                   : "the migration is cut over; the rollback window is open, and "
+                                     "`pgshift rollback` swaps back");
+    else if (e->co_call) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "a %s request is already waiting", what);
+        control_reply(call, false, msg, NULL);
+    } else if (e->paused)
         reply_with_status(e, call, false, "paused; `pgshift resume` first");
     else {
-        log_info("cutover requested over the control socket");
-        e->co_call = call;
-        codriver_want(e->drv, true);
-    }
-}
-
-/* `pgshift rollback`: the reverse run's cutover is the swap back. */
-static void do_rollback(engine *e, control_call *call)
-{
-    if (!e->m->reverse)
-        reply_with_status(e, call, false,
-                          "no rollback window is open (the migration is not cut over yet, or has "
-                          "no `rollback: {window}`); `pgshift abort` ends a migration before its "
-                          "cutover");
-    else if (e->co_call)
-        control_reply(call, false, "a rollback request is already waiting", NULL);
-    else if (e->paused)
-        reply_with_status(e, call, false, "paused; `pgshift resume` first");
-    else {
-        log_info("rollback requested over the control socket");
+        log_info("%s requested over the control socket", what);
         e->co_call = call;
         codriver_want(e->drv, true);
     }
@@ -341,10 +331,8 @@ static void on_control(void *arg, control_call *call, const Pgshift__ControlRequ
     engine *e = arg;
     switch (req->command) {
     case PGSHIFT__COMMAND__COMMAND_CUTOVER:
-        do_cutover(e, call);
-        return;
     case PGSHIFT__COMMAND__COMMAND_ROLLBACK:
-        do_rollback(e, call);
+        do_swap(e, call, req->command == PGSHIFT__COMMAND__COMMAND_ROLLBACK);
         return;
     case PGSHIFT__COMMAND__COMMAND_STATUS:
         reply_with_status(e, call, true, pgs_phase_name(e->m->phase));

@@ -104,6 +104,30 @@ static void gauge(buf *b, const char *name, const char *help, const Pgshift__Sta
     sample(b, name, st, NULL, v);
 }
 
+/* What a snapshot has only at times: the rollback window, the last verify. */
+static void optional_gauges(buf *b, const Pgshift__StatusSnapshot *st)
+{
+    if (st->reverse) {
+        gauge(b, "reverse_lag_bytes",
+              "Rollback window: WAL of the new tables' changes not yet applied to the old ones.",
+              st, (double)st->reverse->lag_bytes);
+        gauge(b, "reverse_lag_seconds",
+              "Rollback window: age of the oldest change not yet applied to the old tables.", st,
+              st->reverse->lag_seconds);
+        gauge(b, "rollback_window_seconds_left",
+              "Rollback window: seconds until it ends (`pgshift rollback` works until then).", st,
+              st->reverse->window_left_seconds);
+    }
+    if (st->verify) {
+        gauge(b, "verify_differences",
+              "Rows the last `pgshift verify` found missing, extra or different.", st,
+              (double)st->verify->differences);
+        gauge(b, "verify_consistent",
+              "1 when the last `pgshift verify` read both sides at one source LSN.", st,
+              st->verify->consistent);
+    }
+}
+
 char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len)
 {
     buf b = {0};
@@ -187,25 +211,7 @@ char *status_prometheus(const Pgshift__StatusSnapshot *st, size_t *len)
         label(&b, why);
         put(&b, "\"} %d\n", why[0] ? 1 : 0);
     }
-    if (st->reverse) {
-        gauge(&b, "reverse_lag_bytes",
-              "Rollback window: WAL of the new tables' changes not yet applied to the old ones.",
-              st, (double)st->reverse->lag_bytes);
-        gauge(&b, "reverse_lag_seconds",
-              "Rollback window: age of the oldest change not yet applied to the old tables.", st,
-              st->reverse->lag_seconds);
-        gauge(&b, "rollback_window_seconds_left",
-              "Rollback window: seconds until it ends (`pgshift rollback` works until then).", st,
-              st->reverse->window_left_seconds);
-    }
-    if (st->verify) {
-        gauge(&b, "verify_differences",
-              "Rows the last `pgshift verify` found missing, extra or different.", st,
-              (double)st->verify->differences);
-        gauge(&b, "verify_consistent",
-              "1 when the last `pgshift verify` read both sides at one source LSN.", st,
-              st->verify->consistent);
-    }
+    optional_gauges(&b, st);
     if (b.oom) {
         free(b.p);
         return NULL;
