@@ -113,7 +113,12 @@ wait "$RUN_PID" 2>/dev/null
 start_run "$WORK/plan.yaml" "$WORK/run2.log"
 wait_for 30 "the resumed reverse stream" log_has "$WORK/run2.log" "rollback window: streaming"
 sleep 2 # the scenario: more writes after the resume
-pass "SIGKILL during the window, resumed"
+"$PGSHIFT" abort --plan "$WORK/plan.yaml" --confirm >"$WORK/abort.log" 2>&1 && fail "abort during the window succeeded"
+grep -q "rollback window is open" "$WORK/abort.log" || fail "abort during the window: $(cat "$WORK/abort.log")"
+"$PGSHIFT" cutover --plan "$WORK/plan.yaml" >"$WORK/cutover.log" 2>&1 && fail "cutover during the window succeeded"
+grep -q "pgshift rollback. swaps back" "$WORK/cutover.log" || fail "cutover during the window: $(cat "$WORK/cutover.log")"
+kill -0 "$RUN_PID" || fail "the run stopped after a refused abort or cutover"
+pass "SIGKILL during the window, resumed (abort and cutover refused in it)"
 
 # verify during the window: the live table against <t>_old, at one LSN
 # through the reverse run, under the load.
