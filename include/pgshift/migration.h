@@ -5,6 +5,7 @@
 #define PGSHIFT_MIGRATION_H
 
 #include "pgshift/catalog.h"
+#include "pgshift/colmap.h"
 #include "pgshift/decode.h"
 #include "pgshift/phase.h"
 #include "pgshift/plan.h"
@@ -24,7 +25,9 @@ typedef struct pgs_mtable {
     bool create_target; /* the plan has a partition spec: pgshift creates the target */
     pgs_strlist match;  /* columns that identify a row (source PK, else replica identity
                            index, else plan `key`) */
-    pgs_strlist cols;   /* columns copied and applied: the source's non-generated columns */
+    pgs_strlist cols;   /* columns copied and applied: the source's non-generated columns, or
+                           for a mapped table (map.mapped) the target columns written */
+    pgs_colmap map;     /* the column mapping (colmap.h) */
     /* Where the copy writes when not into tgt.qname (quoted): the shadow of
      * an operator-made partitioned target (src/plan/shadow.c), or NULL. */
     char *copy_into;

@@ -42,6 +42,15 @@ typedef struct pgs_partition_spec {
     struct pgs_partition_spec *sub;
 } pgs_partition_spec;
 
+/* `columns:` or `reverse:`: column name -> SQL expression, in file order.
+ * Names are stored as the server knows them (see below); expressions as
+ * written (checked by the server in preflight, never by the parser). */
+typedef struct pgs_plan_colmap {
+    size_t n;
+    char **name;
+    char **expr;
+} pgs_plan_colmap;
+
 typedef struct pgs_plan_table {
     /* Names exactly as written in the plan ("public.petri_observations",
      * or "petri_observations" meaning the search path). The server resolves
@@ -64,6 +73,13 @@ typedef struct pgs_plan_table {
     /* Dependent objects the operator allows the cutover to leave behind
      * (`leave_behind: [trigger_name, policy_name, ...]`); NULL-terminated, or NULL. */
     char **leave_behind;
+
+    /* `columns:` target column -> expression over the source row's
+     * columns (overrides or adds to the same-name mapping); `reverse:`
+     * source column -> expression over the target row, for the rollback
+     * window. Empty: none (n == 0). */
+    pgs_plan_colmap columns;
+    pgs_plan_colmap reverse;
 
     /* Not from the file: the name the source takes at the swap, in its
      * schema; NULL: "<source>_old". The reverse migration's (reverse.c)

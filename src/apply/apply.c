@@ -92,6 +92,9 @@ void apply_free(apply_ctx *a)
     }
     if (a->conn)
         PQfinish(a->conn);
+    for (size_t i = 0; a->q && i < a->qlen; i++)
+        mapdiag_free(a->q[(a->qhead + i) % a->qcap].diag);
+    mapdiag_free(a->next_diag);
     free(a->q);
     free(a->values);
     free(a->lengths);

@@ -57,8 +57,36 @@ typedef struct rel {
     uint32_t *col_oids;   /* per target column */
     int *col_att;         /* per target column: relation attribute, or -1 */
     fold fold;
+    /* A mapped table (colmap.h): names are the source's attributes, and
+     * the statements compute the target's columns from them (sqlgen_map). */
+    bool mapped;
+    char **atypes;      /* per attribute: its type as the target names it */
+    uint32_t *aoids;    /* per attribute: its type OID (array elements) */
+    char **cnames;      /* per mapped target column, quoted */
+    char **cexprs;      /* per mapped target column */
+    char **ctext_types; /* whole row: per column, NULL or the type compared as text */
+    uint8_t *deps;      /* ncols x natts */
+    int *kcol;          /* per key column: the target column */
+    int ncols;
     struct rel *next;
 } rel;
+
+static inline sqlgen_map rel_map(const rel *r)
+{
+    return (sqlgen_map){r->t->tgt.qname,
+                        r->natts,
+                        r->names,
+                        r->atypes,
+                        r->ncols,
+                        r->cnames,
+                        r->cexprs,
+                        r->deps,
+                        r->match,
+                        r->kcol,
+                        r->nmatch,
+                        r->whole_row,
+                        (const char *const *)r->ctext_types};
+}
 
 /* What the statement generator needs to know of a relation. */
 static inline sqlgen_rel rel_shape(const rel *r)
@@ -82,10 +110,22 @@ typedef struct inflight {
 } inflight;
 
 /* What each in-flight pipeline result belongs to. */
+/* mapdiag.c: a mapped statement's inputs, kept until its result is in,
+ * to name the row and column that failed. */
+typedef struct mapdiag mapdiag;
+mapdiag *mapdiag_new(const rel *r, char op, const uint8_t *mask, const int *cols, int ncols,
+                     long nrows, int nparams, const char *const *values, const int *lengths,
+                     const int *formats);
+void mapdiag_free(mapdiag *d);
+/* Logs the first row and column whose expression fails (on connection c,
+ * not the applier's). */
+void mapdiag_explain(PGconn *c, const mapdiag *d, const char *lsn);
+
 typedef struct pending {
     char op; /* 'I' 'U' 'D' 'i' 'u' 'd', 'T' truncate, 'X' other SQL, 'P' prepare,
                 'c' COMMIT, 'L' the WAL position after it (completes a batch), 'S' sync */
     pgs_mtable *t;
+    mapdiag *diag; /* a mapped statement's inputs, or NULL */
 } pending;
 
 struct apply_ctx {
@@ -138,8 +178,9 @@ struct apply_ctx {
     bool commit_wanted_sync;
     bool probing; /* a flush-position probe is in flight */
 
-    long folded; /* rows pending in all folds */
-    char *abuf;  /* the set-based parameter: an array of target records */
+    mapdiag *next_diag; /* given to the next statement pipe_sent queues */
+    long folded;        /* rows pending in all folds */
+    char *abuf;         /* the set-based parameter: an array of target records */
     size_t abuf_cap;
 
     apply_stats stats;

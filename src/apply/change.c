@@ -157,10 +157,16 @@ static bool row_change(apply_ctx *a, rel *r, char op, const decode_tuple *newtup
     for (int k = 0; op != 'I' && k < r->nmatch; k++)
         set_param(a, p++, &keytup->cols[r->match[k]], &off);
     count_change(a, r);
+    if (r->mapped)
+        a->next_diag =
+            mapdiag_new(r, op, s->mask, NULL, 0, 1, p, a->values, a->lengths, a->formats);
     return pipe_sent(a,
                      PQsendQueryPrepared(a->conn, s->name, p, a->values, a->lengths, a->formats, 0),
                      op, r->t);
 }
+
+static bool change_route(apply_ctx *a, rel *r, char op, const decode_tuple *newtup,
+                         const decode_tuple *keytup);
 
 bool change_apply(apply_ctx *a, char op, uint32_t relid, const decode_tuple *newtup,
                   const decode_tuple *keytup)
@@ -175,6 +181,37 @@ bool change_apply(apply_ctx *a, char op, uint32_t relid, const decode_tuple *new
     }
     if (!check_change(a, r, op, newtup, keytup))
         return false;
+    /* A mapped column may read an unchanged TOAST value the update did not
+     * send: the old row of REPLICA IDENTITY FULL carries it. */
+    decode_tuple merged;
+    decode_col *mcols = NULL;
+    if (r->mapped && op == 'U' && keytup && keytup != newtup && keytup->ncols == newtup->ncols) {
+        for (int i = 0; i < newtup->ncols; i++) {
+            if (newtup->cols[i].kind != DECODE_COL_UNCHANGED ||
+                keytup->cols[i].kind == DECODE_COL_UNCHANGED)
+                continue;
+            if (mcols == NULL) {
+                mcols = malloc(sizeof *mcols * newtup->ncols);
+                if (mcols == NULL)
+                    return false;
+                memcpy(mcols, newtup->cols, sizeof *mcols * newtup->ncols);
+            }
+            mcols[i] = keytup->cols[i];
+        }
+        if (mcols) {
+            merged = (decode_tuple){newtup->ncols, mcols};
+            newtup = &merged;
+        }
+    }
+    bool ok = change_route(a, r, op, newtup, keytup);
+    free(mcols);
+    return ok;
+}
+
+/* Folded, or row by row. */
+static bool change_route(apply_ctx *a, rel *r, char op, const decode_tuple *newtup,
+                         const decode_tuple *keytup)
+{
     /* An insert's key is in its new tuple. */
     const decode_tuple *kt = keytup ? keytup : newtup;
     if (r->setbased && fold_accepts(kt) && (newtup == NULL || fold_accepts(newtup)) &&

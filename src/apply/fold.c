@@ -312,3 +312,25 @@ bool fold_build_records(const fold *f, const fold_rowtype *rt, fold_pick want, c
     }
     return true;
 }
+
+bool fold_build_column(const fold *f, int att, uint32_t elem_oid, fold_pick want, const void *arg,
+                       char **buf, size_t *len, size_t *cap)
+{
+    uint32_t n = 0;
+    for (int r = 0; r < f->nrows; r++)
+        n += want(f, r, arg);
+    *len = 0;
+    if (!put_be32(buf, len, cap, 1, NULL, 0) || !put_be32(buf, len, cap, 0, NULL, 0) ||
+        !put_be32(buf, len, cap, elem_oid, NULL, 0) || !put_be32(buf, len, cap, n, NULL, 0) ||
+        !put_be32(buf, len, cap, 1, NULL, 0))
+        return false;
+    static const fold_val null_val = {FOLD_NULL, 0};
+    for (int r = 0; r < f->nrows; r++) {
+        if (!want(f, r, arg))
+            continue;
+        const fold_val *v = &fold_row(f, r)[att];
+        if (!put_val(f, v->len == FOLD_UNSENT ? &null_val : v, buf, len, cap))
+            return false;
+    }
+    return true;
+}

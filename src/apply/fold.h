@@ -103,4 +103,10 @@ typedef struct fold_rowtype {
 bool fold_build_records(const fold *f, const fold_rowtype *rt, fold_pick want, const void *arg,
                         char **buf, size_t *len, size_t *cap);
 
+/* The same rows' values of one attribute as a one-dimensional binary array
+ * of `elem_oid` (unsent values are NULL): for a mapped relation, whose
+ * statements unnest() one array per source attribute. */
+bool fold_build_column(const fold *f, int att, uint32_t elem_oid, fold_pick want, const void *arg,
+                       char **buf, size_t *len, size_t *cap);
+
 #endif

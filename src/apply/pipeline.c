@@ -23,7 +23,8 @@ bool pipe_push(apply_ctx *a, char op, pgs_mtable *t)
         a->qcap = ncap;
         a->qhead = 0;
     }
-    a->q[(a->qhead + a->qlen) % a->qcap] = (pending){op, t};
+    a->q[(a->qhead + a->qlen) % a->qcap] = (pending){op, t, a->next_diag};
+    a->next_diag = NULL;
     a->qlen++;
     return true;
 }
@@ -133,6 +134,9 @@ bool pipe_consume(apply_ctx *a)
                       pipe_op_name(p.op), p.t ? p.t->tgt.qname : "the target",
                       decode_lsn_format(a->xact_final_lsn, lsn), line);
             a->failed = true;
+            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            if (p.diag && state && (!strncmp(state, "22", 2) || !strncmp(state, "23", 2)))
+                mapdiag_explain(a->m->tgt, p.diag, lsn);
         } else if (p.op == 'c' && st == PGRES_COMMAND_OK &&
                    strcmp(PQcmdStatus(res), "COMMIT") != 0 && !a->failed) {
             log_error("apply: the target rolled the batch back instead of committing it");
@@ -162,6 +166,7 @@ bool pipe_consume(apply_ctx *a)
         /* Each query's results end with a NULL. */
         res = PQgetResult(a->conn);
         PQclear(res);
+        mapdiag_free(p.diag);
         a->qhead = (a->qhead + 1) % a->qcap;
         a->qlen--;
     }
@@ -188,6 +193,10 @@ bool pipe_sync(apply_ctx *a)
 
 bool pipe_sent(apply_ctx *a, int ok, char op, pgs_mtable *t)
 {
+    if (ok != 1 && a->next_diag) {
+        mapdiag_free(a->next_diag);
+        a->next_diag = NULL;
+    }
     if (ok != 1 || !pipe_push(a, op, t) || !pipe_push_out(a)) {
         log_error("apply: sending to the target failed: %s", PQerrorMessage(a->conn));
         a->failed = true;

@@ -24,6 +24,21 @@ void relmap_free_rel(rel *r)
     for (int i = 0; r->text_types && i < r->natts; i++)
         free(r->text_types[i]);
     free(r->text_types);
+    for (int i = 0; r->atypes && i < r->natts; i++)
+        free(r->atypes[i]);
+    free(r->atypes);
+    free(r->aoids);
+    for (int c = 0; c < r->ncols; c++) {
+        free(r->cnames[c]);
+        free(r->cexprs[c]);
+        if (r->ctext_types)
+            free(r->ctext_types[c]);
+    }
+    free(r->cnames);
+    free(r->cexprs);
+    free(r->ctext_types);
+    free(r->deps);
+    free(r->kcol);
     for (stmt *s = r->stmts, *n; s; s = n) {
         n = s->next;
         free(s->mask);
@@ -78,12 +93,18 @@ static bool setup_setbased(apply_ctx *a, rel *r, const decode_relation *dr)
         return false;
     bool plain = true;
     for (int i = 0; i < PQntuples(res) && plain; i++)
-        plain = !PQgetisnull(res, i, 0) && strlist_contains(&r->t->match, PQgetvalue(res, i, 0));
+        plain = !PQgetisnull(res, i, 0) && strlist_contains(&r->t->map.tkey, PQgetvalue(res, i, 0));
     PQclear(res);
     if (!plain) {
         log_info("apply: %s has other unique keys or foreign keys: applying its changes one by "
                  "one, in order",
                  r->t->tgt.qname);
+        return true;
+    }
+    if (r->mapped) {
+        /* one array per attribute (fold_build_column): no row type */
+        fold_init(&r->fold, r->natts, r->nmatch, r->match);
+        r->setbased = true;
         return true;
     }
     char *reltype = pg_query_value(a->m->tgt, "reading the target's row type",
@@ -264,6 +285,148 @@ static bool whole_row(apply_ctx *a, rel *r, const pgs_mtable *t, const decode_re
     return true;
 }
 
+/* A mapped table (colmap.h): every attribute the source sends is one it
+ * had when the mapping was resolved, with the same type (the expressions
+ * were checked over those types); a new one is dropped unless the target
+ * has a column of its name. */
+static bool check_mapped_columns(const pgs_mtable *t, const decode_relation *dr)
+{
+    for (int i = 0; i < dr->natts; i++) {
+        const decode_attr *at = &dr->attrs[i];
+        const pgs_column *s = catalog_column(&t->src, at->name);
+        if (s == NULL && catalog_column(&t->tgt, at->name) == NULL)
+            continue;
+        if (s == NULL || s->typoid != at->type_oid || s->typmod != at->typmod) {
+            log_error("apply: schema change on the source: column \"%s\" of %s is %s since "
+                      "the run started, and the column mapping was checked without it; fix: "
+                      "check the plan's columns: with `pgshift plan`, then run `pgshift run` "
+                      "again",
+                      at->name, t->src.qname, s ? "of another type" : "new");
+            return false;
+        }
+    }
+    for (int c = 0; c < t->map.ncols; c++) {
+        const pgs_mcol *mc = &t->map.cols[c];
+        const pgs_column *tc = catalog_column(&t->tgt, mc->name);
+        if (tc == NULL || tc->generated) {
+            log_error("apply: target %s no longer has column \"%s\" (the column mapping writes "
+                      "it); fix: add it back, then run `pgshift run` again",
+                      t->tgt.qname, mc->name);
+            return false;
+        }
+        for (int d = 0; d < mc->deps.n; d++) {
+            bool found = false;
+            for (int i = 0; i < dr->natts && !found; i++)
+                found = strcmp(dr->attrs[i].name, mc->deps.v[d]) == 0;
+            if (!found) {
+                log_error("apply: schema change on the source: %s no longer has column \"%s\", "
+                          "which column %s of %s is computed from (\"%s\"); fix: change the "
+                          "plan's columns:, then run `pgshift run` again",
+                          t->src.qname, mc->deps.v[d], mc->name, t->tgt.qname, mc->expr);
+                return false;
+            }
+        }
+    }
+    return true;
+}
+
+/* Each attribute's type as the target names it; the same type, not one of
+ * that name, or the arrays built from the source's values would not read. */
+static bool mapped_types(apply_ctx *a, rel *r, const decode_relation *dr)
+{
+    char *oids = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&oids, &len);
+    if (f == NULL)
+        return false;
+    fputc('{', f);
+    for (int i = 0; i < dr->natts; i++)
+        fprintf(f, "%s%u", i ? "," : "", dr->attrs[i].type_oid);
+    fputc('}', f);
+    fclose(f);
+    PGresult *res = oids ? pg_query(a->m->tgt, "naming the source's column types",
+                                    "SELECT format_type(o, NULL), to_regtype(format_type(o, NULL))"
+                                    "::oid = o FROM unnest($1::oid[]) WITH ORDINALITY AS x(o, n)"
+                                    " ORDER BY n",
+                                    1, (const char *[]){oids})
+                         : NULL;
+    free(oids);
+    if (res == NULL)
+        return false;
+    bool ok = PQntuples(res) == dr->natts;
+    r->atypes = calloc((size_t)r->natts + 1, sizeof(char *));
+    r->aoids = calloc((size_t)r->natts + 1, sizeof(uint32_t));
+    ok = ok && r->atypes && r->aoids;
+    for (int i = 0; ok && i < dr->natts; i++) {
+        r->aoids[i] = dr->attrs[i].type_oid;
+        if (PQgetisnull(res, i, 1) || PQgetvalue(res, i, 1)[0] != 't') {
+            log_error("apply: column \"%s\" of %s has type %u, which the target database does not "
+                      "have under the same OID; a mapped table needs the source's column types "
+                      "on the target",
+                      dr->attrs[i].name, r->t->src.qname, dr->attrs[i].type_oid);
+            ok = false;
+        } else {
+            ok = (r->atypes[i] = strdup(PQgetvalue(res, i, 0))) != NULL;
+        }
+    }
+    PQclear(res);
+    return ok;
+}
+
+/* The target columns of a mapped table, the attributes each reads, and
+ * the target column of each key column. */
+static bool setup_mapped(apply_ctx *a, rel *r, const pgs_mtable *t, const decode_relation *dr)
+{
+    const pgs_colmap *cm = &t->map;
+    r->mapped = true;
+    r->cnames = calloc((size_t)cm->ncols + 1, sizeof(char *));
+    r->cexprs = calloc((size_t)cm->ncols + 1, sizeof(char *));
+    r->deps = calloc((size_t)cm->ncols * (size_t)(dr->natts ? dr->natts : 1) + 1, 1);
+    r->kcol = calloc((size_t)t->match.n + 1, sizeof(int));
+    if (!r->cnames || !r->cexprs || !r->deps || !r->kcol)
+        return false;
+    for (int c = 0; c < cm->ncols; c++, r->ncols++) {
+        const pgs_mcol *mc = &cm->cols[c];
+        char *q = PQescapeIdentifier(a->conn, mc->name, strlen(mc->name));
+        r->cnames[c] = q ? strdup(q) : NULL;
+        PQfreemem(q);
+        r->cexprs[c] = strdup(mc->expr);
+        if (!r->cnames[c] || !r->cexprs[c]) {
+            r->ncols++;
+            return false;
+        }
+        for (int i = 0; i < dr->natts; i++)
+            r->deps[(size_t)c * (size_t)dr->natts + (size_t)i] =
+                strlist_contains(&mc->deps, dr->attrs[i].name);
+    }
+    for (int k = 0; k < t->match.n; k++)
+        r->kcol[k] = cm->key_col[k];
+    if (!mapped_types(a, r, dr))
+        return false;
+    if (!r->whole_row)
+        return true;
+    /* whole row: the target columns without an = operator compare as text */
+    r->ctext_types = calloc((size_t)cm->ncols + 1, sizeof(char *));
+    char oid[16];
+    snprintf(oid, sizeof oid, "%u", t->tgt.oid);
+    PGresult *res =
+        r->ctext_types
+            ? pg_query(a->m->tgt, "reading the target's column types",
+                       "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a"
+                       " WHERE a.attrelid = $1::oid AND a.attnum > 0 AND NOT a.attisdropped"
+                       "   AND NOT EXISTS (SELECT 1 FROM pg_operator o WHERE o.oprname = '='"
+                       "   AND o.oprleft = a.atttypid AND o.oprright = a.atttypid)",
+                       1, (const char *[]){oid})
+            : NULL;
+    bool ok = res != NULL;
+    for (int c = 0; ok && c < cm->ncols; c++)
+        for (int j = 0; ok && j < PQntuples(res); j++)
+            if (strcmp(PQgetvalue(res, j, 0), cm->cols[c].name) == 0)
+                ok = (r->ctext_types[c] = strdup(PQgetvalue(res, j, 1))) != NULL;
+    PQclear(res);
+    return ok;
+}
+
 /* The mapping: quoted column names per attribute, and the attribute of
  * each key column. NULL on failure. */
 static rel *build_rel(apply_ctx *a, pgs_mtable *t, const decode_relation *dr)
@@ -349,11 +512,22 @@ bool relmap_on_relation(apply_ctx *a, const decode_relation *dr)
     if (!folds_flush(a))
         return false;
     pgs_mtable *t = fresh_target(a, dr);
-    if (t == NULL || !check_sent_columns(a, t, dr) || !check_unsent_columns(t, dr))
+    if (t == NULL)
+        return false;
+    if (t->map.error) {
+        log_error("apply: the column mapping of %s: %s", t->src.qname, t->map.error);
+        return false;
+    }
+    if (t->map.mapped ? !check_mapped_columns(t, dr)
+                      : !check_sent_columns(a, t, dr) || !check_unsent_columns(t, dr))
         return false;
     rel *r = build_rel(a, t, dr);
     if (r == NULL)
         return false;
+    if (t->map.mapped && !setup_mapped(a, r, t, dr)) {
+        relmap_free_rel(r);
+        return false;
+    }
     r->sent = decode_relation_copy(dr);
     if (r->sent == NULL) {
         relmap_free_rel(r);

@@ -38,6 +38,45 @@ static bool is_key(const rel *r, int att)
     return sqlgen_is_key(&shape, att);
 }
 
+/* A mapped relation's set-based statement: one binary array per attribute
+ * of `cols` (libpq copies the parameters as it sends), then the count. */
+static bool send_columns(apply_ctx *a, rel *r, stmt *s, char op, const int *cols, int ncols,
+                         fold_pick pick, const void *arg, long nrows)
+{
+    int np = ncols + (op == 'i' ? 0 : 1);
+    char **bufs = calloc((size_t)np + 1, sizeof(char *));
+    const char **values = calloc((size_t)np + 1, sizeof(char *));
+    int *lengths = calloc((size_t)np + 1, sizeof(int));
+    int *formats = calloc((size_t)np + 1, sizeof(int));
+    char expect[24];
+    bool ok = bufs && values && lengths && formats;
+    for (int c = 0; ok && c < ncols; c++) {
+        size_t len = 0, cap = 0;
+        ok = fold_build_column(&r->fold, cols[c], r->aoids[cols[c]], pick, arg, &bufs[c], &len,
+                               &cap);
+        values[c] = bufs[c];
+        lengths[c] = (int)len;
+        formats[c] = 1;
+    }
+    if (ok && op != 'i') {
+        snprintf(expect, sizeof expect, "%ld", nrows);
+        values[ncols] = expect;
+    }
+    if (ok) {
+        a->next_diag =
+            mapdiag_new(r, op, s->mask, cols, ncols, nrows, ncols, values, lengths, formats);
+        ok = pipe_sent(a, PQsendQueryPrepared(a->conn, s->name, np, values, lengths, formats, 0),
+                       op, r->t);
+    }
+    for (int c = 0; bufs && c < ncols; c++)
+        free(bufs[c]);
+    free(bufs);
+    free(values);
+    free(lengths);
+    free(formats);
+    return ok;
+}
+
 /* Sends one set-based statement over unnest($1::<target>[]): `cols` are
  * the attributes it reads (all for INSERT, the key for DELETE, key + sent
  * columns for UPDATE); the text is prepared once per (op, mask). */
@@ -47,6 +86,8 @@ static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const i
     stmt *s = stmt_get(a, r, op, mask, cols, ncols);
     if (s == NULL)
         return false;
+    if (r->mapped)
+        return send_columns(a, r, s, op, cols, ncols, pick, arg, nrows);
     size_t len = 0;
     if (!fold_build_records(&r->fold, &r->rowtype, pick, arg, &a->abuf, &len, &a->abuf_cap))
         return false;

@@ -217,3 +217,295 @@ char *sqlgen_truncate(const char *const *tables, int ntables, bool restart_ident
         add(&b, " RESTART IDENTITY");
     return done(&b);
 }
+
+/* ---- mapped relations ---- */
+
+static bool reads_none(const sqlgen_map *mp, int c)
+{
+    for (int i = 0; i < mp->natts; i++)
+        if (mp->deps[(size_t)c * (size_t)mp->natts + (size_t)i])
+            return false;
+    return true;
+}
+
+int sqlgen_map_written(const sqlgen_map *mp, char op, const uint8_t *mask, uint8_t *out)
+{
+    bool del = op == 'D' || op == 'd', ins = op == 'I' || op == 'i';
+    for (int c = 0; c < mp->ncols; c++) {
+        const uint8_t *d = &mp->deps[(size_t)c * (size_t)mp->natts];
+        int sent = 0, unsent = 0;
+        for (int i = 0; i < mp->natts; i++)
+            if (d[i])
+                mask[i] ? sent++ : unsent++;
+        out[c] = (uint8_t)(!del && !unsent && (sent || ins));
+        if (sent && unsent && !del)
+            return c;
+    }
+    return -1;
+}
+
+static void add_num(buf *b, const char *fmt, int n)
+{
+    char num[32];
+    snprintf(num, sizeof num, fmt, n);
+    add(b, num);
+}
+
+/* The source row(s) as "u": for set, unnest() of one array per attribute
+ * of cols ($(*p + 1)...); for row, one row of parameters $(*p + 1)... for
+ * the attributes in mask, or (mask NULL) in cols. */
+static void map_rows_ord(buf *b, const sqlgen_map *mp, bool set, const uint8_t *mask,
+                         const int *cols, int ncols, int *p, bool ord);
+
+static void map_rows(buf *b, const sqlgen_map *mp, bool set, const uint8_t *mask, const int *cols,
+                     int ncols, int *p)
+{
+    map_rows_ord(b, mp, set, mask, cols, ncols, p, false);
+}
+
+char *sqlgen_map_rows(const sqlgen_map *mp, bool set, const uint8_t *mask, const int *cols,
+                      int ncols)
+{
+    buf b = {.ok = true};
+    int p = 0;
+    map_rows_ord(&b, mp, set, mask, cols, ncols, &p, true);
+    return done(&b);
+}
+
+/* ord: the rows numbered from 1 as u.pgshift_n. */
+static void map_rows_ord(buf *b, const sqlgen_map *mp, bool set, const uint8_t *mask,
+                         const int *cols, int ncols, int *p, bool ord)
+{
+    if (set) {
+        add(b, "unnest(");
+        for (int c = 0; c < ncols; c++) {
+            add(b, c ? ", " : "");
+            add_num(b, "$%d::", ++*p);
+            add(b, mp->atypes[cols[c]]);
+            add(b, "[]");
+        }
+        add(b, ord ? ") WITH ORDINALITY AS u(" : ") AS u(");
+        for (int c = 0; c < ncols; c++) {
+            add(b, c ? ", " : "");
+            add(b, mp->anames[cols[c]]);
+        }
+        add(b, ord ? ", pgshift_n)" : ")");
+        return;
+    }
+    add(b, "(SELECT ");
+    int n = 0;
+    /* the parameters come in attribute order (mask) or in cols' order */
+    for (int j = 0; j < (mask ? mp->natts : ncols); j++) {
+        int i = mask ? j : cols[j];
+        if (mask && !mask[i])
+            continue;
+        add(b, n++ ? ", " : "");
+        add_num(b, "$%d::", ++*p);
+        add(b, mp->atypes[i]);
+        add(b, " AS ");
+        add(b, mp->anames[i]);
+    }
+    if (ord)
+        add(b, n ? ", 1::bigint AS pgshift_n" : "1::bigint AS pgshift_n");
+    add(b, n || ord ? ") AS u" : "NULL AS pgshift_none) AS u");
+}
+
+/* How many key columns there are: whole row, every column reading an
+ * attribute; else one per key column. Column of key k in *c. */
+static bool key_at(const sqlgen_map *mp, int k, int *c)
+{
+    if (!mp->whole_row) {
+        if (k >= mp->nkey)
+            return false;
+        *c = mp->kcol[k];
+        return true;
+    }
+    return k < mp->ncols && (*c = k, true);
+}
+
+/* "(SELECT <expr> AS pgshift_k<k>, ... FROM <rows>) AS k": the key
+ * columns' values computed from the key attributes. */
+static void map_keys(buf *b, const sqlgen_map *mp, bool set, const int *cols, int ncols, int *p)
+{
+    add(b, "(SELECT ");
+    int n = 0, c;
+    for (int k = 0; key_at(mp, k, &c); k++) {
+        if (mp->whole_row && reads_none(mp, c))
+            continue;
+        add(b, n++ ? ", (" : "(");
+        add(b, mp->cexprs[c]);
+        add_num(b, ") AS pgshift_k%d", k);
+    }
+    add(b, " FROM ");
+    map_rows(b, mp, set, NULL, cols, ncols, p);
+    add(b, ") AS k");
+}
+
+/* "t.<col> = k.pgshift_k<k> AND ..." (whole row: IS NOT DISTINCT FROM, or
+ * by text), `t` being the alias given. */
+static void map_key_match(buf *b, const sqlgen_map *mp, const char *t)
+{
+    int n = 0, c;
+    for (int k = 0; key_at(mp, k, &c); k++) {
+        if (mp->whole_row && reads_none(mp, c))
+            continue;
+        const char *tt = mp->whole_row && mp->ctext_types ? mp->ctext_types[c] : NULL;
+        add(b, n++ ? " AND " : "");
+        add(b, t);
+        add(b, ".");
+        add(b, mp->cnames[c]);
+        if (!mp->whole_row)
+            add_num(b, " = k.pgshift_k%d", k);
+        else if (tt == NULL)
+            add_num(b, " IS NOT DISTINCT FROM k.pgshift_k%d", k);
+        else {
+            add_num(b, "::text IS NOT DISTINCT FROM (k.pgshift_k%d::", k);
+            add(b, tt);
+            add(b, ")::text");
+        }
+    }
+}
+
+/* Whole row: "(SELECT s.tableoid AS o, s.ctid AS c FROM <table> AS s,
+ * <keys> WHERE <s is that row> LIMIT 1) AS pgshift_row": one row equal to
+ * the old one. */
+static void map_whole_row(buf *b, const sqlgen_map *mp, const int *katt, int nkatt, int *p)
+{
+    add(b, "(SELECT s.tableoid AS o, s.ctid AS c FROM ");
+    add(b, mp->table);
+    add(b, " AS s, ");
+    map_keys(b, mp, false, katt, nkatt, p);
+    add(b, " WHERE ");
+    map_key_match(b, mp, "s");
+    add(b, " LIMIT 1) AS pgshift_row");
+}
+
+static const char WHOLE_ROW_JOIN[] = " WHERE t.tableoid = pgshift_row.o AND t.ctid = pgshift_row.c";
+
+/* The key attributes of a row statement, for map_rows (row mode). */
+static int key_atts(const sqlgen_map *mp, int *out)
+{
+    if (mp->whole_row) {
+        for (int i = 0; i < mp->natts; i++)
+            out[i] = i;
+        return mp->natts;
+    }
+    for (int k = 0; k < mp->nkey; k++)
+        out[k] = mp->match[k];
+    return mp->nkey;
+}
+
+static bool is_key_col(const sqlgen_map *mp, int c)
+{
+    for (int k = 0; !mp->whole_row && k < mp->nkey; k++)
+        if (mp->kcol[k] == c)
+            return true;
+    return false;
+}
+
+char *sqlgen_map_stmt(const sqlgen_map *mp, char op, const uint8_t *mask, const int *cols,
+                      int ncols, const uint8_t *written, int *nparams)
+{
+    buf b = {.ok = true};
+    bool set = op == 'i' || op == 'u' || op == 'd';
+    int p = 0;
+    int *katt = malloc(sizeof(int) * (size_t)(mp->natts + mp->nkey + 1));
+    if (katt == NULL)
+        return NULL;
+    int nkatt = key_atts(mp, katt);
+    if (op == 'I' || op == 'i') {
+        add(&b, "INSERT INTO ");
+        add(&b, mp->table);
+        add(&b, " (");
+        for (int c = 0, n = 0; c < mp->ncols; c++)
+            if (written[c]) {
+                add(&b, n++ ? ", " : "");
+                add(&b, mp->cnames[c]);
+            }
+        add(&b, ") SELECT ");
+        for (int c = 0, n = 0; c < mp->ncols; c++)
+            if (written[c]) {
+                add(&b, n++ ? ", (" : "(");
+                add(&b, mp->cexprs[c]);
+                add(&b, ")");
+            }
+        add(&b, " FROM ");
+        map_rows(&b, mp, set, mask, cols, ncols, &p);
+    } else if (op == 'D' || op == 'd') {
+        add(&b, "DELETE FROM ");
+        add(&b, mp->table);
+        add(&b, " AS t USING ");
+        if (mp->whole_row) {
+            map_whole_row(&b, mp, katt, nkatt, &p);
+            add(&b, WHOLE_ROW_JOIN);
+        } else {
+            map_keys(&b, mp, set, set ? cols : katt, set ? ncols : nkatt, &p);
+            add(&b, " WHERE ");
+            map_key_match(&b, mp, "t");
+        }
+    } else {
+        add(&b, "UPDATE ");
+        add(&b, mp->table);
+        add(&b, " AS t SET ");
+        int n = 0;
+        for (int c = 0; c < mp->ncols; c++) {
+            /* set: the key is unchanged (key changes go row by row) */
+            if (!written[c] || (set && is_key_col(mp, c)))
+                continue;
+            add(&b, n++ ? ", " : "");
+            add(&b, mp->cnames[c]);
+            add_num(&b, " = m.pgshift_c%d", c);
+        }
+        if (n == 0) {
+            /* Nothing to change: still find the row (the count is checked). */
+            int c0 = 0;
+            key_at(mp, 0, &c0);
+            add(&b, mp->cnames[c0]);
+            add(&b, " = t.");
+            add(&b, mp->cnames[c0]);
+        }
+        add(&b, " FROM (SELECT ");
+        n = 0;
+        for (int c = 0; c < mp->ncols; c++) {
+            if (!written[c] && !(set && is_key_col(mp, c)))
+                continue;
+            add(&b, n++ ? ", (" : "(");
+            add(&b, mp->cexprs[c]);
+            add_num(&b, ") AS pgshift_c%d", c);
+            if (set && is_key_col(mp, c)) {
+                int k = 0;
+                while (mp->kcol[k] != c)
+                    k++;
+                add(&b, ", (");
+                add(&b, mp->cexprs[c]);
+                add_num(&b, ") AS pgshift_k%d", k);
+            }
+        }
+        add(&b, n ? " FROM " : "NULL AS pgshift_none FROM ");
+        map_rows(&b, mp, set, mask, cols, ncols, &p);
+        add(&b, ") AS m");
+        if (set) {
+            add(&b, " WHERE ");
+            /* the key values come with the row */
+            int c;
+            for (int k = 0; key_at(mp, k, &c); k++) {
+                add(&b, k ? " AND t." : "t.");
+                add(&b, mp->cnames[c]);
+                add_num(&b, " = m.pgshift_k%d", k);
+            }
+        } else {
+            add(&b, ", ");
+            if (mp->whole_row) {
+                map_whole_row(&b, mp, katt, nkatt, &p);
+                add(&b, WHOLE_ROW_JOIN);
+            } else {
+                map_keys(&b, mp, false, katt, nkatt, &p);
+                add(&b, " WHERE ");
+                map_key_match(&b, mp, "t");
+            }
+        }
+    }
+    free(katt);
+    *nparams = p;
+    return done(&b);
+}

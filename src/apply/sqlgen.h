@@ -25,6 +25,49 @@ typedef struct sqlgen_rel {
     const char *const *text_types;
 } sqlgen_rel;
 
+/* A relation whose target columns are expressions over the source's
+ * attributes (a column mapping, colmap.h). */
+typedef struct sqlgen_map {
+    const char *table;   /* the target, quoted */
+    int natts;           /* attributes of the source's Relation message */
+    char *const *anames; /* each attribute's quoted source name */
+    char *const *atypes; /* each attribute's type, as the target names it (casts) */
+    int ncols;           /* target columns written */
+    char *const *cnames; /* quoted */
+    char *const *cexprs; /* each column's expression over the attributes (bare names) */
+    const uint8_t *deps; /* ncols x natts: column c reads attribute i */
+    /* Keyed: per key column, the attribute (match) and the target column
+     * that holds it one to one (kcol). Whole row (no key): the key is every
+     * column that reads an attribute, compared IS NOT DISTINCT FROM, or by
+     * its text where ctext_types[c] names the type. */
+    const int *match;
+    const int *kcol;
+    int nkey;
+    bool whole_row;
+    const char *const *ctext_types;
+} sqlgen_map;
+
+/* Which target columns a statement writes from the attributes in `mask`:
+ * every column whose attributes were all sent (an INSERT also the ones that
+ * read none: constants); an UPDATE leaves a column none of whose
+ * attributes was sent. Returns -1, or the first column that reads both a
+ * sent and an unsent attribute (an update that did not send an unchanged
+ * TOAST value the expression needs). `out` gets 1 per written column. */
+int sqlgen_map_written(const sqlgen_map *mp, char op, const uint8_t *mask, uint8_t *out);
+
+/* The mapped statement for op 'I' 'U' 'D' (row: parameters as sqlgen_row:
+ * the attributes in `mask`, then the key attributes) or 'i' 'u' 'd' (set:
+ * one array per attribute of `cols`, unnest()ed together; UPDATE and
+ * DELETE then take the row count as $<ncols+1>). `written` from
+ * sqlgen_map_written. UPDATE and DELETE come bare: see sqlgen_expect. */
+char *sqlgen_map_stmt(const sqlgen_map *mp, char op, const uint8_t *mask, const int *cols,
+                      int ncols, const uint8_t *written, int *nparams);
+
+/* The source rows of such a statement alone, numbered: "... AS u(<attributes>,
+ * pgshift_n)" with the same parameters (for finding the row that fails). */
+char *sqlgen_map_rows(const sqlgen_map *mp, bool set, const uint8_t *mask, const int *cols,
+                      int ncols);
+
 /* True when attribute `att` is a key column. */
 bool sqlgen_is_key(const sqlgen_rel *r, int att);
 

@@ -31,14 +31,35 @@ static char *stmt_text(apply_ctx *a, const rel *r, char op, const uint8_t *mask,
     sqlgen_rel shape = rel_shape(r);
     bool set = op == 'i' || op == 'u' || op == 'd';
     char *sql;
-    if (set) {
+    char expect[16] = "$2::bigint";
+    if (r->mapped) {
+        sqlgen_map mp = rel_map(r);
+        uint8_t *written = malloc((size_t)r->ncols + 1);
+        if (written == NULL)
+            return NULL;
+        int mixed = sqlgen_map_written(&mp, op, mask, written);
+        if (mixed >= 0) {
+            log_error("apply: an update of %s did not send a value that column %s of %s reads "
+                      "(an unchanged TOAST value), so \"%s\" cannot be computed; fix: ALTER "
+                      "TABLE %s REPLICA IDENTITY FULL (the old row then carries it), or map the "
+                      "column from columns that change together",
+                      r->t->src.qname, r->cnames[mixed], r->t->tgt.qname, r->cexprs[mixed],
+                      r->t->src.qname);
+            free(written);
+            return NULL;
+        }
+        sql = sqlgen_map_stmt(&mp, op, mask, cols, ncols, written, nparams);
+        free(written);
+        if (set && op != 'i')
+            snprintf(expect, sizeof expect, "$%d::bigint", ++*nparams);
+    } else if (set) {
         sql = sqlgen_set(&shape, op, cols, ncols);
         *nparams = op == 'i' ? 1 : 2;
     } else {
         sql = sqlgen_row(&shape, op, mask, nparams);
     }
     if (sql != NULL && op != 'I' && op != 'i' &&
-        !wrap_expect(a, &sql, pipe_op_name(op), r->t->tgt.qname, set ? "$2::bigint" : "1"))
+        !wrap_expect(a, &sql, pipe_op_name(op), r->t->tgt.qname, set ? expect : "1"))
         return NULL;
     return sql;
 }

@@ -43,6 +43,7 @@ typedef struct copy_shared {
     pgs_migration *m;
     char *snapshot_literal;
     char **col_lists; /* per table: quoted column list */
+    char **sel_lists; /* per mapped table: the source's SELECT list (its mapping), else NULL */
     copy_task *tasks;
     int ntasks;
     int next;
@@ -96,7 +97,8 @@ static bool range_sql(copy_shared *s, const copy_task *k, char **out_sql, char *
                  (long long)k->lo, (long long)k->hi);
     else if (k->lo > 0)
         snprintf(where, sizeof where, " WHERE ctid >= '(%lld,0)'::tid", (long long)k->lo);
-    return asprintf(out_sql, "COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT binary)", cols,
+    const char *sel = s->sel_lists[t->ord] ? s->sel_lists[t->ord] : cols;
+    return asprintf(out_sql, "COPY (SELECT %s FROM ONLY %s%s) TO STDOUT (FORMAT binary)", sel,
                     k->from, where) >= 0 &&
            asprintf(in_sql, "COPY %s (%s) FROM STDIN (FORMAT binary)",
                     t->copy_into ? t->copy_into : t->tgt.qname, cols) >= 0;
@@ -442,6 +444,8 @@ static bool plan_tasks(copy_shared *s)
         if (cols == NULL)
             return false;
         s->col_lists[i] = cols;
+        if (t->map.mapped && (s->sel_lists[i] = colmap_select_list(&t->map)) == NULL)
+            return false;
         if (PQntuples(parts) > 1)
             log_info("table %s: %lld pages in %d partitions, %lld range(s)", t->src.qname,
                      (long long)pages, PQntuples(parts), (long long)ranges);
@@ -539,11 +543,12 @@ static bool shared_init(copy_shared *s, const char *snapshot)
     s->rows = calloc((size_t)m->ntables, sizeof *s->rows);
     s->bytes = calloc((size_t)m->ntables, sizeof *s->bytes);
     s->col_lists = calloc((size_t)m->ntables, sizeof(char *));
+    s->sel_lists = calloc((size_t)m->ntables, sizeof(char *));
     s->parts = calloc((size_t)m->ntables, sizeof *s->parts);
     char *lit = PQescapeLiteral(m->src, snapshot, strlen(snapshot));
     s->snapshot_literal = lit ? strdup(lit) : NULL;
     PQfreemem(lit);
-    return s->rows && s->bytes && s->col_lists && s->parts && s->snapshot_literal &&
+    return s->rows && s->bytes && s->col_lists && s->sel_lists && s->parts && s->snapshot_literal &&
            plan_tasks(s) && copy_stages(s);
 }
 
@@ -553,6 +558,10 @@ static void shared_free(copy_shared *s)
         for (int i = 0; i < s->m->ntables; i++)
             free(s->col_lists[i]);
     free(s->col_lists);
+    if (s->sel_lists)
+        for (int i = 0; i < s->m->ntables; i++)
+            free(s->sel_lists[i]);
+    free(s->sel_lists);
     if (s->parts)
         for (int i = 0; i < s->m->ntables; i++)
             PQclear(s->parts[i]);

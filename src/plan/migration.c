@@ -72,7 +72,8 @@ pgs_migration *migration_open(pgs_plan *plan)
         t->create_target = t->spec->part.method != PGS_PARTITION_NONE;
         m->ntables++;
         if (!catalog_read_rel(m->src, t->spec->source, &t->src) ||
-            !catalog_read_rel(m->tgt, t->spec->target, &t->tgt) || !resolve_columns(t))
+            !catalog_read_rel(m->tgt, t->spec->target, &t->tgt) || !resolve_columns(t) ||
+            !colmap_resolve(m->src, m->tgt, t))
             goto failed;
     }
     return m;
@@ -92,6 +93,7 @@ void migration_close(pgs_migration *m)
         free(m->tables[i].copy_into);
         strlist_free(&m->tables[i].match);
         strlist_free(&m->tables[i].cols);
+        colmap_free(&m->tables[i].map);
     }
     free(m->tables);
     if (m->src)

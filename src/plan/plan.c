@@ -36,6 +36,18 @@ static void partition_spec_free(pgs_partition_spec *p)
     }
 }
 
+static void colmap_free(pgs_plan_colmap *cm)
+{
+    for (size_t i = 0; i < cm->n; i++) {
+        free(cm->name[i]);
+        free(cm->expr[i]);
+    }
+    free(cm->name);
+    free(cm->expr);
+    cm->name = cm->expr = NULL;
+    cm->n = 0;
+}
+
 void pgs_plan_free(pgs_plan *plan)
 {
     if (!plan)
@@ -47,6 +59,8 @@ void pgs_plan_free(pgs_plan *plan)
         partition_spec_free(&t->part);
         free_list(t->key);
         free_list(t->leave_behind);
+        colmap_free(&t->columns);
+        colmap_free(&t->reverse);
         free(t->rename_to);
     }
     free(plan->tables);

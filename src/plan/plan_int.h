@@ -144,6 +144,7 @@ typedef enum field_type {
     F_PARTITION_BY,     /* range|list|hash (<column>) */
     F_PARTITION_VALUES, /* list partitions: values or lists of values */
     F_NAME_LIST,        /* list of single identifiers, resolved */
+    F_COLUMN_MAP,       /* mapping of column name -> SQL expression (pgs_plan_colmap) */
 } field_type;
 
 typedef struct plan_field {
@@ -196,6 +197,8 @@ bool plan_fill_partition(plan_ctx *c, const ynode *v, const char *kp, const plan
                          pgs_partition_spec *t);
 bool plan_fill_subpartition(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
                             pgs_partition_spec **dst);
+bool plan_fill_column_map(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
+                          pgs_plan_colmap *dst);
 bool plan_fill_partition_by(plan_ctx *c, const ynode *v, const char *kp, const char *s,
                             pgs_partition_spec *t);
 bool plan_fill_partition_values(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,

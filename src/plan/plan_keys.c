@@ -31,6 +31,10 @@ static const plan_field table_fields[] = {
     {"key", F_NAME_LIST, offsetof(pgs_plan_table, key), false, 0, 0, "[id]", NULL},
     {"leave_behind", F_NAME_LIST, offsetof(pgs_plan_table, leave_behind), false, 0, 0,
      "[audit_trigger]", NULL},
+    {"columns", F_COLUMN_MAP, offsetof(pgs_plan_table, columns), false, 0, 0,
+     "{id: id::bigint, amount_cents: (amount * 100)::bigint}", NULL},
+    {"reverse", F_COLUMN_MAP, offsetof(pgs_plan_table, reverse), false, 0, 0,
+     "{amount: amount_cents / 100.0}", NULL},
     {NULL, 0, 0, false, 0, 0, NULL, NULL},
 };
 
@@ -240,6 +244,8 @@ static bool fill_field(plan_ctx *c, const plan_field *f, const ynode *v, const c
         return plan_fill_subpartition(c, v, kp, f, dst);
     case F_NAME_LIST:
         return plan_fill_name_list(c, v, kp, f, dst);
+    case F_COLUMN_MAP:
+        return plan_fill_column_map(c, v, kp, f, dst);
     case F_PARTITION_VALUES:
         return plan_fill_partition_values(c, v, kp, f, (pgs_partition_spec *)base);
     default:

@@ -208,6 +208,54 @@ bool plan_fill_name_list(plan_ctx *c, const ynode *v, const char *kp, const plan
     return true;
 }
 
+/* `columns:` / `reverse:`: a mapping of column names to expressions. The
+ * expressions are SQL for the server to check (preflight); here only that
+ * each is a non-empty single value, each name a column name, given once. */
+bool plan_fill_column_map(plan_ctx *c, const ynode *v, const char *kp, const plan_field *f,
+                          pgs_plan_colmap *dst)
+{
+    char fix[KEYPATH_LEN], ikp[KEYPATH_LEN], q[QUOTE_LEN];
+
+    snprintf(fix, sizeof fix, "write e.g. \"%s: %s\"", f->key, f->example);
+    if (!plan_want_kind(c, v, YN_MAP, kp, fix))
+        return false;
+    size_t n = v->nkids / 2;
+    if (n == 0)
+        return plan_fail(c, v->line, kp, "is empty; name at least one column or remove the key");
+    if (!(dst->name = calloc(n, sizeof *dst->name)) || !(dst->expr = calloc(n, sizeof *dst->expr)))
+        return plan_oom(c);
+    for (size_t i = 0; i < n; i++) {
+        const ynode *k = v->kids[2 * i], *e = v->kids[2 * i + 1];
+        if (k->kind != YN_SCALAR || k->null || strlen(k->text) != k->len)
+            return plan_fail(c, k->line, kp, "found %s where a column name should be; %s",
+                             k->kind == YN_SCALAR ? "an empty key" : ynode_kind_name(k), fix);
+        plan_keypath_join(ikp, kp, k->text);
+        char *name = NULL;
+        if (!resolve_ident(c, k, ikp, "a column", k->text, &name))
+            return false;
+        dst->name[dst->n] = name;
+        dst->n++;
+        for (size_t j = 0; j + 1 < dst->n; j++)
+            if (!strcmp(dst->name[j], name))
+                return plan_fail(c, k->line, ikp, "column %s is given twice; keep one",
+                                 plan_quoted(q, sizeof q, name));
+        if (e->kind == YN_SCALAR && e->null)
+            return plan_fail(c, k->line, ikp,
+                             "has no expression; write an SQL expression, e.g. \"%s\", and "
+                             "quote a string constant twice (\"'eu'\")",
+                             f->example);
+        const char *s = plan_want_scalar(c, e, ikp, f);
+        if (!s)
+            return false;
+        size_t sp = strspn(s, " \t\r\n");
+        if (s[sp] == '\0')
+            return plan_fail(c, e->line, ikp, "the expression is empty; write an SQL expression");
+        if (!(dst->expr[i] = strdup(s)))
+            return plan_oom(c);
+    }
+    return true;
+}
+
 /* A key of the partition block that the method does not take. */
 static bool not_for(plan_ctx *c, const ynode *v, const char *kp, const char *key,
                     const char *method, const char *fix)
@@ -414,6 +462,16 @@ bool plan_fill_tables(plan_ctx *c, const ynode *v, const char *kp, const plan_fi
         if (!check_table_names(c, item, ikp, i, src, dst, plan->tables,
                                (const ynode *const *)v->kids))
             goto done;
+        if (t->columns.n > 0 && t->part.method != PGS_PARTITION_NONE) {
+            char ekp[KEYPATH_LEN];
+            plan_keypath_join(ekp, ikp, "columns");
+            plan_fail(c, ymap_get(item, "columns")->line, ekp,
+                      "cannot be used with \"partition:\", where pgshift creates the target "
+                      "with the source's columns; create the target with the new columns "
+                      "yourself (CREATE TABLE ... (LIKE source INCLUDING ALL), then ALTER it) and "
+                      "remove \"partition:\"");
+            goto done;
+        }
     }
     ok = true;
 

@@ -9,6 +9,7 @@
 #include "pgshift/pg.h"
 #include "pgshift/preflight.h"
 #include "pgshift/prepare.h"
+#include "preflight_int.h"
 #include "prepare_int.h"
 
 #include <stdarg.h>
@@ -16,16 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct report {
-    FILE *out;
-    int blocking;
-    int warnings;
-} report;
-
-static void say(report *r, const char *tag, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static void say(report *r, const char *tag, const char *fmt, ...)
+void preflight_say(report *r, const char *tag, const char *fmt, ...)
 {
     if (strcmp(tag, "BLOCK") == 0)
         r->blocking++;
@@ -912,13 +904,13 @@ static void check_target_index(pgs_migration *m, pgs_mtable *t, report *r)
         return;
     bool found = false;
     for (int i = 0; i < PQntuples(res) && !found; i++)
-        found = strlist_contains(&t->match, PQgetvalue(res, i, 0));
+        found = strlist_contains(&t->map.tkey, PQgetvalue(res, i, 0));
     PQclear(res);
     if (!found)
         say(r, "warn",
             "target %s has no index on its key column(s): every applied UPDATE and DELETE scans "
             "it; fix: create an index on (%s)",
-            t->tgt.qname, t->match.n ? t->match.v[0] : "?");
+            t->tgt.qname, t->map.tkey.n ? t->map.tkey.v[0] : "?");
 }
 
 /* What the table carries besides its columns, as rows of (kind, key,
@@ -1234,9 +1226,13 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
     } else if (t->tgt.oid == t->src.oid) {
         say(r, "BLOCK", "source and target are the same table %s", t->src.qname);
     } else {
-        check_columns(m, t, r);
-        if (m->plan->rollback.window_ms > 0)
-            check_rollback_columns(t, r);
+        if (t->map.mapped) {
+            preflight_mapping(m, t, resuming, r);
+        } else {
+            check_columns(m, t, r);
+            if (m->plan->rollback.window_ms > 0)
+                check_rollback_columns(t, r);
+        }
         check_target_index(m, t, r);
         check_target_fks(m, t, r);
         check_target_shape(m, t, r);

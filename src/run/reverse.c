@@ -202,6 +202,22 @@ static char **copy_list(char **l)
     return c;
 }
 
+static bool copy_colmap(pgs_plan_colmap *dst, const pgs_plan_colmap *src)
+{
+    if (src->n == 0)
+        return true;
+    dst->name = calloc(src->n, sizeof(char *));
+    dst->expr = calloc(src->n, sizeof(char *));
+    if (dst->name == NULL || dst->expr == NULL)
+        return false;
+    for (size_t i = 0; i < src->n; i++, dst->n++)
+        if (!(dst->name[i] = strdup(src->name[i])) || !(dst->expr[i] = strdup(src->expr[i]))) {
+            dst->n++;
+            return false;
+        }
+    return true;
+}
+
 /* The plan of the reverse migration: each table from its live name to
  * <t>_old, the swap back renaming the live one to the target's name. */
 static pgs_plan *reverse_plan(pgs_migration *fwd)
@@ -235,8 +251,12 @@ static pgs_plan *reverse_plan(pgs_migration *fwd)
         r->target = pg_qualified(fwd->tgt, t->src.nspname, old);
         r->rename_to = last_name(fwd->tgt, t->spec->target);
         r->leave_behind = copy_list(t->spec->leave_behind);
+        /* new -> old: the plan's reverse mapping (preflight checked it
+         * covers every changed column) */
         ok = r->source && r->target && r->rename_to &&
-             (t->spec->leave_behind == NULL || r->leave_behind);
+             (t->spec->leave_behind == NULL || r->leave_behind) &&
+             copy_colmap(&r->columns, &t->spec->reverse) &&
+             copy_colmap(&r->reverse, &t->spec->columns);
     }
     if (!ok) {
         pgs_plan_free(p);
@@ -252,14 +272,19 @@ static pgs_plan *reverse_plan(pgs_migration *fwd)
 static void old_table_key(pgs_mtable *t)
 {
     const pgs_strlist *k = t->tgt.pk.n ? &t->tgt.pk : NULL;
-    if (k == NULL || t->match.n == 0)
+    /* A mapped table keeps the new table's key, which the mapping has
+     * resolved (colmap.c); the rows it finds are the same. */
+    if (k == NULL || t->match.n == 0 || t->map.mapped)
         return;
     for (int i = 0; i < k->n; i++)
         if (!strlist_contains(&t->match, k->v[i]))
             return;
     strlist_free(&t->match);
-    for (int i = 0; i < k->n; i++)
+    strlist_free(&t->map.tkey);
+    for (int i = 0; i < k->n; i++) {
         strlist_push(&t->match, k->v[i]);
+        strlist_push(&t->map.tkey, k->v[i]);
+    }
 }
 
 /* The window is over (or `cleanup` ends it): the reverse stream's slot,

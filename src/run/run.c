@@ -103,12 +103,14 @@ static void finish_stop(engine *e)
         return;
     e->finished = true;
     char lsn[18];
-    if (apply_failed(e->apply) && e->exit_code != 1)
-        e->exit_code = 1;
-    else if (flow_busy(e))
+    if (apply_failed(e->apply)) {
+        if (e->exit_code != 1)
+            e->exit_code = 1;
+    } else if (flow_busy(e)) {
         log_warn("the target did not answer within %d ms; stopping without waiting for it: "
                  "nothing past %s is confirmed to the slot, and `pgshift run` resumes from there",
                  STOP_WAIT_MS, decode_lsn_format(apply_durable_lsn(e->apply, 0), lsn));
+    }
     flow_finish_stream(e);
     aquery_close(e->mon);
     e->mon = NULL;

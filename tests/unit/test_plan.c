@@ -237,6 +237,13 @@ static void example_file(void **state)
     assert_string_equal(p->tables[0].key[0], "id");
     assert_string_equal(p->tables[0].leave_behind[0], "audit_trigger");
     assert_int_equal(p->tables[1].part.method, PGS_PARTITION_NONE);
+    assert_int_equal(p->tables[1].columns.n, 4);
+    assert_string_equal(p->tables[1].columns.name[1], "flow_lph");
+    assert_string_equal(p->tables[1].columns.expr[1], "(flow_m3h * 1000)::bigint");
+    assert_string_equal(p->tables[1].columns.expr[3], "'eu-1'");
+    assert_int_equal(p->tables[1].reverse.n, 2);
+    assert_string_equal(p->tables[1].reverse.name[1], "meta_text");
+    assert_int_equal(p->tables[0].columns.n, 0);
     assert_int_equal(p->cutover.max_lag_bytes, 8 * MB);
     assert_string_equal(p->cutover.postpone_file, "/tmp/petri.postpone");
     assert_int_equal(p->cutover.fence_timeout_ms, 2000);
@@ -575,6 +582,29 @@ static const struct bad_plan {
      "plan.yaml:7: verify.method: \"fast\" is not one of auto|scan|walk"},
     {HEAD ONE_TABLE "verify:\n  chunk_rows: 10\n",
      "plan.yaml:7: verify.chunk_rows: \"10\" is out of range; use a number from 100 to 10000000"},
+    {HEAD ONE_TABLE "    columns: [id]\n",
+     "plan.yaml:6: tables[0].columns: expected a mapping, found a list; write e.g. \"columns: "
+     "{id: id::bigint, amount_cents: (amount * 100)::bigint}\""},
+    {HEAD ONE_TABLE "    columns: {}\n",
+     "plan.yaml:6: tables[0].columns: is empty; name at least one column or remove the key"},
+    {HEAD ONE_TABLE "    columns:\n      id:\n",
+     "plan.yaml:7: tables[0].columns.id: has no expression; write an SQL expression, e.g. "
+     "\"{id: id::bigint, amount_cents: (amount * 100)::bigint}\", and quote a string constant "
+     "twice (\"'eu'\")"},
+    {HEAD ONE_TABLE "    columns:\n      id: id\n      ID: id::bigint\n",
+     "plan.yaml:8: tables[0].columns.ID: column \"id\" is given twice; keep one"},
+    {HEAD ONE_TABLE "    columns:\n      a b: x\n",
+     "plan.yaml:7: tables[0].columns.\"a b\": \"a b\" is not a column name: a space is not "
+     "allowed outside double quotes; write the name alone, double-quoted if it has other "
+     "characters or capitals (\"Created At\")"},
+    {HEAD ONE_TABLE "    reverse:\n      amount: [1]\n",
+     "plan.yaml:7: tables[0].reverse.amount: expected a single value, found a list; write e.g. "
+     "\"reverse: {amount: amount_cents / 100.0}\""},
+    {HEAD ONE_TABLE
+     "    partition: {by: range (t), interval: 1 day}\n    columns: {id: id::bigint}\n",
+     "plan.yaml:7: tables[0].columns: cannot be used with \"partition:\", where pgshift creates "
+     "the target with the source's columns; create the target with the new columns yourself "
+     "(CREATE TABLE ... (LIKE source INCLUDING ALL), then ALTER it) and remove \"partition:\""},
     {HEAD ONE_TABLE "state_dir: ''\n",
      "plan.yaml:6: state_dir: is empty; use e.g. \"state_dir: /var/run/pgshift\" or remove the "
      "key"},

@@ -162,6 +162,113 @@ static void test_expect(void **state)
     free(sql);
 }
 
+/* Mapped: attributes (id int4, amount numeric, note text, big text); the
+ * target's columns id <- id::bigint, amount_cents <- (amount * 100)::bigint,
+ * memo <- note, region <- 'eu', both <- note || big. Key id. */
+static char *const m_anames[] = {"\"id\"", "\"amount\"", "\"note\"", "\"big\""};
+static char *const m_atypes[] = {"integer", "numeric", "text", "text"};
+static char *const m_cnames[] = {"\"id\"", "\"amount_cents\"", "\"memo\"", "\"region\"",
+                                 "\"both\""};
+static char *const m_cexprs[] = {"id::bigint", "(amount * 100)::bigint", "note", "'eu'",
+                                 "note || big"};
+static const uint8_t m_deps[] = {1,      0, 0, 0, /**/ 0, 1, 0, 0, /**/ 0, 0, 1, 0,
+                                 /**/ 0, 0, 0, 0, /**/ 0, 0, 1, 1};
+static const int m_match[] = {0}, m_kcol[] = {0};
+static const sqlgen_map m_rel = {"\"public\".\"orders\"",
+                                 4,
+                                 m_anames,
+                                 m_atypes,
+                                 5,
+                                 m_cnames,
+                                 m_cexprs,
+                                 m_deps,
+                                 m_match,
+                                 m_kcol,
+                                 1,
+                                 false,
+                                 NULL};
+
+static char *map_stmt(char op, const uint8_t *mask, const int *cols, int ncols, int *np)
+{
+    uint8_t written[5];
+    assert_int_equal(sqlgen_map_written(&m_rel, op, mask, written), -1);
+    char *sql = sqlgen_map_stmt(&m_rel, op, mask, cols, ncols, written, np);
+    assert_non_null(sql);
+    return sql;
+}
+
+static void test_mapped(void **state)
+{
+    (void)state;
+    const uint8_t all[] = {1, 1, 1, 1}, key[] = {1, 0, 0, 0}, no_amount[] = {1, 0, 1, 1};
+    const int cols[] = {0, 1, 2, 3}, kcols[] = {0};
+    int np = 0;
+    char *sql = map_stmt('I', all, NULL, 0, &np);
+    assert_string_equal(sql,
+                        "INSERT INTO \"public\".\"orders\" (\"id\", \"amount_cents\", "
+                        "\"memo\", \"region\", \"both\") SELECT (id::bigint), ((amount * "
+                        "100)::bigint), (note), ('eu'), (note || big) FROM (SELECT $1::integer "
+                        "AS \"id\", $2::numeric AS \"amount\", $3::text AS \"note\", "
+                        "$4::text AS \"big\") AS u");
+    assert_int_equal(np, 4);
+    free(sql);
+    sql = map_stmt('i', all, cols, 4, &np);
+    assert_string_equal(sql,
+                        "INSERT INTO \"public\".\"orders\" (\"id\", \"amount_cents\", "
+                        "\"memo\", \"region\", \"both\") SELECT (id::bigint), ((amount * "
+                        "100)::bigint), (note), ('eu'), (note || big) FROM unnest($1::integer[], "
+                        "$2::numeric[], $3::text[], $4::text[]) AS u(\"id\", \"amount\", "
+                        "\"note\", \"big\")");
+    free(sql);
+    /* delete: the key computed from the old key */
+    sql = map_stmt('D', key, NULL, 0, &np);
+    assert_string_equal(sql, "DELETE FROM \"public\".\"orders\" AS t USING (SELECT (id::bigint) "
+                             "AS pgshift_k0 FROM (SELECT $1::integer AS \"id\") AS u) AS k WHERE "
+                             "t.\"id\" = k.pgshift_k0");
+    assert_int_equal(np, 1);
+    free(sql);
+    sql = map_stmt('d', key, kcols, 1, &np);
+    assert_string_equal(sql, "DELETE FROM \"public\".\"orders\" AS t USING (SELECT (id::bigint) "
+                             "AS pgshift_k0 FROM unnest($1::integer[]) AS u(\"id\")) AS k WHERE "
+                             "t.\"id\" = k.pgshift_k0");
+    free(sql);
+    /* update without amount: amount_cents stays, region (a constant) too */
+    sql = map_stmt('U', no_amount, NULL, 0, &np);
+    assert_string_equal(sql, "UPDATE \"public\".\"orders\" AS t SET \"id\" = m.pgshift_c0, "
+                             "\"memo\" = m.pgshift_c2, \"both\" = m.pgshift_c4 FROM (SELECT "
+                             "(id::bigint) AS pgshift_c0, (note) AS pgshift_c2, (note || big) AS "
+                             "pgshift_c4 FROM (SELECT $1::integer AS \"id\", $2::text AS "
+                             "\"note\", $3::text AS \"big\") AS u) AS m, (SELECT (id::bigint) AS "
+                             "pgshift_k0 FROM (SELECT $4::integer AS \"id\") AS u) AS k WHERE "
+                             "t.\"id\" = k.pgshift_k0");
+    assert_int_equal(np, 4);
+    free(sql);
+    /* set update: the key comes with the row, and is not set */
+    const int ucols[] = {0, 2, 3};
+    sql = map_stmt('u', no_amount, ucols, 3, &np);
+    assert_string_equal(sql, "UPDATE \"public\".\"orders\" AS t SET \"memo\" = m.pgshift_c2, "
+                             "\"both\" = m.pgshift_c4 FROM (SELECT (id::bigint) AS pgshift_c0, "
+                             "(id::bigint) AS pgshift_k0, (note) AS pgshift_c2, (note || big) AS "
+                             "pgshift_c4 FROM unnest($1::integer[], $2::text[], $3::text[]) AS "
+                             "u(\"id\", \"note\", \"big\")) AS m WHERE t.\"id\" = "
+                             "m.pgshift_k0");
+    assert_int_equal(np, 3);
+    free(sql);
+    /* an update that sent note but not big (unchanged TOAST): both cannot
+     * be computed */
+    const uint8_t no_big[] = {1, 1, 1, 0};
+    uint8_t written[5];
+    assert_int_equal(sqlgen_map_written(&m_rel, 'U', no_big, written), 4);
+    /* the rows alone, numbered, for finding the one that fails */
+    sql = sqlgen_map_rows(&m_rel, true, NULL, ucols, 3);
+    assert_string_equal(sql, "unnest($1::integer[], $2::text[], $3::text[]) WITH ORDINALITY AS "
+                             "u(\"id\", \"note\", \"big\", pgshift_n)");
+    free(sql);
+    sql = sqlgen_map_rows(&m_rel, false, key, NULL, 0);
+    assert_string_equal(sql, "(SELECT $1::integer AS \"id\", 1::bigint AS pgshift_n) AS u");
+    free(sql);
+}
+
 static void test_truncate(void **state)
 {
     (void)state;
@@ -181,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_set_single_key), cmocka_unit_test(test_set_composite_key),
         cmocka_unit_test(test_is_key),         cmocka_unit_test(test_expect),
         cmocka_unit_test(test_truncate),       cmocka_unit_test(test_row_whole_row),
+        cmocka_unit_test(test_mapped),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
