@@ -59,6 +59,17 @@ void colmap_free(pgs_colmap *cm);
 /* The mapped column named `name`, or NULL. */
 const pgs_mcol *colmap_col(const pgs_colmap *cm, const char *name);
 
+/* The expression is column `name` itself, maybe cast: "name",
+ * "name::type", "CAST(name AS type)" (name as the server knows it; the
+ * expression's spelling may quote it). */
+bool colmap_is_cast_of(const char *expr, const char *name);
+
+/* The mapped column that holds source column `src` as it is (the same
+ * value, maybe another type), preferring one of the same name: for the
+ * views and the reverse direction. NULL when the mapping changes or drops
+ * it. */
+const pgs_mcol *colmap_carrier(const pgs_colmap *cm, const char *src);
+
 /* "SELECT list" of a mapped table for the source side: each expression
  * cast to its target column's type, `prefix` put before nothing (the
  * expressions name columns bare); malloc'd, NULL on failure. */

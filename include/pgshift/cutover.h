@@ -76,7 +76,10 @@ typedef struct handover {
  * the live table its name from before the cutover). */
 void cutover_old_name(const pgs_mtable *t, char *buf, size_t len);
 
-bool handover_build(PGconn *conn, pgs_migration *m, pgs_mtable *t, handover *h);
+/* in_swap: conn holds the swap's locks in its transaction (a view on a
+ * renamed column is read on the new names there, in a savepoint rolled
+ * back; elsewhere the listing only says so). */
+bool handover_build(PGconn *conn, pgs_migration *m, pgs_mtable *t, bool in_swap, handover *h);
 void handover_free(handover *h);
 
 typedef struct cutover_blocker {

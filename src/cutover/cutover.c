@@ -167,7 +167,7 @@ int cutover_check(cutover *c, bool log_them, char *first, size_t firstlen)
     strlist_free(&c->extra_locks);
     for (int i = 0; i < c->m->ntables; i++) {
         handover h;
-        if (!handover_build(c->conn, c->m, &c->m->tables[i], &h))
+        if (!handover_build(c->conn, c->m, &c->m->tables[i], false, &h))
             return -1;
         for (int j = 0; j < h.problems.n; j++) {
             if (problems == 0 && first && firstlen)
@@ -568,7 +568,7 @@ int cutover_swap(cutover *c, const char *stats_json, char *err, size_t errlen)
     cutover_crash_point("swap");
     /* Read again under the lock: this is the state that gets renamed. */
     for (; built < m->ntables; built++) {
-        if (!handover_build(c->conn, m, &m->tables[built], &h[built])) {
+        if (!handover_build(c->conn, m, &m->tables[built], true, &h[built])) {
             snprintf(err, errlen, "reading the dependent objects failed (see the log)");
             goto out;
         }

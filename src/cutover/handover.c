@@ -4,6 +4,8 @@
  * the SQL the cutover runs, so `plan` says exactly what will happen. */
 #include "pgshift/cutover.h"
 
+#include "pgshift/colmap.h"
+
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 
@@ -68,13 +70,220 @@ void handover_free(handover *h)
 
 #define V(r, i, j) PQgetvalue((r), (i), (j))
 
+/* A view of a mapped table: what it reads of the source. Each column it
+ * reads must be carried to the new table as it is (colmap_carrier), maybe
+ * renamed (the view is then re-created on the new name, its own column
+ * names unchanged) or of another type (dropped and created again: CREATE
+ * OR REPLACE cannot change a view column's type). */
+typedef struct view_cols {
+    pgs_strlist from, to; /* renames: source column -> new table's column */
+    bool retyped;         /* some column it reads changes type */
+    char problem[512];
+} view_cols;
+
+static bool view_reads(PGconn *conn, const char *const *p, const char *view_oid, pgs_mtable *t,
+                       view_cols *vc)
+{
+    memset(vc, 0, sizeof *vc);
+    PGresult *r = pg_query(conn, "reading the columns a view reads",
+                           "SELECT DISTINCT a.attname FROM pg_rewrite w"
+                           "  JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass"
+                           "   AND d.objid = w.oid AND d.refclassid = 'pg_class'::regclass"
+                           "  JOIN pg_attribute a ON a.attrelid = d.refobjid"
+                           "   AND a.attnum = d.refobjsubid"
+                           " WHERE w.ev_class = $1::oid AND d.refobjid = $2::oid"
+                           "   AND d.refobjsubid > 0 ORDER BY 1",
+                           2, (const char *[]){view_oid, p[0]});
+    if (r == NULL)
+        return false;
+    bool ok = true;
+    for (int i = 0; ok && i < PQntuples(r); i++) {
+        const char *col = PQgetvalue(r, i, 0);
+        const pgs_mcol *mc = colmap_carrier(&t->map, col);
+        if (mc == NULL) {
+            const pgs_mcol *any = NULL;
+            for (int c = 0; c < t->map.ncols && !any; c++)
+                if (strlist_contains(&t->map.cols[c].deps, col))
+                    any = &t->map.cols[c];
+            if (any)
+                snprintf(vc->problem, sizeof vc->problem,
+                         "reads column \"%s\" of %s, which the column mapping changes (%s <- "
+                         "%s)",
+                         col, t->src.qname, any->name, any->expr);
+            else
+                snprintf(vc->problem, sizeof vc->problem,
+                         "reads column \"%s\" of %s, which the column mapping drops", col,
+                         t->src.qname);
+            break;
+        }
+        if (strcmp(mc->name, col) != 0)
+            ok = strlist_push(&vc->from, col) && strlist_push(&vc->to, mc->name);
+        vc->retyped = vc->retyped || mc->converted;
+    }
+    PQclear(r);
+    return ok;
+}
+
+/* Under the swap's lock: the view's definition as it reads with the
+ * source's columns renamed to the new table's names (renamed and back in
+ * a savepoint rolled back). NULL on failure, with why. */
+static char *renamed_viewdef(PGconn *conn, const pgs_mtable *t, const char *view_oid,
+                             const view_cols *vc, char *why, size_t whylen)
+{
+    PGresult *r = PQexec(conn, "SAVEPOINT pgshift_view");
+    bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) {
+        snprintf(why, whylen, "%s", PQerrorMessage(conn));
+        return NULL;
+    }
+    char *def = NULL;
+    /* through temporary names first, so that two columns may trade names */
+    for (int pass = 0; ok && pass < 2; pass++)
+        for (int i = 0; ok && i < vc->from.n; i++) {
+            char tmp[40];
+            snprintf(tmp, sizeof tmp, "pgshift_view_col_%d", i);
+            char *a = pg_ident(conn, pass ? tmp : vc->from.v[i]);
+            char *b = pg_ident(conn, pass ? vc->to.v[i] : tmp);
+            char *sql = NULL;
+            ok = a && b &&
+                 asprintf(&sql, "ALTER TABLE %s RENAME COLUMN %s TO %s", t->src.qname, a, b) >= 0;
+            free(a);
+            free(b);
+            if (ok) {
+                r = PQexec(conn, sql);
+                ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+                if (!ok)
+                    pg_result_error_line(r, why, whylen);
+                PQclear(r);
+            }
+            free(sql);
+        }
+    if (ok) {
+        r = PQexecParams(conn, "SELECT pg_get_viewdef($1::oid)", 1, NULL,
+                         (const char *[]){view_oid}, NULL, NULL, 0);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1)
+            def = strdup(PQgetvalue(r, 0, 0));
+        else
+            pg_result_error_line(r, why, whylen);
+        PQclear(r);
+    }
+    r = PQexec(conn, "ROLLBACK TO SAVEPOINT pgshift_view");
+    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+        free(def);
+        def = NULL;
+        snprintf(why, whylen, "%s", PQerrorMessage(conn));
+    }
+    PQclear(r);
+    return def;
+}
+
+/* A view that must be dropped and created again: its owner, grants and
+ * comment come along; other views on it would not survive the drop. */
+static bool view_recreate(PGconn *conn, const char *view_oid, const char *name, const char *opts,
+                          const char *def, handover *h)
+{
+    PGresult *r = pg_query(
+        conn, "reading a view's owner, grants and dependents",
+        "SELECT quote_ident(pg_get_userbyid(c.relowner)),"
+        " obj_description(c.oid, 'pg_class'),"
+        " (SELECT string_agg(DISTINCT format('%I.%I', n.nspname, x.relname), ', ')"
+        "    FROM pg_depend d JOIN pg_rewrite w ON w.oid = d.objid"
+        "    JOIN pg_class x ON x.oid = w.ev_class JOIN pg_namespace n ON n.oid = x.relnamespace"
+        "   WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = c.oid"
+        "     AND w.ev_class <> c.oid)"
+        "  FROM pg_class c WHERE c.oid = $1::oid",
+        1, (const char *[]){view_oid});
+    if (r == NULL || PQntuples(r) != 1) {
+        PQclear(r);
+        return false;
+    }
+    bool ok;
+    if (!PQgetisnull(r, 0, 2)) {
+        ok = addf(&h->problems,
+                  "view %s changes the type of a column (the column mapping), so it must be "
+                  "dropped and created again, but %s read it; fix: drop them and re-create them "
+                  "after the cutover, or leave_behind: [...] the view",
+                  name, PQgetvalue(r, 0, 2));
+        PQclear(r);
+        return ok;
+    }
+    ok = addf(&h->after, "DROP VIEW %s", name) &&
+         addf(&h->after, "CREATE VIEW %s%s%s%s AS %s", name, opts[0] ? " WITH (" : "", opts,
+              opts[0] ? ")" : "", def) &&
+         addf(&h->after, "ALTER VIEW %s OWNER TO %s", name, PQgetvalue(r, 0, 0));
+    if (ok && !PQgetisnull(r, 0, 1)) {
+        char *lit = PQescapeLiteral(conn, PQgetvalue(r, 0, 1), strlen(PQgetvalue(r, 0, 1)));
+        ok = lit && addf(&h->after, "COMMENT ON VIEW %s IS %s", name, lit);
+        PQfreemem(lit);
+    }
+    PQclear(r);
+    r = ok ? pg_query(conn, "reading a view's grants",
+                      "SELECT format('GRANT %s ON TABLE %s TO %s%s', g.privilege_type, $2::text,"
+                      "  CASE WHEN g.grantee = 0 THEN 'PUBLIC'"
+                      "  ELSE quote_ident(pg_get_userbyid(g.grantee)) END,"
+                      "  CASE WHEN g.is_grantable THEN ' WITH GRANT OPTION' ELSE '' END)"
+                      "  FROM pg_class c, aclexplode(c.relacl) g"
+                      " WHERE c.oid = $1::oid AND g.grantee <> c.relowner",
+                      2, (const char *[]){view_oid, name})
+           : NULL;
+    ok = ok && r != NULL;
+    for (int i = 0; ok && r && i < PQntuples(r); i++)
+        ok = addf(&h->after, "%s", PQgetvalue(r, i, 0));
+    PQclear(r);
+    return ok;
+}
+
+/* A view of a mapped table (see view_cols). */
+static bool mapped_view(PGconn *conn, const char *const *p, pgs_mtable *t, bool in_swap,
+                        PGresult *r, int i, handover *h)
+{
+    const char *name = V(r, i, 0), *opts = V(r, i, 3), *view_oid = V(r, i, 5);
+    view_cols vc;
+    if (!view_reads(conn, p, view_oid, t, &vc))
+        return false;
+    bool ok = true;
+    if (vc.problem[0]) {
+        ok = addf(&h->problems,
+                  "view %s %s; fix: drop it and re-create it on the new columns after the "
+                  "cutover, or leave_behind: [%s]",
+                  name, vc.problem, V(r, i, 4));
+    } else if (vc.from.n == 0 && !vc.retyped) {
+        ok = addf(&h->notes, "view %s: re-created to read the new table", name) &&
+             addf(&h->after, "CREATE OR REPLACE VIEW %s%s%s%s AS %s", name,
+                  opts[0] ? " WITH (" : "", opts, opts[0] ? ")" : "", V(r, i, 2));
+    } else {
+        char renames[256] = "";
+        for (int k = 0; k < vc.from.n; k++) {
+            size_t n = strlen(renames);
+            snprintf(renames + n, sizeof renames - n, "%s%s -> %s", k ? ", " : "", vc.from.v[k],
+                     vc.to.v[k]);
+        }
+        ok = addf(&h->notes, "view %s: dropped and created again on the new table%s%s%s", name,
+                  vc.from.n ? " (reading " : "", renames, vc.from.n ? ")" : "");
+        char why[512] = "";
+        char *def = !in_swap    ? strdup(V(r, i, 2))
+                    : vc.from.n ? renamed_viewdef(conn, t, view_oid, &vc, why, sizeof why)
+                                : strdup(V(r, i, 2));
+        if (ok && def == NULL)
+            ok = addf(&h->problems, "view %s could not be read on the new column names: %s", name,
+                      why);
+        else if (ok)
+            ok = view_recreate(conn, view_oid, name, opts, def, h);
+        free(def);
+    }
+    strlist_free(&vc.from);
+    strlist_free(&vc.to);
+    return ok;
+}
+
 /* Views and materialized views reading the table. */
-static bool views(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+static bool views(PGconn *conn, const char *const *p, pgs_mtable *t, bool in_swap, handover *h)
 {
     PGresult *r = pg_query(
         conn, "reading views on the source",
         "SELECT format('%I.%I', n.nspname, v.relname), v.relkind, pg_get_viewdef(v.oid),"
-        "       coalesce(array_to_string(v.reloptions, ', '), ''), v.relname"
+        "       coalesce(array_to_string(v.reloptions, ', '), ''), v.relname, v.oid"
         "  FROM (SELECT DISTINCT w.ev_class AS oid FROM pg_depend d"
         "          JOIN pg_rewrite w ON w.oid = d.objid"
         "         WHERE d.classid = 'pg_rewrite'::regclass AND d.refclassid = 'pg_class'::regclass"
@@ -94,6 +303,8 @@ static bool views(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h
                       "materialized view %s reads %s and cannot be re-pointed in place; fix: "
                       "drop it and re-create it after the cutover, or leave_behind: [%s]",
                       name, t->src.qname, V(r, i, 4));
+        else if (t->map.mapped)
+            ok = mapped_view(conn, p, t, in_swap, r, i, h);
         else
             ok = addf(&h->notes, "view %s: re-created to read the new table", name) &&
                  addf(&h->after, "CREATE OR REPLACE VIEW %s%s%s%s AS %s", name,
@@ -482,7 +693,18 @@ static bool triggers_policies_rules(PGconn *conn, const char *const *p, pgs_mtab
 static bool sequence_column(PGresult *r, int i, const char *const *p, pgs_mtable *t, handover *h)
 {
     bool ok = true;
-    const char *col = V(r, i, 0), *qcol = V(r, i, 1);
+    /* the new table's column (another name when a mapping renames it) */
+    const char *col = PQgetisnull(r, i, 12) ? V(r, i, 0) : V(r, i, 12);
+    const char *qcol = PQgetisnull(r, i, 13) ? V(r, i, 1) : V(r, i, 13);
+    /* an int -> bigint mapping: the sequence must count past int too */
+    if (V(r, i, 11)[0] == 't' && !PQgetisnull(r, i, 3) &&
+        (PQgetisnull(r, i, 7) || strcmp(V(r, i, 3), V(r, i, 7)) == 0)) {
+        ok = addf(&h->notes, "sequence %s (column %s): becomes bigint like the new column",
+                  V(r, i, 4), col) &&
+             addf(&h->after, "ALTER SEQUENCE %s AS bigint", V(r, i, 4));
+        if (!ok)
+            return false;
+    }
     char sid = V(r, i, 2)[0], tid = V(r, i, 6)[0];
     bool has_s = !PQgetisnull(r, i, 3), has_t = !PQgetisnull(r, i, 7);
     bool owned_by_source = V(r, i, 10)[0] == 't';
@@ -543,10 +765,55 @@ static bool sequence_column(PGresult *r, int i, const char *const *p, pgs_mtable
     return ok;
 }
 
+/* Two text[] literals: the source columns a mapped table carries under
+ * another name, and those names. */
+static bool rename_arrays(const pgs_mtable *t, char *out[2])
+{
+    for (int side = 0; side < 2; side++) {
+        char *a = strdup("{");
+        for (int i = 0; a && i < t->map.ncols; i++) {
+            const pgs_mcol *mc = &t->map.cols[i];
+            if (mc->deps.n != 1 || colmap_carrier(&t->map, mc->deps.v[0]) != mc ||
+                strcmp(mc->name, mc->deps.v[0]) == 0)
+                continue;
+            const char *name = side ? mc->name : mc->deps.v[0];
+            char *next = NULL;
+            /* array literal element: double-quoted, \ and " escaped */
+            char *q = malloc(strlen(name) * 2 + 3), *w = q;
+            if (q) {
+                *w++ = '"';
+                for (const char *c = name; *c; c++) {
+                    if (*c == '"' || *c == '\\')
+                        *w++ = '\\';
+                    *w++ = *c;
+                }
+                *w++ = '"';
+                *w = '\0';
+            }
+            if (q && asprintf(&next, "%s%s%s", a, a[1] ? "," : "", q) < 0)
+                next = NULL;
+            free(q);
+            free(a);
+            a = next;
+        }
+        char *next = NULL;
+        if (a && asprintf(&next, "%s}", a) < 0)
+            next = NULL;
+        free(a);
+        out[side] = next;
+    }
+    return out[0] && out[1];
+}
+
 /* Sequences: the new table must go on numbering above every existing row,
  * and a sequence the source owns must survive dropping the old table. */
 static bool sequences(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
 {
+    /* A mapped table's source column carried under another name: the
+     * sequence follows it there. */
+    char *renames[2] = {NULL, NULL};
+    if (!rename_arrays(t, renames))
+        return false;
     PGresult *r = pg_query(
         conn, "reading sequences",
         "WITH cols AS ("
@@ -571,9 +838,15 @@ static bool sequences(PGconn *conn, const char *const *p, pgs_mtable *t, handove
         "        EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass"
         "                  AND d.objid = s.seq AND d.refobjid = $1::oid"
         "                  AND d.refobjsubid = s.attnum AND d.deptype = 'a')"
-        "   FROM cols s LEFT JOIN cols t ON t.rel = $2::oid AND t.attname = s.attname"
+        "        , (SELECT seqtypid IN (21, 23) FROM pg_sequence WHERE seqrelid = s.seq)"
+        "          AND t.atttypid = 20, t.attname, quote_ident(t.attname)"
+        "   FROM cols s LEFT JOIN cols t ON t.rel = $2::oid AND t.attname = coalesce("
+        "     (SELECT m.t FROM unnest($3::text[], $4::text[]) AS m(s, t) WHERE m.s = s.attname),"
+        "     s.attname)"
         "  WHERE s.rel = $1::oid AND (s.seq IS NOT NULL OR t.seq IS NOT NULL) ORDER BY s.attnum",
-        2, p);
+        4, (const char *[]){p[0], p[1], renames[0], renames[1]});
+    free(renames[0]);
+    free(renames[1]);
     if (r == NULL)
         return false;
     bool ok = true;
@@ -686,7 +959,7 @@ void cutover_old_name(const pgs_mtable *t, char *buf, size_t len)
         snprintf(buf, len, "%s_old", t->src.relname);
 }
 
-bool handover_build(PGconn *conn, pgs_migration *m, pgs_mtable *t, handover *h)
+bool handover_build(PGconn *conn, pgs_migration *m, pgs_mtable *t, bool in_swap, handover *h)
 {
     memset(h, 0, sizeof *h);
     if (!t->src.exists)
@@ -696,7 +969,7 @@ bool handover_build(PGconn *conn, pgs_migration *m, pgs_mtable *t, handover *h)
     snprintf(toid, sizeof toid, "%u", t->tgt.exists ? t->tgt.oid : 0u);
     const char *p[4] = {soid, toid, t->src.qname, m->publication};
     bool ok = names(conn, m, t, h) && grants(conn, p, t, h) && sequences(conn, p, t, h) &&
-              triggers_policies_rules(conn, p, t, h) && views(conn, p, t, h) &&
+              triggers_policies_rules(conn, p, t, h) && views(conn, p, t, in_swap, h) &&
               fks_in(conn, p, m, t, h) && fks_out(conn, p, m, t, h);
     if (!ok)
         handover_free(h);

@@ -9,7 +9,9 @@
 #include "pgshift/migration.h"
 #include "pgshift/pg.h"
 
+#include <ctype.h>
 #include <stdarg.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -373,4 +375,56 @@ char *colmap_select_list(const pgs_colmap *cm)
         out = next;
     }
     return out;
+}
+
+bool colmap_is_cast_of(const char *expr, const char *name)
+{
+    const char *p = expr;
+    while (isspace((unsigned char)*p))
+        p++;
+    bool cast = strncasecmp(p, "cast", 4) == 0 && (p[4] == '(' || isspace((unsigned char)p[4]));
+    if (cast) {
+        p += 4;
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p++ != '(')
+            return false;
+        while (isspace((unsigned char)*p))
+            p++;
+    }
+    size_t n = strlen(name);
+    if (*p == '"') {
+        if (strncmp(p + 1, name, n) != 0 || p[n + 1] != '"')
+            return false;
+        p += n + 2;
+    } else {
+        for (size_t i = 0; i < n; i++)
+            if (tolower((unsigned char)p[i]) != name[i])
+                return false;
+        p += n;
+        if (isalnum((unsigned char)*p) || *p == '_')
+            return false;
+    }
+    while (isspace((unsigned char)*p))
+        p++;
+    if (cast)
+        return strncasecmp(p, "as", 2) == 0 && isspace((unsigned char)p[2]);
+    return *p == '\0' || (p[0] == ':' && p[1] == ':');
+}
+
+const pgs_mcol *colmap_carrier(const pgs_colmap *cm, const char *src)
+{
+    const pgs_mcol *found = NULL;
+    for (int i = 0; i < cm->ncols; i++) {
+        const pgs_mcol *mc = &cm->cols[i];
+        if (mc->deps.n != 1 || strcmp(mc->deps.v[0], src) != 0)
+            continue;
+        if (mc->planned && !colmap_is_cast_of(mc->expr, src))
+            continue;
+        if (strcmp(mc->name, src) == 0)
+            return mc;
+        if (found == NULL)
+            found = mc;
+    }
+    return found;
 }

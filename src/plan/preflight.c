@@ -1134,7 +1134,7 @@ static void check_target_empty(pgs_migration *m, pgs_mtable *t, report *r)
 static void list_dependents(pgs_migration *m, pgs_mtable *t, report *r)
 {
     handover h;
-    if (!handover_build(m->src, m, t, &h)) {
+    if (!handover_build(m->src, m, t, false, &h)) {
         say(r, "warn", "could not read the dependent objects of %s (see the log)", t->src.qname);
         return;
     }

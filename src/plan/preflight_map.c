@@ -8,7 +8,6 @@
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 
-#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -299,43 +298,6 @@ static void check_sample(pgs_migration *m, pgs_mtable *t, report *r)
             t->src.qname);
 }
 
-/* "name" or "name::type" (or CAST(name AS type)): the column itself,
- * converted; its reverse is the same-named column converted back. */
-static bool is_cast_of(const char *expr, const char *name)
-{
-    const char *p = expr;
-    while (isspace((unsigned char)*p))
-        p++;
-    bool cast = strncasecmp(p, "cast", 4) == 0 && (p[4] == '(' || isspace((unsigned char)p[4]));
-    if (cast) {
-        p += 4;
-        while (isspace((unsigned char)*p))
-            p++;
-        if (*p++ != '(')
-            return false;
-        while (isspace((unsigned char)*p))
-            p++;
-    }
-    size_t n = strlen(name);
-    if (*p == '"') {
-        if (strncmp(p + 1, name, n) != 0 || p[n + 1] != '"')
-            return false;
-        p += n + 2;
-    } else {
-        for (size_t i = 0; i < n; i++)
-            if (tolower((unsigned char)p[i]) != name[i])
-                return false;
-        p += n;
-        if (isalnum((unsigned char)*p) || *p == '_')
-            return false;
-    }
-    while (isspace((unsigned char)*p))
-        p++;
-    if (cast)
-        return strncasecmp(p, "as", 2) == 0 && isspace((unsigned char)p[2]);
-    return *p == '\0' || (p[0] == ':' && p[1] == ':');
-}
-
 /* rollback.window: every source column must come back from the new
  * table: the same-named column (converted back), or the plan's reverse:. */
 static void check_reverse(pgs_migration *m, pgs_mtable *t, report *r)
@@ -351,7 +313,7 @@ static void check_reverse(pgs_migration *m, pgs_mtable *t, report *r)
             given = strcmp(rev->name[j], s->name) == 0;
         const pgs_mcol *mc = colmap_col(&t->map, s->name);
         bool itself = mc && mc->deps.n == 1 && strcmp(mc->deps.v[0], s->name) == 0 &&
-                      (!mc->planned || is_cast_of(mc->expr, s->name));
+                      (!mc->planned || colmap_is_cast_of(mc->expr, s->name));
         if (given || itself)
             continue;
         missing++;
