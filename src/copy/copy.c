@@ -254,6 +254,157 @@ done:
     return ok;
 }
 
+/* One statement in a savepoint of the snapshot's transaction: false with
+ * the server's message in why when it fails. */
+static bool probe(PGconn *c, const char *sql, int n, const char *const *params, PGresult **out,
+                  char *why, size_t whylen)
+{
+    PQclear(PQexec(c, "SAVEPOINT pgshift_probe"));
+    PGresult *res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok)
+        pg_result_error_line(res, why, whylen);
+    if (ok && out)
+        *out = res;
+    else
+        PQclear(res);
+    PQclear(
+        PQexec(c, ok ? "RELEASE SAVEPOINT pgshift_probe" : "ROLLBACK TO SAVEPOINT pgshift_probe"));
+    return ok;
+}
+
+/* Does `what` (an aggregate) run over the pages [lo, hi) of k's table? */
+static bool pages_ok(PGconn *c, const copy_task *k, const char *what, int64_t lo, int64_t hi,
+                     char *why, size_t whylen)
+{
+    char *sql = NULL;
+    if (asprintf(&sql,
+                 "SELECT %s FROM ONLY %s WHERE ctid >= format('(%%s,0)', $1::bigint)::tid"
+                 " AND ctid < format('(%%s,0)', $2::bigint)::tid",
+                 what, k->from) < 0)
+        return true;
+    char a[24], b[24];
+    snprintf(a, sizeof a, "%lld", (long long)lo);
+    snprintf(b, sizeof b, "%lld", (long long)hi);
+    bool ok = probe(c, sql, 2, (const char *[]){a, b}, NULL, why, whylen);
+    free(sql);
+    return ok;
+}
+
+/* A mapped table's range failed: which row and column? Each converted
+ * column's expression over the range, in the snapshot, halving the pages
+ * to one, then that page's rows one by one. Logged; the copy stops anyway. */
+static void diagnose_range(copy_shared *s, PGconn *c, const copy_task *k)
+{
+    pgs_mtable *t = k->t;
+    char *sql = NULL, why[1024], what[2048];
+    PQclear(PQexec(c, "ROLLBACK"));
+    if (asprintf(&sql,
+                 "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT %s",
+                 s->snapshot_literal) < 0)
+        return;
+    PGresult *r = PQexec(c, sql);
+    free(sql);
+    bool in_snapshot = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!in_snapshot) {
+        PQclear(PQexec(c, "ROLLBACK"));
+        PQclear(PQexec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"));
+    }
+    int64_t hi = k->hi;
+    if (hi < 0) {
+        char *v = pg_query_value(c, "sizing a range",
+                                 "SELECT pg_relation_size($1::regclass)"
+                                 " / current_setting('block_size')::bigint + 1",
+                                 1, (const char *[]){k->from}, NULL);
+        hi = v ? strtoll(v, NULL, 10) : 0;
+        free(v);
+    }
+    for (int i = 0; i < t->map.ncols; i++) {
+        const pgs_mcol *mc = &t->map.cols[i];
+        if (!mc->converted)
+            continue;
+        for (int pass = 0; pass < 2; pass++) {
+            if (pass == 0)
+                snprintf(what, sizeof what, "count((%s)::%s)", mc->expr, mc->type);
+            else if (mc->notnull)
+                snprintf(what, sizeof what,
+                         "count(CASE WHEN (%s) IS NULL THEN 1 / (length(ctid::text) - "
+                         "length(ctid::text)) END)",
+                         mc->expr);
+            else
+                break;
+            int64_t lo = k->lo, h = hi;
+            if (pages_ok(c, k, what, lo, h, why, sizeof why))
+                continue;
+            while (h - lo > 1) {
+                int64_t mid = lo + (h - lo) / 2;
+                if (pages_ok(c, k, what, lo, mid, why, sizeof why))
+                    lo = mid;
+                else
+                    h = mid;
+            }
+            /* the page's rows, one by one */
+            char page[24], *q = NULL;
+            snprintf(page, sizeof page, "%lld", (long long)lo);
+            PGresult *rows = NULL;
+            char *list = NULL;
+            if (asprintf(&list,
+                         "SELECT ctid::text FROM ONLY %s WHERE ctid >= format('(%%s,0)', "
+                         "$1::bigint)::tid AND ctid < format('(%%s,0)', $1::bigint + 1)::tid",
+                         k->from) < 0)
+                break;
+            bool listed = probe(c, list, 1, (const char *[]){page}, &rows, why, sizeof why);
+            free(list);
+            char *one = NULL;
+            if (!listed ||
+                asprintf(&one, "SELECT %s FROM ONLY %s WHERE ctid = $1::tid", what, k->from) < 0) {
+                PQclear(rows);
+                break;
+            }
+            const char *bad = NULL;
+            char badwhy[1024] = "";
+            for (int j = 0; j < PQntuples(rows) && bad == NULL; j++)
+                if (!probe(c, one, 1, (const char *[]){PQgetvalue(rows, j, 0)}, NULL, badwhy,
+                           sizeof badwhy))
+                    bad = PQgetvalue(rows, j, 0);
+            free(one);
+            char *key = NULL;
+            if (bad && t->match.n > 0) {
+                char *names = pg_ident_list(c, t->match.v, t->match.n);
+                if (names &&
+                    asprintf(&q, "SELECT concat_ws(', ', %s) FROM ONLY %s WHERE ctid = $1::tid",
+                             names, k->from) >= 0) {
+                    PGresult *kr = NULL;
+                    if (probe(c, q, 1, (const char *[]){bad}, &kr, why, sizeof why) &&
+                        PQntuples(kr) == 1)
+                        key = strdup(PQgetvalue(kr, 0, 0));
+                    PQclear(kr);
+                }
+                free(q);
+                free(names);
+            }
+            char keys[256] = "";
+            for (int m = 0; m < t->match.n; m++) {
+                size_t n = strlen(keys);
+                snprintf(keys + n, sizeof keys - n, "%s%s", m ? ", " : "", t->match.v[m]);
+            }
+            if (bad)
+                log_error("table %s: the column mapping fails on the row with key (%s)=(%s) "
+                          "(ctid %s of %s%s), column \"%s\" = %s: %s; fix the expression in the "
+                          "plan's columns: (or the row), then `pgshift run --plan %s` "
+                          "again (the copy starts over)",
+                          t->src.qname, keys, key ? key : "?", bad, k->from,
+                          in_snapshot ? ", in the copy's snapshot" : "", mc->name, mc->expr,
+                          pass ? "it gives NULL for a NOT NULL column" : badwhy, s->m->plan->path);
+            free(key);
+            PQclear(rows);
+            if (bad)
+                return;
+        }
+    }
+}
+
 static void *copy_worker(void *arg)
 {
     copy_shared *s = arg;
@@ -296,6 +447,8 @@ static void *copy_worker(void *arg)
         if (k == NULL)
             break;
         bool done = copy_range(s, src, tgt, k);
+        if (!done && k->t->map.mapped && !is_failed(s))
+            diagnose_range(s, src, k);
         pthread_mutex_lock(&s->mu);
         s->stage_left[k->stage]--;
         pthread_cond_broadcast(&s->cv);

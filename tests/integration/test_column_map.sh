@@ -218,4 +218,34 @@ ids=$(sql "INSERT INTO ticket (v) SELECT g FROM generate_series(1, 10) g RETURNI
 [ "$ids" -gt 2147483647 ] || fail "ids stop at int: last $ids"
 [ "$(sql "SELECT count(*) FROM ticket")" = 1012 ] || fail "ticket lost rows"
 pass "int -> bigint: ids go past 2147483647 after the cutover (last $ids)"
+
+# 5. A bad row in a table too big for plan to check every row: plan's
+# sample or, when the sample misses it, the copy names it.
+sqlf - <<'SQL' || fail "setup 3"
+CREATE TABLE big (id int PRIMARY KEY, doc text);
+INSERT INTO big SELECT i, '{"i": ' || i || '}' FROM generate_series(1, 210000) i;
+UPDATE big SET doc = 'oops' WHERE id = 123457;
+ANALYZE big;
+CREATE TABLE big_new (id bigint PRIMARY KEY, doc jsonb);
+SQL
+cat >"$WORK/plan3.yaml" <<Y
+$(plan_header bg)
+state_dir: $WORK
+tables:
+  - source: public.big
+    target: public.big_new
+    columns: {id: id::bigint, doc: doc::jsonb}
+Y
+rc=0
+"$PGSHIFT" run --plan "$WORK/plan3.yaml" >"$WORK/run4.log" 2>&1 || rc=$?
+if grep -q "BLOCK  columns.doc: \"doc::jsonb\" fails on the source row (id)=(123457): invalid input syntax for type json" "$WORK/run4.log"; then
+  [ "$rc" = 3 ] || fail "plan blocked the run but it exited $rc"
+  how="plan's sample"
+else
+  [ "$rc" = 1 ] || fail "the copy of a bad row exited $rc: $(tail -n 5 "$WORK/run4.log")"
+  grep -q 'the column mapping fails on the row with key (id)=(123457) (ctid [^ ]* of [^)]*), column "doc" = doc::jsonb: invalid input syntax for type json' "$WORK/run4.log" ||
+    fail "the copy did not name the row: $(grep error "$WORK/run4.log")"
+  how="the copy"
+fi
+pass "a bad row among 210000: $how names (id)=(123457) and column doc"
 finish
