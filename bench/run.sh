@@ -35,7 +35,11 @@
 # and on a fourth (bench/verify-inner.sh, BENCH_VERIFY_ROWS, default 2M):
 #   6. `pgshift verify` while `run` streams under 200 inserts/s, against
 #      count(*), sum(hashtext(t::text)) over the source and then the target
-# BENCH_PARTS=main, bigxact, ready or verify (comma-separated) runs only 1-3, 4, 5 or 6;
+# and on a fifth (bench/map-inner.sh, BENCH_MAP_ROWS, default 1M):
+#   7. a column mapping's cost: copy (to caught up) against INSERT ... SELECT
+#      with the same expressions, and catch-up of the burst, each next to the
+#      same without a mapping, and the native apply worker
+# BENCH_PARTS=main, bigxact, ready, verify or map (comma-separated) runs only 1-3, 4, 5, 6 or 7;
 # with PGSHIFT_BIN_BEFORE, 5 runs once per binary too.
 # BENCH_INNER_BIGXACT=0 leaves out 3 (4 measures the same thing more closely).
 # Results print as they come and are written to bench/results/<timestamp>-pg<N>[-side].txt.
@@ -55,7 +59,7 @@ mkdir -p bench/results
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 export PGSHIFT_TEST_DURABLE=1
 export PGSHIFT_TEST_PGCONF="max_wal_size=16GB;checkpoint_timeout=1h;max_connections=100"
-parts=${BENCH_PARTS:-main,bigxact,ready,verify}
+parts=${BENCH_PARTS:-main,bigxact,ready,verify,map}
 
 if [[ ,$parts, == *,main,* ]]; then
   if [ -z "$PGSHIFT_BIN_BEFORE" ]; then
@@ -92,6 +96,10 @@ fi
 if [[ ,$parts, == *,verify,* ]]; then
   BENCH_ROWS=${BENCH_VERIFY_ROWS:-2000000} BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG-verify.txt \
     bash tests/lib/with-pg.sh bash bench/verify-inner.sh
+fi
+if [[ ,$parts, == *,map,* ]]; then
+  BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG-map.txt \
+    bash tests/lib/with-pg.sh bash bench/map-inner.sh
 fi
 if [[ ,$parts, == *,bigxact,* ]]; then
   BENCH_OUT=$PWD/bench/results/$stamp-pg$PGSHIFT_PG-bigxact.txt \

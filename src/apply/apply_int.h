@@ -68,6 +68,12 @@ typedef struct rel {
     uint8_t *deps;      /* ncols x natts */
     int *kcol;          /* per key column: the target column */
     int ncols;
+    /* set-based, the target in the source's database: the rows as one
+     * array of the source table's own row type (rowtype.oid its reltype),
+     * whose columns are rnames; else one array per attribute */
+    bool srcrow;
+    char **rnames;
+    int nrnames;
     struct rel *next;
 } rel;
 
@@ -85,7 +91,10 @@ static inline sqlgen_map rel_map(const rel *r)
                         r->kcol,
                         r->nmatch,
                         r->whole_row,
-                        (const char *const *)r->ctext_types};
+                        (const char *const *)r->ctext_types,
+                        r->srcrow ? r->t->src.qname : NULL,
+                        r->rnames,
+                        r->nrnames};
 }
 
 /* What the statement generator needs to know of a relation. */

@@ -108,6 +108,8 @@ mapdiag *mapdiag_new(const rel *r, char op, const uint8_t *mask, const int *cols
     int np = 0;
     for (int i = 0; i < r->natts; i++)
         np += in_rows[i];
+    if (set && r->srcrow)
+        np = 1; /* one array of the source's row type */
     if (np > nparams)
         goto failed;
     d->src = strdup(r->t->src.qname);

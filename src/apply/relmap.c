@@ -39,6 +39,9 @@ void relmap_free_rel(rel *r)
     free(r->ctext_types);
     free(r->deps);
     free(r->kcol);
+    for (int c = 0; c < r->nrnames; c++)
+        free(r->rnames[c]);
+    free(r->rnames);
     for (stmt *s = r->stmts, *n; s; s = n) {
         n = s->next;
         free(s->mask);
@@ -63,6 +66,71 @@ static char *type_name(apply_ctx *a, uint32_t oid, int32_t typmod)
     char *v = pg_query_value(a->m->src, "naming a type", "SELECT format_type($1::oid, $2::int)", 2,
                              (const char *[]){o, tm}, NULL);
     return v ? v : strdup("?");
+}
+
+/* A mapped relation's set-based rows: with the target in the source's
+ * database, one array of the source table's row type (every column type
+ * works); else one array per attribute, which cannot carry an array-typed
+ * attribute (no arrays of arrays): such a relation is applied row by row. */
+static bool setup_mapped_set(apply_ctx *a, rel *r, const decode_relation *dr)
+{
+    const pgs_relinfo *src = &r->t->src;
+    if (a->m->plan->target == NULL) {
+        char oid[16];
+        snprintf(oid, sizeof oid, "%u", src->oid);
+        char *reltype = pg_query_value(a->m->src, "reading the source's row type",
+                                       "SELECT reltype FROM pg_class WHERE oid = $1::oid", 1,
+                                       (const char *[]){oid}, NULL);
+        if (reltype == NULL)
+            return false;
+        r->rowtype.oid = (uint32_t)strtoul(reltype, NULL, 10);
+        free(reltype);
+        r->col_oids = calloc((size_t)src->ncols + 1, sizeof(uint32_t));
+        r->col_att = calloc((size_t)src->ncols + 1, sizeof(int));
+        r->rnames = calloc((size_t)src->ncols + 1, sizeof(char *));
+        if (!r->col_oids || !r->col_att || !r->rnames)
+            return false;
+        for (int c = 0; c < src->ncols; c++, r->nrnames++) {
+            r->col_oids[c] = src->cols[c].typoid;
+            r->col_att[c] = -1;
+            for (int i = 0; i < dr->natts; i++)
+                if (strcmp(dr->attrs[i].name, src->cols[c].name) == 0)
+                    r->col_att[c] = i;
+            char *q = PQescapeIdentifier(a->conn, src->cols[c].name, strlen(src->cols[c].name));
+            r->rnames[c] = q ? strdup(q) : NULL;
+            PQfreemem(q);
+            if (r->rnames[c] == NULL) {
+                r->nrnames++;
+                return false;
+            }
+        }
+        r->rowtype.ncols = src->ncols;
+        r->rowtype.col_oids = r->col_oids;
+        r->rowtype.col_att = r->col_att;
+        r->srcrow = true;
+    } else {
+        char list[4096];
+        size_t n = 0;
+        list[n++] = '{';
+        for (int i = 0; i < r->natts && n + 16 < sizeof list; i++)
+            n += (size_t)snprintf(list + n, sizeof list - n, "%s%u", i ? "," : "", r->aoids[i]);
+        snprintf(list + n, sizeof list - n, "}");
+        char *v = pg_query_value(a->m->tgt, "checking the source's column types",
+                                 "SELECT count(*) FROM pg_type WHERE oid = ANY($1::oid[])"
+                                 " AND (typelem <> 0 AND typlen = -1 OR typtype = 'd')",
+                                 1, (const char *[]){list}, NULL);
+        bool arrays = v == NULL || strcmp(v, "0") != 0;
+        free(v);
+        if (arrays) {
+            log_info("apply: %s has an array-typed column and its target is in another database: "
+                     "its mapped changes are applied one by one, in order",
+                     r->t->src.qname);
+            return true;
+        }
+    }
+    fold_init(&r->fold, r->natts, r->nmatch, r->match);
+    r->setbased = true;
+    return true;
 }
 
 /* Folding reorders the changes of a batch; that is only invisible when no
@@ -101,12 +169,8 @@ static bool setup_setbased(apply_ctx *a, rel *r, const decode_relation *dr)
                  r->t->tgt.qname);
         return true;
     }
-    if (r->mapped) {
-        /* one array per attribute (fold_build_column): no row type */
-        fold_init(&r->fold, r->natts, r->nmatch, r->match);
-        r->setbased = true;
-        return true;
-    }
+    if (r->mapped)
+        return setup_mapped_set(a, r, dr);
     char *reltype = pg_query_value(a->m->tgt, "reading the target's row type",
                                    "SELECT reltype FROM pg_class WHERE oid = $1::oid", 1,
                                    (const char *[]){oid}, NULL);

@@ -86,7 +86,7 @@ static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const i
     stmt *s = stmt_get(a, r, op, mask, cols, ncols);
     if (s == NULL)
         return false;
-    if (r->mapped)
+    if (r->mapped && !r->srcrow)
         return send_columns(a, r, s, op, cols, ncols, pick, arg, nrows);
     size_t len = 0;
     if (!fold_build_records(&r->fold, &r->rowtype, pick, arg, &a->abuf, &len, &a->abuf_cap))
@@ -96,6 +96,8 @@ static bool send_set(apply_ctx *a, rel *r, char op, const uint8_t *mask, const i
     const char *values[2] = {a->abuf, expect};
     int lengths[2] = {(int)len, 0};
     int formats[2] = {1, 0};
+    if (r->mapped)
+        a->next_diag = mapdiag_new(r, op, s->mask, cols, ncols, nrows, 1, values, lengths, formats);
     return pipe_sent(
         a, PQsendQueryPrepared(a->conn, s->name, op == 'i' ? 1 : 2, values, lengths, formats, 0),
         op, r->t);

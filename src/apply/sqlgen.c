@@ -246,7 +246,7 @@ int sqlgen_map_written(const sqlgen_map *mp, char op, const uint8_t *mask, uint8
 
 static void add_num(buf *b, const char *fmt, int n)
 {
-    char num[32];
+    char num[96];
     snprintf(num, sizeof num, fmt, n);
     add(b, num);
 }
@@ -276,6 +276,18 @@ char *sqlgen_map_rows(const sqlgen_map *mp, bool set, const uint8_t *mask, const
 static void map_rows_ord(buf *b, const sqlgen_map *mp, bool set, const uint8_t *mask,
                          const int *cols, int ncols, int *p, bool ord)
 {
+    if (set && mp->rowtype) {
+        /* one array of the source's own row type */
+        add_num(b, "unnest($%d::", ++*p);
+        add(b, mp->rowtype);
+        add(b, ord ? "[]) WITH ORDINALITY AS u(" : "[]) AS u");
+        for (int c = 0; ord && c < mp->nrnames; c++) {
+            add(b, mp->rnames[c]);
+            add(b, ", ");
+        }
+        add(b, ord ? "pgshift_n)" : "");
+        return;
+    }
     if (set) {
         add(b, "unnest(");
         for (int c = 0; c < ncols; c++) {

@@ -45,6 +45,12 @@ typedef struct sqlgen_map {
     int nkey;
     bool whole_row;
     const char *const *ctext_types;
+    /* Set-based rows as one array of this row type (the source table's,
+     * quoted; the target in the source's database), whose columns, quoted,
+     * are rnames; NULL: one array per attribute. */
+    const char *rowtype;
+    char *const *rnames;
+    int nrnames;
 } sqlgen_map;
 
 /* Which target columns a statement writes from the attributes in `mask`:

@@ -31,7 +31,7 @@ static char *stmt_text(apply_ctx *a, const rel *r, char op, const uint8_t *mask,
     sqlgen_rel shape = rel_shape(r);
     bool set = op == 'i' || op == 'u' || op == 'd';
     char *sql;
-    char expect[16] = "$2::bigint";
+    char expect[32] = "$2::bigint";
     if (r->mapped) {
         sqlgen_map mp = rel_map(r);
         uint8_t *written = malloc((size_t)r->ncols + 1);

@@ -186,7 +186,29 @@ static const sqlgen_map m_rel = {"\"public\".\"orders\"",
                                  m_kcol,
                                  1,
                                  false,
-                                 NULL};
+                                 NULL,
+                                 NULL,
+                                 NULL,
+                                 0};
+/* The same, the target in the source's database: the rows as one array of
+ * the source table's row type (id, v, amount, note, big: v is not sent). */
+static char *const r_names[] = {"\"id\"", "\"v\"", "\"amount\"", "\"note\"", "\"big\""};
+static const sqlgen_map r_rel = {"\"public\".\"orders\"",
+                                 4,
+                                 m_anames,
+                                 m_atypes,
+                                 5,
+                                 m_cnames,
+                                 m_cexprs,
+                                 m_deps,
+                                 m_match,
+                                 m_kcol,
+                                 1,
+                                 false,
+                                 NULL,
+                                 "\"public\".\"orders_src\"",
+                                 r_names,
+                                 5};
 
 static char *map_stmt(char op, const uint8_t *mask, const int *cols, int ncols, int *np)
 {
@@ -266,6 +288,20 @@ static void test_mapped(void **state)
     free(sql);
     sql = sqlgen_map_rows(&m_rel, false, key, NULL, 0);
     assert_string_equal(sql, "(SELECT $1::integer AS \"id\", 1::bigint AS pgshift_n) AS u");
+    free(sql);
+    /* one array of the source's row type */
+    uint8_t all_written[5] = {1, 1, 1, 1, 1};
+    sql = sqlgen_map_stmt(&r_rel, 'i', all, cols, 4, all_written, &np);
+    assert_non_null(sql);
+    assert_string_equal(sql, "INSERT INTO \"public\".\"orders\" (\"id\", \"amount_cents\", "
+                             "\"memo\", \"region\", \"both\") SELECT (id::bigint), ((amount * "
+                             "100)::bigint), (note), ('eu'), (note || big) FROM "
+                             "unnest($1::\"public\".\"orders_src\"[]) AS u");
+    assert_int_equal(np, 1);
+    free(sql);
+    sql = sqlgen_map_rows(&r_rel, true, NULL, cols, 4);
+    assert_string_equal(sql, "unnest($1::\"public\".\"orders_src\"[]) WITH ORDINALITY AS "
+                             "u(\"id\", \"v\", \"amount\", \"note\", \"big\", pgshift_n)");
     free(sql);
 }
 
