@@ -1,6 +1,9 @@
 /* verify.h: `pgshift verify`: compares each source table with its target
  * as of one source LSN, chunk by chunk, hashed on the servers, and names
- * the rows that differ (src/verify/verify.c). */
+ * the rows that differ (src/verify/verify.c). A table with a column
+ * mapping (colmap.h) is compared with its mapped source: each target
+ * column against its expression over the source row, cast to the
+ * column's type; keys are named as the target's. */
 #ifndef PGSHIFT_VERIFY_H
 #define PGSHIFT_VERIFY_H
 
@@ -36,7 +39,8 @@
 typedef struct verify_opts {
     const char *table; /* only this source table ("schema.name" or "name"); NULL: all */
     bool json;
-    bool repair;   /* --repair: rewrite the differing rows from the source, then verify again */
+    bool repair;   /* --repair: rewrite the differing rows from the source (a mapped table's
+                      mapped values), then verify again */
     bool progress; /* a progress line on stderr */
 } verify_opts;
 

@@ -27,7 +27,23 @@
  * that differs is narrowed afterwards: keys and hashes of its rows, in
  * byte order of the key's JSON on both sides, merged here. Tables without
  * a key compare count and sum of hashes, and on a difference the multiset
- * of row texts, streamed one row at a time from both sides. */
+ * of row texts, streamed one row at a time from both sides.
+ *
+ * Mapped tables (columns:, colmap.h). The target is compared with the
+ * mapped source: the source side evaluates each target column's
+ * expression cast to the target column's type (typmod included), the
+ * target side reads its columns, and both hash the same text when the
+ * target holds what the mapping gives. Keys are named and printed as the
+ * target has them (the JSON key, the buckets of scan, --repair's rows).
+ * The source orders and bounds its ranges by its own key column where
+ * that orders like the target's key (one type, or int2/int4/int8, or
+ * text/varchar: its index serves), else by the key's expression cast to
+ * the target's type. --repair writes the mapped values, read from the
+ * source as the copy reads them. Source and target sessions keep the
+ * source session's TimeZone, DateStyle and IntervalStyle then, the ones
+ * the copy evaluated the expressions under. After the cutover the mapping
+ * is resolved between <t>_old and the live table; during the rollback
+ * window a table with columns: is refused (resolve_sides). */
 #include "pgshift/verify.h"
 
 #include "pgshift/cli.h"
@@ -67,19 +83,40 @@ typedef struct vrange {
 
 typedef struct verifier verifier;
 
+/* One side's SQL pieces. A mapped table (colmap.h) has the source evaluate
+ * each target column's expression cast to the target column's type and
+ * the target read its columns, so that both print a row the same way when
+ * the target holds what the mapping gives; an unmapped table has the same
+ * pieces on both sides. */
+typedef struct vside {
+    const char *q; /* the table, quoted (vtable's src_q or tgt_q) */
+    char **kord;   /* per key column: what ranges compare and order by */
+    char **kval;   /* per key column: its value as the target holds it (JSON key, buckets) */
+    char *hash;    /* the row's hash, bigint */
+    char *keyjson; /* the key as JSON text */
+    char *rowtext; /* the row as text (tables without a key) */
+} vside;
+
+enum { VS_SRC, VS_TGT };
+
 typedef struct vtable {
     const pgs_mtable *t;
+    /* What the two sides are: t, or after the cutover and during the
+     * rollback window, where t resolves to the live table alone, `own`:
+     * the two tables compared, their mapping resolved here (mapped only). */
+    const pgs_mtable *mt;
+    pgs_mtable *own;
+    pgs_plan_table rspec; /* own's plan table in the window: reverse: as columns: */
     char display[300];
     char *src_q, *tgt_q; /* the two sides, quoted */
     /* SQL pieces */
     int chunk_rows; /* walk */
     int nk;
-    char **kcol;   /* quoted key column */
-    char **ktype;  /* the source column's type */
-    char **kcoll;  /* " COLLATE <source collation>" or "" */
-    char *hash;    /* the row's hash, bigint */
-    char *keyjson; /* the key as JSON text */
-    char *rowtext; /* the row as text (tables without a key) */
+    char **kname;   /* key column as named in the JSON key and on the target */
+    char **ktype;   /* the type of a range's bounds */
+    char **kcoll;   /* " COLLATE <collation>" (the same on both sides) or "" */
+    vside s[2];     /* VS_SRC, VS_TGT */
+    bool src_sorts; /* a mapped key the source orders by its expression (same_order) */
     /* results */
     long long rows_src, rows_tgt, missing, extra, different, chunks;
     vsample samples[VERIFY_MAX_SAMPLES];
@@ -118,6 +155,7 @@ struct verifier {
     double snap_ms;       /* when the current snapshots were taken */
     int snapshots;        /* points taken (walk renews them) */
     int incons;           /* of which not at one LSN */
+    int slots;            /* temporary slots made (their names) */
     char lsn[18];
     char note[512];
     vtable *tabs;
@@ -139,36 +177,36 @@ static void strv_free(char **v, int n)
 
 /* ---- SQL pieces ---- */
 
-/* "(a COLLATE x, b) OP ($i::ta COLLATE x, $i+1::tb)" */
-static void put_cmp(FILE *f, const vtable *vt, const char *op, int first)
+/* "(a COLLATE x, b) OP ($i::ta COLLATE x, $i+1::tb)" on one side */
+static void put_cmp(FILE *f, const vtable *vt, const vside *s, const char *op, int first)
 {
     fputs(vt->nk > 1 ? "ROW(" : "(", f);
     for (int i = 0; i < vt->nk; i++)
-        fprintf(f, "%s%s%s", i ? ", " : "", vt->kcol[i], vt->kcoll[i]);
+        fprintf(f, "%s%s%s", i ? ", " : "", s->kord[i], vt->kcoll[i]);
     fprintf(f, ") %s %s", op, vt->nk > 1 ? "ROW(" : "(");
     for (int i = 0; i < vt->nk; i++)
         fprintf(f, "%s$%d::%s%s", i ? ", " : "", first + i, vt->ktype[i], vt->kcoll[i]);
     fputc(')', f);
 }
 
-static void put_order(FILE *f, const vtable *vt, bool desc)
+static void put_order(FILE *f, const vtable *vt, const vside *s, bool desc)
 {
     for (int i = 0; i < vt->nk; i++)
-        fprintf(f, "%s%s%s%s", i ? ", " : "", vt->kcol[i], vt->kcoll[i], desc ? " DESC" : "");
+        fprintf(f, "%s%s%s%s", i ? ", " : "", s->kord[i], vt->kcoll[i], desc ? " DESC" : "");
 }
 
 /* " WHERE lo < key <= hi" for the range (either end may be open) */
-static void put_where(FILE *f, const vtable *vt, const vrange *r)
+static void put_where(FILE *f, const vtable *vt, const vside *s, const vrange *r)
 {
     if (r->lo == NULL && r->hi == NULL)
         return;
     fputs(" WHERE ", f);
     if (r->lo)
-        put_cmp(f, vt, ">", 1);
+        put_cmp(f, vt, s, ">", 1);
     if (r->hi) {
         if (r->lo)
             fputs(" AND ", f);
-        put_cmp(f, vt, "<=", r->lo ? vt->nk + 1 : 1);
+        put_cmp(f, vt, s, "<=", r->lo ? vt->nk + 1 : 1);
     }
 }
 
@@ -202,6 +240,7 @@ static char *close_sql(FILE *f, char **buf)
 /* The source's next chunk after `lo`: count, XOR of hashes, last key. */
 static char *sql_src_chunk(const vtable *vt, bool has_lo)
 {
+    const vside *s = &vt->s[VS_SRC];
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -209,14 +248,14 @@ static char *sql_src_chunk(const vtable *vt, bool has_lo)
         return NULL;
     fputs("WITH c AS MATERIALIZED (SELECT ", f);
     for (int i = 0; i < vt->nk; i++)
-        fprintf(f, "%s AS k%d, ", vt->kcol[i], i);
-    fprintf(f, "%s AS h FROM %s", vt->hash, vt->src_q);
+        fprintf(f, "%s AS k%d, ", s->kord[i], i);
+    fprintf(f, "%s AS h FROM %s", s->hash, s->q);
     if (has_lo) {
         fputs(" WHERE ", f);
-        put_cmp(f, vt, ">", 1);
+        put_cmp(f, vt, s, ">", 1);
     }
     fputs(" ORDER BY ", f);
-    put_order(f, vt, false);
+    put_order(f, vt, s, false);
     fprintf(f, " LIMIT %d) SELECT a.n, a.x", vt->chunk_rows);
     for (int i = 0; i < vt->nk; i++)
         fprintf(f, ", l.t%d", i);
@@ -235,80 +274,126 @@ static char *sql_src_chunk(const vtable *vt, bool has_lo)
 /* The target's count and XOR over a range. */
 static char *sql_tgt_chunk(const vtable *vt, const vrange *r)
 {
+    const vside *s = &vt->s[VS_TGT];
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (f == NULL)
         return NULL;
-    fprintf(f, "SELECT count(*), coalesce(bit_xor(%s), 0) FROM %s", vt->hash, vt->tgt_q);
-    put_where(f, vt, r);
+    fprintf(f, "SELECT count(*), coalesce(bit_xor(%s), 0) FROM %s", s->hash, s->q);
+    put_where(f, vt, s, r);
     return close_sql(f, &buf);
 }
 
-/* Keys and hashes of a range, in byte order of the key's JSON. */
-static char *sql_rows(const vtable *vt, const char *q, const vrange *r)
+/* Keys and hashes of a range on one side, in byte order of the key's JSON. */
+static char *sql_rows(const vtable *vt, const vside *s, const vrange *r)
 {
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
     if (f == NULL)
         return NULL;
-    fprintf(f, "SELECT k, h FROM (SELECT %s AS k, (%s)::text AS h FROM %s", vt->keyjson, vt->hash,
-            q);
-    put_where(f, vt, r);
+    fprintf(f, "SELECT k, h FROM (SELECT %s AS k, (%s)::text AS h FROM %s", s->keyjson, s->hash,
+            s->q);
+    put_where(f, vt, s, r);
     fputs(") s ORDER BY k COLLATE \"C\"", f);
     return close_sql(f, &buf);
 }
 
-/* Builds the SQL pieces of a table: its key columns with the source's
- * types and collations, the row hash and the key as JSON. */
-static bool vtable_prepare(verifier *v, vtable *vt)
+/* " COLLATE <schema>.<name>" of a table's column, or "" (none). */
+static char *column_collation(PGconn *c, const char *qname, const char *col)
 {
-    const pgs_mtable *t = vt->t;
-    PGconn *c = v->src;
-    vt->chunk_rows = v->m->plan->verify.chunk_rows;
-    vt->nk = t->match.n;
-    /* A key from the plan (`key:` of a FULL table) need not be unique:
-     * only a real key walks in chunks. */
-    if (t->src.pk.n == 0 && !(t->src.replident == 'i' && t->src.ri.n))
-        vt->nk = 0;
-    vt->kcol = calloc((size_t)vt->nk + 1, sizeof(char *));
-    vt->ktype = calloc((size_t)vt->nk + 1, sizeof(char *));
-    vt->kcoll = calloc((size_t)vt->nk + 1, sizeof(char *));
-    if (!vt->kcol || !vt->ktype || !vt->kcoll)
-        return false;
-    for (int i = 0; i < vt->nk; i++) {
-        const pgs_column *col = catalog_column(&t->src, t->match.v[i]);
-        vt->kcol[i] = pg_ident(c, t->match.v[i]);
-        if (col == NULL || vt->kcol[i] == NULL)
-            return false;
-        vt->ktype[i] = strdup(col->type);
-        /* The key's collation on the source, named the same way on both sides. */
-        PGresult *res =
-            pg_query(c, "reading a key column's collation",
-                     "SELECT CASE WHEN a.attcollation = 0 THEN '' ELSE ' COLLATE ' ||"
-                     " quote_ident(n.nspname) || '.' || quote_ident(co.collname) END"
-                     " FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation"
-                     " LEFT JOIN pg_namespace n ON n.oid = co.collnamespace"
-                     " WHERE a.attrelid = $1::regclass AND a.attname = $2",
-                     2, (const char *[]){t->src.qname, t->match.v[i]});
-        if (res == NULL || PQntuples(res) != 1) {
-            PQclear(res);
-            return false;
+    PGresult *res =
+        pg_query(c, "reading a key column's collation",
+                 "SELECT CASE WHEN a.attcollation = 0 THEN '' ELSE ' COLLATE ' ||"
+                 " quote_ident(n.nspname) || '.' || quote_ident(co.collname) END"
+                 " FROM pg_attribute a LEFT JOIN pg_collation co ON co.oid = a.attcollation"
+                 " LEFT JOIN pg_namespace n ON n.oid = co.collnamespace"
+                 " WHERE a.attrelid = $1::regclass AND a.attname = $2",
+                 2, (const char *[]){qname, col});
+    char *out = res && PQntuples(res) == 1 ? strdup(PQgetvalue(res, 0, 0)) : NULL;
+    PQclear(res);
+    return out;
+}
+
+/* Whether a mapped key column's source values, compared as they are, order
+ * as the target's: one type, or two of integer (int2, int4, int8) or of
+ * text (text, varchar), whose cross-type operators the source column's
+ * index serves. The value itself is the same on both sides (colmap.c: a
+ * key may change type, not value). Otherwise (int -> numeric, int -> text,
+ * uuid -> text) the source orders by the value cast to the target's type,
+ * which no index of the source serves: walk sorts the source per range. */
+static bool same_order(const pgs_column *s, const pgs_column *d)
+{
+    static const uint32_t groups[][3] = {{21, 23, 20} /* int2, int4, int8 */,
+                                         {25, 1043, 25} /* text, varchar */};
+    if (s->typoid == d->typoid)
+        return true;
+    for (size_t g = 0; g < sizeof groups / sizeof groups[0]; g++) {
+        bool a = false, b = false;
+        for (int i = 0; i < 3; i++) {
+            a = a || groups[g][i] == s->typoid;
+            b = b || groups[g][i] == d->typoid;
         }
-        vt->kcoll[i] = strdup(PQgetvalue(res, 0, 0));
-        PQclear(res);
-        if (!vt->ktype[i] || !vt->kcoll[i])
-            return false;
+        if (a && b)
+            return true;
     }
-    char *cols = pg_ident_list(c, t->cols.v, t->cols.n);
-    if (cols == NULL)
+    return false;
+}
+
+/* The target column's full type (typmod included), for the source's
+ * casts: what assignment into the column would make of the value. */
+static const char *full_type(const pgs_mtable *t, const pgs_mcol *mc)
+{
+    const pgs_column *d = catalog_column(&t->tgt, mc->name);
+    return d ? d->type : mc->type;
+}
+
+/* The source side's key columns of a mapped table. */
+static bool prepare_mapped_key(verifier *v, vtable *vt, int i)
+{
+    const pgs_mtable *t = vt->mt;
+    const pgs_mcol *mc = &t->map.cols[t->map.key_col[i]];
+    const pgs_column *sc = catalog_column(&t->src, t->match.v[i]);
+    const pgs_column *tc = catalog_column(&t->tgt, mc->name);
+    vside *s = &vt->s[VS_SRC];
+    if (sc == NULL || tc == NULL)
         return false;
-    bool ok = asprintf(&vt->rowtext, "ROW(%s)::text", cols) >= 0 &&
-              asprintf(&vt->hash, "hashtextextended(ROW(%s)::text, 0)", cols) >= 0;
-    free(cols);
-    if (!ok)
+    vt->kname[i] = strdup(mc->name);
+    if (asprintf(&s->kval[i], "(%s)::%s", mc->expr, tc->type) < 0)
+        s->kval[i] = NULL;
+    /* A range's bounds are keys the source read: of the source's type
+     * where it orders by its column (the target compares them across
+     * types), else of the target's. */
+    if (same_order(sc, tc)) {
+        s->kord[i] = pg_ident(v->src, t->match.v[i]);
+        vt->ktype[i] = strdup(sc->type);
+        vt->kcoll[i] = column_collation(v->src, t->src.qname, t->match.v[i]);
+    } else {
+        if (asprintf(&s->kord[i], "((%s)::%s)", mc->expr, mc->type) < 0)
+            s->kord[i] = NULL;
+        vt->src_sorts = true;
+        vt->ktype[i] = strdup(mc->type);
+        vt->kcoll[i] = column_collation(v->tgt, t->tgt.qname, mc->name);
+    }
+    vt->s[VS_TGT].kord[i] = pg_ident(v->tgt, mc->name);
+    vt->s[VS_TGT].kval[i] = pg_ident(v->tgt, mc->name);
+    return vt->kname[i] && vt->ktype[i] && s->kval[i] && s->kord[i] && vt->kcoll[i] &&
+           vt->s[VS_TGT].kord[i] && vt->s[VS_TGT].kval[i];
+}
+
+/* A side's row hash, row text and JSON key, from its key values and its
+ * row: `row` is the columns (target) or the expressions (mapped source). */
+static bool prepare_side(PGconn *c, const vtable *vt, vside *s, const char *row)
+{
+    if (asprintf(&s->rowtext, "ROW(%s)::text", row) < 0) {
+        s->rowtext = NULL;
         return false;
+    }
+    if (asprintf(&s->hash, "hashtextextended(ROW(%s)::text, 0)", row) < 0) {
+        s->hash = NULL;
+        return false;
+    }
     char *buf = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&buf, &len);
@@ -316,29 +401,120 @@ static bool vtable_prepare(verifier *v, vtable *vt)
         return false;
     fputs("json_build_object(", f);
     for (int i = 0; i < vt->nk; i++) {
-        char *lit = PQescapeLiteral(c, t->match.v[i], strlen(t->match.v[i]));
-        fprintf(f, "%s%s, %s", i ? ", " : "", lit ? lit : "''", vt->kcol[i]);
+        char *lit = PQescapeLiteral(c, vt->kname[i], strlen(vt->kname[i]));
+        fprintf(f, "%s%s, %s", i ? ", " : "", lit ? lit : "''", s->kval[i]);
         PQfreemem(lit);
     }
     fputs(")::text", f);
-    vt->keyjson = close_sql(f, &buf);
-    return vt->keyjson != NULL;
+    s->keyjson = close_sql(f, &buf);
+    return s->keyjson != NULL;
+}
+
+/* "(e1)::type1, (e2)::type2, ...": a mapped table's row on the source,
+ * each target column's expression cast to its full type. */
+static char *mapped_row(const pgs_mtable *t, bool aliased, PGconn *c)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL)
+        return NULL;
+    for (int i = 0; i < t->map.ncols; i++) {
+        const pgs_mcol *mc = &t->map.cols[i];
+        fprintf(f, "%s(%s)::%s", i ? ", " : "", mc->expr, full_type(t, mc));
+        if (aliased) {
+            char *q = pg_ident(c, mc->name);
+            fprintf(f, " AS %s", q ? q : "\"?\"");
+            free(q);
+        }
+    }
+    return close_sql(f, &buf);
+}
+
+/* Builds the SQL pieces of a table: its key columns with the source's
+ * types and collations (a mapped table's: as the target has them), the
+ * row hash and the key as JSON, for each side. */
+static bool vtable_prepare(verifier *v, vtable *vt)
+{
+    const pgs_mtable *t = vt->mt;
+    PGconn *c = v->src;
+    bool mapped = t->map.mapped;
+    vt->chunk_rows = v->m->plan->verify.chunk_rows;
+    vt->nk = t->match.n;
+    /* A key from the plan (`key:` of a FULL table) need not be unique:
+     * only a real key walks in chunks. */
+    if (t->src.pk.n == 0 && !(t->src.replident == 'i' && t->src.ri.n))
+        vt->nk = 0;
+    vt->kname = calloc((size_t)vt->nk + 1, sizeof(char *));
+    vt->ktype = calloc((size_t)vt->nk + 1, sizeof(char *));
+    vt->kcoll = calloc((size_t)vt->nk + 1, sizeof(char *));
+    if (!vt->kname || !vt->ktype || !vt->kcoll)
+        return false;
+    for (int j = 0; j < 2; j++) {
+        vt->s[j].q = j == VS_SRC ? vt->src_q : vt->tgt_q;
+        vt->s[j].kord = calloc((size_t)vt->nk + 1, sizeof(char *));
+        vt->s[j].kval = calloc((size_t)vt->nk + 1, sizeof(char *));
+        if (!vt->s[j].kord || !vt->s[j].kval)
+            return false;
+    }
+    for (int i = 0; i < vt->nk; i++) {
+        if (mapped) {
+            if (!prepare_mapped_key(v, vt, i))
+                return false;
+            continue;
+        }
+        const pgs_column *col = catalog_column(&t->src, t->match.v[i]);
+        vt->kname[i] = strdup(t->match.v[i]);
+        for (int j = 0; j < 2; j++) {
+            vt->s[j].kord[i] = pg_ident(c, t->match.v[i]);
+            vt->s[j].kval[i] = pg_ident(c, t->match.v[i]);
+            if (vt->s[j].kord[i] == NULL || vt->s[j].kval[i] == NULL)
+                return false;
+        }
+        if (col == NULL || vt->kname[i] == NULL)
+            return false;
+        vt->ktype[i] = strdup(col->type);
+        /* The key's collation on the source, named the same way on both sides. */
+        vt->kcoll[i] = column_collation(c, t->src.qname, t->match.v[i]);
+        if (!vt->ktype[i] || !vt->kcoll[i])
+            return false;
+    }
+    char *cols = pg_ident_list(c, t->cols.v, t->cols.n);
+    char *srow = mapped ? mapped_row(t, false, c) : NULL;
+    bool ok = cols && (srow || !mapped) &&
+              prepare_side(c, vt, &vt->s[VS_SRC], mapped ? srow : cols) &&
+              prepare_side(c, vt, &vt->s[VS_TGT], cols);
+    free(cols);
+    free(srow);
+    return ok;
 }
 
 static void vtable_free(vtable *vt)
 {
-    strv_free(vt->kcol, vt->nk);
+    strv_free(vt->kname, vt->nk);
     strv_free(vt->ktype, vt->nk);
     strv_free(vt->kcoll, vt->nk);
-    free(vt->hash);
-    free(vt->keyjson);
-    free(vt->rowtext);
+    for (int j = 0; j < 2; j++) {
+        strv_free(vt->s[j].kord, vt->nk);
+        strv_free(vt->s[j].kval, vt->nk);
+        free(vt->s[j].hash);
+        free(vt->s[j].keyjson);
+        free(vt->s[j].rowtext);
+    }
     free(vt->src_q);
     free(vt->tgt_q);
     for (int i = 0; i < vt->nsamples; i++)
         free(vt->samples[i].key);
     strv_free(vt->keys, vt->nkeys);
     strv_free(vt->resume_lo, vt->resume_lo ? vt->nk : 0);
+    if (vt->own) {
+        catalog_relinfo_free(&vt->own->src);
+        catalog_relinfo_free(&vt->own->tgt);
+        strlist_free(&vt->own->match);
+        strlist_free(&vt->own->cols);
+        colmap_free(&vt->own->map);
+        free(vt->own);
+    }
 }
 
 static void add_sample(vtable *vt, const char *kind, const char *key)
@@ -508,7 +684,7 @@ static void progress(const verifier *v, const vtable *vt)
  * merged), in the snapshots the range was found in. */
 static bool narrow_range(verifier *v, vtable *vt, const vrange *r)
 {
-    char *qs = sql_rows(vt, vt->src_q, r), *qt = sql_rows(vt, vt->tgt_q, r);
+    char *qs = sql_rows(vt, &vt->s[VS_SRC], r), *qt = sql_rows(vt, &vt->s[VS_TGT], r);
     const char **p = range_params(vt, r);
     bool ok = qs && qt && p && merge_queries(v, vt, qs, qt, range_nparams(vt, r), p, false);
     free(qs);
@@ -596,6 +772,10 @@ static bool walk_keyed(verifier *v, vtable *vt)
     vt->resume_lo = NULL;
     bool ok = false;
     PGresult *pending = NULL;
+    if (vt->src_sorts)
+        log_info("verify: %s: a key column changes to a type that orders otherwise (columns:), so "
+                 "the source sorts its rows for each range of walk (scan does not)",
+                 vt->display);
     if (!q_first || !q_next ||
         !(lo ? send_sql(v->src, q_next, vt->nk, (const char *const *)lo)
              : send_sql(v->src, q_first, 0, NULL)))
@@ -670,8 +850,9 @@ out:
     return ok;
 }
 
-/* The bucket of a row, from its key's hash, the same on both sides. */
-static char *bucket_expr(const vtable *vt, int nb)
+/* The bucket of a row on one side, from its key's hash, the same on both
+ * sides. */
+static char *bucket_expr(const vtable *vt, const vside *s, int nb)
 {
     char *buf = NULL;
     size_t len = 0;
@@ -680,10 +861,11 @@ static char *bucket_expr(const vtable *vt, int nb)
         return NULL;
     /* The key's own hash (int4 and int8 hash alike, as for hash joins);
      * keys of types that hash differently on the two sides only make
-     * every bucket differ, and the narrowing pass then compares all rows. */
+     * every bucket differ, and the narrowing pass then compares all rows.
+     * A mapped table's source hashes its key as the target has it. */
     fputs("((hash_record_extended(ROW(", f);
     for (int i = 0; i < vt->nk; i++)
-        fprintf(f, "%s%s", i ? ", " : "", vt->kcol[i]);
+        fprintf(f, "%s%s", i ? ", " : "", s->kval[i]);
     fprintf(f, "), 1) & 2147483647) %% %d)::int", nb);
     return close_sql(f, &buf);
 }
@@ -763,15 +945,16 @@ static bool scan_keyed(verifier *v, vtable *vt)
 {
     long long est = vt->t->src.rows_est;
     int nb = est / 2000 < 16 ? 16 : est / 2000 > 100000 ? 100000 : (int)(est / 2000);
-    char *be = bucket_expr(vt, nb);
+    const vside *S = &vt->s[VS_SRC], *T = &vt->s[VS_TGT];
+    char *be = bucket_expr(vt, S, nb), *bt = bucket_expr(vt, T, nb);
     char *qs = NULL, *qt = NULL, *diff = NULL;
     size_t dlen = 0;
     /* Not sorted: the planner takes the bucket for a value of its own (one
      * group per row) and would sort every row; with enable_sort off it
      * hashes the few thousand groups, in parallel workers where it can. */
     const char *fmt = "SELECT %s AS b, count(*), bit_xor(%s)::text FROM %s GROUP BY 1";
-    bool ok = be && asprintf(&qs, fmt, be, vt->hash, vt->src_q) >= 0 &&
-              asprintf(&qt, fmt, be, vt->hash, vt->tgt_q) >= 0;
+    bool ok = be && bt && asprintf(&qs, fmt, be, S->hash, S->q) >= 0 &&
+              asprintf(&qt, fmt, bt, T->hash, T->q) >= 0;
     PGresult *a = NULL, *b = NULL;
     ok = ok && pg_exec(v->src, "verify: planning the pass", "SET enable_sort = off") &&
          pg_exec(v->tgt, "verify: planning the pass", "SET enable_sort = off");
@@ -803,8 +986,8 @@ static bool scan_keyed(verifier *v, vtable *vt)
     if (ok && nd > 0) {
         const char *rf = "SELECT k, h FROM (SELECT %s AS k, (%s)::text AS h FROM %s WHERE %s = "
                          "ANY($1::int[])) s ORDER BY k COLLATE \"C\"";
-        ok = asprintf(&qs, rf, vt->keyjson, vt->hash, vt->src_q, be) >= 0 &&
-             asprintf(&qt, rf, vt->keyjson, vt->hash, vt->tgt_q, be) >= 0;
+        ok = asprintf(&qs, rf, S->keyjson, S->hash, S->q, be) >= 0 &&
+             asprintf(&qt, rf, T->keyjson, T->hash, T->q, bt) >= 0;
         const char *p[] = {diff};
         ok = ok && merge_queries(v, vt, qs, qt, 1, p, false);
     }
@@ -812,6 +995,7 @@ static bool scan_keyed(verifier *v, vtable *vt)
     free(qt);
     free(diff);
     free(be);
+    free(bt);
     return ok;
 }
 
@@ -819,9 +1003,9 @@ static bool scan_keyed(verifier *v, vtable *vt)
 static bool walk_keyless(verifier *v, vtable *vt)
 {
     const char *q = "SELECT count(*), coalesce(sum((%s)::numeric), 0)::text FROM %s";
+    const vside *S = &vt->s[VS_SRC], *T = &vt->s[VS_TGT];
     char *qs = NULL, *qt = NULL;
-    bool ok =
-        asprintf(&qs, q, vt->hash, vt->src_q) >= 0 && asprintf(&qt, q, vt->hash, vt->tgt_q) >= 0;
+    bool ok = asprintf(&qs, q, S->hash, S->q) >= 0 && asprintf(&qt, q, T->hash, T->q) >= 0;
     PGresult *a = ok ? pg_query(v->src, "verify: reading the source", qs, 0, NULL) : NULL;
     PGresult *b = a ? pg_query(v->tgt, "verify: reading the target", qt, 0, NULL) : NULL;
     free(qs);
@@ -842,8 +1026,7 @@ static bool walk_keyless(verifier *v, vtable *vt)
     const char *fmt =
         "SELECT r, count(*)::text FROM (SELECT json_build_object('row', %s)::text AS r"
         " FROM %s) s GROUP BY r ORDER BY r COLLATE \"C\"";
-    ok = asprintf(&qs, fmt, vt->rowtext, vt->src_q) >= 0 &&
-         asprintf(&qt, fmt, vt->rowtext, vt->tgt_q) >= 0;
+    ok = asprintf(&qs, fmt, S->rowtext, S->q) >= 0 && asprintf(&qt, fmt, T->rowtext, T->q) >= 0;
     ok = ok && merge_queries(v, vt, qs, qt, 0, NULL, true);
     free(qs);
     free(qt);
@@ -885,7 +1068,7 @@ static bool verify_table(verifier *v, vtable *vt)
         return true;
     /* Prepared once (resume_progress may have done it); a failed one is
      * not tried again. */
-    if (vt->hash == NULL && (vt->kcol != NULL || !vtable_prepare(v, vt)))
+    if (vt->s[VS_SRC].hash == NULL && (vt->kname != NULL || !vtable_prepare(v, vt)))
         return false;
     bool was_consistent = v->consistent;
     int incons0 = v->incons;
@@ -974,7 +1157,10 @@ static bool source_snapshot_at_lsn(verifier *v, pgs_lsn *lsn)
     if (rc == NULL)
         return false;
     char slot[64], *sql = NULL;
-    snprintf(slot, sizeof slot, "pgshift_verify_%d_%lld", (int)getpid(), (long long)time(NULL));
+    /* Numbered too: walk takes several a second, and the slot before, gone
+     * with its session, may not have been dropped yet (seen on 14). */
+    snprintf(slot, sizeof slot, "pgshift_verify_%d_%lld_%d", (int)getpid(), (long long)time(NULL),
+             ++v->slots);
     int version = PQserverVersion(rc);
     bool ok = false;
     if (asprintf(&sql, "CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL pgoutput %s", slot,
@@ -1092,7 +1278,6 @@ static int begin_point(verifier *v)
         return 1;
     if (cp == 0)
         return 0;
-    v->incons++;
     /* No run to hold: each side as it is now. */
     if (v->after_cutover &&
         strcmp(m->plan->target ? m->plan->target : m->plan->source, m->plan->source) == 0) {
@@ -1111,6 +1296,9 @@ static int begin_point(verifier *v)
                  "after the cutover: each live table compared with its <table>_old, in one "
                  "snapshot (writes since the cutover show as differences)");
     } else {
+        /* Not at one LSN (one snapshot of one database, above, is: walk's
+         * fresh points after the cutover leave a table consistent). */
+        v->incons++;
         if (!pg_exec(v->src, "verify: beginning",
                      "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") ||
             !pg_exec(v->tgt, "verify: beginning",
@@ -1403,10 +1591,8 @@ static void record(const verifier *v)
 
 /* ---- --repair ---- */
 
-/* Rewrites the rows of `keys` (a JSON array of key objects) on the target
- * from the source's snapshot: deleted, then inserted as the source has
- * them (not at all when the source has none). */
-/* "a, b" of a list of names with a prefix ("t.a, t.b"), quoted. */
+/* "a, b" of a list of names with a prefix ("t.a, t.b"), quoted; with
+ * skip_key, the key columns (vt->kname) left out. */
 static char *cols_with(PGconn *c, char *const *names, int n, const char *prefix, bool skip_key,
                        const vtable *vt)
 {
@@ -1417,7 +1603,10 @@ static char *cols_with(PGconn *c, char *const *names, int n, const char *prefix,
         return NULL;
     int k = 0;
     for (int i = 0; i < n; i++) {
-        if (skip_key && strlist_contains(&vt->t->match, names[i]))
+        bool key = false;
+        for (int j = 0; skip_key && j < vt->nk; j++)
+            key = key || strcmp(vt->kname[j], names[i]) == 0;
+        if (key)
             continue;
         char *q = pg_ident(c, names[i]);
         fprintf(f, "%s%s%s", k++ ? ", " : "", prefix, q ? q : "\"?\"");
@@ -1426,28 +1615,78 @@ static char *cols_with(PGconn *c, char *const *names, int n, const char *prefix,
     return fclose(f) == 0 ? buf : NULL;
 }
 
+/* The query for the source's rows of the keys in $1 (a JSON array of key
+ * objects), as one JSON array of rows named and typed as the target's: a
+ * mapped table's rows are its expressions over the source row, cast to
+ * the target columns' types (what the copy writes), found by its source
+ * key (the JSON key holds the target's names and values). */
+static char *sql_repair_source(const vtable *vt, PGconn *c)
+{
+    const pgs_mtable *t = vt->mt;
+    char *q = NULL;
+    if (!t->map.mapped) {
+        char *cols = cols_with(c, t->cols.v, t->cols.n, "", false, vt);
+        char *kl = cols_with(c, vt->kname, vt->nk, "", false, vt);
+        if (cols && kl &&
+            asprintf(&q,
+                     "SELECT coalesce(json_agg(row_to_json(s)), '[]')::text FROM (SELECT %s FROM %s"
+                     " WHERE (%s) IN (SELECT %s FROM json_populate_recordset(NULL::%s, $1::json)))"
+                     " s",
+                     cols, vt->src_q, kl, kl, vt->src_q) < 0)
+            q = NULL;
+        free(cols);
+        free(kl);
+        return q;
+    }
+    char *row = mapped_row(t, true, c);
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (f == NULL || row == NULL) {
+        if (f)
+            fclose(f);
+        free(buf);
+        free(row);
+        return NULL;
+    }
+    fprintf(f,
+            "SELECT coalesce(json_agg(row_to_json(s)), '[]')::text FROM (SELECT %s FROM %s"
+            " WHERE (",
+            row, vt->src_q);
+    for (int i = 0; i < vt->nk; i++)
+        fprintf(f, "%s%s", i ? ", " : "", vt->s[VS_SRC].kord[i]);
+    fputs(") IN (SELECT ", f);
+    for (int i = 0; i < vt->nk; i++)
+        fprintf(f, "%sk.%s", i ? ", " : "", vt->s[VS_TGT].kval[i]);
+    fputs(" FROM json_to_recordset($1::json) AS k(", f);
+    for (int i = 0; i < vt->nk; i++) {
+        const pgs_mcol *mc = &t->map.cols[t->map.key_col[i]];
+        fprintf(f, "%s%s %s", i ? ", " : "", vt->s[VS_TGT].kval[i], full_type(t, mc));
+    }
+    fputs("))) s", f);
+    free(row);
+    return close_sql(f, &buf);
+}
+
 /* Makes the target's rows of `keys` (a JSON array of key objects) what
  * the source has as of the held LSN, whatever each one's difference was:
  * a key the source no longer has is deleted, one the target has is
  * updated (its key stays: no foreign-key action fires), one it lacks is
- * inserted. */
+ * inserted. A mapped table's source rows are the mapped values. */
 static bool repair_batch(verifier *v, vtable *vt, const char *keys)
 {
     PGconn *c = v->src;
-    char *cols = cols_with(c, vt->t->cols.v, vt->t->cols.n, "", false, vt);
-    char *kl = cols_with(c, vt->t->match.v, vt->t->match.n, "", false, vt);
-    char *tk = cols_with(c, vt->t->match.v, vt->t->match.n, "t.", false, vt);
-    char *sk = cols_with(c, vt->t->match.v, vt->t->match.n, "s.", false, vt);
-    char *nk = cols_with(c, vt->t->cols.v, vt->t->cols.n, "", true, vt);
-    char *snk = cols_with(c, vt->t->cols.v, vt->t->cols.n, "s.", true, vt);
-    char *qs = NULL, *qd = NULL, *qu = NULL, *qi = NULL;
+    const pgs_mtable *t = vt->mt;
+    char *cols = cols_with(c, t->cols.v, t->cols.n, "", false, vt);
+    char *kl = cols_with(c, vt->kname, vt->nk, "", false, vt);
+    char *tk = cols_with(c, vt->kname, vt->nk, "t.", false, vt);
+    char *sk = cols_with(c, vt->kname, vt->nk, "s.", false, vt);
+    char *nk = cols_with(c, t->cols.v, t->cols.n, "", true, vt);
+    char *snk = cols_with(c, t->cols.v, t->cols.n, "s.", true, vt);
+    char *qs = sql_repair_source(vt, c), *qd = NULL, *qu = NULL, *qi = NULL;
     const char *T = vt->tgt_q;
     bool ok =
-        cols && kl && tk && sk && nk && snk &&
-        asprintf(&qs,
-                 "SELECT coalesce(json_agg(row_to_json(s)), '[]')::text FROM (SELECT %s FROM %s"
-                 " WHERE (%s) IN (SELECT %s FROM json_populate_recordset(NULL::%s, $1::json))) s",
-                 cols, vt->src_q, kl, kl, vt->src_q) >= 0 &&
+        cols && kl && tk && sk && nk && snk && qs &&
         asprintf(&qd,
                  "DELETE FROM %s t WHERE (%s) IN (SELECT %s FROM json_populate_recordset(NULL::%s,"
                  " $1::json)) AND (%s) NOT IN (SELECT %s FROM json_populate_recordset(NULL::%s,"
@@ -1609,6 +1848,109 @@ static bool set_sides(verifier *v, vtable *vt)
     return vt->src_q && vt->tgt_q;
 }
 
+/* What the two sides of a table are. Before the cutover: the plan's table
+ * as migration_open resolved it, its mapping (colmap.h) included. After
+ * the cutover and during the rollback window the plan's names resolve to
+ * the live table alone (the target's name is gone), so the mapping
+ * between the two tables compared is resolved here: from <t>_old to the
+ * live table through the plan's columns: after the cutover (where, as
+ * for any table, the rows written since show as differences); during the
+ * window from the live table to <t>_old through what the reverse stream
+ * applies, which for a table with columns: is refused: reverse: need not
+ * give back what columns: took (a constant, a coalesced or dropped
+ * value), so rows the window never touched would differ. A table that
+ * maps nothing is compared as before. */
+static bool resolve_sides(verifier *v, vtable *vt)
+{
+    const pgs_mtable *t = vt->t;
+    vt->mt = t;
+    if (!v->after_cutover && !v->window) {
+        if (t->map.error) {
+            log_error("verify: %s: the column mapping cannot be used: %s", vt->display,
+                      t->map.error);
+            return false;
+        }
+        return true;
+    }
+    if (v->window && t->spec->columns.n > 0) {
+        log_error("verify: %s has a column mapping (columns:): during the rollback window the "
+                  "live table can only be compared with %s through reverse:, which need not give "
+                  "back what columns: took, so verify is not available for it until the window "
+                  "ends (then the live table is compared with %s through columns:); verify "
+                  "the other tables with --table",
+                  vt->display, vt->tgt_q, vt->tgt_q);
+        return false;
+    }
+    pgs_mtable *o = calloc(1, sizeof *o);
+    if (o == NULL)
+        return false;
+    vt->own = o;
+    vt->rspec = *t->spec;
+    if (v->window)
+        vt->rspec.columns = t->spec->reverse;
+    o->spec = &vt->rspec;
+    o->ord = t->ord;
+    if (!catalog_read_rel(v->src, vt->src_q, &o->src) ||
+        !catalog_read_rel(v->tgt, vt->tgt_q, &o->tgt))
+        return false;
+    const pgs_strlist *key = (o->src.replident == 'i' && o->src.ri.n) ? &o->src.ri
+                             : o->src.pk.n                            ? &o->src.pk
+                                                                      : NULL;
+    bool ok = true;
+    for (int i = 0; ok && key && i < key->n; i++)
+        ok = strlist_push(&o->match, key->v[i]);
+    for (char **k = t->spec->key; ok && !key && !v->window && k && *k; k++)
+        ok = strlist_push(&o->match, *k);
+    for (int i = 0; ok && i < o->src.ncols; i++)
+        if (o->src.cols[i].generated == 0)
+            ok = strlist_push(&o->cols, o->src.cols[i].name);
+    if (!ok || !colmap_resolve(v->src, v->tgt, o))
+        return false;
+    if (o->map.error) {
+        log_error("verify: %s: the column mapping between %s and %s cannot be used: %s",
+                  vt->display, vt->src_q, vt->tgt_q, o->map.error);
+        return false;
+    }
+    if (o->map.mapped)
+        vt->mt = o;
+    return true;
+}
+
+/* Both sessions print values alike (SESSION_SETTINGS). A mapped table's
+ * expressions run in the verifier's source session, and some convert by
+ * the session's settings (text to timestamptz or date, timestamp to
+ * timestamptz): with a mapped table both sessions keep the source
+ * session's TimeZone, DateStyle and IntervalStyle, the ones the copy's
+ * sessions had, rather than UTC and ISO, YMD. */
+static bool configure_sessions(verifier *v)
+{
+    bool mapped = false;
+    for (int i = 0; i < v->ntabs; i++)
+        mapped = mapped || v->tabs[i].mt->map.mapped;
+    PGresult *r = mapped ? pg_query(v->src, "verify: reading the source session's settings",
+                                    "SELECT current_setting('TimeZone'),"
+                                    " current_setting('DateStyle'),"
+                                    " current_setting('IntervalStyle')",
+                                    0, NULL)
+                         : NULL;
+    bool ok = !mapped || (r && PQntuples(r) == 1);
+    ok = ok && pg_exec(v->src, "verify: configuring the source session", SESSION_SETTINGS) &&
+         pg_exec(v->tgt, "verify: configuring the target session", SESSION_SETTINGS);
+    if (ok && mapped) {
+        const char *p[] = {PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2)};
+        const char *q = "SELECT set_config('TimeZone', $1, false), set_config('DateStyle', $2,"
+                        " false), set_config('IntervalStyle', $3, false)";
+        PGresult *a = pg_query(v->src, "verify: configuring the source session", q, 3, p);
+        PGresult *b =
+            a ? pg_query(v->tgt, "verify: configuring the target session", q, 3, p) : NULL;
+        ok = a && b;
+        PQclear(a);
+        PQclear(b);
+    }
+    PQclear(r);
+    return ok;
+}
+
 int verify_main(pgs_migration *m, const verify_opts *o)
 {
     struct timespec ts;
@@ -1655,8 +1997,10 @@ int verify_main(pgs_migration *m, const verify_opts *o)
                 log_error("verify: the target of %s does not exist yet", v.tabs[i].display);
                 goto out;
             }
-    if (!pg_exec(v.src, "verify: configuring the source session", SESSION_SETTINGS) ||
-        !pg_exec(v.tgt, "verify: configuring the target session", SESSION_SETTINGS))
+    for (int i = 0; i < v.ntabs; i++)
+        if (!resolve_sides(&v, &v.tabs[i]))
+            goto out;
+    if (!configure_sessions(&v))
         goto out;
     /* Progress for a verify interrupted later (not --repair: it compares
      * everything twice). */
