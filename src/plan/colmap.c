@@ -125,24 +125,43 @@ static bool check_expr(PGconn *c, pgs_mtable *t, pgs_mcol *mc, const char *qcol)
     return true;
 }
 
-/* The source columns each planned expression reads: a temporary view per
- * expression over the source, its column dependencies read from pg_depend,
- * all rolled back (nothing stays, nothing fails in the server's log). */
+/* The source columns each planned expression reads: over a temporary
+ * table with the source's columns (made from the catalog's names and
+ * types: no lock on the source, which a cutover may hold), a temporary
+ * view per expression, and its column dependencies in pg_depend; all
+ * rolled back (nothing stays, nothing fails in the server's log). */
 static bool find_deps(PGconn *src, pgs_mtable *t)
 {
     pgs_colmap *cm = &t->map;
-    if (!pg_exec(src, "reading what the column mapping reads", "BEGIN"))
+    char *cols = strdup(""), why[512];
+    for (int i = 0; cols && i < t->src.ncols; i++) {
+        if (!sent(&t->src.cols[i]))
+            continue;
+        char *q = pg_ident(src, t->src.cols[i].name), *next = NULL;
+        if (q &&
+            asprintf(&next, "%s%s%s %s", cols, cols[0] ? ", " : "", q, t->src.cols[i].type) < 0)
+            next = NULL;
+        free(q);
+        free(cols);
+        cols = next;
+    }
+    char *sql = NULL;
+    if (cols == NULL ||
+        asprintf(&sql, "BEGIN; CREATE TEMPORARY TABLE pgshift_colmap (%s)", cols) < 0) {
+        free(cols);
         return false;
-    bool ok = true;
-    char state[6], why[512];
+    }
+    free(cols);
+    bool ok = pg_exec(src, "reading what the column mapping reads", sql);
+    free(sql);
     for (int c = 0; ok && c < cm->ncols; c++) {
         pgs_mcol *mc = &cm->cols[c];
         if (!mc->planned)
             continue;
-        char *sql = NULL;
         ok = asprintf(&sql,
-                      "CREATE TEMPORARY VIEW pgshift_colmap_%d AS SELECT (%s) AS v FROM ONLY %s", c,
-                      mc->expr, t->src.qname) >= 0;
+                      "CREATE TEMPORARY VIEW pgshift_colmap_%d AS SELECT (%s) AS v"
+                      " FROM pg_temp.pgshift_colmap",
+                      c, mc->expr) >= 0;
         if (!ok)
             break;
         PGresult *r = PQexec(src, sql);
@@ -150,23 +169,22 @@ static bool find_deps(PGconn *src, pgs_mtable *t)
         if (PQresultStatus(r) != PGRES_COMMAND_OK) {
             pg_result_error_line(r, why, sizeof why);
             PQclear(r);
-            (void)state;
             map_fail(cm,
                      "columns.%s: the expression \"%s\" does not work over %s on the source: %s",
                      mc->name, mc->expr, t->src.qname, why);
             break;
         }
         PQclear(r);
-        char view[40], oid[16];
+        char view[40];
         snprintf(view, sizeof view, "pg_temp.pgshift_colmap_%d", c);
-        snprintf(oid, sizeof oid, "%u", t->src.oid);
         r = pg_query(src, "reading what the column mapping reads",
                      "SELECT DISTINCT a.attname, a.attnum FROM pg_depend d"
                      "  JOIN pg_rewrite w ON w.oid = d.objid AND d.classid = 'pg_rewrite'::regclass"
                      "  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
-                     " WHERE w.ev_class = $1::regclass AND d.refobjid = $2::oid"
+                     " WHERE w.ev_class = $1::regclass"
+                     "   AND d.refobjid = 'pg_temp.pgshift_colmap'::regclass"
                      "   AND d.refobjsubid > 0 ORDER BY a.attnum",
-                     2, (const char *[]){view, oid});
+                     1, (const char *[]){view});
         ok = r != NULL;
         for (int i = 0; ok && i < PQntuples(r); i++)
             ok = strlist_push(&mc->deps, PQgetvalue(r, i, 0));
