@@ -337,6 +337,10 @@ static bool map_key(pgs_mtable *t)
 bool colmap_resolve(PGconn *src, PGconn *c, pgs_mtable *t)
 {
     colmap_free(&t->map);
+    /* Until it is known to be mapped, the target's key is the source's. */
+    for (int k = 0; k < t->match.n; k++)
+        if (!strlist_push(&t->map.tkey, t->match.v[k]))
+            return false;
     if (!t->src.exists || !t->tgt.exists)
         return true;
     bool any = t->spec->columns.n > 0;
@@ -345,14 +349,10 @@ bool colmap_resolve(PGconn *src, PGconn *c, pgs_mtable *t)
         const pgs_column *s = catalog_column(&t->src, d->name);
         any = s && sent(s) && !d->generated && (s->typoid != d->typoid || s->typmod != d->typmod);
     }
-    if (!any) {
-        /* The same columns by name: tkey is the key itself. */
-        for (int k = 0; k < t->match.n; k++)
-            if (!strlist_push(&t->map.tkey, t->match.v[k]))
-                return false;
+    if (!any)
         return true;
-    }
     t->map.mapped = true;
+    strlist_free(&t->map.tkey);
     char **types = cast_types(c, &t->tgt);
     bool ok = types && build_cols(c, t, types);
     for (int i = 0; types && i < t->tgt.ncols; i++)
