@@ -34,6 +34,39 @@ bool apply_has_origin(const apply_ctx *a)
     return a->origin;
 }
 
+/* A mapped table's expressions are evaluated by the copy on the source and
+ * by the apply on the target: with the target in another database, the
+ * apply session takes the source session's TimeZone, DateStyle and
+ * IntervalStyle, so that a conversion that depends on them (timestamp ->
+ * timestamptz, to_char) gives the same values in both. */
+static bool same_settings(apply_ctx *a)
+{
+    bool mapped = false;
+    for (int i = 0; i < a->m->ntables; i++)
+        mapped = mapped || a->m->tables[i].map.mapped;
+    if (!mapped || a->m->plan->target == NULL)
+        return true;
+    PGresult *r = pg_query(a->m->src, "reading the source session's settings",
+                           "SELECT current_setting('TimeZone'), current_setting('DateStyle'),"
+                           " current_setting('IntervalStyle')",
+                           0, NULL);
+    if (r == NULL)
+        return false;
+    PGresult *w = PQexecParams(
+        a->conn,
+        "SELECT set_config('TimeZone', $1, false),"
+        " set_config('DateStyle', $2, false),"
+        " set_config('IntervalStyle', $3, false)",
+        3, NULL, (const char *[]){PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2)},
+        NULL, NULL, 0);
+    bool ok = PQresultStatus(w) == PGRES_TUPLES_OK;
+    if (!ok)
+        log_error("apply: cannot take the source session's settings: %s", PQerrorMessage(a->conn));
+    PQclear(w);
+    PQclear(r);
+    return ok;
+}
+
 apply_ctx *apply_new(pgs_migration *m, const char *origin)
 {
     apply_ctx *a = calloc(1, sizeof *a);
@@ -60,6 +93,8 @@ apply_ctx *apply_new(pgs_migration *m, const char *origin)
                  " SET lock_timeout = '30s'"))
         goto failed;
     setup_origin(a, origin);
+    if (!same_settings(a))
+        goto failed;
     /* The reverse stream writes into the old tables what the application
      * wrote into the new ones, where their triggers (and foreign keys) ran
      * already: as a replica, as logical replication's own workers do. A

@@ -72,6 +72,7 @@ typedef struct rel {
      * array of the source table's own row type (rowtype.oid its reltype),
      * whose columns are rnames; else one array per attribute */
     bool srcrow;
+    bool oid_differs; /* a source type has another OID on the target */
     char **rnames;
     int nrnames;
     struct rel *next;

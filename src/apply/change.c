@@ -182,10 +182,12 @@ bool change_apply(apply_ctx *a, char op, uint32_t relid, const decode_tuple *new
     if (!check_change(a, r, op, newtup, keytup))
         return false;
     /* A mapped column may read an unchanged TOAST value the update did not
-     * send: the old row of REPLICA IDENTITY FULL carries it. */
+     * send: the old row of REPLICA IDENTITY FULL carries it (a key-only
+     * old tuple has NULL there, not the value). */
     decode_tuple merged;
     decode_col *mcols = NULL;
-    if (r->mapped && op == 'U' && keytup && keytup != newtup && keytup->ncols == newtup->ncols) {
+    if (r->mapped && op == 'U' && r->sent->replident == 'f' && keytup && keytup != newtup &&
+        keytup->ncols == newtup->ncols) {
         for (int i = 0; i < newtup->ncols; i++) {
             if (newtup->cols[i].kind != DECODE_COL_UNCHANGED ||
                 keytup->cols[i].kind == DECODE_COL_UNCHANGED)

@@ -76,38 +76,48 @@ static bool setup_mapped_set(apply_ctx *a, rel *r, const decode_relation *dr)
 {
     const pgs_relinfo *src = &r->t->src;
     if (a->m->plan->target == NULL) {
+        /* The row type as it is now (a column may have come or gone since
+         * the run started): read from the catalog, no lock taken. */
         char oid[16];
         snprintf(oid, sizeof oid, "%u", src->oid);
-        char *reltype = pg_query_value(a->m->src, "reading the source's row type",
-                                       "SELECT reltype FROM pg_class WHERE oid = $1::oid", 1,
-                                       (const char *[]){oid}, NULL);
-        if (reltype == NULL)
+        PGresult *res = pg_query(a->m->src, "reading the source's row type",
+                                 "SELECT c.reltype, a.attname, a.atttypid FROM pg_class c"
+                                 "  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0"
+                                 "   AND NOT a.attisdropped"
+                                 " WHERE c.oid = $1::oid ORDER BY a.attnum",
+                                 1, (const char *[]){oid});
+        if (res == NULL)
             return false;
-        r->rowtype.oid = (uint32_t)strtoul(reltype, NULL, 10);
-        free(reltype);
-        r->col_oids = calloc((size_t)src->ncols + 1, sizeof(uint32_t));
-        r->col_att = calloc((size_t)src->ncols + 1, sizeof(int));
-        r->rnames = calloc((size_t)src->ncols + 1, sizeof(char *));
-        if (!r->col_oids || !r->col_att || !r->rnames)
-            return false;
-        for (int c = 0; c < src->ncols; c++, r->nrnames++) {
-            r->col_oids[c] = src->cols[c].typoid;
+        int n = PQntuples(res);
+        r->rowtype.oid = n ? (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+        r->col_oids = calloc((size_t)n + 1, sizeof(uint32_t));
+        r->col_att = calloc((size_t)n + 1, sizeof(int));
+        r->rnames = calloc((size_t)n + 1, sizeof(char *));
+        bool ok = n > 0 && r->col_oids && r->col_att && r->rnames;
+        for (int c = 0; ok && c < n; c++, r->nrnames++) {
+            const char *name = PQgetvalue(res, c, 1);
+            r->col_oids[c] = (uint32_t)strtoul(PQgetvalue(res, c, 2), NULL, 10);
             r->col_att[c] = -1;
             for (int i = 0; i < dr->natts; i++)
-                if (strcmp(dr->attrs[i].name, src->cols[c].name) == 0)
+                if (strcmp(dr->attrs[i].name, name) == 0)
                     r->col_att[c] = i;
-            char *q = PQescapeIdentifier(a->conn, src->cols[c].name, strlen(src->cols[c].name));
+            char *q = PQescapeIdentifier(a->conn, name, strlen(name));
             r->rnames[c] = q ? strdup(q) : NULL;
             PQfreemem(q);
-            if (r->rnames[c] == NULL) {
-                r->nrnames++;
-                return false;
-            }
+            ok = r->rnames[c] != NULL;
         }
-        r->rowtype.ncols = src->ncols;
+        PQclear(res);
+        if (!ok)
+            return false;
+        r->rowtype.ncols = n;
         r->rowtype.col_oids = r->col_oids;
         r->rowtype.col_att = r->col_att;
         r->srcrow = true;
+    } else if (r->oid_differs) {
+        log_info("apply: a column type of %s has another OID in the target database: its mapped "
+                 "changes are applied one by one, in order",
+                 r->t->src.qname);
+        return true;
     } else {
         char list[4096];
         size_t n = 0;
@@ -408,32 +418,40 @@ static bool mapped_types(apply_ctx *a, rel *r, const decode_relation *dr)
         fprintf(f, "%s%u", i ? "," : "", dr->attrs[i].type_oid);
     fputc('}', f);
     fclose(f);
-    PGresult *res = oids ? pg_query(a->m->tgt, "naming the source's column types",
-                                    "SELECT format_type(o, NULL), to_regtype(format_type(o, NULL))"
-                                    "::oid = o FROM unnest($1::oid[]) WITH ORDINALITY AS x(o, n)"
-                                    " ORDER BY n",
-                                    1, (const char *[]){oids})
-                         : NULL;
+    /* Named by the source (format_type with -1: "bpchar", not "character",
+     * which is char(1)), then looked up by that name on the target. */
+    PGresult *names = oids ? pg_query(a->m->src, "naming the source's column types",
+                                      "SELECT format_type(o, -1) FROM unnest($1::oid[])"
+                                      " WITH ORDINALITY AS x(o, n) ORDER BY n",
+                                      1, (const char *[]){oids})
+                           : NULL;
     free(oids);
-    if (res == NULL)
+    if (names == NULL)
         return false;
-    bool ok = PQntuples(res) == dr->natts;
+    bool ok = PQntuples(names) == dr->natts;
     r->atypes = calloc((size_t)r->natts + 1, sizeof(char *));
     r->aoids = calloc((size_t)r->natts + 1, sizeof(uint32_t));
     ok = ok && r->atypes && r->aoids;
     for (int i = 0; ok && i < dr->natts; i++) {
         r->aoids[i] = dr->attrs[i].type_oid;
-        if (PQgetisnull(res, i, 1) || PQgetvalue(res, i, 1)[0] != 't') {
-            log_error("apply: column \"%s\" of %s has type %u, which the target database does not "
-                      "have under the same OID; a mapped table needs the source's column types "
-                      "on the target",
-                      dr->attrs[i].name, r->t->src.qname, dr->attrs[i].type_oid);
+        const char *name = PQgetvalue(names, i, 0);
+        char *there = pg_query_value(a->m->tgt, "finding a source type on the target",
+                                     "SELECT to_regtype($1)::oid", 1, (const char *[]){name}, NULL);
+        if (there == NULL || there[0] == '\0') {
+            log_error("apply: column \"%s\" of %s is of type %s, which the target database does "
+                      "not have; create it there, then run `pgshift run` again",
+                      dr->attrs[i].name, r->t->src.qname, name);
             ok = false;
         } else {
-            ok = (r->atypes[i] = strdup(PQgetvalue(res, i, 0))) != NULL;
+            /* Another OID (another database): statements name it, and the
+             * binary arrays of set-based apply cannot carry it. */
+            if (strtoul(there, NULL, 10) != dr->attrs[i].type_oid)
+                r->oid_differs = true;
+            ok = (r->atypes[i] = strdup(name)) != NULL;
         }
+        free(there);
     }
-    PQclear(res);
+    PQclear(names);
     return ok;
 }
 

@@ -199,6 +199,33 @@ static bool view_recreate(PGconn *conn, const char *view_oid, const char *name, 
         return false;
     }
     bool ok;
+    PGresult *lost = pg_query(
+        conn, "reading what a view carries",
+        "SELECT concat_ws(', ',"
+        " (SELECT 'triggers ' || string_agg(tgname, ', ') FROM pg_trigger WHERE tgrelid = $1::oid),"
+        " (SELECT 'rules ' || string_agg(rulename, ', ') FROM pg_rewrite"
+        "   WHERE ev_class = $1::oid AND rulename <> '_RETURN'),"
+        " (SELECT 'column defaults' FROM pg_attrdef WHERE adrelid = $1::oid LIMIT 1),"
+        " (SELECT 'column grants' FROM pg_attribute WHERE attrelid = $1::oid"
+        "   AND attacl IS NOT NULL LIMIT 1),"
+        " (SELECT 'column comments' FROM pg_description WHERE objoid = $1::oid"
+        "   AND classoid = 'pg_class'::regclass AND objsubid > 0 LIMIT 1))",
+        1, (const char *[]){view_oid});
+    if (lost == NULL) {
+        PQclear(r);
+        return false;
+    }
+    if (PQgetvalue(lost, 0, 0)[0]) {
+        ok = addf(&h->problems,
+                  "view %s changes the type of a column (the column mapping), so it must be "
+                  "dropped and created again, which would lose its %s; fix: drop it and "
+                  "re-create it after the cutover, or leave_behind: [...] the view",
+                  name, PQgetvalue(lost, 0, 0));
+        PQclear(lost);
+        PQclear(r);
+        return ok;
+    }
+    PQclear(lost);
     if (!PQgetisnull(r, 0, 2)) {
         ok = addf(&h->problems,
                   "view %s changes the type of a column (the column mapping), so it must be "
@@ -274,6 +301,53 @@ static bool mapped_view(PGconn *conn, const char *const *p, pgs_mtable *t, bool 
     }
     strlist_free(&vc.from);
     strlist_free(&vc.to);
+    return ok;
+}
+
+/* A mapped table: the triggers and policies that name a source column
+ * (and are not on the target already), and the column grants, are carried
+ * by that column's name; a column the new table does not have under the
+ * same name would fail the swap. */
+static bool mapped_refs(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    PGresult *r = pg_query(
+        conn, "reading what names the source's columns",
+        "SELECT CASE d.classid WHEN 'pg_trigger'::regclass THEN 'trigger ' || g.tgname"
+        "        ELSE 'policy ' || y.polname END, a.attname, coalesce(g.tgname, y.polname)"
+        "  FROM pg_depend d"
+        "  JOIN pg_attribute a ON a.attrelid = d.refobjid AND a.attnum = d.refobjsubid"
+        "  LEFT JOIN pg_trigger g ON d.classid = 'pg_trigger'::regclass AND g.oid = d.objid"
+        "  LEFT JOIN pg_policy y ON d.classid = 'pg_policy'::regclass AND y.oid = d.objid"
+        " WHERE d.refclassid = 'pg_class'::regclass AND d.refobjid = $1::oid"
+        "   AND d.refobjsubid > 0"
+        "   AND (g.oid IS NOT NULL AND NOT g.tgisinternal AND NOT EXISTS (SELECT 1 FROM pg_trigger "
+        "x"
+        "          WHERE x.tgrelid = $2::oid AND x.tgname = g.tgname)"
+        "     OR y.oid IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_policy x"
+        "          WHERE x.polrelid = $2::oid AND x.polname = y.polname))"
+        " UNION ALL SELECT 'a column grant', attname, NULL FROM pg_attribute"
+        "  WHERE attrelid = $1::oid AND attnum > 0 AND attacl IS NOT NULL"
+        " ORDER BY 1, 2",
+        2, p);
+    if (r == NULL)
+        return false;
+    bool ok = true;
+    for (int i = 0; ok && i < PQntuples(r); i++) {
+        const char *what = V(r, i, 0), *col = V(r, i, 1);
+        const pgs_mcol *mc = colmap_col(&t->map, col);
+        if (mc && mc->deps.n == 1 && strcmp(mc->deps.v[0], col) == 0 &&
+            (!mc->planned || colmap_is_cast_of(mc->expr, col)))
+            continue;
+        if (!PQgetisnull(r, i, 2) && left_behind(t, V(r, i, 2)))
+            continue;
+        ok = addf(&h->problems,
+                  "%s names column \"%s\" of %s, which the new table does not have as it is "
+                  "(the column mapping renames, changes or drops it); fix: re-create it on the "
+                  "new columns after the cutover%s",
+                  what, col, t->src.qname,
+                  PQgetisnull(r, i, 2) ? " (REVOKE the column grant first)" : ", or leave_behind");
+    }
+    PQclear(r);
     return ok;
 }
 
@@ -968,7 +1042,8 @@ bool handover_build(PGconn *conn, pgs_migration *m, pgs_mtable *t, bool in_swap,
     snprintf(soid, sizeof soid, "%u", t->src.oid);
     snprintf(toid, sizeof toid, "%u", t->tgt.exists ? t->tgt.oid : 0u);
     const char *p[4] = {soid, toid, t->src.qname, m->publication};
-    bool ok = names(conn, m, t, h) && grants(conn, p, t, h) && sequences(conn, p, t, h) &&
+    bool ok = names(conn, m, t, h) && (!t->map.mapped || mapped_refs(conn, p, t, h)) &&
+              grants(conn, p, t, h) && sequences(conn, p, t, h) &&
               triggers_policies_rules(conn, p, t, h) && views(conn, p, t, in_swap, h) &&
               fks_in(conn, p, m, t, h) && fks_out(conn, p, m, t, h);
     if (!ok)

@@ -83,12 +83,20 @@ static char *null_row(PGconn *c, const pgs_relinfo *src, int skip)
     return next;
 }
 
+/* A failure that is about the SQL itself (syntax, names, types: class 42;
+ * a constant it cannot take: 22), not the connection or a lock. */
+static bool mapping_error(const char *state)
+{
+    return strncmp(state, "42", 2) == 0 || strncmp(state, "22", 2) == 0;
+}
+
 /* Prepares `sql` (never run). NULL when it parses; else the server's
  * SQLSTATE into state and its message into why. */
 static bool prepare_fails(PGconn *c, const char *sql, char state[6], char *why, size_t n)
 {
     PGresult *r = PQprepare(c, "", sql, 0, NULL);
     bool failed = r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK;
+    state[0] = '\0';
     if (failed) {
         const char *s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
         snprintf(state, 6, "%s", s ? s : "");
@@ -109,13 +117,18 @@ static bool check_expr(PGconn *c, pgs_mtable *t, pgs_mcol *mc, const char *qcol)
     pgs_colmap *cm = &t->map;
     char state[6], why[512];
     char *row = null_row(c, &t->src, -1), *sql = NULL;
-    bool ok = row && asprintf(&sql, "INSERT INTO %s (%s) SELECT (%s) FROM %s", t->tgt.qname, qcol,
-                              mc->expr, row) >= 0;
+    bool ok =
+        row && asprintf(&sql, "INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT (%s) FROM %s",
+                        t->tgt.qname, qcol, mc->expr, row) >= 0;
     free(row);
     if (!ok)
         return false;
     if (prepare_fails(c, sql, state, why, sizeof why)) {
         free(sql);
+        if (!mapping_error(state)) {
+            log_error("checking the column mapping of %s: %s", t->src.qname, why);
+            return false;
+        }
         return map_fail(cm,
                         "columns.%s: the expression \"%s\" does not work over %s's columns "
                         "into %s.%s: %s",
@@ -204,13 +217,15 @@ static const char *plan_expr(const pgs_plan_table *spec, const char *name)
     return NULL;
 }
 
-/* The target's column types without typmod, for casts. */
+/* The target's column types without typmod, for casts: format_type with
+ * -1 ("bpchar", "\"bit\""), not NULL, which names char(1) and bit(1) and
+ * would cut every value to one character in an explicit cast. */
 static char **cast_types(PGconn *c, const pgs_relinfo *tgt)
 {
     char oid[16];
     snprintf(oid, sizeof oid, "%u", tgt->oid);
     PGresult *r = pg_query(c, "reading the target's column types",
-                           "SELECT attname, format_type(atttypid, NULL) FROM pg_attribute"
+                           "SELECT attname, format_type(atttypid, -1) FROM pg_attribute"
                            " WHERE attrelid = $1::oid AND attnum > 0 AND NOT attisdropped",
                            1, (const char *[]){oid});
     if (r == NULL)
@@ -263,9 +278,14 @@ static bool build_cols(PGconn *c, pgs_mtable *t, char **types)
                 /* Only where the server assigns one type to the other. */
                 char *row = null_row(c, &t->src, -1), *sql = NULL;
                 char state[6], why[512];
-                ok = row && asprintf(&sql, "INSERT INTO %s (%s) SELECT %s FROM %s", t->tgt.qname, q,
-                                     q, row) >= 0;
-                if (ok && prepare_fails(c, sql, state, why, sizeof why))
+                ok = row &&
+                     asprintf(&sql, "INSERT INTO %s (%s) OVERRIDING SYSTEM VALUE SELECT %s FROM %s",
+                              t->tgt.qname, q, q, row) >= 0;
+                bool failed = ok && prepare_fails(c, sql, state, why, sizeof why);
+                if (failed && !mapping_error(state)) {
+                    log_error("checking the column mapping of %s: %s", t->src.qname, why);
+                    ok = false;
+                } else if (failed)
                     map_fail(cm,
                              "column \"%s\" is %s on the source and %s on target %s, and the "
                              "server does not convert one to the other (%s); fix: map it in "
@@ -395,6 +415,55 @@ char *colmap_select_list(const pgs_colmap *cm)
     return out;
 }
 
+/* A type name as written after "::" or "AS": words, quoted words, dots,
+ * spaces ("double precision", pg_catalog.int8, "My Type"), one (...) of
+ * modifiers, then [] any number of times; *p is left after it. */
+static bool skip_type(const char **pp)
+{
+    const char *p = *pp;
+    bool any = false;
+    for (;;) {
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p == '"') {
+            const char *q = strchr(p + 1, '"');
+            if (q == NULL)
+                return false;
+            p = q + 1;
+            any = true;
+        } else if (isalpha((unsigned char)*p) || *p == '_') {
+            while (isalnum((unsigned char)*p) || *p == '_' || *p == '$')
+                p++;
+            any = true;
+        } else if (*p == '.' && any) {
+            p++;
+        } else {
+            break;
+        }
+    }
+    if (!any)
+        return false;
+    if (*p == '(') {
+        const char *q = strchr(p, ')');
+        if (q == NULL)
+            return false;
+        for (const char *c = p + 1; c < q; c++)
+            if (!isdigit((unsigned char)*c) && *c != ',' && !isspace((unsigned char)*c))
+                return false;
+        p = q + 1;
+    }
+    for (;;) {
+        while (isspace((unsigned char)*p))
+            p++;
+        if (p[0] == '[' && p[1] == ']')
+            p += 2;
+        else
+            break;
+    }
+    *pp = p;
+    return true;
+}
+
 bool colmap_is_cast_of(const char *expr, const char *name)
 {
     const char *p = expr;
@@ -423,11 +492,31 @@ bool colmap_is_cast_of(const char *expr, const char *name)
         if (isalnum((unsigned char)*p) || *p == '_')
             return false;
     }
-    while (isspace((unsigned char)*p))
-        p++;
-    if (cast)
-        return strncasecmp(p, "as", 2) == 0 && isspace((unsigned char)p[2]);
-    return *p == '\0' || (p[0] == ':' && p[1] == ':');
+    /* then nothing, or casts to the end (CAST: AS type, then ")") */
+    for (;;) {
+        while (isspace((unsigned char)*p))
+            p++;
+        if (cast) {
+            if (strncasecmp(p, "as", 2) != 0 || !isspace((unsigned char)p[2]))
+                return false;
+            p += 2;
+            if (!skip_type(&p))
+                return false;
+            while (isspace((unsigned char)*p))
+                p++;
+            if (*p++ != ')')
+                return false;
+            cast = false;
+            continue;
+        }
+        if (*p == '\0')
+            return true;
+        if (p[0] != ':' || p[1] != ':')
+            return false;
+        p += 2;
+        if (!skip_type(&p))
+            return false;
+    }
 }
 
 const pgs_mcol *colmap_carrier(const pgs_colmap *cm, const char *src)

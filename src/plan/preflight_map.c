@@ -270,11 +270,13 @@ static void check_sample(pgs_migration *m, pgs_mtable *t, report *r)
         for (int k = 0; row == 0 && k < t->match.n; k++) {
             if (t->map.key_col[k] != i)
                 continue;
+            /* one to one: back in the source's type it is the same value */
             char *q = pg_ident(c, t->match.v[k]);
+            const pgs_column *sc = catalog_column(&t->src, t->match.v[k]);
             snprintf(what, sizeof what,
-                     "count(CASE WHEN ((%s)::%s)::text IS DISTINCT FROM (%s)::text THEN "
-                     "1/(pgshift_n - pgshift_n) END)",
-                     mc->expr, mc->type, q ? q : "?");
+                     "count(CASE WHEN ((%s)::%s)::%s IS DISTINCT FROM %s"
+                     " THEN 1 / (pgshift_n - pgshift_n) END)",
+                     mc->expr, mc->type, sc ? sc->type : "text", q ? q : "?");
             free(q);
             if ((row = first_failing(c, what, n, why, sizeof why)))
                 snprintf(why, sizeof why,

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgshift/colmap.h"
 #include "pgshift/plan.h"
 
 #include <libpq-fe.h>
@@ -610,6 +611,40 @@ static const struct bad_plan {
      "key"},
 };
 
+/* colmap_is_cast_of: which expressions are the column itself, cast. */
+static void cast_of(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *expr, *name;
+        bool yes;
+    } cases[] = {
+        {"id", "id", true},
+        {"  id::bigint ", "id", true},
+        {"ID::int8", "id", true},
+        {"\"Id\"::bigint", "Id", true},
+        {"id::numeric(12, 2)", "id", true},
+        {"id::character varying(10)", "id", true},
+        {"id::pg_catalog.int8", "id", true},
+        {"tags::text[]", "tags", true},
+        {"id::bigint::text", "id", true},
+        {"CAST(id AS bigint)", "id", true},
+        {"cast ( id as double precision )", "id", true},
+        {"amount::numeric * 100", "amount", false},
+        {"id::bigint + 1", "id", false},
+        {"CAST(id AS bigint) + 1", "id", false},
+        {"id2", "id", false},
+        {"upper(id)", "id", false},
+        {"id || 'x'", "id", false},
+        {"\"Id\"", "id", false},
+        {"id::", "id", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        if (colmap_is_cast_of(cases[i].expr, cases[i].name) != cases[i].yes)
+            fail_msg("colmap_is_cast_of(\"%s\", \"%s\") is not %d", cases[i].expr, cases[i].name,
+                     cases[i].yes);
+}
+
 static void bad(void **state)
 {
     int failures = 0;
@@ -954,6 +989,7 @@ int main(void)
         cmocka_unit_test(sizes),
         cmocka_unit_test(durations),
         cmocka_unit_test(redaction),
+        cmocka_unit_test(cast_of),
         cmocka_unit_test(redaction_never_leaks),
         cmocka_unit_test(password_file_mode),
     };
