@@ -122,7 +122,7 @@ grep -qF 'the cutover would refuse: trigger orders_note_upd names column "note" 
 sql "DROP TRIGGER orders_note_upd ON orders; DROP FUNCTION orders_touch()" || fail "drop trigger"
 pass "a trigger on a renamed column: plan says the cutover would refuse, naming it"
 
-"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$WORK/load.sql" -c 4 -j 2 -T 40 -R 200 \
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$WORK/load.sql" -c 4 -j 2 -T 30 -R 200 \
   --max-tries=20 >"$WORK/pgbench.log" 2>&1 &
 LOAD_PID=$!
 RUN_PIDS+=("$LOAD_PID")
