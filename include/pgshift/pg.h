@@ -45,6 +45,16 @@ char *pg_qualified(PGconn *conn, const char *schema, const char *name);
 /* The names quoted and joined with ", " (malloc'd); NULL on failure. */
 char *pg_ident_list(PGconn *conn, char *const *names, int n);
 
+/* One query inside the open transaction, in a savepoint: its result when
+ * it returns rows, else NULL with the server's message in why (the
+ * transaction goes on either way). For probes that may fail on data. */
+PGresult *pg_probe(PGconn *c, const char *sql, int n, const char *const *params, char *why,
+                   size_t whylen);
+
+/* Sets `to`'s TimeZone, DateStyle and IntervalStyle to `from`'s (where an
+ * expression evaluated on both must give the same values). */
+bool pg_take_settings(PGconn *from, PGconn *to, const char *what);
+
 /* The server's error fields of a failed result, joined into one line
  * (message, detail, hint) into buf. */
 const char *pg_result_error_line(const PGresult *res, char *buf, size_t len);

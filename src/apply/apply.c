@@ -44,27 +44,8 @@ static bool same_settings(apply_ctx *a)
     bool mapped = false;
     for (int i = 0; i < a->m->ntables; i++)
         mapped = mapped || a->m->tables[i].map.mapped;
-    if (!mapped || a->m->plan->target == NULL)
-        return true;
-    PGresult *r = pg_query(a->m->src, "reading the source session's settings",
-                           "SELECT current_setting('TimeZone'), current_setting('DateStyle'),"
-                           " current_setting('IntervalStyle')",
-                           0, NULL);
-    if (r == NULL)
-        return false;
-    PGresult *w = PQexecParams(
-        a->conn,
-        "SELECT set_config('TimeZone', $1, false),"
-        " set_config('DateStyle', $2, false),"
-        " set_config('IntervalStyle', $3, false)",
-        3, NULL, (const char *[]){PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2)},
-        NULL, NULL, 0);
-    bool ok = PQresultStatus(w) == PGRES_TUPLES_OK;
-    if (!ok)
-        log_error("apply: cannot take the source session's settings: %s", PQerrorMessage(a->conn));
-    PQclear(w);
-    PQclear(r);
-    return ok;
+    return !mapped || a->m->plan->target == NULL ||
+           pg_take_settings(a->m->src, a->conn, "apply: taking the source session's settings");
 }
 
 apply_ctx *apply_new(pgs_migration *m, const char *origin)

@@ -415,6 +415,74 @@ static bool is_key_col(const sqlgen_map *mp, int c)
     return false;
 }
 
+/* The mapped UPDATE after "UPDATE": SET from a subquery m over the rows
+ * (set: the key is unchanged, it comes with the row; row: the key from
+ * the old key's parameters). */
+static void map_update(buf *b, const sqlgen_map *mp, bool set, const uint8_t *mask, const int *cols,
+                       int ncols, const uint8_t *written, const int *katt, int nkatt, int *p)
+{
+    add(b, "UPDATE ");
+    add(b, mp->table);
+    add(b, " AS t SET ");
+    int n = 0;
+    for (int c = 0; c < mp->ncols; c++) {
+        /* set: the key is unchanged (key changes go row by row) */
+        if (!written[c] || (set && is_key_col(mp, c)))
+            continue;
+        add(b, n++ ? ", " : "");
+        add(b, mp->cnames[c]);
+        add_num(b, " = m.pgshift_c%d", c);
+    }
+    if (n == 0) {
+        /* Nothing to change: still find the row (the count is checked). */
+        int c0 = 0;
+        key_at(mp, 0, &c0);
+        add(b, mp->cnames[c0]);
+        add(b, " = t.");
+        add(b, mp->cnames[c0]);
+    }
+    add(b, " FROM (SELECT ");
+    n = 0;
+    for (int c = 0; c < mp->ncols; c++) {
+        if (!written[c] && !(set && is_key_col(mp, c)))
+            continue;
+        add(b, n++ ? ", (" : "(");
+        add(b, mp->cexprs[c]);
+        add_num(b, ") AS pgshift_c%d", c);
+        if (set && is_key_col(mp, c)) {
+            int k = 0;
+            while (mp->kcol[k] != c)
+                k++;
+            add(b, ", (");
+            add(b, mp->cexprs[c]);
+            add_num(b, ") AS pgshift_k%d", k);
+        }
+    }
+    add(b, n ? " FROM " : "NULL AS pgshift_none FROM ");
+    map_rows(b, mp, set, mask, cols, ncols, p);
+    add(b, ") AS m");
+    if (set) {
+        add(b, " WHERE ");
+        /* the key values come with the row */
+        int c;
+        for (int k = 0; key_at(mp, k, &c); k++) {
+            add(b, k ? " AND t." : "t.");
+            add(b, mp->cnames[c]);
+            add_num(b, " = m.pgshift_k%d", k);
+        }
+    } else {
+        add(b, ", ");
+        if (mp->whole_row) {
+            map_whole_row(b, mp, katt, nkatt, p);
+            add(b, WHOLE_ROW_JOIN);
+        } else {
+            map_keys(b, mp, false, katt, nkatt, p);
+            add(b, " WHERE ");
+            map_key_match(b, mp, "t");
+        }
+    }
+}
+
 char *sqlgen_map_stmt(const sqlgen_map *mp, char op, const uint8_t *mask, const int *cols,
                       int ncols, const uint8_t *written, int *nparams)
 {
@@ -456,66 +524,7 @@ char *sqlgen_map_stmt(const sqlgen_map *mp, char op, const uint8_t *mask, const 
             map_key_match(&b, mp, "t");
         }
     } else {
-        add(&b, "UPDATE ");
-        add(&b, mp->table);
-        add(&b, " AS t SET ");
-        int n = 0;
-        for (int c = 0; c < mp->ncols; c++) {
-            /* set: the key is unchanged (key changes go row by row) */
-            if (!written[c] || (set && is_key_col(mp, c)))
-                continue;
-            add(&b, n++ ? ", " : "");
-            add(&b, mp->cnames[c]);
-            add_num(&b, " = m.pgshift_c%d", c);
-        }
-        if (n == 0) {
-            /* Nothing to change: still find the row (the count is checked). */
-            int c0 = 0;
-            key_at(mp, 0, &c0);
-            add(&b, mp->cnames[c0]);
-            add(&b, " = t.");
-            add(&b, mp->cnames[c0]);
-        }
-        add(&b, " FROM (SELECT ");
-        n = 0;
-        for (int c = 0; c < mp->ncols; c++) {
-            if (!written[c] && !(set && is_key_col(mp, c)))
-                continue;
-            add(&b, n++ ? ", (" : "(");
-            add(&b, mp->cexprs[c]);
-            add_num(&b, ") AS pgshift_c%d", c);
-            if (set && is_key_col(mp, c)) {
-                int k = 0;
-                while (mp->kcol[k] != c)
-                    k++;
-                add(&b, ", (");
-                add(&b, mp->cexprs[c]);
-                add_num(&b, ") AS pgshift_k%d", k);
-            }
-        }
-        add(&b, n ? " FROM " : "NULL AS pgshift_none FROM ");
-        map_rows(&b, mp, set, mask, cols, ncols, &p);
-        add(&b, ") AS m");
-        if (set) {
-            add(&b, " WHERE ");
-            /* the key values come with the row */
-            int c;
-            for (int k = 0; key_at(mp, k, &c); k++) {
-                add(&b, k ? " AND t." : "t.");
-                add(&b, mp->cnames[c]);
-                add_num(&b, " = m.pgshift_k%d", k);
-            }
-        } else {
-            add(&b, ", ");
-            if (mp->whole_row) {
-                map_whole_row(&b, mp, katt, nkatt, &p);
-                add(&b, WHOLE_ROW_JOIN);
-            } else {
-                map_keys(&b, mp, false, katt, nkatt, &p);
-                add(&b, " WHERE ");
-                map_key_match(&b, mp, "t");
-            }
-        }
+        map_update(&b, mp, set, mask, cols, ncols, written, katt, nkatt, &p);
     }
     free(katt);
     *nparams = p;

@@ -254,23 +254,16 @@ done:
     return ok;
 }
 
-/* One statement in a savepoint of the snapshot's transaction: false with
- * the server's message in why when it fails. */
+/* pg_probe, its result kept in *out (optional). */
 static bool probe(PGconn *c, const char *sql, int n, const char *const *params, PGresult **out,
                   char *why, size_t whylen)
 {
-    PQclear(PQexec(c, "SAVEPOINT pgshift_probe"));
-    PGresult *res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
-    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (!ok)
-        pg_result_error_line(res, why, whylen);
-    if (ok && out)
+    PGresult *res = pg_probe(c, sql, n, params, why, whylen);
+    if (res && out)
         *out = res;
     else
         PQclear(res);
-    PQclear(
-        PQexec(c, ok ? "RELEASE SAVEPOINT pgshift_probe" : "ROLLBACK TO SAVEPOINT pgshift_probe"));
-    return ok;
+    return res != NULL;
 }
 
 /* Does `what` (an aggregate) run over the pages [lo, hi) of k's table? */
@@ -291,18 +284,78 @@ static bool pages_ok(PGconn *c, const copy_task *k, const char *what, int64_t lo
     return ok;
 }
 
-/* A mapped table's range failed: which row and column? Each converted
- * column's expression over the range, in the snapshot, halving the pages
- * to one, then that page's rows one by one. Logged; the copy stops anyway. */
-static void diagnose_range(copy_shared *s, PGconn *c, const copy_task *k)
+/* The first page of [lo, hi) on which `what` fails (halving), or -1. */
+static int64_t failing_page(PGconn *c, const copy_task *k, const char *what, int64_t lo, int64_t hi)
 {
-    pgs_mtable *t = k->t;
-    char *sql = NULL, why[1024], what[2048];
+    char why[1024];
+    if (pages_ok(c, k, what, lo, hi, why, sizeof why))
+        return -1;
+    while (hi - lo > 1) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (pages_ok(c, k, what, lo, mid, why, sizeof why))
+            lo = mid;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* The row of page `page` on which `what` fails: its ctid (malloc'd) and
+ * the error in why; NULL when none does. */
+static char *failing_row(PGconn *c, const copy_task *k, const char *what, int64_t page, char *why,
+                         size_t whylen)
+{
+    char pg[24], *list = NULL, *one = NULL, *bad = NULL;
+    snprintf(pg, sizeof pg, "%lld", (long long)page);
+    PGresult *rows = NULL;
+    if (asprintf(&list,
+                 "SELECT ctid::text FROM ONLY %s WHERE ctid >= format('(%%s,0)', "
+                 "$1::bigint)::tid AND ctid < format('(%%s,0)', $1::bigint + 1)::tid",
+                 k->from) >= 0 &&
+        asprintf(&one, "SELECT %s FROM ONLY %s WHERE ctid = $1::tid", what, k->from) >= 0 &&
+        probe(c, list, 1, (const char *[]){pg}, &rows, why, whylen))
+        for (int j = 0; j < PQntuples(rows) && bad == NULL; j++)
+            if (!probe(c, one, 1, (const char *[]){PQgetvalue(rows, j, 0)}, NULL, why, whylen))
+                bad = strdup(PQgetvalue(rows, j, 0));
+    PQclear(rows);
+    free(list);
+    free(one);
+    return bad;
+}
+
+/* "(id)=(17)" for the row at ctid, or "(id)=(?)". */
+static void row_key_text(PGconn *c, const copy_task *k, const char *ctid, char *out, size_t n)
+{
+    const pgs_mtable *t = k->t;
+    char keys[256] = "", why[256], *q = NULL;
+    for (int m = 0; m < t->match.n; m++) {
+        size_t l = strlen(keys);
+        snprintf(keys + l, sizeof keys - l, "%s%s", m ? ", " : "", t->match.v[m]);
+    }
+    char *names = pg_ident_list(c, t->match.v, t->match.n);
+    PGresult *kr = NULL;
+    if (t->match.n > 0 && names &&
+        asprintf(&q, "SELECT concat_ws(', ', %s) FROM ONLY %s WHERE ctid = $1::tid", names,
+                 k->from) >= 0 &&
+        probe(c, q, 1, (const char *[]){ctid}, &kr, why, sizeof why) && PQntuples(kr) == 1)
+        snprintf(out, n, "(%s)=(%s)", keys, PQgetvalue(kr, 0, 0));
+    else
+        snprintf(out, n, "(%s)=(?)", keys);
+    PQclear(kr);
+    free(q);
+    free(names);
+}
+
+/* Back into the copy's snapshot, or, when it cannot be imported any
+ * more, the current data: true for the snapshot. */
+static bool reopen_snapshot(copy_shared *s, PGconn *c)
+{
+    char *sql = NULL;
     PQclear(PQexec(c, "ROLLBACK"));
     if (asprintf(&sql,
                  "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT %s",
                  s->snapshot_literal) < 0)
-        return;
+        return false;
     PGresult *r = PQexec(c, sql);
     free(sql);
     bool in_snapshot = PQresultStatus(r) == PGRES_COMMAND_OK;
@@ -311,6 +364,17 @@ static void diagnose_range(copy_shared *s, PGconn *c, const copy_task *k)
         PQclear(PQexec(c, "ROLLBACK"));
         PQclear(PQexec(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"));
     }
+    return in_snapshot;
+}
+
+/* A mapped table's range failed: which row and column? Each converted
+ * column's expression over the range, in the snapshot, halving the pages
+ * to one, then that page's rows one by one. Logged; the copy stops anyway. */
+static void diagnose_range(copy_shared *s, PGconn *c, const copy_task *k)
+{
+    pgs_mtable *t = k->t;
+    char why[1024], what[2048], key[512];
+    bool in_snapshot = reopen_snapshot(s, c);
     int64_t hi = k->hi;
     if (hi < 0) {
         char *v = pg_query_value(c, "sizing a range",
@@ -322,9 +386,7 @@ static void diagnose_range(copy_shared *s, PGconn *c, const copy_task *k)
     }
     for (int i = 0; i < t->map.ncols; i++) {
         const pgs_mcol *mc = &t->map.cols[i];
-        if (!mc->converted)
-            continue;
-        for (int pass = 0; pass < 2; pass++) {
+        for (int pass = 0; mc->converted && pass < 2; pass++) {
             if (pass == 0)
                 snprintf(what, sizeof what, "count((%s)::%s)", mc->expr, mc->type);
             else if (mc->notnull)
@@ -334,73 +396,19 @@ static void diagnose_range(copy_shared *s, PGconn *c, const copy_task *k)
                          mc->expr);
             else
                 break;
-            int64_t lo = k->lo, h = hi;
-            if (pages_ok(c, k, what, lo, h, why, sizeof why))
+            int64_t page = failing_page(c, k, what, k->lo, hi);
+            char *bad = page < 0 ? NULL : failing_row(c, k, what, page, why, sizeof why);
+            if (bad == NULL)
                 continue;
-            while (h - lo > 1) {
-                int64_t mid = lo + (h - lo) / 2;
-                if (pages_ok(c, k, what, lo, mid, why, sizeof why))
-                    lo = mid;
-                else
-                    h = mid;
-            }
-            /* the page's rows, one by one */
-            char page[24], *q = NULL;
-            snprintf(page, sizeof page, "%lld", (long long)lo);
-            PGresult *rows = NULL;
-            char *list = NULL;
-            if (asprintf(&list,
-                         "SELECT ctid::text FROM ONLY %s WHERE ctid >= format('(%%s,0)', "
-                         "$1::bigint)::tid AND ctid < format('(%%s,0)', $1::bigint + 1)::tid",
-                         k->from) < 0)
-                break;
-            bool listed = probe(c, list, 1, (const char *[]){page}, &rows, why, sizeof why);
-            free(list);
-            char *one = NULL;
-            if (!listed ||
-                asprintf(&one, "SELECT %s FROM ONLY %s WHERE ctid = $1::tid", what, k->from) < 0) {
-                PQclear(rows);
-                break;
-            }
-            const char *bad = NULL;
-            char badwhy[1024] = "";
-            for (int j = 0; j < PQntuples(rows) && bad == NULL; j++)
-                if (!probe(c, one, 1, (const char *[]){PQgetvalue(rows, j, 0)}, NULL, badwhy,
-                           sizeof badwhy))
-                    bad = PQgetvalue(rows, j, 0);
-            free(one);
-            char *key = NULL;
-            if (bad && t->match.n > 0) {
-                char *names = pg_ident_list(c, t->match.v, t->match.n);
-                if (names &&
-                    asprintf(&q, "SELECT concat_ws(', ', %s) FROM ONLY %s WHERE ctid = $1::tid",
-                             names, k->from) >= 0) {
-                    PGresult *kr = NULL;
-                    if (probe(c, q, 1, (const char *[]){bad}, &kr, why, sizeof why) &&
-                        PQntuples(kr) == 1)
-                        key = strdup(PQgetvalue(kr, 0, 0));
-                    PQclear(kr);
-                }
-                free(q);
-                free(names);
-            }
-            char keys[256] = "";
-            for (int m = 0; m < t->match.n; m++) {
-                size_t n = strlen(keys);
-                snprintf(keys + n, sizeof keys - n, "%s%s", m ? ", " : "", t->match.v[m]);
-            }
-            if (bad)
-                log_error("table %s: the column mapping fails on the row with key (%s)=(%s) "
-                          "(ctid %s of %s%s), column \"%s\" = %s: %s; fix the expression in the "
-                          "plan's columns: (or the row), then `pgshift run --plan %s` "
-                          "again (the copy starts over)",
-                          t->src.qname, keys, key ? key : "?", bad, k->from,
-                          in_snapshot ? ", in the copy's snapshot" : "", mc->name, mc->expr,
-                          pass ? "it gives NULL for a NOT NULL column" : badwhy, s->m->plan->path);
-            free(key);
-            PQclear(rows);
-            if (bad)
-                return;
+            row_key_text(c, k, bad, key, sizeof key);
+            log_error("table %s: the column mapping fails on the row with key %s (ctid %s of "
+                      "%s%s), column \"%s\" = %s: %s; fix the expression in the plan's columns: "
+                      "(or the row), then `pgshift run --plan %s` again (the copy starts over)",
+                      t->src.qname, key, bad, k->from,
+                      in_snapshot ? ", in the copy's snapshot" : "", mc->name, mc->expr,
+                      pass ? "it gives NULL for a NOT NULL column" : why, s->m->plan->path);
+            free(bad);
+            return;
         }
     }
 }

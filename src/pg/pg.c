@@ -197,3 +197,38 @@ bool pg_origin_session_end(PGconn *conn, const char *name, char *why, size_t why
     PQclear(res);
     return ok;
 }
+
+PGresult *pg_probe(PGconn *c, const char *sql, int n, const char *const *params, char *why,
+                   size_t whylen)
+{
+    PQclear(PQexec(c, "SAVEPOINT pgshift_probe"));
+    PGresult *res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!ok) {
+        pg_result_error_line(res, why, whylen);
+        PQclear(res);
+        res = NULL;
+    }
+    PQclear(
+        PQexec(c, ok ? "RELEASE SAVEPOINT pgshift_probe" : "ROLLBACK TO SAVEPOINT pgshift_probe"));
+    return res;
+}
+
+bool pg_take_settings(PGconn *from, PGconn *to, const char *what)
+{
+    PGresult *r = pg_query(from, what,
+                           "SELECT current_setting('TimeZone'), current_setting('DateStyle'),"
+                           " current_setting('IntervalStyle')",
+                           0, NULL);
+    if (r == NULL)
+        return false;
+    const char *p[] = {PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2)};
+    PGresult *w = pg_query(to, what,
+                           "SELECT set_config('TimeZone', $1, false),"
+                           " set_config('DateStyle', $2, false),"
+                           " set_config('IntervalStyle', $3, false)",
+                           3, p);
+    PQclear(r);
+    PQclear(w);
+    return w != NULL;
+}

@@ -70,23 +70,15 @@ static void print_mapping(pgs_mtable *t, report *r)
             t->map.tkey.n > 1 ? " (and the other key columns)" : "");
 }
 
-/* Runs one query in a savepoint: the text of its first value into *value
- * (optional); false with the server's message in why when it fails. */
+/* pg_probe, the first value's text into *value (optional). */
 static bool probe(PGconn *c, const char *sql, int n, const char *const *params, char **value,
                   char *why, size_t whylen)
 {
-    PGresult *s = PQexec(c, "SAVEPOINT pgshift_probe");
-    PQclear(s);
-    PGresult *res = PQexecParams(c, sql, n, NULL, params, NULL, NULL, 0);
-    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (!ok)
-        pg_result_error_line(res, why, whylen);
-    else if (value)
+    PGresult *res = pg_probe(c, sql, n, params, why, whylen);
+    if (res && value)
         *value = PQntuples(res) && !PQgetisnull(res, 0, 0) ? strdup(PQgetvalue(res, 0, 0)) : NULL;
     PQclear(res);
-    s = PQexec(c, ok ? "RELEASE SAVEPOINT pgshift_probe" : "ROLLBACK TO SAVEPOINT pgshift_probe");
-    PQclear(s);
-    return ok;
+    return res != NULL;
 }
 
 /* The first sample row (pgshift_n) on which `what` (an aggregate over

@@ -1927,28 +1927,40 @@ static bool configure_sessions(verifier *v)
     bool mapped = false;
     for (int i = 0; i < v->ntabs; i++)
         mapped = mapped || v->tabs[i].mt->map.mapped;
-    PGresult *r = mapped ? pg_query(v->src, "verify: reading the source session's settings",
-                                    "SELECT current_setting('TimeZone'),"
-                                    " current_setting('DateStyle'),"
-                                    " current_setting('IntervalStyle')",
-                                    0, NULL)
-                         : NULL;
-    bool ok = !mapped || (r && PQntuples(r) == 1);
-    ok = ok && pg_exec(v->src, "verify: configuring the source session", SESSION_SETTINGS) &&
-         pg_exec(v->tgt, "verify: configuring the target session", SESSION_SETTINGS);
-    if (ok && mapped) {
-        const char *p[] = {PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2)};
-        const char *q = "SELECT set_config('TimeZone', $1, false), set_config('DateStyle', $2,"
-                        " false), set_config('IntervalStyle', $3, false)";
-        PGresult *a = pg_query(v->src, "verify: configuring the source session", q, 3, p);
-        PGresult *b =
-            a ? pg_query(v->tgt, "verify: configuring the target session", q, 3, p) : NULL;
-        ok = a && b;
-        PQclear(a);
-        PQclear(b);
+    /* The target takes the source session's own settings first, and gives
+     * them back to the source once that has the rest of SESSION_SETTINGS. */
+    return pg_exec(v->tgt, "verify: configuring the target session", SESSION_SETTINGS) &&
+           (!mapped ||
+            pg_take_settings(v->src, v->tgt, "verify: configuring the target session")) &&
+           pg_exec(v->src, "verify: configuring the source session", SESSION_SETTINGS) &&
+           (!mapped || pg_take_settings(v->tgt, v->src, "verify: configuring the source session"));
+}
+
+/* --repair after a compare that found differences: rewrite them while
+ * the live run holds, then compare everything again. */
+static bool repair_and_compare(verifier *v)
+{
+    long long found = 0;
+    for (int i = 0; i < v->ntabs; i++)
+        found += ndiff(&v->tabs[i]);
+    if (found == 0)
+        return true;
+    if (!v->consistent || v->after_cutover || !v->m->has_state) {
+        report_text(v);
+        log_error("verify --repair: rows are rewritten while the live `pgshift run` holds at "
+                  "one LSN, so that the changes after it apply on top; %s",
+                  v->after_cutover ? "after the cutover the live table is the truth"
+                                   : "start `pgshift run` and verify again");
+        return false;
     }
-    PQclear(r);
-    return ok;
+    if (!v->o->json)
+        report_text(v);
+    if (!repair(v))
+        return false;
+    v->repaired_at = true;
+    for (int i = 0; i < v->ntabs; i++)
+        reset_results(&v->tabs[i]);
+    return compare_all(v);
 }
 
 int verify_main(pgs_migration *m, const verify_opts *o)
@@ -2010,28 +2022,8 @@ int verify_main(pgs_migration *m, const verify_opts *o)
         resume_progress(&v);
     if (!compare_all(&v))
         goto out;
-    long long found = 0;
-    for (int i = 0; i < v.ntabs; i++)
-        found += ndiff(&v.tabs[i]);
-    if (o->repair && found > 0) {
-        if (!v.consistent || v.after_cutover || !m->has_state) {
-            report_text(&v);
-            log_error("verify --repair: rows are rewritten while the live `pgshift run` holds at "
-                      "one LSN, so that the changes after it apply on top; %s",
-                      v.after_cutover ? "after the cutover the live table is the truth"
-                                      : "start `pgshift run` and verify again");
-            goto out;
-        }
-        if (!o->json)
-            report_text(&v);
-        if (!repair(&v))
-            goto out;
-        v.repaired_at = true;
-        for (int i = 0; i < v.ntabs; i++)
-            reset_results(&v.tabs[i]);
-        if (!compare_all(&v))
-            goto out;
-    }
+    if (o->repair && !repair_and_compare(&v))
+        goto out;
     if (m->has_state)
         record(&v);
     if (o->json) {
