@@ -68,6 +68,18 @@ bool state_copy_done(pgs_migration *m);
 /* Holds a session advisory lock for this migration on m->tgt so that a
  * second `run` of the same plan refuses to start. */
 bool state_lock(pgs_migration *m);
+/* Every session that writes the tables or the progress of state row `row`
+ * (the applier's, the copy's, the swap's) holds this shared lock for its
+ * life, on its own connection to the database that holds the row. */
+bool state_writer_lock(PGconn *conn, const char *row);
+/* Before the state row `m->row` is read to resume: waits until no session
+ * of an earlier run still holds the writer lock in m->tgt's database. A
+ * killed run's backend goes on with what it was sent (a pipelined batch, a
+ * COMMIT) until it notices its client is gone; had its commit landed after
+ * the row was read, the rerun would apply that batch a second time. After
+ * EARLIER_WRITERS_WAIT_S such sessions are terminated (their open
+ * transactions roll back whole) and waited for again. */
+bool state_earlier_writers_gone(pgs_migration *m);
 /* Drops the whole state of this migration (abort). */
 bool state_delete(pgs_migration *m);
 

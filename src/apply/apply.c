@@ -6,6 +6,7 @@
 
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
+#include "pgshift/state.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -69,7 +70,8 @@ apply_ctx *apply_new(pgs_migration *m, const char *origin)
      * which of them the target has flushed, and only those are reported.
      * Non-blocking: nothing here ever waits for the target; the owner's loop
      * watches apply_socket() and calls apply_poll() (see apply.h). */
-    if (!pg_exec(a->conn, "configuring the apply session",
+    if (!state_writer_lock(a->conn, m->row) ||
+        !pg_exec(a->conn, "configuring the apply session",
                  "SET application_name = 'pgshift apply'; SET synchronous_commit = off;"
                  " SET lock_timeout = '30s'"))
         goto failed;

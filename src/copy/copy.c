@@ -17,6 +17,7 @@
 #include "pgshift/status.h"
 #include "pgshift/pg.h"
 #include "pgshift/store.h"
+#include "pgshift/state.h"
 #include "pgshift/copy.h"
 #include "pgshift/parallel.h"
 
@@ -430,8 +431,9 @@ static void *copy_worker(void *arg)
              pg_exec(src, "importing the exported snapshot", sql);
         free(sql);
     }
-    ok = ok && pg_exec(tgt, "configuring the copy session",
-                       "SET synchronous_commit = off; SET application_name = 'pgshift copy'");
+    ok = ok && state_writer_lock(tgt, s->m->row) &&
+         pg_exec(tgt, "configuring the copy session",
+                 "SET synchronous_commit = off; SET application_name = 'pgshift copy'");
     char origin[128];
     bool has_origin = ok && origin_pool_enter(&s->origins, tgt, origin);
     pthread_mutex_lock(&s->mu);

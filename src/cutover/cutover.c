@@ -65,8 +65,10 @@ cutover *cutover_new(pgs_migration *m)
     c->m = m;
     c->conn = pg_connect(conninfo(m), "source (cutover)", false);
     c->aux = c->conn ? pg_connect(conninfo(m), "source (cutover)", false) : NULL;
-    /* Definitions read on this connection come out schema-qualified. */
-    if (c->aux == NULL ||
+    /* Definitions read on this connection come out schema-qualified. The
+     * swap writes the state row in its transaction when it is in this
+     * database. */
+    if (c->aux == NULL || (m->plan->target == NULL && !state_writer_lock(c->conn, m->row)) ||
         !pg_exec(c->conn, "preparing the cutover connection",
                  "SET search_path = pg_catalog; SET synchronous_commit = on;"
                  " SET application_name = 'pgshift cutover'") ||

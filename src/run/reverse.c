@@ -316,7 +316,7 @@ static pgs_migration *reverse_open(pgs_migration *fwd, pgs_plan **plan)
     rev->run_started_ms = pgs_now_ms();
     for (int i = 0; i < rev->ntables; i++)
         old_table_key(&rev->tables[i]);
-    if (!state_load(rev))
+    if (!state_earlier_writers_gone(rev) || !state_load(rev))
         goto failed;
     if (!rev->has_state) {
         log_error("migration %s: the reverse stream's state (%s in pgshift.migrations) is "

@@ -54,7 +54,89 @@ bool state_lock(pgs_migration *m)
                   m->plan->name, who ? who : "unknown");
         free(who);
     }
-    return got;
+    return got && state_earlier_writers_gone(m);
+}
+
+#define WRITER_LOCK            "hashtext('pgshift writer'), hashtext($1)"
+#define EARLIER_WRITERS_WAIT_S 10
+
+bool state_writer_lock(PGconn *conn, const char *row)
+{
+    const char *p[1] = {row};
+    PGresult *res = pg_query(conn, "taking the migration's writer lock",
+                             "SELECT pg_advisory_lock_shared(" WRITER_LOCK ")", 1, p);
+    PQclear(res);
+    return res != NULL;
+}
+
+/* True when no other session holds the writer lock (taken and let go at
+ * once); *ok false when the query failed. */
+static bool writers_none(pgs_migration *m, bool *ok)
+{
+    const char *p[1] = {m->row};
+    char *v = pg_query_value(m->tgt, "looking for an earlier run's sessions",
+                             "SELECT CASE WHEN pg_try_advisory_lock(" WRITER_LOCK ")"
+                             "  THEN pg_advisory_unlock(" WRITER_LOCK ") ELSE false END",
+                             1, p, NULL);
+    *ok = v != NULL;
+    bool none = v && strcmp(v, "t") == 0;
+    free(v);
+    return none;
+}
+
+/* "pid 123 (active for 2 s: COMMIT), ..." of the sessions holding it; with
+ * `terminate`, each is also asked to end. */
+static char *writers_list(pgs_migration *m, bool terminate)
+{
+    const char *p[2] = {m->row, terminate ? "t" : "f"};
+    return pg_query_value(
+        m->tgt, "finding an earlier run's sessions",
+        "SELECT coalesce(string_agg(format('pid %s (%s%s)', a.pid, coalesce(a.state, '?'),"
+        "         CASE WHEN $2::bool THEN ', ' || CASE WHEN pg_terminate_backend(a.pid)"
+        "              THEN 'ended' ELSE 'not ended' END ELSE '' END), ', '), 'none')"
+        "  FROM pg_locks l JOIN pg_stat_activity a USING (pid)"
+        " WHERE l.locktype = 'advisory' AND l.classid = hashtext('pgshift writer')::oid"
+        "   AND l.objid = hashtext($1)::oid AND l.objsubid = 2 AND l.granted"
+        "   AND l.pid <> pg_backend_pid()",
+        2, p, NULL);
+}
+
+bool state_earlier_writers_gone(pgs_migration *m)
+{
+    bool ok = true;
+    if (writers_none(m, &ok))
+        return true;
+    if (!ok)
+        return false;
+    char *who = writers_list(m, false);
+    log_info("migration %s: waiting for the session(s) of an earlier run to end before its "
+             "progress is read: %s",
+             m->row, who ? who : "unknown");
+    free(who);
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < EARLIER_WRITERS_WAIT_S * 20; i++) {
+            usleep(50000);
+            if (writers_none(m, &ok)) {
+                log_info("migration %s: the earlier run's sessions have ended", m->row);
+                return true;
+            }
+            if (!ok)
+                return false;
+        }
+        if (round == 0) {
+            who = writers_list(m, true);
+            log_warn("migration %s: an earlier run's session(s) still hold the writer lock after "
+                     "%d s; ending them (their open transactions roll back whole): %s",
+                     m->row, EARLIER_WRITERS_WAIT_S, who ? who : "unknown");
+            free(who);
+        }
+    }
+    who = writers_list(m, false);
+    log_error("migration %s: session(s) of an earlier run still write its tables (%s); end them "
+              "(pg_terminate_backend) and run again",
+              m->row, who ? who : "unknown");
+    free(who);
+    return false;
 }
 
 bool state_load(pgs_migration *m)

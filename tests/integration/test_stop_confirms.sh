@@ -3,6 +3,9 @@
 # committed) and then confirms that final applied position to the slot
 # before it exits, so the next run does not decode again what is already
 # applied; nothing past it is confirmed. The next run brings every row once.
+# A killed run's backend can still be committing its last batch (with its
+# progress) after the client is gone: the next run waits for it before it
+# reads where to resume, and applies nothing twice.
 source "$(dirname "$0")/lib/common.sh"
 sql "CREATE TABLE s (id int PRIMARY KEY, v text); CREATE TABLE s_new (LIKE s INCLUDING ALL)" || fail setup
 cat >"$WORK/plan.yaml" <<Y
@@ -33,5 +36,32 @@ wait_applied pgshift_stopc
 same_rows s s_new
 [ "$(sql "SELECT count(*) FROM s_new")" = 20000 ] || fail "row count"
 pass "the next run applied all 20000 rows exactly once"
+stop_run
+
+# An earlier run's session that outlived its client: it holds the writer
+# lock and commits a batch with its progress only after the next run began.
+sql "INSERT INTO s VALUES (20001, 'late')" || fail late
+late=$(sql "SELECT pg_current_wal_insert_lsn()")
+mkfifo "$WORK/w.in"
+psql -XAtq -v ON_ERROR_STOP=1 <"$WORK/w.in" >"$WORK/w.out" 2>&1 &
+pw=$!
+RUN_PIDS+=("$pw")
+exec 6>"$WORK/w.in"
+echo "SELECT pg_advisory_lock_shared(hashtext('pgshift writer'), hashtext('stopc'));
+BEGIN; INSERT INTO s_new VALUES (20001, 'late');
+UPDATE pgshift.migrations SET applied_lsn = '$late' WHERE name = 'stopc'; SELECT 'held';" >&6
+wait_for 30 "the lingering session" log_has "$WORK/w.out" "held"
+start_run "$WORK/plan.yaml" "$WORK/run3.log" 6>&-
+wait_for 30 "the run to wait for the earlier session" log_has "$WORK/run3.log" \
+  "waiting for the session\(s\) of an earlier run"
+printf 'COMMIT;\n\\q\n' >&6
+exec 6>&-
+wait "$pw" || fail "lingering session: $(cat "$WORK/w.out")"
+wait_streaming "$WORK/run3.log"
+sql "INSERT INTO s VALUES (20002, 'next')" || fail next
+wait_applied pgshift_stopc
+same_rows s s_new
+[ "$(sql "SELECT count(*) FROM s_new")" = 20002 ] || fail "row count after the lingering commit"
+pass "a killed run's late commit is waited for; the next run resumes past it"
 stop_run
 finish
