@@ -524,14 +524,31 @@ static bool drop_origin(PGconn *c, const char *slot)
 {
     if (PQserverVersion(c) < 160000)
         return true;
-    PGresult *res = pg_query(c, "dropping the replication origin",
-                             "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin"
-                             " WHERE " PG_SQL_OWN_ORIGIN("$1"),
-                             1, (const char *[]){slot});
-    if (res && PQntuples(res) > 0)
-        log_info("dropped replication origin(s) %s", slot);
-    PQclear(res);
-    return res != NULL;
+    /* A session that ran under an origin holds it until its backend has
+     * exited, which the server does a moment after our PQfinish: "in use by
+     * PID n" (55006) is waited out, up to 10 s. */
+    const char *sql = "SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin"
+                      " WHERE " PG_SQL_OWN_ORIGIN("$1");
+    const char *p[1] = {slot};
+    for (int i = 0;; i++) {
+        PGresult *res = PQexecParams(c, sql, 1, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+            if (PQntuples(res) > 0)
+                log_info("dropped replication origin(s) %s", slot);
+            PQclear(res);
+            return true;
+        }
+        const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        if (i < 100 && st && strcmp(st, "55006") == 0) {
+            PQclear(res);
+            usleep(100000);
+            continue;
+        }
+        log_error("dropping the replication origin: %s",
+                  res ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        PQclear(res);
+        return false;
+    }
 }
 
 bool prepare_drop_slot_on(PGconn *conn, PGconn *origin_conn, const char *slot)
