@@ -82,7 +82,7 @@ void pgs_plan_free(pgs_plan *plan)
 
 pgs_plan *pgs_plan_parse(const char *yaml, size_t len, const char *path, char *err, size_t errlen)
 {
-    plan_ctx c = {path ? path : "<plan>", yaml ? yaml : "", yaml ? len : 0, err, errlen};
+    plan_ctx c = {path ? path : "<plan>", yaml ? yaml : "", yaml ? len : 0, err, errlen, false};
     pgs_plan *plan = NULL;
     ynode *root;
 
@@ -113,6 +113,8 @@ pgs_plan *pgs_plan_parse(const char *yaml, size_t len, const char *path, char *e
     plan->apply.idle_commit_ms = 20;
     plan->verify.max_snapshot_age_ms = 5 * 60 * 1000;
     plan->verify.chunk_rows = 20000;
+    const ynode *tdb = ymap_get(root, "target");
+    c.other_db = tdb != NULL; /* a null value fails as the key is read */
     if (!plan_fill_plan(&c, root, plan))
         goto failed;
     if (!plan->state_dir && !(plan->state_dir = strdup("/tmp"))) {

@@ -32,6 +32,9 @@ typedef struct plan_ctx {
     size_t len;
     char *err;
     size_t errlen;
+    /* The plan names a separate `target:` database: a target table may
+     * then carry a source table's name. */
+    bool other_db;
 } plan_ctx;
 
 /* Writes the error line; always returns false. */

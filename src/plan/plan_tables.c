@@ -384,7 +384,7 @@ static bool check_table_names(plan_ctx *c, const ynode *item, const char *kp, si
     char q[QUOTE_LEN], ekp[KEYPATH_LEN];
     const ynode *sv = ymap_get(item, "source"), *tv = ymap_get(item, "target");
 
-    if (sql_name_equal(&src[i], &dst[i])) {
+    if (!c->other_db && sql_name_equal(&src[i], &dst[i])) {
         plan_keypath_join(ekp, kp, "target");
         return plan_fail(c, tv->line, ekp,
                          "%s is the same table as the source; name a new table to migrate to",
@@ -406,7 +406,8 @@ static bool check_table_names(plan_ctx *c, const ynode *item, const char *kp, si
                              "table its own target",
                              plan_quoted(q, sizeof q, tables[i].target), j, jline);
         }
-        if (sql_name_equal(&src[i], &dst[j]) || sql_name_equal(&dst[i], &src[j])) {
+        if (!c->other_db &&
+            (sql_name_equal(&src[i], &dst[j]) || sql_name_equal(&dst[i], &src[j]))) {
             bool is_src = sql_name_equal(&src[i], &dst[j]);
             plan_keypath_join(ekp, kp, is_src ? "source" : "target");
             return plan_fail(c, is_src ? sv->line : tv->line, ekp,

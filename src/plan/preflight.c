@@ -1223,7 +1223,7 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
             t->spec->target);
     } else if (t->tgt.relkind != 'r' && t->tgt.relkind != 'p') {
         say(r, "BLOCK", "target %s is not a table", t->tgt.qname);
-    } else if (t->tgt.oid == t->src.oid) {
+    } else if (m->plan->target == NULL && t->tgt.oid == t->src.oid) {
         say(r, "BLOCK", "source and target are the same table %s", t->src.qname);
     } else {
         if (t->map.mapped) {

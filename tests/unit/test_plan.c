@@ -973,6 +973,36 @@ static void redaction_never_leaks(void **state)
     }
 }
 
+/* With a separate target database a table keeps its name there, and a
+ * name may be one table's source and another's target; listing a source or
+ * a target twice stays an error. */
+static void other_database_names(void **state)
+{
+    (void)state;
+    char err[512] = "";
+    pgs_plan *p = parse("name: xd\nsource: dbname=a\n"
+                        "tables:\n  - {source: public.ev, target: ev}\n"
+                        "  - {source: public.b, target: public.c}\n"
+                        "  - {source: public.c, target: public.b}\n"
+                        "target: dbname=b\n",
+                        err, sizeof err);
+    assert_non_null(p);
+    assert_string_equal(err, "");
+    assert_string_equal(p->target, "dbname=b");
+    pgs_plan_free(p);
+    p = parse("name: xd\nsource: dbname=a\ntarget: dbname=b\n"
+              "tables:\n  - {source: public.ev, target: public.x}\n"
+              "  - {source: public.y, target: public.x}\n",
+              err, sizeof err);
+    assert_null(p);
+    assert_non_null(strstr(err, "is already the target of tables[0]"));
+    p = parse("name: xd\nsource: dbname=a\n"
+              "tables:\n  - {source: public.ev, target: public.ev}\n",
+              err, sizeof err);
+    assert_null(p);
+    assert_non_null(strstr(err, "is the same table as the source"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -992,6 +1022,7 @@ int main(void)
         cmocka_unit_test(cast_of),
         cmocka_unit_test(redaction_never_leaks),
         cmocka_unit_test(password_file_mode),
+        cmocka_unit_test(other_database_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
