@@ -88,6 +88,32 @@ wait_for() {
   fail "timed out after $t s waiting for: $what$died"
 }
 
+# load_start STOPFILE LOG PGBENCH-ARGS...: a write load that lasts until the
+# test says so, not for a fixed time that must outlast what it covers:
+# pgbench in 2 s runs (each with its own summary in LOG) until STOPFILE
+# exists. Sets LOAD_PID.
+load_start() {
+  local stop=$1 log=$2
+  shift 2
+  rm -f "$stop"
+  (while [ ! -e "$stop" ]; do
+    "$PGSHIFT_TEST_CLIENTBIN/pgbench" "$@" -T 2 >>"$log" 2>&1 || { echo "pgbench exited $?" >>"$log"; exit 1; }
+  done) &
+  LOAD_PID=$!
+  RUN_PIDS+=("$LOAD_PID")
+}
+# load_stop STOPFILE LOG: ends that load (within 2 s); false, with the
+# reason in LOAD_WHY, unless every run finished with 0 failed transactions.
+load_stop() {
+  local runs
+  touch "$1"
+  LOAD_WHY=
+  wait "$LOAD_PID" || { LOAD_WHY=$(grep -iE "error|abort|exited" "$2" | head -5); return 1; }
+  runs=$(grep -c "number of failed transactions:" "$2")
+  [ "$runs" -gt 0 ] && [ "$(grep -c "number of failed transactions: 0 " "$2")" = "$runs" ] ||
+    { LOAD_WHY=$(grep "failed transactions" "$2" | grep -v ": 0 " | head -3); return 1; }
+}
+
 # Conditions for wait_for.
 # sql_is VALUE QUERY: QUERY returns exactly VALUE (an error is "not yet").
 sql_is() { [ "$(psql -XAtq -v ON_ERROR_STOP=1 -c "$2" 2>/dev/null)" = "$1" ]; }
