@@ -9,6 +9,7 @@
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 
+#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -390,6 +391,30 @@ static bool views(PGconn *conn, const char *const *p, pgs_mtable *t, bool in_swa
 
 /* Foreign keys of other tables that reference the source: dropped and
  * added again on the new table NOT VALID inside the swap, validated after. */
+/* A referenced column (of a JSON array of names) that the column mapping
+ * renames, changes or drops: the key, re-created from its definition, would
+ * name a column the new table does not have as it is. Says which in why. */
+static bool fk_key_moved(const pgs_mtable *t, const char *names, char *why, size_t n)
+{
+    json_t *a = json_loads(names, 0, NULL);
+    bool moved = false;
+    for (size_t i = 0; !moved && json_is_array(a) && i < json_array_size(a); i++) {
+        const char *c = json_string_value(json_array_get(a, i));
+        const pgs_mcol *mc = c ? colmap_carrier(&t->map, c) : NULL;
+        if (c == NULL)
+            continue;
+        if (mc == NULL) {
+            snprintf(why, n, "\"%s\", which the column mapping changes or drops", c);
+            moved = true;
+        } else if (strcmp(mc->name, c) != 0) {
+            snprintf(why, n, "\"%s\", which the column mapping renames to \"%s\"", c, mc->name);
+            moved = true;
+        }
+    }
+    json_decref(a);
+    return moved;
+}
+
 static bool fks_in(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mtable *t, handover *h)
 {
     PGresult *r = pg_query(
@@ -404,7 +429,9 @@ static bool fks_in(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mta
         "                JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = x)),"
         "       (SELECT string_agg(a.attname, ', ') FROM unnest(c.confkey) x"
         "          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = x),"
-        "       c.conrelid, n.nspname, k.relname"
+        "       c.conrelid, n.nspname, k.relname,"
+        "       (SELECT json_agg(a.attname) FROM unnest(c.confkey) x"
+        "          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = x)"
         "  FROM pg_constraint c JOIN pg_class k ON k.oid = c.conrelid"
         "  JOIN pg_namespace n ON n.oid = k.relnamespace"
         " WHERE c.contype = 'f' AND c.confrelid = $1::oid AND c.conrelid <> $1::oid"
@@ -413,6 +440,7 @@ static bool fks_in(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mta
     if (r == NULL)
         return false;
     bool ok = true;
+    char why[256];
     for (int i = 0; ok && i < PQntuples(r); i++) {
         const char *con = V(r, i, 0), *tab = V(r, i, 1), *def = V(r, i, 2);
         char *qcon = pg_ident(conn, con);
@@ -445,6 +473,13 @@ static bool fks_in(PGconn *conn, const char *const *p, pgs_migration *m, pgs_mta
                       "foreign key %s links %s and %s, both moved by this plan: the old tables "
                       "keep it between them, and the new ones get it between them",
                       con, tab, t->src.qname);
+        else if (t->map.mapped && fk_key_moved(t, V(r, i, 9), why, sizeof why))
+            ok = addf(&h->problems,
+                      "foreign key %s on %s references column %s; the new table's key is not "
+                      "under that name, so the key cannot be re-created as it is; fix: drop it "
+                      "before the cutover and add it on the new column after, or leave_behind: "
+                      "[%s]",
+                      con, tab, why, con);
         else if (!unique_ok)
             ok = addf(&h->problems,
                       "foreign key %s on %s references (%s), but the new table has no unique key "

@@ -122,6 +122,29 @@ grep -qF 'the cutover would refuse: trigger orders_note_upd names column "note" 
 sql "DROP TRIGGER orders_note_upd ON orders; DROP FUNCTION orders_touch()" || fail "drop trigger"
 pass "a trigger on a renamed column: plan says the cutover would refuse, naming it"
 
+# A foreign key of another table on a key the mapping renames cannot be
+# re-created as it is; on a key that only becomes bigint it can.
+sqlf - <<'SQL' || fail "fk setup"
+CREATE TABLE cust (id int PRIMARY KEY, name text);
+CREATE TABLE cust_new (cust_id bigint PRIMARY KEY, name text);
+CREATE TABLE inv (id int PRIMARY KEY, cust int REFERENCES cust (id));
+SQL
+cat >"$WORK/fk.yaml" <<Y
+$(plan_header cmfk)
+state_dir: $WORK
+tables: [{source: public.cust, target: public.cust_new, columns: {cust_id: id::bigint}}]
+Y
+out=$("$PGSHIFT" plan --plan "$WORK/fk.yaml" 2>&1)
+grep -qF 'the cutover would refuse: foreign key inv_cust_fkey on public.inv references column "id", which the column mapping renames to "cust_id"' <<<"$out" ||
+  fail "no refusal for the foreign key on a renamed key: $out"
+sql "ALTER TABLE cust_new RENAME COLUMN cust_id TO id" || fail "fk rename"
+sed -i 's/cust_id: id::bigint/id: id::bigint/' "$WORK/fk.yaml"
+out=$("$PGSHIFT" plan --plan "$WORK/fk.yaml" 2>&1)
+grep -qF 'foreign key inv_cust_fkey on public.inv: re-created to reference the new table' <<<"$out" ||
+  fail "the foreign key on an int -> bigint key is not carried: $out"
+sql "DROP TABLE inv, cust, cust_new" || fail "fk drop"
+pass "a foreign key on a renamed key: plan says the cutover would refuse; on int -> bigint it is carried"
+
 "$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$WORK/load.sql" -c 4 -j 2 -T 30 -R 200 \
   --max-tries=20 >"$WORK/pgbench.log" 2>&1 &
 LOAD_PID=$!
