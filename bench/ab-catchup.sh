@@ -95,10 +95,7 @@ for i in "${!order[@]}"; do
   # A restart point only moves at a running-xacts record (a checkpoint
   # writes one), and only while the slot is in use.
   q "CHECKPOINT"
-  for _ in $(seq 1 300); do
-    [ "$(q "SELECT restart_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'pgshift_ab$i'")" = t ] && break
-    sleep 0.1
-  done
+  wait_restart "pgshift_ab$i" "$end"
   stop
 done
 out "slots' restart points behind the copies' end: $(q "SELECT string_agg(pg_size_pretty(greatest('$end' - restart_lsn, 0)), ', ' ORDER BY slot_name) FROM pg_replication_slots")"

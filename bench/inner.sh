@@ -57,10 +57,7 @@ t_post=$(el "$t1" "$(now)")
 # checkpoint writes one). Left behind the copy's WAL, the next start would
 # decode all of it again before reaching the burst: let it move first.
 q "CHECKPOINT"
-for _ in $(seq 1 300); do
-  [ "$(q "SELECT restart_lsn >= '$copy_end' FROM pg_replication_slots WHERE slot_name = 'pgshift_bench'")" = t ] && break
-  sleep 0.1
-done
+wait_restart "pgshift_bench" "$copy_end"
 kill -TERM $pid; wait $pid || true
 out "copy pgshift   snapshot copy + index build + ANALYZE until streaming:       ${t_copy} s  (ratio $(awk "BEGIN {printf \"%.2f\", $t_copy / $t_base}"))"
 grep -E "copied|building|built|analyzed|LOGGED|created .* partitions|range\(s\) with|consistent point|streaming from" "$W/run1.log" | sed 's/^/               /' | tee -a "$BENCH_OUT"

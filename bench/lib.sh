@@ -27,3 +27,13 @@ wait_slot() {
     [ -z "${3:-}" ] || kill -0 "$3" 2>/dev/null || return 1
   done
 }
+# wait_restart SLOT LSN: waits (up to 30 s) for slot SLOT's restart point
+# to reach LSN, which a checkpoint lets it do while the slot streams, so a
+# later run does not decode that WAL again. Says so, and goes on, if not.
+wait_restart() {
+  for _ in $(seq 1 300); do
+    [ "$(q "SELECT restart_lsn >= '$2' FROM pg_replication_slots WHERE slot_name = '$1'")" = t ] && return 0
+    sleep 0.1
+  done
+  echo "note: slot $1's restart point did not reach $2 in 30 s" >&2
+}

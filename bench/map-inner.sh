@@ -101,17 +101,11 @@ for kind in plain mapped; do
   end=$(q "SELECT pg_current_wal_insert_lsn()")
   wait_slot "pgshift_m_$kind" "$end" $pid
   q "CHECKPOINT"
-  for _ in $(seq 1 300); do
-    [ "$(q "SELECT restart_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'pgshift_m_$kind'")" = t ] && break
-    sleep 0.1
-  done
+  wait_restart "pgshift_m_$kind" "$end"
   kill -TERM $pid
   wait $pid || true
   out "copy $kind: INSERT ... SELECT ${T_BASE[$kind]} s; pgshift start to caught up ${T_COPY[$kind]} s (ratio $(awk "BEGIN {printf \"%.2f\", ${T_COPY[$kind]} / ${T_BASE[$kind]}}"))"
   grep -E "ready .* after the start" "$W/run-$kind.log" | sed 's/^.*info  /               /' | tee -a "$BENCH_OUT" || true
-done
-for kind in plain mapped; do
-  [ "$(q "SELECT count(*) FROM obs") = $(q "SELECT count(*) FROM t_$kind")" ] || true
 done
 
 # Both slots past every copy's WAL: the first slot would otherwise decode
@@ -130,10 +124,7 @@ q "CHECKPOINT"
 for kind in plain mapped; do
   "$PGSHIFT_BIN" run --plan "$W/m_$kind.yaml" >"$W/past2-$kind.log" 2>&1 &
   pid=$!
-  for _ in $(seq 1 300); do
-    [ "$(q "SELECT restart_lsn >= '$end' FROM pg_replication_slots WHERE slot_name = 'pgshift_m_$kind'")" = t ] && break
-    sleep 0.1
-  done
+  wait_restart "pgshift_m_$kind" "$end"
   kill -TERM $pid
   wait $pid || true
 done
