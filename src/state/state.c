@@ -84,8 +84,9 @@ static bool writers_none(pgs_migration *m, bool *ok)
     return none;
 }
 
-/* "pid 123 (active for 2 s: COMMIT), ..." of the sessions holding it; with
- * `terminate`, each is also asked to end. */
+/* "pid 123 (active), pid 456 (idle in transaction)" of the other sessions
+ * holding it; with `terminate`, each is also asked to end ("pid 123
+ * (active, ended)"). */
 static char *writers_list(pgs_migration *m, bool terminate)
 {
     const char *p[2] = {m->row, terminate ? "t" : "f"};
