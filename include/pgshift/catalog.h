@@ -70,27 +70,28 @@ typedef struct pgs_slot_state {
     char server[128]; /* the server asked: address:port */
 } pgs_slot_state;
 
-/* Columns describing the slot named by $1 (and the server), for
+/* Columns describing the slot named by p, an SQL expression ("$1", or a
+ * quoted literal where only simple queries go), and the server, for
  * catalog_slot_from_row; the same on 14 to 18 (newer columns through
  * to_jsonb). */
-#define CATALOG_SLOT_COLUMNS                                                                       \
+#define CATALOG_SLOT_COLUMNS_OF(p)                                                                 \
     "pg_is_in_recovery(),"                                                                         \
-    " (SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1),"                           \
-    " (SELECT wal_status FROM pg_replication_slots WHERE slot_name = $1),"                         \
+    " (SELECT count(*) FROM pg_replication_slots WHERE slot_name = " p "),"                        \
+    " (SELECT wal_status FROM pg_replication_slots WHERE slot_name = " p "),"                      \
     " (SELECT coalesce(to_jsonb(s)->>'invalidation_reason',"                                       \
     "    CASE WHEN to_jsonb(s)->>'conflicting' = 'true' THEN 'conflict' END)"                      \
-    "    FROM pg_replication_slots s WHERE slot_name = $1),"                                       \
+    "    FROM pg_replication_slots s WHERE slot_name = " p "),"                                    \
     " coalesce(host(inet_server_addr()), 'local socket') || ':' || current_setting('port')"
+#define CATALOG_SLOT_COLUMNS  CATALOG_SLOT_COLUMNS_OF("$1")
 #define CATALOG_SLOT_NCOLUMNS 5
 
 /* Reads the CATALOG_SLOT_COLUMNS that start at column `col` of row 0. */
 void catalog_slot_from_row(const PGresult *res, int col, pgs_slot_state *out);
 
-/* Asks the server `conninfo` leads to (libpq's choice among several hosts,
- * as for the replication connection) on a short connection of its own,
- * opened and closed without logging (connect_timeout as pg_connect's unless conninfo
- * sets one). False, and nothing known, when it cannot connect or query. */
-bool catalog_slot_check(const char *conninfo, const char *slot, pgs_slot_state *out);
+/* Asks the server on the other end of `conn` (a replication connection
+ * included: one simple query, the slot name as a literal) about the slot.
+ * False, and nothing known, when the query fails. */
+bool catalog_slot_check(PGconn *conn, const char *slot, pgs_slot_state *out);
 
 void strlist_free(pgs_strlist *l);
 bool strlist_contains(const pgs_strlist *l, const char *s);

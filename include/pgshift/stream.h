@@ -17,6 +17,7 @@
 #ifndef PGSHIFT_STREAM_H
 #define PGSHIFT_STREAM_H
 
+#include "pgshift/catalog.h"
 #include "pgshift/decode.h"
 #include "pgshift/migration.h"
 
@@ -74,9 +75,12 @@ repl_stream *stream_new(uv_loop_t *loop, pgs_migration *m, bool binary, const st
 /* Closes the stream if open and frees it (not from inside a callback). */
 void stream_free(repl_stream *rs);
 
-/* Connects and starts replication from `from`. False when it could not
- * (logged); the owner retries later. */
-bool stream_start(repl_stream *rs, pgs_lsn from);
+/* Connects and starts replication from `from`. First it asks the server it
+ * reached about the slot, into `slot` (PGS_SLOT_OK when the server cannot
+ * tell): missing or invalidated, it starts nothing and returns false
+ * without logging, for the owner to say what that means. False also when
+ * it could not connect or start (logged); the owner retries later. */
+bool stream_start(repl_stream *rs, pgs_lsn from, pgs_slot_state *slot);
 /* Stops watching the socket and closes the connection. */
 void stream_close(repl_stream *rs);
 bool stream_is_open(const repl_stream *rs);

@@ -248,22 +248,20 @@ void catalog_slot_from_row(const PGresult *res, int col, pgs_slot_state *out)
     }
 }
 
-bool catalog_slot_check(const char *conninfo, const char *slot, pgs_slot_state *out)
+bool catalog_slot_check(PGconn *conn, const char *slot, pgs_slot_state *out)
 {
-    /* Expanded from dbname, the conninfo's own connect_timeout wins. */
-    const char *keys[] = {"connect_timeout", "dbname", "application_name", NULL};
-    const char *vals[] = {pg_default_connect_timeout(), conninfo, "pgshift", NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    char *lit = PQescapeLiteral(conn, slot, strlen(slot));
+    char *sql = NULL;
     bool ok = false;
-    if (conn && PQstatus(conn) == CONNECTION_OK) {
-        PGresult *res = PQexecParams(conn, "SELECT " CATALOG_SLOT_COLUMNS, 1, NULL,
-                                     (const char *[]){slot}, NULL, NULL, 0);
+    if (lit && asprintf(&sql, "SELECT " CATALOG_SLOT_COLUMNS_OF("%1$s"), lit) >= 0) {
+        PGresult *res = PQexec(conn, sql);
         ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
              PQnfields(res) == CATALOG_SLOT_NCOLUMNS;
         if (ok)
             catalog_slot_from_row(res, 0, out);
         PQclear(res);
     }
-    PQfinish(conn);
+    PQfreemem(lit);
+    free(sql);
     return ok;
 }

@@ -457,12 +457,20 @@ void stream_resume(repl_stream *rs)
         deliver(rs);
 }
 
-bool stream_start(repl_stream *rs, pgs_lsn from)
+bool stream_start(repl_stream *rs, pgs_lsn from, pgs_slot_state *slot)
 {
     stream_close(rs);
     rs->conn = repl_connect(rs->m);
     if (rs->conn == NULL)
         return false;
+    /* On this very connection: the server that would stream is the one
+     * asked (with several hosts, another connection may reach another). */
+    if (!catalog_slot_check(rs->conn, rs->m->slot, slot))
+        slot->health = PGS_SLOT_OK;
+    if (slot->health == PGS_SLOT_MISSING || slot->health == PGS_SLOT_INVALID) {
+        stream_close(rs);
+        return false;
+    }
     rs->origin_active = rs->origin_filter && origin_filter_safe(rs);
     if (!repl_start(rs->m, rs->conn, from, rs->binary, rs->origin_active, &rs->proto_version)) {
         stream_close(rs);

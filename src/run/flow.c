@@ -364,30 +364,29 @@ void flow_slot_lost(engine *e, const pgs_slot_state *s)
     engine_stop(e, 1);
 }
 
-/* Before streaming (at the start of a run, on a resume, on a reconnect):
- * is the slot still there and valid on the server the source conninfo
- * leads to now (after a failover, the new primary)? Unknown (the server
- * is unreachable, or a standby) counts as not lost: the connect that
- * follows fails and is retried. */
-static bool slot_lost(engine *e)
+/* Before streaming (at the start of a run, on a resume, on a reconnect),
+ * stream_start asks whether the slot is still there and valid on the
+ * server the source conninfo leads to now (after a failover, the new
+ * primary): lost ends the run; a standby is said, and what fails after it
+ * is retried. */
+static bool slot_usable(engine *e, const pgs_slot_state *s)
 {
-    pgs_slot_state s;
-    if (!catalog_slot_check(e->m->plan->source, e->m->slot, &s))
-        return false;
-    if (s.health == PGS_SLOT_STANDBY)
+    if (s->health == PGS_SLOT_STANDBY)
         log_warn("the source conninfo led to a standby (%s), which cannot stream slot %s; with "
                  "several hosts, add target_session_attrs=read-write to it",
-                 s.server, e->m->slot);
-    if (s.health != PGS_SLOT_MISSING && s.health != PGS_SLOT_INVALID)
-        return false;
-    flow_slot_lost(e, &s);
-    return true;
+                 s->server, e->m->slot);
+    if (s->health != PGS_SLOT_MISSING && s->health != PGS_SLOT_INVALID)
+        return true;
+    flow_slot_lost(e, s);
+    return false;
 }
 
 bool flow_connect(engine *e)
 {
     pgs_lsn from = e->m->applied_lsn;
-    if (slot_lost(e) || !stream_start(e->rs, from))
+    pgs_slot_state slot = {.health = PGS_SLOT_OK};
+    bool started = stream_start(e->rs, from, &slot);
+    if (!slot_usable(e, &slot) || !started)
         return false;
     e->backoff_ms = 0;
     if (e->m->streaming_since_ms == 0)
