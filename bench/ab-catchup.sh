@@ -14,6 +14,12 @@
 # confirming the burst's end. Variants: before, after, and after-other-origin
 # (the after binary with another replication origin in the cluster, so that
 # on 16+ it runs under its origin but does not ask for origin 'none').
+# AB_WALSTATS=1 prints pg_walinspect's record counts (by record type) of
+# the burst and of each replay's own writes, the walsender's work per
+# record being the same whoever wrote it.
+# AB_RUN_ARGS adds arguments to each replay's `pgshift run` (say
+# "--log-level debug"); AB_KEEP_LOGS=/path/prefix keeps its log as
+# <prefix>-<i>-<variant>.log.
 # AB_PERF=/path/prefix records a system-wide `perf record -g` of each
 # replay into <prefix>-<i>-<variant>.data.
 # Results: bench/results/<timestamp>-pg<N>-ab.txt.
@@ -40,10 +46,11 @@ W=$(mktemp -d /tmp/pgshift-ab.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 source "$(dirname "$0")/lib.sh"
 cpu_s() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null; }
+rq_s() { awk '{printf "%.2f", $2 / 1e9}' "/proc/$1/schedstat" 2>/dev/null; } # runnable, not running
 cs_of() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$1/status" 2>/dev/null; } # times it slept
 bin_of() { if [ "$1" = before ]; then echo "$PGSHIFT_BIN_BEFORE"; else echo "$PGSHIFT_BIN"; fi; }
 start() { # I LOG: pgshift run for variant I in the background, sets pid
-  "$(bin_of "${order[$1]}")" run --plan "$W/plan$1.yaml" >"$2" 2>&1 &
+  "$(bin_of "${order[$1]}")" run --plan "$W/plan$1.yaml" ${AB_RUN_ARGS:-} >"$2" 2>&1 &
   pid=$!
 }
 stop() { kill -TERM $pid; wait $pid || true; }
@@ -100,11 +107,18 @@ for i in "${!order[@]}"; do
 done
 out "slots' restart points behind the copies' end: $(q "SELECT string_agg(pg_size_pretty(greatest('$end' - restart_lsn, 0)), ', ' ORDER BY slot_name) FROM pg_replication_slots")"
 
+walstats() { # FROM TO: WAL records in that range by type, most first
+  [ -n "${AB_WALSTATS:-}" ] || return 0
+  q "SET client_min_messages = warning; CREATE EXTENSION IF NOT EXISTS pg_walinspect"
+  out "$(q "SELECT format('%s records, %s: ', sum(count), pg_size_pretty(sum(combined_size))) || string_agg(format('%s %s', replace(\"resource_manager/record_type\", ' ', ''), count), ', ' ORDER BY count DESC) FROM pg_get_wal_stats('$1', '$2', true) WHERE count > 0")"
+}
 cp "$(dirname "$0")/burst.sql" "$W/burst.sql" # the recorded burst, shared with ab-catchup.sh
+B=$(q "SELECT pg_current_wal_insert_lsn()")
 t0=$(now)
 "$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -d bench -f "$W/burst.sql" -c 8 -j 2 -t "${AB_BURST_PER_CLIENT:-11000}" >"$W/burst.log" 2>&1
 L=$(q "SELECT pg_current_wal_insert_lsn()")
 out "burst: $(grep -oE "actually processed: [0-9]+" "$W/burst.log" | grep -oE "[0-9]+$") transactions in $(el "$t0" "$(now)") s, up to $L"
+walstats "$B" "$L"
 
 for i in "${!order[@]}"; do
   v=${order[$i]}
@@ -112,6 +126,7 @@ for i in "${!order[@]}"; do
   [ "$v" = after-other-origin ] && [ "$PGSHIFT_TEST_PG" -ge 16 ] && q "SELECT pg_replication_origin_create('ab_other')" >/dev/null
   load=$(awk '{print $1}' /proc/loadavg)
   [ -n "${AB_PERF:-}" ] && { perf record -F 999 -a -g -o "$AB_PERF-$i-$v.data" >/dev/null 2>&1 & perf_pid=$!; sleep 0.5; }
+  S=$(q "SELECT pg_current_wal_insert_lsn()")
   t0=$(now)
   start "$i" "$W/run$i.log"
   wait_slot "pgshift_ab$i" "$L"
@@ -119,9 +134,12 @@ for i in "${!order[@]}"; do
   [ -n "${AB_PERF:-}" ] && { kill -INT $perf_pid; wait $perf_pid || true; }
   apid=$(q "SELECT pid FROM pg_stat_activity WHERE application_name = 'pgshift apply'")
   wpid=$(q "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'pgshift_ab$i'")
-  cpu="CPU s pgshift $(cpu_s $pid), apply backend $(cpu_s "$apid"), walsender $(cpu_s "$wpid"); wakeups pgshift $(cs_of $pid), apply backend $(cs_of "$apid"), walsender $(cs_of "$wpid")"
+  cpu="CPU s pgshift $(cpu_s $pid), apply backend $(cpu_s "$apid"), walsender $(cpu_s "$wpid"); wakeups pgshift $(cs_of $pid), apply backend $(cs_of "$apid"), walsender $(cs_of "$wpid"); waited for a CPU s pgshift $(rq_s $pid), apply backend $(rq_s "$apid"), walsender $(rq_s "$wpid")"
   stop
+  E=$(q "SELECT pg_current_wal_insert_lsn()")
   out "$(printf '%-20s' "$v") catch-up ${t} s; $cpu; load $load"
+  walstats "$S" "$E"
+  [ -n "${AB_KEEP_LOGS:-}" ] && cp "$W/run$i.log" "$AB_KEEP_LOGS-$i-$v.log"
   ts=$(grep -m1 "streaming from slot" "$W/run$i.log" | cut -d' ' -f1)
   out "                     $(el "$t0" "$(date -d "$ts" +%s.%N)") s to $(grep -oE "streaming from slot .*" "$W/run$i.log" | head -1)"
   diff=$(q "SELECT (SELECT count(*) FROM (TABLE obs EXCEPT ALL TABLE obs_ab$i) a) + (SELECT count(*) FROM (TABLE obs_ab$i EXCEPT ALL TABLE obs) b)")
