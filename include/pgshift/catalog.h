@@ -85,6 +85,12 @@ typedef struct pgs_slot_state {
 #define CATALOG_SLOT_COLUMNS  CATALOG_SLOT_COLUMNS_OF("$1")
 #define CATALOG_SLOT_NCOLUMNS 5
 
+/* The slot can stream no more: missing, or invalidated by the server. */
+static inline bool catalog_slot_lost(const pgs_slot_state *s)
+{
+    return s->health == PGS_SLOT_MISSING || s->health == PGS_SLOT_INVALID;
+}
+
 /* Reads the CATALOG_SLOT_COLUMNS that start at column `col` of row 0. */
 void catalog_slot_from_row(const PGresult *res, int col, pgs_slot_state *out);
 

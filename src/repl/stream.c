@@ -460,14 +460,14 @@ void stream_resume(repl_stream *rs)
 bool stream_start(repl_stream *rs, pgs_lsn from, pgs_slot_state *slot)
 {
     stream_close(rs);
+    slot->health = PGS_SLOT_OK; /* unless the server says otherwise */
     rs->conn = repl_connect(rs->m);
     if (rs->conn == NULL)
         return false;
     /* On this very connection: the server that would stream is the one
      * asked (with several hosts, another connection may reach another). */
-    if (!catalog_slot_check(rs->conn, rs->m->slot, slot))
-        slot->health = PGS_SLOT_OK;
-    if (slot->health == PGS_SLOT_MISSING || slot->health == PGS_SLOT_INVALID) {
+    catalog_slot_check(rs->conn, rs->m->slot, slot);
+    if (catalog_slot_lost(slot)) {
         stream_close(rs);
         return false;
     }

@@ -375,7 +375,7 @@ static bool slot_usable(engine *e, const pgs_slot_state *s)
         log_warn("the source conninfo led to a standby (%s), which cannot stream slot %s; with "
                  "several hosts, add target_session_attrs=read-write to it",
                  s->server, e->m->slot);
-    if (s->health != PGS_SLOT_MISSING && s->health != PGS_SLOT_INVALID)
+    if (!catalog_slot_lost(s))
         return true;
     flow_slot_lost(e, s);
     return false;
@@ -384,7 +384,7 @@ static bool slot_usable(engine *e, const pgs_slot_state *s)
 bool flow_connect(engine *e)
 {
     pgs_lsn from = e->m->applied_lsn;
-    pgs_slot_state slot = {.health = PGS_SLOT_OK};
+    pgs_slot_state slot;
     bool started = stream_start(e->rs, from, &slot);
     if (!slot_usable(e, &slot) || !started)
         return false;

@@ -270,7 +270,7 @@ static void on_sample(void *arg, const PGresult *res)
      * (paused, this is the only place that would notice). */
     pgs_slot_state slot;
     catalog_slot_from_row(res, 4, &slot);
-    if (slot.health == PGS_SLOT_MISSING || slot.health == PGS_SLOT_INVALID) {
+    if (catalog_slot_lost(&slot)) {
         flow_slot_lost(e, &slot);
         return;
     }
