@@ -5,7 +5,8 @@
 # applied; nothing past it is confirmed. The next run brings every row once.
 # A killed run's backend can still be committing its last batch (with its
 # progress) after the client is gone: the next run waits for it before it
-# reads where to resume, and applies nothing twice.
+# reads where to resume, and applies nothing twice. One that never ends is
+# ended after 10 s (its transaction rolls back) and the run goes on.
 source "$(dirname "$0")/lib/common.sh"
 sql "CREATE TABLE s (id int PRIMARY KEY, v text); CREATE TABLE s_new (LIKE s INCLUDING ALL)" || fail setup
 cat >"$WORK/plan.yaml" <<Y
@@ -63,5 +64,37 @@ wait_applied pgshift_stopc
 same_rows s s_new
 [ "$(sql "SELECT count(*) FROM s_new")" = 20002 ] || fail "row count after the lingering commit"
 pass "a killed run's late commit is waited for; the next run resumes past it"
+stop_run
+
+# One that never ends on its own (its client hung with the transaction
+# open): after 10 s the run ends it, its batch rolls back whole, and the run
+# applies the same change itself from the progress it read.
+sql "INSERT INTO s VALUES (20003, 'stuck')" || fail stuck
+stuck=$(sql "SELECT pg_current_wal_insert_lsn()")
+mkfifo "$WORK/w2.in"
+psql -XAtq <"$WORK/w2.in" >"$WORK/w2.out" 2>&1 &
+pw=$!
+RUN_PIDS+=("$pw")
+exec 7>"$WORK/w2.in"
+echo "SELECT pg_advisory_lock_shared(hashtext('pgshift writer'), hashtext('stopc'));
+BEGIN; INSERT INTO s_new VALUES (20003, 'stuck');
+UPDATE pgshift.migrations SET applied_lsn = '$stuck' WHERE name = 'stopc';
+SELECT 'held ' || pg_backend_pid();" >&7
+wait_for 30 "the stuck session" log_has "$WORK/w2.out" "held"
+spid=$(sed -n 's/^held //p' "$WORK/w2.out")
+start_run "$WORK/plan.yaml" "$WORK/run4.log" 7>&-
+wait_for 30 "the run to end the stuck session" log_has "$WORK/run4.log" \
+  "after 10 s; ending them .*pid $spid \\(idle in transaction, ended\\)"
+wait_streaming "$WORK/run4.log"
+[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE pid = $spid")" = 0 ] ||
+  fail "the stuck session $spid still exists"
+wait_applied pgshift_stopc
+same_rows s s_new
+[ "$(sql "SELECT count(*) FROM s_new WHERE id = 20003")" = 1 ] ||
+  fail "the stuck session's row: $(sql "SELECT count(*) FROM s_new WHERE id = 20003") copies"
+[ "$(sql "SELECT count(*) FROM s_new")" = 20003 ] || fail "row count after the stuck session"
+pass "a session stuck with the writer lock is ended after 10 s; its change is applied once"
+exec 7>&-
+wait "$pw" 2>/dev/null
 stop_run
 finish
