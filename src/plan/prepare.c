@@ -540,6 +540,10 @@ static bool drop_origin(PGconn *c, const char *slot)
         }
         const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         if (i < 100 && st && strcmp(st, "55006") == 0) {
+            if (i == 0)
+                log_info("replication origin(s) %s still in use by a session that is ending: "
+                         "%s; waiting up to 10 s",
+                         slot, PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
             PQclear(res);
             usleep(100000);
             continue;

@@ -113,7 +113,25 @@ grep -q '^  target "public"."a1_new": kept (not created by pgshift' "$WORK/abort
 pass "abort without --confirm exits 2, lists what it would drop, drops nothing"
 
 # ---- abort --confirm ---------------------------------------------------------
+if [ "$PGSHIFT_TEST_PG" -ge 16 ]; then
+  # A session still set up under the migration's origin (a backend that has
+  # not exited yet): abort waits it out instead of failing on "in use".
+  [ "$(sql "SELECT count(*) FROM pg_replication_origin WHERE roname = '$SLOT'")" = 1 ] ||
+    fail "no replication origin $SLOT after the run"
+  psql -XAtq -c "SELECT pg_replication_origin_session_setup('$SLOT')" \
+    -c "SELECT pg_sleep(3) /* holds the origin */" >"$WORK/origin.out" 2>&1 &
+  RUN_PIDS+=("$!")
+  wait_for 30 "a session holding the origin" sql_is 1 \
+    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%holds the origin%' AND pid <> pg_backend_pid()"
+fi
 run_abort "$WORK/abort2.out" --confirm
+if [ "$PGSHIFT_TEST_PG" -ge 16 ]; then
+  grep -q "replication origin(s) $SLOT still in use by a session that is ending: .*; waiting up to 10 s" \
+    "$WORK/abort2.out" || fail "abort did not wait for the origin's session: $(cat "$WORK/abort2.out")"
+  [ "$(sql "SELECT count(*) FROM pg_replication_origin WHERE roname LIKE '$SLOT%'")" = 0 ] ||
+    fail "replication origins remain: $(sql "SELECT string_agg(roname, ' ') FROM pg_replication_origin")"
+  pass "abort waits for a session that still holds the origin, then drops it"
+fi
 [ "$RC" = 0 ] || fail "abort --confirm exited $RC: $(cat "$WORK/abort2.out")"
 grep -qxF 'Migration ab aborted.' "$WORK/abort2.out" || fail "abort: $(cat "$WORK/abort2.out")"
 [ "$(sql "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '$SLOT'")" = 0 ] || fail "the slot is still there"
