@@ -9,6 +9,7 @@
 #include "pgshift/log.h"
 #include "pgshift/pg.h"
 
+#include <ctype.h>
 #include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -348,6 +349,77 @@ static bool mapped_refs(PGconn *conn, const char *const *p, pgs_mtable *t, hando
                   what, col, t->src.qname,
                   PQgetisnull(r, i, 2) ? " (REVOKE the column grant first)" : ", or leave_behind");
     }
+    PQclear(r);
+    return ok;
+}
+
+static bool ident_char(unsigned char c)
+{
+    return isalnum(c) || c == '_' || c == '$' || c >= 0x80;
+}
+
+/* True when `text` holds `word` as a whole identifier (any case, quoted or
+ * not). */
+static bool mentions(const char *text, const char *word)
+{
+    size_t n = strlen(word);
+    for (const char *s = text; n > 0 && (s = strcasestr(s, word)) != NULL; s++)
+        if ((s == text || !ident_char((unsigned char)s[-1])) && !ident_char((unsigned char)s[n]))
+            return true;
+    return false;
+}
+
+/* A mapped table's triggers that would follow it to the new table: their
+ * function body or arguments naming a source column the new table does not
+ * have under that name (the mapping renames or drops it) would fail the
+ * first write after the swap ("record "new" has no field ..."). The server
+ * does not record what a body reads, so this is a search for the column's
+ * name as a word; a mention in a comment refuses too, with the same fixes. */
+static bool mapped_trigger_bodies(PGconn *conn, const char *const *p, pgs_mtable *t, handover *h)
+{
+    PGresult *r = pg_query(
+        conn, "reading the trigger functions on the source",
+        "SELECT g.tgname, g.tgfoid::regprocedure::text, p.prosrc,"
+        "       substr(pg_get_triggerdef(g.oid), strpos(pg_get_triggerdef(g.oid), ' EXECUTE '))"
+        "  FROM pg_trigger g JOIN pg_proc p ON p.oid = g.tgfoid"
+        " WHERE g.tgrelid = $1::oid AND NOT g.tgisinternal"
+        "   AND NOT EXISTS (SELECT 1 FROM pg_trigger x WHERE x.tgrelid = $2::oid"
+        "                     AND x.tgname = g.tgname)"
+        " ORDER BY 1",
+        2, p);
+    PGresult *c = r ? pg_query(conn, "reading the source's columns",
+                               "SELECT attname FROM pg_attribute WHERE attrelid = $1::oid"
+                               "   AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
+                               1, p)
+                    : NULL;
+    bool ok = r && c;
+    for (int i = 0; ok && i < PQntuples(r); i++) {
+        const char *name = V(r, i, 0), *fn = V(r, i, 1), *body = V(r, i, 2), *call = V(r, i, 3);
+        if (left_behind(t, name))
+            continue;
+        for (int k = 0; ok && k < PQntuples(c); k++) {
+            const char *col = V(c, k, 0);
+            if (colmap_col(&t->map, col) != NULL)
+                continue;
+            bool in_body = mentions(body, col);
+            if (!in_body && !mentions(call, col))
+                continue;
+            char what[512];
+            if (in_body)
+                snprintf(what, sizeof what, "the body of its function %s names", fn);
+            else
+                snprintf(what, sizeof what, "its arguments name");
+            ok = addf(&h->problems,
+                      "trigger %s: %s \"%s\", a column of %s the new table does not have "
+                      "(the column mapping renames or drops it), so the trigger would fail the "
+                      "first write after the swap; fix: create the trigger under the same name "
+                      "on %s, with a function that reads the new columns (it is then not carried "
+                      "over), or leave_behind it",
+                      name, what, col, t->src.qname, t->tgt.qname);
+            break;
+        }
+    }
+    PQclear(c);
     PQclear(r);
     return ok;
 }
@@ -1077,10 +1149,12 @@ bool handover_build(PGconn *conn, pgs_migration *m, pgs_mtable *t, bool in_swap,
     snprintf(soid, sizeof soid, "%u", t->src.oid);
     snprintf(toid, sizeof toid, "%u", t->tgt.exists ? t->tgt.oid : 0u);
     const char *p[4] = {soid, toid, t->src.qname, m->publication};
-    bool ok = names(conn, m, t, h) && (!t->map.mapped || mapped_refs(conn, p, t, h)) &&
-              grants(conn, p, t, h) && sequences(conn, p, t, h) &&
-              triggers_policies_rules(conn, p, t, h) && views(conn, p, t, in_swap, h) &&
-              fks_in(conn, p, m, t, h) && fks_out(conn, p, m, t, h);
+    bool ok =
+        names(conn, m, t, h) &&
+        (!t->map.mapped || (mapped_refs(conn, p, t, h) && mapped_trigger_bodies(conn, p, t, h))) &&
+        grants(conn, p, t, h) && sequences(conn, p, t, h) &&
+        triggers_policies_rules(conn, p, t, h) && views(conn, p, t, in_swap, h) &&
+        fks_in(conn, p, m, t, h) && fks_out(conn, p, m, t, h);
     if (!ok)
         handover_free(h);
     return ok;

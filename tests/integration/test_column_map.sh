@@ -122,6 +122,31 @@ grep -qF 'the cutover would refuse: trigger orders_note_upd names column "note" 
 sql "DROP TRIGGER orders_note_upd ON orders; DROP FUNCTION orders_touch()" || fail "drop trigger"
 pass "a trigger on a renamed column: plan says the cutover would refuse, naming it"
 
+# A trigger whose function reads a column the mapping renames, or that names
+# it in its arguments, would fail every write after the swap; one reading
+# only columns the new table keeps follows the table.
+sqlf - <<'SQL' || fail "trigger bodies"
+CREATE FUNCTION orders_note_fill() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN IF NEW.note IS NULL THEN NEW.note := 'none'; END IF; RETURN NEW; END $$;
+CREATE FUNCTION orders_arg() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE FUNCTION orders_id_check() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN IF NEW.id = 0 THEN RAISE 'no notes for id 0'; END IF; RETURN NEW; END $$;
+CREATE TRIGGER orders_fill BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION orders_note_fill();
+CREATE TRIGGER orders_args BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION orders_arg('x', 'note');
+CREATE TRIGGER orders_idc BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION orders_id_check();
+SQL
+out=$("$PGSHIFT" plan --plan "$WORK/plan.yaml" 2>&1)
+grep -qF 'the cutover would refuse: trigger orders_fill: the body of its function orders_note_fill() names "note", a column of "public"."orders" the new table does not have' <<<"$out" ||
+  fail "no refusal for a trigger function reading a renamed column: $out"
+grep -qF 'the cutover would refuse: trigger orders_args: its arguments name "note"' <<<"$out" ||
+  fail "no refusal for a trigger naming a renamed column in its arguments: $out"
+! grep -q 'refuse: trigger orders_idc' <<<"$out" && grep -qF 'trigger orders_idc: re-created on the new table' <<<"$out" ||
+  fail "a trigger reading only kept columns is not carried: $out"
+sql "DROP TRIGGER orders_fill ON orders; DROP TRIGGER orders_args ON orders; DROP TRIGGER orders_idc ON orders;
+     DROP FUNCTION orders_note_fill(); DROP FUNCTION orders_arg(); DROP FUNCTION orders_id_check()" ||
+  fail "drop triggers"
+pass "a trigger whose function or arguments name a renamed column: plan says the cutover would refuse"
+
 # A foreign key of another table on a key the mapping renames cannot be
 # re-created as it is; on a key that only becomes bigint it can.
 sqlf - <<'SQL' || fail "fk setup"
