@@ -25,6 +25,8 @@ cmake --build "$build" -j "$(nproc)"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 cd "$build"
+# Every cluster of a run is a copy of one initdb per server (with-pg.sh).
+export PGSHIFT_TEST_TEMPLATES=${PGSHIFT_TEST_TEMPLATES:-$PWD/pg-templates}
 jobs=${PGSHIFT_TEST_JOBS:-2}
 logs=$(mktemp -d "${TMPDIR:-/tmp}/pgshift-testsh.XXXXXX")
 trap 'rm -rf "$logs"' EXIT
