@@ -53,26 +53,32 @@ start_run() {
   RUN_PIDS+=("$RUN_PID")
 }
 
-# poll SECONDS CMD [ARGS...]: run CMD in this shell every WAIT_INTERVAL
-# seconds (default 0.1) until it succeeds (returns 0) or SECONDS have passed
-# (returns 1). CMD runs at least once. For waits that must not fail the test
-# (cleanup, a retry); tests use wait_for.
+# poll SECONDS CMD [ARGS...]: run CMD in this shell until it succeeds
+# (returns 0) or SECONDS have passed (returns 1): after 50 ms, then at
+# intervals growing to 250 ms (each check is a process, often a psql and a
+# backend; a suite polling at a fixed 0.1 s spent a good part of its CPU on
+# it), or every WAIT_INTERVAL s when set. CMD runs at least once. For waits
+# that must not fail the test (cleanup, a retry); tests use wait_for.
 poll() {
-  local t=$1 interval=${WAIT_INTERVAL:-0.1} start now
+  local t=$1 ms=50 start now
   shift
   start=${EPOCHREALTIME/[.,]/}
   while :; do
     "$@" && return 0
     now=${EPOCHREALTIME/[.,]/}
     [ $((now - start)) -ge $((t * 1000000)) ] && return 1
-    sleep "$interval"
+    if [ -n "${WAIT_INTERVAL:-}" ]; then
+      sleep "$WAIT_INTERVAL"
+    else
+      sleep "0.$(printf %03d "$ms")"
+      ms=$((ms * 3 / 2 > 250 ? 250 : ms * 3 / 2))
+    fi
   done
 }
 
-# wait_for SECONDS DESCRIPTION CMD [ARGS...]: run CMD in this shell every
-# 0.1 s (WAIT_INTERVAL) until it succeeds; after SECONDS (whole seconds) the
-# test fails with "timed out after SECONDS s waiting for: DESCRIPTION", and
-# says so if the run (RUN_PID) has exited meanwhile. Tests wait on the
+# wait_for SECONDS DESCRIPTION CMD [ARGS...]: poll CMD; after SECONDS
+# (whole seconds) the test fails with "timed out after SECONDS s waiting
+# for: DESCRIPTION", and says so if the run (RUN_PID) has exited meanwhile. Tests wait on the
 # condition, not on the clock: the stats tick is 2 s, but a loaded machine
 # may take longer, and an idle one need not wait that long.
 wait_for() {
