@@ -115,22 +115,28 @@ pass "abort without --confirm exits 2, lists what it would drop, drops nothing"
 # ---- abort --confirm ---------------------------------------------------------
 if [ "$PGSHIFT_TEST_PG" -ge 16 ]; then
   # A session still set up under the migration's origin (a backend that has
-  # not exited yet): abort waits it out instead of failing on "in use".
+  # not exited yet): abort waits it out instead of failing on "in use". The
+  # session holds the origin until abort says it waits, then ends.
   [ "$(sql "SELECT count(*) FROM pg_replication_origin WHERE roname = '$SLOT'")" = 1 ] ||
     fail "no replication origin $SLOT after the run"
   psql -XAtq -c "SELECT pg_replication_origin_session_setup('$SLOT')" \
-    -c "SELECT pg_sleep(3) /* holds the origin */" >"$WORK/origin.out" 2>&1 &
+    -c "SELECT pg_sleep(600) /* holds the origin */" >"$WORK/origin.out" 2>&1 &
   RUN_PIDS+=("$!")
-  wait_for 30 "a session holding the origin" sql_is 1 \
-    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%holds the origin%' AND pid <> pg_backend_pid()"
-fi
-run_abort "$WORK/abort2.out" --confirm
-if [ "$PGSHIFT_TEST_PG" -ge 16 ]; then
-  grep -q "replication origin(s) $SLOT still in use by a session that is ending: .*; waiting up to 10 s" \
-    "$WORK/abort2.out" || fail "abort did not wait for the origin's session: $(cat "$WORK/abort2.out")"
+  holder="SELECT pid FROM pg_stat_activity WHERE query LIKE '%holds the origin%' AND pid <> pg_backend_pid()"
+  wait_for 30 "a session holding the origin" sql_is 1 "SELECT count(*) FROM ($holder) h"
+  timeout -s KILL 90 "$PGSHIFT" abort --plan "$PLAN" --confirm >"$WORK/abort2.out" 2>&1 &
+  abort_pid=$!
+  wait_for 60 "abort to wait for the origin's session" log_has "$WORK/abort2.out" \
+    "replication origin\(s\) $SLOT still in use by a session that is ending: .*; waiting up to 10 s"
+  sql "SELECT pg_terminate_backend(pid) FROM ($holder) h" >/dev/null || fail "ending the holder"
+  wait "$abort_pid"
+  RC=$?
+  [ "$RC" = 0 ] || fail "abort --confirm exited $RC: $(cat "$WORK/abort2.out")"
   [ "$(sql "SELECT count(*) FROM pg_replication_origin WHERE roname LIKE '$SLOT%'")" = 0 ] ||
     fail "replication origins remain: $(sql "SELECT string_agg(roname, ' ') FROM pg_replication_origin")"
   pass "abort waits for a session that still holds the origin, then drops it"
+else
+  run_abort "$WORK/abort2.out" --confirm
 fi
 [ "$RC" = 0 ] || fail "abort --confirm exited $RC: $(cat "$WORK/abort2.out")"
 grep -qxF 'Migration ab aborted.' "$WORK/abort2.out" || fail "abort: $(cat "$WORK/abort2.out")"
