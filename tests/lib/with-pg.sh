@@ -15,6 +15,14 @@
 # Extra server settings: PGSHIFT_TEST_PGCONF="key=value;key=value";
 # PGSHIFT_TEST_DURABLE=1 keeps fsync and synchronous_commit on.
 set -u
+# PGSHIFT_TEST_CPUACCT=DIR (a cgroup-v1 cpuacct directory, e.g.
+# /sys/fs/cgroup/cpuacct/pgt): this script, its cluster and CMD run in the
+# group DIR/<CMD's last argument>, whose cpuacct.usage then gives the CPU
+# time the whole test took, server included (how the suite's cost is read).
+if [ -n "${PGSHIFT_TEST_CPUACCT:-}" ]; then
+  cg=$PGSHIFT_TEST_CPUACCT/$(basename "${@: -1}" .sh)
+  mkdir -p "$cg" && echo $$ >"$cg/cgroup.procs" || echo "with-pg: cannot enter cgroup $cg" >&2
+fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 clientbin=/usr/lib/postgresql/15/bin
@@ -143,6 +151,13 @@ export PGSHIFT_TEST_CLIENTBIN="$clientbin"
 # Bare psql/pgbench are those client tools themselves, not Debian's
 # pg_wrapper (a Perl script that doubles the cost of each psql a test polls).
 export PATH="$clientbin:$PATH"
+# Bare python3 is Debian's (scripts/install-deps.sh installs it), not a
+# version manager's shim found first on PATH: pyenv's runs about ten bash
+# processes per call (389 ms of CPU against 23 ms here), and a version's
+# integration part calls python3 some 250 times.
+if [ -x /usr/bin/python3 ] && [ "$(command -v python3)" != /usr/bin/python3 ]; then
+  mkdir -p "$dir/bin" && ln -sf /usr/bin/python3 "$dir/bin/python3" && export PATH="$dir/bin:$PATH"
+fi
 PGSHIFT_TEST_PG=$(psql -XAtq -c "SHOW server_version_num" 2>/dev/null) || PGSHIFT_TEST_PG=0
 export PGSHIFT_TEST_PG=$((PGSHIFT_TEST_PG / 10000))
 unset PGPASSWORD PGSERVICE PGOPTIONS
