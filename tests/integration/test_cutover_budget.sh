@@ -20,7 +20,7 @@ sed -i 's/batch_time: 1500ms/batch_time: 100ms/; s/idle_commit_time: 1500ms/idle
 cp "$WORK/plan.yaml" "$WORK/plan-base.yaml"
 echo "cutover: {max_block: 1ms, attempts: 2}" >>"$WORK/plan.yaml"
 
-mirror_load 45 200 "$WORK/load.log"
+mirror_load_start 200 "$WORK/load.log"
 export PGSHIFT_TEST_SLOW_AT=fence:20
 start_run "$WORK/plan.yaml" "$WORK/run1.log"
 unset PGSHIFT_TEST_SLOW_AT
@@ -53,7 +53,7 @@ read -r held swap window <<<"$(sql "SELECT cutover->>'lock_held_ms', cutover->>'
 python3 -c 'import sys; h, s = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if h - s <= 300 + 20 else 1)' "$held" "$swap" ||
   fail "the locks were held $held ms, of which the swap $swap ms: over the 300 ms budget"
 [ "$(sql "SELECT relkind FROM pg_class WHERE oid = 'mig'::regclass")" = p ] || fail "not swapped"
-mirror_check_load "$WORK/load.log"
+mirror_load_stop "$WORK/load.log"
 same_rows mig shadow
 pass "max_block 300 ms: swapped; locks held $held ms (swap $swap ms, write-blocking window $window ms); equal to the shadow"
 finish

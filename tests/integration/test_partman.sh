@@ -105,7 +105,7 @@ grep -qE "ok +pg_partman $version manages \"public\".\"reg\": the swap removes i
   fail "plan does not say what becomes of reg's registration: $(grep -E 'reg' "$WORK/plan.out")"
 pass "plan says what pg_partman will manage and that nothing runs its maintenance here"
 
-mirror_load 40 150 "$WORK/pgbench.log"
+mirror_load_start 150 "$WORK/pgbench.log"
 start_run "$WORK/plan.yaml" "$WORK/run.log"
 wait_streaming "$WORK/run.log"
 parts() { sql "SELECT string_agg(c.relname, ' ' ORDER BY c.relname) FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid WHERE h.inhparent = '$1'::regclass"; }
@@ -116,7 +116,7 @@ wait_for 30 "a stats sample: live phase ready" live_phase_is "$WORK/plan.yaml" r
 "$PGSHIFT" cutover --plan "$WORK/plan.yaml" >"$WORK/cutover.log" 2>&1 || fail "cutover: $(cat "$WORK/cutover.log")"
 wait_for 120 "the run to exit after the cutover" gone "$RUN_PID"
 wait "$RUN_PID" || fail "run exited $? after the cutover"
-mirror_check_load "$WORK/pgbench.log"
+mirror_load_stop "$WORK/pgbench.log"
 same_rows mig shadow
 same_rows ev ev_shadow
 same_rows reg reg_shadow

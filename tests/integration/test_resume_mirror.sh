@@ -10,7 +10,7 @@ source "$(dirname "$0")/lib/mirror.sh"
 
 mirror_setup 100000
 mirror_plan mirror "$WORK/plan.yaml"
-mirror_load 45 400 "$WORK/pgbench.log"
+mirror_load_start 400 "$WORK/pgbench.log"
 # The runs below start under load: pgbench's 4 clients are connected.
 wait_for 30 "pgbench's 4 clients to connect" sql_is 4 \
   "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pgbench' AND backend_type = 'client backend'"
@@ -44,14 +44,14 @@ for t in 0.5 1.7 2.9 0.9; do
 done
 pass "SIGKILL at 4 more moments of the catch-up"
 
-# The last run stays up until the load is over and everything is applied.
+# The last run starts under load, then stays up until everything is applied.
 start_run "$WORK/plan.yaml" "$WORK/final.log"
 wait_streaming "$WORK/final.log"
-mirror_check_load "$WORK/pgbench.log"
+mirror_load_stop "$WORK/pgbench.log"
 wait_applied pgshift_mirror 180
 same_rows mig shadow
 same_rows mig_part shadow
-pass "target equals shadow after 6 kills ($(sql "SELECT count(*) FROM shadow") rows, $(grep -oE 'number of transactions actually processed: [0-9]+' "$WORK/pgbench.log" | grep -oE '[0-9]+$') load transactions)"
+pass "target equals shadow after 6 kills ($(sql "SELECT count(*) FROM shadow") rows, $(load_txns "$WORK/pgbench.log") load transactions)"
 [ "$(sql "SELECT count(*) FROM mig_part WHERE note = 'rolled back'")" = 0 ] || fail "rolled back savepoint applied"
 stop_run
 finish

@@ -45,7 +45,7 @@ P="$WORK/plan.yaml"
 [ "$rc" = 2 ] || fail "verify --table nosuch: $rc $(cat "$WORK/v0b.out")"
 pass "verify before the run: no target yet (exit 1); an unknown --table is a usage error (exit 2)"
 
-mirror_load 15 300 "$WORK/pgbench.log"
+mirror_load_start 150 "$WORK/pgbench.log"
 start_run "$P" "$WORK/run.log"
 wait_streaming "$WORK/run.log"
 wait_for 30 "a stats sample: live phase catching_up or ready" live_phase_is "$P" catching_up ready
@@ -148,13 +148,13 @@ pass "status shows the last verify (4 differences); --repair refuses a table wit
 # The keyless table's planted row goes by hand; the load goes on, and
 # nothing it wrote was lost while verify held or repaired.
 sql "DELETE FROM kl_new WHERE ctid = (SELECT max(ctid) FROM kl_new WHERE a = 3 AND b = 'x3')" || fail "undoing"
-mirror_check_load "$WORK/pgbench.log"
+mirror_load_stop "$WORK/pgbench.log"
 wait_applied pgshift_ver 120
 same_rows mig_part shadow
 same_rows kl_new kl
 verify_json "$WORK/v5.json"
 [ "$VRC" = 0 ] || fail "verify after the load: exit $VRC $(cat "$WORK/v5.json")"
-pass "the load lost nothing across $(grep -c "applying up to the verifier's snapshot" "$WORK/run.log") holds; verify identical after it ($(grep -oE 'number of transactions actually processed: [0-9]+' "$WORK/pgbench.log" | grep -oE '[0-9]+$') load transactions)"
+pass "the load lost nothing across $(grep -c "applying up to the verifier's snapshot" "$WORK/run.log") holds; verify identical after it ($(load_txns "$WORK/pgbench.log") load transactions)"
 
 # verify.max_rate holds a walk to 8000 rows/s on each side, and `pgshift
 # pause` holds the verify with the run until `pgshift resume`.

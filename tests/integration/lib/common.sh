@@ -120,6 +120,9 @@ load_stop() {
     { LOAD_WHY=$(grep "failed transactions" "$2" | grep -v ": 0 " | head -3); return 1; }
 }
 
+# load_txns LOG: the transactions that all pgbench runs in LOG processed.
+load_txns() { grep -oE 'number of transactions actually processed: [0-9]+' "$1" | awk '{s += $NF} END {print s + 0}'; }
+
 # Conditions for wait_for.
 # sql_is VALUE QUERY: QUERY returns exactly VALUE (an error is "not yet").
 sql_is() { [ "$(psql -XAtq -v ON_ERROR_STOP=1 -c "$2" 2>/dev/null)" = "$1" ]; }

@@ -51,7 +51,18 @@ COMMIT;
 PGB
 }
 
-# mirror_load SECONDS RATE LOG: pgbench in the background; sets LOAD_PID.
+# mirror_load_start RATE LOG: the workload at RATE transactions/s until
+# mirror_load_stop, not for a fixed time that must outlast what it covers
+# (load_start: pgbench in 2 s runs); sets LOAD_PID.
+mirror_load_start() {
+  load_start "$WORK/mirror.stop" "$2" -n -f "$WORK/mirror.sql" -c 4 -j 2 -R "$1" --max-tries=20
+}
+# mirror_load_stop LOG: ends it (within 2 s); fails unless every run had 0
+# failed transactions.
+mirror_load_stop() { load_stop "$WORK/mirror.stop" "$1" || fail "pgbench: $LOAD_WHY"; }
+
+# mirror_load SECONDS RATE LOG: pgbench for a fixed time in the background
+# (a load that ends with its server, or a set length); sets LOAD_PID.
 mirror_load() {
   "$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$WORK/mirror.sql" -c 4 -j 2 -T "$1" -R "$2" \
     --max-tries=20 >"$3" 2>&1 &
