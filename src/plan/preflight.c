@@ -1242,7 +1242,7 @@ static void check_table(pgs_migration *m, pgs_mtable *t, bool resuming, report *
             char *why = prepare_shadow_why_not(m, t);
             if (why == NULL)
                 say(r, "ok",
-                    "the copy fills UNLOGGED shadow partitions without indexes, then builds %s's "
+                    "the copy fills shadow partitions without indexes, then builds %s's "
                     "indexes on them and swaps them in for its empty partitions",
                     t->tgt.qname);
             else

@@ -329,9 +329,9 @@ static bool spec_set(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *
 }
 
 /* The partitions of `parent` from `ps`, named "<base>_<prefix>_<suffix>"
- * (the suffixes of both levels kept whole when the base is cut): UNLOGGED
- * leaves, or with a sub-partition set, partitioned tables (a partitioned
- * table is never UNLOGGED) each with the leaves of `sub` under it. */
+ * (the suffixes of both levels kept whole when the base is cut): leaves,
+ * or with a sub-partition set, partitioned tables each with the leaves of
+ * `sub` under it. */
 static bool create_parts(pgs_migration *m, const pgs_mtable *t, const char *parent,
                          const char *prefix, const part_set *ps, const char *subby,
                          const part_set *sub)
@@ -347,9 +347,8 @@ static bool create_parts(pgs_migration *m, const pgs_mtable *t, const char *pare
             partition_name(t->tgt.relname, suffix, name);
         char *part = pg_qualified(m->tgt, t->tgt.nspname, name);
         ok = part &&
-             exec_fmt(m->tgt, "creating a partition", "CREATE %sTABLE %s PARTITION OF %s %s%s%s",
-                      sub ? "" : "UNLOGGED ", part, parent, ps->bound.v[i],
-                      sub ? " PARTITION BY " : "", sub ? subby : "");
+             exec_fmt(m->tgt, "creating a partition", "CREATE TABLE %s PARTITION OF %s %s%s%s",
+                      part, parent, ps->bound.v[i], sub ? " PARTITION BY " : "", sub ? subby : "");
         if (ok && sub)
             ok = create_parts(m, t, part, suffix, sub, NULL, NULL);
         free(part);
@@ -404,13 +403,14 @@ static bool create_partitions(pgs_migration *m, pgs_mtable *t)
     return ok;
 }
 
-/* A target pgshift creates gets UNLOGGED partitions for the copy: the COPY
- * writes no WAL. set_logged() later rewrites each partition into the WAL,
- * row by row, and logical decoding reads those inserts before dropping
- * them (a transient heap): on 16+ they run under pgshift's origins, which
- * the stream's origin 'none' drops unread; the index builds after it write
- * full pages, which decoding skips. A crash during the copy restarts the
- * copy, so unlogged data is never relied on. */
+/* A target pgshift creates: its partitions without indexes (built after
+ * the copy, build_target_indexes()), logged from the start. The copy's
+ * multi-insert WAL records are what the walsender reads of it before the
+ * changes made since (on 16+ they carry pgshift's origins, which the
+ * stream's origin 'none' drops unread); an UNLOGGED copy made LOGGED
+ * afterwards wrote every row again, one WAL record each, and decoding
+ * those took longer than the copy's WAL saved (bench/README.md). A crash
+ * during the copy restarts it with the target created again. */
 static bool create_target(pgs_migration *m, pgs_mtable *t)
 {
     const pgs_partition_spec *sp = &t->spec->part;
@@ -627,14 +627,27 @@ void stmt_free(stmt_list *l)
     *l = (stmt_list){0};
 }
 
-/* The leaf partitions of a created target, quoted, and whether each is
- * still UNLOGGED. */
+bool stmt_join(stmt_list *l, stmt_list *parts)
+{
+    size_t len = 1;
+    for (int i = 0; i < parts->n; i++)
+        len += strlen(parts->v[i]) + 2;
+    char *s = malloc(len), *p = s;
+    for (int i = 0; s && i < parts->n; i++)
+        p += sprintf(p, "%s%s", i ? "; " : "", parts->v[i]);
+    bool ok = s && (parts->n == 0 || stmt_add(l, "%s", s));
+    free(s);
+    stmt_free(parts);
+    return ok;
+}
+
+/* The leaf partitions of a created target, quoted. */
 static PGresult *target_leaves(pgs_migration *m, pgs_mtable *t)
 {
     char oid[16];
     snprintf(oid, sizeof oid, "%u", t->tgt.oid);
     return pg_query(m->tgt, "listing the target's partitions",
-                    "SELECT c.oid::regclass::text, c.relpersistence = 'u'"
+                    "SELECT c.oid::regclass::text"
                     "  FROM pg_partition_tree($1::oid) p JOIN pg_class c ON c.oid = p.relid"
                     " WHERE c.relkind = 'r' ORDER BY 1",
                     1, (const char *[]){oid});
@@ -650,25 +663,6 @@ bool run_parallel(pgs_migration *m, const char *what, const char *setup, stmt_li
                        .origin_prefix = m->plan->target ? NULL : prefix,
                        .workers = m->plan->copy.workers > 0 ? m->plan->copy.workers : 2};
     return pg_parallel_exec(&job, l->v, l->n);
-}
-
-/* Makes every partition of a created target LOGGED again, before its
- * indexes exist (SET LOGGED rewrites them otherwise), partitions in
- * parallel. */
-static bool set_logged(pgs_migration *m, pgs_mtable *t, const PGresult *leaves)
-{
-    stmt_list l = {0};
-    bool ok = true;
-    for (int i = 0; ok && i < PQntuples(leaves); i++)
-        if (PQgetvalue(leaves, i, 1)[0] == 't')
-            ok = stmt_add(&l, "ALTER TABLE %s SET LOGGED", PQgetvalue(leaves, i, 0));
-    double t0 = now_s();
-    ok = ok && run_parallel(m, "making a partition logged", NULL, &l);
-    if (ok)
-        log_info("table %s: %d partitions of %s made LOGGED in %.1f s", t->src.qname, l.n,
-                 t->tgt.qname, now_s() - t0);
-    stmt_free(&l);
-    return ok;
 }
 
 /* The source's indexes, one row each, for source_index() (prepare_int.h). */
@@ -760,45 +754,48 @@ static bool index_stmt(stmt_list *l, const src_index *x, const char *rel)
 }
 
 /* Builds the source's indexes on a target pgshift created: first on every
- * leaf, in parallel (the sorts are the work), then on the partitioned
- * table, which attaches the leaves' matching indexes (and constraints)
- * instead of building them again. */
-static bool build_indexes(pgs_migration *m, pgs_mtable *t, const PGresult *leaves)
+ * leaf, one job per leaf, leaves in parallel (the sorts are the work), each
+ * job one transaction, so that the builds after the first find the leaf's
+ * rows in the buffers; then the same statements on the partitioned table,
+ * which attach the leaves' matching indexes (and constraints) instead of
+ * building them again. */
+static bool build_target_indexes(pgs_migration *m, pgs_mtable *t)
 {
-    PGresult *res = source_indexes(m, t);
-    if (res == NULL)
-        return false;
-    stmt_list leaf = {0}, parent = {0};
-    bool ok = true;
+    log_info("table %s: building indexes on %s", t->src.qname, t->tgt.qname);
+    PGresult *leaves = target_leaves(m, t);
+    PGresult *res = leaves ? source_indexes(m, t) : NULL;
+    stmt_list jobs = {0}, one = {0}, parent = {0};
+    bool ok = res != NULL;
     for (int i = 0; ok && i < PQntuples(res); i++) {
         src_index x = source_index(res, i);
         if (x.kind == IX_SKIP)
             log_warn("table %s: index %s is not built on %s: %s", t->src.qname, x.name,
                      t->tgt.qname, x.why);
-        for (int k = 0; ok && k < PQntuples(leaves); k++)
-            ok = index_stmt(&leaf, &x, PQgetvalue(leaves, k, 0));
-        ok = ok && index_stmt(&parent, &x, t->tgt.qname);
+        ok = index_stmt(&parent, &x, t->tgt.qname);
     }
-    ok = ok && run_parallel(m, "building an index", "SET maintenance_work_mem = '256MB'", &leaf);
+    for (int k = 0; ok && k < PQntuples(leaves); k++) {
+        for (int i = 0; ok && i < PQntuples(res); i++) {
+            src_index x = source_index(res, i);
+            ok = index_stmt(&one, &x, PQgetvalue(leaves, k, 0));
+        }
+        ok = ok && stmt_join(&jobs, &one);
+    }
+    double t0 = now_s();
+    ok = ok && run_parallel(m, "building a partition's indexes",
+                            "SET maintenance_work_mem = '256MB'", &jobs);
+    double t1 = now_s();
     for (int i = 0; ok && i < parent.n; i++)
         ok = exec_fmt(m->tgt, "attaching the partitions' indexes", "%s", parent.v[i]);
-    stmt_free(&leaf);
+    if (ok)
+        log_info("table %s: indexes built on %d partitions of %s in %.1f s, attached in %.1f s",
+                 t->src.qname, PQntuples(leaves), t->tgt.qname, t1 - t0, now_s() - t1);
+    stmt_free(&one);
+    stmt_free(&jobs);
     stmt_free(&parent);
     PQclear(res);
-    return ok;
-}
-
-static bool build_target_indexes(pgs_migration *m, pgs_mtable *t)
-{
-    log_info("table %s: building indexes on %s", t->src.qname, t->tgt.qname);
-    PGresult *leaves = target_leaves(m, t);
-    bool ok = leaves != NULL && set_logged(m, t, leaves);
-    double t0 = now_s();
-    ok = ok && build_indexes(m, t, leaves);
     PQclear(leaves);
     if (!ok)
         return false;
-    log_info("table %s: indexes built in %.1f s", t->src.qname, now_s() - t0);
     catalog_relinfo_free(&t->tgt);
     return catalog_read_rel(m->tgt, t->spec->target, &t->tgt);
 }

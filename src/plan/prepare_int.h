@@ -22,6 +22,9 @@ typedef struct stmt_list {
 
 bool stmt_add(stmt_list *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void stmt_free(stmt_list *l);
+/* Appends `parts` to `l` as one string, "a; b; c" (one implicit transaction
+ * when sent as one query), and empties `parts`. */
+bool stmt_join(stmt_list *l, stmt_list *parts);
 
 /* Runs the statements on up to copy.workers connections of the target's
  * database (in the source's database on 16+ under origins <slot>_copy<N>,
@@ -53,8 +56,8 @@ src_index source_index(const PGresult *res, int i);
 /* shadow.c: the copy into an operator-made partitioned target without its
  * indexes. shadow_prepare() drops what an interrupted run left and, when
  * every leaf of the target can be swapped, makes the shadow and points
- * t->copy_into at it; shadow_finish() makes the shadow's leaves logged,
- * builds the target's indexes on them, and swaps them in for the target's
+ * t->copy_into at it; shadow_finish() builds the target's indexes on the
+ * shadow's leaves, and swaps them in for the target's
  * empty leaves in one transaction. */
 bool shadow_prepare(pgs_migration *m, pgs_mtable *t);
 bool shadow_finish(pgs_migration *m, pgs_mtable *t);

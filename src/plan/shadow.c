@@ -5,9 +5,9 @@
  * prepare_targets() empties them after an interrupted copy). The copy
  * writes instead into a shadow in schema pgshift: a partitioned table
  * shadow_<target oid> LIKE the target, partitioned the same way, with one
- * UNLOGGED leaf shadow_<target oid>_<n> per leaf of the target, on the same
- * bound. After the copy each shadow leaf is made LOGGED and gets the
- * target's indexes and key (in parallel, as on a target pgshift creates),
+ * leaf shadow_<target oid>_<n> per leaf of the target, on the same bound
+ * (logged: see create_target() in prepare.c). After the copy each shadow
+ * leaf gets the target's indexes and key (in parallel, as on a target pgshift creates),
  * and one transaction swaps them in: detach the empty leaf, drop it, move
  * the shadow leaf to its schema and name, attach it on the same bound
  * (the server checks its rows against the bound, the check constraints
@@ -201,9 +201,9 @@ bool shadow_prepare(pgs_migration *m, pgs_mtable *t)
         char leaf[64];
         snprintf(leaf, sizeof leaf, "shadow_%s_%d", oid, i + 1);
         char *q = pg_qualified(m->tgt, "pgshift", leaf);
-        ok = q && exec_fmt(m->tgt, "creating the copy's shadow",
-                           "CREATE UNLOGGED TABLE %s PARTITION OF %s %s", q, shadow,
-                           PQgetvalue(leaves, i, 2));
+        ok = q &&
+             exec_fmt(m->tgt, "creating the copy's shadow", "CREATE TABLE %s PARTITION OF %s %s", q,
+                      shadow, PQgetvalue(leaves, i, 2));
         free(q);
     }
     if (ok)
@@ -211,7 +211,7 @@ bool shadow_prepare(pgs_migration *m, pgs_mtable *t)
     else
         pg_exec(m->tgt, "rolling back", "ROLLBACK");
     if (ok) {
-        log_info("table %s: the copy writes into %s (%d UNLOGGED partitions without indexes); "
+        log_info("table %s: the copy writes into %s (%d partitions without indexes); "
                  "they replace the empty partitions of %s after the copy, with its indexes built "
                  "then",
                  t->src.qname, shadow, PQntuples(leaves), t->tgt.qname);
@@ -246,11 +246,11 @@ static PGresult *pairs(pgs_migration *m, pgs_mtable *t, const char *shadow_oid)
         2, (const char *[]){shadow_oid, oid});
 }
 
-/* The statements that give each shadow leaf the target's indexes: its
- * keys and unique and exclusion constraints as constraints (ATTACH
- * matches a constraint's index only with a constraint), other indexes
- * from their definitions. An index whose definition cannot be read is
- * left to ATTACH, which builds it. */
+/* One job per shadow leaf, the target's indexes: its keys and unique and
+ * exclusion constraints as constraints (ATTACH matches a
+ * constraint's index only with a constraint), other indexes from their
+ * definitions. An index whose definition cannot be read is left to ATTACH,
+ * which builds it. */
 static bool index_stmts(pgs_migration *m, pgs_mtable *t, const PGresult *pr, stmt_list *l)
 {
     char oid[16];
@@ -269,17 +269,20 @@ static bool index_stmts(pgs_migration *m, pgs_mtable *t, const PGresult *pr, stm
         " WHERE i.indrelid = $1::oid ORDER BY i.indisprimary DESC, ic.relname",
         1, (const char *[]){oid});
     bool ok = res != NULL;
-    for (int i = 0; ok && res && i < PQntuples(res); i++) {
-        for (int k = 0; ok && k < PQntuples(pr); k++) {
-            const char *leaf = PQgetvalue(pr, k, 0);
+    stmt_list one = {0};
+    for (int k = 0; ok && k < PQntuples(pr); k++) {
+        const char *leaf = PQgetvalue(pr, k, 0);
+        for (int i = 0; ok && i < PQntuples(res); i++) {
             if (!PQgetisnull(res, i, 0))
-                ok = stmt_add(l, "ALTER TABLE %s ADD %s", leaf, PQgetvalue(res, i, 0));
+                ok = stmt_add(&one, "ALTER TABLE %s ADD %s", leaf, PQgetvalue(res, i, 0));
             else if (!PQgetisnull(res, i, 2))
-                ok = stmt_add(l, "CREATE %sINDEX ON %s USING %s",
+                ok = stmt_add(&one, "CREATE %sINDEX ON %s USING %s",
                               PQgetvalue(res, i, 1)[0] == 't' ? "UNIQUE " : "", leaf,
                               PQgetvalue(res, i, 2));
         }
+        ok = ok && stmt_join(l, &one);
     }
+    stmt_free(&one);
     PQclear(res);
     return ok;
 }
@@ -379,22 +382,18 @@ bool shadow_finish(pgs_migration *m, pgs_mtable *t)
     if (ok && !paired)
         log_warn("table %s: the partitions of %s changed during the copy", t->src.qname,
                  t->tgt.qname);
-    /* Made LOGGED before their indexes exist (SET LOGGED rewrites them
-     * otherwise), then the indexes, leaves in parallel. */
+    /* The indexes, leaves in parallel, each leaf's in one transaction (see
+     * build_target_indexes()). */
     stmt_list l = {0};
-    for (int k = 0; ok && k < PQntuples(pr); k++)
-        ok = stmt_add(&l, "ALTER TABLE %s SET LOGGED", PQgetvalue(pr, k, 0));
     double t0 = now_s();
-    ok = ok && run_parallel(m, "making a partition logged", NULL, &l);
-    double t1 = now_s();
-    stmt_free(&l);
-    ok = ok && index_stmts(m, t, pr, &l) &&
-         run_parallel(m, "building an index", "SET maintenance_work_mem = '256MB'", &l);
+    ok =
+        ok && index_stmts(m, t, pr, &l) &&
+        run_parallel(m, "building a partition's indexes", "SET maintenance_work_mem = '256MB'", &l);
     stmt_free(&l);
     double t2 = now_s();
     if (ok)
-        log_info("table %s: %d partitions of %s made LOGGED in %.1f s, indexes built in %.1f s",
-                 t->src.qname, PQntuples(pr), t->copy_into, t1 - t0, t2 - t1);
+        log_info("table %s: indexes built on %d partitions of %s in %.1f s", t->src.qname,
+                 PQntuples(pr), t->copy_into, t2 - t0);
     /* The swap: all leaves or none. */
     /* Nothing but pgshift should use the target yet; a session that holds
      * a lock on it anyway makes the swap give up (and insert instead)

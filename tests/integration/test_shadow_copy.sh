@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The copy into an operator-made partitioned target goes through a shadow
-# (src/plan/shadow.c): UNLOGGED leaves without indexes, then made logged,
-# indexed and swapped in for the target's empty leaves in one transaction.
+# (src/plan/shadow.c): leaves without indexes, indexed after the copy and
+# swapped in for the target's empty leaves in one transaction.
 #  - the target ends as the operator made it: the same leaf names, index and
 #    constraint names, foreign keys, identity; every leaf logged; no shadow
 #    left; the rows identical, also after changes streamed on top
@@ -65,13 +65,13 @@ state_dir: $WORK
 tables: [{source: obs, target: obs_new}]
 Y
 "$PGSHIFT" plan --plan "$WORK/plan.yaml" >"$WORK/plan1.out" 2>&1 || fail "plan failed: $(tail -5 "$WORK/plan1.out")"
-grep -q 'the copy fills UNLOGGED shadow partitions without indexes, then builds "public"."obs_new".s indexes' "$WORK/plan1.out" ||
+grep -q 'the copy fills shadow partitions without indexes, then builds "public"."obs_new".s indexes' "$WORK/plan1.out" ||
   fail "plan does not say the copy goes through a shadow: $(grep -i partition "$WORK/plan1.out")"
 grep -q 'ok     partitions of "public"."obs_new" reach 2024-05-01 00:00:00+00; later rows go to its DEFAULT partition' "$WORK/plan1.out" ||
   fail "plan does not say how far the partitions reach: $(grep -i reach "$WORK/plan1.out")"
 start_run "$WORK/plan.yaml" "$WORK/run1.log"
 wait_streaming "$WORK/run1.log"
-log_has "$WORK/run1.log" 'the copy writes into "pgshift"."shadow_[0-9]+" \(5 UNLOGGED partitions' ||
+log_has "$WORK/run1.log" 'the copy writes into "pgshift"."shadow_[0-9]+" \(5 partitions without indexes\)' ||
   fail "the copy did not go through a shadow"
 log_has "$WORK/run1.log" '5 copied partitions swapped into "public"."obs_new"' || fail "no swap logged"
 after=$(shape obs_new)
