@@ -14,10 +14,14 @@
 # partition spec). Each pgshift run ends with `pgshift abort`.
 # BENCH_READY_TPS=N: both sides run under a steady load of N inserts/s into
 # the source (pgbench -R), from before the step starts until it ends.
+# BENCH_READY_RUNS=N (default 3): each kind N times, the baseline and
+# pgshift one after the other each time, then the median of the N ratios
+# (the baseline alone varied by a third between runs on one server).
 set -euo pipefail
 ROWS=${BENCH_ROWS:-1000000}
 KINDS=${BENCH_READY_KINDS:-operator created}
 TPS=${BENCH_READY_TPS:-0}
+RUNS=${BENCH_READY_RUNS:-3}
 W=$(mktemp -d /tmp/pgshift-bench.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 source "$(dirname "$0")/lib.sh"
@@ -70,7 +74,10 @@ baseline() {
   q "CHECKPOINT"
 }
 
-for kind in $KINDS; do
+# One baseline, then one pgshift run into a target of kind $1; appends
+# "ratio pgshift base" to $W/$1.ratios.
+ready_once() {
+  local kind=$1
   baseline
   slot=pgshift_ready_$kind
   if [ "$kind" = operator ]; then
@@ -112,7 +119,9 @@ Y
   kill -TERM $pid
   wait $pid || true
   t_ready=$(el "$t0" "$t2")
-  out "$kind target: INSERT…SELECT ${t_base} s; pgshift ready in ${t_ready} s (ratio $(awk "BEGIN {printf \"%.2f\", $t_ready / $t_base}")): to streaming $(el "$t0" "$t1") s, then the backlog ($backlog) in $(el "$t1" "$t2") s, walsender CPU ${wcpu} s"
+  ratio=$(awk "BEGIN {printf \"%.2f\", $t_ready / $t_base}")
+  echo "$ratio $t_ready $t_base" >>"$W/$kind.ratios"
+  out "$kind target: INSERT…SELECT ${t_base} s; pgshift ready in ${t_ready} s (ratio $ratio): to streaming $(el "$t0" "$t1") s, then the backlog ($backlog) in $(el "$t1" "$t2") s, walsender CPU ${wcpu} s"
   grep -E "range\(s\)|copied|made LOGGED|built|indexes|origin|streaming from|ready .* after the start" "$W/$kind.log" | sed 's/^/    /' | tee -a "$BENCH_OUT"
   same=$(q "SELECT count(*) FROM (SELECT * FROM obs EXCEPT ALL SELECT * FROM obs_new) a")
   extra=$(q "SELECT count(*) FROM (SELECT * FROM obs_new EXCEPT ALL SELECT * FROM obs) a")
@@ -120,5 +129,16 @@ Y
   "$PGSHIFT_BIN" abort --plan "$W/$kind.yaml" --confirm >"$W/$kind.abort.log" 2>&1 || { cat "$W/$kind.abort.log"; exit 1; }
   q "DROP TABLE IF EXISTS obs_new"
   q "CHECKPOINT"
+}
+
+for kind in $KINDS; do
+  for run in $(seq "$RUNS"); do
+    ready_once "$kind"
+  done
+done
+for kind in $KINDS; do
+  out "$kind target, median of $RUNS: $(sort -n "$W/$kind.ratios" | awk '{r[NR] = $0} END {
+    split(r[int((NR + 1) / 2)], m, " "); printf "ratio %s (pgshift %s s, INSERT…SELECT %s s)", m[1], m[2], m[3]
+    printf "; all: "; for (i = 1; i <= NR; i++) { split(r[i], x, " "); printf "%s%s", i > 1 ? ", " : "", x[1] } }')"
 done
 out "results: $BENCH_OUT"

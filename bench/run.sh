@@ -26,7 +26,8 @@
 #      confirmed past the copy's own WAL, against INSERT INTO target SELECT
 #      * FROM source, for a target the operator made (LIKE ... INCLUDING
 #      ALL, partitioned, indexes in place) and one pgshift creates;
-#      BENCH_READY_TPS=N runs both sides under N inserts/s
+#      BENCH_READY_TPS=N runs both sides under N inserts/s; each kind
+#      BENCH_READY_RUNS times (default 3), with the median ratio
 #
 # With PGSHIFT_BIN_BEFORE, 1-3 run once per binary, "before" first
 # (BENCH_AFTER_FIRST=1: "after" first), each on a server of its own: each
