@@ -139,6 +139,6 @@ done
 for kind in $KINDS; do
   out "$kind target, median of $RUNS: $(sort -n "$W/$kind.ratios" | awk '{r[NR] = $0} END {
     split(r[int((NR + 1) / 2)], m, " "); printf "ratio %s (pgshift %s s, INSERT…SELECT %s s)", m[1], m[2], m[3]
-    printf "; all: "; for (i = 1; i <= NR; i++) { split(r[i], x, " "); printf "%s%s", i > 1 ? ", " : "", x[1] } }')"
+    printf "; all: "; for (i = 1; i <= NR; i++) { split(r[i], x, " "); printf "%s%s", (i > 1 ? ", " : ""), x[1] } }')"
 done
 out "results: $BENCH_OUT"
