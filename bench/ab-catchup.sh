@@ -87,8 +87,7 @@ tables:
 Y
   drop_origins
   start "$i" "$W/copy$i.log"
-  until grep -qs "streaming from slot" "$W/copy$i.log"; do
-    kill -0 $pid 2>/dev/null || { cat "$W/copy$i.log"; exit 1; }; sleep 0.1; done
+  wait_log "$W/copy$i.log" "streaming from slot" $pid || { cat "$W/copy$i.log"; exit 1; }
   wait_slot "pgshift_ab$i" "$(q "SELECT pg_current_wal_insert_lsn()")"
   stop
 done

@@ -18,8 +18,8 @@ ROWS=${BENCH_BIGXACT_ROWS:-1000000}
 RUNS=${BENCH_BIGXACT_RUNS:-1}
 W=$(mktemp -d /tmp/pgshift-bigx.XXXXXX)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
-out() { echo "$*" | tee -a "$BENCH_OUT"; }
-q() { psql -XAtq -v ON_ERROR_STOP=1 -d bigx -c "$1"; }
+source "$(dirname "$0")/lib.sh"
+BENCH_DB=bigx
 cpu_s() { awk '{printf "%.1f", ($14 + $15) / 100}' "/proc/$1/stat" 2>/dev/null; }
 
 createdb bigx
@@ -83,8 +83,7 @@ tables: [{source: big_$n, target: big_${n}_new}]
 Y
     "$bin" run --plan "$W/plan$n.yaml" ${BENCH_RUN_ARGS:-} >"$W/run$n.log" 2>&1 &
     pid=$!
-    until grep -qs "streaming from slot" "$W/run$n.log"; do
-      kill -0 $pid 2>/dev/null || { cat "$W/run$n.log"; exit 1; }; sleep 0.05; done
+    wait_log "$W/run$n.log" "streaming from slot" $pid || { cat "$W/run$n.log"; exit 1; }
   fi
   q "INSERT INTO big_$n VALUES (0, 'warm up', 0)"
   [ -n "$(q "SELECT wait_confirmed('$slot', pg_current_wal_insert_lsn(), clock_timestamp(), 60)")" ] ||

@@ -44,8 +44,7 @@ Y
 t0=$(now)
 "$PGSHIFT_BIN" run --plan "$W/plan.yaml" >"$W/run1.log" 2>&1 &
 pid=$!
-until grep -qs "streaming from slot" "$W/run1.log"; do
-  kill -0 $pid 2>/dev/null || { cat "$W/run1.log"; exit 1; }; sleep 0.05; done
+wait_log "$W/run1.log" "streaming from slot" $pid || { cat "$W/run1.log"; exit 1; }
 t_copy=$(el "$t0" "$(now)")
 # Let run 1 stream past the copy's own WAL, as it would in real use, so the
 # burst below is all that either applier replays.

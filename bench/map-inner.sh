@@ -92,10 +92,7 @@ for kind in plain mapped; do
   t0=$(now)
   "$PGSHIFT_BIN" run --plan "$W/m_$kind.yaml" >"$W/run-$kind.log" 2>&1 &
   pid=$!
-  until grep -qs "streaming from slot" "$W/run-$kind.log"; do
-    kill -0 $pid 2>/dev/null || { cat "$W/run-$kind.log"; exit 1; }
-    sleep 0.05
-  done
+  wait_log "$W/run-$kind.log" "streaming from slot" $pid || { cat "$W/run-$kind.log"; exit 1; }
   wait_slot "pgshift_m_$kind" "$(q "SELECT pg_current_wal_insert_lsn()")" $pid
   T_COPY[$kind]=$(el "$t0" "$(now)")
   end=$(q "SELECT pg_current_wal_insert_lsn()")

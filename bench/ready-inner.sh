@@ -98,10 +98,7 @@ Y
   t0=$(now)
   "$PGSHIFT_BIN" run --plan "$W/$kind.yaml" ${BENCH_RUN_ARGS:-} >"$W/$kind.log" 2>&1 &
   pid=$!
-  until grep -qs "streaming from slot" "$W/$kind.log"; do
-    kill -0 $pid 2>/dev/null || { cat "$W/$kind.log"; exit 1; }
-    sleep 0.05
-  done
+  wait_log "$W/$kind.log" "streaming from slot" $pid || { cat "$W/$kind.log"; exit 1; }
   t1=$(now)
   end=$(q "SELECT pg_current_wal_insert_lsn()")
   backlog=$(q "SELECT pg_size_pretty('$end'::pg_lsn - confirmed_flush_lsn) FROM pg_replication_slots WHERE slot_name = '$slot'")
