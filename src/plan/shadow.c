@@ -96,6 +96,8 @@ static const char TARGET_SQL[] =
 
 /* How long the swap waits for a lock on the target or its partitions. */
 #define SHADOW_LOCK_TIMEOUT "30s"
+/* The shadow leaves' copy of their partition constraint (index_stmts()). */
+#define BOUND_CHECK "pgshift_partition_bound"
 
 static void oid_text(uint32_t oid, char out[16])
 {
@@ -225,7 +227,10 @@ bool shadow_prepare(pgs_migration *m, pgs_mtable *t)
 
 /* Pairs of (shadow leaf, target leaf) on the same bound: the shadow leaf
  * (quoted, qualified), the target leaf's quoted schema and name, its
- * bound, its owner (quoted), the shadow leaf's oid, the target leaf's. */
+ * bound, its owner (quoted), the shadow leaf's oid, the target leaf's, and
+ * the shadow leaf's partition constraint (NULL when it has none). The
+ * DEFAULT partition comes last: each ATTACH of another leaf scans the
+ * target's DEFAULT partition, which is empty until then. */
 static PGresult *pairs(pgs_migration *m, pgs_mtable *t, const char *shadow_oid)
 {
     char oid[16];
@@ -235,14 +240,15 @@ static PGresult *pairs(pgs_migration *m, pgs_mtable *t, const char *shadow_oid)
         "SELECT format('%I.%I', sn.nspname, s.relname), quote_ident(ln.nspname),"
         "  quote_ident(l.relname), pg_get_expr(l.relpartbound, l.oid),"
         "  CASE WHEN l.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)"
-        "       THEN quote_ident(pg_get_userbyid(l.relowner)) END, s.oid, l.oid"
+        "       THEN quote_ident(pg_get_userbyid(l.relowner)) END, s.oid, l.oid,"
+        "  pg_get_partition_constraintdef(s.oid)"
         " FROM pg_inherits sh JOIN pg_class s ON s.oid = sh.inhrelid"
         " JOIN pg_namespace sn ON sn.oid = s.relnamespace"
         " JOIN pg_inherits lh ON lh.inhparent = $2::oid JOIN pg_class l ON l.oid = lh.inhrelid"
         " JOIN pg_namespace ln ON ln.oid = l.relnamespace"
         " WHERE sh.inhparent = $1::oid"
         "   AND pg_get_expr(s.relpartbound, s.oid) = pg_get_expr(l.relpartbound, l.oid)"
-        " ORDER BY s.relname",
+        " ORDER BY pg_get_expr(l.relpartbound, l.oid) = 'DEFAULT', s.relname",
         2, (const char *[]){shadow_oid, oid});
 }
 
@@ -250,7 +256,10 @@ static PGresult *pairs(pgs_migration *m, pgs_mtable *t, const char *shadow_oid)
  * exclusion constraints as constraints (ATTACH matches a
  * constraint's index only with a constraint), other indexes from their
  * definitions. An index whose definition cannot be read is left to ATTACH,
- * which builds it. */
+ * which builds it. Then its partition constraint as a CHECK constraint
+ * (BOUND_CHECK), checked here on every row while they are in the buffers:
+ * it lets the swap's ATTACH skip its own scan of the rows against the
+ * bound, and the swap drops it once attached. */
 static bool index_stmts(pgs_migration *m, pgs_mtable *t, const PGresult *pr, stmt_list *l)
 {
     char oid[16];
@@ -280,6 +289,9 @@ static bool index_stmts(pgs_migration *m, pgs_mtable *t, const PGresult *pr, stm
                               PQgetvalue(res, i, 1)[0] == 't' ? "UNIQUE " : "", leaf,
                               PQgetvalue(res, i, 2));
         }
+        if (ok && !PQgetisnull(pr, k, 7))
+            ok = stmt_add(&one, "ALTER TABLE %s ADD CONSTRAINT " BOUND_CHECK " CHECK (%s)", leaf,
+                          PQgetvalue(pr, k, 7));
         ok = ok && stmt_join(l, &one);
     }
     stmt_free(&one);
@@ -340,6 +352,9 @@ static bool swap_leaf(pgs_migration *m, pgs_mtable *t, const PGresult *pr, int k
     ok = ok &&
          exec_fmt(m->tgt, "swapping in a partition", "ALTER TABLE %s ATTACH PARTITION %s.%s %s",
                   t->tgt.qname, nsp, name, bound) &&
+         (PQgetisnull(pr, k, 7) ||
+          exec_fmt(m->tgt, "swapping in a partition",
+                   "ALTER TABLE %s.%s DROP CONSTRAINT " BOUND_CHECK, nsp, name)) &&
          rename_indexes(m, new_oid, nsp, names);
     PQclear(names);
     return ok;
