@@ -228,7 +228,8 @@ bool shadow_prepare(pgs_migration *m, pgs_mtable *t)
 /* Pairs of (shadow leaf, target leaf) on the same bound: the shadow leaf
  * (quoted, qualified), the target leaf's quoted schema and name, its
  * bound, its owner (quoted), the shadow leaf's oid, the target leaf's, and
- * the shadow leaf's partition constraint (NULL when it has none). The
+ * the shadow leaf's partition constraint (NULL when it has none, or when
+ * it names the shadow's own oid, as a hash partition's does). The
  * DEFAULT partition comes last: each ATTACH of another leaf scans the
  * target's DEFAULT partition, which is empty until then. */
 static PGresult *pairs(pgs_migration *m, pgs_mtable *t, const char *shadow_oid)
@@ -241,11 +242,12 @@ static PGresult *pairs(pgs_migration *m, pgs_mtable *t, const char *shadow_oid)
         "  quote_ident(l.relname), pg_get_expr(l.relpartbound, l.oid),"
         "  CASE WHEN l.relowner <> (SELECT oid FROM pg_roles WHERE rolname = current_user)"
         "       THEN quote_ident(pg_get_userbyid(l.relowner)) END, s.oid, l.oid,"
-        "  pg_get_partition_constraintdef(s.oid)"
+        "  CASE WHEN p.partstrat <> 'h' THEN pg_get_partition_constraintdef(s.oid) END"
         " FROM pg_inherits sh JOIN pg_class s ON s.oid = sh.inhrelid"
         " JOIN pg_namespace sn ON sn.oid = s.relnamespace"
         " JOIN pg_inherits lh ON lh.inhparent = $2::oid JOIN pg_class l ON l.oid = lh.inhrelid"
         " JOIN pg_namespace ln ON ln.oid = l.relnamespace"
+        " JOIN pg_partitioned_table p ON p.partrelid = sh.inhparent"
         " WHERE sh.inhparent = $1::oid"
         "   AND pg_get_expr(s.relpartbound, s.oid) = pg_get_expr(l.relpartbound, l.oid)"
         " ORDER BY pg_get_expr(l.relpartbound, l.oid) = 'DEFAULT', s.relname",

@@ -10,6 +10,7 @@
 #  - a swap the server refuses (a foreign key the rows break) fails the run
 #    with the server's reason and leaves the target empty; after the fix the
 #    same run copies again and the shadow of the failed one is gone
+#  - a hash-partitioned target goes through a shadow too
 #  - abort drops a shadow an interrupted run left
 source "$(dirname "$0")/lib/common.sh"
 sqlf - <<'SQL' || fail setup
@@ -81,6 +82,8 @@ after:  $after"
 [ "$(sql "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
            WHERE n.nspname = 'pgshift' AND c.relname LIKE 'shadow%'")" = 0 ] || fail "a shadow was left"
 same_rows obs obs_new
+[ "$(sql "SELECT count(*) FROM pg_constraint WHERE conname = 'pgshift_partition_bound'")" = 0 ] ||
+  fail "a copy of a partition constraint was left on a leaf"
 pass "copied through a shadow: same rows, and the same leaves, index and constraint names, all logged"
 
 sql "INSERT INTO obs (created_at, site, v) VALUES ('2024-02-03', 3, 'new'), ('2025-05-05', 4, 'rest');
@@ -144,6 +147,27 @@ log_has "$WORK/run4.log" 'dropped the shadow of "public"."obs_fk" left by an int
 wait_applied pgshift_sc3
 same_rows obs obs_fk
 pass "after the fix the same run copies again, the old shadow dropped"
+stop_run
+
+# A hash-partitioned target: the shadow's leaves carry no copy of their
+# partition constraint (it names the shadow's own oid), and none is left.
+sql "CREATE TABLE obs_h (LIKE obs INCLUDING ALL) PARTITION BY HASH (id);
+     CREATE TABLE obs_h_0 PARTITION OF obs_h FOR VALUES WITH (MODULUS 3, REMAINDER 0);
+     CREATE TABLE obs_h_1 PARTITION OF obs_h FOR VALUES WITH (MODULUS 3, REMAINDER 1);
+     CREATE TABLE obs_h_2 PARTITION OF obs_h FOR VALUES WITH (MODULUS 3, REMAINDER 2)" || fail setup5
+cat >"$WORK/plan5.yaml" <<Y
+$(plan_header sc5)
+state_dir: $WORK
+tables: [{source: obs, target: obs_h}]
+Y
+start_run "$WORK/plan5.yaml" "$WORK/run5.log"
+wait_streaming "$WORK/run5.log"
+log_has "$WORK/run5.log" '3 copied partitions swapped into "public"."obs_h"' || fail "no swap into the hash target"
+wait_applied pgshift_sc5
+same_rows obs obs_h
+[ "$(sql "SELECT count(*) FROM pg_constraint WHERE conname = 'pgshift_partition_bound'")" = 0 ] ||
+  fail "a copy of a partition constraint was left on a leaf"
+pass "a hash-partitioned target: copied through a shadow, nothing of it left"
 stop_run
 
 # abort drops a shadow an interrupted run left.
