@@ -57,8 +57,8 @@ src_index source_index(const PGresult *res, int i);
  * indexes. shadow_prepare() drops what an interrupted run left and, when
  * every leaf of the target can be swapped, makes the shadow and points
  * t->copy_into at it; shadow_finish() builds the target's indexes on the
- * shadow's leaves, and swaps them in for the target's
- * empty leaves in one transaction. */
+ * shadow's leaves and swaps them in for the target's empty leaves in one
+ * transaction. */
 bool shadow_prepare(pgs_migration *m, pgs_mtable *t);
 bool shadow_finish(pgs_migration *m, pgs_mtable *t);
 

@@ -7,11 +7,13 @@
  * shadow_<target oid> LIKE the target, partitioned the same way, with one
  * leaf shadow_<target oid>_<n> per leaf of the target, on the same bound
  * (logged: see create_target() in prepare.c). After the copy each shadow
- * leaf gets the target's indexes and key (in parallel, as on a target pgshift creates),
- * and one transaction swaps them in: detach the empty leaf, drop it, move
- * the shadow leaf to its schema and name, attach it on the same bound
- * (the server checks its rows against the bound, the check constraints
- * and the foreign keys), and give its indexes the names the old leaf's
+ * leaf gets the target's indexes and key and a copy of its bound as a
+ * CHECK constraint (in parallel, as on a target pgshift creates), and one
+ * transaction swaps them in: detach the empty leaf, drop it, move the
+ * shadow leaf to its schema and name, attach it on the same bound (the
+ * server checks its rows against the bound, which the CHECK constraint
+ * proves without a scan, the check constraints and the foreign keys), drop
+ * the CHECK constraint, and give its indexes the names the old leaf's
  * had. A crash before that commit leaves the target as it was, empty, and
  * the next run drops the shadow; a crash after it leaves the rows in the
  * target, as a copy into it would have.
@@ -255,13 +257,12 @@ static PGresult *pairs(pgs_migration *m, pgs_mtable *t, const char *shadow_oid)
 }
 
 /* One job per shadow leaf, the target's indexes: its keys and unique and
- * exclusion constraints as constraints (ATTACH matches a
- * constraint's index only with a constraint), other indexes from their
- * definitions. An index whose definition cannot be read is left to ATTACH,
- * which builds it. Then its partition constraint as a CHECK constraint
- * (BOUND_CHECK), checked here on every row while they are in the buffers:
- * it lets the swap's ATTACH skip its own scan of the rows against the
- * bound, and the swap drops it once attached. */
+ * exclusion constraints as constraints (ATTACH matches a constraint's
+ * index only with a constraint), other indexes from their definitions. An index whose definition
+ * cannot be read is left to ATTACH, which builds it. Then its partition constraint as a CHECK
+ * constraint (BOUND_CHECK), checked here on every row while they are in the buffers: it lets the
+ * swap's ATTACH skip its own scan of the rows against the bound, and the swap drops it once
+ * attached. */
 static bool index_stmts(pgs_migration *m, pgs_mtable *t, const PGresult *pr, stmt_list *l)
 {
     char oid[16];
