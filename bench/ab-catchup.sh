@@ -114,7 +114,7 @@ walstats() { # FROM TO: WAL records in that range by type, most first
 cp "$(dirname "$0")/burst.sql" "$W/burst.sql" # the recorded burst, shared with ab-catchup.sh
 B=$(q "SELECT pg_current_wal_insert_lsn()")
 t0=$(now)
-"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -d bench -f "$W/burst.sql" -c 8 -j 2 -t "${AB_BURST_PER_CLIENT:-11000}" >"$W/burst.log" 2>&1
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$W/burst.sql" -c 8 -j 2 -t "${AB_BURST_PER_CLIENT:-11000}" bench >"$W/burst.log" 2>&1
 L=$(q "SELECT pg_current_wal_insert_lsn()")
 out "burst: $(grep -oE "actually processed: [0-9]+" "$W/burst.log" | grep -oE "[0-9]+$") transactions in $(el "$t0" "$(now)") s, up to $L"
 walstats "$B" "$L"

@@ -83,7 +83,7 @@ psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "CREATE SUBSCRIPTION natsub CONNECTION '
   WITH (create_slot = false, slot_name = 'natslot', copy_data = false, enabled = false)"
 cp "$(dirname "$0")/burst.sql" "$W/burst.sql" # the recorded burst, shared with ab-catchup.sh
 t0=$(now)
-"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -d bench -f "$W/burst.sql" -c 8 -j 2 -t "$BURST_PER_CLIENT" >"$W/burst.log" 2>&1
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$W/burst.sql" -c 8 -j 2 -t "$BURST_PER_CLIENT" bench >"$W/burst.log" 2>&1
 burst_s=$(el "$t0" "$(now)")
 L=$(q "SELECT pg_current_wal_insert_lsn()")
 ntx=$(grep -oE "actually processed: [0-9]+" "$W/burst.log" | grep -oE "[0-9]+$")

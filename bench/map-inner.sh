@@ -136,7 +136,7 @@ psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "ALTER TABLE obs ADD PRIMARY KEY (id, cr
 psql -XAtq -v ON_ERROR_STOP=1 -d nat -c "CREATE SUBSCRIPTION natsub CONNECTION 'host=$PGHOST port=$PGPORT dbname=bench' PUBLICATION natpub
   WITH (create_slot = false, slot_name = 'natslot', copy_data = false, enabled = false)"
 t0=$(now)
-"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -d bench -f "$(dirname "$0")/burst.sql" -c 8 -j 2 -t "$BURST_PER_CLIENT" >"$W/burst.log" 2>&1
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$(dirname "$0")/burst.sql" -c 8 -j 2 -t "$BURST_PER_CLIENT" bench >"$W/burst.log" 2>&1
 L=$(q "SELECT pg_current_wal_insert_lsn()")
 ntx=$(grep -oE "actually processed: [0-9]+" "$W/burst.log" | grep -oE "[0-9]+$")
 out "burst: $ntx transactions in $(el "$t0" "$(now)") s, up to LSN $L"

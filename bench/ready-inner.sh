@@ -45,7 +45,7 @@ SQL
 load_pid=
 load_start() {
   [ "$TPS" -gt 0 ] || return 0
-  "$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -d bench -f "$W/load.sql" -c 2 -j 1 -R "$TPS" -T 100000 >"$W/load.log" 2>&1 &
+  "$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$W/load.sql" -c 2 -j 1 -R "$TPS" -T 100000 bench >"$W/load.log" 2>&1 &
   load_pid=$!
 }
 load_stop() {

@@ -52,7 +52,7 @@ INSERT INTO obs (created_at, station, value, tags, payload)
 VALUES (timestamptz '2024-01-01' + random() * interval '700 days', 'load', random() * 1000,
         ARRAY['load'], jsonb_build_object('load', true));
 SQL
-"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -d bench -f "$W/load.sql" -c 2 -j 1 -R "$TPS" -T 100000 >"$W/load.log" 2>&1 &
+"$PGSHIFT_TEST_CLIENTBIN/pgbench" -n -f "$W/load.sql" -c 2 -j 1 -R "$TPS" -T 100000 bench >"$W/load.log" 2>&1 &
 load_pid=$!
 sleep 2
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
