@@ -653,6 +653,12 @@ static PGresult *target_leaves(pgs_migration *m, pgs_mtable *t)
                     1, (const char *[]){oid});
 }
 
+/* How many connections run_parallel() uses. */
+static int parallel_conns(const pgs_migration *m)
+{
+    return m->plan->copy.workers > 0 ? m->plan->copy.workers : 2;
+}
+
 bool run_parallel(pgs_migration *m, const char *what, const char *setup, stmt_list *l)
 {
     char prefix[96];
@@ -661,8 +667,17 @@ bool run_parallel(pgs_migration *m, const char *what, const char *setup, stmt_li
                        .what = what,
                        .setup = setup,
                        .origin_prefix = m->plan->target ? NULL : prefix,
-                       .workers = m->plan->copy.workers > 0 ? m->plan->copy.workers : 2};
+                       .workers = parallel_conns(m)};
     return pg_parallel_exec(&job, l->v, l->n);
+}
+
+bool run_index_jobs(pgs_migration *m, stmt_list *l)
+{
+    return run_parallel(m, "building a partition's indexes",
+                        l->n >= parallel_conns(m) ? "SET maintenance_work_mem = '256MB';"
+                                                    " SET max_parallel_maintenance_workers = 0"
+                                                  : "SET maintenance_work_mem = '256MB'",
+                        l);
 }
 
 /* The source's indexes, one row each, for source_index() (prepare_int.h). */
@@ -781,8 +796,7 @@ static bool build_target_indexes(pgs_migration *m, pgs_mtable *t)
         ok = ok && stmt_join(&jobs, &one);
     }
     double t0 = now_s();
-    ok = ok && run_parallel(m, "building a partition's indexes",
-                            "SET maintenance_work_mem = '256MB'", &jobs);
+    ok = ok && run_index_jobs(m, &jobs);
     double t1 = now_s();
     for (int i = 0; ok && i < parent.n; i++)
         ok = exec_fmt(m->tgt, "attaching the partitions' indexes", "%s", parent.v[i]);

@@ -26,15 +26,23 @@ void stmt_free(stmt_list *l);
  * when sent as one query), and empties `parts`. */
 bool stmt_join(stmt_list *l, stmt_list *parts);
 
-/* Runs the statements on up to copy.workers connections of the target's
- * database (in the source's database on 16+ under origins <slot>_copy<N>,
- * so the walsender drops what they write unread, like the copy's rows). */
 /* The partitions a range spec makes: rows of (name suffix, or with `pmq`
  * pg_partman's whole name; lower bound; upper bound), or NULL (said). */
 PGresult *prepare_partition_bounds(pgs_migration *m, pgs_mtable *t, const pgs_partition_spec *sp,
                                    const char *col, const pgs_column *c, const char *pmq);
 
+/* Runs the statements on up to copy.workers connections of the target's
+ * database (in the source's database on 16+ under origins <slot>_copy<N>,
+ * so the walsender drops what they write unread, like the copy's rows). */
 bool run_parallel(pgs_migration *m, const char *what, const char *setup, stmt_list *l);
+
+/* run_parallel() for index-building jobs (one partition's indexes each).
+ * When there are at least as many jobs as connections, each job's sorts
+ * run in its own backend, without parallel maintenance workers: the jobs
+ * already keep a core per connection busy, and on 2 cores with 2 jobs the
+ * workers made 26 partitions' builds take 7.3-7.6 s instead of 4.6-5.0 s
+ * (15, 1M rows). One big table or partition keeps the server's default. */
+bool run_index_jobs(pgs_migration *m, stmt_list *l);
 
 /* One index of the source, as a target pgshift creates gets it: built as
  * it is, a key or unique constraint with the partition columns it lacks

@@ -404,9 +404,7 @@ bool shadow_finish(pgs_migration *m, pgs_mtable *t)
      * build_target_indexes()). */
     stmt_list l = {0};
     double t0 = now_s();
-    ok =
-        ok && index_stmts(m, t, pr, &l) &&
-        run_parallel(m, "building a partition's indexes", "SET maintenance_work_mem = '256MB'", &l);
+    ok = ok && index_stmts(m, t, pr, &l) && run_index_jobs(m, &l);
     stmt_free(&l);
     double t2 = now_s();
     if (ok)

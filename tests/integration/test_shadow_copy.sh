@@ -75,8 +75,15 @@ grep -q 'the copy fills shadow partitions without indexes, then builds "public".
   fail "plan does not say the copy goes through a shadow: $(grep -i partition "$WORK/plan1.out")"
 grep -q 'ok     partitions of "public"."obs_new" reach 2024-05-01 00:00:00+00; later rows go to its DEFAULT partition' "$WORK/plan1.out" ||
   fail "plan does not say how far the partitions reach: $(grep -i reach "$WORK/plan1.out")"
+# The server logs every statement of the first run (the index jobs' setup).
+sql "ALTER SYSTEM SET log_statement = 'all'" && sql "SELECT pg_reload_conf()" >/dev/null || fail log_statement
 start_run "$WORK/plan.yaml" "$WORK/run1.log"
 wait_streaming "$WORK/run1.log"
+sql "ALTER SYSTEM RESET log_statement" && sql "SELECT pg_reload_conf()" >/dev/null || fail log_statement
+# 5 leaves on 2 connections: each connection builds its leaves' indexes
+# without parallel maintenance workers (they only slowed the builds down).
+grep -q "statement: SET maintenance_work_mem = '256MB'; SET max_parallel_maintenance_workers = 0" \
+  "$PGSHIFT_TEST_DIR/server.log" || fail "the index jobs kept the parallel maintenance workers"
 log_has "$WORK/run1.log" 'the copy writes into "pgshift"."shadow_[0-9]+" \(5 partitions without indexes\)' ||
   fail "the copy did not go through a shadow"
 log_has "$WORK/run1.log" '5 copied partitions swapped into "public"."obs_new"' || fail "no swap logged"
